@@ -1,0 +1,1 @@
+//! audit: see the crate map in lib.rs.

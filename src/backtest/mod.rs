@@ -1,0 +1,1 @@
+//! backtest: see the crate map in lib.rs.

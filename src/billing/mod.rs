@@ -1,0 +1,1 @@
+//! billing: see the crate map in lib.rs.

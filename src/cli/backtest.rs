@@ -1,0 +1,10 @@
+//! `commitd backtest`.
+
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`commitd backtest` is not built yet")
+}

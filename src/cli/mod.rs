@@ -1,0 +1,95 @@
+//! The command line: the composition root that wires files, stores and the pure core together.
+//!
+//! Each sub-command lives in its own file with its `Args` and `run`. `anyhow` is used here and
+//! only here: library modules return typed errors, and this edge turns them into one message
+//! that names the file, row and column at fault.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::process::ExitCode;
+
+mod audit;
+mod backtest;
+mod check_config;
+mod forecast;
+mod plan;
+mod usage;
+
+/// commitd: an open, explainable autopilot for cloud commitments.
+///
+/// commitd reads FOCUS billing exports, forecasts the baseline usage of every usage group,
+/// solves one linear program for the purchases that minimise expected cost within your
+/// policy, and writes every decision to a tamper-evident audit log.
+///
+/// Start with `commitd usage --scenario examples/demo` to see what it reads.
+#[derive(Parser, Debug)]
+#[command(name = "commitd", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// Log format: human-readable text, or one JSON object per line for services.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "COMMITD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Log filter, e.g. "info" or "commitd=debug" (RUST_LOG syntax).
+    #[arg(long, global = true, default_value = "warn", env = "COMMITD_LOG")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show eligible compute usage per usage group: hours, on-demand-equivalent cost,
+    /// coverage, and the utilization of existing commitments.
+    Usage(usage::Args),
+    /// Forecast each usage group's hourly baseline with quantiles (P10/P50/P90).
+    Forecast(forecast::Args),
+    /// Compute the purchase plan (one LP across all instruments) with its rationale.
+    Plan(plan::Args),
+    /// Replay rolling decisions over a scenario's evaluation window and compare with baselines.
+    Backtest(backtest::Args),
+    /// Read, verify and export the append-only audit log.
+    #[command(subcommand)]
+    Audit(audit::Command),
+    /// Validate a configuration file; exits non-zero with the reason if it is invalid.
+    CheckConfig(check_config::Args),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log);
+    let result = match cli.command {
+        Command::Usage(args) => usage::run(args),
+        Command::Forecast(args) => forecast::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Backtest(args) => backtest::run(args),
+        Command::Audit(cmd) => audit::run(cmd),
+        Command::CheckConfig(args) => check_config::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // `{:#}` prints the whole context chain on one line: "reading usage.csv: row 12 ...".
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

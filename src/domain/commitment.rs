@@ -1,0 +1,84 @@
+//! Commitments: what an organisation already owns, or a plan proposes to buy.
+
+use super::cloud::{CommitmentKind, Instrument, PaymentOption, Provider, Term};
+use super::money::Money;
+use super::sizing;
+use super::time::Hour;
+use serde::{Deserialize, Serialize};
+
+/// How much a commitment commits to.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "unit", content = "value")]
+pub enum CommitmentAmount {
+    /// Savings plans: USD per hour of discounted spend (at the plan's rates).
+    HourlySpend(Money),
+    /// RIs and reservations: a number of instances of `Commitment::instance_type`.
+    Instances(u32),
+}
+
+/// One commitment, existing or planned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Commitment {
+    pub id: String,
+    pub provider: Provider,
+    pub instrument: Instrument,
+    pub term: Term,
+    pub payment: PaymentOption,
+    /// First hour covered.
+    pub start: Hour,
+    /// First hour no longer covered.
+    pub end: Hour,
+    /// Region (RIs, reservations, EC2 Instance SPs); None for Compute and Azure savings plans.
+    pub region: Option<String>,
+    /// Instance type bought (RIs, reservations).
+    pub instance_type: Option<String>,
+    /// Family (EC2 Instance SPs: "m5"; RIs and reservations: derived from the instance type).
+    pub family: Option<String>,
+    pub amount: CommitmentAmount,
+    /// Amortized cost per hour of the whole commitment (recurring fee + upfront / term hours),
+    /// paid whether used or not.
+    pub hourly_cost: Money,
+    /// The part of the total paid upfront (0, 0.5 or 1 of the total).
+    pub upfront: Money,
+}
+
+impl Commitment {
+    pub fn kind(&self) -> CommitmentKind {
+        self.instrument.kind().unwrap_or(CommitmentKind::Spend)
+    }
+
+    pub fn is_active(&self, hour: Hour) -> bool {
+        hour >= self.start && hour < self.end
+    }
+
+    /// Hours left at `hour` (0 once expired).
+    pub fn remaining_hours(&self, hour: Hour) -> i64 {
+        self.end.since(hour.max(self.start)).max(0)
+    }
+
+    /// Normalized units per hour a usage-based commitment covers (count x size units);
+    /// zero for savings plans.
+    pub fn units(&self) -> f64 {
+        match (self.amount, &self.instance_type) {
+            (CommitmentAmount::Instances(n), Some(t)) => {
+                n as f64 * sizing::sizing_or_exact(self.provider, t).units
+            }
+            (CommitmentAmount::Instances(n), None) => n as f64,
+            (CommitmentAmount::HourlySpend(_), _) => 0.0,
+        }
+    }
+
+    /// The size-flexibility group a usage-based commitment applies to.
+    pub fn flex_group(&self) -> Option<String> {
+        self.instance_type
+            .as_ref()
+            .map(|t| sizing::sizing_or_exact(self.provider, t).flex_group)
+    }
+
+    /// Total amortized cost over the whole term.
+    pub fn total_cost(&self) -> Money {
+        self.hourly_cost
+            .times(self.end.since(self.start))
+            .unwrap_or(Money::ZERO)
+    }
+}

@@ -1,0 +1,102 @@
+//! The rate card: what each product costs on demand and under each commitment offer.
+
+use super::cloud::{Instrument, PaymentOption, Provider, Term};
+use super::usage::{Product, UsageGroup};
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One way to pay for one product: on demand, or a commitment offer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    pub instrument: Instrument,
+    /// None for on demand.
+    pub term: Option<Term>,
+    pub payment: PaymentOption,
+    /// USD per instance-hour, upfront amortized over the term (exact, as the rate card writes it).
+    pub effective_hourly_rate: Decimal,
+    /// Share of the term's total paid upfront: 0, 0.5 or 1.
+    pub upfront_share: Decimal,
+}
+
+impl Offer {
+    pub fn rate(&self) -> f64 {
+        self.effective_hourly_rate.to_f64().unwrap_or(f64::NAN)
+    }
+
+    pub fn upfront_fraction(&self) -> f64 {
+        self.upfront_share.to_f64().unwrap_or(0.0)
+    }
+
+    pub fn is_on_demand(&self) -> bool {
+        self.instrument == Instrument::OnDemand
+    }
+}
+
+/// Prices by product. Built by ingest from the scenario's `rates.csv` (or, later, provider APIs).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RateCard {
+    products: BTreeMap<Product, Vec<Offer>>,
+}
+
+impl RateCard {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an offer; a second offer with the same (instrument, term, payment) replaces the first.
+    pub fn insert(&mut self, product: Product, offer: Offer) {
+        let offers = self.products.entry(product).or_default();
+        offers.retain(|o| {
+            (o.instrument, o.term, o.payment) != (offer.instrument, offer.term, offer.payment)
+        });
+        offers.push(offer);
+    }
+
+    pub fn products(&self) -> impl Iterator<Item = (&Product, &[Offer])> {
+        self.products.iter().map(|(p, o)| (p, o.as_slice()))
+    }
+
+    pub fn offers(&self, product: &Product) -> &[Offer] {
+        self.products.get(product).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn offers_for(&self, group: &UsageGroup) -> &[Offer] {
+        self.offers(&group.product())
+    }
+
+    pub fn offer(
+        &self,
+        product: &Product,
+        instrument: Instrument,
+        term: Option<Term>,
+        payment: PaymentOption,
+    ) -> Option<&Offer> {
+        self.offers(product)
+            .iter()
+            .find(|o| o.instrument == instrument && o.term == term && o.payment == payment)
+    }
+
+    /// On-demand USD per instance-hour.
+    pub fn on_demand(&self, product: &Product) -> Option<f64> {
+        self.offers(product)
+            .iter()
+            .find(|o| o.is_on_demand())
+            .map(Offer::rate)
+    }
+
+    pub fn providers(&self) -> Vec<Provider> {
+        let mut v: Vec<Provider> = self.products.keys().map(|p| p.provider).collect();
+        v.dedup();
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.products.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.products.is_empty()
+    }
+}

@@ -1,0 +1,1 @@
+//! forecast: see the crate map in lib.rs.

@@ -1,0 +1,1 @@
+//! ingest: see the crate map in lib.rs.

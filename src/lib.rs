@@ -1,0 +1,41 @@
+//! # commitd
+//!
+//! An open, explainable autopilot for cloud commitments: AWS Savings Plans and Reserved
+//! Instances, Azure reservations and savings plans.
+//!
+//! # Layout
+//!
+//! Data flows one way; every arrow is a plain function call on owned data:
+//!
+//! ```text
+//! FOCUS files ──> ingest ──> UsageModel, RateCard, existing Commitments      (domain types)
+//!                              │
+//!                              ├──> forecast   hourly quantiles + anomaly / level-shift signals
+//!                              ├──> optimize   one LP over all instruments -> Plan with rationale
+//!                              ├──> billing    the providers' discount order, hour by hour
+//!                              └──> backtest   rolling replay of forecast + optimize, billed
+//!                                               by `billing`, against the native baselines
+//! every decision ──> audit (hash-chained events) ──> store (SQLite or PostgreSQL)
+//! ```
+//!
+//! * [`domain`]: newtypes parsed once (Money, Hour, Provider, Instrument, UsageGroup, ...).
+//! * [`ingest`]: FOCUS CSV / CSV.gz / Parquet readers, usage model, commitments, rate card.
+//! * [`forecast`], [`optimize`], [`billing`]: the pure core. No I/O, no async, no clock:
+//!   they take data and return data, so they are tested and benchmarked in isolation.
+//! * [`backtest`]: replays the core over a scenario's evaluation window.
+//! * [`store`]: sqlx pools and migrations; [`audit`]: the append-only, hash-chained event log.
+//! * [`config`]: the TOML file and `COMMITD_` environment overrides.
+//! * [`cli`]: the composition root; the only place that wires I/O to the core.
+//!
+//! See `docs/ARCHITECTURE.md` for which module may depend on which.
+
+pub mod audit;
+pub mod backtest;
+pub mod billing;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod forecast;
+pub mod ingest;
+pub mod optimize;
+pub mod store;

@@ -1,0 +1,1 @@
+//! optimize: see the crate map in lib.rs.
