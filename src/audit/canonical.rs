@@ -240,10 +240,12 @@ mod tests {
         );
     }
 
+    type Edit = Box<dyn Fn(&mut EventRecord)>;
+
     #[test]
     fn every_field_changes_the_hash() {
         let base = compute_hash(&record()).unwrap();
-        let edits: Vec<Box<dyn Fn(&mut EventRecord)>> = vec![
+        let edits: Vec<Edit> = vec![
             Box::new(|r| r.id = 2),
             Box::new(|r| r.time = "2026-11-24T06:00:00.000001Z".into()),
             Box::new(|r| r.kind = "rejected".into()),
@@ -295,7 +297,10 @@ mod tests {
         r.payload = "{".into();
         assert!(matches!(
             canonical_form(&r),
-            Err(CanonicalError::InvalidJson { field: "payload", .. })
+            Err(CanonicalError::InvalidJson {
+                field: "payload",
+                ..
+            })
         ));
         r = record();
         r.time = "2026-11-24T06:00:00Z".into();
@@ -317,8 +322,17 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "actor", "amount_micros", "currency", "id", "kind", "payload", "prev_hash",
-                "rationale", "subject", "time", "v"
+                "actor",
+                "amount_micros",
+                "currency",
+                "id",
+                "kind",
+                "payload",
+                "prev_hash",
+                "rationale",
+                "subject",
+                "time",
+                "v"
             ]
         );
         assert_eq!(v["actor"], "é \"quoted\"\n");

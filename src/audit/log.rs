@@ -144,10 +144,11 @@ impl AuditLog {
                     .begin_with("BEGIN IMMEDIATE")
                     .await
                     .map_err(db("begin append"))?;
-                let head = sqlx::query("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db("read chain head"))?;
+                let head =
+                    sqlx::query("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db("read chain head"))?;
                 let head = head.map(|r| head_of(&r)).transpose()?;
                 let record = prepared.link(head)?;
                 sqlx::query(
@@ -181,10 +182,11 @@ impl AuditLog {
                     .execute(&mut *tx)
                     .await
                     .map_err(db("take append lock"))?;
-                let head = sqlx::query("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db("read chain head"))?;
+                let head =
+                    sqlx::query("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db("read chain head"))?;
                 let head = head.map(|r| head_of(&r)).transpose()?;
                 let record = prepared.link(head)?;
                 sqlx::query(
@@ -320,7 +322,10 @@ impl AuditLog {
                 }
             };
             if let Some(problem) = problem {
-                report.first_bad = Some(BadEvent { id: rec.id, problem });
+                report.first_bad = Some(BadEvent {
+                    id: rec.id,
+                    problem,
+                });
                 return Ok(false);
             }
             report.verified += 1;
@@ -496,10 +501,11 @@ where
     let get = db("decode event row");
     let id: i64 = row.try_get("id").map_err(get)?;
     let field = |name: &'static str| -> Result<String, AuditError> {
-        row.try_get::<String, _>(name).map_err(|e| AuditError::Corrupt {
-            id,
-            reason: format!("column {name}: {e}"),
-        })
+        row.try_get::<String, _>(name)
+            .map_err(|e| AuditError::Corrupt {
+                id,
+                reason: format!("column {name}: {e}"),
+            })
     };
     Ok(EventRecord {
         id,
@@ -513,12 +519,12 @@ where
                 id,
                 reason: format!("column amount_micros: {e}"),
             })?,
-        currency: row
-            .try_get::<Option<String>, _>("currency")
-            .map_err(|e| AuditError::Corrupt {
+        currency: row.try_get::<Option<String>, _>("currency").map_err(|e| {
+            AuditError::Corrupt {
                 id,
                 reason: format!("column currency: {e}"),
-            })?,
+            }
+        })?,
         payload: field("payload")?,
         rationale: field("rationale")?,
         prev_hash: field("prev_hash")?,
@@ -529,7 +535,8 @@ where
 /// The typed event of a stored record.
 pub fn decode(rec: EventRecord) -> Result<Event, AuditError> {
     let corrupt = |reason: String| AuditError::Corrupt { id: rec.id, reason };
-    let time = canonical::parse_time(&rec.time).map_err(|e: CanonicalError| corrupt(e.to_string()))?;
+    let time =
+        canonical::parse_time(&rec.time).map_err(|e: CanonicalError| corrupt(e.to_string()))?;
     let kind = EventKind::parse(&rec.kind)
         .ok_or_else(|| corrupt(format!("unknown event kind '{}'", rec.kind)))?;
     let payload: Value = serde_json::from_str(&rec.payload)
@@ -544,7 +551,11 @@ pub fn decode(rec: EventRecord) -> Result<Event, AuditError> {
             currency: currency.clone(),
         }),
         (None, None) => None,
-        _ => return Err(corrupt("amount and currency must both be present or both absent".into())),
+        _ => {
+            return Err(corrupt(
+                "amount and currency must both be present or both absent".into(),
+            ))
+        }
     };
     Ok(Event {
         id: rec.id,

@@ -15,7 +15,11 @@ pub struct DbArgs {
     /// Database URL: sqlite://PATH or postgres://USER@HOST/DB
     /// [default: sqlite://<data-dir>/commitd.db].
     // hide_env_values: the URL may carry a password, and --help must not print it.
-    #[arg(long = "database", env = "COMMITD_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long = "database",
+        env = "COMMITD_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
 
     /// Data directory of the embedded SQLite database (created on first run).
@@ -141,7 +145,11 @@ async fn run_async(cmd: Command) -> anyhow::Result<ExitCode> {
             };
             let mut out = std::io::stdout().lock();
             if json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&event_json(&event))?)?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&event_json(&event))?
+                )?;
             } else {
                 print_event(&mut out, &event)?;
             }
@@ -234,7 +242,10 @@ fn filter(
         None => None,
         Some(k) => Some(EventKind::parse(k).with_context(|| {
             let all: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-            format!("--kind '{k}': unknown event kind (expected one of: {})", all.join(", "))
+            format!(
+                "--kind '{k}': unknown event kind (expected one of: {})",
+                all.join(", ")
+            )
         })?),
     };
     let since = since.map(|t| parse_time("--since", t)).transpose()?;
@@ -257,7 +268,9 @@ fn parse_time(flag: &str, text: &str) -> anyhow::Result<DateTime<Utc>> {
             return Ok(t.and_utc());
         }
     }
-    bail!("{flag} '{text}': expected an RFC 3339 time (2026-10-01T00:00:00Z) or a date (2026-10-01)")
+    bail!(
+        "{flag} '{text}': expected an RFC 3339 time (2026-10-01T00:00:00Z) or a date (2026-10-01)"
+    )
 }
 
 fn print_table(out: &mut impl Write, events: &[Event]) -> std::io::Result<()> {
@@ -288,7 +301,11 @@ fn print_table(out: &mut impl Write, events: &[Event]) -> std::io::Result<()> {
 
 fn print_event(out: &mut impl Write, e: &Event) -> anyhow::Result<()> {
     writeln!(out, "event      {}", e.id)?;
-    writeln!(out, "time       {}", crate::audit::canonical::format_time(e.time))?;
+    writeln!(
+        out,
+        "time       {}",
+        crate::audit::canonical::format_time(e.time)
+    )?;
     writeln!(out, "kind       {}", e.kind())?;
     writeln!(out, "actor      {}", e.actor)?;
     writeln!(out, "subject    {}", e.subject)?;
@@ -320,8 +337,14 @@ mod tests {
             database_url(Some("postgres://h/db"), Path::new("x")),
             "postgres://h/db"
         );
-        assert_eq!(database_url(None, Path::new("/var/lib/commitd")), "sqlite:///var/lib/commitd/commitd.db");
-        assert_eq!(database_url(Some("  "), Path::new("d")), "sqlite://d/commitd.db");
+        assert_eq!(
+            database_url(None, Path::new("/var/lib/commitd")),
+            "sqlite:///var/lib/commitd/commitd.db"
+        );
+        assert_eq!(
+            database_url(Some("  "), Path::new("d")),
+            "sqlite://d/commitd.db"
+        );
     }
 
     #[test]
@@ -331,7 +354,9 @@ mod tests {
             "2026-10-01T00:00:00+00:00"
         );
         assert_eq!(
-            parse_time("--since", "2026-10-01T02:00:00+02:00").unwrap().to_rfc3339(),
+            parse_time("--since", "2026-10-01T02:00:00+02:00")
+                .unwrap()
+                .to_rfc3339(),
             "2026-10-01T00:00:00+00:00"
         );
         let err = parse_time("--until", "yesterday").unwrap_err().to_string();

@@ -9,13 +9,17 @@
 //!
 //! Async (sqlx on tokio) is fine here: the store is an edge, not part of the pure core.
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::Connection;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+
+/// How long to wait for a database server before giving up with the cause.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The embedded default database file name inside the data directory.
 pub const DEFAULT_DB_FILE: &str = "commitd.db";
@@ -222,15 +226,28 @@ async fn connect_sqlite(url: &str, shown: &str) -> Result<SqlitePool, StoreError
 }
 
 async fn connect_postgres(url: &str, shown: &str) -> Result<PgPool, StoreError> {
-    PgPoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect(url)
+    let options = PgConnectOptions::from_str(url).map_err(|source| StoreError::InvalidUrl {
+        url: shown.to_string(),
+        source,
+    })?;
+    // One direct connection first: a pool retries until its timeout and then reports only
+    // "pool timed out", hiding the cause (refused, bad password, unknown database).
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
         .await
+        .map_err(|_| StoreError::Connect {
+            url: shown.to_string(),
+            source: sqlx::Error::PoolTimedOut,
+        })?
         .map_err(|source| StoreError::Connect {
             url: shown.to_string(),
             source,
-        })
+        })?;
+    // Closing is best effort: the connection proved the server answers, which is all it was for.
+    let _ = first.close().await;
+    Ok(PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_lazy_with(options))
 }
 
 #[cfg(test)]
