@@ -12,6 +12,7 @@ mod backtest;
 mod check_config;
 mod forecast;
 mod plan;
+mod synth;
 mod usage;
 
 /// commitd: an open, explainable autopilot for cloud commitments.
@@ -58,6 +59,8 @@ pub enum Command {
     Audit(audit::Command),
     /// Validate a configuration file; exits non-zero with the reason if it is invalid.
     CheckConfig(check_config::Args),
+    /// Write a synthetic scenario (FOCUS usage, rates, commitments) with a chosen demand shape.
+    Synth(synth::Args),
 }
 
 /// Entry point of the binary.
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Backtest(args) => backtest::run(args),
         Command::Audit(cmd) => audit::run(cmd),
         Command::CheckConfig(args) => check_config::run(args),
+        Command::Synth(args) => synth::run(args),
     };
     match result {
         Ok(code) => code,
