@@ -12,6 +12,8 @@ mod backtest;
 mod check_config;
 mod forecast;
 mod plan;
+mod policy;
+mod synth;
 mod usage;
 
 /// commitd: an open, explainable autopilot for cloud commitments.
@@ -56,8 +58,13 @@ pub enum Command {
     /// Read, verify and export the append-only audit log.
     #[command(subcommand)]
     Audit(audit::Command),
+    /// Validate policy files and show what they allow.
+    #[command(subcommand)]
+    Policy(policy::Command),
     /// Validate a configuration file; exits non-zero with the reason if it is invalid.
     CheckConfig(check_config::Args),
+    /// Write a synthetic scenario (FOCUS usage, rates, commitments) with a chosen demand shape.
+    Synth(synth::Args),
 }
 
 /// Entry point of the binary.
@@ -70,7 +77,9 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Backtest(args) => backtest::run(args),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Policy(cmd) => policy::run(cmd),
         Command::CheckConfig(args) => check_config::run(args),
+        Command::Synth(args) => synth::run(args),
     };
     match result {
         Ok(code) => code,
