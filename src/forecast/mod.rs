@@ -217,19 +217,9 @@ pub fn forecast(
     let shifts = signals::level_shifts(&prepared, &deseason, cfg);
     let anomalous = signals::anomaly_mask(&prepared, &first.remainder, &shifts, cfg);
     let signals = signals::summarize(&prepared, &first.remainder, &anomalous, &shifts, cfg);
-    // Second pass without the anomalies, so a spike does not leave an echo in the seasonal
-    // profile (STL would spread it over the same hour of the following weeks).
-    let seasonal = if anomalous.iter().any(|&a| a) {
-        let mut clean = prepared.z.clone();
-        for (t, c) in clean.iter_mut().enumerate() {
-            if anomalous[t] {
-                *c -= first.remainder[t];
-            }
-        }
-        model::decompose(&clean, &periods)?.seasonal
-    } else {
-        first.seasonal
-    };
+    // No second pass: the robust STL already gives the spikes near-zero weight, so they leave
+    // no echo in the seasonal profile (tested), and a second fit would double the cost.
+    let seasonal = first.seasonal;
     let fitted = model::Model::new(&prepared, seasonal, &anomalous, &shifts, periods, cfg);
     let cal = calibrate::calibrate(&fitted, &first.remainder);
     model::project(&fitted, signals, &cal, &levels, data_end, cfg)
