@@ -51,13 +51,11 @@ fn json_has_every_group_hour_and_quantile_in_order() {
         assert_eq!(levels, vec![0.1, 0.25, 0.5, 0.9]);
         let values: Vec<Vec<f64>> = serde_json::from_value(f["values"].clone()).unwrap();
         assert_eq!(values.len(), 4);
-        for l in 0..4 {
-            assert_eq!(values[l].len(), 168);
-            for h in 0..168 {
-                assert!(values[l][h] >= 0.0);
-                if l > 0 {
-                    assert!(values[l][h] >= values[l - 1][h]);
-                }
+        for (l, row) in values.iter().enumerate() {
+            assert_eq!(row.len(), 168);
+            assert!(row.iter().all(|v| *v >= 0.0));
+            if l > 0 {
+                assert!(row.iter().zip(&values[l - 1]).all(|(a, b)| a >= b));
             }
         }
         assert!(f["signals"]["unsettled"].is_boolean());
