@@ -31,6 +31,8 @@ async fn appends_form_one_chain_from_genesis() {
         assert_eq!(got, e2, "{}", db.name);
         assert!(log.get(4).await.unwrap().is_none());
         assert!(log.get(0).await.unwrap().is_none());
+        assert!(log.get(i64::MIN).await.unwrap().is_none());
+        assert!(log.get(i64::MAX).await.unwrap().is_none());
         assert_eq!(got.kind(), EventKind::ActionProposed);
         assert_eq!(got.rationale["reason"], "steady baseline");
 

@@ -266,6 +266,9 @@ impl AuditLog {
 
     /// One event by id.
     pub async fn get(&self, id: i64) -> Result<Option<Event>, AuditError> {
+        if id < 1 {
+            return Ok(None);
+        }
         let rows = self
             .records(&Query {
                 after_id: id - 1,
