@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 mod audit;
 mod backtest;
+mod bench_optimize;
 mod check_config;
 mod forecast;
 mod plan;
@@ -51,6 +52,8 @@ pub enum Command {
     Forecast(forecast::Args),
     /// Compute the purchase plan (one LP across all instruments) with its rationale.
     Plan(plan::Args),
+    /// Time the optimizer on synthetic demand (default 500 groups x 8,760 hours).
+    BenchOptimize(bench_optimize::Args),
     /// Replay rolling decisions over a scenario's evaluation window and compare with baselines.
     Backtest(backtest::Args),
     /// Read, verify and export the append-only audit log.
@@ -69,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Forecast(args) => forecast::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Backtest(args) => backtest::run(args),
+        Command::BenchOptimize(args) => bench_optimize::run(args),
         Command::Audit(cmd) => audit::run(cmd),
         Command::CheckConfig(args) => check_config::run(args),
     };
