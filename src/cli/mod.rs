@@ -13,6 +13,7 @@ mod bench_optimize;
 mod check_config;
 mod forecast;
 mod plan;
+mod policy;
 mod usage;
 
 /// commitd: an open, explainable autopilot for cloud commitments.
@@ -59,6 +60,9 @@ pub enum Command {
     /// Read, verify and export the append-only audit log.
     #[command(subcommand)]
     Audit(audit::Command),
+    /// Validate policy files and show what they allow.
+    #[command(subcommand)]
+    Policy(policy::Command),
     /// Validate a configuration file; exits non-zero with the reason if it is invalid.
     CheckConfig(check_config::Args),
 }
@@ -74,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Backtest(args) => backtest::run(args),
         Command::BenchOptimize(args) => bench_optimize::run(args),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Policy(cmd) => policy::run(cmd),
         Command::CheckConfig(args) => check_config::run(args),
     };
     match result {
