@@ -9,11 +9,13 @@ use std::process::ExitCode;
 
 mod audit;
 mod backtest;
+mod bench_forecast;
 mod bench_optimize;
 mod check_config;
 mod forecast;
 mod plan;
 mod policy;
+mod synth;
 mod usage;
 
 /// commitd: an open, explainable autopilot for cloud commitments.
@@ -51,6 +53,8 @@ pub enum Command {
     Usage(usage::Args),
     /// Forecast each usage group's hourly baseline with quantiles (P10/P50/P90).
     Forecast(forecast::Args),
+    /// Accuracy (rolling origin, vs seasonal-naive) and speed figures of the forecaster.
+    BenchForecast(bench_forecast::Args),
     /// Compute the purchase plan (one LP across all instruments) with its rationale.
     Plan(plan::Args),
     /// Time the optimizer on synthetic demand (default 500 groups x 8,760 hours).
@@ -65,6 +69,8 @@ pub enum Command {
     Policy(policy::Command),
     /// Validate a configuration file; exits non-zero with the reason if it is invalid.
     CheckConfig(check_config::Args),
+    /// Write a synthetic scenario (FOCUS usage, rates, commitments) with a chosen demand shape.
+    Synth(synth::Args),
 }
 
 /// Entry point of the binary.
@@ -74,12 +80,14 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Usage(args) => usage::run(args),
         Command::Forecast(args) => forecast::run(args),
+        Command::BenchForecast(args) => bench_forecast::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Backtest(args) => backtest::run(args),
         Command::BenchOptimize(args) => bench_optimize::run(args),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::CheckConfig(args) => check_config::run(args),
+        Command::Synth(args) => synth::run(args),
     };
     match result {
         Ok(code) => code,

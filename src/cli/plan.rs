@@ -2,9 +2,11 @@
 //! readable table or as JSON (the serde form of [`crate::domain::Plan`], which the audit store
 //! records as it is).
 //!
-//! Demand: seasonal-naive quantile paths (P10/P50/P90 of the same hour of the week over the last
-//! four weeks before `--at`), until the forecaster is wired in; `--hindsight` plans on the actual
-//! demand after `--at` instead (the backtest's `hindsight_static` baseline).
+//! Demand: the forecaster's P10/P50/P90 paths per usage group from the history before `--at`
+//! (a group the forecaster cannot fit falls back to seasonal-naive paths: the quantiles of the
+//! same hour of the week over the last four weeks, and the plan says so); `--seasonal-naive`
+//! uses those for every group; `--hindsight` plans on the actual demand after `--at` instead
+//! (the backtest's `hindsight_static` baseline).
 
 use crate::domain::{Hour, Money, PaymentOption, Plan, Term};
 use crate::ingest::Scenario;
@@ -28,6 +30,9 @@ pub struct Args {
     /// Plan on the actual demand after --at (hindsight mode) instead of the seasonal-naive paths.
     #[arg(long)]
     pub hindsight: bool,
+    /// Seasonal-naive demand for every group instead of the forecaster's quantiles.
+    #[arg(long, conflicts_with = "hindsight")]
+    pub seasonal_naive: bool,
     /// Allow 3-year terms (the scored policy allows 1-year terms only).
     #[arg(long)]
     pub allow_three_year: bool,
@@ -66,6 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(t) => Hour::parse(t).with_context(|| format!("--at '{t}'"))?,
         None => scenario.window.decision_time,
     };
+    let mut fallback_notes = Vec::new();
     let (input, source) = if args.hindsight {
         (
             demand::actual(&scenario.usage, at, args.horizon),
@@ -77,10 +83,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             scenario.usage.range.start,
             at,
         ));
-        (
-            demand::seasonal_naive(&history, at, args.horizon, 4, &LEVELS),
-            "seasonal-naive: P10/P50/P90 of the same hour of the week over the last 4 weeks",
-        )
+        let naive = demand::seasonal_naive(&history, at, args.horizon, 4, &LEVELS);
+        if args.seasonal_naive {
+            (
+                naive,
+                "seasonal-naive: P10/P50/P90 of the same hour of the week over the last 4 weeks",
+            )
+        } else {
+            (
+                forecast_demand(&history, at, args.horizon, naive, &mut fallback_notes),
+                "forecast: P10/P50/P90 paths of the forecaster, from the history before the decision time",
+            )
+        }
     };
     let constraints = constraints(&args)?;
     let options = Options {
@@ -98,6 +112,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     )
     .with_context(|| format!("planning {} at {at}", scenario.name))?;
     let seconds = started.elapsed().as_secs_f64();
+    let mut plan = plan;
+    plan.notes.extend(fallback_notes);
     if args.json {
         let mut v = serde_json::to_value(&plan)?;
         if let Some(obj) = v.as_object_mut() {
@@ -111,6 +127,81 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_table(&scenario.name, at, source, &plan, seconds);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The forecaster's quantile paths for every group; a group it cannot fit keeps its
+/// seasonal-naive paths from `naive` (same groups, same order), with a note.
+fn forecast_demand(
+    history: &crate::domain::UsageModel,
+    at: Hour,
+    horizon: usize,
+    mut naive: optimize::DemandInput,
+    notes: &mut Vec<String>,
+) -> optimize::DemandInput {
+    use crate::forecast::{forecast_batch, BatchInput, ForecastConfig};
+    // Hours after the bill's last row are unknown, not zero.
+    let known_end = history
+        .last_observed
+        .map_or(history.range.start, |h| h.plus(1))
+        .min(at);
+    let known = known_end.since(history.range.start).max(0) as usize;
+    let histories: Vec<Vec<f64>> = history
+        .groups
+        .iter()
+        .map(|g| {
+            let mut v = g.quantity.clone();
+            for x in v.iter_mut().skip(known) {
+                *x = f64::NAN;
+            }
+            v
+        })
+        .collect();
+    let inputs: Vec<BatchInput<'_>> = histories
+        .iter()
+        .map(|h| BatchInput {
+            history: h,
+            history_start: history.range.start,
+        })
+        .collect();
+    let cfg = ForecastConfig {
+        horizon_hours: horizon,
+        quantiles: LEVELS.to_vec(),
+        ..ForecastConfig::default()
+    };
+    let results = forecast_batch(&inputs, at, &cfg);
+    for (g, result) in naive.groups.iter_mut().zip(results) {
+        match result {
+            Ok(f) if f.start <= at => {
+                let offset = at.since(f.start) as usize;
+                let paths: Vec<Vec<f64>> = LEVELS
+                    .iter()
+                    .map(|&q| {
+                        let v = f.quantile(q);
+                        (0..horizon)
+                            .map(|h| v.get(offset + h).copied().unwrap_or(0.0).max(0.0))
+                            .collect()
+                    })
+                    .collect();
+                if paths.iter().flatten().all(|v| v.is_finite()) {
+                    g.scenarios = paths;
+                } else {
+                    notes.push(format!(
+                        "forecast for {} has non-finite values: seasonal-naive demand used",
+                        g.group
+                    ));
+                }
+            }
+            Ok(f) => notes.push(format!(
+                "forecast for {} starts at {} after the decision time: seasonal-naive demand used",
+                g.group, f.start
+            )),
+            Err(e) => notes.push(format!(
+                "no forecast for {} ({e}): seasonal-naive demand used",
+                g.group
+            )),
+        }
+    }
+    naive
 }
 
 fn constraints(args: &Args) -> anyhow::Result<Constraints> {
