@@ -39,4 +39,5 @@ pub mod forecast;
 pub mod ingest;
 pub mod optimize;
 pub mod policy;
+pub mod providers;
 pub mod store;
