@@ -39,5 +39,6 @@ pub mod forecast;
 pub mod ingest;
 pub mod optimize;
 pub mod policy;
+pub mod proposals;
 pub mod providers;
 pub mod store;
