@@ -34,6 +34,7 @@ pub mod backtest;
 pub mod billing;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod domain;
 pub mod forecast;
 pub mod ingest;

@@ -796,4 +796,4 @@ impl ProposalStore {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
