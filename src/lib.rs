@@ -29,6 +29,7 @@
 //!
 //! See `docs/ARCHITECTURE.md` for which module may depend on which.
 
+pub mod api;
 pub mod audit;
 pub mod backtest;
 pub mod billing;
