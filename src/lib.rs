@@ -37,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod domain;
+pub mod execute;
 pub mod forecast;
 pub mod ingest;
 pub mod optimize;

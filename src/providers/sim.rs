@@ -302,7 +302,7 @@ impl CommitmentMarket for SimMarket {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::{Hour, Instrument, Offer, PaymentOption, Provider, Term};
 
