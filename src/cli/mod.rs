@@ -13,6 +13,8 @@ mod check_config;
 mod forecast;
 mod plan;
 mod policy;
+mod proposals;
+mod run;
 mod usage;
 
 /// commitd: an open, explainable autopilot for cloud commitments.
@@ -62,6 +64,14 @@ pub enum Command {
     Policy(policy::Command),
     /// Validate a configuration file; exits non-zero with the reason if it is invalid.
     CheckConfig(check_config::Args),
+    /// Run the service (schedules, approvals, execution, HTTP API), or one cycle with --once.
+    Run(run::Args),
+    /// List, show, approve and reject proposals.
+    #[command(subcommand)]
+    Proposals(proposals::Command),
+    /// Create and revoke API bearer tokens.
+    #[command(subcommand)]
+    Tokens(proposals::TokenCommand),
 }
 
 /// Entry point of the binary.
@@ -76,6 +86,9 @@ pub fn main() -> ExitCode {
         Command::Audit(cmd) => audit::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::CheckConfig(args) => check_config::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Proposals(cmd) => proposals::run(cmd),
+        Command::Tokens(cmd) => proposals::run_tokens(cmd),
     };
     match result {
         Ok(code) => code,

@@ -30,6 +30,7 @@ use crate::providers::{CommitmentMarket, ProviderError, Purchase, PurchaseReques
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +139,8 @@ pub struct Executor {
     market: Arc<dyn CommitmentMarket>,
     policies: PolicySet,
     failpoint: Failpoint,
+    /// Set on shutdown: no new proposal is started (the one in flight finishes).
+    stop: Arc<AtomicBool>,
 }
 
 /// The actor recorded for the daemon's own steps.
@@ -156,7 +159,18 @@ impl Executor {
             market,
             policies,
             failpoint: Failpoint::default(),
+            stop: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Shares the daemon's shutdown flag.
+    pub fn with_stop_flag(mut self, stop: Arc<AtomicBool>) -> Executor {
+        self.stop = stop;
+        self
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
     }
 
     pub fn with_failpoint(mut self, failpoint: Failpoint) -> Executor {
@@ -174,6 +188,9 @@ impl Executor {
     pub async fn reconcile(&self, now: DateTime<Utc>) -> Result<Vec<Outcome>, ExecuteError> {
         let mut out = Vec::new();
         for p in self.proposals.list(Some(ProposalState::Executing)).await? {
+            if self.stopping() {
+                break;
+            }
             out.push(self.resume(&p, now).await?);
         }
         Ok(out)
@@ -185,6 +202,9 @@ impl Executor {
         approved.reverse();
         let mut out = Vec::new();
         for p in approved {
+            if self.stopping() {
+                break;
+            }
             out.push(self.execute(&p, now).await?);
         }
         Ok(out)
