@@ -11,7 +11,25 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_commitd");
+/// The binary under test, copied once per test process: with a target directory shared by
+/// several worktrees, another build may replace `target/debug/commitd` while tests run.
+pub fn bin() -> &'static Path {
+    static COPY: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    &COPY
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("commitd");
+            std::fs::copy(env!("CARGO_BIN_EXE_commitd"), &path).unwrap();
+            let probe = Command::new(&path).args(["proposals", "--help"]).output().unwrap();
+            assert!(
+                probe.status.success(),
+                "{} is not this branch's build (replaced by another build in a shared target dir?): rerun",
+                env!("CARGO_BIN_EXE_commitd")
+            );
+            (dir, path)
+        })
+        .1
+}
 
 pub const POLICY: &str = r#"
 name = "aws"
@@ -121,7 +139,7 @@ shutdown_grace_seconds = 10
     }
 
     pub fn commitd_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.args(args).arg("--config").arg(&self.config);
         for (k, v) in env {
             cmd.env(k, v);
@@ -151,7 +169,7 @@ shutdown_grace_seconds = 10
 
     /// Audit events (JSONL export) of one kind.
     pub fn events(&self, kind: &str) -> Vec<Value> {
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .args(["audit", "export", "--format", "jsonl", "--database", &self.database_url])
             .output()
             .unwrap();
@@ -165,7 +183,7 @@ shutdown_grace_seconds = 10
     }
 
     pub fn verify_audit(&self) {
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .args(["audit", "verify", "--database", &self.database_url])
             .output()
             .unwrap();
@@ -189,7 +207,7 @@ shutdown_grace_seconds = 10
     }
 
     pub fn spawn_env(&self, env: &[(&str, &str)]) -> Daemon {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.args(["--log", "commitd=info", "run", "--listen", "127.0.0.1:0", "--config"])
             .arg(&self.config)
             .env_remove("NOTIFY_SOCKET")
