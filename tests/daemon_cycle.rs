@@ -20,7 +20,10 @@ fn copilot_cycle(postgres: bool) {
     // upfront limit and is blocked with its rule.
     let out = s.ok(&["run", "--once"]);
     assert!(out.contains("ComputeSavingsPlan"), "{out}");
-    assert!(out.contains("blocked by aws limits.max_upfront_per_day"), "{out}");
+    assert!(
+        out.contains("blocked by aws limits.max_upfront_per_day"),
+        "{out}"
+    );
     assert!(out.contains("audit log:"), "{out}");
     let list = s.proposals();
     assert_eq!(list.len(), 1, "{list:?}");
@@ -37,7 +40,11 @@ fn copilot_cycle(postgres: bool) {
     let (code, body) = d.get("/api/v1/proposals?state=proposed", Some(&viewer));
     assert_eq!(code, 200, "{body}");
     assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 1);
-    let (code, _) = d.post(&format!("/api/v1/proposals/{id}/approve"), Some(&viewer), "{}");
+    let (code, _) = d.post(
+        &format!("/api/v1/proposals/{id}/approve"),
+        Some(&viewer),
+        "{}",
+    );
     assert_eq!(code, 403);
     let (code, body) = d.post(
         &format!("/api/v1/proposals/{id}/approve"),
@@ -54,13 +61,23 @@ fn copilot_cycle(postgres: bool) {
     assert!(done["commitment_id"].as_str().unwrap().starts_with("sim-"));
     assert_eq!(done["idempotency_key"], format!("commitd-{id}"));
     // A decision on an executed proposal is refused.
-    let (code, _) = d.post(&format!("/api/v1/proposals/{id}/reject"), Some(&alice), r#"{"reason":"late"}"#);
+    let (code, _) = d.post(
+        &format!("/api/v1/proposals/{id}/reject"),
+        Some(&alice),
+        r#"{"reason":"late"}"#,
+    );
     assert_eq!(code, 409);
     let (code, metrics) = d.get("/metrics", None);
     assert_eq!(code, 200);
-    assert!(metrics.contains("commitd_commitment_hourly_usd{provider=\"AWS\"} 2.5"), "{metrics}");
+    assert!(
+        metrics.contains("commitd_commitment_hourly_usd{provider=\"AWS\"} 2.5"),
+        "{metrics}"
+    );
     assert!(metrics.contains("commitd_pending_approvals 0"), "{metrics}");
-    assert!(metrics.contains("commitd_actions_total{result=\"executed\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("commitd_actions_total{result=\"executed\"} 1"),
+        "{metrics}"
+    );
     let (status, stderr) = d.terminate();
     assert!(status.success(), "{stderr}");
 
@@ -91,7 +108,10 @@ fn autopilot_executes_within_guardrails_and_blocks_the_rest() {
         let s = Setup::new("autopilot", pg).unwrap();
         let out = s.ok(&["run", "--once"]);
         assert!(out.contains("\"outcome\":\"executed\""), "{out}");
-        assert!(out.contains("blocked by aws limits.max_upfront_per_day"), "{out}");
+        assert!(
+            out.contains("blocked by aws limits.max_upfront_per_day"),
+            "{out}"
+        );
         let list = s.proposals();
         assert_eq!(list.len(), 1);
         assert_eq!(list[0]["state"], "executed");
@@ -105,7 +125,10 @@ fn autopilot_executes_within_guardrails_and_blocks_the_rest() {
         // counts what was bought: the same plan's first action is proposed and bought again
         // only within the limits (no upfront, so it passes), the second is blocked again.
         let out = s.ok(&["run", "--once"]);
-        assert!(out.contains("blocked by aws limits.max_upfront_per_day"), "{out}");
+        assert!(
+            out.contains("blocked by aws limits.max_upfront_per_day"),
+            "{out}"
+        );
         assert_eq!(s.events("executed").len(), 2);
     }
 }
@@ -117,7 +140,11 @@ fn datapilot_records_recommendations_and_never_executes() {
     assert!(out.contains("recommendation"), "{out}");
     assert!(s.proposals().is_empty());
     let recs = s.events("action_proposed");
-    assert_eq!(recs.len(), 1, "the second action is blocked by its limit first");
+    assert_eq!(
+        recs.len(),
+        1,
+        "the second action is blocked by its limit first"
+    );
     assert_eq!(recs[0]["rationale"]["recommendation"], true);
     assert!(s.events("execution_requested").is_empty());
     s.verify_audit();
@@ -140,7 +167,9 @@ fn a_crash_between_steps_never_buys_twice() {
         // Restart: the daemon reconciles with the provider before anything else.
         let d = s.spawn();
         let id = p["id"].as_str().unwrap().to_string();
-        eventually(20, || (s.proposal(&id)["state"] == "executed").then_some(()));
+        eventually(20, || {
+            (s.proposal(&id)["state"] == "executed").then_some(())
+        });
         let (status, stderr) = d.terminate();
         assert!(status.success(), "{stderr}");
         assert_eq!(s.events("executed").len(), 1, "{step}");
@@ -171,7 +200,11 @@ fn two_replicas_on_one_postgresql_only_one_executes() {
     let alice = s.token("alice", "approver");
     let a = s.spawn();
     let b = s.spawn();
-    let leader = |d: &Daemon| d.get("/metrics", None).1.contains("commitd_executor_leader 1\n");
+    let leader = |d: &Daemon| {
+        d.get("/metrics", None)
+            .1
+            .contains("commitd_executor_leader 1\n")
+    };
     // Exactly one holds the lease (each renews every second).
     let (la, lb) = eventually(10, || {
         let (la, lb) = (leader(&a), leader(&b));
@@ -180,9 +213,15 @@ fn two_replicas_on_one_postgresql_only_one_executes() {
     let (standby, active) = if la { (&b, &a) } else { (&a, &b) };
     assert!(!lb || !la);
     // Approve through the standby: it serves the API, the leader executes.
-    let (code, body) = standby.post(&format!("/api/v1/proposals/{id}/approve"), Some(&alice), "{}");
+    let (code, body) = standby.post(
+        &format!("/api/v1/proposals/{id}/approve"),
+        Some(&alice),
+        "{}",
+    );
     assert_eq!(code, 200, "{body}");
-    eventually(20, || (s.proposal(&id)["state"] == "executed").then_some(()));
+    eventually(20, || {
+        (s.proposal(&id)["state"] == "executed").then_some(())
+    });
     assert_eq!(s.events("executed").len(), 1);
     assert!(leader(active) && !leader(standby));
     // The leader stops (releases the lease): the standby takes over.

@@ -55,24 +55,33 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into()}))).into_response()
+/// An error answer: a status and a message, sent as `{"error": message}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
 }
 
-async fn authorize(s: &AppState, headers: &HeaderMap, need: Role) -> Result<Principal, Response> {
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    ApiError(status, message.into()).into_response()
+}
+
+async fn authorize(s: &AppState, headers: &HeaderMap, need: Role) -> Result<Principal, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "missing bearer token"))?;
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
     let principal = s
         .tokens
         .authenticate(token)
         .await
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
-        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "unknown token"))?;
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))?;
     if principal.role < need {
-        return Err(error(
+        return Err(ApiError(
             StatusCode::FORBIDDEN,
             format!(
                 "{} has role {}, this needs {}",
@@ -132,7 +141,7 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> Response {
     if let Err(r) = authorize(&s, &headers, Role::Viewer).await {
-        return r;
+        return r.into_response();
     }
     let state = match q.state.as_deref() {
         None => None,
@@ -149,7 +158,7 @@ async fn list(
 
 async fn show(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = authorize(&s, &headers, Role::Viewer).await {
-        return r;
+        return r.into_response();
     }
     match s.proposals.get(&id).await {
         Ok(Some(p)) => Json(p).into_response(),
@@ -164,12 +173,12 @@ struct DecisionBody {
     reason: Option<String>,
 }
 
-fn body(bytes: &Bytes) -> Result<DecisionBody, Response> {
+fn body(bytes: &Bytes) -> Result<DecisionBody, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(DecisionBody::default());
     }
     serde_json::from_slice(bytes)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body: {e}")))
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("request body: {e}")))
 }
 
 async fn approve(
@@ -180,11 +189,11 @@ async fn approve(
 ) -> Response {
     let who = match authorize(&s, &headers, Role::Approver).await {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let b = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let now = chrono::Utc::now();
     match s
@@ -221,11 +230,11 @@ async fn reject(
 ) -> Response {
     let who = match authorize(&s, &headers, Role::Approver).await {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let b = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let reason = b.reason.unwrap_or_default();
     let now = chrono::Utc::now();

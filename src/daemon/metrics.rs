@@ -103,10 +103,12 @@ impl Metrics {
             "gauge",
             vec![(
                 String::new(),
-                (s.last_cycle_ok == Some(true))
-                    .then_some("1")
-                    .unwrap_or("0")
-                    .into(),
+                if s.last_cycle_ok == Some(true) {
+                    "1"
+                } else {
+                    "0"
+                }
+                .into(),
             )],
         );
         gauge(

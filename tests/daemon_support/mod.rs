@@ -170,10 +170,21 @@ shutdown_grace_seconds = 10
     /// Audit events (JSONL export) of one kind.
     pub fn events(&self, kind: &str) -> Vec<Value> {
         let out = Command::new(bin())
-            .args(["audit", "export", "--format", "jsonl", "--database", &self.database_url])
+            .args([
+                "audit",
+                "export",
+                "--format",
+                "jsonl",
+                "--database",
+                &self.database_url,
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -208,11 +219,18 @@ shutdown_grace_seconds = 10
 
     pub fn spawn_env(&self, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(bin());
-        cmd.args(["--log", "commitd=info", "run", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&self.config)
-            .env_remove("NOTIFY_SOCKET")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "--log",
+            "commitd=info",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&self.config)
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -242,7 +260,10 @@ shutdown_grace_seconds = 10
 impl Drop for Setup {
     fn drop(&mut self) {
         if let Some((admin, db)) = self.pg.take() {
-            psql(&admin, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+            psql(
+                &admin,
+                &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+            );
         }
     }
 }
