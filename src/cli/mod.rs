@@ -15,6 +15,7 @@ mod plan;
 mod policy;
 mod proposals;
 mod run;
+mod synth;
 mod usage;
 
 /// commitd: an open, explainable autopilot for cloud commitments.
@@ -72,6 +73,8 @@ pub enum Command {
     /// Create and revoke API bearer tokens.
     #[command(subcommand)]
     Tokens(proposals::TokenCommand),
+    /// Write a synthetic scenario (FOCUS usage, rates, commitments) with a chosen demand shape.
+    Synth(synth::Args),
 }
 
 /// Entry point of the binary.
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Proposals(cmd) => proposals::run(cmd),
         Command::Tokens(cmd) => proposals::run_tokens(cmd),
+        Command::Synth(args) => synth::run(args),
     };
     match result {
         Ok(code) => code,
