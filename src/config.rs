@@ -468,4 +468,31 @@ mod tests {
         assert!(!format!("{c:?}").contains("hunter2"));
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
     }
+
+    #[test]
+    fn daemon_settings_have_defaults_and_hide_the_webhook() {
+        let f = file("[daemon]\nlisten = \"0.0.0.0:8080\"\nplan_file = \"plan.json\"\n");
+        let c = Config::load_with_env(
+            Some(f.path()),
+            &env(&[(
+                "COMMITD_DAEMON__WEBHOOK_URL",
+                "http://relay/hooks/T0/B0/supersecret",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(c.daemon.listen.as_deref(), Some("0.0.0.0:8080"));
+        assert_eq!(c.daemon.plan_schedule, "0 0 6 * * *");
+        assert_eq!(c.daemon.proposal_max_age_hours, 72);
+        // Relative to the file, like every other path.
+        assert_eq!(
+            c.daemon.plan_file.as_deref(),
+            Some(f.path().parent().unwrap().join("plan.json").as_path())
+        );
+        assert!(!c.redacted().contains("supersecret"), "{}", c.redacted());
+        let f = file("[daemon]\nplan_shedule = \"x\"\n");
+        let e = Config::load_with_env(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plan_shedule"), "{e}");
+    }
 }

@@ -14,8 +14,52 @@ fn backends() -> Vec<bool> {
     v
 }
 
+/// A one-shot HTTP server that records the body of the first request it gets.
+fn chat_hook() -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/services/T0/B0/secret",
+        listener.local_addr().unwrap()
+    );
+    let handle = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .unwrap();
+                    return body.to_string();
+                }
+            }
+            if n == 0 {
+                return String::new();
+            }
+        }
+    });
+    (url, handle)
+}
+
 fn copilot_cycle(postgres: bool) {
-    let s = Setup::new("copilot", postgres).unwrap();
+    let (hook, received) = chat_hook();
+    let s = Setup::with_daemon_settings(
+        "copilot",
+        postgres,
+        &format!("webhook_url = \"{hook}\"\npublic_url = \"http://commitd.test\""),
+    )
+    .unwrap();
     // One cycle: the plan's first action becomes a proposal; the second breaks the daily
     // upfront limit and is blocked with its rule.
     let out = s.ok(&["run", "--once"]);
@@ -29,6 +73,14 @@ fn copilot_cycle(postgres: bool) {
     assert_eq!(list.len(), 1, "{list:?}");
     let id = list[0]["id"].as_str().unwrap().to_string();
     assert_eq!(list[0]["state"], "proposed");
+    // The chat notification: Slack JSON with the summary and a link to the proposal.
+    let message: Value = serde_json::from_str(&received.join().unwrap()).unwrap();
+    let text = message["text"].as_str().unwrap();
+    assert!(text.contains(&id) && text.contains("2.5 USD/h"), "{text}");
+    assert!(
+        text.contains(&format!("http://commitd.test/api/v1/proposals/{id}")),
+        "{text}"
+    );
 
     let alice = s.token("alice", "approver");
     let viewer = s.token("vic", "viewer");

@@ -79,6 +79,11 @@ impl Setup {
     /// `mode`: datapilot, copilot or autopilot. `postgres`: a throwaway PostgreSQL database
     /// (None when COMMITD_TEST_DATABASE_URL is not set: the caller skips).
     pub fn new(mode: &str, postgres: bool) -> Option<Setup> {
+        Setup::with_daemon_settings(mode, postgres, "")
+    }
+
+    /// Like [`Setup::new`] with extra lines for the `[daemon]` table.
+    pub fn with_daemon_settings(mode: &str, postgres: bool, extra: &str) -> Option<Setup> {
         let dir = tempfile::tempdir().unwrap();
         let (database_url, pg) = if postgres {
             let admin = std::env::var("COMMITD_TEST_DATABASE_URL").ok()?;
@@ -117,6 +122,7 @@ plan_schedule = "0 0 6 1 1 *"
 execute_schedule = "* * * * * *"
 lease_ttl_seconds = 3
 shutdown_grace_seconds = 10
+{extra}
 "#
             ),
         )
