@@ -284,3 +284,48 @@ fn two_replicas_on_one_postgresql_only_one_executes() {
     b.terminate();
     s.verify_audit();
 }
+
+#[test]
+fn a_newer_plan_supersedes_open_proposals_and_stale_approvals_are_refused() {
+    let s = Setup::new("copilot", false).unwrap();
+    s.ok(&["run", "--once"]);
+    s.ok(&["run", "--once"]);
+    let list = s.proposals();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let (newer, older) = (&list[0], &list[1]);
+    assert_eq!(newer["state"], "proposed");
+    assert_eq!(older["state"], "expired");
+    assert!(older["outcome"]
+        .as_str()
+        .unwrap()
+        .contains("superseded by plan"));
+    let out = s.commitd(&[
+        "proposals",
+        "approve",
+        older["id"].as_str().unwrap(),
+        "--as",
+        "alice",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("expired"),
+        "{out:?}"
+    );
+    // The proposer can never approve its own proposal, from the CLI either.
+    let out = s.commitd(&[
+        "proposals",
+        "approve",
+        newer["id"].as_str().unwrap(),
+        "--as",
+        "commitd",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot approve"),
+        "{out:?}"
+    );
+    let expired = s.events("proposal_expired");
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0]["payload"]["superseded_by"], newer["plan_id"]);
+    s.verify_audit();
+}

@@ -118,13 +118,24 @@ pub struct PlanFile {
     pub path: PathBuf,
 }
 
-/// A plan id unique per cycle ("plan-20261124T060000Z-1a2b3c4d"): time of the cycle + digest
-/// of the inputs, so a re-plan of the same inputs still supersedes the earlier proposals.
+/// A plan id unique per cycle ("plan-20261124T060000.123Z-1a2b3c4d-5e6f7a8b"): time of the
+/// cycle, digest of the inputs, and a nonce from the nanosecond time and the process id. A
+/// re-plan of the same inputs must get a new id, or it would not supersede the earlier
+/// proposals (two one-shot runs can start within the same millisecond).
 pub fn plan_id(now: DateTime<Utc>, digest: &str) -> String {
+    let nonce = hex::encode(Sha256::digest(
+        format!(
+            "{}\n{}\n{digest}",
+            now.timestamp_nanos_opt().unwrap_or_default(),
+            std::process::id()
+        )
+        .as_bytes(),
+    ));
     format!(
-        "plan-{}-{}",
-        now.format("%Y%m%dT%H%M%SZ"),
-        &digest[..digest.len().min(8)]
+        "plan-{}-{}-{}",
+        now.format("%Y%m%dT%H%M%S%.3fZ"),
+        &digest[..digest.len().min(8)],
+        &nonce[..8]
     )
 }
 
@@ -180,7 +191,14 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2026, 11, 24, 6, 0, 0).unwrap();
         let plan = PlanFile::read(&path, now).unwrap();
         assert_eq!(plan.actions, vec![crate::proposals::tests::action("2.5")]);
-        assert!(plan.plan_id.starts_with("plan-20261124T060000Z-"));
+        assert!(
+            plan.plan_id.starts_with("plan-20261124T060000.000Z-"),
+            "{}",
+            plan.plan_id
+        );
+        // The same file at the same instant in another cycle is another plan.
+        let again = PlanFile::read(&path, now + chrono::Duration::nanoseconds(1)).unwrap();
+        assert_ne!(again.plan_id, plan.plan_id);
         assert!(plan.render().contains("ComputeSavingsPlan"));
         std::fs::write(&path, "{\"actions\": [\n {\"spec\": 1}\n]}").unwrap();
         let e = PlanFile::read(&path, now).unwrap_err().to_string();
