@@ -42,6 +42,7 @@ pub mod execute;
 pub mod forecast;
 pub mod ingest;
 pub mod optimize;
+pub mod pipeline;
 pub mod policy;
 pub mod proposals;
 pub mod providers;

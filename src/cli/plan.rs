@@ -91,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             )
         } else {
             (
-                forecast_demand(&history, at, args.horizon, naive, &mut fallback_notes),
+                crate::pipeline::forecast_demand(&history, at, args.horizon, &mut fallback_notes),
                 "forecast: P10/P50/P90 paths of the forecaster, from the history before the decision time",
             )
         }
@@ -127,81 +127,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_table(&scenario.name, at, source, &plan, seconds);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The forecaster's quantile paths for every group; a group it cannot fit keeps its
-/// seasonal-naive paths from `naive` (same groups, same order), with a note.
-fn forecast_demand(
-    history: &crate::domain::UsageModel,
-    at: Hour,
-    horizon: usize,
-    mut naive: optimize::DemandInput,
-    notes: &mut Vec<String>,
-) -> optimize::DemandInput {
-    use crate::forecast::{forecast_batch, BatchInput, ForecastConfig};
-    // Hours after the bill's last row are unknown, not zero.
-    let known_end = history
-        .last_observed
-        .map_or(history.range.start, |h| h.plus(1))
-        .min(at);
-    let known = known_end.since(history.range.start).max(0) as usize;
-    let histories: Vec<Vec<f64>> = history
-        .groups
-        .iter()
-        .map(|g| {
-            let mut v = g.quantity.clone();
-            for x in v.iter_mut().skip(known) {
-                *x = f64::NAN;
-            }
-            v
-        })
-        .collect();
-    let inputs: Vec<BatchInput<'_>> = histories
-        .iter()
-        .map(|h| BatchInput {
-            history: h,
-            history_start: history.range.start,
-        })
-        .collect();
-    let cfg = ForecastConfig {
-        horizon_hours: horizon,
-        quantiles: LEVELS.to_vec(),
-        ..ForecastConfig::default()
-    };
-    let results = forecast_batch(&inputs, at, &cfg);
-    for (g, result) in naive.groups.iter_mut().zip(results) {
-        match result {
-            Ok(f) if f.start <= at => {
-                let offset = at.since(f.start) as usize;
-                let paths: Vec<Vec<f64>> = LEVELS
-                    .iter()
-                    .map(|&q| {
-                        let v = f.quantile(q);
-                        (0..horizon)
-                            .map(|h| v.get(offset + h).copied().unwrap_or(0.0).max(0.0))
-                            .collect()
-                    })
-                    .collect();
-                if paths.iter().flatten().all(|v| v.is_finite()) {
-                    g.scenarios = paths;
-                } else {
-                    notes.push(format!(
-                        "forecast for {} has non-finite values: seasonal-naive demand used",
-                        g.group
-                    ));
-                }
-            }
-            Ok(f) => notes.push(format!(
-                "forecast for {} starts at {} after the decision time: seasonal-naive demand used",
-                g.group, f.start
-            )),
-            Err(e) => notes.push(format!(
-                "no forecast for {} ({e}): seasonal-naive demand used",
-                g.group
-            )),
-        }
-    }
-    naive
 }
 
 fn constraints(args: &Args) -> anyhow::Result<Constraints> {
