@@ -355,3 +355,52 @@ fn reduced_model_converges_to_the_full_model_objective() {
     let fine = gap(6, 36 * 150);
     assert!(fine < 1e-3, "gap {fine}");
 }
+
+#[test]
+fn sizes_with_proportional_prices_merge_without_changing_the_optimum() {
+    // m5.xlarge is twice m5.large in units and in every price: the two are interchangeable for
+    // every instrument, so planning them together equals planning one m5.large group carrying
+    // both (the xlarge hours counted twice).
+    let large = group("m5.large");
+    let xlarge = group("m5.xlarge");
+    let offers = |k: f64| {
+        vec![
+            (
+                Instrument::StandardReservedInstance,
+                PaymentOption::NoUpfront,
+                0.06 * k,
+                0.0,
+            ),
+            (
+                Instrument::ComputeSavingsPlan,
+                PaymentOption::NoUpfront,
+                0.07 * k,
+                0.0,
+            ),
+        ]
+    };
+    let mut rates = card(&large, 0.096, &offers(1.0));
+    let x = card(&xlarge, 0.192, &offers(2.0));
+    for (p, os) in x.products() {
+        for o in os {
+            rates.insert(p.clone(), o.clone());
+        }
+    }
+    let a = scrambled(240);
+    let b: Vec<f64> = scrambled(240).iter().rev().map(|v| v * 0.5).collect();
+    let both = DemandInput::actual(START, vec![(large.clone(), a.clone()), (xlarge, b.clone())]);
+    let merged: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x + 2.0 * y).collect();
+    let one = DemandInput::actual(START, vec![(large, merged)]);
+    let c = only(&[
+        Instrument::StandardReservedInstance,
+        Instrument::ComputeSavingsPlan,
+    ]);
+    let p_both = optimize(&both, &rates, &[], &c, &full_model()).unwrap();
+    let p_one = optimize(&one, &rates, &[], &c, &full_model()).unwrap();
+    assert!(p_both
+        .notes
+        .iter()
+        .any(|n| n.contains("1 usage groups merged")));
+    assert!((p_both.solver.objective - p_one.solver.objective).abs() < 1e-6);
+    assert_eq!(p_both.expected.cost, p_one.expected.cost);
+}
