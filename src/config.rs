@@ -1,1 +1,422 @@
-//! Configuration.
+//! Configuration: one TOML file plus `COMMITD_` environment overrides.
+//!
+//! Precedence: built-in defaults < the file < environment variables. A nested key is reached
+//! with a double underscore: `COMMITD_SOURCE__SCENARIO=examples/demo` sets `[source] scenario`.
+//! Values are parsed as TOML scalars when they look like one (`true`, `42`, `0.5`), else taken as
+//! strings, so every setting can be overridden without quoting tricks.
+//!
+//! Secrets (database passwords, API tokens, webhook URLs) are wrapped in [`Secret`], whose
+//! `Debug` and `Display` never show the value; [`Config::redacted`] is what gets printed.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Environment variables with the prefix that are not configuration keys (CLI flags, tests).
+const NOT_CONFIG_KEYS: &[&str] = &[
+    "COMMITD_LOG",
+    "COMMITD_LOG_FORMAT",
+    "COMMITD_CONFIG",
+    "COMMITD_TEST_DATABASE_URL",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+/// A value that must never be printed or logged.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it (a connection, a header).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("***")
+    }
+}
+
+/// Operating mode: how far commitd may go on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Plan and record recommendations; never execute.
+    #[default]
+    Datapilot,
+    /// Every action waits for a human approval.
+    Copilot,
+    /// Execute within guardrails; above them, fall back to approval.
+    Autopilot,
+}
+
+/// Where usage, prices and existing commitments come from.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// A scenario directory (scenario.toml, usage, rates, commitments).
+    pub scenario: Option<PathBuf>,
+    /// FOCUS CostAndUsage exports: a file or a directory tree.
+    pub focus: Option<PathBuf>,
+    /// Rate card (scenario `rates.csv` format).
+    pub rates: Option<PathBuf>,
+    /// Existing commitments (FOCUS 1.3 ContractCommitment + x_ columns).
+    pub commitments: Option<PathBuf>,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for the embedded SQLite store and caches. Created on first run.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DB`. Default: SQLite in `data_dir`.
+    pub database_url: Option<Secret>,
+    pub mode: Mode,
+    /// Directory of policy files (`*.toml`).
+    pub policies_dir: PathBuf,
+    pub source: SourceConfig,
+    /// Billing data latency in hours: the newest hours of a bill are incomplete.
+    pub billing_latency_hours: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("commitd-data"),
+            database_url: None,
+            mode: Mode::Datapilot,
+            policies_dir: PathBuf::from("policies"),
+            source: SourceConfig::default(),
+            billing_latency_hours: 48,
+        }
+    }
+}
+
+impl Config {
+    /// Loads a file (if given) and applies the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("COMMITD_"))
+            .collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// Like [`Config::load`] with an explicit environment (tests never touch the process's).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Syntax {
+                        path: path.to_path_buf(),
+                        message: e.to_string().trim_end().to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        let mut overridden = Vec::new();
+        for (key, value) in env {
+            let Some(rest) = key.strip_prefix("COMMITD_") else {
+                continue;
+            };
+            if NOT_CONFIG_KEYS.contains(&key.as_str()) || rest.is_empty() {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            set_path(&mut table, &path, scalar(value));
+            overridden.push(key.clone());
+        }
+        let origin = match (path, overridden.is_empty()) {
+            (Some(p), true) => p.display().to_string(),
+            (Some(p), false) => format!("{} (with {})", p.display(), overridden.join(", ")),
+            (None, false) => format!("environment ({})", overridden.join(", ")),
+            (None, true) => "defaults".to_string(),
+        };
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                    origin: origin.clone(),
+                    message: e.message().trim_end().to_string(),
+                })?;
+        config
+            .validate()
+            .map_err(|message| ConfigError::Invalid { origin, message })?;
+        // Relative paths in a file are relative to the file, as a reader of the file expects.
+        Ok(match path.and_then(Path::parent) {
+            Some(base) => config.rebased(base),
+            None => config,
+        })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.database_url {
+            let u = url.expose();
+            if !(u.starts_with("sqlite:")
+                || u.starts_with("postgres://")
+                || u.starts_with("postgresql://"))
+            {
+                return Err(format!(
+                    "database_url must start with sqlite:, postgres:// or postgresql://, got '{}'",
+                    redact_url(u)
+                ));
+            }
+        }
+        if self.source.scenario.is_some() && self.source.focus.is_some() {
+            return Err("[source] sets both scenario and focus; choose one".to_string());
+        }
+        if self.source.focus.is_some() && self.source.rates.is_none() {
+            return Err("[source] focus needs rates (a rate card) to plan".to_string());
+        }
+        if self.billing_latency_hours > 24 * 31 {
+            return Err(format!(
+                "billing_latency_hours = {} is more than a month; bills arrive within days",
+                self.billing_latency_hours
+            ));
+        }
+        Ok(())
+    }
+
+    fn rebased(mut self, base: &Path) -> Config {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        fix(&mut self.policies_dir);
+        for p in [
+            &mut self.source.scenario,
+            &mut self.source.focus,
+            &mut self.source.rates,
+            &mut self.source.commitments,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+        self
+    }
+
+    /// The database URL to connect to: the configured one, or SQLite in the data directory.
+    pub fn database_url(&self) -> Secret {
+        self.database_url.clone().unwrap_or_else(|| {
+            Secret::new(format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("commitd.db").display()
+            ))
+        })
+    }
+
+    /// The configuration as TOML with every secret replaced by `***` (and passwords inside
+    /// URLs removed), safe to print and log.
+    pub fn redacted(&self) -> String {
+        let mut shown = self.clone();
+        shown.database_url = Some(Secret::new(redact_url(self.database_url().expose())));
+        let mut text = toml::to_string_pretty(&shown).unwrap_or_default();
+        // `Secret` serializes as *** ; show the redacted URL instead, which names host and db.
+        text = text.replace(
+            "database_url = \"***\"",
+            &format!(
+                "database_url = \"{}\"",
+                redact_url(self.database_url().expose())
+            ),
+        );
+        text
+    }
+}
+
+/// Replaces the password of a URL ("postgres://u:pw@h/db" -> "postgres://u:***@h/db").
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+fn scalar(text: &str) -> toml::Value {
+    let t = text.trim();
+    if let Ok(b) = t.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    if let Ok(i) = t.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    if let Ok(f) = t.parse::<f64>() {
+        if f.is_finite() && t.contains('.') {
+            return toml::Value::Float(f);
+        }
+    }
+    toml::Value::String(text.to_string())
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            table.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(inner) = entry {
+                set_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_without_file() {
+        let c = Config::load_with_env(None, &env(&[])).unwrap();
+        assert_eq!(c.mode, Mode::Datapilot);
+        assert_eq!(c.billing_latency_hours, 48);
+        assert!(c.database_url().expose().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn environment_overrides_file_and_reaches_nested_keys() {
+        let f =
+            file("mode = \"copilot\"\nbilling_latency_hours = 24\n[source]\nscenario = \"a\"\n");
+        let c = Config::load_with_env(
+            Some(f.path()),
+            &env(&[
+                ("COMMITD_MODE", "autopilot"),
+                ("COMMITD_SOURCE__SCENARIO", "/abs/b"),
+                ("COMMITD_LOG", "debug"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.mode, Mode::Autopilot);
+        assert_eq!(c.billing_latency_hours, 24);
+        assert_eq!(c.source.scenario, Some(PathBuf::from("/abs/b")));
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "data_dir = \"state\"\n").unwrap();
+        let c = Config::load_with_env(Some(&path), &env(&[])).unwrap();
+        assert_eq!(c.data_dir, dir.path().join("state"));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_problem() {
+        let f = file("mode = \"yolo\"\n");
+        let e = Config::load_with_env(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&f.path().display().to_string()), "{e}");
+        assert!(e.contains("yolo"), "{e}");
+
+        let f = file("data_dir = \n");
+        let e = Config::load_with_env(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1"), "{e}");
+
+        let f = file("nonsense_key = 1\n");
+        let e = Config::load_with_env(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nonsense_key"), "{e}");
+
+        let e = Config::load_with_env(None, &env(&[("COMMITD_DATABASE_URL", "mysql://x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("COMMITD_DATABASE_URL"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let c = Config::load_with_env(
+            None,
+            &env(&[(
+                "COMMITD_DATABASE_URL",
+                "postgres://commitd:hunter2@db.internal:5432/commitd",
+            )]),
+        )
+        .unwrap();
+        let shown = c.redacted();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://commitd:***@db.internal:5432/commitd"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+}

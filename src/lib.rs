@@ -38,4 +38,5 @@ pub mod domain;
 pub mod forecast;
 pub mod ingest;
 pub mod optimize;
+pub mod policy;
 pub mod store;

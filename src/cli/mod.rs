@@ -12,6 +12,7 @@ mod backtest;
 mod check_config;
 mod forecast;
 mod plan;
+mod policy;
 mod usage;
 
 /// commitd: an open, explainable autopilot for cloud commitments.
@@ -56,6 +57,9 @@ pub enum Command {
     /// Read, verify and export the append-only audit log.
     #[command(subcommand)]
     Audit(audit::Command),
+    /// Validate policy files and show what they allow.
+    #[command(subcommand)]
+    Policy(policy::Command),
     /// Validate a configuration file; exits non-zero with the reason if it is invalid.
     CheckConfig(check_config::Args),
 }
@@ -70,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Backtest(args) => backtest::run(args),
         Command::Audit(cmd) => audit::run(cmd),
+        Command::Policy(cmd) => policy::run(cmd),
         Command::CheckConfig(args) => check_config::run(args),
     };
     match result {
