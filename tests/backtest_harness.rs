@@ -338,3 +338,52 @@ fn refuses_a_window_the_usage_does_not_cover() {
     assert!(err.to_string().contains("evaluation window"), "{err}");
     let _ = HourRange::new(Hour(0), Hour(1));
 }
+
+#[test]
+fn report_has_the_contract_fields_and_self_contained_html() {
+    use commitd::backtest::report::Comparison;
+    let inp = input(|_| 10.0);
+    let s = Settings::default();
+    let commitd = run(&inp, &mut once("0.48"), &s).unwrap();
+    let existing = run(&inp, &mut ExistingOnly, &s).unwrap();
+    let ce = run(&inp, &mut CeQuarterly::default(), &s).unwrap();
+    let cmp = Comparison {
+        scenario: "synthetic".into(),
+        settings: s,
+        commitd,
+        baselines: vec![
+            ("existing_only".into(), existing),
+            ("ce_quarterly".into(), ce),
+        ],
+    };
+    let j = cmp.to_json();
+    for key in [
+        "scenario",
+        "hours",
+        "on_demand_cost",
+        "cost",
+        "esr",
+        "coverage",
+        "utilization",
+        "min_monthly_utilization",
+        "purchases",
+        "exchanges",
+    ] {
+        assert!(j.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(j["hours"], 1464);
+    assert!((j["on_demand_cost"].as_f64().unwrap() - 1405.44).abs() < 1e-6);
+    assert!((j["cost"].as_f64().unwrap() - 983.808).abs() < 1e-6);
+    assert!((j["baselines"]["existing_only"]["esr"].as_f64().unwrap()).abs() < 1e-12);
+    assert!(j["baselines"]["ce_quarterly"]["cost"].as_f64().is_some());
+    assert_eq!(j["monthly"].as_array().unwrap().len(), 2);
+    let text = cmp.to_text();
+    assert!(
+        text.contains("ce_quarterly") && text.contains("30.0%"),
+        "{text}"
+    );
+    let html = cmp.to_html();
+    assert!(html.starts_with("<!doctype html>") && html.ends_with("</html>"));
+    assert_eq!(html.matches("<svg").count(), 3);
+    assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
+}
