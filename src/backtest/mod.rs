@@ -16,6 +16,7 @@
 
 pub mod baselines;
 pub mod metrics;
+pub mod planner;
 pub mod report;
 
 use crate::billing::{BillableGroup, BillingError};

@@ -1,0 +1,241 @@
+//! commitd's rolling planner for the backtest, and the hindsight baseline.
+//!
+//! [`LadderPlanner`] is a transparent, data-driven planner built on the billing engine: at each
+//! decision it bills the recent known usage with the commitments active *now* (so expired ones
+//! no longer count and earlier purchases do), and buys, in small daily steps:
+//!
+//! 1. for each usage group, the reservation (AWS Standard RI / Azure reservation, cheapest
+//!    1-year payment option) for the whole instances that stayed uncovered in almost every hour
+//!    (a low quantile of the residual) over *every* look-back window (long, medium and the last
+//!    days): a level that only the long window shows is a level that just dropped, and is not
+//!    bought. Groups whose usage trends down are left to the flexible layer;
+//! 2. then, per provider, the 1-year Compute / Azure savings plan whose hourly commitment would
+//!    have saved the most on what is still uncovered, taken as the smaller of the answers over
+//!    the long and the short look-back (so a drop stops the buying within days).
+//!
+//! Every decision is capped (laddering): what exceeds the cap waits for the next day, so
+//! purchases are staggered and expirations will be too.
+
+use super::baselines::best_commitment;
+use super::{
+    buy_reservation, buy_savings_plan, BacktestError, BacktestInput, DecisionContext, Planner,
+    Settings,
+};
+use crate::billing::BillingEngine;
+use crate::domain::{Commitment, Instrument, Money, Offer, Provider, Term};
+
+/// Tuning of the ladder planner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannerConfig {
+    /// Look-back windows (hours); a level must hold in all of them.
+    pub windows: Vec<usize>,
+    /// Quantile of the residual hourly usage that reservations cover.
+    pub reservation_quantile: f64,
+    /// A group whose mean usage over the last week is below this share of its mean over the
+    /// longest window is trending down: no new reservations for it.
+    pub decline_ratio: f64,
+    /// Fixed per-decision cap on new hourly commitment cost; None: `cap_share` of the recent
+    /// on-demand-equivalent spend per hour.
+    pub cap_per_decision: Option<Money>,
+    pub cap_share: f64,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        PlannerConfig {
+            windows: vec![28 * 24, 7 * 24, 2 * 24],
+            reservation_quantile: 0.1,
+            decline_ratio: 0.9,
+            cap_per_decision: None,
+            cap_share: 0.35,
+        }
+    }
+}
+
+/// The planner commitd runs in the backtest and the settings it runs under (the benchmark
+/// policy plus its laddering cap).
+pub fn commitd_planner(
+    input: &BacktestInput,
+    base: &Settings,
+    config: PlannerConfig,
+) -> Result<(Box<dyn Planner>, Settings), BacktestError> {
+    let mut settings = base.clone();
+    let cap = match config.cap_per_decision {
+        Some(c) => c,
+        None => {
+            // The cap scales with the organisation: a share of its on-demand-equivalent spend
+            // per hour over the history known at the first decision.
+            let hist = input.usage.slice(input.window.history());
+            let hours = hist.hours().max(1) as f64;
+            let ode: f64 = hist.groups.iter().map(|g| g.ode.iter().sum::<f64>()).sum();
+            Money::from_f64(config.cap_share * ode / hours)
+                .map_err(|e| BacktestError::Settings(e.to_string()))?
+        }
+    };
+    settings.policy.max_new_hourly_cost_per_decision = Some(cap);
+    Ok((
+        Box::new(LadderPlanner {
+            config,
+            cap,
+            bought: 0,
+        }),
+        settings,
+    ))
+}
+
+/// The optimizer's hindsight mode (one purchase at decision time knowing the whole window);
+/// None while the optimizer does not offer it.
+pub fn hindsight_static(_input: &BacktestInput) -> Option<Box<dyn Planner>> {
+    None
+}
+
+pub struct LadderPlanner {
+    config: PlannerConfig,
+    cap: Money,
+    bought: usize,
+}
+
+/// The cheapest 1-year offer of `instrument` for a product (any payment option).
+fn cheapest<'a>(offers: &'a [Offer], instrument: Instrument, terms: &[Term]) -> Option<&'a Offer> {
+    offers
+        .iter()
+        .filter(|o| o.instrument == instrument && o.term.is_some_and(|t| terms.contains(&t)))
+        .min_by(|a, b| a.rate().total_cmp(&b.rate()))
+}
+
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let k = ((values.len() - 1) as f64 * q).floor() as usize;
+    let (_, v, _) = values.select_nth_unstable_by(k, f64::total_cmp);
+    *v
+}
+
+impl LadderPlanner {
+    /// Residual (uncovered) usage per hour per group over the last `hours` known hours, billed
+    /// with `portfolio` as if all of it were active.
+    fn residual(
+        ctx: &DecisionContext<'_>,
+        portfolio: &[Commitment],
+        hours: usize,
+    ) -> Result<Vec<Vec<f64>>, String> {
+        let known = ctx.known;
+        let end = known.range.len();
+        let start = end.saturating_sub(hours);
+        let engine = BillingEngine::new(ctx.groups.to_vec(), portfolio, ctx.rates)
+            .map_err(|e| e.to_string())?;
+        let mut scratch = engine.scratch();
+        let mut demand = vec![0.0; known.groups.len()];
+        let mut out = Vec::with_capacity(end - start);
+        for i in start..end {
+            for (d, g) in demand.iter_mut().zip(&known.groups) {
+                *d = g.quantity[i];
+            }
+            engine.bill_all_active(&demand, &mut scratch);
+            out.push(scratch.uncovered.clone());
+        }
+        Ok(out)
+    }
+
+    fn next_id(&mut self, what: &str) -> String {
+        self.bought += 1;
+        format!("commitd-{}-{what}", self.bought)
+    }
+}
+
+impl Planner for LadderPlanner {
+    fn name(&self) -> &str {
+        "commitd"
+    }
+
+    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
+        let longest = self.config.windows.iter().copied().max().unwrap_or(0);
+        if ctx.known.range.len() < longest.min(7 * 24) {
+            return Ok(Vec::new());
+        }
+        let terms = &ctx.policy.terms;
+        let mut budget = self.cap.to_f64();
+        let mut active = ctx.active();
+        let mut out = Vec::new();
+        // 1) Reservations per group.
+        let residual = Self::residual(ctx, &active, longest)?;
+        for (gi, bg) in ctx.groups.iter().enumerate() {
+            let instrument = match bg.group.provider {
+                Provider::Aws => Instrument::StandardReservedInstance,
+                Provider::Azure => Instrument::AzureReservation,
+            };
+            let offers = ctx.rates.offers_for(&bg.group);
+            let Some(offer) = cheapest(offers, instrument, terms) else {
+                continue;
+            };
+            if offer.rate() >= bg.on_demand_rate {
+                continue;
+            }
+            let series: Vec<f64> = residual.iter().map(|h| h[gi]).collect();
+            let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
+            let week = &series[series.len().saturating_sub(7 * 24)..];
+            if mean(week) < self.config.decline_ratio * mean(&series) {
+                continue;
+            }
+            let level = self
+                .config
+                .windows
+                .iter()
+                .map(|w| {
+                    let mut tail = series[series.len().saturating_sub(*w)..].to_vec();
+                    quantile(&mut tail, self.config.reservation_quantile)
+                })
+                .fold(f64::INFINITY, f64::min);
+            let affordable = (budget / offer.rate()).floor();
+            let count = level.floor().min(affordable);
+            if !(count >= 1.0) {
+                continue;
+            }
+            let id = self.next_id("reservation");
+            let c = buy_reservation(id, offer, ctx.now, &bg.group, count as u32)?;
+            budget -= c.hourly_cost.to_f64();
+            active.push(c.clone());
+            out.push(c);
+        }
+        // 2) Savings plans on what is still uncovered.
+        let long = Self::residual(ctx, &active, longest)?;
+        for (provider, instrument) in [
+            (Provider::Aws, Instrument::ComputeSavingsPlan),
+            (Provider::Azure, Instrument::AzureSavingsPlan),
+        ] {
+            let mut items = Vec::new();
+            let mut chosen: Option<&Offer> = None;
+            for (gi, bg) in ctx.groups.iter().enumerate() {
+                if bg.group.provider != provider {
+                    continue;
+                }
+                if let Some(o) = cheapest(ctx.rates.offers_for(&bg.group), instrument, terms) {
+                    if o.rate() < bg.on_demand_rate {
+                        items.push((gi, bg.on_demand_rate, o.rate()));
+                        chosen.get_or_insert(o);
+                    }
+                }
+            }
+            let Some(offer) = chosen else { continue };
+            items.sort_by(|a, b| (a.2 / a.1).total_cmp(&(b.2 / b.1)).then(a.0.cmp(&b.0)));
+            let per_window = self
+                .config
+                .windows
+                .iter()
+                .map(|w| best_commitment(&long[long.len().saturating_sub(*w)..], &items))
+                .fold(f64::INFINITY, f64::min);
+            let per_hour = per_window.min(budget.max(0.0));
+            // Purchases below a cent per hour are noise: wait until there is more to buy.
+            let per_hour = Money::from_micros((per_hour * 1000.0).floor() as i64 * 1000);
+            if per_hour < Money::from_micros(10_000) {
+                continue;
+            }
+            let id = self.next_id("savings-plan");
+            let c = buy_savings_plan(id, offer, ctx.now, per_hour, None)?;
+            budget -= c.hourly_cost.to_f64();
+            out.push(c);
+        }
+        Ok(out)
+    }
+}
