@@ -189,7 +189,7 @@ impl Planner for LadderPlanner {
                 .fold(f64::INFINITY, f64::min);
             let affordable = (budget / offer.rate()).floor();
             let count = level.floor().min(affordable);
-            if !(count >= 1.0) {
+            if count.is_nan() || count < 1.0 {
                 continue;
             }
             let id = self.next_id("reservation");
