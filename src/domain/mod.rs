@@ -5,6 +5,7 @@
 pub mod cloud;
 pub mod commitment;
 pub mod money;
+pub mod plan;
 pub mod rates;
 pub mod scenario;
 pub mod sizing;
@@ -14,6 +15,9 @@ pub mod usage;
 pub use cloud::{CommitmentKind, Instrument, ParseError, PaymentOption, Provider, Scope, Term};
 pub use commitment::{Commitment, CommitmentAmount};
 pub use money::{Money, MoneyError};
+pub use plan::{
+    Action, ActionKind, ActionScope, AmountUnit, Expected, Plan, Rationale, SolverInfo,
+};
 pub use rates::{Offer, RateCard};
 pub use scenario::ScenarioWindow;
 pub use sizing::{sizing, Sizing};

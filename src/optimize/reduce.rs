@@ -1,0 +1,222 @@
+//! Model reduction: from hours x scenarios to a few weighted representative demand points.
+//!
+//! Within one segment of the window (no commitment starts or ends inside it) the hours of a
+//! scenario are interchangeable for the LP: the cost only depends on the multiset of hourly
+//! demand vectors, not on their order. So hours can be regrouped freely, and a bucket of hours
+//! with identical demand vectors is replaced by one point weighted by their count without any
+//! error. Buckets of *similar* vectors are replaced by their mean: the error is bounded by how
+//! much demand varies inside a bucket around the commitment levels.
+//!
+//! Buckets are made by recursive splitting (a k-d tree over demand vectors): start with one
+//! bucket per (segment, scenario), then repeatedly split the bucket with the largest
+//! ODE-weighted within-bucket sum of squares at the median of its most varied group. For one
+//! group this is exactly a load-duration curve cut into quantile slices (sorted-duration
+//! aggregation), and it stays a quantile slicing of the group that matters most in every
+//! bucket when there are many.
+
+use super::input::DemandInput;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+/// Weighted demand points.
+#[derive(Clone, Debug)]
+pub(crate) struct Points {
+    pub groups: usize,
+    /// Expected hours each point stands for (scenario weight x hours); they sum to the window.
+    pub weight: Vec<f64>,
+    pub scenario: Vec<usize>,
+    /// A representative hour index (for which commitments are active: all hours of a point lie
+    /// in the same segment).
+    pub hour: Vec<usize>,
+    /// `demand[point * groups + g]`, instance-hours.
+    pub demand: Vec<f64>,
+}
+
+impl Points {
+    pub fn len(&self) -> usize {
+        self.weight.len()
+    }
+
+    pub fn demand(&self, point: usize, group: usize) -> f64 {
+        self.demand[point * self.groups + group]
+    }
+}
+
+/// Every hour of every scenario as its own point: the full model.
+pub(crate) fn full(demand: &DemandInput) -> Points {
+    let g_count = demand.groups.len();
+    let weights = demand.weights();
+    let n = demand.hours * weights.len();
+    let mut p = Points {
+        groups: g_count,
+        weight: Vec::with_capacity(n),
+        scenario: Vec::with_capacity(n),
+        hour: Vec::with_capacity(n),
+        demand: Vec::with_capacity(n * g_count),
+    };
+    for (s, w) in weights.iter().enumerate() {
+        for h in 0..demand.hours {
+            p.weight.push(*w);
+            p.scenario.push(s);
+            p.hour.push(h);
+            p.demand
+                .extend(demand.groups.iter().map(|g| g.scenarios[s][h]));
+        }
+    }
+    p
+}
+
+struct Bucket {
+    scenario: usize,
+    hours: Vec<u32>,
+    sse: f64,
+    /// The group whose spread contributes most to `sse`.
+    worst: usize,
+}
+
+impl PartialEq for Bucket {
+    fn eq(&self, other: &Self) -> bool {
+        self.sse.total_cmp(&other.sse) == Ordering::Equal
+    }
+}
+impl Eq for Bucket {}
+impl PartialOrd for Bucket {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Bucket {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.sse.total_cmp(&other.sse)
+    }
+}
+
+fn make_bucket(demand: &DemandInput, value: &[f64], scenario: usize, hours: Vec<u32>) -> Bucket {
+    let n = hours.len() as f64;
+    let mut sse = 0.0;
+    let mut worst = (0, -1.0);
+    for (g, gd) in demand.groups.iter().enumerate() {
+        let path = &gd.scenarios[scenario];
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for &h in &hours {
+            let d = path[h as usize];
+            s1 += d;
+            s2 += d * d;
+        }
+        let e = (s2 - s1 * s1 / n).max(0.0) * value[g] * value[g];
+        sse += e;
+        if e > worst.1 {
+            worst = (g, e);
+        }
+    }
+    Bucket {
+        scenario,
+        hours,
+        sse,
+        worst: worst.0,
+    }
+}
+
+/// Reduces to about `target` points. `boundaries` are the hour indices where the set of active
+/// commitments changes; `value[g]` weighs group `g`'s spread (its on-demand price, so that the
+/// reduction error is measured in dollars).
+pub(crate) fn reduce(
+    demand: &DemandInput,
+    boundaries: &[usize],
+    value: &[f64],
+    target: usize,
+) -> Points {
+    let weights = demand.weights();
+    let mut heap = BinaryHeap::new();
+    let mut done: Vec<Bucket> = Vec::new();
+    for s in 0..weights.len() {
+        for seg in boundaries.windows(2) {
+            if seg[1] > seg[0] {
+                let hours: Vec<u32> = (seg[0] as u32..seg[1] as u32).collect();
+                heap.push(make_bucket(demand, value, s, hours));
+            }
+        }
+    }
+    while heap.len() + done.len() < target {
+        let Some(b) = heap.pop() else { break };
+        if b.hours.len() < 2 || b.sse <= 1e-12 {
+            done.push(b);
+            continue;
+        }
+        let path = &demand.groups[b.worst].scenarios[b.scenario];
+        let mut hours = b.hours;
+        hours.sort_unstable_by(|x, y| path[*x as usize].total_cmp(&path[*y as usize]));
+        let mid = hours.len() / 2;
+        let upper = hours.split_off(mid);
+        heap.push(make_bucket(demand, value, b.scenario, hours));
+        heap.push(make_bucket(demand, value, b.scenario, upper));
+    }
+    done.extend(heap.into_vec());
+    // Deterministic order: by scenario, then first hour.
+    done.sort_by_key(|b| (b.scenario, b.hours.iter().min().copied().unwrap_or(0)));
+    let g_count = demand.groups.len();
+    let mut p = Points {
+        groups: g_count,
+        weight: Vec::with_capacity(done.len()),
+        scenario: Vec::with_capacity(done.len()),
+        hour: Vec::with_capacity(done.len()),
+        demand: Vec::with_capacity(done.len() * g_count),
+    };
+    for b in &done {
+        let n = b.hours.len() as f64;
+        p.weight.push(weights[b.scenario] * n);
+        p.scenario.push(b.scenario);
+        p.hour.push(b.hours[0] as usize);
+        for gd in &demand.groups {
+            let path = &gd.scenarios[b.scenario];
+            p.demand
+                .push(b.hours.iter().map(|&h| path[h as usize]).sum::<f64>() / n);
+        }
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Hour, Provider, UsageGroup};
+
+    fn group(name: &str) -> UsageGroup {
+        UsageGroup::new(Provider::Aws, "us-east-1", name, None, "Linux", "Shared")
+    }
+
+    #[test]
+    fn reduction_keeps_total_demand_and_weight_and_respects_segments() {
+        let a: Vec<f64> = (0..100).map(|h| (h % 7) as f64).collect();
+        let b: Vec<f64> = (0..100).map(|h| (h % 5) as f64 * 2.0).collect();
+        let d = DemandInput::actual(
+            Hour(0),
+            vec![(group("m5.large"), a.clone()), (group("c5.large"), b.clone())],
+        );
+        let p = reduce(&d, &[0, 40, 100], &[1.0, 1.0], 10);
+        assert_eq!(p.len(), 10);
+        let w: f64 = p.weight.iter().sum();
+        assert!((w - 100.0).abs() < 1e-9);
+        let total_a: f64 = (0..p.len()).map(|i| p.weight[i] * p.demand(i, 0)).sum();
+        assert!((total_a - a.iter().sum::<f64>()).abs() < 1e-9);
+        // Every point lies wholly in one segment: its hours are all < 40 or all >= 40, so the
+        // weights of points starting before 40 add up to 40 hours.
+        let early: f64 = (0..p.len())
+            .filter(|&i| p.hour[i] < 40)
+            .map(|i| p.weight[i])
+            .sum();
+        assert!((early - 40.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn identical_hours_collapse_without_error() {
+        let a: Vec<f64> = (0..50).map(|h| if h % 2 == 0 { 3.0 } else { 8.0 }).collect();
+        let d = DemandInput::actual(Hour(0), vec![(group("m5.large"), a)]);
+        let p = reduce(&d, &[0, 50], &[1.0], 40);
+        // Two distinct values: splitting stops at two exact buckets.
+        assert_eq!(p.len(), 2);
+        let mut v: Vec<f64> = (0..2).map(|i| p.demand(i, 0)).collect();
+        v.sort_by(f64::total_cmp);
+        assert_eq!(v, vec![3.0, 8.0]);
+    }
+}

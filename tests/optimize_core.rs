@@ -1,0 +1,350 @@
+//! The optimizer against cases whose answer is known independently of the LP.
+
+use commitd::domain::{
+    Commitment, CommitmentAmount, Hour, Instrument, Money, Offer, PaymentOption, Provider,
+    RateCard, Term, UsageGroup,
+};
+use commitd::optimize::{
+    optimize, synthetic, Constraints, DemandInput, MinUtilization, OptimizeError, Options,
+    ProviderPolicy,
+};
+use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
+use rust_decimal::Decimal;
+use std::collections::BTreeSet;
+
+const START: Hour = Hour(488_424);
+
+fn group(t: &str) -> UsageGroup {
+    UsageGroup::new(Provider::Aws, "us-east-1", t, None, "Linux", "Shared")
+}
+
+fn offer(instrument: Instrument, payment: PaymentOption, rate: f64, share: f64) -> Offer {
+    Offer {
+        instrument,
+        term: (instrument != Instrument::OnDemand).then_some(Term::ONE_YEAR),
+        payment,
+        effective_hourly_rate: Decimal::from_f64(rate).unwrap(),
+        upfront_share: Decimal::from_f64(share).unwrap(),
+    }
+}
+
+fn card(g: &UsageGroup, od: f64, offers: &[(Instrument, PaymentOption, f64, f64)]) -> RateCard {
+    let mut r = RateCard::new();
+    r.insert(
+        g.product(),
+        offer(Instrument::OnDemand, PaymentOption::NoUpfront, od, 0.0),
+    );
+    for &(i, p, rate, share) in offers {
+        r.insert(g.product(), offer(i, p, rate, share));
+    }
+    r
+}
+
+fn only(instruments: &[Instrument]) -> Constraints {
+    let mut c = Constraints::one_year_only();
+    c.providers.retain(|p, _| *p == Provider::Aws);
+    c.providers.insert(
+        Provider::Aws,
+        ProviderPolicy {
+            instruments: instruments.iter().copied().collect(),
+            terms: [Term::ONE_YEAR].into_iter().collect(),
+            payments: PaymentOption::ALL.iter().copied().collect::<BTreeSet<_>>(),
+        },
+    );
+    c
+}
+
+fn full_model() -> Options {
+    Options {
+        reduce: false,
+        marginal_resolves: 0,
+        ..Options::default()
+    }
+}
+
+/// Distinct values 10.0, 10.1, ... in a scrambled order.
+fn scrambled(n: usize) -> Vec<f64> {
+    (0..n).map(|h| 10.0 + ((h * 37) % n) as f64 * 0.1).collect()
+}
+
+#[test]
+fn single_savings_plan_covers_up_to_the_discount_quantile() {
+    let g = group("m5.large");
+    let d = 0.3;
+    let rates = card(
+        &g,
+        1.0,
+        &[(
+            Instrument::ComputeSavingsPlan,
+            PaymentOption::NoUpfront,
+            1.0 - d,
+            0.0,
+        )],
+    );
+    let n = 500;
+    let demand = scrambled(n);
+    let input = DemandInput::actual(START, vec![(g, demand.clone())]);
+    let plan = optimize(
+        &input,
+        &rates,
+        &[],
+        &only(&[Instrument::ComputeSavingsPlan]),
+        &full_model(),
+    )
+    .unwrap();
+    assert_eq!(plan.actions.len(), 1, "{plan:#?}");
+    let a = &plan.actions[0];
+    let level = a.amount.to_f64().unwrap() / (1.0 - d);
+    let mut sorted = demand.clone();
+    sorted.sort_by(f64::total_cmp);
+    // Optimum: #{hours with demand <= L} = d * n; any L between those order statistics.
+    let k = (d * n as f64) as usize;
+    assert!(
+        level >= sorted[k - 1] - 1e-4 && level <= sorted[k] + 1e-4,
+        "level {level} not in [{}, {}]",
+        sorted[k - 1],
+        sorted[k]
+    );
+    // The rationale says so too: not fully used in a share `d` of the hours; breakeven 1 - d.
+    assert!((a.rationale.demand_quantile - d).abs() < 0.01, "{a:#?}");
+    assert!((a.rationale.breakeven_utilization - (1.0 - d)).abs() < 1e-6);
+
+    // The reduced model (sorted-duration slices for one group) lands in the same place within
+    // a slice's width.
+    let reduced = optimize(
+        &input,
+        &rates,
+        &[],
+        &only(&[Instrument::ComputeSavingsPlan]),
+        &Options {
+            max_coverage_columns: 50,
+            min_points: 1,
+            marginal_resolves: 0,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(reduced.solver.reduced_points, 50);
+    let r_level = reduced.actions[0].amount.to_f64().unwrap() / (1.0 - d);
+    assert!((r_level - level).abs() < 1.5, "{r_level} vs {level}");
+    let gap = (reduced.solver.objective - plan.solver.objective).abs() / plan.solver.objective;
+    assert!(gap < 1e-3, "reduced objective off by {gap}");
+}
+
+#[test]
+fn dominated_offers_are_never_bought() {
+    let g = group("m5.large");
+    let rates = card(
+        &g,
+        1.0,
+        &[
+            (
+                Instrument::StandardReservedInstance,
+                PaymentOption::NoUpfront,
+                0.6,
+                0.0,
+            ),
+            (
+                Instrument::ConvertibleReservedInstance,
+                PaymentOption::NoUpfront,
+                0.7,
+                0.0,
+            ),
+            (
+                Instrument::Ec2InstanceSavingsPlan,
+                PaymentOption::NoUpfront,
+                0.65,
+                0.0,
+            ),
+            (
+                Instrument::ComputeSavingsPlan,
+                PaymentOption::NoUpfront,
+                0.72,
+                0.0,
+            ),
+            // Dearer *and* upfront: dominated by NoUpfront.
+            (
+                Instrument::ComputeSavingsPlan,
+                PaymentOption::PartialUpfront,
+                0.75,
+                0.5,
+            ),
+        ],
+    );
+    let demand: Vec<f64> = scrambled(200);
+    let input = DemandInput::actual(START, vec![(g, demand)]);
+    let plan = optimize(
+        &input,
+        &rates,
+        &[],
+        &Constraints::one_year_only(),
+        &full_model(),
+    )
+    .unwrap();
+    assert!(!plan.actions.is_empty());
+    for a in &plan.actions {
+        assert_eq!(a.instrument, Instrument::StandardReservedInstance, "{a:#?}");
+    }
+    assert!(plan.notes.iter().any(|n| n.contains("dominated")));
+    // Demand never drops below 10 instances and the RI beats on demand at any utilization
+    // above 60%: 10 instances is the floor, and with demand spread evenly to 29.9 the optimum
+    // stops where the share of hours above it equals 0.6.
+    let count = plan.actions[0].amount.to_u32().unwrap();
+    assert!(count >= 10, "{count}");
+}
+
+fn existing_ri(count: u32) -> Commitment {
+    Commitment {
+        id: "ri-1".into(),
+        provider: Provider::Aws,
+        instrument: Instrument::StandardReservedInstance,
+        term: Term::ONE_YEAR,
+        payment: PaymentOption::AllUpfront,
+        start: START.plus(-1000),
+        end: START.plus(8000),
+        region: Some("us-east-1".into()),
+        instance_type: Some("m5.xlarge".into()),
+        family: Some("m5".into()),
+        amount: CommitmentAmount::Instances(count),
+        hourly_cost: Money::from_micros(120_000 * count as i64),
+        upfront: Money::ZERO,
+    }
+}
+
+#[test]
+fn existing_commitments_are_used_before_new_ones() {
+    // Demand: 10 m5.large (4 units each) every hour; an existing RI for 3 m5.xlarge (8 units
+    // each = 24 units = 6 m5.large) covers 6 of them through size flexibility.
+    let g = group("m5.large");
+    let rates = card(
+        &g,
+        0.096,
+        &[(
+            Instrument::StandardReservedInstance,
+            PaymentOption::NoUpfront,
+            0.06,
+            0.0,
+        )],
+    );
+    let input = DemandInput::actual(START, vec![(g, vec![10.0; 300])]);
+    let c = only(&[Instrument::StandardReservedInstance]);
+    let plan = optimize(&input, &rates, &[existing_ri(3)], &c, &full_model()).unwrap();
+    assert_eq!(plan.actions.len(), 1);
+    assert_eq!(plan.actions[0].amount, Decimal::from(4));
+    assert!((plan.expected.coverage - 1.0).abs() < 1e-9);
+    // Existing cost is sunk: 300 h x 3 x 0.12; new: 300 h x 4 x 0.06.
+    let expected = 300.0 * 3.0 * 0.12 + 300.0 * 4.0 * 0.06;
+    assert!((plan.expected.cost.to_f64() - expected).abs() < 1e-3);
+
+    // Enough existing capacity: nothing to buy.
+    let plan = optimize(&input, &rates, &[existing_ri(5)], &c, &full_model()).unwrap();
+    assert!(plan.actions.is_empty(), "{:#?}", plan.actions);
+}
+
+#[test]
+fn an_infeasible_policy_is_a_clear_error() {
+    let g = group("m5.large");
+    let rates = card(
+        &g,
+        1.0,
+        &[(
+            Instrument::ComputeSavingsPlan,
+            PaymentOption::NoUpfront,
+            0.7,
+            0.0,
+        )],
+    );
+    let input = DemandInput::actual(START, vec![(g, vec![10.0; 100])]);
+    let mut c = only(&[Instrument::ComputeSavingsPlan]);
+    c.min_coverage = Some(0.9);
+    c.max_new_hourly = Some(Money::from_units(1));
+    let err = optimize(&input, &rates, &[], &c, &full_model()).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, OptimizeError::Infeasible(_)), "{err:?}");
+    assert!(text.contains("min_coverage 90.0%"), "{text}");
+    assert!(text.contains("max_new_hourly $1/hour"), "{text}");
+
+    // A utilization floor at a quantile the demand does not have is refused before solving.
+    let (demand, rates) = synthetic::generate(&synthetic::Spec {
+        groups: 2,
+        hours: 48,
+        levels: vec![0.5, 0.9],
+        ..Default::default()
+    });
+    let mut c = Constraints::one_year_only();
+    c.min_utilization = Some(MinUtilization {
+        level: 0.1,
+        min: 0.97,
+    });
+    let err = optimize(&demand, &rates, &[], &c, &Options::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("min_utilization.level: no demand scenario at quantile level 0.1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn min_utilization_at_a_low_quantile_holds_in_that_scenario() {
+    let (demand, rates) = synthetic::generate(&synthetic::Spec {
+        groups: 6,
+        hours: 24 * 14,
+        levels: vec![0.1, 0.5, 0.9],
+        ..Default::default()
+    });
+    let mut c = Constraints::one_year_only();
+    c.min_utilization = Some(MinUtilization {
+        level: 0.1,
+        min: 0.97,
+    });
+    let plan = optimize(&demand, &rates, &[], &c, &Options::default()).unwrap();
+    assert!(!plan.actions.is_empty());
+    for a in &plan.actions {
+        let (_, u) = a.rationale.utilization_by_scenario[0];
+        assert!(u >= 0.97 - 1e-6, "{}: {u}", a.rationale.summary);
+    }
+    // Without the floor the plan buys at least as much.
+    let loose = optimize(
+        &demand,
+        &rates,
+        &[],
+        &Constraints::one_year_only(),
+        &Options::default(),
+    )
+    .unwrap();
+    assert!(loose.expected.cost <= plan.expected.cost);
+}
+
+#[test]
+fn reduced_model_objective_is_within_a_tenth_of_a_percent_of_the_full_model() {
+    let (demand, rates) = synthetic::generate(&synthetic::Spec {
+        groups: 12,
+        hours: 24 * 7 * 4,
+        ..Default::default()
+    });
+    let c = Constraints::one_year_only();
+    let full = optimize(&demand, &rates, &[], &c, &full_model()).unwrap();
+    let reduced = optimize(
+        &demand,
+        &rates,
+        &[],
+        &c,
+        &Options {
+            max_coverage_columns: 12 * 3 * 60,
+            min_points: 8,
+            marginal_resolves: 0,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert!(reduced.solver.reduced_points < full.solver.reduced_points / 4);
+    let gap = (reduced.solver.objective - full.solver.objective).abs() / full.solver.objective;
+    assert!(
+        gap < 1e-3,
+        "reduced {} vs full {} ({} vs {} points): gap {gap}",
+        reduced.solver.objective,
+        full.solver.objective,
+        reduced.solver.reduced_points,
+        full.solver.reduced_points
+    );
+}
