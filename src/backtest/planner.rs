@@ -22,7 +22,12 @@ use super::{
     Settings,
 };
 use crate::billing::BillingEngine;
-use crate::domain::{Commitment, Instrument, Money, Offer, Provider, Term};
+use crate::domain::{
+    ActionScope, AmountUnit, Commitment, CommitmentAmount, Hour, Instrument, Money, Offer, Plan,
+    Provider, Term,
+};
+use crate::optimize::{self, Constraints, DemandInput, Options};
+use rust_decimal::prelude::ToPrimitive;
 
 /// Tuning of the ladder planner.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,10 +88,121 @@ pub fn commitd_planner(
     ))
 }
 
-/// The optimizer's hindsight mode (one purchase at decision time knowing the whole window);
-/// None while the optimizer does not offer it.
-pub fn hindsight_static(_input: &BacktestInput) -> Option<Box<dyn Planner>> {
-    None
+/// The `hindsight_static` baseline: the optimizer's hindsight mode, one purchase at decision
+/// time knowing the actual demand of the whole window. It is an oracle on purpose (an upper
+/// reference), so it holds the evaluation window's usage itself instead of reading the
+/// latency-cut view the harness gives planners.
+pub fn hindsight_static(input: &BacktestInput) -> Option<Box<dyn Planner>> {
+    let eval = input.usage.slice(input.window.evaluation());
+    let actual = DemandInput::actual(
+        eval.range.start,
+        eval.groups
+            .iter()
+            .map(|g| (g.group.clone(), g.quantity.clone()))
+            .collect(),
+    );
+    Some(Box::new(HindsightStatic {
+        actual,
+        done: false,
+    }))
+}
+
+pub struct HindsightStatic {
+    actual: DemandInput,
+    done: bool,
+}
+
+impl Planner for HindsightStatic {
+    fn name(&self) -> &str {
+        "hindsight_static"
+    }
+
+    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        self.done = true;
+        let mut constraints = Constraints::one_year_only();
+        constraints.allow_exchanges = false;
+        let options = Options {
+            // The rationale's marginal values are not needed for a baseline.
+            marginal_resolves: 0,
+            ..Options::default()
+        };
+        let plan = optimize::hindsight(
+            &self.actual,
+            ctx.rates,
+            &ctx.active(),
+            &constraints,
+            &options,
+        )
+        .map_err(|e| format!("hindsight optimization: {e}"))?;
+        plan_to_commitments(&plan, ctx.now, "hindsight")
+    }
+}
+
+/// The purchases of a plan as commitments starting at `now` (exchanges are not replayed).
+pub fn plan_to_commitments(
+    plan: &Plan,
+    now: Hour,
+    prefix: &str,
+) -> Result<Vec<Commitment>, String> {
+    let mut out = Vec::new();
+    for (i, a) in plan.actions.iter().enumerate() {
+        if a.is_exchange() {
+            continue;
+        }
+        let id = format!("{prefix}-{}-{i}", now.0);
+        let term = Term::from_years(a.term_years).map_err(|e| format!("{id}: {e}"))?;
+        let amount = match a.unit {
+            AmountUnit::UsdPerHour => CommitmentAmount::HourlySpend(
+                Money::from_decimal(a.amount)
+                    .ok_or_else(|| format!("{id}: amount out of range"))?,
+            ),
+            AmountUnit::Instances => CommitmentAmount::Instances(
+                a.amount
+                    .to_u32()
+                    .ok_or_else(|| format!("{id}: {} is not an instance count", a.amount))?,
+            ),
+        };
+        if matches!(amount, CommitmentAmount::Instances(0)) {
+            continue;
+        }
+        let (region, instance_type, family) = match &a.scope {
+            ActionScope::Provider => (None, None, None),
+            ActionScope::FamilyRegion { region, family } => {
+                (Some(region.clone()), None, Some(family.clone()))
+            }
+            ActionScope::Instances {
+                region,
+                instance_type,
+                ..
+            } => (
+                Some(region.clone()),
+                Some(instance_type.clone()),
+                Some(crate::domain::sizing::display_family(
+                    a.provider,
+                    instance_type,
+                )),
+            ),
+        };
+        out.push(Commitment {
+            id,
+            provider: a.provider,
+            instrument: a.instrument,
+            term,
+            payment: a.payment_option,
+            start: now,
+            end: now.plus(term.hours()),
+            region,
+            instance_type,
+            family,
+            amount,
+            hourly_cost: a.hourly_cost,
+            upfront: a.upfront,
+        });
+    }
+    Ok(out)
 }
 
 pub struct LadderPlanner {
