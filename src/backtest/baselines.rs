@@ -191,3 +191,44 @@ pub fn best_commitment(uncovered: &[Vec<f64>], items: &[(usize, f64, f64)]) -> f
         0.0
     }
 }
+
+/// The largest hourly commitment (up to `upper`) that would have been used at least `target`
+/// (0..1) over the look-back: utilization falls as the commitment grows, so bisect.
+pub fn commitment_for_utilization(
+    uncovered: &[Vec<f64>],
+    items: &[(usize, f64, f64)],
+    target: f64,
+    upper: f64,
+) -> f64 {
+    if uncovered.is_empty() || upper <= 0.0 {
+        return 0.0;
+    }
+    let utilization = |c: f64| {
+        let mut used = 0.0;
+        for hour in uncovered {
+            let mut left = c;
+            for &(g, _, sp) in items {
+                if left <= 0.0 {
+                    break;
+                }
+                let q = hour[g].min(left / sp);
+                left -= q * sp;
+            }
+            used += c - left;
+        }
+        used / (c * uncovered.len() as f64)
+    };
+    if utilization(upper) >= target {
+        return upper;
+    }
+    let (mut lo, mut hi) = (0.0, upper);
+    for _ in 0..50 {
+        let mid = (lo + hi) / 2.0;
+        if mid > 0.0 && utilization(mid) >= target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}

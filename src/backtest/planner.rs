@@ -16,7 +16,7 @@
 //! Every decision is capped (laddering): what exceeds the cap waits for the next day, so
 //! purchases are staggered and expirations will be too.
 
-use super::baselines::best_commitment;
+use super::baselines::{best_commitment, commitment_for_utilization};
 use super::{
     buy_reservation, buy_savings_plan, BacktestError, BacktestInput, DecisionContext, Planner,
     Settings,
@@ -36,6 +36,13 @@ pub struct PlannerConfig {
     pub windows: Vec<usize>,
     /// Quantile of the residual hourly usage that reservations cover.
     pub reservation_quantile: f64,
+    /// Share of that level bought as reservations (family-bound, deepest discount); the rest is
+    /// left to savings plans, which follow usage across families and regions. A hedge against
+    /// migrations that would strand reservations.
+    pub reservation_share: f64,
+    /// Savings plans are sized so that they would have been used at least this much over every
+    /// look-back window.
+    pub savings_plan_min_utilization: f64,
     /// A group whose mean usage over the last week is below this share of its mean over the
     /// longest window is trending down: no new reservations for it.
     pub decline_ratio: f64,
@@ -50,6 +57,8 @@ impl Default for PlannerConfig {
         PlannerConfig {
             windows: vec![28 * 24, 7 * 24, 2 * 24],
             reservation_quantile: 0.1,
+            reservation_share: 1.0,
+            savings_plan_min_utilization: 0.9,
             decline_ratio: 0.9,
             cap_per_decision: None,
             cap_share: 0.35,
@@ -304,7 +313,9 @@ impl Planner for LadderPlanner {
                 })
                 .fold(f64::INFINITY, f64::min);
             let affordable = (budget / offer.rate()).floor();
-            let count = level.floor().min(affordable);
+            let count = (level * self.config.reservation_share)
+                .floor()
+                .min(affordable);
             if count.is_nan() || count < 1.0 {
                 continue;
             }
@@ -339,7 +350,16 @@ impl Planner for LadderPlanner {
                 .config
                 .windows
                 .iter()
-                .map(|w| best_commitment(&long[long.len().saturating_sub(*w)..], &items))
+                .map(|w| {
+                    let tail = &long[long.len().saturating_sub(*w)..];
+                    let best = best_commitment(tail, &items);
+                    commitment_for_utilization(
+                        tail,
+                        &items,
+                        self.config.savings_plan_min_utilization,
+                        best,
+                    )
+                })
                 .fold(f64::INFINITY, f64::min);
             let per_hour = per_window.min(budget.max(0.0));
             // Purchases below a cent per hour are noise: wait until there is more to buy.
