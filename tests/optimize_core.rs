@@ -119,6 +119,7 @@ fn single_savings_plan_covers_up_to_the_discount_quantile() {
         &Options {
             max_coverage_columns: 50,
             min_points: 1,
+            refine_rounds: 0,
             marginal_resolves: 0,
             ..Options::default()
         },
@@ -316,7 +317,8 @@ fn min_utilization_at_a_low_quantile_holds_in_that_scenario() {
 }
 
 #[test]
-fn reduced_model_objective_is_within_a_tenth_of_a_percent_of_the_full_model() {
+fn reduced_model_converges_to_the_full_model_objective() {
+    // 12 groups with independent hourly noise: the hardest case for representative hours.
     let (demand, rates) = synthetic::generate(&synthetic::Spec {
         groups: 12,
         hours: 24 * 7 * 4,
@@ -324,27 +326,29 @@ fn reduced_model_objective_is_within_a_tenth_of_a_percent_of_the_full_model() {
     });
     let c = Constraints::one_year_only();
     let full = optimize(&demand, &rates, &[], &c, &full_model()).unwrap();
-    let reduced = optimize(
-        &demand,
-        &rates,
-        &[],
-        &c,
-        &Options {
-            max_coverage_columns: 12 * 3 * 60,
-            min_points: 8,
-            marginal_resolves: 0,
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    assert!(reduced.solver.reduced_points < full.solver.reduced_points / 4);
-    let gap = (reduced.solver.objective - full.solver.objective).abs() / full.solver.objective;
-    assert!(
-        gap < 1e-3,
-        "reduced {} vs full {} ({} vs {} points): gap {gap}",
-        reduced.solver.objective,
-        full.solver.objective,
-        reduced.solver.reduced_points,
-        full.solver.reduced_points
-    );
+    let gap = |rounds: usize, budget: usize| {
+        let r = optimize(
+            &demand,
+            &rates,
+            &[],
+            &c,
+            &Options {
+                max_coverage_columns: budget,
+                min_points: 8,
+                refine_rounds: rounds,
+                marginal_resolves: 0,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        assert!(r.solver.reduced_points < full.solver.reduced_points);
+        // Averaging inside a point can only hide variation: the reduced model is optimistic.
+        assert!(r.solver.objective <= full.solver.objective * (1.0 + 1e-9));
+        (r.solver.objective - full.solver.objective).abs() / full.solver.objective
+    };
+    let coarse = gap(0, 36 * 60);
+    let refined = gap(3, 36 * 60);
+    assert!(refined < coarse, "refinement must help: {refined} vs {coarse}");
+    let fine = gap(6, 36 * 150);
+    assert!(fine < 1e-3, "gap {fine}");
 }

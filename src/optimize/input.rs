@@ -1,9 +1,7 @@
 //! What the optimizer is given: demand scenarios, policy constraints and solver options.
 
 use super::OptimizeError;
-use crate::domain::{
-    Hour, HourRange, Instrument, Money, PaymentOption, Provider, Term, UsageGroup,
-};
+use crate::domain::{Hour, HourRange, Instrument, Money, PaymentOption, Provider, Term, UsageGroup};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -361,6 +359,8 @@ pub struct Options {
     pub max_coverage_columns: usize,
     /// At least this many points per scenario and segment when reducing.
     pub min_points: usize,
+    /// Rounds of refinement of the reduced points around the solution (0 = none).
+    pub refine_rounds: usize,
     /// Re-solve without each of the first N actions to report its value (0 = skip).
     pub marginal_resolves: usize,
     /// HiGHS threads (the benchmark box has 2 cores).
@@ -373,6 +373,7 @@ impl Default for Options {
             reduce: true,
             max_coverage_columns: 250_000,
             min_points: 48,
+            refine_rounds: 3,
             marginal_resolves: 12,
             threads: 2,
         }

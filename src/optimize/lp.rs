@@ -20,11 +20,11 @@ use super::model::Model;
 use super::reduce::Points;
 use super::OptimizeError;
 use good_lp::solvers::highs::highs;
-use good_lp::solvers::DualValues;
 use good_lp::{
     constraint::ConstraintReference, variable, Expression, ProblemVariables, ResolutionError,
     Solution, SolutionWithDual, SolverModel, Variable,
 };
+use good_lp::solvers::DualValues;
 
 /// What a solve returns, aggregated per pool.
 #[derive(Clone, Debug)]
@@ -45,6 +45,8 @@ pub(crate) struct LpResult {
     pub capacity_value: Vec<f64>,
     /// Weighted ODE of all demand.
     pub ode_total: f64,
+    /// `coverage[point * groups + g]`: instance-hours of group `g` covered at that point.
+    pub coverage: Vec<f64>,
 }
 
 /// How the candidates' capacities are set in a solve.
@@ -301,14 +303,14 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
             let val = solution.value(*v).max(0.0);
             capacity[pi] = val;
             if let Some(c) = pools[pi].new_column() {
-                lp_objective +=
-                    c.unit_cost * (pools[pi].active.1 - pools[pi].active.0) as f64 * val;
+                lp_objective += c.unit_cost * (pools[pi].active.1 - pools[pi].active.0) as f64 * val;
             }
         }
     }
     let mut used = vec![vec![0.0; points.len()]; pools.len()];
     let mut covered_ode = vec![0.0; pools.len()];
     let mut cost_equiv = vec![0.0; pools.len()];
+    let mut coverage = vec![0.0; points.len() * groups.len()];
     for y in &ys {
         let val = solution.value(y.var).max(0.0);
         if val <= 0.0 {
@@ -318,6 +320,7 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
         let b = y.point as usize;
         let m = &pools[pi].members[y.member as usize];
         used[pi][b] += m.a * val;
+        coverage[b * groups.len() + m.group] += val;
         covered_ode[pi] += points.weight[b] * groups[m.group].on_demand * val;
         cost_equiv[pi] += points.weight[b] * m.cost_equiv * val;
     }
@@ -341,6 +344,7 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
         cost_equiv,
         capacity_value,
         ode_total,
+        coverage,
     })
 }
 

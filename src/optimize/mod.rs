@@ -78,19 +78,14 @@ pub fn optimize(
     let mut notes = Vec::new();
     let both = terms.contains(&Term::ONE_YEAR) && terms.contains(&Term::THREE_YEARS);
     let pass = if both && constraints.three_year_min_extra_savings > 0.0 {
-        let short = run_pass(
-            demand,
-            rates,
-            existing,
-            constraints,
-            options,
-            &[Term::ONE_YEAR],
-        )?;
+        let short = run_pass(demand, rates, existing, constraints, options, &[Term::ONE_YEAR])?;
         let long = run_pass(demand, rates, existing, constraints, options, &terms)?;
         solves += short.solves + long.solves;
         let gain = short.final_.objective - long.final_.objective;
         let threshold = constraints.three_year_min_extra_savings * long.final_.ode_total;
-        let buys_long = long.actions().any(|(_, c)| c.term == Term::THREE_YEARS);
+        let buys_long = long
+            .actions()
+            .any(|(_, c)| c.term == Term::THREE_YEARS);
         if buys_long && gain <= threshold {
             notes.push(format!(
                 "lock-in: allowing 3-year terms would save ${gain:.2} more over the window, not more than the threshold ${threshold:.2} ({:.2}% of on-demand cost): 1-year terms only",
@@ -188,21 +183,49 @@ fn run_pass<'a>(
     let target = (options.max_coverage_columns / cells_per_point.max(1))
         .max(options.min_points * segments * demand.scenarios.len());
     let value: Vec<f64> = model.groups.iter().map(|g| g.on_demand).collect();
-    let points = if options.reduce && target < total_points {
-        reduce::reduce(demand, &model.boundaries, &value, target)
-    } else {
-        reduce::full(demand)
-    };
     let free = vec![Capacity::Free; model.pools.len()];
-    let relaxed = lp::solve(&SolveSpec {
-        model: &model,
-        points: &points,
-        demand,
-        constraints,
-        options,
-        capacity: &free,
-        min_coverage: true,
-    })?;
+    let solve_on = |points: &Points| {
+        lp::solve(&SolveSpec {
+            model: &model,
+            points,
+            demand,
+            constraints,
+            options,
+            capacity: &free,
+            min_coverage: true,
+        })
+    };
+    let mut solves = 0;
+    let (points, relaxed) = if options.reduce && target < total_points {
+        let mut buckets = reduce::reduce(demand, &model.boundaries, &value, target);
+        let mut points = reduce::points(demand, &buckets);
+        let mut relaxed = solve_on(&points)?;
+        solves += 1;
+        // Refine where the commitments cut through a bucket, a few rounds, each adding at most
+        // a quarter of the points, until the error bound is negligible.
+        for _ in 0..options.refine_rounds {
+            let (refined, bound) = reduce::refine(
+                demand,
+                buckets,
+                &relaxed.coverage,
+                &value,
+                (target / 4).max(1),
+            );
+            buckets = refined;
+            if bound <= 1e-5 * relaxed.objective.abs() {
+                break;
+            }
+            points = reduce::points(demand, &buckets);
+            relaxed = solve_on(&points)?;
+            solves += 1;
+        }
+        (points, relaxed)
+    } else {
+        let points = reduce::full(demand);
+        let relaxed = solve_on(&points)?;
+        solves += 1;
+        (points, relaxed)
+    };
     let fixed = round(&model, &relaxed);
     let final_ = lp::solve(&SolveSpec {
         model: &model,
@@ -220,7 +243,7 @@ fn run_pass<'a>(
         relaxed,
         fixed,
         final_,
-        solves: 2,
+        solves: solves + 1,
         total_points,
     })
 }
@@ -309,16 +332,7 @@ fn build_plan(
         };
         let term_hours = Decimal::from(c.term.hours());
         let upfront_dec = hourly_cost_dec * term_hours * c.upfront_share;
-        let rationale = rationale(
-            pass.demand,
-            points,
-            res,
-            &pass.model,
-            pi,
-            c,
-            capacity,
-            hours,
-        );
+        let rationale = rationale(pass.demand, points, res, &pass.model, pi, c, capacity, hours);
         actions.push((
             pi,
             Action {

@@ -66,7 +66,7 @@ pub(crate) fn full(demand: &DemandInput) -> Points {
     p
 }
 
-struct Bucket {
+pub(crate) struct Bucket {
     scenario: usize,
     hours: Vec<u32>,
     sse: f64,
@@ -117,7 +117,7 @@ fn make_bucket(demand: &DemandInput, value: &[f64], scenario: usize, hours: Vec<
     }
 }
 
-/// Reduces to about `target` points. `boundaries` are the hour indices where the set of active
+/// Reduces to about `target` buckets. `boundaries` are the hour indices where the set of active
 /// commitments changes; `value[g]` weighs group `g`'s spread (its on-demand price, so that the
 /// reduction error is measured in dollars).
 pub(crate) fn reduce(
@@ -125,7 +125,7 @@ pub(crate) fn reduce(
     boundaries: &[usize],
     value: &[f64],
     target: usize,
-) -> Points {
+) -> Vec<Bucket> {
     let weights = demand.weights();
     let mut heap = BinaryHeap::new();
     let mut done: Vec<Bucket> = Vec::new();
@@ -154,15 +154,96 @@ pub(crate) fn reduce(
     done.extend(heap.into_vec());
     // Deterministic order: by scenario, then first hour.
     done.sort_by_key(|b| (b.scenario, b.hours.iter().min().copied().unwrap_or(0)));
+    done
+}
+
+/// Refines buckets around the solution of the reduced LP.
+///
+/// Averaging a bucket is exact for a group whose hours all lie on the same side of the coverage
+/// the LP gave it there; the error comes from hours whose demand is below that coverage (the
+/// average pretends they absorb it). `coverage[b * groups + g]` is the LP's coverage of group `g`
+/// at bucket `b`; each bucket's bound on the error is `sum_g value_g * sum_h max(0, cover - d_h)`.
+/// The `max_splits` buckets with the largest bound are split at the coverage level of their
+/// worst group, which puts the threshold where the commitments actually cut. Returns the new
+/// buckets and the total error bound before refining (USD, weighted by scenario weight).
+pub(crate) fn refine(
+    demand: &DemandInput,
+    buckets: Vec<Bucket>,
+    coverage: &[f64],
+    value: &[f64],
+    max_splits: usize,
+) -> (Vec<Bucket>, f64) {
+    let weights = demand.weights();
+    let g_count = demand.groups.len();
+    let mut scored: Vec<(f64, usize, f64, usize)> = Vec::with_capacity(buckets.len());
+    let mut total = 0.0;
+    for (bi, b) in buckets.iter().enumerate() {
+        let mut worst = (0.0, 0usize, 0.0);
+        let mut sum = 0.0;
+        for g in 0..g_count {
+            let cover = coverage[bi * g_count + g];
+            if cover <= 1e-9 {
+                continue;
+            }
+            let path = &demand.groups[g].scenarios[b.scenario];
+            let e: f64 = b
+                .hours
+                .iter()
+                .map(|&h| (cover - path[h as usize]).max(0.0))
+                .sum::<f64>()
+                * value[g];
+            sum += e;
+            if e > worst.0 {
+                worst = (e, g, cover);
+            }
+        }
+        total += sum * weights[b.scenario];
+        if worst.0 > 0.0 && b.hours.len() > 1 {
+            scored.push((sum * weights[b.scenario], bi, worst.2, worst.1));
+        }
+    }
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.truncate(max_splits);
+    let mut split: Vec<Option<(f64, usize)>> = vec![None; buckets.len()];
+    for (_, bi, cover, g) in &scored {
+        split[*bi] = Some((*cover, *g));
+    }
+    let mut out = Vec::with_capacity(buckets.len() + scored.len());
+    for (b, how) in buckets.into_iter().zip(split) {
+        let Some((cover, g)) = how else {
+            out.push(b);
+            continue;
+        };
+        let path = &demand.groups[g].scenarios[b.scenario];
+        let scenario = b.scenario;
+        let (mut low, mut high): (Vec<u32>, Vec<u32>) =
+            b.hours.iter().partition(|&&h| path[h as usize] <= cover);
+        if low.is_empty() || high.is_empty() {
+            // All on one side of the level (can happen with ties): halve by that group instead.
+            let mut hours = b.hours;
+            hours.sort_unstable_by(|x, y| path[*x as usize].total_cmp(&path[*y as usize]));
+            high = hours.split_off(hours.len() / 2);
+            low = hours;
+        }
+        out.push(make_bucket(demand, value, scenario, low));
+        out.push(make_bucket(demand, value, scenario, high));
+    }
+    out.sort_by_key(|b| (b.scenario, b.hours.iter().min().copied().unwrap_or(0)));
+    (out, total)
+}
+
+/// One point per bucket: its mean demand, weighted by its hours and its scenario's weight.
+pub(crate) fn points(demand: &DemandInput, buckets: &[Bucket]) -> Points {
+    let weights = demand.weights();
     let g_count = demand.groups.len();
     let mut p = Points {
         groups: g_count,
-        weight: Vec::with_capacity(done.len()),
-        scenario: Vec::with_capacity(done.len()),
-        hour: Vec::with_capacity(done.len()),
-        demand: Vec::with_capacity(done.len() * g_count),
+        weight: Vec::with_capacity(buckets.len()),
+        scenario: Vec::with_capacity(buckets.len()),
+        hour: Vec::with_capacity(buckets.len()),
+        demand: Vec::with_capacity(buckets.len() * g_count),
     };
-    for b in &done {
+    for b in buckets {
         let n = b.hours.len() as f64;
         p.weight.push(weights[b.scenario] * n);
         p.scenario.push(b.scenario);
@@ -191,12 +272,9 @@ mod tests {
         let b: Vec<f64> = (0..100).map(|h| (h % 5) as f64 * 2.0).collect();
         let d = DemandInput::actual(
             Hour(0),
-            vec![
-                (group("m5.large"), a.clone()),
-                (group("c5.large"), b.clone()),
-            ],
+            vec![(group("m5.large"), a.clone()), (group("c5.large"), b.clone())],
         );
-        let p = reduce(&d, &[0, 40, 100], &[1.0, 1.0], 10);
+        let p = points(&d, &reduce(&d, &[0, 40, 100], &[1.0, 1.0], 10));
         assert_eq!(p.len(), 10);
         let w: f64 = p.weight.iter().sum();
         assert!((w - 100.0).abs() < 1e-9);
@@ -213,11 +291,9 @@ mod tests {
 
     #[test]
     fn identical_hours_collapse_without_error() {
-        let a: Vec<f64> = (0..50)
-            .map(|h| if h % 2 == 0 { 3.0 } else { 8.0 })
-            .collect();
+        let a: Vec<f64> = (0..50).map(|h| if h % 2 == 0 { 3.0 } else { 8.0 }).collect();
         let d = DemandInput::actual(Hour(0), vec![(group("m5.large"), a)]);
-        let p = reduce(&d, &[0, 50], &[1.0], 40);
+        let p = points(&d, &reduce(&d, &[0, 50], &[1.0], 40));
         // Two distinct values: splitting stops at two exact buckets.
         assert_eq!(p.len(), 2);
         let mut v: Vec<f64> = (0..2).map(|i| p.demand(i, 0)).collect();
