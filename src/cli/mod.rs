@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 mod audit;
 mod backtest;
+mod bench_forecast;
 mod check_config;
 mod forecast;
 mod plan;
@@ -50,6 +51,8 @@ pub enum Command {
     Usage(usage::Args),
     /// Forecast each usage group's hourly baseline with quantiles (P10/P50/P90).
     Forecast(forecast::Args),
+    /// Accuracy (rolling origin, vs seasonal-naive) and speed figures of the forecaster.
+    BenchForecast(bench_forecast::Args),
     /// Compute the purchase plan (one LP across all instruments) with its rationale.
     Plan(plan::Args),
     /// Replay rolling decisions over a scenario's evaluation window and compare with baselines.
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Usage(args) => usage::run(args),
         Command::Forecast(args) => forecast::run(args),
+        Command::BenchForecast(args) => bench_forecast::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Backtest(args) => backtest::run(args),
         Command::Audit(cmd) => audit::run(cmd),
