@@ -348,7 +348,10 @@ fn reduced_model_converges_to_the_full_model_objective() {
     };
     let coarse = gap(0, 36 * 60);
     let refined = gap(3, 36 * 60);
-    assert!(refined < coarse, "refinement must help: {refined} vs {coarse}");
+    assert!(
+        refined < coarse,
+        "refinement must help: {refined} vs {coarse}"
+    );
     let fine = gap(6, 36 * 150);
     assert!(fine < 1e-3, "gap {fine}");
 }

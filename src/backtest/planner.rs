@@ -26,7 +26,8 @@ use crate::domain::{
     ActionScope, AmountUnit, Commitment, CommitmentAmount, Hour, Instrument, Money, Offer, Plan,
     Provider, Term,
 };
-use crate::optimize::{self, Constraints, DemandInput, Options};
+use crate::forecast::{forecast_batch, BatchInput, ForecastConfig};
+use crate::optimize::{self, Constraints, DemandInput, MinUtilization, Options};
 use rust_decimal::prelude::ToPrimitive;
 
 /// Tuning of the ladder planner.
@@ -373,5 +374,152 @@ impl Planner for LadderPlanner {
             out.push(c);
         }
         Ok(out)
+    }
+}
+
+/// Tuning of the forecast + optimize planner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizeConfig {
+    /// Forecast quantile paths handed to the optimizer as equally weighted scenarios.
+    pub quantiles: Vec<f64>,
+    /// New commitments must be expected to be used at least `min_utilization` in the scenario of
+    /// quantile `utilization_level` (a low quantile: "fully used even if demand is at P10").
+    pub utilization_level: f64,
+    pub min_utilization: f64,
+    /// Re-plan only when the recent residual (usage left uncovered by the commitments active
+    /// now, at its `trigger_quantile` over the last week) is worth at least this share of the
+    /// recent on-demand-equivalent spend: forecasting and solving every day when the portfolio
+    /// already covers the baseline would only confirm it.
+    pub trigger_quantile: f64,
+    pub trigger_share: f64,
+}
+
+impl Default for OptimizeConfig {
+    fn default() -> Self {
+        OptimizeConfig {
+            quantiles: vec![0.1, 0.3, 0.5, 0.7, 0.9],
+            utilization_level: 0.1,
+            min_utilization: 0.95,
+            trigger_quantile: 0.1,
+            trigger_share: 0.01,
+        }
+    }
+}
+
+/// commitd's own pipeline: forecast (hourly quantiles per group, `unsettled` groups held) ->
+/// optimize (one LP over all instruments, 1-year terms, per-decision cap, utilization floor at a
+/// low quantile) -> purchase.
+pub struct ForecastOptimizePlanner {
+    config: OptimizeConfig,
+    cap: Money,
+    /// Decisions that ran the forecast and the solver, and that were skipped by the trigger.
+    pub solved: usize,
+    pub skipped: usize,
+}
+
+/// The forecast + optimize planner under the benchmark policy (see [`commitd_planner`] for the
+/// cap).
+pub fn forecast_optimize_planner(
+    input: &BacktestInput,
+    base: &Settings,
+    config: OptimizeConfig,
+    cap_share: f64,
+) -> Result<(ForecastOptimizePlanner, Settings), BacktestError> {
+    let mut settings = base.clone();
+    let hist = input.usage.slice(input.window.history());
+    let hours = hist.hours().max(1) as f64;
+    let ode: f64 = hist.groups.iter().map(|g| g.ode.iter().sum::<f64>()).sum();
+    let cap = Money::from_f64(cap_share * ode / hours)
+        .map_err(|e| BacktestError::Settings(e.to_string()))?;
+    settings.policy.max_new_hourly_cost_per_decision = Some(cap);
+    Ok((
+        ForecastOptimizePlanner {
+            config,
+            cap,
+            solved: 0,
+            skipped: 0,
+        },
+        settings,
+    ))
+}
+
+impl Planner for ForecastOptimizePlanner {
+    fn name(&self) -> &str {
+        "commitd"
+    }
+
+    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
+        let known = ctx.known;
+        if known.range.len() < 14 * 24 {
+            return Ok(Vec::new());
+        }
+        let active = ctx.active();
+        // Trigger: is there uncovered baseline worth planning for?
+        let residual = LadderPlanner::residual(ctx, &active, 7 * 24)?;
+        let mut value = 0.0;
+        let mut ode = 0.0;
+        for (gi, bg) in ctx.groups.iter().enumerate() {
+            let mut s: Vec<f64> = residual.iter().map(|h| h[gi]).collect();
+            value += quantile(&mut s, self.config.trigger_quantile) * bg.on_demand_rate;
+            let n = known.range.len();
+            let from = n.saturating_sub(7 * 24);
+            ode += known.groups[gi].quantity[from..n].iter().sum::<f64>() * bg.on_demand_rate
+                / (n - from).max(1) as f64;
+        }
+        if value < self.config.trigger_share * ode {
+            self.skipped += 1;
+            return Ok(Vec::new());
+        }
+        self.solved += 1;
+        // Forecast every group from the data known now; the billing data is complete up to
+        // known.range.end (the harness already cut the late hours), so no tail is dropped.
+        let lead = ctx.now.since(known.range.end).max(0) as usize;
+        let horizon = lead + Term::ONE_YEAR.hours() as usize;
+        let cfg = ForecastConfig {
+            horizon_hours: horizon,
+            quantiles: self.config.quantiles.clone(),
+            incomplete_tail_hours: 0,
+            ..ForecastConfig::default()
+        };
+        let inputs: Vec<BatchInput<'_>> = known
+            .groups
+            .iter()
+            .map(|g| BatchInput {
+                history: &g.quantity,
+                history_start: known.range.start,
+            })
+            .collect();
+        let forecasts = forecast_batch(&inputs, known.range.end, &cfg);
+        let mut groups = Vec::with_capacity(forecasts.len());
+        let mut levels = self.config.quantiles.clone();
+        levels.sort_by(f64::total_cmp);
+        for (g, f) in known.groups.iter().zip(forecasts) {
+            let paths: Vec<Vec<f64>> = match f {
+                // A group in the middle of a level shift gets nothing new: its paths are zero,
+                // so only what is already owned covers it.
+                Ok(f) if !f.signals.unsettled => levels
+                    .iter()
+                    .map(|&q| f.quantile(q)[lead..horizon].to_vec())
+                    .collect(),
+                // Too little history to forecast, or unsettled: hold purchases for it.
+                _ => levels.iter().map(|_| vec![0.0; horizon - lead]).collect(),
+            };
+            groups.push((g.group.clone(), paths));
+        }
+        let demand = DemandInput::from_quantiles(ctx.now, &levels, groups);
+        let mut constraints = Constraints::one_year_only();
+        constraints.allow_exchanges = false;
+        constraints.max_new_hourly = Some(self.cap);
+        constraints.min_utilization = Some(MinUtilization {
+            level: self.config.utilization_level,
+            min: self.config.min_utilization,
+        });
+        let options = Options {
+            marginal_resolves: 0,
+            ..Options::default()
+        };
+        let plan = optimize::optimize(&demand, ctx.rates, &active, &constraints, &options)
+            .map_err(|e| format!("optimizer: {e}"))?;
+        plan_to_commitments(&plan, ctx.now, "commitd")
     }
 }

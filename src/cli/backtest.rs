@@ -33,9 +33,19 @@ pub struct Args {
     /// a share of the recent on-demand-equivalent spend per hour (see docs/backtest.md).
     #[arg(long)]
     pub max_new_per_decision: Option<String>,
+    /// commitd's planner: `ladder` (billing-driven quantile ladder) or `optimize` (forecast
+    /// quantiles -> LP optimizer).
+    #[arg(long, value_enum, default_value_t = PlannerKind::Ladder)]
+    pub planner: PlannerKind,
     /// Skip the baselines (only commitd's planner).
     #[arg(long)]
     pub no_baselines: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlannerKind {
+    Ladder,
+    Optimize,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -60,8 +70,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.cap_per_decision =
             Some(Money::parse(cap).with_context(|| format!("--max-new-per-decision '{cap}'"))?);
     }
-    let (mut commitd, settings) =
-        planner::commitd_planner(&input, &base, config).context("setting up commitd's planner")?;
+    let (mut commitd, settings): (Box<dyn Planner>, Settings) = match args.planner {
+        PlannerKind::Ladder => planner::commitd_planner(&input, &base, config)
+            .context("setting up commitd's planner")?,
+        PlannerKind::Optimize => {
+            let (p, s) = planner::forecast_optimize_planner(
+                &input,
+                &base,
+                planner::OptimizeConfig::default(),
+                config.cap_share,
+            )
+            .context("setting up commitd's planner")?;
+            (Box::new(p), s)
+        }
+    };
     let commitd_result = run_backtest(&input, commitd.as_mut(), &settings)
         .context("backtest of commitd's planner")?;
     let planned = started.elapsed();

@@ -1,7 +1,9 @@
 //! What the optimizer is given: demand scenarios, policy constraints and solver options.
 
 use super::OptimizeError;
-use crate::domain::{Hour, HourRange, Instrument, Money, PaymentOption, Provider, Term, UsageGroup};
+use crate::domain::{
+    Hour, HourRange, Instrument, Money, PaymentOption, Provider, Term, UsageGroup,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 

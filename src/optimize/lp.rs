@@ -20,11 +20,11 @@ use super::model::Model;
 use super::reduce::Points;
 use super::OptimizeError;
 use good_lp::solvers::highs::highs;
+use good_lp::solvers::DualValues;
 use good_lp::{
     constraint::ConstraintReference, variable, Expression, ProblemVariables, ResolutionError,
     Solution, SolutionWithDual, SolverModel, Variable,
 };
-use good_lp::solvers::DualValues;
 
 /// What a solve returns, aggregated per pool.
 #[derive(Clone, Debug)]
@@ -303,7 +303,8 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
             let val = solution.value(*v).max(0.0);
             capacity[pi] = val;
             if let Some(c) = pools[pi].new_column() {
-                lp_objective += c.unit_cost * (pools[pi].active.1 - pools[pi].active.0) as f64 * val;
+                lp_objective +=
+                    c.unit_cost * (pools[pi].active.1 - pools[pi].active.0) as f64 * val;
             }
         }
     }

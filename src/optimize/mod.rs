@@ -78,14 +78,19 @@ pub fn optimize(
     let mut notes = Vec::new();
     let both = terms.contains(&Term::ONE_YEAR) && terms.contains(&Term::THREE_YEARS);
     let pass = if both && constraints.three_year_min_extra_savings > 0.0 {
-        let short = run_pass(demand, rates, existing, constraints, options, &[Term::ONE_YEAR])?;
+        let short = run_pass(
+            demand,
+            rates,
+            existing,
+            constraints,
+            options,
+            &[Term::ONE_YEAR],
+        )?;
         let long = run_pass(demand, rates, existing, constraints, options, &terms)?;
         solves += short.solves + long.solves;
         let gain = short.final_.objective - long.final_.objective;
         let threshold = constraints.three_year_min_extra_savings * long.final_.ode_total;
-        let buys_long = long
-            .actions()
-            .any(|(_, c)| c.term == Term::THREE_YEARS);
+        let buys_long = long.actions().any(|(_, c)| c.term == Term::THREE_YEARS);
         if buys_long && gain <= threshold {
             notes.push(format!(
                 "lock-in: allowing 3-year terms would save ${gain:.2} more over the window, not more than the threshold ${threshold:.2} ({:.2}% of on-demand cost): 1-year terms only",
@@ -332,7 +337,16 @@ fn build_plan(
         };
         let term_hours = Decimal::from(c.term.hours());
         let upfront_dec = hourly_cost_dec * term_hours * c.upfront_share;
-        let rationale = rationale(pass.demand, points, res, &pass.model, pi, c, capacity, hours);
+        let rationale = rationale(
+            pass.demand,
+            points,
+            res,
+            &pass.model,
+            pi,
+            c,
+            capacity,
+            hours,
+        );
         actions.push((
             pi,
             Action {

@@ -186,7 +186,11 @@ pub(crate) fn candidates(
     notes: &mut Vec<String>,
 ) -> Vec<Pool> {
     let mut pools = Vec::new();
-    for instrument in Instrument::ALL.iter().copied().filter(|i| i.is_commitment()) {
+    for instrument in Instrument::ALL
+        .iter()
+        .copied()
+        .filter(|i| i.is_commitment())
+    {
         let Some(provider) = instrument.provider() else {
             continue;
         };
@@ -371,10 +375,7 @@ pub(crate) fn prune_dominated(
             let mut all_le = true;
             let mut all_eq = true;
             for m in &pools[a].members {
-                match pools[b]
-                    .members
-                    .binary_search_by_key(&m.group, |x| x.group)
-                {
+                match pools[b].members.binary_search_by_key(&m.group, |x| x.group) {
                     Ok(k) => {
                         let cb_cost = pools[b].members[k].cost_equiv;
                         if cb_cost > m.cost_equiv * (1.0 + 1e-12) {
@@ -477,9 +478,10 @@ pub(crate) fn existing_pools(
                     let offer = rates
                         .offer(&g.product, c.instrument, Some(c.term), c.payment)
                         .or_else(|| {
-                            rates.offers(&g.product).iter().find(|o| {
-                                o.instrument == c.instrument && o.term == Some(c.term)
-                            })
+                            rates
+                                .offers(&g.product)
+                                .iter()
+                                .find(|o| o.instrument == c.instrument && o.term == Some(c.term))
                         });
                     match offer {
                         Some(o) if o.rate() > 0.0 => members.push(Member {

@@ -272,7 +272,10 @@ mod tests {
         let b: Vec<f64> = (0..100).map(|h| (h % 5) as f64 * 2.0).collect();
         let d = DemandInput::actual(
             Hour(0),
-            vec![(group("m5.large"), a.clone()), (group("c5.large"), b.clone())],
+            vec![
+                (group("m5.large"), a.clone()),
+                (group("c5.large"), b.clone()),
+            ],
         );
         let p = points(&d, &reduce(&d, &[0, 40, 100], &[1.0, 1.0], 10));
         assert_eq!(p.len(), 10);
@@ -291,7 +294,9 @@ mod tests {
 
     #[test]
     fn identical_hours_collapse_without_error() {
-        let a: Vec<f64> = (0..50).map(|h| if h % 2 == 0 { 3.0 } else { 8.0 }).collect();
+        let a: Vec<f64> = (0..50)
+            .map(|h| if h % 2 == 0 { 3.0 } else { 8.0 })
+            .collect();
         let d = DemandInput::actual(Hour(0), vec![(group("m5.large"), a)]);
         let p = points(&d, &reduce(&d, &[0, 50], &[1.0], 40));
         // Two distinct values: splitting stops at two exact buckets.

@@ -7,9 +7,7 @@
 //! generator keeps it reproducible without a dependency.
 
 use super::input::DemandInput;
-use crate::domain::{
-    Hour, Instrument, Offer, PaymentOption, Provider, RateCard, Term, UsageGroup,
-};
+use crate::domain::{Hour, Instrument, Offer, PaymentOption, Provider, RateCard, Term, UsageGroup};
 use rust_decimal::prelude::FromPrimitive;
 use rust_decimal::Decimal;
 
@@ -164,7 +162,7 @@ pub fn price_group(rates: &mut RateCard, group: &UsageGroup, od: f64) {
                         term: Some(term),
                         payment,
                         effective_hourly_rate: dec(
-                            od * (1.0 - discount(instrument, term.years(), payment)),
+                            od * (1.0 - discount(instrument, term.years(), payment))
                         ),
                         upfront_share: share,
                     },
@@ -239,7 +237,10 @@ pub fn generate(spec: &Spec) -> (DemandInput, RateCard) {
                 0 => 1.0,
                 1 => {
                     let d = 1.0
-                        + 0.6 * (std::f64::consts::TAU * (day - phase) / 24.0).sin().max(-0.5);
+                        + 0.6
+                            * (std::f64::consts::TAU * (day - phase) / 24.0)
+                                .sin()
+                                .max(-0.5);
                     if weekend {
                         d * 0.7
                     } else {
