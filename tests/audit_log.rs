@@ -503,3 +503,30 @@ async fn an_anchor_detects_a_truncated_or_rewritten_tail() {
     assert!("0:abc".parse::<Anchor>().is_err());
     assert!(format!("x:{}", "a".repeat(64)).parse::<Anchor>().is_err());
 }
+
+#[tokio::test]
+async fn the_schema_refuses_a_forked_chain() {
+    for db in databases().await {
+        let log = db.log().await;
+        let first = log.append(plan(t(0), "plan-1")).await.unwrap();
+        log.append(plan(t(1), "plan-2")).await.unwrap();
+        // A writer that bypassed the append lock and read a stale head (event 1) would insert
+        // a second successor of event 1: refused by UNIQUE(prev_hash), whatever its id.
+        let time = match db.name {
+            "sqlite" => "'2026-10-01T02:00:00.000000Z'",
+            _ => "'2026-10-01T02:00:00Z'::timestamptz",
+        };
+        let err = db
+            .exec(&format!(
+                "INSERT INTO audit_events (id, occurred_at, kind, actor, subject, payload, rationale, prev_hash, hash) \
+                 VALUES (3, {time}, 'plan_computed', 'x', 'y', '{{}}', '{{}}', '{}', '{}')",
+                first.hash,
+                "f".repeat(64)
+            ))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.to_lowercase().contains("unique"), "{}: {err}", db.name);
+        assert_eq!(log.verify().await.unwrap().verified, 2);
+    }
+}

@@ -13,6 +13,7 @@ use crate::store::Store;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::Row;
+use std::sync::Arc;
 
 /// Key of the PostgreSQL advisory lock that serializes appends ("commitd" + "audit" in
 /// ASCII, truncated to 8 bytes). Other subsystems must pick other keys.
@@ -156,16 +157,24 @@ impl std::fmt::Display for BadEvent {
     }
 }
 
-/// The audit log on a store.
+/// The audit log on a store. Clones share the store and the append queue.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
     store: Store,
+    /// Queues this process's appends before they reach the database lock. The database
+    /// lock alone is correct (and is what orders other processes), but its waiters poll
+    /// (SQLite's busy handler sleeps and retries) and each holds a pooled connection while
+    /// waiting, starving readers; an in-process queue wakes exactly the next writer.
+    append_queue: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AuditLog {
     /// The log on an open (migrated) store.
     pub fn open(store: Store) -> AuditLog {
-        AuditLog { store }
+        AuditLog {
+            store,
+            append_queue: Arc::new(tokio::sync::Mutex::new(())),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -175,6 +184,7 @@ impl AuditLog {
     /// Appends an event at the head of the chain and returns it as stored.
     pub async fn append(&self, new: NewEvent) -> Result<Event, AuditError> {
         let prepared = prepare(&new)?;
+        let _queued = self.append_queue.lock().await;
         let record = match &self.store {
             Store::Sqlite(pool) => {
                 // IMMEDIATE takes the write lock now, before the head is read: a DEFERRED

@@ -14,6 +14,7 @@ mod check_config;
 mod forecast;
 mod plan;
 mod policy;
+mod synth;
 mod usage;
 
 /// commitd: an open, explainable autopilot for cloud commitments.
@@ -65,6 +66,8 @@ pub enum Command {
     Policy(policy::Command),
     /// Validate a configuration file; exits non-zero with the reason if it is invalid.
     CheckConfig(check_config::Args),
+    /// Write a synthetic scenario (FOCUS usage, rates, commitments) with a chosen demand shape.
+    Synth(synth::Args),
 }
 
 /// Entry point of the binary.
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Audit(cmd) => audit::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::CheckConfig(args) => check_config::run(args),
+        Command::Synth(args) => synth::run(args),
     };
     match result {
         Ok(code) => code,
