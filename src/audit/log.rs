@@ -526,6 +526,13 @@ fn prepare(new: &NewEvent) -> Result<Prepared, AuditError> {
     if new.actor.trim().is_empty() {
         return Err(AuditError::Invalid("the actor is empty".into()));
     }
+    // PostgreSQL text cannot hold NUL; refuse it on both backends alike. (Inside JSON it is
+    // escaped as \u0000 and fine.)
+    if new.actor.contains('\0') || new.subject.contains('\0') {
+        return Err(AuditError::Invalid(
+            "the actor or subject contains a NUL character".into(),
+        ));
+    }
     if !new.rationale.is_object() {
         return Err(AuditError::Invalid(format!(
             "the rationale must be a JSON object, got {}",

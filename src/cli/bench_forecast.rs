@@ -269,8 +269,40 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or_default();
         datasets.push(dataset(&name, &[(start, v)], &p));
     }
-    if !args.scenario.is_empty() {
-        anyhow::bail!("--scenario needs the ingest module, which is not on this branch yet");
+    for dir in &args.scenario {
+        let (file, window) = crate::ingest::ScenarioFile::read(dir)?;
+        let bill = crate::ingest::read_focus(
+            &dir.join(&file.usage),
+            &crate::ingest::ReadOptions {
+                range: Some(window.all()),
+                progress: false,
+            },
+        )?;
+        let model = bill.model;
+        // Hours after the bill's last row are unknown, not zero.
+        let known = model
+            .last_observed
+            .map_or(0, |h| h.plus(1).since(model.range.start).max(0) as usize);
+        let series: Vec<(Hour, Vec<f64>)> = model
+            .groups
+            .iter()
+            .map(|g| {
+                let mut v = g.quantity.clone();
+                for x in v.iter_mut().skip(known) {
+                    *x = f64::NAN;
+                }
+                (model.range.start, v)
+            })
+            .collect();
+        // The synthetic protocol, anchored at the decision time: whatever history the
+        // scenario has before it (three months for the public ones).
+        let d = window.decision_time.since(model.range.start).max(0) as usize;
+        let p = Protocol {
+            origins: vec![d, d + 30 * DAY, d + 60 * DAY],
+            horizon: 90 * DAY,
+            from_h: 30 * DAY,
+        };
+        datasets.push(dataset(&format!("scenario {}", file.name), &series, &p));
     }
     let speed = (args.speed_groups > 0).then(|| {
         let fleet = synth::fleet(args.speed_groups, args.speed_history_hours, 7);
