@@ -10,6 +10,7 @@ use std::process::ExitCode;
 mod audit;
 mod backtest;
 mod bench_forecast;
+mod bench_optimize;
 mod check_config;
 mod forecast;
 mod plan;
@@ -56,6 +57,8 @@ pub enum Command {
     BenchForecast(bench_forecast::Args),
     /// Compute the purchase plan (one LP across all instruments) with its rationale.
     Plan(plan::Args),
+    /// Time the optimizer on synthetic demand (default 500 groups x 8,760 hours).
+    BenchOptimize(bench_optimize::Args),
     /// Replay rolling decisions over a scenario's evaluation window and compare with baselines.
     Backtest(backtest::Args),
     /// Read, verify and export the append-only audit log.
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::BenchForecast(args) => bench_forecast::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Backtest(args) => backtest::run(args),
+        Command::BenchOptimize(args) => bench_optimize::run(args),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::CheckConfig(args) => check_config::run(args),

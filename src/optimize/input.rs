@@ -373,10 +373,10 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             reduce: true,
-            max_coverage_columns: 250_000,
+            max_coverage_columns: 40_000,
             min_points: 48,
-            refine_rounds: 3,
-            marginal_resolves: 12,
+            refine_rounds: 2,
+            marginal_resolves: 5,
             threads: 2,
         }
     }

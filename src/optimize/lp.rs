@@ -151,6 +151,7 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
         .minimise(objective)
         .using(highs)
         .set_threads(spec.options.threads.max(1));
+
     let mut rows = 0usize;
 
     // Capacity rows: runs of equal (point, pool).

@@ -21,6 +21,7 @@
 //! Hindsight mode ([`hindsight`]) is the same with one scenario: the actual demand.
 //! See docs/optimizer.md for the formulation and its limits.
 
+mod aggregate;
 mod input;
 mod lp;
 mod model;
@@ -66,6 +67,8 @@ pub fn optimize(
 ) -> Result<Plan, OptimizeError> {
     demand.validate()?;
     constraints.validate(demand)?;
+    let (aggregated, merged) = aggregate::aggregate(demand, rates);
+    let demand = &aggregated;
     let mut terms: Vec<Term> = constraints
         .providers
         .values()
@@ -76,6 +79,11 @@ pub fn optimize(
 
     let mut solves = 0;
     let mut notes = Vec::new();
+    if merged > 0 {
+        notes.push(format!(
+            "{merged} usage groups merged exactly into others with the same scope and proportional prices"
+        ));
+    }
     let both = terms.contains(&Term::ONE_YEAR) && terms.contains(&Term::THREE_YEARS);
     let pass = if both && constraints.three_year_min_extra_savings > 0.0 {
         let short = run_pass(

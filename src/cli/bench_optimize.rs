@@ -1,0 +1,123 @@
+//! `commitd bench-optimize`: times the optimizer on synthetic demand of a given size.
+//!
+//! The optimizer itself has no clock (pure core); this command times it from the outside and
+//! reads the process's peak resident memory (Linux `/proc/self/status` VmHWM).
+
+use crate::optimize::{self, synthetic, Constraints, Options};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Usage groups (about one in ten on Azure).
+    #[arg(long, default_value_t = 500)]
+    pub groups: usize,
+    /// Hours in the planning window.
+    #[arg(long, default_value_t = 8760)]
+    pub hours: usize,
+    /// Quantile levels of the demand scenarios, e.g. "0.1,0.5,0.9" (default: one scenario).
+    #[arg(long, value_delimiter = ',')]
+    pub levels: Vec<f64>,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Solve the full model (every hour of every scenario) instead of the reduced one.
+    #[arg(long)]
+    pub full: bool,
+    /// Budget of coverage columns for the reduced model.
+    #[arg(long, default_value_t = Options::default().max_coverage_columns)]
+    pub max_columns: usize,
+    /// Re-solves for the actions' marginal values.
+    #[arg(long, default_value_t = Options::default().marginal_resolves)]
+    pub marginal_resolves: usize,
+    /// Allow 3-year terms too (the scored policy is 1-year only).
+    #[arg(long)]
+    pub three_year: bool,
+    #[arg(long, default_value_t = 2)]
+    pub threads: u32,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Peak resident set size of this process in MiB, if the OS tells.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let t0 = Instant::now();
+    let (demand, rates) = synthetic::generate(&synthetic::Spec {
+        groups: args.groups,
+        hours: args.hours,
+        levels: args.levels.clone(),
+        seed: args.seed,
+        ..Default::default()
+    });
+    let generate_s = t0.elapsed().as_secs_f64();
+    let constraints = if args.three_year {
+        Constraints::permissive()
+    } else {
+        Constraints::one_year_only()
+    };
+    let options = Options {
+        reduce: !args.full,
+        max_coverage_columns: args.max_columns,
+        marginal_resolves: args.marginal_resolves,
+        threads: args.threads,
+        ..Options::default()
+    };
+    let t1 = Instant::now();
+    let plan = optimize::optimize(&demand, &rates, &[], &constraints, &options)?;
+    let solve_s = t1.elapsed().as_secs_f64();
+    let rss = peak_rss_mib();
+    let s = &plan.solver;
+    let profile = if cfg!(debug_assertions) {
+        "dev"
+    } else {
+        "release"
+    };
+    if args.json {
+        let v = serde_json::json!({
+            "groups": args.groups, "hours": args.hours, "scenarios": demand.scenarios.len(),
+            "full_model": args.full, "profile": profile, "threads": args.threads,
+            "points": s.points, "reduced_points": s.reduced_points,
+            "columns": s.columns, "rows": s.rows, "solves": s.solves,
+            "objective": s.objective, "rounded_objective": s.rounded_objective,
+            "on_demand_cost": plan.expected.on_demand_cost, "esr": plan.expected.esr,
+            "actions": plan.actions.len(),
+            "generate_seconds": generate_s, "optimize_seconds": solve_s,
+            "peak_rss_mib": rss,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "groups {} x hours {} x scenarios {} ({} model, {profile} profile, {} threads)",
+            args.groups,
+            args.hours,
+            demand.scenarios.len(),
+            if args.full { "full" } else { "reduced" },
+            args.threads
+        );
+        println!(
+            "points {} -> {}; LP columns {} rows {}; solves {}",
+            s.points, s.reduced_points, s.columns, s.rows, s.solves
+        );
+        println!(
+            "objective {:.2} (rounded {:.2}); on-demand {}; ESR {:.2}%; {} actions",
+            s.objective,
+            s.rounded_objective,
+            plan.expected.on_demand_cost,
+            plan.expected.esr * 100.0,
+            plan.actions.len()
+        );
+        println!(
+            "generate {generate_s:.2} s; optimize {solve_s:.2} s; peak RSS {}",
+            rss.map(|m| format!("{m:.0} MiB"))
+                .unwrap_or_else(|| "unknown".into())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
