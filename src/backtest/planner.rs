@@ -57,7 +57,7 @@ impl Default for PlannerConfig {
     fn default() -> Self {
         PlannerConfig {
             windows: vec![28 * 24, 7 * 24, 2 * 24],
-            reservation_quantile: 0.1,
+            reservation_quantile: 0.2,
             reservation_share: 1.0,
             savings_plan_min_utilization: 0.9,
             decline_ratio: 0.9,

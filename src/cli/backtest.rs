@@ -37,6 +37,12 @@ pub struct Args {
     /// quantiles -> LP optimizer).
     #[arg(long, value_enum, default_value_t = PlannerKind::Ladder)]
     pub planner: PlannerKind,
+    /// Ladder planner: quantile of the residual hourly usage that reservations cover.
+    #[arg(long, default_value_t = 0.2)]
+    pub reservation_quantile: f64,
+    /// Ladder planner: share of that level bought as reservations (0 = savings plans only).
+    #[arg(long, default_value_t = 1.0)]
+    pub reservation_share: f64,
     /// Skip the baselines (only commitd's planner).
     #[arg(long)]
     pub no_baselines: bool,
@@ -65,7 +71,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         latency_hours: args.latency_hours,
         policy: Policy::default(),
     };
-    let mut config = PlannerConfig::default();
+    let mut config = PlannerConfig {
+        reservation_quantile: args.reservation_quantile,
+        reservation_share: args.reservation_share,
+        ..PlannerConfig::default()
+    };
+    if !(0.0..=1.0).contains(&config.reservation_quantile)
+        || !(0.0..=1.0).contains(&config.reservation_share)
+    {
+        anyhow::bail!("--reservation-quantile and --reservation-share must be within 0..=1");
+    }
     if let Some(cap) = &args.max_new_per_decision {
         config.cap_per_decision =
             Some(Money::parse(cap).with_context(|| format!("--max-new-per-decision '{cap}'"))?);
