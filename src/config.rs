@@ -19,6 +19,7 @@ const NOT_CONFIG_KEYS: &[&str] = &[
     "COMMITD_LOG_FORMAT",
     "COMMITD_CONFIG",
     "COMMITD_TEST_DATABASE_URL",
+    "COMMITD_FAILPOINT",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +96,50 @@ pub struct SourceConfig {
     pub commitments: Option<PathBuf>,
 }
 
+/// The long-running service (`commitd run`): schedules, HTTP, approvals, shutdown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Address of the HTTP API (health, readiness, metrics, proposals), e.g. "0.0.0.0:8080".
+    /// Unset: no HTTP server (`--listen` overrides).
+    pub listen: Option<String>,
+    /// When to plan (cron with seconds, UTC): "0 0 6 * * *" = 06:00 UTC daily.
+    pub plan_schedule: String,
+    /// When to execute approved proposals and reconcile (cron with seconds, UTC).
+    pub execute_schedule: String,
+    /// SIGTERM: how long the step in flight may take to finish before the process exits.
+    pub shutdown_grace_seconds: u64,
+    /// A proposal not decided within this many hours expires.
+    pub proposal_max_age_hours: u32,
+    /// The executor lease: a replica that stops renewing loses it after this long.
+    pub lease_ttl_seconds: u64,
+    /// Where people reach the API (links in chat notifications).
+    pub public_url: Option<String>,
+    /// Slack-compatible incoming webhook (http://; see docs/operations.md for https).
+    pub webhook_url: Option<Secret>,
+    /// Use this plan (JSON) instead of computing one: replays a plan computed elsewhere.
+    pub plan_file: Option<PathBuf>,
+    /// Where purchases are made: "sim" (the built-in simulated market, the default).
+    pub provider: String,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            listen: None,
+            plan_schedule: "0 0 6 * * *".into(),
+            execute_schedule: "0 */5 * * * *".into(),
+            shutdown_grace_seconds: 30,
+            proposal_max_age_hours: 72,
+            lease_ttl_seconds: 60,
+            public_url: None,
+            webhook_url: None,
+            plan_file: None,
+            provider: "sim".into(),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -109,6 +154,8 @@ pub struct Config {
     pub source: SourceConfig,
     /// Billing data latency in hours: the newest hours of a bill are incomplete.
     pub billing_latency_hours: u32,
+    /// The service (`commitd run`).
+    pub daemon: DaemonConfig,
 }
 
 impl Default for Config {
@@ -120,6 +167,7 @@ impl Default for Config {
             policies_dir: PathBuf::from("policies"),
             source: SourceConfig::default(),
             billing_latency_hours: 48,
+            daemon: DaemonConfig::default(),
         }
     }
 }
@@ -228,6 +276,7 @@ impl Config {
             &mut self.source.focus,
             &mut self.source.rates,
             &mut self.source.commitments,
+            &mut self.daemon.plan_file,
         ]
         .into_iter()
         .flatten()
@@ -418,5 +467,32 @@ mod tests {
         assert!(shown.contains("postgres://commitd:***@db.internal:5432/commitd"));
         assert!(!format!("{c:?}").contains("hunter2"));
         assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn daemon_settings_have_defaults_and_hide_the_webhook() {
+        let f = file("[daemon]\nlisten = \"0.0.0.0:8080\"\nplan_file = \"plan.json\"\n");
+        let c = Config::load_with_env(
+            Some(f.path()),
+            &env(&[(
+                "COMMITD_DAEMON__WEBHOOK_URL",
+                "http://relay/hooks/T0/B0/supersecret",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(c.daemon.listen.as_deref(), Some("0.0.0.0:8080"));
+        assert_eq!(c.daemon.plan_schedule, "0 0 6 * * *");
+        assert_eq!(c.daemon.proposal_max_age_hours, 72);
+        // Relative to the file, like every other path.
+        assert_eq!(
+            c.daemon.plan_file.as_deref(),
+            Some(f.path().parent().unwrap().join("plan.json").as_path())
+        );
+        assert!(!c.redacted().contains("supersecret"), "{}", c.redacted());
+        let f = file("[daemon]\nplan_shedule = \"x\"\n");
+        let e = Config::load_with_env(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plan_shedule"), "{e}");
     }
 }

@@ -30,15 +30,20 @@
 //!
 //! See `docs/ARCHITECTURE.md` for which module may depend on which.
 
+pub mod api;
 pub mod audit;
 pub mod backtest;
 pub mod billing;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod domain;
+pub mod execute;
 pub mod forecast;
 pub mod ingest;
 pub mod optimize;
 pub mod policy;
+pub mod proposals;
+pub mod providers;
 pub mod store;
 pub mod synth;

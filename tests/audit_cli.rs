@@ -11,6 +11,7 @@ fn commitd(args: &[&str]) -> Output {
         .args(args)
         .env_remove("COMMITD_DATABASE_URL")
         .env_remove("COMMITD_DATA_DIR")
+        .env_remove("COMMITD_CONFIG")
         .output()
         .expect("run commitd")
 }
@@ -154,6 +155,27 @@ fn default_database_is_created_in_the_data_dir() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("OK: empty"));
     assert!(data.join("commitd.db").is_file());
+
+    // A configuration file's data_dir is relative to the file.
+    let conf_dir = dir.path().join("etc");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let conf = conf_dir.join("commitd.toml");
+    std::fs::write(&conf, "data_dir = \"var\"\n").unwrap();
+    let out = commitd(&["audit", "verify", "--config", conf.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(conf_dir.join("var").join("commitd.db").is_file());
+    // ... and --data-dir overrides it.
+    let flag_dir = dir.path().join("flag");
+    let out = commitd(&[
+        "audit",
+        "verify",
+        "--config",
+        conf.to_str().unwrap(),
+        "--data-dir",
+        flag_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(flag_dir.join("commitd.db").is_file());
 }
 
 #[test]

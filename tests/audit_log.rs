@@ -31,6 +31,8 @@ async fn appends_form_one_chain_from_genesis() {
         assert_eq!(got, e2, "{}", db.name);
         assert!(log.get(4).await.unwrap().is_none());
         assert!(log.get(0).await.unwrap().is_none());
+        assert!(log.get(i64::MIN).await.unwrap().is_none());
+        assert!(log.get(i64::MAX).await.unwrap().is_none());
         assert_eq!(got.kind(), EventKind::ActionProposed);
         assert_eq!(got.rationale["reason"], "steady baseline");
 
@@ -565,5 +567,46 @@ async fn any_json_string_is_accepted_and_verifies() {
         assert_eq!(got.rationale["note"], odd);
         assert_eq!(got.hash, e.hash);
         assert!(log.verify().await.unwrap().is_ok(), "{}", db.name);
+    }
+}
+
+#[tokio::test]
+async fn appends_inside_a_caller_transaction_commit_or_roll_back_with_it() {
+    for db in databases().await {
+        let log = db.log().await;
+        log.append(plan(t(0), "plan-1")).await.unwrap();
+        for commit in [false, true] {
+            let id = match log.store() {
+                Store::Sqlite(pool) => {
+                    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+                    let e = AuditLog::append_in_sqlite_tx(&mut tx, approval(t(1), "p-1", "dan"))
+                        .await
+                        .unwrap();
+                    if commit {
+                        tx.commit().await.unwrap();
+                    } else {
+                        tx.rollback().await.unwrap();
+                    }
+                    e.id
+                }
+                Store::Postgres(pool) => {
+                    let mut tx = pool.begin().await.unwrap();
+                    let e = AuditLog::append_in_postgres_tx(&mut tx, approval(t(1), "p-1", "dan"))
+                        .await
+                        .unwrap();
+                    if commit {
+                        tx.commit().await.unwrap();
+                    } else {
+                        tx.rollback().await.unwrap();
+                    }
+                    e.id
+                }
+            };
+            // Both attempts were event 2: the rolled-back one left no trace.
+            assert_eq!(id, 2, "{}", db.name);
+            let report = log.verify().await.unwrap();
+            assert!(report.is_ok(), "{}", db.name);
+            assert_eq!(report.verified, if commit { 2 } else { 1 }, "{}", db.name);
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! two public scenarios. Expected figures are computed here, independently of the reader.
 
 use commitd::domain::{Hour, HourRange, Instrument, Money, Provider};
-use commitd::ingest::{read_focus, ReadOptions, Scenario};
+use commitd::ingest::{infer_commitments, read_focus, ReadOptions, Scenario};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -108,6 +108,15 @@ fn real_focus_1_0_sample_totals_match_an_independent_count() {
     // Savings plans seen through their Used rows (including the one covering Fargate).
     let ids: BTreeSet<String> = m.commitments.iter().map(|c| c.id.clone()).collect();
     assert_eq!(ids, commitment_ids);
+    // No commitments file: both savings plans are inferred from the bill, and say so.
+    let (inferred, skipped) = infer_commitments(&bill.commitments, &[]);
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert_eq!(inferred.len(), commitment_ids.len());
+    for i in &inferred {
+        assert_eq!(i.commitment.instrument, Instrument::ComputeSavingsPlan);
+        assert!(i.note.contains("inferred from the bill"));
+        assert!(i.commitment.end > i.commitment.start);
+    }
     assert_eq!(m.currency, "USD");
     // The bill spans September 2024 (hourly AWS rows, daily Microsoft rows).
     assert!(m.range.start >= Hour::parse("2024-09-01T00:00:00Z").unwrap());

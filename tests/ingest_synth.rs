@@ -128,7 +128,12 @@ fn shipped_demo_is_what_synth_writes() {
         ..Config::default()
     };
     generate(&config, dir.path()).unwrap();
-    for f in ["usage.parquet", "rates.csv", "commitments.csv", "scenario.toml"] {
+    for f in [
+        "usage.parquet",
+        "rates.csv",
+        "commitments.csv",
+        "scenario.toml",
+    ] {
         assert_eq!(
             std::fs::read(shipped.join(f)).unwrap(),
             std::fs::read(dir.path().join(f)).unwrap(),

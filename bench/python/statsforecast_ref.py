@@ -5,9 +5,11 @@ actual, averaged over series; P10..P90 coverage pooled over hours).
 
 Run in a throwaway venv, never in CI:
     python3 -m venv /tmp/fcvenv && /tmp/fcvenv/bin/pip install pmdarima statsforecast pandas
-    commitd bench-forecast --synthetic 48 --speed-groups 0 --export /tmp/fcexport
+    commitd bench-forecast --synthetic 48 --speed-groups 0 --export /tmp/fcexport \
+        --scenario ../shared/scenarios/steady-growth --scenario ../shared/scenarios/mixed-fleet
     /tmp/fcvenv/bin/python bench/python/statsforecast_ref.py --export /tmp/fcexport \
-        --csv bench/data/taylor_hourly.csv [--max-series 16]
+        --csv bench/data/taylor_hourly.csv --dataset synthetic --max-series 16 \
+        --dataset scenario-steady-growth --dataset scenario-mixed-fleet
 
 The 80 % model interval is used as P10..P90 (that is what these models offer), the point
 forecast as P50.
@@ -82,6 +84,12 @@ def main():
     ap.add_argument("--export")
     ap.add_argument("--csv", action="append", default=[])
     ap.add_argument("--max-series", type=int, default=1000)
+    ap.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        help="name of an exported dataset: synthetic, scenario-steady-growth, ...",
+    )
     a = ap.parse_args()
     t = time.time()
     for path in a.csv:
@@ -95,18 +103,19 @@ def main():
             "from_h": 7 * DAY,
         }
         report(path, [evaluate(v, proto)])
-    if a.export:
-        proto = json.load(open(f"{a.export}/protocol.json"))
-        df = pd.read_csv(f"{a.export}/synthetic.csv")
+    for name in a.dataset:
+        proto = json.load(open(f"{a.export}/{name}.protocol.json"))
+        df = pd.read_csv(f"{a.export}/{name}.csv")
         groups = list(df.groupby("series", sort=True))[: a.max_series]
         per_series, kinds = [], {}
         for sid, g in groups:
             r = evaluate(g["value"].to_numpy(dtype=float), proto)
             per_series.append(r)
             kinds.setdefault(g["kind"].iloc[0], []).append(r)
-        report("synthetic (all kinds)", per_series)
-        for k in sorted(kinds):
-            report(f"synthetic: {k}", kinds[k])
+        report(f"{name} (all)", per_series)
+        if name == "synthetic":
+            for k in sorted(kinds):
+                report(f"synthetic: {k}", kinds[k])
     print(f"\n({time.time() - t:.0f} s)")
 
 

@@ -194,69 +194,13 @@ impl AuditLog {
                     .begin_with("BEGIN IMMEDIATE")
                     .await
                     .map_err(db("begin append"))?;
-                let head =
-                    sqlx::query("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db("read chain head"))?;
-                let head = head.map(|r| head_of(&r)).transpose()?;
-                let record = prepared.link(head)?;
-                sqlx::query(
-                    "INSERT INTO audit_events (id, occurred_at, kind, actor, subject, amount_micros, currency, payload, rationale, prev_hash, hash) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )
-                .bind(record.id)
-                .bind(&record.time)
-                .bind(&record.kind)
-                .bind(&record.actor)
-                .bind(&record.subject)
-                .bind(record.amount_micros)
-                .bind(&record.currency)
-                .bind(&record.payload)
-                .bind(&record.rationale)
-                .bind(&record.prev_hash)
-                .bind(&record.hash)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("insert event"))?;
+                let record = insert_sqlite(&mut tx, prepared).await?;
                 tx.commit().await.map_err(db("commit append"))?;
                 record
             }
             Store::Postgres(pool) => {
                 let mut tx = pool.begin().await.map_err(db("begin append"))?;
-                // Held until commit or rollback. Under READ COMMITTED each statement takes a
-                // fresh snapshot, so the head read after the lock sees the previous holder's
-                // committed event.
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(AUDIT_APPEND_LOCK_KEY)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("take append lock"))?;
-                let head =
-                    sqlx::query("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(db("read chain head"))?;
-                let head = head.map(|r| head_of(&r)).transpose()?;
-                let record = prepared.link(head)?;
-                sqlx::query(
-                    "INSERT INTO audit_events (id, occurred_at, kind, actor, subject, amount_micros, currency, payload, rationale, prev_hash, hash) \
-                     VALUES ($1, $2::timestamptz, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(record.id)
-                .bind(&record.time)
-                .bind(&record.kind)
-                .bind(&record.actor)
-                .bind(&record.subject)
-                .bind(record.amount_micros)
-                .bind(&record.currency)
-                .bind(&record.payload)
-                .bind(&record.rationale)
-                .bind(&record.prev_hash)
-                .bind(&record.hash)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("insert event"))?;
+                let record = insert_postgres(&mut tx, prepared).await?;
                 tx.commit().await.map_err(db("commit append"))?;
                 record
             }
@@ -264,8 +208,35 @@ impl AuditLog {
         decode(record)
     }
 
+    /// Appends inside the caller's SQLite transaction, so that a state change (a proposal
+    /// approved, an execution recorded) and its audit event commit or roll back together.
+    /// The transaction must have been started with `BEGIN IMMEDIATE`
+    /// (`pool.begin_with("BEGIN IMMEDIATE")`): it then holds the write lock, which is what
+    /// serializes appends. The event is only part of the chain once the caller commits.
+    pub async fn append_in_sqlite_tx(
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        new: NewEvent,
+    ) -> Result<Event, AuditError> {
+        let record = insert_sqlite(tx, prepare(&new)?).await?;
+        decode(record)
+    }
+
+    /// Appends inside the caller's PostgreSQL transaction (see
+    /// [`append_in_sqlite_tx`](Self::append_in_sqlite_tx)); takes the append lock itself,
+    /// held until the caller commits or rolls back, so keep the transaction short.
+    pub async fn append_in_postgres_tx(
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        new: NewEvent,
+    ) -> Result<Event, AuditError> {
+        let record = insert_postgres(tx, prepare(&new)?).await?;
+        decode(record)
+    }
+
     /// One event by id.
     pub async fn get(&self, id: i64) -> Result<Option<Event>, AuditError> {
+        if id < 1 {
+            return Ok(None);
+        }
         let rows = self
             .records(&Query {
                 after_id: id - 1,
@@ -511,6 +482,79 @@ impl Prepared {
             .map_err(|e| AuditError::Invalid(format!("no canonical form: {e}")))?;
         Ok(record)
     }
+}
+
+const HEAD_SQL: &str = "SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1";
+
+/// Reads the head, links and inserts; the caller holds the write lock (BEGIN IMMEDIATE).
+async fn insert_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    prepared: Prepared,
+) -> Result<EventRecord, AuditError> {
+    let head = sqlx::query(HEAD_SQL)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db("read chain head"))?;
+    let head = head.map(|r| head_of(&r)).transpose()?;
+    let record = prepared.link(head)?;
+    sqlx::query(
+        "INSERT INTO audit_events (id, occurred_at, kind, actor, subject, amount_micros, currency, payload, rationale, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .bind(record.id)
+    .bind(&record.time)
+    .bind(&record.kind)
+    .bind(&record.actor)
+    .bind(&record.subject)
+    .bind(record.amount_micros)
+    .bind(&record.currency)
+    .bind(&record.payload)
+    .bind(&record.rationale)
+    .bind(&record.prev_hash)
+    .bind(&record.hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(db("insert event"))?;
+    Ok(record)
+}
+
+/// Takes the append lock, reads the head, links and inserts, inside the caller's transaction.
+async fn insert_postgres(
+    conn: &mut sqlx::PgConnection,
+    prepared: Prepared,
+) -> Result<EventRecord, AuditError> {
+    // Held until commit or rollback. Under READ COMMITTED each statement takes a fresh
+    // snapshot, so the head read after the lock sees the previous holder's committed event.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(AUDIT_APPEND_LOCK_KEY)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("take append lock"))?;
+    let head = sqlx::query(HEAD_SQL)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db("read chain head"))?;
+    let head = head.map(|r| head_of(&r)).transpose()?;
+    let record = prepared.link(head)?;
+    sqlx::query(
+        "INSERT INTO audit_events (id, occurred_at, kind, actor, subject, amount_micros, currency, payload, rationale, prev_hash, hash) \
+         VALUES ($1, $2::timestamptz, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(record.id)
+    .bind(&record.time)
+    .bind(&record.kind)
+    .bind(&record.actor)
+    .bind(&record.subject)
+    .bind(record.amount_micros)
+    .bind(&record.currency)
+    .bind(&record.payload)
+    .bind(&record.rationale)
+    .bind(&record.prev_hash)
+    .bind(&record.hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(db("insert event"))?;
+    Ok(record)
 }
 
 fn prepare(new: &NewEvent) -> Result<Prepared, AuditError> {

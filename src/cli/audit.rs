@@ -2,7 +2,8 @@
 
 use crate::audit::export::event_json;
 use crate::audit::{Anchor, AuditLog, Event, EventFilter, EventKind, ExportFormat};
-use crate::store::{self, Store};
+use crate::config::Config;
+use crate::store::Store;
 use anyhow::{bail, Context};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::io::Write;
@@ -12,28 +13,37 @@ use std::process::ExitCode;
 /// Where the database is. Shared by every `audit` sub-command.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DbArgs {
-    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB
+    /// Configuration file; its `database_url` and `data_dir` (and their COMMITD_DATABASE_URL
+    /// and COMMITD_DATA_DIR environment overrides) say where the database is.
+    #[arg(long, env = "COMMITD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Database URL: sqlite://PATH or postgres://USER@HOST/DB. Overrides the configuration
     /// [default: sqlite://<data-dir>/commitd.db].
-    // hide_env_values: the URL may carry a password, and --help must not print it.
-    #[arg(
-        long = "database",
-        env = "COMMITD_DATABASE_URL",
-        hide_env_values = true
-    )]
+    #[arg(long = "database")]
     pub database_url: Option<String>,
 
-    /// Data directory of the embedded SQLite database (created on first run).
-    #[arg(long, env = "COMMITD_DATA_DIR", default_value = "./commitd-data")]
-    pub data_dir: PathBuf,
+    /// Data directory of the embedded SQLite database (created on first run). Overrides
+    /// the configuration [default: ./commitd-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
-/// The database URL to use: `--database`/`COMMITD_DATABASE_URL`, else the embedded SQLite
-/// file in the data directory. One function, so the configuration file can take over here.
-pub fn database_url(database_url: Option<&str>, data_dir: &Path) -> String {
-    match database_url {
-        Some(url) if !url.trim().is_empty() => url.trim().to_string(),
-        _ => store::default_sqlite_url(data_dir),
+/// The database URL to use. Precedence: `--database`, then the configuration's
+/// `database_url` (file, then COMMITD_DATABASE_URL), then SQLite in the data directory
+/// (`--data-dir`, then the configuration's `data_dir`, then COMMITD_DATA_DIR).
+pub fn database_url(
+    flag_url: Option<&str>,
+    flag_data_dir: Option<&Path>,
+    mut config: Config,
+) -> String {
+    if let Some(url) = flag_url.map(str::trim).filter(|u| !u.is_empty()) {
+        return url.to_string();
     }
+    if let Some(dir) = flag_data_dir {
+        config.data_dir = dir.to_path_buf();
+    }
+    config.database_url().expose().to_string()
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -114,7 +124,8 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn open(db: &DbArgs) -> anyhow::Result<AuditLog> {
-    let url = database_url(db.database_url.as_deref(), &db.data_dir);
+    let config = Config::load(db.config.as_deref())?;
+    let url = database_url(db.database_url.as_deref(), db.data_dir.as_deref(), config);
     let store = Store::connect(&url).await?;
     Ok(AuditLog::open(store))
 }
@@ -336,18 +347,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn url_resolution_prefers_the_flag_then_the_data_dir() {
+    fn url_resolution_prefers_the_flags_then_the_configuration() {
+        let mut config = Config::default();
         assert_eq!(
-            database_url(Some("postgres://h/db"), Path::new("x")),
+            database_url(
+                Some("postgres://h/db"),
+                Some(Path::new("x")),
+                config.clone()
+            ),
             "postgres://h/db"
         );
-        assert_eq!(
-            database_url(None, Path::new("/var/lib/commitd")),
-            "sqlite:///var/lib/commitd/commitd.db"
+        let default = database_url(None, None, config.clone());
+        assert!(
+            default.starts_with("sqlite://commitd-data/commitd.db"),
+            "{default}"
         );
+        let from_flag = database_url(Some("  "), Some(Path::new("/var/lib/c")), config.clone());
+        assert!(
+            from_flag.starts_with("sqlite:///var/lib/c/commitd.db"),
+            "{from_flag}"
+        );
+        config.database_url = Some(crate::config::Secret::new("postgres://cfg/db"));
         assert_eq!(
-            database_url(Some("  "), Path::new("d")),
-            "sqlite://d/commitd.db"
+            database_url(None, Some(Path::new("d")), config),
+            "postgres://cfg/db"
         );
     }
 

@@ -34,7 +34,8 @@ pub struct Args {
     /// Hours of history per group in the speed run.
     #[arg(long, default_value_t = 8760)]
     speed_history_hours: usize,
-    /// Write the synthetic series and the protocol here, for bench/python/statsforecast_ref.py.
+    /// Write the synthetic and scenario series and their protocols here, for
+    /// bench/python/statsforecast_ref.py.
     #[arg(long)]
     export: Option<PathBuf>,
     /// Print one JSON object instead of tables.
@@ -198,25 +199,28 @@ fn read_csv(path: &PathBuf) -> anyhow::Result<(Hour, Vec<f64>)> {
     Ok((start, values))
 }
 
+/// Writes `<name>.csv` (series, kind, timestamp, value) and `<name>.protocol.json` for
+/// bench/python/statsforecast_ref.py.
 fn export(
     dir: &PathBuf,
-    fleet: &[(&str, synth::Spec)],
+    name: &str,
+    kinds: &[String],
     series: &[(Hour, Vec<f64>)],
     p: &Protocol,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("synthetic.csv");
+    let path = dir.join(format!("{name}.csv"));
     let mut w = std::io::BufWriter::new(
         std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
     );
     writeln!(w, "series,kind,timestamp,value")?;
-    for (i, ((kind, _), (start, v))) in fleet.iter().zip(series).enumerate() {
+    for (i, (kind, (start, v))) in kinds.iter().zip(series).enumerate() {
         for (h, x) in v.iter().enumerate() {
             writeln!(w, "s{i:03},{kind},{},{x:.4}", start.plus(h as i64))?;
         }
     }
     w.flush()?;
-    let proto = dir.join("protocol.json");
+    let proto = dir.join(format!("{name}.protocol.json"));
     std::fs::write(&proto, serde_json::to_string_pretty(p)?)
         .with_context(|| format!("writing {}", proto.display()))?;
     Ok(())
@@ -240,7 +244,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map(|(_, s)| (t0, s.generate(t0, hours)))
             .collect();
         if let Some(dir) = &args.export {
-            export(dir, &fleet, &series, &p)?;
+            let kinds: Vec<String> = fleet.iter().map(|(k, _)| k.to_string()).collect();
+            export(dir, "synthetic", &kinds, &series, &p)?;
         }
         datasets.push(dataset("synthetic (all kinds)", &series, &p));
         let mut kinds: BTreeMap<&str, Vec<(Hour, Vec<f64>)>> = BTreeMap::new();
@@ -302,6 +307,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             horizon: 90 * DAY,
             from_h: 30 * DAY,
         };
+        if let Some(dir) = &args.export {
+            let kinds: Vec<String> = model
+                .groups
+                .iter()
+                .map(|g| g.group.instance_type.clone())
+                .collect();
+            export(dir, &format!("scenario-{}", file.name), &kinds, &series, &p)?;
+        }
         datasets.push(dataset(&format!("scenario {}", file.name), &series, &p));
     }
     let speed = (args.speed_groups > 0).then(|| {
@@ -376,11 +389,20 @@ fn print_tables(r: &Report) {
             }
         );
     }
-    if let Some(d) = r.datasets.first() {
-        println!(
-            "\npinball: loss / mean actual, averaged over series; scored horizons: hours {}..{} after each origin",
-            d.protocol.from_h, d.protocol.horizon
-        );
+    println!("\npinball: loss / mean actual, averaged over series; coverage: share of hours in [P10, P90]");
+    let mut seen: Vec<(usize, usize)> = Vec::new();
+    for d in &r.datasets {
+        let key = (d.protocol.from_h, d.protocol.horizon);
+        if !seen.contains(&key) {
+            seen.push(key);
+            println!(
+                "scored: hours {}..{} after each of {} origins (first: {})",
+                key.0,
+                key.1,
+                d.protocol.origins.len(),
+                d.dataset
+            );
+        }
     }
     if let Some(s) = &r.speed {
         println!(

@@ -34,6 +34,11 @@ pub struct Args {
     pub three_year: bool,
     #[arg(long, default_value_t = 2)]
     pub threads: u32,
+    /// Instead of synthetic demand: a scenario directory, planned in hindsight mode (actual
+    /// demand of the year after its decision time) with the reduced and the full model, to
+    /// compare their objectives.
+    #[arg(long, value_name = "DIR")]
+    pub scenario: Option<std::path::PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -48,6 +53,9 @@ pub fn peak_rss_mib() -> Option<f64> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.scenario {
+        return compare_on_scenario(dir, &args);
+    }
     let t0 = Instant::now();
     let (demand, rates) = synthetic::generate(&synthetic::Spec {
         groups: args.groups,
@@ -118,6 +126,68 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             rss.map(|m| format!("{m:.0} MiB"))
                 .unwrap_or_else(|| "unknown".into())
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reduced vs full model on a scenario's actual demand (hindsight mode, 1-year terms).
+fn compare_on_scenario(dir: &std::path::Path, args: &Args) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let scenario = crate::ingest::Scenario::load(dir)
+        .with_context(|| format!("loading scenario {}", dir.display()))?;
+    let at = scenario.window.decision_time;
+    let hours = scenario.window.evaluation_end.since(at).max(0) as usize;
+    let input = optimize::demand::actual(&scenario.usage, at, hours.min(args.hours));
+    let constraints = Constraints::one_year_only();
+    let mut results = Vec::new();
+    for full in [false, true] {
+        let options = Options {
+            reduce: !full,
+            max_coverage_columns: args.max_columns,
+            marginal_resolves: 0,
+            threads: args.threads,
+            ..Options::default()
+        };
+        let t = Instant::now();
+        let plan = optimize::hindsight(
+            &input,
+            &scenario.rates,
+            &scenario.commitments,
+            &constraints,
+            &options,
+        )?;
+        results.push((plan, t.elapsed().as_secs_f64()));
+    }
+    let (reduced, full) = (&results[0], &results[1]);
+    let gap = (reduced.0.solver.objective - full.0.solver.objective) / full.0.solver.objective;
+    let v = serde_json::json!({
+        "scenario": scenario.name, "hours": input.hours, "groups": input.groups.len(),
+        "reduced": {"objective": reduced.0.solver.objective, "points": reduced.0.solver.reduced_points,
+                    "columns": reduced.0.solver.columns, "rows": reduced.0.solver.rows, "seconds": reduced.1,
+                    "rounded_objective": reduced.0.solver.rounded_objective},
+        "full": {"objective": full.0.solver.objective, "points": full.0.solver.reduced_points,
+                 "columns": full.0.solver.columns, "rows": full.0.solver.rows, "seconds": full.1,
+                 "rounded_objective": full.0.solver.rounded_objective},
+        "relative_gap": gap,
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{}: {} groups x {} h, hindsight, 1-year terms",
+            scenario.name,
+            input.groups.len(),
+            input.hours
+        );
+        for (name, (plan, secs)) in [("reduced", reduced), ("full", full)] {
+            let s = &plan.solver;
+            println!(
+                "{name:<8} objective {:.2} (rounded {:.2}); {} points; {} columns x {} rows; {secs:.1} s",
+                s.objective, s.rounded_objective, s.reduced_points, s.columns, s.rows
+            );
+        }
+        println!("relative gap {:.5}%", gap * 100.0);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,6 +15,8 @@ mod check_config;
 mod forecast;
 mod plan;
 mod policy;
+mod proposals;
+mod run;
 mod synth;
 mod usage;
 
@@ -69,6 +71,14 @@ pub enum Command {
     Policy(policy::Command),
     /// Validate a configuration file; exits non-zero with the reason if it is invalid.
     CheckConfig(check_config::Args),
+    /// Run the service (schedules, approvals, execution, HTTP API), or one cycle with --once.
+    Run(run::Args),
+    /// List, show, approve and reject proposals.
+    #[command(subcommand)]
+    Proposals(proposals::Command),
+    /// Create and revoke API bearer tokens.
+    #[command(subcommand)]
+    Tokens(proposals::TokenCommand),
     /// Write a synthetic scenario (FOCUS usage, rates, commitments) with a chosen demand shape.
     Synth(synth::Args),
 }
@@ -87,6 +97,9 @@ pub fn main() -> ExitCode {
         Command::Audit(cmd) => audit::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::CheckConfig(args) => check_config::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Proposals(cmd) => proposals::run(cmd),
+        Command::Tokens(cmd) => proposals::run_tokens(cmd),
         Command::Synth(args) => synth::run(args),
     };
     match result {

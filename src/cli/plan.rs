@@ -1,10 +1,311 @@
-//! `commitd plan`.
+//! `commitd plan`: the purchase plan for a scenario at a decision time, with its rationale, as a
+//! readable table or as JSON (the serde form of [`crate::domain::Plan`], which the audit store
+//! records as it is).
+//!
+//! Demand: the forecaster's P10/P50/P90 paths per usage group from the history before `--at`
+//! (a group the forecaster cannot fit falls back to seasonal-naive paths: the quantiles of the
+//! same hour of the week over the last four weeks, and the plan says so); `--seasonal-naive`
+//! uses those for every group; `--hindsight` plans on the actual demand after `--at` instead
+//! (the backtest's `hindsight_static` baseline).
 
+use crate::domain::{Hour, Money, PaymentOption, Plan, Term};
+use crate::ingest::Scenario;
+use crate::optimize::{self, demand, Constraints, MinUtilization, Options};
+use anyhow::Context;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// A scenario directory (scenario.toml, usage, rates, commitments).
+    #[arg(long, value_name = "DIR")]
+    pub scenario: PathBuf,
+    /// Decision time (RFC 3339); default: the scenario's decision_time.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Planning window in hours from the decision time.
+    #[arg(long, default_value_t = 8760)]
+    pub horizon: usize,
+    /// Plan on the actual demand after --at (hindsight mode) instead of the seasonal-naive paths.
+    #[arg(long)]
+    pub hindsight: bool,
+    /// Seasonal-naive demand for every group instead of the forecaster's quantiles.
+    #[arg(long, conflicts_with = "hindsight")]
+    pub seasonal_naive: bool,
+    /// Allow 3-year terms (the scored policy allows 1-year terms only).
+    #[arg(long)]
+    pub allow_three_year: bool,
+    /// Only these payment options (comma-separated, e.g. NoUpfront).
+    #[arg(long, value_delimiter = ',')]
+    pub payments: Vec<String>,
+    /// Cap on the new commitments' summed amortized hourly cost (USD/hour).
+    #[arg(long, value_name = "USD")]
+    pub max_new_hourly: Option<String>,
+    /// Cap on the new commitments' summed upfront payments (USD).
+    #[arg(long, value_name = "USD")]
+    pub max_upfront: Option<String>,
+    /// Minimum expected utilization of each new commitment at P10 demand, e.g. 0.97.
+    #[arg(long)]
+    pub min_utilization: Option<f64>,
+    /// Expected coverage cap (share of on-demand-equivalent cost), e.g. 0.8.
+    #[arg(long)]
+    pub max_coverage: Option<f64>,
+    /// Solve the full model (every hour) instead of the reduced one.
+    #[arg(long)]
+    pub full: bool,
+    /// Budget of coverage columns for the reduced model.
+    #[arg(long, default_value_t = Options::default().max_coverage_columns)]
+    pub max_columns: usize,
+    /// One JSON object on stdout instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`commitd plan` is not built yet")
+const LEVELS: [f64; 3] = [0.1, 0.5, 0.9];
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let scenario = Scenario::load(&args.scenario)
+        .with_context(|| format!("loading scenario {}", args.scenario.display()))?;
+    let at = match &args.at {
+        Some(t) => Hour::parse(t).with_context(|| format!("--at '{t}'"))?,
+        None => scenario.window.decision_time,
+    };
+    let mut fallback_notes = Vec::new();
+    let (input, source) = if args.hindsight {
+        (
+            demand::actual(&scenario.usage, at, args.horizon),
+            "actual demand after the decision time (hindsight)",
+        )
+    } else {
+        // Only hours before the decision time: the planner must not see the future.
+        let history = scenario.usage.slice(crate::domain::HourRange::new(
+            scenario.usage.range.start,
+            at,
+        ));
+        let naive = demand::seasonal_naive(&history, at, args.horizon, 4, &LEVELS);
+        if args.seasonal_naive {
+            (
+                naive,
+                "seasonal-naive: P10/P50/P90 of the same hour of the week over the last 4 weeks",
+            )
+        } else {
+            (
+                forecast_demand(&history, at, args.horizon, naive, &mut fallback_notes),
+                "forecast: P10/P50/P90 paths of the forecaster, from the history before the decision time",
+            )
+        }
+    };
+    let constraints = constraints(&args)?;
+    let options = Options {
+        reduce: !args.full,
+        max_coverage_columns: args.max_columns,
+        ..Options::default()
+    };
+    let started = Instant::now();
+    let plan = optimize::optimize(
+        &input,
+        &scenario.rates,
+        &scenario.commitments,
+        &constraints,
+        &options,
+    )
+    .with_context(|| format!("planning {} at {at}", scenario.name))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut plan = plan;
+    plan.notes.extend(fallback_notes);
+    if args.json {
+        let mut v = serde_json::to_value(&plan)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("scenario".into(), scenario.name.clone().into());
+            obj.insert("at".into(), at.to_string().into());
+            obj.insert("demand".into(), source.into());
+            obj.insert("solve_seconds".into(), seconds.into());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_table(&scenario.name, at, source, &plan, seconds);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The forecaster's quantile paths for every group; a group it cannot fit keeps its
+/// seasonal-naive paths from `naive` (same groups, same order), with a note.
+fn forecast_demand(
+    history: &crate::domain::UsageModel,
+    at: Hour,
+    horizon: usize,
+    mut naive: optimize::DemandInput,
+    notes: &mut Vec<String>,
+) -> optimize::DemandInput {
+    use crate::forecast::{forecast_batch, BatchInput, ForecastConfig};
+    // Hours after the bill's last row are unknown, not zero.
+    let known_end = history
+        .last_observed
+        .map_or(history.range.start, |h| h.plus(1))
+        .min(at);
+    let known = known_end.since(history.range.start).max(0) as usize;
+    let histories: Vec<Vec<f64>> = history
+        .groups
+        .iter()
+        .map(|g| {
+            let mut v = g.quantity.clone();
+            for x in v.iter_mut().skip(known) {
+                *x = f64::NAN;
+            }
+            v
+        })
+        .collect();
+    let inputs: Vec<BatchInput<'_>> = histories
+        .iter()
+        .map(|h| BatchInput {
+            history: h,
+            history_start: history.range.start,
+        })
+        .collect();
+    let cfg = ForecastConfig {
+        horizon_hours: horizon,
+        quantiles: LEVELS.to_vec(),
+        ..ForecastConfig::default()
+    };
+    let results = forecast_batch(&inputs, at, &cfg);
+    for (g, result) in naive.groups.iter_mut().zip(results) {
+        match result {
+            Ok(f) if f.start <= at => {
+                let offset = at.since(f.start) as usize;
+                let paths: Vec<Vec<f64>> = LEVELS
+                    .iter()
+                    .map(|&q| {
+                        let v = f.quantile(q);
+                        (0..horizon)
+                            .map(|h| v.get(offset + h).copied().unwrap_or(0.0).max(0.0))
+                            .collect()
+                    })
+                    .collect();
+                if paths.iter().flatten().all(|v| v.is_finite()) {
+                    g.scenarios = paths;
+                } else {
+                    notes.push(format!(
+                        "forecast for {} has non-finite values: seasonal-naive demand used",
+                        g.group
+                    ));
+                }
+            }
+            Ok(f) => notes.push(format!(
+                "forecast for {} starts at {} after the decision time: seasonal-naive demand used",
+                g.group, f.start
+            )),
+            Err(e) => notes.push(format!(
+                "no forecast for {} ({e}): seasonal-naive demand used",
+                g.group
+            )),
+        }
+    }
+    naive
+}
+
+fn constraints(args: &Args) -> anyhow::Result<Constraints> {
+    let mut c = if args.allow_three_year {
+        Constraints::permissive()
+    } else {
+        Constraints::one_year_only()
+    };
+    if args.allow_three_year {
+        // Lock-in preference: 3 years only for at least 1% of on-demand cost more savings.
+        c.three_year_min_extra_savings = 0.01;
+    }
+    if !args.payments.is_empty() {
+        let payments = args
+            .payments
+            .iter()
+            .map(|p| PaymentOption::parse(p).with_context(|| format!("--payments '{p}'")))
+            .collect::<anyhow::Result<std::collections::BTreeSet<_>>>()?;
+        for p in c.providers.values_mut() {
+            p.payments = payments.clone();
+        }
+    }
+    let money = |v: &Option<String>, what: &str| {
+        v.as_deref()
+            .map(|t| Money::parse(t).with_context(|| format!("--{what} '{t}'")))
+            .transpose()
+    };
+    c.max_new_hourly = money(&args.max_new_hourly, "max-new-hourly")?;
+    c.max_upfront = money(&args.max_upfront, "max-upfront")?;
+    c.max_coverage = args.max_coverage;
+    c.min_utilization = args.min_utilization.map(|min| MinUtilization {
+        level: LEVELS[0],
+        min,
+    });
+    Ok(c)
+}
+
+fn print_table(name: &str, at: Hour, source: &str, plan: &Plan, seconds: f64) {
+    println!("plan for {name} at {at}");
+    println!("demand: {source}");
+    if plan.actions.is_empty() {
+        println!("\nno purchase: nothing beats on demand within the policy");
+    } else {
+        println!(
+            "\n{:<3} {:<9} {:<28} {:<4} {:<15} {:<34} {:>12} {:<9} {:>10} {:>11} {:>6} {:>6} {:>12} {:>12}",
+            "#", "provider", "instrument", "term", "payment", "scope", "amount", "unit",
+            "$/hour", "upfront", "util", "brkevn", "savings", "if removed"
+        );
+        for (i, a) in plan.actions.iter().enumerate() {
+            let r = &a.rationale;
+            println!(
+                "{:<3} {:<9} {:<28} {:<4} {:<15} {:<34} {:>12} {:<9} {:>10} {:>11} {:>5.1}% {:>5.1}% {:>12.0} {:>12}",
+                i + 1,
+                a.provider.to_string(),
+                a.instrument.to_string(),
+                Term::from_years(a.term_years)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+                a.payment_option.to_string(),
+                a.scope.to_string(),
+                a.amount.to_string(),
+                a.unit.to_string(),
+                a.hourly_cost.to_string(),
+                a.upfront.to_string(),
+                r.expected_utilization * 100.0,
+                r.breakeven_utilization * 100.0,
+                r.expected_savings,
+                r.value_if_removed
+                    .map(|v| format!("{v:.0}"))
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
+        println!("\nwhy:");
+        for (i, a) in plan.actions.iter().enumerate() {
+            println!(
+                "{:>3}. {} (one more unit is worth ${:.0} and costs ${:.0} over the window)",
+                i + 1,
+                a.rationale.summary,
+                a.rationale.marginal_value_per_unit,
+                a.rationale.marginal_cost_per_unit
+            );
+        }
+    }
+    let e = &plan.expected;
+    println!(
+        "\nexpected over {} h: cost ${} vs on-demand ${} (without this plan ${}); ESR {:.2}%, coverage {:.1}%, utilization {:.1}%",
+        plan.window.map(|w| w.len()).unwrap_or(0),
+        e.cost,
+        e.on_demand_cost,
+        e.cost_without_plan,
+        e.esr * 100.0,
+        e.coverage * 100.0,
+        e.utilization * 100.0
+    );
+    println!(
+        "new commitments: ${}/hour, ${} upfront",
+        e.new_hourly_commitment, e.new_upfront
+    );
+    let s = &plan.solver;
+    println!(
+        "solver: {} ; {} points -> {} ; {} columns x {} rows ; {} solves ; {:.1} s",
+        s.status, s.points, s.reduced_points, s.columns, s.rows, s.solves, seconds
+    );
+    for n in &plan.notes {
+        println!("note: {n}");
+    }
 }

@@ -10,9 +10,10 @@
 //!    (the last ~48 h are late, not zero), mark gaps, and move to log space `ln(y + c)` so that
 //!    seasonality, noise and level shifts are multiplicative (fleets scale up and down as a whole,
 //!    and quantiles survive the monotone transform unchanged).
-//! 2. [`model`]: MSTL decomposition (augurs / stlrs) with daily (24 h) and weekly (168 h)
-//!    periods; one-off spikes are found on the remainder and replaced before a second fit so
-//!    they neither raise the baseline nor bend the seasonal profile.
+//! 2. [`model`]: robust MSTL decomposition (augurs / stlrs) with daily (24 h) and weekly
+//!    (168 h) periods: bisquare weights keep one-off spikes out of the seasonal profile, and
+//!    spikes flagged on the remainder are not evidence of the level, so they do not raise the
+//!    baseline.
 //! 3. [`signals`]: level-shift candidates from Bayesian online changepoint detection (augurs
 //!    BOCPD) on daily medians, kept only when the new level is material and persists; the
 //!    recent segment then governs the level. `unsettled` tells the planner to hold purchases.

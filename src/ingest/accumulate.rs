@@ -5,7 +5,7 @@
 //! rows (with slack, so that a bill sorted by time rarely shifts the series).
 
 use super::classify::{Classifier, Kind};
-use super::row::{Col, FieldError, Row};
+use super::row::{Col, FastMap, FieldError, Row};
 use crate::domain::{
     CommitmentUsage, GroupSeries, Hour, HourRange, IgnoredRows, Money, Provider, UsageGroup,
     UsageModel,
@@ -60,7 +60,7 @@ struct GroupAcc {
     covered: Vec<f64>,
     total_ode: Money,
     total_covered: Money,
-    subs: HashMap<String, Money>,
+    subs: FastMap<String, Money>,
 }
 
 struct CommitAcc {
@@ -86,11 +86,11 @@ pub struct Accumulator {
     seen: Option<(Hour, Hour)>,
     currency: Option<String>,
     classifier: Classifier,
-    kind_to_group: HashMap<usize, usize>,
+    kind_to_group: Vec<Option<usize>>,
     groups: Vec<GroupAcc>,
     group_index: HashMap<UsageGroup, usize>,
     commitments: Vec<CommitAcc>,
-    commitment_index: HashMap<String, usize>,
+    commitment_index: FastMap<String, usize>,
     last_observed: Option<Hour>,
     rows_read: u64,
     ignored: IgnoredRows,
@@ -139,11 +139,11 @@ impl Accumulator {
             seen: None,
             currency: None,
             classifier: Classifier::new(),
-            kind_to_group: HashMap::new(),
+            kind_to_group: Vec::new(),
             groups: Vec::new(),
             group_index: HashMap::new(),
             commitments: Vec::new(),
-            commitment_index: HashMap::new(),
+            commitment_index: FastMap::default(),
             last_observed: None,
             rows_read: 0,
             ignored: IgnoredRows::default(),
@@ -259,9 +259,7 @@ impl Accumulator {
             }
         }
         let commitment_id = row.text(Col::CommitmentDiscountId);
-        let provider = row
-            .text(Col::ProviderName)
-            .and_then(|p| Provider::parse(&p).ok());
+        let provider = fast_provider(row);
 
         if is_purchase {
             // Recurring and upfront fees of a commitment: inventory, never demand.
@@ -314,8 +312,8 @@ impl Accumulator {
             status.eq_ignore_ascii_case("Used") || row.is(Col::PricingCategory, "Committed")
         });
         let group_idx = match self.classifier.kind(kind) {
-            Kind::Vm(group) => Some(match self.kind_to_group.get(&kind) {
-                Some(&g) => g,
+            Kind::Vm(group) => Some(match self.kind_to_group.get(kind).copied().flatten() {
+                Some(g) => g,
                 None => {
                     let g = match self.group_index.get(group) {
                         Some(&g) => g,
@@ -327,14 +325,17 @@ impl Accumulator {
                                 covered: Vec::new(),
                                 total_ode: Money::ZERO,
                                 total_covered: Money::ZERO,
-                                subs: HashMap::new(),
+                                subs: FastMap::default(),
                             });
                             self.group_index
                                 .insert(group.clone(), self.groups.len() - 1);
                             self.groups.len() - 1
                         }
                     };
-                    self.kind_to_group.insert(kind, g);
+                    if self.kind_to_group.len() <= kind {
+                        self.kind_to_group.resize(kind + 1, None);
+                    }
+                    self.kind_to_group[kind] = Some(g);
                     g
                 }
             }),
@@ -447,6 +448,118 @@ impl Accumulator {
         Ok(())
     }
 
+    /// An empty accumulator for the same range and currency: one part of a file read in
+    /// parallel, later [`merge`](Accumulator::merge)d back in order.
+    pub fn fork(&self) -> Accumulator {
+        let mut part = Accumulator::new(self.fixed);
+        part.currency = self.currency.clone();
+        part
+    }
+
+    /// Folds a part read in parallel into this accumulator. The totals are exact whatever
+    /// the split; hourly floats may differ from a sequential read in the last bits.
+    pub fn merge(&mut self, other: Accumulator) -> Result<(), RowError> {
+        match (&self.currency, &other.currency) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(RowError::MixedCurrency {
+                    first: a.clone(),
+                    found: b.clone(),
+                })
+            }
+            (None, Some(b)) => self.currency = Some(b.clone()),
+            _ => {}
+        }
+        self.rows_read += other.rows_read;
+        for (k, v) in other.ignored.by_reason {
+            *self.ignored.by_reason.entry(k).or_insert(0) += v;
+        }
+        self.last_observed = match (self.last_observed, other.last_observed) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some((lo, hi)) = other.seen {
+            self.hours_in(lo, hi);
+        }
+        let offset = other.base.since(self.base);
+        let add = |dst: &mut Vec<f64>, src: &[f64]| {
+            for (i, v) in src.iter().enumerate() {
+                let t = i as i64 + offset;
+                // Before `seen.start` every slot is zero, so nothing is lost by skipping it.
+                if *v != 0.0 && t >= 0 {
+                    *slot(dst, t as usize) += v;
+                }
+            }
+        };
+        let mut remap = Vec::with_capacity(other.groups.len());
+        for g in other.groups {
+            let i = match self.group_index.get(&g.group) {
+                Some(&i) => i,
+                None => {
+                    self.groups.push(GroupAcc {
+                        group: g.group.clone(),
+                        quantity: Vec::new(),
+                        ode: Vec::new(),
+                        covered: Vec::new(),
+                        total_ode: Money::ZERO,
+                        total_covered: Money::ZERO,
+                        subs: FastMap::default(),
+                    });
+                    self.group_index
+                        .insert(g.group.clone(), self.groups.len() - 1);
+                    self.groups.len() - 1
+                }
+            };
+            remap.push(i);
+            let dst = &mut self.groups[i];
+            add(&mut dst.quantity, &g.quantity);
+            add(&mut dst.ode, &g.ode);
+            add(&mut dst.covered, &g.covered);
+            dst.total_ode += g.total_ode;
+            dst.total_covered += g.total_covered;
+            for (k, v) in g.subs {
+                *dst.subs.entry(k).or_insert(Money::ZERO) += v;
+            }
+        }
+        for c in other.commitments {
+            let i = match self.commitment_index.get(&c.id) {
+                Some(&i) => i,
+                None => {
+                    self.commitments.push(CommitAcc {
+                        id: c.id.clone(),
+                        provider: c.provider,
+                        commitment_type: c.commitment_type.clone(),
+                        category: c.category.clone(),
+                        used: Vec::new(),
+                        unused: Vec::new(),
+                        units: Vec::new(),
+                        fees: Money::ZERO,
+                        total_used: Money::ZERO,
+                        total_unused: Money::ZERO,
+                        first: Hour(i64::MAX),
+                        last: Hour(i64::MIN),
+                        covered_groups: HashMap::new(),
+                    });
+                    self.commitment_index
+                        .insert(c.id.clone(), self.commitments.len() - 1);
+                    self.commitments.len() - 1
+                }
+            };
+            let dst = &mut self.commitments[i];
+            add(&mut dst.used, &c.used);
+            add(&mut dst.unused, &c.unused);
+            add(&mut dst.units, &c.units);
+            dst.fees += c.fees;
+            dst.total_used += c.total_used;
+            dst.total_unused += c.total_unused;
+            dst.first = dst.first.min(c.first);
+            dst.last = dst.last.max(c.last);
+            for (g, q) in c.covered_groups {
+                *dst.covered_groups.entry(remap[g]).or_insert(0.0) += q;
+            }
+        }
+        Ok(())
+    }
+
     /// The model over the requested range, or over the hours the rows covered.
     pub fn finish(self) -> Bill {
         let range = match (self.fixed, self.seen) {
@@ -543,6 +656,17 @@ impl Accumulator {
             },
             commitments: hints,
         }
+    }
+}
+
+/// The provider of a row: the two spellings of real exports first, the full parser after.
+fn fast_provider(row: &Row<'_>) -> Option<Provider> {
+    match row.str(Col::ProviderName) {
+        Some("AWS") => Some(Provider::Aws),
+        Some("Microsoft") => Some(Provider::Azure),
+        _ => row
+            .text(Col::ProviderName)
+            .and_then(|p| Provider::parse(&p).ok()),
     }
 }
 
@@ -660,6 +784,32 @@ mod tests {
             acc.add(&eur).unwrap_err(),
             RowError::MixedCurrency { .. }
         ));
+    }
+
+    #[test]
+    fn merged_parts_equal_one_sequential_read() {
+        let rows = [
+            ("2025-01-01T02:00:00Z", "2025-01-01T03:00:00Z", "1"),
+            ("2025-01-01T00:00:00Z", "2025-01-01T01:00:00Z", "2"),
+            ("2025-01-03T00:00:00Z", "2025-01-03T01:00:00Z", "4"),
+        ];
+        let mut whole = Accumulator::new(None);
+        for (a, b, c) in rows {
+            whole.add(&vm_row(a, b, c, "1")).unwrap();
+        }
+        let mut first = Accumulator::new(None);
+        first
+            .add(&vm_row(rows[2].0, rows[2].1, rows[2].2, "1"))
+            .unwrap();
+        let mut second = first.fork();
+        second
+            .add(&vm_row(rows[0].0, rows[0].1, rows[0].2, "1"))
+            .unwrap();
+        second
+            .add(&vm_row(rows[1].0, rows[1].1, rows[1].2, "1"))
+            .unwrap();
+        first.merge(second).unwrap();
+        assert_eq!(first.finish(), whole.finish());
     }
 
     #[test]

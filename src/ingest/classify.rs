@@ -17,9 +17,9 @@
 //! rows, so [`Classifier`] caches it by those values: the JSON in SkuPriceDetails is parsed once
 //! per distinct SKU, not once per row.
 
-use super::row::{Col, Row};
+use super::row::{Col, FastMap, FxHasher, Row};
 use crate::domain::{Provider, UsageGroup};
-use std::collections::HashMap;
+use std::hash::Hasher;
 
 /// What a Usage row is, as far as commitments are concerned.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,11 +32,14 @@ pub enum Kind {
 
 /// Caches [`classify`] by the columns it reads. The cache is cleared if a file has an
 /// unusual number of distinct keys, so memory stays bounded whatever the input.
+///
+/// The lookup is the hottest path of ingest, so a row is first hashed in place (no copy of
+/// its ~300 bytes of key text) and checked against the stored key of that hash; only a miss
+/// builds the key. Keys are length-prefixed, so no text can make two rows' keys collide.
 #[derive(Default)]
 pub struct Classifier {
-    cache: HashMap<String, usize>,
+    cache: FastMap<u64, (Vec<u8>, usize)>,
     kinds: Vec<Kind>,
-    key: String,
 }
 
 const CACHE_LIMIT: usize = 200_000;
@@ -52,24 +55,70 @@ const KEY_COLS: [Col; 9] = [
     Col::ConsumedUnit,
 ];
 
+/// The key text of one column: `None` for null.
+fn key_part<'a>(row: &Row<'a>, col: Col) -> Option<std::borrow::Cow<'a, str>> {
+    row.text(col)
+}
+
 impl Classifier {
     pub fn new() -> Self {
         Self::default()
     }
 
+    fn hash(row: &Row<'_>) -> u64 {
+        let mut h = FxHasher::default();
+        for col in KEY_COLS {
+            match key_part(row, col) {
+                Some(t) => {
+                    h.write_usize(t.len());
+                    h.write(t.as_bytes());
+                }
+                None => h.write_usize(usize::MAX),
+            }
+        }
+        h.finish()
+    }
+
+    fn key(row: &Row<'_>) -> Vec<u8> {
+        let mut key = Vec::with_capacity(256);
+        for col in KEY_COLS {
+            match key_part(row, col) {
+                Some(t) => {
+                    key.extend_from_slice(&(t.len() as u32).to_le_bytes());
+                    key.extend_from_slice(t.as_bytes());
+                }
+                None => key.extend_from_slice(&u32::MAX.to_le_bytes()),
+            }
+        }
+        key
+    }
+
+    fn matches(key: &[u8], row: &Row<'_>) -> bool {
+        let mut rest = key;
+        for col in KEY_COLS {
+            let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+                return false;
+            };
+            let len = u32::from_le_bytes(*len);
+            match key_part(row, col) {
+                None if len == u32::MAX => rest = tail,
+                Some(t) if len as usize == t.len() && tail.starts_with(t.as_bytes()) => {
+                    rest = &tail[t.len()..];
+                }
+                _ => return false,
+            }
+        }
+        rest.is_empty()
+    }
+
     /// Classifies a Usage row; the returned index is stable for this classifier's lifetime
     /// (see [`Classifier::kind`]).
     pub fn classify(&mut self, row: &Row<'_>) -> usize {
-        self.key.clear();
-        for col in KEY_COLS {
-            match row.text(col) {
-                Some(t) => self.key.push_str(&t),
-                None => self.key.push('\u{0}'),
+        let hash = Self::hash(row);
+        if let Some((key, i)) = self.cache.get(&hash) {
+            if Self::matches(key, row) {
+                return *i;
             }
-            self.key.push('\u{1f}');
-        }
-        if let Some(&i) = self.cache.get(self.key.as_str()) {
-            return i;
         }
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
@@ -82,7 +131,8 @@ impl Classifier {
                 self.kinds.len() - 1
             }
         };
-        self.cache.insert(self.key.clone(), i);
+        // A (vanishingly rare) hash collision just replaces the entry: still exact.
+        self.cache.insert(hash, (Self::key(row), i));
         i
     }
 
@@ -359,6 +409,12 @@ mod tests {
         let a = c.classify(&r);
         let b = c.classify(&r);
         assert_eq!(a, b);
+        // Moving text between columns is a different key.
+        let mut moved = r.clone();
+        moved.set(Col::RegionId, Val::from_text("east"));
+        moved.set(Col::ServiceCategory, Val::from_text("usCompute"));
+        assert!(!Classifier::matches(&Classifier::key(&r), &moved));
+        assert!(Classifier::matches(&Classifier::key(&r), &r));
         let Kind::Vm(g) = c.kind(a) else {
             panic!("not a VM")
         };

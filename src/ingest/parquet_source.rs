@@ -5,7 +5,7 @@
 //! be typed as the writer liked: Utf8/LargeUtf8/Utf8View, dictionaries of those, Float64/32,
 //! Int64/32, Decimal128, Timestamp (any unit, any zone) or Date32.
 
-use super::accumulate::Accumulator;
+use super::accumulate::{Accumulator, RowError};
 use super::row::{Col, ColumnMap, Row, Val, N_COLS};
 use super::{progress_bar, IngestError};
 use arrow_array::cast::AsArray;
@@ -17,6 +17,7 @@ use arrow_array::{Array, Decimal128Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
+use rayon::prelude::*;
 use std::path::Path;
 
 const BATCH_ROWS: usize = 16 * 1024;
@@ -151,19 +152,23 @@ fn num<'a>(null: bool, value: impl FnOnce() -> Val<'a>) -> Val<'a> {
     }
 }
 
-pub fn read(path: &Path, acc: &mut Accumulator, progress: bool) -> Result<(), IngestError> {
-    let parquet_err = |e: &dyn std::fmt::Display| IngestError::Parquet {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    };
+/// Opens the file and checks the columns; returns the builder and the projection roots.
+fn open(
+    path: &Path,
+) -> Result<(ParquetRecordBatchReaderBuilder<std::fs::File>, Vec<usize>), IngestError> {
     let file = std::fs::File::open(path).map_err(|source| IngestError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_err(&e))?;
-    let schema = builder.schema().clone();
-    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let map = ColumnMap::from_header(names.iter().copied());
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_err(path, &e))?;
+    let names: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let map = ColumnMap::from_header(names.iter().map(String::as_str));
     if let Some(column) = map.missing_required() {
         return Err(IngestError::MissingColumn {
             path: path.to_path_buf(),
@@ -173,22 +178,93 @@ pub fn read(path: &Path, acc: &mut Accumulator, progress: bool) -> Result<(), In
     let mut roots: Vec<usize> = map.index.iter().flatten().copied().collect();
     roots.sort_unstable();
     roots.dedup();
-    let total = builder.metadata().file_metadata().num_rows().max(0) as u64;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(BATCH_ROWS)
-        .build()
-        .map_err(|e| parquet_err(&e))?;
+    Ok((builder, roots))
+}
+
+fn parquet_err(path: &Path, e: &dyn std::fmt::Display) -> IngestError {
+    IngestError::Parquet {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
+}
+
+/// Reads the file into `acc`. Row groups are split into contiguous parts read on rayon's
+/// threads, each into its own accumulator (so memory is groups x hours per thread), merged
+/// back in file order: the first error in file order wins, as in a sequential read.
+pub fn read(path: &Path, acc: &mut Accumulator, progress: bool) -> Result<(), IngestError> {
+    let (builder, _) = open(path)?;
+    let meta = builder.metadata().clone();
+    drop(builder);
+    let sizes: Vec<u64> = meta
+        .row_groups()
+        .iter()
+        .map(|rg| rg.num_rows().max(0) as u64)
+        .collect();
+    let total: u64 = sizes.iter().sum();
     let bar = progress_bar(progress && total > 1_000_000, total, "reading");
-    let mut row_base = 0u64;
-    for batch in reader {
-        let batch = batch.map_err(|e| parquet_err(&e))?;
-        fold_batch(path, &batch, row_base, acc)?;
-        row_base += batch.num_rows() as u64;
-        bar.set_position(row_base);
+    let threads = rayon::current_num_threads().min(sizes.len()).max(1);
+    if threads == 1 || total < 200_000 {
+        read_groups(path, None, 0, acc, &bar)?;
+        bar.finish_and_clear();
+        return Ok(());
+    }
+    // Contiguous parts of about equal rows.
+    let mut parts: Vec<(Vec<usize>, u64)> = Vec::new();
+    let (mut current, mut rows, mut base) = (Vec::new(), 0u64, 0u64);
+    for (i, n) in sizes.iter().enumerate() {
+        current.push(i);
+        rows += n;
+        if rows * threads as u64 >= total * (parts.len() as u64 + 1) || i + 1 == sizes.len() {
+            let first_row = base;
+            base = rows;
+            parts.push((std::mem::take(&mut current), first_row));
+        }
+    }
+    let template: &Accumulator = acc;
+    let results: Vec<Result<Accumulator, IngestError>> = parts
+        .into_par_iter()
+        .map(|(groups, first_row)| {
+            let mut part = template.fork();
+            read_groups(path, Some(groups), first_row, &mut part, &bar)?;
+            Ok(part)
+        })
+        .collect();
+    for part in results {
+        acc.merge(part?).map_err(|e| match e {
+            RowError::MixedCurrency { first, found } => IngestError::Invalid {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "column BillingCurrency: mixed currencies ({first} and {found}); convert the bill to one currency first"
+                ),
+            },
+            RowError::Field(f) => IngestError::at_row(path, 0, RowError::Field(f)),
+        })?;
     }
     bar.finish_and_clear();
+    Ok(())
+}
+
+fn read_groups(
+    path: &Path,
+    row_groups: Option<Vec<usize>>,
+    first_row: u64,
+    acc: &mut Accumulator,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), IngestError> {
+    let (builder, roots) = open(path)?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
+    if let Some(groups) = row_groups {
+        builder = builder.with_row_groups(groups);
+    }
+    let reader = builder.build().map_err(|e| parquet_err(path, &e))?;
+    let mut row_base = first_row;
+    for batch in reader {
+        let batch = batch.map_err(|e| parquet_err(path, &e))?;
+        fold_batch(path, &batch, row_base, acc)?;
+        row_base += batch.num_rows() as u64;
+        bar.inc(batch.num_rows() as u64);
+    }
     Ok(())
 }
 

@@ -24,9 +24,11 @@ fn key(g: &UsageGroup) -> (String, String, String, String, String, String) {
 }
 
 /// Price ratios to on demand of every offer, sorted, plus units per on-demand dollar.
-fn signature(g: &UsageGroup, rates: &RateCard) -> Option<(Vec<(String, f64)>, f64)> {
+type Signature = (Vec<(String, f64)>, f64);
+
+fn signature(g: &UsageGroup, rates: &RateCard) -> Option<Signature> {
     let od = rates.on_demand(&g.product())?;
-    if !(od > 0.0) {
+    if od.is_nan() || od <= 0.0 {
         return None;
     }
     let mut offers: Vec<(String, f64)> = rates
@@ -44,7 +46,7 @@ fn signature(g: &UsageGroup, rates: &RateCard) -> Option<(Vec<(String, f64)>, f6
     Some((offers, g.sizing().units / od))
 }
 
-fn same(a: &(Vec<(String, f64)>, f64), b: &(Vec<(String, f64)>, f64)) -> bool {
+fn same(a: &Signature, b: &Signature) -> bool {
     let close = |x: f64, y: f64| (x - y).abs() <= 1e-6 * x.abs().max(y.abs()).max(1e-12);
     a.0.len() == b.0.len()
         && close(a.1, b.1)
@@ -57,7 +59,8 @@ fn same(a: &(Vec<(String, f64)>, f64), b: &(Vec<(String, f64)>, f64)) -> bool {
 /// Merges interchangeable groups; returns the smaller demand and how many groups were merged.
 /// Groups without an on-demand price are left alone (the model reports them).
 pub(crate) fn aggregate(demand: &DemandInput, rates: &RateCard) -> (DemandInput, usize) {
-    let mut reps: Vec<(usize, (Vec<(String, f64)>, f64), f64)> = Vec::new();
+    // (index in `out`, price signature, on-demand rate) of each representative.
+    let mut reps: Vec<(usize, Signature, f64)> = Vec::new();
     let mut out: Vec<GroupDemand> = Vec::new();
     let mut merged = 0;
     let mut by_key: std::collections::HashMap<_, Vec<usize>> = std::collections::HashMap::new();

@@ -22,6 +22,7 @@
 //! See docs/optimizer.md for the formulation and its limits.
 
 mod aggregate;
+pub mod demand;
 mod input;
 mod lp;
 mod model;
@@ -239,16 +240,29 @@ fn run_pass<'a>(
         solves += 1;
         (points, relaxed)
     };
-    let fixed = round(&model, &relaxed);
-    let final_ = lp::solve(&SolveSpec {
+    let fixed_spec = |capacity| SolveSpec {
         model: &model,
         points: &points,
         demand,
         constraints,
         options,
-        capacity: &fixed,
+        capacity,
         min_coverage: false,
-    })?;
+    };
+    let mut fixed = round(&model, &relaxed, false);
+    let mut final_ = lp::solve(&fixed_spec(&fixed))?;
+    // Rounding every instance count down can leave a nearly whole instance unbought; try the
+    // nearest counts too and keep them if they are cheaper and within the caps.
+    let nearest = round(&model, &relaxed, true);
+    if nearest != fixed && within_caps(&model, &nearest, constraints) {
+        solves += 1;
+        if let Ok(r) = lp::solve(&fixed_spec(&nearest)) {
+            if r.objective < final_.objective {
+                fixed = nearest;
+                final_ = r;
+            }
+        }
+    }
     Ok(Pass {
         demand,
         model,
@@ -291,19 +305,44 @@ fn purchasable(c: &model::NewColumn, x: f64) -> Decimal {
     }
 }
 
-fn round(model: &Model, relaxed: &LpResult) -> Vec<Capacity> {
+/// Purchasable capacities: everything rounded down, or (`nearest`) instance counts rounded to
+/// the nearest whole instance.
+fn round(model: &Model, relaxed: &LpResult, nearest: bool) -> Vec<Capacity> {
     model
         .pools
         .iter()
         .enumerate()
         .map(|(pi, p)| match p.new_column() {
             Some(c) => {
-                let amount = purchasable(c, relaxed.capacity[pi]).to_f64().unwrap_or(0.0);
-                Capacity::Fixed(amount * c.units_per_item)
+                let x = relaxed.capacity[pi];
+                let items = if nearest && p.kind == CommitmentKind::Usage {
+                    (x / c.units_per_item).round()
+                } else {
+                    purchasable(c, x).to_f64().unwrap_or(0.0)
+                };
+                Capacity::Fixed(items * c.units_per_item)
             }
             None => Capacity::Free,
         })
         .collect()
+}
+
+/// Whether fixed capacities respect the hourly and upfront caps.
+fn within_caps(model: &Model, capacity: &[Capacity], constraints: &Constraints) -> bool {
+    let (mut hourly, mut upfront) = (0.0, 0.0);
+    for (p, cap) in model.pools.iter().zip(capacity) {
+        if let (Some(c), Capacity::Fixed(v)) = (p.new_column(), cap) {
+            hourly += c.unit_cost * v;
+            upfront += c.unit_upfront * v;
+        }
+    }
+    // Compare in micro-dollars as the plan reports them, with a little slack for float sums.
+    constraints
+        .max_new_hourly
+        .is_none_or(|m| hourly <= m.to_f64() - 1e-6)
+        && constraints
+            .max_upfront
+            .is_none_or(|m| upfront <= m.to_f64() - 1e-6)
 }
 
 fn money(v: f64) -> Money {
@@ -420,6 +459,26 @@ fn build_plan(
             used_cost += hourly * active_w * (used / (cap * active_w)).min(1.0);
         }
     }
+    for (pi, p) in pools.iter().enumerate() {
+        if let model::Origin::Existing { id } = &p.origin {
+            let cap = res.capacity[pi];
+            let (mut used, mut active) = (0.0, 0.0);
+            for b in 0..points.len() {
+                if p.is_active(points.hour[b]) {
+                    used += points.weight[b] * res.used[pi][b];
+                    active += points.weight[b];
+                }
+            }
+            if cap > 0.0 && active > 0.0 {
+                notes.push(format!(
+                    "existing {} {id}: expected utilization {:.1}% over its {} hours in the window",
+                    p.instrument,
+                    used / (cap * active) * 100.0,
+                    p.active.1 - p.active.0
+                ));
+            }
+        }
+    }
     let ode = res.ode_total;
     let new_hourly: Money = actions.iter().map(|(_, a)| a.hourly_cost).sum();
     let new_upfront: Money = actions.iter().map(|(_, a)| a.upfront).sum();
@@ -524,7 +583,7 @@ fn rationale(
     let expected_savings = res.covered_ode[pi] - cost;
     let demand_quantile = if active > 0.0 { not_full / active } else { 0.0 };
     let summary = format!(
-        "{}: expected utilization {:.1}% (breakeven {:.1}%), reaches the {:.0}th percentile of hourly demand, saves ${:.0} over {} h{}",
+        "{}: expected utilization {:.1}% (breakeven {:.1}%), sits at P{:02.0} of hourly eligible demand, saves ${:.0} over {} h{}",
         c.instrument,
         expected_utilization * 100.0,
         breakeven * 100.0,

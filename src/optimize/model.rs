@@ -14,7 +14,7 @@ use super::input::{Constraints, DemandInput};
 use super::OptimizeError;
 use crate::domain::{
     ActionScope, Commitment, CommitmentAmount, CommitmentKind, Instrument, Offer, PaymentOption,
-    Product, Provider, RateCard, Term, UsageGroup,
+    Product, Provider, RateCard, Term,
 };
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
@@ -22,7 +22,6 @@ use std::collections::BTreeMap;
 /// What the optimizer knows about one usage group.
 #[derive(Clone, Debug)]
 pub(crate) struct GroupInfo {
-    pub group: UsageGroup,
     pub product: Product,
     /// On-demand USD per instance-hour.
     pub on_demand: f64,
@@ -56,7 +55,7 @@ pub(crate) struct NewColumn {
 #[derive(Clone, Debug)]
 pub(crate) enum Origin {
     New(NewColumn),
-    Existing { index: usize, id: String },
+    Existing { id: String },
 }
 
 #[derive(Clone, Debug)]
@@ -136,7 +135,6 @@ pub(crate) fn group_infos(
                     Provider::Aws => sizing.flex_group.clone(),
                     Provider::Azure => g.group.family.clone(),
                 },
-                group: g.group.clone(),
                 product,
                 on_demand,
                 units: sizing.units,
@@ -431,7 +429,7 @@ pub(crate) fn existing_pools(
     let window = demand.window();
     let mut pools = Vec::new();
     let mut sunk = 0.0;
-    for (index, c) in existing.iter().enumerate() {
+    for c in existing {
         let from = c.start.max(window.start);
         let to = c.end.min(window.end);
         if to <= from {
@@ -513,10 +511,7 @@ pub(crate) fn existing_pools(
             ));
         }
         pools.push(Pool {
-            origin: Origin::Existing {
-                index,
-                id: c.id.clone(),
-            },
+            origin: Origin::Existing { id: c.id.clone() },
             kind,
             instrument: c.instrument,
             members,

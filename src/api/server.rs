@@ -1,0 +1,254 @@
+//! The HTTP routes.
+//!
+//! | route | role | what |
+//! |---|---|---|
+//! | `GET /healthz` | none | the process is up |
+//! | `GET /readyz` | none | the database answers and start-up is complete |
+//! | `GET /metrics` | none | Prometheus text |
+//! | `GET /api/v1/proposals[?state=proposed]` | viewer | list |
+//! | `GET /api/v1/proposals/{id}` | viewer | one proposal with its decisions |
+//! | `POST /api/v1/proposals/{id}/approve` `{"reason": ...}` | approver | approve |
+//! | `POST /api/v1/proposals/{id}/reject` `{"reason": ...}` | approver | reject (reason required) |
+//!
+//! The token's name is the actor of the decision. The API never calls a provider: a completing
+//! approval wakes the daemon's executor, which runs the execution with its lease and checks.
+
+use super::auth::{Principal, Role, TokenStore};
+use crate::audit::AuditLog;
+use crate::daemon::metrics::Metrics;
+use crate::domain::Hour;
+use crate::execute::journal;
+use crate::proposals::{ProposalError, ProposalState, ProposalStore};
+use crate::providers::CommitmentMarket;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub proposals: ProposalStore,
+    pub audit: AuditLog,
+    pub tokens: TokenStore,
+    pub metrics: Arc<Metrics>,
+    pub market: Arc<dyn CommitmentMarket>,
+    /// Wakes the executor after an approval completes.
+    pub wake: Arc<tokio::sync::Notify>,
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/proposals", get(list))
+        .route("/api/v1/proposals/{id}", get(show))
+        .route("/api/v1/proposals/{id}/approve", post(approve))
+        .route("/api/v1/proposals/{id}/reject", post(reject))
+        .with_state(state)
+}
+
+/// An error answer: a status and a message, sent as `{"error": message}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    ApiError(status, message.into()).into_response()
+}
+
+async fn authorize(s: &AppState, headers: &HeaderMap, need: Role) -> Result<Principal, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
+    let principal = s
+        .tokens
+        .authenticate(token)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))?;
+    if principal.role < need {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{} has role {}, this needs {}",
+                principal.name,
+                principal.role.as_str(),
+                need.as_str()
+            ),
+        ));
+    }
+    Ok(principal)
+}
+
+fn proposal_error(e: ProposalError) -> Response {
+    let status = match &e {
+        ProposalError::NotFound(_) => StatusCode::NOT_FOUND,
+        ProposalError::NotOpen { .. }
+        | ProposalError::Expired { .. }
+        | ProposalError::AlreadyDecided { .. } => StatusCode::CONFLICT,
+        ProposalError::SelfApproval { .. } => StatusCode::FORBIDDEN,
+        ProposalError::NoReason(_) => StatusCode::BAD_REQUEST,
+        ProposalError::Database { .. } | ProposalError::Corrupt { .. } => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    error(status, e.to_string())
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if !s.ready.load(Ordering::SeqCst) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "starting");
+    }
+    match s.proposals.counts().await {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let counts = s.proposals.counts().await.unwrap_or_default();
+    // The inventory may be a remote call for real providers: a failure leaves the gauge out
+    // rather than failing the scrape.
+    let inventory = s.market.inventory().await.unwrap_or_default();
+    let text = s
+        .metrics
+        .render(&counts, &inventory, Hour::from_datetime(chrono::Utc::now()));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+}
+
+async fn list(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer).await {
+        return r.into_response();
+    }
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(text) => match ProposalState::parse(text) {
+            Some(st) => Some(st),
+            None => return error(StatusCode::BAD_REQUEST, format!("unknown state '{text}'")),
+        },
+    };
+    match s.proposals.list(state).await {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => proposal_error(e),
+    }
+}
+
+async fn show(State(s): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = authorize(&s, &headers, Role::Viewer).await {
+        return r.into_response();
+    }
+    match s.proposals.get(&id).await {
+        Ok(Some(p)) => Json(p).into_response(),
+        Ok(None) => proposal_error(ProposalError::NotFound(id)),
+        Err(e) => proposal_error(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    reason: Option<String>,
+}
+
+fn body(bytes: &Bytes) -> Result<DecisionBody, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DecisionBody::default());
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("request body: {e}")))
+}
+
+async fn approve(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let who = match authorize(&s, &headers, Role::Approver).await {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let b = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    let now = chrono::Utc::now();
+    match s
+        .proposals
+        .approve(&id, &who.name, now, b.reason.as_deref())
+        .await
+    {
+        Ok(a) => {
+            let event = journal::approved(&a.proposal, &who.name, b.reason.as_deref(), now);
+            if let Err(e) = s.audit.append(event).await {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+            }
+            if a.complete {
+                s.wake.notify_one();
+            }
+            Json(a.proposal).into_response()
+        }
+        Err(ProposalError::Expired { id, expires_at }) => {
+            // The refusal expired it: record that too.
+            if let Ok(Some(p)) = s.proposals.get(&id).await {
+                let _ = s.audit.append(journal::expired(&p, None, now)).await;
+            }
+            proposal_error(ProposalError::Expired { id, expires_at })
+        }
+        Err(e) => proposal_error(e),
+    }
+}
+
+async fn reject(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let who = match authorize(&s, &headers, Role::Approver).await {
+        Ok(p) => p,
+        Err(r) => return r.into_response(),
+    };
+    let b = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    let reason = b.reason.unwrap_or_default();
+    let now = chrono::Utc::now();
+    match s.proposals.reject(&id, &who.name, now, &reason).await {
+        Ok(p) => {
+            if let Err(e) = s
+                .audit
+                .append(journal::rejected(&p, &who.name, &reason, now))
+                .await
+            {
+                return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+            }
+            Json(p).into_response()
+        }
+        Err(e) => proposal_error(e),
+    }
+}

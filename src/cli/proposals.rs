@@ -1,0 +1,274 @@
+//! `commitd proposals ...` and `commitd tokens ...`: decide on proposals and manage API tokens
+//! from a shell with database access (the HTTP API offers the same decisions).
+
+use crate::api::auth::{Role, TokenStore};
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::execute::journal;
+use crate::proposals::{Proposal, ProposalError, ProposalState, ProposalStore};
+use crate::store::Store;
+use anyhow::{bail, Context};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct ConfigArg {
+    /// The configuration file (TOML); its database is used.
+    #[arg(
+        long,
+        short,
+        env = "COMMITD_CONFIG",
+        value_name = "FILE",
+        global = true
+    )]
+    pub config: Option<PathBuf>,
+}
+
+/// Proposals waiting for (or past) a decision.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// List proposals, newest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this state: proposed, approved, rejected, expired, executing, executed, failed.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one proposal with its decisions.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a proposal (never your own; large ones need a second approver).
+    Approve {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: String,
+        /// Who approves (default: $USER).
+        #[arg(long = "as", value_name = "NAME")]
+        actor: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reject a proposal; the reason goes to the audit log.
+    Reject {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: String,
+        #[arg(long = "as", value_name = "NAME")]
+        actor: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// API tokens (bearer tokens with a role; stored hashed).
+#[derive(clap::Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token and print it once.
+    Create {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The token's name: the actor recorded for its decisions.
+        name: String,
+        #[arg(long, value_parser = ["viewer", "approver", "admin"])]
+        role: String,
+    },
+    /// Revoke a token by name.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        name: String,
+    },
+}
+
+async fn open(config: &ConfigArg) -> anyhow::Result<Store> {
+    let cfg = Config::load(config.config.as_deref())?;
+    let url = cfg.database_url();
+    Store::connect(url.expose())
+        .await
+        .context("opening the database")
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn actor(given: Option<String>) -> anyhow::Result<String> {
+    match given.or_else(|| std::env::var("USER").ok()) {
+        Some(a) if !a.trim().is_empty() => Ok(a.trim().to_string()),
+        _ => bail!("say who decides with --as NAME (no $USER)"),
+    }
+}
+
+fn print(p: &Proposal) {
+    println!("{}  {}  {}", p.id, p.state, p.action.spec.describe());
+    println!(
+        "  cost {} USD/h, upfront {} USD, expected savings {} USD",
+        p.action.hourly_cost, p.action.upfront, p.action.expected_savings
+    );
+    println!(
+        "  plan {}, policy {}, proposed by {} at {}, expires {}",
+        p.plan_id,
+        p.policy,
+        p.proposer,
+        p.created_at.to_rfc3339(),
+        p.expires_at.to_rfc3339()
+    );
+    println!(
+        "  approvals {}/{}{}",
+        p.approvals(),
+        p.approvals_needed,
+        p.decisions
+            .iter()
+            .map(|d| format!(
+                "; {} {} at {}{}",
+                d.actor,
+                if d.approve { "approved" } else { "rejected" },
+                d.at.to_rfc3339(),
+                d.reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ))
+            .collect::<String>()
+    );
+    if let Some(c) = &p.commitment_id {
+        println!(
+            "  commitment {c} (key {})",
+            p.idempotency_key.as_deref().unwrap_or("-")
+        );
+    }
+    if let Some(o) = &p.outcome {
+        println!("  outcome: {o}");
+    }
+}
+
+pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async move {
+        match cmd {
+            Command::List {
+                config,
+                state,
+                json,
+            } => {
+                let state = match state.as_deref() {
+                    Some(s) => Some(
+                        ProposalState::parse(s)
+                            .with_context(|| format!("--state {s}: unknown state"))?,
+                    ),
+                    None => None,
+                };
+                let list = ProposalStore::new(open(&config).await?).list(state).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else if list.is_empty() {
+                    println!("no proposals");
+                } else {
+                    for p in &list {
+                        println!(
+                            "{}  {:<9}  {}/{}  {}",
+                            p.id,
+                            p.state.as_str(),
+                            p.approvals(),
+                            p.approvals_needed,
+                            p.action.spec.describe()
+                        );
+                    }
+                }
+            }
+            Command::Show { config, id, json } => {
+                let p = ProposalStore::new(open(&config).await?)
+                    .get(&id)
+                    .await?
+                    .ok_or(ProposalError::NotFound(id))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&p)?);
+                } else {
+                    print(&p);
+                }
+            }
+            Command::Approve {
+                config,
+                id,
+                actor: who,
+                reason,
+            } => {
+                let who = actor(who)?;
+                let store = open(&config).await?;
+                let proposals = ProposalStore::new(store.clone());
+                let audit = AuditLog::open(store);
+                let now = chrono::Utc::now();
+                let a = match proposals.approve(&id, &who, now, reason.as_deref()).await {
+                    Ok(a) => a,
+                    Err(ProposalError::Expired { id, expires_at }) => {
+                        if let Some(p) = proposals.get(&id).await? {
+                            audit.append(journal::expired(&p, None, now)).await?;
+                        }
+                        return Err(ProposalError::Expired { id, expires_at }.into());
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                audit
+                    .append(journal::approved(&a.proposal, &who, reason.as_deref(), now))
+                    .await?;
+                print(&a.proposal);
+                if !a.complete {
+                    println!("waiting for one more approver");
+                }
+            }
+            Command::Reject {
+                config,
+                id,
+                actor: who,
+                reason,
+            } => {
+                let who = actor(who)?;
+                let store = open(&config).await?;
+                let proposals = ProposalStore::new(store.clone());
+                let now = chrono::Utc::now();
+                let p = proposals.reject(&id, &who, now, &reason).await?;
+                AuditLog::open(store)
+                    .append(journal::rejected(&p, &who, &reason, now))
+                    .await?;
+                print(&p);
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn run_tokens(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async move {
+        match cmd {
+            TokenCommand::Create { config, name, role } => {
+                let role = Role::parse(&role).context("--role")?;
+                let token = TokenStore::new(open(&config).await?)
+                    .create(&name, role, chrono::Utc::now())
+                    .await?;
+                // The only time the token is shown: print it alone, for scripts.
+                println!("{token}");
+                eprintln!(
+                    "token '{name}' ({}) created; it is not shown again",
+                    role.as_str()
+                );
+            }
+            TokenCommand::Revoke { config, name } => {
+                if !TokenStore::new(open(&config).await?).revoke(&name).await? {
+                    bail!("no token named '{name}'");
+                }
+                println!("token '{name}' revoked");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

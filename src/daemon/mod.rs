@@ -1,0 +1,338 @@
+//! The daemon: one cycle (plan -> policy -> proposals / execution -> audit), the modes, the
+//! schedules, graceful shutdown, systemd notification and the executor lease.
+//!
+//! A cycle, run only by the replica holding the executor lease:
+//! 1. reconcile `executing` proposals and execute `approved` ones (before planning, so that a
+//!    fresh plan does not supersede what people approved since the last cycle);
+//! 2. expire proposals past their age;
+//! 3. plan, record `PlanComputed`, expire the previous plan's open proposals (superseded);
+//! 4. judge each action by policy: Datapilot records a recommendation; a blocked action records
+//!    `PolicyBlocked` with the rule; Copilot (or Autopilot above its limits) creates a proposal
+//!    and notifies chat; Autopilot within its limits approves on the policy's authority;
+//! 5. execute what Autopilot approved (limits are checked again at execution).
+//!
+//! Between cycles, an execution tick (its own schedule, or at once when the API records a
+//! completing approval) repeats step 1.
+
+pub mod lease;
+pub mod metrics;
+pub mod notify;
+pub mod optimizer;
+pub mod plan;
+pub mod schedule;
+pub mod service;
+
+use crate::audit::{AuditError, AuditLog, NewEvent, PlanComputed, PolicyBlocked};
+use crate::config::Mode;
+use crate::domain::Hour;
+use crate::execute::{journal, ExecuteError, Executor, Outcome};
+use crate::policy::{ActionFacts, PolicySet, Verdict};
+use crate::proposals::{NewProposal, Proposal, ProposalError, ProposalStore};
+use chrono::{DateTime, Duration, Utc};
+use metrics::{Metrics, Tally};
+use plan::{CyclePlan, PlanError, Planner};
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Execute(#[from] ExecuteError),
+    #[error(transparent)]
+    Proposal(#[from] ProposalError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("executor lease: {0}")]
+    Lease(sqlx::Error),
+    #[error("the planner panicked or was cancelled: {0}")]
+    Join(String),
+}
+
+/// What one cycle did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CycleReport {
+    /// False on a standby replica: it did nothing.
+    pub leader: bool,
+    pub plan: Option<CyclePlan>,
+    pub proposed: Vec<Proposal>,
+    /// Datapilot recommendations recorded.
+    pub recommended: usize,
+    /// (action index, policy, rule, reason)
+    pub blocked: Vec<(usize, String, String, String)>,
+    pub outcomes: Vec<Outcome>,
+    pub expired: usize,
+}
+
+/// Everything a cycle needs. Cheap to share (`Arc`) between the scheduler and the API.
+pub struct Daemon {
+    pub mode: Mode,
+    pub proposals: ProposalStore,
+    pub audit: AuditLog,
+    pub executor: Executor,
+    pub planner: Arc<dyn Planner>,
+    pub policies: PolicySet,
+    pub lease: lease::Lease,
+    pub metrics: Arc<Metrics>,
+    pub proposal_max_age: Duration,
+    /// Chat webhook and the public base URL for links.
+    pub webhook: Option<(crate::config::Secret, String)>,
+    /// Set on shutdown: no new step starts once it is set.
+    pub stopping: Arc<AtomicBool>,
+}
+
+impl Daemon {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    async fn lead(&self, now: DateTime<Utc>) -> Result<bool, DaemonError> {
+        let leader = self
+            .lease
+            .try_acquire(now)
+            .await
+            .map_err(DaemonError::Lease)?;
+        self.metrics.set_leader(leader);
+        Ok(leader)
+    }
+
+    /// Reconciles and executes approved proposals (the execution tick). Leader only.
+    pub async fn execute_tick(&self, now: DateTime<Utc>) -> Result<Vec<Outcome>, DaemonError> {
+        if !self.lead(now).await? {
+            return Ok(Vec::new());
+        }
+        let mut out = self.executor.reconcile(now).await?;
+        if !self.stopping() {
+            out.extend(self.executor.execute_approved(now).await?);
+        }
+        self.count(&out);
+        for p in self.proposals.expire_aged(now).await? {
+            self.audit.append(journal::expired(&p, None, now)).await?;
+        }
+        Ok(out)
+    }
+
+    fn count(&self, outcomes: &[Outcome]) {
+        let mut t = Tally::default();
+        for o in outcomes {
+            match o {
+                Outcome::Executed { .. } => t.executed += 1,
+                Outcome::Failed { .. } => t.failed += 1,
+                Outcome::Blocked { .. } => t.blocked += 1,
+                Outcome::Skipped { .. } => {}
+            }
+        }
+        self.metrics.tally(t);
+    }
+
+    /// One full cycle at `now`.
+    pub async fn cycle(&self, now: DateTime<Utc>) -> Result<CycleReport, DaemonError> {
+        let started = std::time::Instant::now();
+        let result = self.cycle_inner(now).await;
+        let expected = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.plan.as_ref())
+            .and_then(|p| p.expected.clone());
+        if result.as_ref().map(|r| r.leader).unwrap_or(true) {
+            self.metrics.cycle(
+                now.timestamp(),
+                result.is_ok(),
+                started.elapsed().as_secs_f64(),
+                expected,
+            );
+        }
+        result
+    }
+
+    async fn cycle_inner(&self, now: DateTime<Utc>) -> Result<CycleReport, DaemonError> {
+        let mut report = CycleReport {
+            leader: self.lead(now).await?,
+            ..CycleReport::default()
+        };
+        if !report.leader {
+            return Ok(report);
+        }
+        report.outcomes = self.execute_tick(now).await?;
+        if self.stopping() {
+            return Ok(report);
+        }
+        let planner = self.planner.clone();
+        let plan = tokio::task::spawn_blocking(move || planner.plan(now))
+            .await
+            .map_err(|e| DaemonError::Join(e.to_string()))??;
+        self.audit
+            .append(
+                NewEvent::new(
+                    now,
+                    crate::execute::DAEMON_ACTOR,
+                    &plan.plan_id,
+                    PlanComputed {
+                        plan_id: plan.plan_id.clone(),
+                        inputs_digest: plan.inputs_digest.clone(),
+                        solver_status: plan.solver_status.clone(),
+                        objective: plan.objective,
+                        expected_savings: plan.expected_savings,
+                        actions: u32::try_from(plan.actions.len()).unwrap_or(u32::MAX),
+                    },
+                )
+                .with_rationale(json!({
+                    "mode": self.mode,
+                    "expected": plan.expected,
+                    "notes": plan.notes,
+                })),
+            )
+            .await?;
+        for p in self.proposals.supersede(&plan.plan_id, now).await? {
+            self.audit
+                .append(journal::expired(&p, Some(&plan.plan_id), now))
+                .await?;
+            report.expired += 1;
+        }
+        let mut recent = self.proposals.recent_spend(now).await?;
+        let hour = Hour::from_datetime(now);
+        for (index, action) in plan.actions.iter().enumerate() {
+            let facts = ActionFacts {
+                provider: action.spec.provider,
+                account: action.spec.account.clone(),
+                instrument: action.spec.instrument,
+                term: action.spec.term,
+                payment: action.spec.payment,
+                hourly_commitment: action.hourly_cost,
+                upfront: action.upfront,
+                expected_utilization: action.expected_utilization,
+            };
+            let decision = self.policies.evaluate(&facts, &recent, hour, self.mode);
+            match decision.verdict {
+                Verdict::Block => {
+                    let rule = decision.blocking_rule().cloned();
+                    if rule.as_ref().is_some_and(|r| r.rule == "mode") {
+                        // Datapilot (globally or for this scope): a recommendation, recorded.
+                        let id = format!("rec-{}-{}", plan.plan_id, index + 1);
+                        self.audit
+                            .append(journal::proposed(
+                                &id,
+                                &plan.plan_id,
+                                action,
+                                &decision.policy,
+                                None,
+                                now,
+                            ))
+                            .await?;
+                        report.recommended += 1;
+                    } else {
+                        let (rule, reason) = rule
+                            .map(|r| (r.rule, r.detail))
+                            .unwrap_or_else(|| ("policy".into(), "blocked".into()));
+                        self.audit
+                            .append(
+                                NewEvent::new(
+                                    now,
+                                    crate::execute::DAEMON_ACTOR,
+                                    &plan.plan_id,
+                                    PolicyBlocked {
+                                        proposal_id: None,
+                                        policy: decision.policy.clone(),
+                                        rule: rule.clone(),
+                                        reason: reason.clone(),
+                                    },
+                                )
+                                .with_rationale(json!({
+                                    "at": "planning",
+                                    "action_index": index,
+                                    "what": action.spec.describe(),
+                                    "checks": decision.checks,
+                                })),
+                            )
+                            .await?;
+                        report
+                            .blocked
+                            .push((index, decision.policy.clone(), rule, reason));
+                    }
+                }
+                Verdict::NeedsApproval { .. } | Verdict::Allow => {
+                    let needed = match decision.verdict {
+                        Verdict::NeedsApproval { approvers } => approvers,
+                        _ => 1,
+                    };
+                    let p = self
+                        .proposals
+                        .create(
+                            &NewProposal {
+                                plan_id: plan.plan_id.clone(),
+                                index,
+                                proposer: crate::execute::DAEMON_ACTOR.into(),
+                                approvals_needed: needed,
+                                policy: decision.policy.clone(),
+                                action: action.clone(),
+                                max_age: self.proposal_max_age,
+                            },
+                            now,
+                        )
+                        .await?;
+                    self.audit
+                        .append(
+                            journal::proposed(
+                                &p.id,
+                                &plan.plan_id,
+                                action,
+                                &decision.policy,
+                                Some(needed),
+                                now,
+                            )
+                            .with_rationale(json!({
+                                "what": action.spec.describe(),
+                                "verdict": decision.verdict,
+                                "checks": decision.checks,
+                                "summary": action.summary,
+                            })),
+                        )
+                        .await?;
+                    let p = if decision.verdict == Verdict::Allow {
+                        // Autopilot within the policy's limits: approved on its authority.
+                        let actor = format!("autopilot:{}", decision.policy);
+                        let p = self.proposals.approve_by_policy(&p.id, &actor, now).await?;
+                        self.audit
+                            .append(journal::approved(
+                                &p,
+                                &actor,
+                                Some("within the policy's autopilot limits"),
+                                now,
+                            ))
+                            .await?;
+                        // Later actions of this plan see this one as committed.
+                        recent.hourly_commitment_today += action.hourly_cost;
+                        recent.hourly_commitment_30_days += action.hourly_cost;
+                        recent.upfront_today += action.upfront;
+                        recent.upfront_30_days += action.upfront;
+                        p
+                    } else {
+                        self.notify(&p).await;
+                        p
+                    };
+                    report.proposed.push(p);
+                }
+            }
+        }
+        if !self.stopping() {
+            let out = self.executor.execute_approved(now).await?;
+            self.count(&out);
+            report.outcomes.extend(out);
+        }
+        report.plan = Some(plan);
+        Ok(report)
+    }
+
+    /// Posts a new proposal to chat. A failed notification is logged, never fatal: the
+    /// proposal is in the store and the API either way.
+    async fn notify(&self, p: &Proposal) {
+        if let Some((url, base)) = &self.webhook {
+            let body = crate::api::webhook::proposal_message(p, base);
+            if let Err(e) = crate::api::webhook::post_json(url.expose(), &body).await {
+                tracing::warn!(proposal = %p.id, error = %e, "chat notification failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Where a cycle's plan comes from. [`Planner`] is the seam between the service and the pure
+//! core: the optimizer-backed planner runs ingest -> forecast -> optimize on the configured
+//! source; [`PlanFile`] replays a plan computed elsewhere (a JSON file), which is also how the
+//! integration tests give the daemon a plan they control.
+
+use crate::domain::Money;
+use crate::proposals::PlannedAction;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("cannot read plan file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: line {line}, column {column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("planning failed: {0}")]
+    Failed(String),
+}
+
+/// Portfolio figures the plan expects (for /metrics and the cycle summary).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Expectation {
+    pub esr: f64,
+    pub coverage: f64,
+    pub utilization: f64,
+}
+
+/// One cycle's plan, in the form the daemon acts on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CyclePlan {
+    pub plan_id: String,
+    /// SHA-256 of the inputs (hex).
+    pub inputs_digest: String,
+    pub solver_status: String,
+    pub objective: Option<Money>,
+    pub expected_savings: Option<Money>,
+    pub expected: Option<Expectation>,
+    pub actions: Vec<PlannedAction>,
+    pub notes: Vec<String>,
+}
+
+impl CyclePlan {
+    /// The plan as a table for people (`commitd run --once`).
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "plan {} ({} action{}, solver: {})\n",
+            self.plan_id,
+            self.actions.len(),
+            if self.actions.len() == 1 { "" } else { "s" },
+            self.solver_status
+        );
+        if let Some(e) = &self.expected {
+            out.push_str(&format!(
+                "expected: ESR {:.1}%, coverage {:.1}%, utilization {:.1}%\n",
+                e.esr * 100.0,
+                e.coverage * 100.0,
+                e.utilization * 100.0
+            ));
+        }
+        if let Some(s) = self.expected_savings {
+            out.push_str(&format!("expected savings: {s} USD\n"));
+        }
+        for (i, a) in self.actions.iter().enumerate() {
+            out.push_str(&format!(
+                "  {:>2}. {}  cost {} USD/h, upfront {} USD, expected savings {} USD{}\n",
+                i + 1,
+                a.spec.describe(),
+                a.hourly_cost,
+                a.upfront,
+                a.expected_savings,
+                a.expected_utilization
+                    .map(|u| format!(", utilization {:.1}%", u * 100.0))
+                    .unwrap_or_default()
+            ));
+            if !a.summary.is_empty() {
+                out.push_str(&format!("      {}\n", a.summary));
+            }
+        }
+        for n in &self.notes {
+            out.push_str(&format!("  note: {n}\n"));
+        }
+        out
+    }
+}
+
+/// Computes the plan for a cycle. Synchronous and CPU-bound: the daemon runs it on a blocking
+/// thread.
+pub trait Planner: Send + Sync {
+    fn plan(&self, now: DateTime<Utc>) -> Result<CyclePlan, PlanError>;
+}
+
+/// The file form of a plan: the actions, and optionally the solver's figures.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFileBody {
+    #[serde(default)]
+    solver_status: Option<String>,
+    #[serde(default)]
+    expected_savings: Option<Money>,
+    #[serde(default)]
+    expected: Option<Expectation>,
+    actions: Vec<PlannedAction>,
+}
+
+/// Replays a plan from a JSON file, re-read every cycle (so it can be replaced between cycles).
+pub struct PlanFile {
+    pub path: PathBuf,
+}
+
+/// A plan id unique per cycle ("plan-20261124T060000.123Z-1a2b3c4d-5e6f7a8b"): time of the
+/// cycle, digest of the inputs, and a nonce from the nanosecond time and the process id. A
+/// re-plan of the same inputs must get a new id, or it would not supersede the earlier
+/// proposals (two one-shot runs can start within the same millisecond).
+pub fn plan_id(now: DateTime<Utc>, digest: &str) -> String {
+    let nonce = hex::encode(Sha256::digest(
+        format!(
+            "{}\n{}\n{digest}",
+            now.timestamp_nanos_opt().unwrap_or_default(),
+            std::process::id()
+        )
+        .as_bytes(),
+    ));
+    format!(
+        "plan-{}-{}-{}",
+        now.format("%Y%m%dT%H%M%S%.3fZ"),
+        &digest[..digest.len().min(8)],
+        &nonce[..8]
+    )
+}
+
+impl PlanFile {
+    pub fn read(path: &Path, now: DateTime<Utc>) -> Result<CyclePlan, PlanError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PlanError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let body: PlanFileBody = serde_json::from_str(&text).map_err(|e| PlanError::Syntax {
+            path: path.to_path_buf(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        let digest = hex::encode(Sha256::digest(text.as_bytes()));
+        Ok(CyclePlan {
+            plan_id: plan_id(now, &digest),
+            inputs_digest: digest,
+            solver_status: body.solver_status.unwrap_or_else(|| "from file".into()),
+            objective: None,
+            expected_savings: body
+                .expected_savings
+                .or_else(|| Some(body.actions.iter().map(|a| a.expected_savings).sum())),
+            expected: body.expected,
+            actions: body.actions,
+            notes: vec![format!("plan read from {}", path.display())],
+        })
+    }
+}
+
+impl Planner for PlanFile {
+    fn plan(&self, now: DateTime<Utc>) -> Result<CyclePlan, PlanError> {
+        PlanFile::read(&self.path, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn reads_a_plan_file_and_names_errors_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        let action = crate::proposals::tests::action("2.5");
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&serde_json::json!({"actions": [action]})).unwrap(),
+        )
+        .unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 6, 0, 0).unwrap();
+        let plan = PlanFile::read(&path, now).unwrap();
+        assert_eq!(plan.actions, vec![crate::proposals::tests::action("2.5")]);
+        assert!(
+            plan.plan_id.starts_with("plan-20261124T060000.000Z-"),
+            "{}",
+            plan.plan_id
+        );
+        // The same file at the same instant in another cycle is another plan.
+        let again = PlanFile::read(&path, now + chrono::Duration::nanoseconds(1)).unwrap();
+        assert_ne!(again.plan_id, plan.plan_id);
+        assert!(plan.render().contains("ComputeSavingsPlan"));
+        std::fs::write(&path, "{\"actions\": [\n {\"spec\": 1}\n]}").unwrap();
+        let e = PlanFile::read(&path, now).unwrap_err().to_string();
+        assert!(e.contains("plan.json") && e.contains("line 2"), "{e}");
+    }
+}

@@ -1,0 +1,334 @@
+//! `commitd run`: builds the daemon from the configuration and runs it, once or as a service.
+//!
+//! The service loop waits for the next of: the plan schedule, the execution schedule, a wake-up
+//! from the API (an approval completed), a lease renewal, SIGTERM or SIGINT. Each step runs as
+//! its own task; the executor checks the `stopping` flag between proposals, so no new purchase
+//! starts once shutdown begins.
+//!
+//! * SIGTERM: stop starting steps, let the step in flight finish within
+//!   `shutdown_grace_seconds`, release the lease, stop HTTP, exit 0. If the grace period runs
+//!   out, the process exits anyway; that is safe because a purchase's intent is durable before
+//!   the provider call and the next start reconciles (see [`crate::execute`]).
+//! * SIGINT: the same without waiting for the step (fast), for a person at a terminal.
+
+use super::lease::{Lease, EXECUTOR_LEASE};
+use super::metrics::Metrics;
+use super::notify::Notifier;
+use super::plan::{PlanFile, Planner};
+use super::schedule::{Schedule, ScheduleError};
+use super::{CycleReport, Daemon, DaemonError};
+use crate::api::auth::TokenStore;
+use crate::api::server::{router, AppState};
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::execute::{Executor, Failpoint};
+use crate::ingest::{read_rate_card, IngestError, ScenarioFile};
+use crate::policy::{PolicyError, PolicySet};
+use crate::proposals::ProposalStore;
+use crate::providers::sim::SimMarket;
+use crate::providers::CommitmentMarket;
+use crate::store::{Store, StoreError};
+use chrono::{Duration, Utc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// The daemon and the API state over one store.
+pub struct Built {
+    pub daemon: Arc<Daemon>,
+    pub api: AppState,
+    pub store: Store,
+}
+
+/// The replica's name in the lease: host and process id.
+fn replica_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The rate card the simulated market prices from: `[source] rates`, or the scenario's.
+fn rate_card(config: &Config) -> Result<crate::domain::RateCard, ServiceError> {
+    if let Some(path) = &config.source.rates {
+        return Ok(read_rate_card(path)?);
+    }
+    if let Some(dir) = &config.source.scenario {
+        let (file, _) = ScenarioFile::read(dir)?;
+        return Ok(read_rate_card(&dir.join(&file.rates))?);
+    }
+    Err(ServiceError::Config(
+        "the simulated provider needs a rate card: set [source] scenario or [source] rates".into(),
+    ))
+}
+
+fn planner(config: &Config) -> Result<Arc<dyn Planner>, ServiceError> {
+    if let Some(path) = &config.daemon.plan_file {
+        return Ok(Arc::new(PlanFile { path: path.clone() }));
+    }
+    super::optimizer::planner(config).map_err(ServiceError::Config)
+}
+
+/// Opens the store, loads policies, the rate card and the planner.
+pub async fn build(config: &Config) -> Result<Built, ServiceError> {
+    let store = Store::connect(config.database_url().expose()).await?;
+    let policies = PolicySet::load_dir(&config.policies_dir)?;
+    let market: Arc<dyn CommitmentMarket> = match config.daemon.provider.as_str() {
+        "sim" => Arc::new(SimMarket::new(store.clone(), rate_card(config)?)),
+        other => {
+            return Err(ServiceError::Config(format!(
+                "[daemon] provider = '{other}': only 'sim' (the simulated market) is built in"
+            )))
+        }
+    };
+    let proposals = ProposalStore::new(store.clone());
+    let audit = AuditLog::open(store.clone());
+    let metrics = Arc::new(Metrics::default());
+    let executor = Executor::new(
+        proposals.clone(),
+        audit.clone(),
+        market.clone(),
+        policies.clone(),
+    )
+    .with_failpoint(Failpoint::from_env());
+    let lease = Lease::new(
+        store.clone(),
+        EXECUTOR_LEASE,
+        &replica_id(),
+        Duration::seconds(config.daemon.lease_ttl_seconds.max(1) as i64),
+    );
+    let base = config
+        .daemon
+        .public_url
+        .clone()
+        .or_else(|| config.daemon.listen.as_ref().map(|l| format!("http://{l}")))
+        .unwrap_or_else(|| "http://localhost:8080".into());
+    let stopping = Arc::new(AtomicBool::new(false));
+    let daemon = Arc::new(Daemon {
+        mode: config.mode,
+        proposals: proposals.clone(),
+        audit: audit.clone(),
+        executor: executor.with_stop_flag(stopping.clone()),
+        planner: planner(config)?,
+        policies,
+        lease,
+        metrics: metrics.clone(),
+        proposal_max_age: Duration::hours(i64::from(config.daemon.proposal_max_age_hours.max(1))),
+        webhook: config.daemon.webhook_url.clone().map(|u| (u, base)),
+        stopping,
+    });
+    let api = AppState {
+        proposals,
+        audit,
+        tokens: TokenStore::new(store.clone()),
+        metrics,
+        market,
+        wake: Arc::new(Notify::new()),
+        ready: Arc::new(AtomicBool::new(false)),
+    };
+    Ok(Built { daemon, api, store })
+}
+
+/// One cycle now (`commitd run --once`).
+pub async fn run_once(built: &Built) -> Result<CycleReport, ServiceError> {
+    let report = built.daemon.cycle(Utc::now()).await?;
+    built.daemon.lease.release().await.ok();
+    Ok(report)
+}
+
+enum Stop {
+    Graceful,
+    Fast,
+}
+
+/// The long-running service. Returns after a signal.
+pub async fn serve(
+    built: Built,
+    config: &Config,
+    listen: Option<String>,
+) -> Result<(), ServiceError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let plan_schedule = Schedule::parse("daemon.plan_schedule", &config.daemon.plan_schedule)?;
+    let exec_schedule =
+        Schedule::parse("daemon.execute_schedule", &config.daemon.execute_schedule)?;
+    let grace = std::time::Duration::from_secs(config.daemon.shutdown_grace_seconds);
+    let notifier = Notifier::from_env();
+    let daemon = built.daemon.clone();
+    let api = built.api.clone();
+
+    let http_stop = Arc::new(Notify::new());
+    let http = match listen.or_else(|| config.daemon.listen.clone()) {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|source| ServiceError::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| ServiceError::Listen {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            // Tests and scripts read this line to find a port chosen by the OS (":0").
+            println!("commitd: listening on http://{local}");
+            let stop = http_stop.clone();
+            let app = router(api.clone());
+            Some(tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.notified().await })
+                    .await;
+            }))
+        }
+        None => None,
+    };
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(ServiceError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(ServiceError::Signal)?;
+    // The watchdog is pinged by its own task only while the database answers: a wedged
+    // runtime or a lost database gets the service restarted by systemd.
+    if let Some(every) = notifier.watchdog_interval() {
+        let n = notifier.clone();
+        let proposals = daemon.proposals.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if proposals.counts().await.is_ok() {
+                    n.watchdog();
+                }
+            }
+        });
+    }
+    api.ready.store(true, Ordering::SeqCst);
+    notifier.ready();
+    notifier.status(&format!("mode {:?}; waiting for schedules", config.mode));
+    tracing::info!(
+        plan = plan_schedule.expr(),
+        execute = exec_schedule.expr(),
+        "commitd running"
+    );
+
+    let renew_every = std::time::Duration::from_secs((config.daemon.lease_ttl_seconds / 3).max(1));
+    let mut renew = tokio::time::interval(renew_every);
+    let stop = loop {
+        let now = Utc::now();
+        let until = |next: Option<chrono::DateTime<Utc>>| {
+            let wait = next
+                .and_then(|n| (n - now).to_std().ok())
+                .unwrap_or(std::time::Duration::from_secs(3600));
+            tokio::time::Instant::now() + wait
+        };
+        let next_plan = until(plan_schedule.next_after(now));
+        let next_exec = until(exec_schedule.next_after(now));
+        enum Job {
+            Cycle,
+            Execute,
+            Renew,
+        }
+        let job = tokio::select! {
+            _ = tokio::time::sleep_until(next_plan) => Job::Cycle,
+            _ = tokio::time::sleep_until(next_exec) => Job::Execute,
+            _ = api.wake.notified() => Job::Execute,
+            _ = renew.tick() => Job::Renew,
+            _ = sigterm.recv() => break Stop::Graceful,
+            _ = sigint.recv() => break Stop::Fast,
+        };
+        let d = daemon.clone();
+        let task = tokio::spawn(async move {
+            let now = Utc::now();
+            match job {
+                Job::Cycle => d.cycle(now).await.map(|r| {
+                    tracing::info!(
+                        leader = r.leader,
+                        proposed = r.proposed.len(),
+                        blocked = r.blocked.len(),
+                        executed = r.outcomes.len(),
+                        "cycle done"
+                    );
+                }),
+                Job::Execute => d.execute_tick(now).await.map(|o| {
+                    if !o.is_empty() {
+                        tracing::info!(outcomes = ?o, "execution tick");
+                    }
+                }),
+                Job::Renew => d.lead(now).await.map(|_| ()),
+            }
+        });
+        tokio::pin!(task);
+        let stop = tokio::select! {
+            r = &mut task => {
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "step failed"),
+                    Err(e) => tracing::error!(error = %e, "step panicked"),
+                }
+                None
+            }
+            _ = sigterm.recv() => Some(Stop::Graceful),
+            _ = sigint.recv() => Some(Stop::Fast),
+        };
+        if let Some(stop) = stop {
+            daemon.stopping.store(true, Ordering::SeqCst);
+            notifier.stopping();
+            match stop {
+                Stop::Graceful => {
+                    // Let the step in flight finish (the executor starts no new purchase).
+                    if tokio::time::timeout(grace, &mut task).await.is_err() {
+                        tracing::warn!(
+                            grace_seconds = grace.as_secs(),
+                            "step still running after the grace period; exiting, the next start reconciles"
+                        );
+                        task.abort();
+                    }
+                }
+                Stop::Fast => task.abort(),
+            }
+            break stop;
+        }
+    };
+    daemon.stopping.store(true, Ordering::SeqCst);
+    notifier.stopping();
+    api.ready.store(false, Ordering::SeqCst);
+    if let Err(e) = daemon.lease.release().await {
+        tracing::warn!(error = %e, "releasing the executor lease");
+    }
+    http_stop.notify_waiters();
+    if let Some(h) = http {
+        match stop {
+            Stop::Graceful => {
+                let _ = tokio::time::timeout(grace, h).await;
+            }
+            Stop::Fast => h.abort(),
+        }
+    }
+    built.store.close().await;
+    Ok(())
+}

@@ -1,0 +1,442 @@
+//! Execution: approved proposals become purchases, exactly once, with every step in the audit
+//! log and the policy limits checked again at execution time.
+//!
+//! The order of steps is what makes a crash harmless:
+//!
+//! 1. policy check against what the store says was already committed today / in 30 days
+//!    (`executing` proposals count: their purchase may have happened);
+//! 2. `approved -> executing` with the idempotency key, one compare-and-set (a second executor
+//!    loses here), then the `ExecutionRequested` audit event; both are durable before
+//! 3. the provider is asked whether the key was already used, and only if not, the purchase is
+//!    made with that key (providers treat a repeated key as the same purchase);
+//! 4. the `Executed` event, then `executing -> executed`.
+//!
+//! A crash anywhere leaves the proposal `approved` (nothing happened) or `executing` (intent
+//! recorded). [`Executor::reconcile`] resumes every `executing` proposal from step 3, adding
+//! whichever audit event the crash prevented, so the log is complete and nothing is bought
+//! twice. The key is derived from the proposal id, so no retry can ever invent a new one.
+
+pub mod journal;
+
+use crate::audit::{
+    Amount, AuditError, AuditLog, EventKind, Executed, ExecutionRequested, Failed, NewEvent,
+    PolicyBlocked,
+};
+use crate::config::Mode;
+use crate::domain::Hour;
+use crate::policy::{ActionFacts, PolicySet, Verdict};
+use crate::proposals::{Proposal, ProposalError, ProposalState, ProposalStore};
+use crate::providers::{CommitmentMarket, ProviderError, Purchase, PurchaseRequest};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    #[error(transparent)]
+    Proposal(#[from] ProposalError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// A test failpoint stopped execution as a crash would (nothing after it ran).
+    #[error("crashed at failpoint {0:?}")]
+    Crashed(Step),
+}
+
+/// Points between the steps of an execution, where a crash is simulated in tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// After `executing` was stored, before the `ExecutionRequested` event.
+    AfterBeginExecution,
+    /// After `ExecutionRequested`, before the provider call.
+    AfterExecutionRequested,
+    /// After the provider bought, before the `Executed` event.
+    AfterPurchase,
+    /// After the `Executed` event, before the proposal became `executed`.
+    AfterExecutedEvent,
+}
+
+impl Step {
+    pub const ALL: [Step; 4] = [
+        Step::AfterBeginExecution,
+        Step::AfterExecutionRequested,
+        Step::AfterPurchase,
+        Step::AfterExecutedEvent,
+    ];
+
+    pub fn parse(text: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| {
+            serde_json::to_value(s)
+                .ok()
+                .and_then(|v| v.as_str().map(|t| t == text.trim()))
+                .unwrap_or(false)
+        })
+    }
+}
+
+/// Where to crash, for crash tests. `abort` kills the process (the binary under test); without
+/// it the executor returns [`ExecuteError::Crashed`] and does nothing more (in-process tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Failpoint {
+    pub at: Option<Step>,
+    pub abort: bool,
+}
+
+impl Failpoint {
+    /// From `COMMITD_FAILPOINT=<step>` (test harnesses only): aborts the process at that step.
+    pub fn from_env() -> Failpoint {
+        Failpoint {
+            at: std::env::var("COMMITD_FAILPOINT")
+                .ok()
+                .and_then(|s| Step::parse(&s)),
+            abort: true,
+        }
+    }
+
+    fn check(&self, step: Step) -> Result<(), ExecuteError> {
+        if self.at == Some(step) {
+            if self.abort {
+                eprintln!("commitd: failpoint {step:?}: aborting");
+                std::process::abort();
+            }
+            return Err(ExecuteError::Crashed(step));
+        }
+        Ok(())
+    }
+}
+
+/// What happened to one proposal.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum Outcome {
+    Executed {
+        proposal_id: String,
+        commitment_id: String,
+        /// True when the purchase was found at the provider (made before a crash) rather
+        /// than made now.
+        reconciled: bool,
+    },
+    Blocked {
+        proposal_id: String,
+        policy: String,
+        rule: String,
+        reason: String,
+    },
+    Failed {
+        proposal_id: String,
+        error: String,
+        retryable: bool,
+    },
+    /// Another executor moved it first.
+    Skipped { proposal_id: String },
+}
+
+pub struct Executor {
+    proposals: ProposalStore,
+    audit: AuditLog,
+    market: Arc<dyn CommitmentMarket>,
+    policies: PolicySet,
+    failpoint: Failpoint,
+    /// Set on shutdown: no new proposal is started (the one in flight finishes).
+    stop: Arc<AtomicBool>,
+}
+
+/// The actor recorded for the daemon's own steps.
+pub const DAEMON_ACTOR: &str = "commitd";
+
+impl Executor {
+    pub fn new(
+        proposals: ProposalStore,
+        audit: AuditLog,
+        market: Arc<dyn CommitmentMarket>,
+        policies: PolicySet,
+    ) -> Executor {
+        Executor {
+            proposals,
+            audit,
+            market,
+            policies,
+            failpoint: Failpoint::default(),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Shares the daemon's shutdown flag.
+    pub fn with_stop_flag(mut self, stop: Arc<AtomicBool>) -> Executor {
+        self.stop = stop;
+        self
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    pub fn with_failpoint(mut self, failpoint: Failpoint) -> Executor {
+        self.failpoint = failpoint;
+        self
+    }
+
+    /// The idempotency key of a proposal's purchase. Derived, never random: a retry after any
+    /// crash sends the same key.
+    pub fn idempotency_key(proposal_id: &str) -> String {
+        format!("commitd-{proposal_id}")
+    }
+
+    /// Resumes every `executing` proposal (after a crash or a provider outage).
+    pub async fn reconcile(&self, now: DateTime<Utc>) -> Result<Vec<Outcome>, ExecuteError> {
+        let mut out = Vec::new();
+        for p in self.proposals.list(Some(ProposalState::Executing)).await? {
+            if self.stopping() {
+                break;
+            }
+            out.push(self.resume(&p, now).await?);
+        }
+        Ok(out)
+    }
+
+    /// Executes every `approved` proposal, oldest first.
+    pub async fn execute_approved(&self, now: DateTime<Utc>) -> Result<Vec<Outcome>, ExecuteError> {
+        let mut approved = self.proposals.list(Some(ProposalState::Approved)).await?;
+        approved.reverse();
+        let mut out = Vec::new();
+        for p in approved {
+            if self.stopping() {
+                break;
+            }
+            out.push(self.execute(&p, now).await?);
+        }
+        Ok(out)
+    }
+
+    /// Executes one approved proposal.
+    pub async fn execute(&self, p: &Proposal, now: DateTime<Utc>) -> Result<Outcome, ExecuteError> {
+        let recent = self.proposals.recent_spend(now).await?;
+        let a = &p.action;
+        let facts = ActionFacts {
+            provider: a.spec.provider,
+            account: a.spec.account.clone(),
+            instrument: a.spec.instrument,
+            term: a.spec.term,
+            payment: a.spec.payment,
+            hourly_commitment: a.hourly_cost,
+            upfront: a.upfront,
+            expected_utilization: a.expected_utilization,
+        };
+        // Approval already happened; what is judged again is everything that can change
+        // between approval and execution: kill switch, blackouts, limits, the scope's mode.
+        let decision =
+            self.policies
+                .evaluate(&facts, &recent, Hour::from_datetime(now), Mode::Copilot);
+        if decision.verdict == Verdict::Block {
+            let (rule, reason) = decision
+                .blocking_rule()
+                .map(|c| (c.rule.clone(), c.detail.clone()))
+                .unwrap_or_else(|| ("policy".into(), "blocked".into()));
+            let outcome = format!(
+                "blocked at execution by {} {rule}: {reason}",
+                decision.policy
+            );
+            if !self.proposals.fail(&p.id, &outcome, now).await? {
+                return Ok(Outcome::Skipped {
+                    proposal_id: p.id.clone(),
+                });
+            }
+            self.audit
+                .append(
+                    NewEvent::new(
+                        now,
+                        DAEMON_ACTOR,
+                        &p.id,
+                        PolicyBlocked {
+                            proposal_id: Some(p.id.clone()),
+                            policy: decision.policy.clone(),
+                            rule: rule.clone(),
+                            reason: reason.clone(),
+                        },
+                    )
+                    .with_rationale(
+                        json!({"at": "execution", "checks": decision.checks, "recent": recent}),
+                    ),
+                )
+                .await?;
+            return Ok(Outcome::Blocked {
+                proposal_id: p.id.clone(),
+                policy: decision.policy,
+                rule,
+                reason,
+            });
+        }
+        let key = Self::idempotency_key(&p.id);
+        if !self.proposals.begin_execution(&p.id, &key, now).await? {
+            return Ok(Outcome::Skipped {
+                proposal_id: p.id.clone(),
+            });
+        }
+        self.failpoint.check(Step::AfterBeginExecution)?;
+        self.request_event(p, &key, now, false).await?;
+        self.failpoint.check(Step::AfterExecutionRequested)?;
+        let mut p = p.clone();
+        p.idempotency_key = Some(key);
+        p.state = ProposalState::Executing;
+        self.buy(&p, now, false).await
+    }
+
+    async fn request_event(
+        &self,
+        p: &Proposal,
+        key: &str,
+        now: DateTime<Utc>,
+        recovered: bool,
+    ) -> Result<(), ExecuteError> {
+        self.audit
+            .append(
+                NewEvent::new(
+                    now,
+                    DAEMON_ACTOR,
+                    &p.id,
+                    ExecutionRequested {
+                        proposal_id: p.id.clone(),
+                        idempotency_key: key.into(),
+                    },
+                )
+                .with_amount(Amount::usd(journal::term_total(&p.action)))
+                .with_rationale(json!({
+                    "provider": self.market.name(),
+                    "what": p.action.spec.describe(),
+                    "hourly_cost": p.action.hourly_cost,
+                    "upfront": p.action.upfront,
+                    "recovered_after_crash": recovered,
+                })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Continues an `executing` proposal: complete the audit trail, look the key up at the
+    /// provider, buy only if it was never used, record the result.
+    async fn resume(&self, p: &Proposal, now: DateTime<Utc>) -> Result<Outcome, ExecuteError> {
+        let key = p
+            .idempotency_key
+            .clone()
+            .unwrap_or_else(|| Self::idempotency_key(&p.id));
+        if !journal::has_event(&self.audit, EventKind::ExecutionRequested, &p.id).await? {
+            self.request_event(p, &key, now, true).await?;
+        }
+        let mut p = p.clone();
+        p.idempotency_key = Some(key);
+        self.buy(&p, now, true).await
+    }
+
+    async fn buy(
+        &self,
+        p: &Proposal,
+        now: DateTime<Utc>,
+        resuming: bool,
+    ) -> Result<Outcome, ExecuteError> {
+        let key = p.idempotency_key.clone().unwrap_or_default();
+        // Always ask first: after a crash between the purchase and its record, the provider
+        // is the only one who knows it happened.
+        let found = match self.market.find_by_idempotency_key(&key).await {
+            Ok(found) => found,
+            Err(e) => return self.provider_failed(p, &key, e, now).await,
+        };
+        let (purchase, reconciled): (Purchase, bool) = match found {
+            Some(purchase) => (purchase, true),
+            None => {
+                let request = PurchaseRequest {
+                    idempotency_key: key.clone(),
+                    spec: p.action.spec.clone(),
+                    start: Hour::from_datetime(now),
+                    max_hourly_cost: p.action.hourly_cost,
+                    max_upfront: p.action.upfront,
+                };
+                match self.market.purchase(&request).await {
+                    Ok(purchase) => (purchase, false),
+                    Err(e) => return self.provider_failed(p, &key, e, now).await,
+                }
+            }
+        };
+        self.failpoint.check(Step::AfterPurchase)?;
+        let already =
+            resuming && journal::has_event(&self.audit, EventKind::Executed, &p.id).await?;
+        if !already {
+            let c = &purchase.commitment;
+            self.audit
+                .append(
+                    NewEvent::new(
+                        now,
+                        DAEMON_ACTOR,
+                        &p.id,
+                        Executed {
+                            proposal_id: p.id.clone(),
+                            idempotency_key: key.clone(),
+                            provider_request_id: purchase.request_id.clone(),
+                            commitment_id: c.id.clone(),
+                        },
+                    )
+                    .with_amount(Amount::usd(c.total_cost()))
+                    .with_rationale(json!({
+                        "provider": self.market.name(),
+                        "reconciled": reconciled,
+                        "hourly_cost": c.hourly_cost,
+                        "upfront": c.upfront,
+                        "start": c.start.to_datetime().to_rfc3339(),
+                        "end": c.end.to_datetime().to_rfc3339(),
+                        "expected_savings": p.action.expected_savings,
+                    })),
+                )
+                .await?;
+        }
+        self.failpoint.check(Step::AfterExecutedEvent)?;
+        self.proposals
+            .finish_execution(&p.id, &purchase.commitment.id, &purchase.request_id, now)
+            .await?;
+        Ok(Outcome::Executed {
+            proposal_id: p.id.clone(),
+            commitment_id: purchase.commitment.id,
+            reconciled,
+        })
+    }
+
+    async fn provider_failed(
+        &self,
+        p: &Proposal,
+        key: &str,
+        e: ProviderError,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, ExecuteError> {
+        let retryable = e.retryable();
+        let error = e.to_string();
+        if retryable {
+            // Stays `executing`: the next reconcile looks the key up and retries.
+            self.proposals
+                .note(&p.id, &format!("retrying: {error}"), now)
+                .await?;
+        } else {
+            self.proposals.fail(&p.id, &error, now).await?;
+        }
+        self.audit
+            .append(NewEvent::new(
+                now,
+                DAEMON_ACTOR,
+                &p.id,
+                Failed {
+                    proposal_id: p.id.clone(),
+                    idempotency_key: Some(key.into()),
+                    error: error.clone(),
+                    retryable,
+                },
+            ))
+            .await?;
+        Ok(Outcome::Failed {
+            proposal_id: p.id.clone(),
+            error,
+            retryable,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+use super::*;
+use crate::audit::EventFilter;
+use crate::policy::Policy;
+use crate::proposals::tests::{action, sqlite};
+use crate::proposals::NewProposal;
+use crate::providers::sim::SimMarket;
+use crate::store::Store;
+use chrono::{Duration, TimeZone};
+use std::path::Path;
+
+const POLICY: &str = r#"
+name = "aws"
+[scope]
+provider = "AWS"
+[allow]
+instruments = ["ComputeSavingsPlan"]
+terms = [1]
+payment_options = ["NoUpfront", "AllUpfront"]
+[limits]
+max_new_hourly_commitment_per_day = "4"
+min_expected_utilization = 0.9
+"#;
+
+fn policies() -> PolicySet {
+    PolicySet {
+        policies: vec![Policy::parse(POLICY, Path::new("policies/aws.toml")).unwrap()],
+    }
+}
+
+fn t(h: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 10, 6, 0, 0).unwrap() + Duration::hours(h)
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    proposals: ProposalStore,
+    audit: AuditLog,
+    market: Arc<SimMarket>,
+}
+
+async fn world() -> World {
+    let (dir, store) = sqlite().await;
+    World {
+        proposals: ProposalStore::new(store.clone()),
+        audit: AuditLog::open(store.clone()),
+        market: Arc::new(SimMarket::new(
+            store.clone(),
+            crate::providers::sim::tests::rate_card(),
+        )),
+        store,
+        _dir: dir,
+    }
+}
+
+impl World {
+    fn executor(&self, failpoint: Option<Step>) -> Executor {
+        Executor::new(
+            self.proposals.clone(),
+            self.audit.clone(),
+            self.market.clone(),
+            policies(),
+        )
+        .with_failpoint(Failpoint {
+            at: failpoint,
+            abort: false,
+        })
+    }
+
+    async fn approved(&self, hourly: &str, index: usize) -> Proposal {
+        let p = self
+            .proposals
+            .create(
+                &NewProposal {
+                    plan_id: "plan-1".into(),
+                    index,
+                    proposer: "commitd".into(),
+                    approvals_needed: 1,
+                    policy: "aws".into(),
+                    action: action(hourly),
+                    max_age: Duration::hours(48),
+                },
+                t(0),
+            )
+            .await
+            .unwrap();
+        self.proposals
+            .approve(&p.id, "alice", t(0), None)
+            .await
+            .unwrap()
+            .proposal
+    }
+
+    async fn count(&self, kind: EventKind) -> usize {
+        self.audit
+            .list(
+                &EventFilter {
+                    kind: Some(kind),
+                    ..EventFilter::default()
+                },
+                None,
+            )
+            .await
+            .unwrap()
+            .len()
+    }
+}
+
+#[tokio::test]
+async fn executes_once_and_records_every_step() {
+    let w = world().await;
+    let p = w.approved("2.5", 0).await;
+    let out = w.executor(None).execute_approved(t(1)).await.unwrap();
+    assert_eq!(out.len(), 1);
+    let Outcome::Executed {
+        commitment_id,
+        reconciled,
+        ..
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert!(!reconciled);
+    let done = w.proposals.get(&p.id).await.unwrap().unwrap();
+    assert_eq!(done.state, ProposalState::Executed);
+    assert_eq!(done.commitment_id.as_ref(), Some(commitment_id));
+    assert_eq!(
+        done.idempotency_key.as_deref(),
+        Some(format!("commitd-{}", p.id).as_str())
+    );
+    assert_eq!(w.market.inventory().await.unwrap().len(), 1);
+    assert_eq!(w.count(EventKind::ExecutionRequested).await, 1);
+    assert_eq!(w.count(EventKind::Executed).await, 1);
+    assert!(w.audit.verify().await.unwrap().is_ok());
+    // Nothing left to do: a second run buys nothing.
+    assert!(w
+        .executor(None)
+        .execute_approved(t(2))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(w.executor(None).reconcile(t(2)).await.unwrap().is_empty());
+    assert_eq!(w.market.inventory().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_crash_between_any_two_steps_never_buys_twice_and_leaves_a_complete_log() {
+    for step in Step::ALL {
+        let w = world().await;
+        let p = w.approved("2.5", 0).await;
+        let e = w
+            .executor(Some(step))
+            .execute_approved(t(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ExecuteError::Crashed(s) if s == step), "{e}");
+        let mid = w.proposals.get(&p.id).await.unwrap().unwrap();
+        assert_eq!(mid.state, ProposalState::Executing, "{step:?}");
+        let bought_before_restart = w.market.inventory().await.unwrap().len();
+        // Restart: a new executor reconciles first, then runs the normal pass.
+        let exec = w.executor(None);
+        let out = exec.reconcile(t(2)).await.unwrap();
+        assert_eq!(out.len(), 1, "{step:?}");
+        let Outcome::Executed { reconciled, .. } = &out[0] else {
+            panic!("{step:?}: {out:?}")
+        };
+        assert_eq!(*reconciled, bought_before_restart == 1, "{step:?}");
+        assert!(exec.execute_approved(t(2)).await.unwrap().is_empty());
+        assert_eq!(w.market.inventory().await.unwrap().len(), 1, "{step:?}");
+        assert_eq!(
+            w.proposals.get(&p.id).await.unwrap().unwrap().state,
+            ProposalState::Executed
+        );
+        assert_eq!(w.count(EventKind::ExecutionRequested).await, 1, "{step:?}");
+        assert_eq!(w.count(EventKind::Executed).await, 1, "{step:?}");
+        assert!(w.audit.verify().await.unwrap().is_ok());
+    }
+}
+
+#[tokio::test]
+async fn limits_are_enforced_at_execution_time_from_what_was_committed() {
+    let w = world().await;
+    // Each is within the daily limit of 4 USD/h; together they are not.
+    let first = w.approved("2.5", 0).await;
+    let second = w.approved("2.5", 1).await;
+    let out = w.executor(None).execute_approved(t(1)).await.unwrap();
+    assert_eq!(out.len(), 2);
+    assert!(matches!(&out[0], Outcome::Executed { proposal_id, .. } if *proposal_id == first.id));
+    let Outcome::Blocked { rule, reason, .. } = &out[1] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(rule, "limits.max_new_hourly_commitment_per_day");
+    assert!(reason.contains("2.5 already + 2.5"), "{reason}");
+    let blocked = w.proposals.get(&second.id).await.unwrap().unwrap();
+    assert_eq!(blocked.state, ProposalState::Failed);
+    assert_eq!(w.count(EventKind::PolicyBlocked).await, 1);
+    assert_eq!(w.market.inventory().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn provider_outages_are_retried_with_the_same_key() {
+    let (dir, store) = sqlite().await;
+    let w = World {
+        proposals: ProposalStore::new(store.clone()),
+        audit: AuditLog::open(store.clone()),
+        market: Arc::new(
+            SimMarket::new(store.clone(), crate::providers::sim::tests::rate_card())
+                .with_outages(1),
+        ),
+        store,
+        _dir: dir,
+    };
+    let p = w.approved("1", 0).await;
+    let out = w.executor(None).execute_approved(t(1)).await.unwrap();
+    assert!(
+        matches!(
+            &out[0],
+            Outcome::Failed {
+                retryable: true,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    let mid = w.proposals.get(&p.id).await.unwrap().unwrap();
+    assert_eq!(mid.state, ProposalState::Executing);
+    let out = w.executor(None).reconcile(t(2)).await.unwrap();
+    assert!(
+        matches!(
+            &out[0],
+            Outcome::Executed {
+                reconciled: false,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(w.count(EventKind::Failed).await, 1);
+    assert_eq!(w.count(EventKind::ExecutionRequested).await, 1);
+    let _ = &w.store;
+}

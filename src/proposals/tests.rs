@@ -1,0 +1,188 @@
+use super::*;
+use crate::domain::{CommitmentAmount, Instrument, PaymentOption, Provider, Term};
+
+pub(crate) async fn sqlite() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    (dir, Store::connect(&url).await.unwrap())
+}
+
+pub(crate) fn action(hourly: &str) -> PlannedAction {
+    PlannedAction {
+        spec: PurchaseSpec {
+            provider: Provider::Aws,
+            account: None,
+            instrument: Instrument::ComputeSavingsPlan,
+            term: Term::ONE_YEAR,
+            payment: PaymentOption::NoUpfront,
+            region: None,
+            family: None,
+            instance_type: None,
+            os: None,
+            tenancy: None,
+            amount: CommitmentAmount::HourlySpend(Money::parse(hourly).unwrap()),
+        },
+        hourly_cost: Money::parse(hourly).unwrap(),
+        upfront: Money::ZERO,
+        expected_savings: Money::from_units(1_000),
+        expected_utilization: Some(0.99),
+        summary: "test".into(),
+    }
+}
+
+fn new(plan: &str, index: usize, approvers: u8) -> NewProposal {
+    NewProposal {
+        plan_id: plan.into(),
+        index,
+        proposer: "commitd".into(),
+        approvals_needed: approvers,
+        policy: "aws".into(),
+        action: action("2.5"),
+        max_age: Duration::hours(24),
+    }
+}
+
+fn t(h: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 24, 6, 0, 0).unwrap() + Duration::hours(h)
+}
+
+#[tokio::test]
+async fn one_approval_moves_a_small_proposal_to_approved() {
+    let (_d, store) = sqlite().await;
+    let s = ProposalStore::new(store);
+    let p = s.create(&new("plan-1", 0, 1), t(0)).await.unwrap();
+    assert_eq!(p.state, ProposalState::Proposed);
+    assert_eq!(p.action, action("2.5"));
+    let a = s.approve(&p.id, "alice", t(1), Some("ok")).await.unwrap();
+    assert!(a.complete);
+    assert_eq!(a.proposal.state, ProposalState::Approved);
+    assert_eq!(a.proposal.decisions[0].actor, "alice");
+    // Decided: a second approval, a rejection and a late approval are refused.
+    let e = s.approve(&p.id, "bob", t(2), None).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProposalError::NotOpen {
+                state: ProposalState::Approved,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(s.reject(&p.id, "bob", t(2), "no").await.is_err());
+}
+
+#[tokio::test]
+async fn large_proposals_need_two_distinct_approvers_and_never_the_proposer() {
+    let (_d, store) = sqlite().await;
+    let s = ProposalStore::new(store);
+    let p = s.create(&new("plan-1", 0, 2), t(0)).await.unwrap();
+    let e = s.approve(&p.id, "commitd", t(1), None).await.unwrap_err();
+    assert!(matches!(e, ProposalError::SelfApproval { .. }), "{e}");
+    let a = s.approve(&p.id, "alice", t(1), None).await.unwrap();
+    assert!(!a.complete);
+    assert_eq!(a.proposal.state, ProposalState::Proposed);
+    let e = s.approve(&p.id, "alice", t(1), None).await.unwrap_err();
+    assert!(matches!(e, ProposalError::AlreadyDecided { .. }), "{e}");
+    let a = s.approve(&p.id, "bob", t(2), None).await.unwrap();
+    assert!(a.complete);
+    assert_eq!(a.proposal.state, ProposalState::Approved);
+    assert_eq!(a.proposal.approvals(), 2);
+}
+
+#[tokio::test]
+async fn stale_proposals_are_refused_superseded_or_aged() {
+    let (_d, store) = sqlite().await;
+    let s = ProposalStore::new(store);
+    let old = s.create(&new("plan-1", 0, 1), t(0)).await.unwrap();
+    let aged = s.create(&new("plan-2", 0, 1), t(0)).await.unwrap();
+    // A newer plan supersedes plan-1's proposal (not plan-2's).
+    let gone = s.supersede("plan-2", t(1)).await.unwrap();
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].id, old.id);
+    assert!(gone[0].outcome.as_deref().unwrap().contains("plan-2"));
+    let e = s.approve(&old.id, "alice", t(1), None).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProposalError::NotOpen {
+                state: ProposalState::Expired,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Past its age (24 h): refused and expired on the spot.
+    let e = s.approve(&aged.id, "alice", t(25), None).await.unwrap_err();
+    assert!(matches!(e, ProposalError::Expired { .. }), "{e}");
+    assert_eq!(
+        s.get(&aged.id).await.unwrap().unwrap().state,
+        ProposalState::Expired
+    );
+    // The sweep finds the rest.
+    let fresh = s.create(&new("plan-3", 0, 1), t(0)).await.unwrap();
+    assert!(s.expire_aged(t(23)).await.unwrap().is_empty());
+    let swept = s.expire_aged(t(24)).await.unwrap();
+    assert_eq!(
+        swept.iter().map(|p| &p.id).collect::<Vec<_>>(),
+        vec![&fresh.id]
+    );
+    let e = s
+        .reject(&fresh.id, "alice", t(30), "late")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProposalError::NotOpen { .. }), "{e}");
+}
+
+#[tokio::test]
+async fn rejection_needs_a_reason_and_is_final() {
+    let (_d, store) = sqlite().await;
+    let s = ProposalStore::new(store);
+    let p = s.create(&new("plan-1", 0, 1), t(0)).await.unwrap();
+    assert!(matches!(
+        s.reject(&p.id, "alice", t(1), " ").await,
+        Err(ProposalError::NoReason(_))
+    ));
+    let r = s.reject(&p.id, "alice", t(1), "too early").await.unwrap();
+    assert_eq!(r.state, ProposalState::Rejected);
+    assert!(r.outcome.unwrap().contains("too early"));
+    assert!(s.approve(&p.id, "bob", t(2), None).await.is_err());
+    assert!(matches!(
+        s.approve("p-nope", "bob", t(2), None).await,
+        Err(ProposalError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn execution_states_are_compare_and_set_and_count_toward_limits() {
+    let (_d, store) = sqlite().await;
+    let s = ProposalStore::new(store);
+    let p = s.create(&new("plan-1", 0, 1), t(0)).await.unwrap();
+    // Not approved yet: cannot start.
+    assert!(!s.begin_execution(&p.id, "k", t(1)).await.unwrap());
+    s.approve(&p.id, "alice", t(1), None).await.unwrap();
+    assert!(s.begin_execution(&p.id, "k", t(1)).await.unwrap());
+    assert!(!s.begin_execution(&p.id, "k", t(1)).await.unwrap());
+    let spend = s.recent_spend(t(2)).await.unwrap();
+    assert_eq!(spend.hourly_commitment_today, Money::parse("2.5").unwrap());
+    assert_eq!(
+        spend.hourly_commitment_30_days,
+        Money::parse("2.5").unwrap()
+    );
+    assert!(s.finish_execution(&p.id, "c-1", "r-1", t(2)).await.unwrap());
+    assert!(!s.finish_execution(&p.id, "c-1", "r-1", t(2)).await.unwrap());
+    let done = s.get(&p.id).await.unwrap().unwrap();
+    assert_eq!(done.state, ProposalState::Executed);
+    assert_eq!(done.idempotency_key.as_deref(), Some("k"));
+    // Another UTC day: out of today's window, still in the 30 days.
+    let spend = s.recent_spend(t(24)).await.unwrap();
+    assert_eq!(spend.hourly_commitment_today, Money::ZERO);
+    assert_eq!(
+        spend.hourly_commitment_30_days,
+        Money::parse("2.5").unwrap()
+    );
+    assert_eq!(
+        s.recent_spend(t(24 * 31)).await.unwrap(),
+        RecentSpend::default()
+    );
+}

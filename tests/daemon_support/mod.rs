@@ -1,0 +1,413 @@
+//! Harness for the daemon integration tests: a temp directory with a configuration, policies,
+//! a rate card and a plan file; the real `commitd` binary spawned on it; a tiny blocking HTTP
+//! client; and a throwaway PostgreSQL database when `COMMITD_TEST_DATABASE_URL` is set.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The binary under test, copied once per test process: with a target directory shared by
+/// several worktrees, another build may replace `target/debug/commitd` while tests run.
+pub fn bin() -> &'static Path {
+    static COPY: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    &COPY
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("commitd");
+            std::fs::copy(env!("CARGO_BIN_EXE_commitd"), &path).unwrap();
+            let probe = Command::new(&path).args(["proposals", "--help"]).output().unwrap();
+            assert!(
+                probe.status.success(),
+                "{} is not this branch's build (replaced by another build in a shared target dir?): rerun",
+                env!("CARGO_BIN_EXE_commitd")
+            );
+            (dir, path)
+        })
+        .1
+}
+
+pub const POLICY: &str = r#"
+name = "aws"
+[scope]
+provider = "AWS"
+[allow]
+instruments = ["ComputeSavingsPlan"]
+terms = [1]
+payment_options = ["NoUpfront", "AllUpfront"]
+[limits]
+max_upfront_per_day = "10000"
+min_expected_utilization = 0.9
+[approval]
+autopilot_max_hourly_commitment = "5"
+two_approvers_from_hourly_commitment = "50"
+"#;
+
+/// Two actions: a small no-upfront plan, and an all-upfront one above the daily upfront limit.
+pub const PLAN: &str = r#"{"actions": [
+ {"spec": {"provider": "AWS", "instrument": "ComputeSavingsPlan", "term": 1, "payment": "NoUpfront",
+           "amount": {"unit": "hourly_spend", "value": "2.5"}},
+  "hourly_cost": "2.5", "upfront": "0", "expected_savings": "5000", "expected_utilization": 0.99,
+  "summary": "covers demand down to P10"},
+ {"spec": {"provider": "AWS", "instrument": "ComputeSavingsPlan", "term": 1, "payment": "AllUpfront",
+           "amount": {"unit": "hourly_spend", "value": "2"}},
+  "hourly_cost": "2", "upfront": "17520", "expected_savings": "4000", "expected_utilization": 0.99,
+  "summary": "all upfront"}
+]}"#;
+
+pub const RATES: &str = "ProviderName,RegionId,InstanceType,OperatingSystem,Tenancy,Instrument,TermYears,PaymentOption,EffectiveHourlyRate,UpfrontShare
+AWS,eu-west-1,m6i.large,Linux,Shared,OnDemand,0,NoUpfront,0.10656,0.0
+AWS,eu-west-1,m6i.large,Linux,Shared,ComputeSavingsPlan,1,NoUpfront,0.07535,0.0
+AWS,eu-west-1,m6i.large,Linux,Shared,ComputeSavingsPlan,1,AllUpfront,0.070022,1.0
+";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A working directory with everything `commitd run` needs.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub database_url: String,
+    pg: Option<(String, String)>,
+}
+
+impl Setup {
+    /// `mode`: datapilot, copilot or autopilot. `postgres`: a throwaway PostgreSQL database
+    /// (None when COMMITD_TEST_DATABASE_URL is not set: the caller skips).
+    pub fn new(mode: &str, postgres: bool) -> Option<Setup> {
+        Setup::with_daemon_settings(mode, postgres, "")
+    }
+
+    /// Like [`Setup::new`] with extra lines for the `[daemon]` table.
+    pub fn with_daemon_settings(mode: &str, postgres: bool, extra: &str) -> Option<Setup> {
+        let dir = tempfile::tempdir().unwrap();
+        let (database_url, pg) = if postgres {
+            let admin = std::env::var("COMMITD_TEST_DATABASE_URL").ok()?;
+            let db = format!(
+                "commitd_daemon_test_{}_{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::SeqCst)
+            );
+            psql(&admin, &format!("DROP DATABASE IF EXISTS {db}"));
+            psql(&admin, &format!("CREATE DATABASE {db}"));
+            (with_database(&admin, &db), Some((admin, db)))
+        } else {
+            (
+                format!("sqlite://{}/state/commitd.db", dir.path().display()),
+                None,
+            )
+        };
+        std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+        std::fs::write(dir.path().join("policies/aws.toml"), POLICY).unwrap();
+        std::fs::write(dir.path().join("rates.csv"), RATES).unwrap();
+        std::fs::write(dir.path().join("plan.json"), PLAN).unwrap();
+        let config = dir.path().join("commitd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"data_dir = "state"
+database_url = "{database_url}"
+mode = "{mode}"
+policies_dir = "policies"
+[source]
+rates = "rates.csv"
+[daemon]
+plan_file = "plan.json"
+# Plan only when a test asks (--once); execute every second.
+plan_schedule = "0 0 6 1 1 *"
+execute_schedule = "* * * * * *"
+lease_ttl_seconds = 3
+shutdown_grace_seconds = 10
+{extra}
+"#
+            ),
+        )
+        .unwrap();
+        Some(Setup {
+            dir,
+            config,
+            database_url,
+            pg,
+        })
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs `commitd ARGS --config FILE` to completion.
+    pub fn commitd(&self, args: &[&str]) -> Output {
+        self.commitd_env(args, &[])
+    }
+
+    pub fn commitd_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(bin());
+        cmd.args(args).arg("--config").arg(&self.config);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.env_remove("NOTIFY_SOCKET").output().unwrap()
+    }
+
+    /// Runs and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.commitd(args);
+        assert!(
+            out.status.success(),
+            "commitd {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn proposals(&self) -> Vec<Value> {
+        serde_json::from_str(&self.ok(&["proposals", "list", "--json"])).unwrap()
+    }
+
+    pub fn proposal(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["proposals", "show", id, "--json"])).unwrap()
+    }
+
+    /// Audit events (JSONL export) of one kind.
+    pub fn events(&self, kind: &str) -> Vec<Value> {
+        let out = Command::new(bin())
+            .args([
+                "audit",
+                "export",
+                "--format",
+                "jsonl",
+                "--database",
+                &self.database_url,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["kind"] == kind)
+            .collect()
+    }
+
+    pub fn verify_audit(&self) {
+        let out = Command::new(bin())
+            .args(["audit", "verify", "--database", &self.database_url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "audit verify: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn token(&self, name: &str, role: &str) -> String {
+        self.ok(&["tokens", "create", name, "--role", role])
+            .trim()
+            .to_string()
+    }
+
+    /// Starts the long-running daemon on a free port.
+    pub fn spawn(&self) -> Daemon {
+        self.spawn_env(&[])
+    }
+
+    pub fn spawn_env(&self, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "--log",
+            "commitd=info",
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&self.config)
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(a) = line.strip_prefix("commitd: listening on http://") {
+                        break a.to_string();
+                    }
+                }
+                _ => {
+                    let mut err = String::new();
+                    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+                    panic!("daemon exited before listening: {err}");
+                }
+            }
+        };
+        let d = Daemon { child, addr };
+        d.wait_ready();
+        d
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some((admin, db)) = self.pg.take() {
+            psql(
+                &admin,
+                &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+            );
+        }
+    }
+}
+
+fn psql(url: &str, sql: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(url)
+            .await
+            .expect("COMMITD_TEST_DATABASE_URL must accept connections");
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+        let _ = conn.close().await;
+    });
+}
+
+/// The same server URL with another database name.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.find('?') {
+        Some(q) => (&url[..q], &url[q..]),
+        None => (url, ""),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    format!("{host_part}/{db}{query}")
+}
+
+/// A running daemon process.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Daemon {
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if let Ok((200, _)) = http(&self.addr, "GET", "/readyz", None, None) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon at {} never became ready", self.addr);
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        http(&self.addr, "GET", path, token, None).unwrap()
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+        http(&self.addr, "POST", path, token, Some(body)).unwrap()
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit; returns the exit status and stderr.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        unsafe_kill(self.child.id(), "TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                let _ = self.child.stderr.take().unwrap().read_to_string(&mut err);
+                return (status, err);
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                panic!("daemon did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A minimal HTTP/1.1 request; returns the status and the body.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    Ok((status, body.to_string()))
+}
+
+/// Polls `f` until it returns Some, for at most `secs` seconds.
+pub fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > Duration::from_secs(secs) {
+            panic!("condition not met within {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn has_path(p: &Path) -> bool {
+    p.exists()
+}
