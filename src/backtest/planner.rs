@@ -1,0 +1,525 @@
+//! commitd's rolling planner for the backtest, and the hindsight baseline.
+//!
+//! [`LadderPlanner`] is a transparent, data-driven planner built on the billing engine: at each
+//! decision it bills the recent known usage with the commitments active *now* (so expired ones
+//! no longer count and earlier purchases do), and buys, in small daily steps:
+//!
+//! 1. for each usage group, the reservation (AWS Standard RI / Azure reservation, cheapest
+//!    1-year payment option) for the whole instances that stayed uncovered in almost every hour
+//!    (a low quantile of the residual) over *every* look-back window (long, medium and the last
+//!    days): a level that only the long window shows is a level that just dropped, and is not
+//!    bought. Groups whose usage trends down are left to the flexible layer;
+//! 2. then, per provider, the 1-year Compute / Azure savings plan whose hourly commitment would
+//!    have saved the most on what is still uncovered, taken as the smaller of the answers over
+//!    the long and the short look-back (so a drop stops the buying within days).
+//!
+//! Every decision is capped (laddering): what exceeds the cap waits for the next day, so
+//! purchases are staggered and expirations will be too.
+
+use super::baselines::{best_commitment, commitment_for_utilization};
+use super::{
+    buy_reservation, buy_savings_plan, BacktestError, BacktestInput, DecisionContext, Planner,
+    Settings,
+};
+use crate::billing::BillingEngine;
+use crate::domain::{
+    ActionScope, AmountUnit, Commitment, CommitmentAmount, Hour, Instrument, Money, Offer, Plan,
+    Provider, Term,
+};
+use crate::forecast::{forecast_batch, BatchInput, ForecastConfig};
+use crate::optimize::{self, Constraints, DemandInput, MinUtilization, Options};
+use rust_decimal::prelude::ToPrimitive;
+
+/// Tuning of the ladder planner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannerConfig {
+    /// Look-back windows (hours); a level must hold in all of them.
+    pub windows: Vec<usize>,
+    /// Quantile of the residual hourly usage that reservations cover.
+    pub reservation_quantile: f64,
+    /// Share of that level bought as reservations (family-bound, deepest discount); the rest is
+    /// left to savings plans, which follow usage across families and regions. A hedge against
+    /// migrations that would strand reservations.
+    pub reservation_share: f64,
+    /// Savings plans are sized so that they would have been used at least this much over every
+    /// look-back window.
+    pub savings_plan_min_utilization: f64,
+    /// A group whose mean usage over the last week is below this share of its mean over the
+    /// longest window is trending down: no new reservations for it.
+    pub decline_ratio: f64,
+    /// Fixed per-decision cap on new hourly commitment cost; None: `cap_share` of the recent
+    /// on-demand-equivalent spend per hour.
+    pub cap_per_decision: Option<Money>,
+    pub cap_share: f64,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        PlannerConfig {
+            windows: vec![28 * 24, 7 * 24, 2 * 24],
+            reservation_quantile: 0.2,
+            reservation_share: 1.0,
+            savings_plan_min_utilization: 0.9,
+            decline_ratio: 0.9,
+            cap_per_decision: None,
+            cap_share: 0.35,
+        }
+    }
+}
+
+/// The planner commitd runs in the backtest and the settings it runs under (the benchmark
+/// policy plus its laddering cap).
+pub fn commitd_planner(
+    input: &BacktestInput,
+    base: &Settings,
+    config: PlannerConfig,
+) -> Result<(Box<dyn Planner>, Settings), BacktestError> {
+    let mut settings = base.clone();
+    let cap = match config.cap_per_decision {
+        Some(c) => c,
+        None => {
+            // The cap scales with the organisation: a share of its on-demand-equivalent spend
+            // per hour over the history known at the first decision.
+            let hist = input.usage.slice(input.window.history());
+            let hours = hist.hours().max(1) as f64;
+            let ode: f64 = hist.groups.iter().map(|g| g.ode.iter().sum::<f64>()).sum();
+            Money::from_f64(config.cap_share * ode / hours)
+                .map_err(|e| BacktestError::Settings(e.to_string()))?
+        }
+    };
+    settings.policy.max_new_hourly_cost_per_decision = Some(cap);
+    Ok((
+        Box::new(LadderPlanner {
+            config,
+            cap,
+            bought: 0,
+        }),
+        settings,
+    ))
+}
+
+/// The `hindsight_static` baseline: the optimizer's hindsight mode, one purchase at decision
+/// time knowing the actual demand of the whole window. It is an oracle on purpose (an upper
+/// reference), so it holds the evaluation window's usage itself instead of reading the
+/// latency-cut view the harness gives planners.
+pub fn hindsight_static(input: &BacktestInput) -> Option<Box<dyn Planner>> {
+    let eval = input.usage.slice(input.window.evaluation());
+    let actual = DemandInput::actual(
+        eval.range.start,
+        eval.groups
+            .iter()
+            .map(|g| (g.group.clone(), g.quantity.clone()))
+            .collect(),
+    );
+    Some(Box::new(HindsightStatic {
+        actual,
+        done: false,
+    }))
+}
+
+pub struct HindsightStatic {
+    actual: DemandInput,
+    done: bool,
+}
+
+impl Planner for HindsightStatic {
+    fn name(&self) -> &str {
+        "hindsight_static"
+    }
+
+    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        self.done = true;
+        let mut constraints = Constraints::one_year_only();
+        constraints.allow_exchanges = false;
+        let options = Options {
+            // The rationale's marginal values are not needed for a baseline.
+            marginal_resolves: 0,
+            ..Options::default()
+        };
+        let plan = optimize::hindsight(
+            &self.actual,
+            ctx.rates,
+            &ctx.active(),
+            &constraints,
+            &options,
+        )
+        .map_err(|e| format!("hindsight optimization: {e}"))?;
+        plan_to_commitments(&plan, ctx.now, "hindsight")
+    }
+}
+
+/// The purchases of a plan as commitments starting at `now` (exchanges are not replayed).
+pub fn plan_to_commitments(
+    plan: &Plan,
+    now: Hour,
+    prefix: &str,
+) -> Result<Vec<Commitment>, String> {
+    let mut out = Vec::new();
+    for (i, a) in plan.actions.iter().enumerate() {
+        if a.is_exchange() {
+            continue;
+        }
+        let id = format!("{prefix}-{}-{i}", now.0);
+        let term = Term::from_years(a.term_years).map_err(|e| format!("{id}: {e}"))?;
+        let amount = match a.unit {
+            AmountUnit::UsdPerHour => CommitmentAmount::HourlySpend(
+                Money::from_decimal(a.amount)
+                    .ok_or_else(|| format!("{id}: amount out of range"))?,
+            ),
+            AmountUnit::Instances => CommitmentAmount::Instances(
+                a.amount
+                    .to_u32()
+                    .ok_or_else(|| format!("{id}: {} is not an instance count", a.amount))?,
+            ),
+        };
+        if matches!(amount, CommitmentAmount::Instances(0)) {
+            continue;
+        }
+        let (region, instance_type, family) = match &a.scope {
+            ActionScope::Provider => (None, None, None),
+            ActionScope::FamilyRegion { region, family } => {
+                (Some(region.clone()), None, Some(family.clone()))
+            }
+            ActionScope::Instances {
+                region,
+                instance_type,
+                ..
+            } => (
+                Some(region.clone()),
+                Some(instance_type.clone()),
+                Some(crate::domain::sizing::display_family(
+                    a.provider,
+                    instance_type,
+                )),
+            ),
+        };
+        out.push(Commitment {
+            id,
+            provider: a.provider,
+            instrument: a.instrument,
+            term,
+            payment: a.payment_option,
+            start: now,
+            end: now.plus(term.hours()),
+            region,
+            instance_type,
+            family,
+            amount,
+            hourly_cost: a.hourly_cost,
+            upfront: a.upfront,
+        });
+    }
+    Ok(out)
+}
+
+pub struct LadderPlanner {
+    config: PlannerConfig,
+    cap: Money,
+    bought: usize,
+}
+
+/// The cheapest 1-year offer of `instrument` for a product (any payment option).
+fn cheapest<'a>(offers: &'a [Offer], instrument: Instrument, terms: &[Term]) -> Option<&'a Offer> {
+    offers
+        .iter()
+        .filter(|o| o.instrument == instrument && o.term.is_some_and(|t| terms.contains(&t)))
+        .min_by(|a, b| a.rate().total_cmp(&b.rate()))
+}
+
+fn quantile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let k = ((values.len() - 1) as f64 * q).floor() as usize;
+    let (_, v, _) = values.select_nth_unstable_by(k, f64::total_cmp);
+    *v
+}
+
+impl LadderPlanner {
+    /// Residual (uncovered) usage per hour per group over the last `hours` known hours, billed
+    /// with `portfolio` as if all of it were active.
+    fn residual(
+        ctx: &DecisionContext<'_>,
+        portfolio: &[Commitment],
+        hours: usize,
+    ) -> Result<Vec<Vec<f64>>, String> {
+        let known = ctx.known;
+        let end = known.range.len();
+        let start = end.saturating_sub(hours);
+        let engine = BillingEngine::new(ctx.groups.to_vec(), portfolio, ctx.rates)
+            .map_err(|e| e.to_string())?;
+        let mut scratch = engine.scratch();
+        let mut demand = vec![0.0; known.groups.len()];
+        let mut out = Vec::with_capacity(end - start);
+        for i in start..end {
+            for (d, g) in demand.iter_mut().zip(&known.groups) {
+                *d = g.quantity[i];
+            }
+            engine.bill_all_active(&demand, &mut scratch);
+            out.push(scratch.uncovered.clone());
+        }
+        Ok(out)
+    }
+
+    fn next_id(&mut self, what: &str) -> String {
+        self.bought += 1;
+        format!("commitd-{}-{what}", self.bought)
+    }
+}
+
+impl Planner for LadderPlanner {
+    fn name(&self) -> &str {
+        "commitd"
+    }
+
+    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
+        let longest = self.config.windows.iter().copied().max().unwrap_or(0);
+        if ctx.known.range.len() < longest.min(7 * 24) {
+            return Ok(Vec::new());
+        }
+        let terms = &ctx.policy.terms;
+        let mut budget = self.cap.to_f64();
+        let mut active = ctx.active();
+        let mut out = Vec::new();
+        // 1) Reservations per group.
+        let residual = Self::residual(ctx, &active, longest)?;
+        for (gi, bg) in ctx.groups.iter().enumerate() {
+            let instrument = match bg.group.provider {
+                Provider::Aws => Instrument::StandardReservedInstance,
+                Provider::Azure => Instrument::AzureReservation,
+            };
+            let offers = ctx.rates.offers_for(&bg.group);
+            let Some(offer) = cheapest(offers, instrument, terms) else {
+                continue;
+            };
+            if offer.rate() >= bg.on_demand_rate {
+                continue;
+            }
+            let series: Vec<f64> = residual.iter().map(|h| h[gi]).collect();
+            let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
+            let week = &series[series.len().saturating_sub(7 * 24)..];
+            if mean(week) < self.config.decline_ratio * mean(&series) {
+                continue;
+            }
+            let level = self
+                .config
+                .windows
+                .iter()
+                .map(|w| {
+                    let mut tail = series[series.len().saturating_sub(*w)..].to_vec();
+                    quantile(&mut tail, self.config.reservation_quantile)
+                })
+                .fold(f64::INFINITY, f64::min);
+            let affordable = (budget / offer.rate()).floor();
+            let count = (level * self.config.reservation_share)
+                .floor()
+                .min(affordable);
+            if count.is_nan() || count < 1.0 {
+                continue;
+            }
+            let id = self.next_id("reservation");
+            let c = buy_reservation(id, offer, ctx.now, &bg.group, count as u32)?;
+            budget -= c.hourly_cost.to_f64();
+            active.push(c.clone());
+            out.push(c);
+        }
+        // 2) Savings plans on what is still uncovered.
+        let long = Self::residual(ctx, &active, longest)?;
+        for (provider, instrument) in [
+            (Provider::Aws, Instrument::ComputeSavingsPlan),
+            (Provider::Azure, Instrument::AzureSavingsPlan),
+        ] {
+            let mut items = Vec::new();
+            let mut chosen: Option<&Offer> = None;
+            for (gi, bg) in ctx.groups.iter().enumerate() {
+                if bg.group.provider != provider {
+                    continue;
+                }
+                if let Some(o) = cheapest(ctx.rates.offers_for(&bg.group), instrument, terms) {
+                    if o.rate() < bg.on_demand_rate {
+                        items.push((gi, bg.on_demand_rate, o.rate()));
+                        chosen.get_or_insert(o);
+                    }
+                }
+            }
+            let Some(offer) = chosen else { continue };
+            items.sort_by(|a, b| (a.2 / a.1).total_cmp(&(b.2 / b.1)).then(a.0.cmp(&b.0)));
+            let per_window = self
+                .config
+                .windows
+                .iter()
+                .map(|w| {
+                    let tail = &long[long.len().saturating_sub(*w)..];
+                    let best = best_commitment(tail, &items);
+                    commitment_for_utilization(
+                        tail,
+                        &items,
+                        self.config.savings_plan_min_utilization,
+                        best,
+                    )
+                })
+                .fold(f64::INFINITY, f64::min);
+            let per_hour = per_window.min(budget.max(0.0));
+            // Purchases below a cent per hour are noise: wait until there is more to buy.
+            let per_hour = Money::from_micros((per_hour * 1000.0).floor() as i64 * 1000);
+            if per_hour < Money::from_micros(10_000) {
+                continue;
+            }
+            let id = self.next_id("savings-plan");
+            let c = buy_savings_plan(id, offer, ctx.now, per_hour, None)?;
+            budget -= c.hourly_cost.to_f64();
+            out.push(c);
+        }
+        Ok(out)
+    }
+}
+
+/// Tuning of the forecast + optimize planner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizeConfig {
+    /// Forecast quantile paths handed to the optimizer as equally weighted scenarios.
+    pub quantiles: Vec<f64>,
+    /// New commitments must be expected to be used at least `min_utilization` in the scenario of
+    /// quantile `utilization_level` (a low quantile: "fully used even if demand is at P10").
+    pub utilization_level: f64,
+    pub min_utilization: f64,
+    /// Re-plan only when the recent residual (usage left uncovered by the commitments active
+    /// now, at its `trigger_quantile` over the last week) is worth at least this share of the
+    /// recent on-demand-equivalent spend: forecasting and solving every day when the portfolio
+    /// already covers the baseline would only confirm it.
+    pub trigger_quantile: f64,
+    pub trigger_share: f64,
+}
+
+impl Default for OptimizeConfig {
+    fn default() -> Self {
+        OptimizeConfig {
+            quantiles: vec![0.1, 0.3, 0.5, 0.7, 0.9],
+            utilization_level: 0.1,
+            min_utilization: 0.95,
+            trigger_quantile: 0.1,
+            trigger_share: 0.01,
+        }
+    }
+}
+
+/// commitd's own pipeline: forecast (hourly quantiles per group, `unsettled` groups held) ->
+/// optimize (one LP over all instruments, 1-year terms, per-decision cap, utilization floor at a
+/// low quantile) -> purchase.
+pub struct ForecastOptimizePlanner {
+    config: OptimizeConfig,
+    cap: Money,
+    /// Decisions that ran the forecast and the solver, and that were skipped by the trigger.
+    pub solved: usize,
+    pub skipped: usize,
+}
+
+/// The forecast + optimize planner under the benchmark policy (see [`commitd_planner`] for the
+/// cap).
+pub fn forecast_optimize_planner(
+    input: &BacktestInput,
+    base: &Settings,
+    config: OptimizeConfig,
+    cap_share: f64,
+) -> Result<(ForecastOptimizePlanner, Settings), BacktestError> {
+    let mut settings = base.clone();
+    let hist = input.usage.slice(input.window.history());
+    let hours = hist.hours().max(1) as f64;
+    let ode: f64 = hist.groups.iter().map(|g| g.ode.iter().sum::<f64>()).sum();
+    let cap = Money::from_f64(cap_share * ode / hours)
+        .map_err(|e| BacktestError::Settings(e.to_string()))?;
+    settings.policy.max_new_hourly_cost_per_decision = Some(cap);
+    Ok((
+        ForecastOptimizePlanner {
+            config,
+            cap,
+            solved: 0,
+            skipped: 0,
+        },
+        settings,
+    ))
+}
+
+impl Planner for ForecastOptimizePlanner {
+    fn name(&self) -> &str {
+        "commitd"
+    }
+
+    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
+        let known = ctx.known;
+        if known.range.len() < 14 * 24 {
+            return Ok(Vec::new());
+        }
+        let active = ctx.active();
+        // Trigger: is there uncovered baseline worth planning for?
+        let residual = LadderPlanner::residual(ctx, &active, 7 * 24)?;
+        let mut value = 0.0;
+        let mut ode = 0.0;
+        for (gi, bg) in ctx.groups.iter().enumerate() {
+            let mut s: Vec<f64> = residual.iter().map(|h| h[gi]).collect();
+            value += quantile(&mut s, self.config.trigger_quantile) * bg.on_demand_rate;
+            let n = known.range.len();
+            let from = n.saturating_sub(7 * 24);
+            ode += known.groups[gi].quantity[from..n].iter().sum::<f64>() * bg.on_demand_rate
+                / (n - from).max(1) as f64;
+        }
+        if value < self.config.trigger_share * ode {
+            self.skipped += 1;
+            return Ok(Vec::new());
+        }
+        self.solved += 1;
+        // Forecast every group from the data known now; the billing data is complete up to
+        // known.range.end (the harness already cut the late hours), so no tail is dropped.
+        let lead = ctx.now.since(known.range.end).max(0) as usize;
+        let horizon = lead + Term::ONE_YEAR.hours() as usize;
+        let cfg = ForecastConfig {
+            horizon_hours: horizon,
+            quantiles: self.config.quantiles.clone(),
+            incomplete_tail_hours: 0,
+            ..ForecastConfig::default()
+        };
+        let inputs: Vec<BatchInput<'_>> = known
+            .groups
+            .iter()
+            .map(|g| BatchInput {
+                history: &g.quantity,
+                history_start: known.range.start,
+            })
+            .collect();
+        let forecasts = forecast_batch(&inputs, known.range.end, &cfg);
+        let mut groups = Vec::with_capacity(forecasts.len());
+        let mut levels = self.config.quantiles.clone();
+        levels.sort_by(f64::total_cmp);
+        for (g, f) in known.groups.iter().zip(forecasts) {
+            let paths: Vec<Vec<f64>> = match f {
+                // A group in the middle of a level shift gets nothing new: its paths are zero,
+                // so only what is already owned covers it.
+                Ok(f) if !f.signals.unsettled => levels
+                    .iter()
+                    .map(|&q| f.quantile(q)[lead..horizon].to_vec())
+                    .collect(),
+                // Too little history to forecast, or unsettled: hold purchases for it.
+                _ => levels.iter().map(|_| vec![0.0; horizon - lead]).collect(),
+            };
+            groups.push((g.group.clone(), paths));
+        }
+        let demand = DemandInput::from_quantiles(ctx.now, &levels, groups);
+        let mut constraints = Constraints::one_year_only();
+        constraints.allow_exchanges = false;
+        constraints.max_new_hourly = Some(self.cap);
+        constraints.min_utilization = Some(MinUtilization {
+            level: self.config.utilization_level,
+            min: self.config.min_utilization,
+        });
+        let options = Options {
+            marginal_resolves: 0,
+            ..Options::default()
+        };
+        let plan = optimize::optimize(&demand, ctx.rates, &active, &constraints, &options)
+            .map_err(|e| format!("optimizer: {e}"))?;
+        plan_to_commitments(&plan, ctx.now, "commitd")
+    }
+}

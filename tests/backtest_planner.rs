@@ -1,0 +1,253 @@
+//! commitd's planner against the native-tool baseline on synthetic shapes the public scenarios
+//! lack: noise, a migration between families, a sudden drop. Each scenario is built in memory:
+//! three AWS groups in us-east-1 (m5.xlarge, c5.xlarge, r5.xlarge) with 90 days of history and a
+//! 365-day evaluation window; rates follow AWS's usual structure (1-year all upfront: Standard RI
+//! ~45 % off, EC2 Instance SP ~40 %, Compute SP ~34 %).
+
+use commitd::backtest::baselines::{CeQuarterly, ExistingOnly};
+use commitd::backtest::planner::{commitd_planner, PlannerConfig};
+use commitd::backtest::{run, BacktestInput, RunResult, Settings};
+use commitd::domain::usage::{GroupSeries, IgnoredRows};
+use commitd::domain::{
+    Hour, Instrument, Offer, PaymentOption, Provider, RateCard, ScenarioWindow, Term, UsageGroup,
+    UsageModel,
+};
+use rust_decimal::Decimal;
+
+const TYPES: [(&str, f64); 3] = [
+    ("m5.xlarge", 0.192),
+    ("c5.xlarge", 0.17),
+    ("r5.xlarge", 0.252),
+];
+
+fn group(t: &str) -> UsageGroup {
+    UsageGroup::new(Provider::Aws, "us-east-1", t, None, "Linux", "Shared")
+}
+
+fn rates() -> RateCard {
+    let mut card = RateCard::new();
+    for (t, od) in TYPES {
+        let p = group(t).product();
+        let mut add = |instrument, term: Option<Term>, payment, factor: f64, share: i64| {
+            card.insert(
+                p.clone(),
+                Offer {
+                    instrument,
+                    term,
+                    payment,
+                    effective_hourly_rate: Decimal::from_f64_retain(od * factor)
+                        .unwrap()
+                        .round_dp(6),
+                    upfront_share: Decimal::new(share, 1),
+                },
+            )
+        };
+        add(Instrument::OnDemand, None, PaymentOption::NoUpfront, 1.0, 0);
+        let one = Some(Term::ONE_YEAR);
+        add(
+            Instrument::ComputeSavingsPlan,
+            one,
+            PaymentOption::AllUpfront,
+            0.66,
+            10,
+        );
+        add(
+            Instrument::ComputeSavingsPlan,
+            one,
+            PaymentOption::NoUpfront,
+            0.71,
+            0,
+        );
+        add(
+            Instrument::Ec2InstanceSavingsPlan,
+            one,
+            PaymentOption::AllUpfront,
+            0.60,
+            10,
+        );
+        add(
+            Instrument::StandardReservedInstance,
+            one,
+            PaymentOption::AllUpfront,
+            0.55,
+            10,
+        );
+        add(
+            Instrument::StandardReservedInstance,
+            one,
+            PaymentOption::NoUpfront,
+            0.59,
+            0,
+        );
+        add(
+            Instrument::ConvertibleReservedInstance,
+            one,
+            PaymentOption::AllUpfront,
+            0.66,
+            10,
+        );
+    }
+    card
+}
+
+/// Deterministic noise in [-1, 1].
+fn noise(seed: u64, i: usize) -> f64 {
+    let mut x = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    (x % 2_000_001) as f64 / 1_000_000.0 - 1.0
+}
+
+/// `demand(group index, hour index from history start)` in instances.
+fn scenario(name: &str, demand: impl Fn(usize, usize) -> f64) -> BacktestInput {
+    let history_start = Hour::parse("2025-06-01T00:00:00Z").unwrap();
+    let window = ScenarioWindow {
+        history_start,
+        decision_time: history_start.plus(92 * 24),
+        evaluation_end: history_start.plus((92 + 365) * 24),
+    };
+    let range = window.all();
+    let groups = TYPES
+        .iter()
+        .enumerate()
+        .map(|(g, (t, od))| {
+            let mut s = GroupSeries::empty(group(t), range.len());
+            for i in 0..range.len() {
+                let q = demand(g, i).max(0.0);
+                s.quantity[i] = q;
+                s.ode[i] = q * od;
+            }
+            s
+        })
+        .collect();
+    BacktestInput {
+        name: name.into(),
+        window,
+        usage: UsageModel {
+            range,
+            currency: "USD".into(),
+            groups,
+            commitments: vec![],
+            last_observed: Some(range.end.plus(-1)),
+            rows_read: 0,
+            ignored: IgnoredRows::default(),
+        },
+        rates: rates(),
+        existing: vec![],
+    }
+}
+
+fn diurnal(i: usize) -> f64 {
+    (2.0 * std::f64::consts::PI * (i % 24) as f64 / 24.0).sin()
+}
+
+const EVAL_START: usize = 92 * 24;
+
+fn compare(input: &BacktestInput) -> (RunResult, RunResult) {
+    let cfg = PlannerConfig::default();
+    let base = Settings::default();
+    let (mut p, settings) = commitd_planner(input, &base, cfg).unwrap();
+    let commitd = run(input, p.as_mut(), &settings).unwrap();
+    let ce = run(input, &mut CeQuarterly::default(), &base).unwrap();
+    (commitd, ce)
+}
+
+fn check(name: &str, commitd: &RunResult, ce: &RunResult, min_gain: f64) {
+    let (c, n) = (commitd.total.esr, ce.total.esr);
+    eprintln!(
+        "{name}: commitd ESR {c:.4} min util {:?}; ce_quarterly ESR {n:.4} min util {:?}",
+        commitd.min_monthly_utilization, ce.min_monthly_utilization
+    );
+    assert!(c >= n + min_gain, "{name}: commitd {c:.4} vs ce {n:.4}");
+    let floor = ce.min_monthly_utilization.unwrap_or(1.0).min(0.95);
+    let mine = commitd.min_monthly_utilization.unwrap_or(1.0);
+    assert!(
+        mine >= floor - 1e-9,
+        "{name}: monthly utilization {mine:.4} < {floor:.4}"
+    );
+}
+
+#[test]
+fn steady_noisy_usage_beats_the_native_tool() {
+    let input = scenario("noisy", |g, i| {
+        let base = [20.0, 12.0, 8.0][g];
+        base * (1.0 + 0.25 * diurnal(i) + 0.15 * noise(g as u64 + 1, i))
+    });
+    let (c, n) = compare(&input);
+    check("noisy", &c, &n, 0.04);
+    // Laddered: many purchases, each within the cap.
+    assert!(c.purchases.len() > 3, "{}", c.purchases.len());
+    // Every purchase started at or after decision time and ran 1 year.
+    assert!(c
+        .purchases
+        .iter()
+        .all(|p| p.start >= input.window.decision_time && p.term == Term::ONE_YEAR));
+}
+
+/// A known weakness, pinned so that it is visible: reservations bought for a family before it
+/// migrates away are stranded for the rest of their term (Standard RIs cannot be exchanged), so
+/// monthly utilization falls well below 95 % here while the native tool's savings plans follow
+/// the usage. What commitd does control is that it stops buying for the declining family.
+#[test]
+fn migration_between_families_stops_reservations_for_the_family_that_leaves() {
+    // m5 moves to c5 during days 90 to 210 of the evaluation year (same vCPU count).
+    let start = EVAL_START + 90 * 24;
+    let input = scenario("migration", |g, i| {
+        let t = i.saturating_sub(start) as f64 / (120.0 * 24.0);
+        let moved = t.clamp(0.0, 1.0);
+        let level = match g {
+            0 => 24.0 * (1.0 - moved),
+            1 => 6.0 + 24.0 * moved * 0.192 / 0.17,
+            _ => 6.0,
+        };
+        level * (1.0 + 0.1 * diurnal(i) + 0.05 * noise(7 + g as u64, i))
+    });
+    let (c, n) = compare(&input);
+    eprintln!(
+        "migration: commitd ESR {:.4} min util {:?}; ce_quarterly ESR {:.4} min util {:?}",
+        c.total.esr, c.min_monthly_utilization, n.total.esr, n.min_monthly_utilization
+    );
+    let begins = input.usage.range.start.plus(start as i64);
+    let late_m5: Vec<String> = c
+        .purchases
+        .iter()
+        .filter(|p| {
+            p.instance_type.as_deref() == Some("m5.xlarge") && p.start > begins.plus(14 * 24)
+        })
+        .map(|p| p.start.to_string())
+        .collect();
+    assert!(
+        late_m5.is_empty(),
+        "m5 reservations after the migration began: {late_m5:?}"
+    );
+    // The c5 growth is covered as it comes (reservations or savings plans bought after it began).
+    assert!(c.purchases.iter().any(|p| p.start > begins.plus(30 * 24)));
+    assert!(c.total.esr > 0.0);
+}
+
+#[test]
+fn sudden_drop_stops_buying_within_days() {
+    // Everything drops to 40 % on day 150 of the evaluation year.
+    let drop_at = EVAL_START + 150 * 24;
+    let input = scenario("drop", |g, i| {
+        let base = [20.0, 12.0, 8.0][g] * if i >= drop_at { 0.4 } else { 1.0 };
+        base * (1.0 + 0.1 * diurnal(i) + 0.05 * noise(11 + g as u64, i))
+    });
+    let (c, n) = compare(&input);
+    let existing = run(&input, &mut ExistingOnly, &Settings::default()).unwrap();
+    assert_eq!(existing.total.esr, 0.0);
+    // Nothing bought from 2 days after the drop (the latency) on.
+    let drop_hour = input.usage.range.start.plus(drop_at as i64);
+    assert!(
+        c.purchases.iter().all(|p| p.start <= drop_hour.plus(48)),
+        "bought after the drop: {:?}",
+        c.purchases
+            .iter()
+            .filter(|p| p.start > drop_hour.plus(48))
+            .map(|p| p.start.to_string())
+            .collect::<Vec<_>>()
+    );
+    // Usage collapses: commitd must not do worse than the native tool on utilization.
+    check("drop", &c, &n, 0.0);
+}
