@@ -30,6 +30,7 @@
 //! See `docs/ARCHITECTURE.md` for which module may depend on which.
 
 pub mod audit;
+pub mod aws;
 pub mod backtest;
 pub mod billing;
 pub mod cli;
