@@ -14,7 +14,7 @@
 use super::error::AwsError;
 use aws_config::sts::AssumeRoleProvider;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_ec2::config::retry::RetryConfig;
+use aws_sdk_ec2::config::retry::{RetryConfig, RetryPartition};
 use aws_sdk_ec2::config::timeout::TimeoutConfig;
 use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
 use serde::{Deserialize, Serialize};
@@ -153,11 +153,26 @@ impl AwsClients {
         if let Some(role) = &settings.assume_role {
             config = assume(config, role).await;
         }
-        Self::from_sdk_config(&config, settings.retry.deadline())
+        // The SDK's retry token bucket is process-wide per partition name: one partition per
+        // account and endpoint keeps a throttled account from starving the others' retries.
+        let label = format!(
+            "{}/{}",
+            settings.endpoint_url.as_deref().unwrap_or("aws"),
+            settings
+                .assume_role
+                .as_ref()
+                .map(|r| r.role_arn.as_str())
+                .unwrap_or("default")
+        );
+        Self::from_sdk_config(&config, settings.retry.deadline(), &label)
     }
 
     /// Builds the clients from an already loaded configuration.
-    pub fn from_sdk_config(config: &SdkConfig, deadline: Duration) -> Result<AwsClients, AwsError> {
+    pub fn from_sdk_config(
+        config: &SdkConfig,
+        deadline: Duration,
+        partition: &str,
+    ) -> Result<AwsClients, AwsError> {
         let region = config
             .region()
             .map(|r| r.to_string())
@@ -166,10 +181,20 @@ impl AwsClients {
                     "no AWS region: set AWS_REGION, a profile region, or --region".to_string(),
                 )
             })?;
+        let part = |service: &str| RetryPartition::new(format!("commitd/{service}/{region}/{partition}"));
+        let sp = aws_sdk_savingsplans::config::Builder::from(config)
+            .retry_partition(part("savingsplans"))
+            .build();
+        let ec2 = aws_sdk_ec2::config::Builder::from(config)
+            .retry_partition(part("ec2"))
+            .build();
+        let ce = aws_sdk_costexplorer::config::Builder::from(config)
+            .retry_partition(part("ce"))
+            .build();
         Ok(AwsClients {
-            savings_plans: aws_sdk_savingsplans::Client::new(config),
-            ec2: aws_sdk_ec2::Client::new(config),
-            cost_explorer: aws_sdk_costexplorer::Client::new(config),
+            savings_plans: aws_sdk_savingsplans::Client::from_conf(sp),
+            ec2: aws_sdk_ec2::Client::from_conf(ec2),
+            cost_explorer: aws_sdk_costexplorer::Client::from_conf(ce),
             region,
             deadline: Some(deadline),
         })
