@@ -197,7 +197,11 @@ pub fn reserved_instance_offering(
         },
         fixed_price: price("fixedPrice", o.fixed_price())?,
         hourly_price: price("usagePrice", o.usage_price())? + recurring,
-        zonal: o.scope().map(|s| s.as_str()) == Some("Availability Zone"),
+        // AWS always says the scope; peers that omit it mean zonal when they name a zone.
+        zonal: match o.scope() {
+            Some(scope) => scope.as_str() == "Availability Zone",
+            None => zone.is_some(),
+        },
         offering_id: id,
     }))
 }
@@ -336,7 +340,13 @@ impl AwsClients {
                 .map_err(|e| from_sdk(RI_OFFERINGS, self.deadline, e))?;
             let rid = aws_sdk_ec2::operation::RequestId::request_id(&out).map(str::to_string);
             for o in out.reserved_instances_offerings() {
-                offerings.extend(reserved_instance_offering(o, &self.region, rid.as_deref())?);
+                // Filter again here: a peer that ignores the InstanceType parameter (moto)
+                // must not put other types into the rate card.
+                if let Some(mapped) = reserved_instance_offering(o, &self.region, rid.as_deref())? {
+                    if instance_type.is_none_or(|t| mapped.product.instance_type == t) {
+                        offerings.push(mapped);
+                    }
+                }
             }
             request_ids.extend(rid);
             match out.next_token().filter(|t| !t.is_empty()) {
