@@ -54,7 +54,11 @@ fn moto_binary() -> Option<PathBuf> {
 
 fn start_moto() -> Option<Moto> {
     let binary = moto_binary()?;
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new(&binary)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -64,7 +68,10 @@ fn start_moto() -> Option<Moto> {
     let moto = Moto { child, port };
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "moto_server did not listen on {port} within 30 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "moto_server did not listen on {port} within 30 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     Some(moto)
@@ -97,7 +104,9 @@ async fn clients(moto: &Moto) -> AwsClients {
 async fn moto_api(moto: &Moto, path: &str, body: &serde_json::Value) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = body.to_string();
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", moto.port)).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", moto.port))
+        .await
+        .unwrap();
     let req = format!(
         "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
@@ -112,21 +121,37 @@ async fn moto_api(moto: &Moto, path: &str, body: &serde_json::Value) -> String {
 async fn moto_reserved_instance_offerings_become_a_rate_card() {
     let Some(moto) = start_moto() else { return };
     let c = clients(&moto).await;
-    let offers = c.reserved_instance_offerings(Some("m5.large")).await.unwrap();
+    let offers = c
+        .reserved_instance_offerings(Some("m5.large"))
+        .await
+        .unwrap();
     assert!(offers.request_ids.iter().all(|r| !r.is_empty()));
     let offers = offers.value;
     assert!(!offers.is_empty());
-    assert!(offers.iter().all(|o| o.product.instance_type == "m5.large"), "only the asked type");
+    assert!(
+        offers.iter().all(|o| o.product.instance_type == "m5.large"),
+        "only the asked type"
+    );
     assert!(offers.iter().any(|o| o.zonal) && offers.iter().any(|o| !o.zonal));
 
     let card = commitd::aws::offerings::rate_card(&[], &offers);
-    let product = card.products().next().expect("regional offerings priced").0.clone();
+    let product = card
+        .products()
+        .next()
+        .expect("regional offerings priced")
+        .0
+        .clone();
     assert_eq!(product.region, "us-east-1");
     assert_eq!(product.os, "Linux");
     let rate = |payment| {
-        card.offer(&product, Instrument::StandardReservedInstance, Some(Term::ONE_YEAR), payment)
-            .unwrap()
-            .effective_hourly_rate
+        card.offer(
+            &product,
+            Instrument::StandardReservedInstance,
+            Some(Term::ONE_YEAR),
+            payment,
+        )
+        .unwrap()
+        .effective_hourly_rate
     };
     // moto's regional offerings: 0.05/h, plus 100 upfront for the upfront options.
     assert_eq!(rate(PaymentOption::NoUpfront), Decimal::new(5, 2));
@@ -170,17 +195,29 @@ async fn moto_cost_and_usage_hourly_and_daily_with_paging() {
             }]
         }
     ]});
-    let status = moto_api(&moto, "/moto-api/static/ce/cost-and-usage-results", &results).await;
+    let status = moto_api(
+        &moto,
+        "/moto-api/static/ce/cost-and-usage-results",
+        &results,
+    )
+    .await;
     assert!(status.contains(" 201 "), "{status}");
 
     let c = clients(&moto).await;
     let now: DateTime<Utc> = "2025-03-20T10:30:00Z".parse().unwrap();
     let history = c.usage_history(now, 16).await.unwrap();
-    assert_eq!(history.request_ids.len(), 3, "two daily pages and one hourly call");
+    assert_eq!(
+        history.request_ids.len(),
+        3,
+        "two daily pages and one hourly call"
+    );
     let rows = history.value;
     assert_eq!(rows.len(), 4);
     assert_eq!(rows[0].granularity, Granularity::Daily);
-    assert_eq!((rows[0].instance_type.as_str(), rows[0].cost), ("m5.large", Money::parse("2.304").unwrap()));
+    assert_eq!(
+        (rows[0].instance_type.as_str(), rows[0].cost),
+        ("m5.large", Money::parse("2.304").unwrap())
+    );
     assert_eq!(rows[1].instance_type, "c5.xlarge");
     assert_eq!(rows[2].granularity, Granularity::Hourly);
     assert_eq!(rows[2].usage_quantity, Decimal::ONE);

@@ -2,7 +2,9 @@
 //! AWS-compatible test server (Savings Plans REST-JSON and EC2 Query/XML).
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use commitd::aws::execute::{client_token, ExchangeTarget, ReservedInstancePurchase, SavingsPlanPurchase};
+use commitd::aws::execute::{
+    client_token, ExchangeTarget, ReservedInstancePurchase, SavingsPlanPurchase,
+};
 use commitd::aws::testserver::{Fault, TestServer, World};
 use commitd::aws::{AwsClients, AwsError, AwsSettings, RetrySettings, StaticCredentials};
 use commitd::domain::{CommitmentAmount, Instrument, Money, PaymentOption, Term};
@@ -48,7 +50,12 @@ async fn clients(server: &TestServer, retry: RetrySettings) -> AwsClients {
     .unwrap()
 }
 
-async fn offering(c: &AwsClients, instrument: Instrument, payment: PaymentOption, family: Option<(&str, &str)>) -> String {
+async fn offering(
+    c: &AwsClients,
+    instrument: Instrument,
+    payment: PaymentOption,
+    family: Option<(&str, &str)>,
+) -> String {
     c.find_savings_plan_offering(instrument, Term::ONE_YEAR, payment, family)
         .await
         .unwrap()
@@ -57,7 +64,12 @@ async fn offering(c: &AwsClients, instrument: Instrument, payment: PaymentOption
         .offering_id
 }
 
-fn purchase(key: &str, offering_id: &str, commitment: &str, payment: PaymentOption) -> SavingsPlanPurchase {
+fn purchase(
+    key: &str,
+    offering_id: &str,
+    commitment: &str,
+    payment: PaymentOption,
+) -> SavingsPlanPurchase {
     SavingsPlanPurchase {
         idempotency_key: key.into(),
         offering_id: offering_id.into(),
@@ -73,38 +85,81 @@ async fn purchase_end_to_end_shows_in_inventory_with_request_ids() {
     let server = start_server().await;
     let c = clients(&server, retry(3, 10_000)).await;
 
-    let compute = offering(&c, Instrument::ComputeSavingsPlan, PaymentOption::NoUpfront, None).await;
+    let compute = offering(
+        &c,
+        Instrument::ComputeSavingsPlan,
+        PaymentOption::NoUpfront,
+        None,
+    )
+    .await;
     let bought = c
-        .create_savings_plan(&purchase("proposal-1", &compute, "1.234567", PaymentOption::NoUpfront))
+        .create_savings_plan(&purchase(
+            "proposal-1",
+            &compute,
+            "1.234567",
+            PaymentOption::NoUpfront,
+        ))
         .await
         .unwrap();
-    let rid = bought.request_id().expect("AWS returns a request id").to_string();
+    let rid = bought
+        .request_id()
+        .expect("AWS returns a request id")
+        .to_string();
     assert_eq!(rid.len(), 36, "request id {rid}");
 
-    let m5 = offering(&c, Instrument::Ec2InstanceSavingsPlan, PaymentOption::PartialUpfront, Some(("m5", REGION))).await;
+    let m5 = offering(
+        &c,
+        Instrument::Ec2InstanceSavingsPlan,
+        PaymentOption::PartialUpfront,
+        Some(("m5", REGION)),
+    )
+    .await;
     let partial = c
-        .create_savings_plan(&purchase("proposal-2", &m5, "1.25", PaymentOption::PartialUpfront))
+        .create_savings_plan(&purchase(
+            "proposal-2",
+            &m5,
+            "1.25",
+            PaymentOption::PartialUpfront,
+        ))
         .await
         .unwrap();
     assert_ne!(partial.request_id(), Some(rid.as_str()));
 
     let inv = c.inventory().await.unwrap();
-    assert!(inv.request_ids.len() >= 2, "one per call: {:?}", inv.request_ids);
-    let first = inv.value.savings_plan_by_key("proposal-1").expect("tagged with its key");
+    assert!(
+        inv.request_ids.len() >= 2,
+        "one per call: {:?}",
+        inv.request_ids
+    );
+    let first = inv
+        .value
+        .savings_plan_by_key("proposal-1")
+        .expect("tagged with its key");
     assert_eq!(first.id, bought.value);
     assert_eq!(first.state, "active");
     // Rounded down to the API's 5 decimals, never up.
     assert_eq!(first.commitment, Money::parse("1.23456").unwrap());
     assert!(first.returnable_until.is_some());
     let second = inv.value.savings_plan_by_key("proposal-2").unwrap();
-    assert_eq!(second.family.as_deref(), Some("m5"), "family from DescribeSavingsPlanRates");
-    assert_eq!(second.upfront, Money::from_units(5475), "50% of 1.25 x 8760, whole dollars");
+    assert_eq!(
+        second.family.as_deref(),
+        Some("m5"),
+        "family from DescribeSavingsPlanRates"
+    );
+    assert_eq!(
+        second.upfront,
+        Money::from_units(5475),
+        "50% of 1.25 x 8760, whole dollars"
+    );
 
     let commitments = inv.value.commitments();
     assert_eq!(commitments.len(), 2);
     let c2 = commitments.iter().find(|c| c.id == partial.value).unwrap();
     assert_eq!(c2.instrument, Instrument::Ec2InstanceSavingsPlan);
-    assert_eq!(c2.amount, CommitmentAmount::HourlySpend(Money::parse("1.25").unwrap()));
+    assert_eq!(
+        c2.amount,
+        CommitmentAmount::HourlySpend(Money::parse("1.25").unwrap())
+    );
     assert_eq!(c2.region.as_deref(), Some(REGION));
     assert_eq!(c2.term, Term::ONE_YEAR);
     assert_eq!(server.world().purchases(), 2);
@@ -115,15 +170,31 @@ async fn lost_response_after_commit_then_retry_with_same_token_buys_once() {
     let server = start_server().await;
     let offering_id = {
         let c = clients(&server, retry(1, 10_000)).await;
-        offering(&c, Instrument::ComputeSavingsPlan, PaymentOption::NoUpfront, None).await
+        offering(
+            &c,
+            Instrument::ComputeSavingsPlan,
+            PaymentOption::NoUpfront,
+            None,
+        )
+        .await
     };
-    server.world().inject("CreateSavingsPlan", Fault::DropAfterCommit, 1);
-    let p = purchase("proposal-crash", &offering_id, "2", PaymentOption::NoUpfront);
+    server
+        .world()
+        .inject("CreateSavingsPlan", Fault::DropAfterCommit, 1);
+    let p = purchase(
+        "proposal-crash",
+        &offering_id,
+        "2",
+        PaymentOption::NoUpfront,
+    );
 
     // The "crash": the server committed, the answer never arrived, and this client does not retry.
     let c = clients(&server, retry(1, 10_000)).await;
     let err = c.create_savings_plan(&p).await.unwrap_err();
-    assert!(err.is_ambiguous(), "a lost answer must be reported as ambiguous: {err}");
+    assert!(
+        err.is_ambiguous(),
+        "a lost answer must be reported as ambiguous: {err}"
+    );
     assert!(matches!(err, AwsError::NoResponse { .. }), "{err}");
     assert_eq!(server.world().purchases(), 1, "the purchase did happen");
 
@@ -144,14 +215,31 @@ async fn lost_response_after_commit_then_retry_with_same_token_buys_once() {
 async fn sdk_retry_of_a_dropped_purchase_reuses_the_client_token() {
     let server = start_server().await;
     let c = clients(&server, retry(3, 10_000)).await;
-    let offering_id = offering(&c, Instrument::ComputeSavingsPlan, PaymentOption::NoUpfront, None).await;
-    server.world().inject("CreateSavingsPlan", Fault::DropAfterCommit, 1);
+    let offering_id = offering(
+        &c,
+        Instrument::ComputeSavingsPlan,
+        PaymentOption::NoUpfront,
+        None,
+    )
+    .await;
+    server
+        .world()
+        .inject("CreateSavingsPlan", Fault::DropAfterCommit, 1);
     let bought = c
-        .create_savings_plan(&purchase("proposal-sdk-retry", &offering_id, "3", PaymentOption::NoUpfront))
+        .create_savings_plan(&purchase(
+            "proposal-sdk-retry",
+            &offering_id,
+            "3",
+            PaymentOption::NoUpfront,
+        ))
         .await
         .unwrap();
     let w = server.world();
-    assert_eq!(w.calls("CreateSavingsPlan"), 2, "the SDK retried the lost request");
+    assert_eq!(
+        w.calls("CreateSavingsPlan"),
+        2,
+        "the SDK retried the lost request"
+    );
     assert_eq!(w.purchases(), 1);
     assert_eq!(w.plans()[0].0.id, bought.value);
 }
@@ -160,14 +248,24 @@ async fn sdk_retry_of_a_dropped_purchase_reuses_the_client_token() {
 async fn throttling_storm_is_retried_until_success() {
     let server = start_server().await;
     let c = clients(&server, retry(6, 10_000)).await;
-    server.world().inject("DescribeSavingsPlans", Fault::Throttle, 4);
-    server.world().inject("DescribeReservedInstances", Fault::Throttle, 2);
-    server.world().inject("DescribeReservedInstances", Fault::ServerError, 2);
+    server
+        .world()
+        .inject("DescribeSavingsPlans", Fault::Throttle, 4);
+    server
+        .world()
+        .inject("DescribeReservedInstances", Fault::Throttle, 2);
+    server
+        .world()
+        .inject("DescribeReservedInstances", Fault::ServerError, 2);
     let inv = c.inventory().await.unwrap();
     assert!(inv.value.savings_plans.is_empty());
     let w = server.world();
     assert_eq!(w.calls("DescribeSavingsPlans"), 5);
-    assert_eq!(w.calls("DescribeReservedInstances"), 5, "EC2 503 throttling and 500s retried too");
+    assert_eq!(
+        w.calls("DescribeReservedInstances"),
+        5,
+        "EC2 503 throttling and 500s retried too"
+    );
 }
 
 #[tokio::test]
@@ -175,10 +273,14 @@ async fn throttling_past_the_retry_budget_or_deadline_is_a_clear_transient_error
     let server = start_server().await;
     // Out of attempts: the last throttling answer, with its request id.
     let c = clients(&server, retry(3, 10_000)).await;
-    server.world().inject("DescribeSavingsPlans", Fault::Throttle, 10);
+    server
+        .world()
+        .inject("DescribeSavingsPlans", Fault::Throttle, 10);
     let err = c.describe_savings_plans(&[]).await.unwrap_err();
     match &err {
-        AwsError::Unavailable { code, request_id, .. } => {
+        AwsError::Unavailable {
+            code, request_id, ..
+        } => {
             assert_eq!(code, "ThrottlingException");
             assert!(request_id.is_some());
         }
@@ -189,13 +291,26 @@ async fn throttling_past_the_retry_budget_or_deadline_is_a_clear_transient_error
 
     // Out of time: many attempts allowed, but the deadline cuts the storm short.
     let slow = start_server().await;
-    let c = clients(&slow, RetrySettings { initial_backoff_ms: 100, max_backoff_ms: 200, ..retry(1000, 600) }).await;
-    slow.world().inject("DescribeReservedInstances", Fault::Throttle, 1000);
+    let c = clients(
+        &slow,
+        RetrySettings {
+            initial_backoff_ms: 100,
+            max_backoff_ms: 200,
+            ..retry(1000, 600)
+        },
+    )
+    .await;
+    slow.world()
+        .inject("DescribeReservedInstances", Fault::Throttle, 1000);
     let started = Instant::now();
     let err = c.describe_reserved_instances().await.unwrap_err();
     assert!(matches!(err, AwsError::DeadlineExceeded { .. }), "{err}");
     assert!(err.to_string().contains("deadline"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(3), "stopped at the deadline: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stopped at the deadline: {:?}",
+        started.elapsed()
+    );
     assert!(slow.world().calls("DescribeReservedInstances") < 20);
 }
 
@@ -203,7 +318,13 @@ async fn throttling_past_the_retry_budget_or_deadline_is_a_clear_transient_error
 async fn validation_error_is_final_and_not_retried() {
     let server = start_server().await;
     let c = clients(&server, retry(5, 10_000)).await;
-    let offering_id = offering(&c, Instrument::ComputeSavingsPlan, PaymentOption::PartialUpfront, None).await;
+    let offering_id = offering(
+        &c,
+        Instrument::ComputeSavingsPlan,
+        PaymentOption::PartialUpfront,
+        None,
+    )
+    .await;
     // A Partial Upfront plan needs an upfront amount; bypass commitd's own preparation to
     // see AWS's answer through the SDK.
     let err = c
@@ -217,15 +338,29 @@ async fn validation_error_is_final_and_not_retried() {
         .unwrap_err();
     let svc = err.as_service_error().expect("a modelled service error");
     assert!(svc.is_validation_exception(), "{svc:?}");
-    assert_eq!(server.world().calls("CreateSavingsPlan"), 1, "4xx is not retried");
+    assert_eq!(
+        server.world().calls("CreateSavingsPlan"),
+        1,
+        "4xx is not retried"
+    );
 
     // Through commitd: an unknown offering is a final rejection naming the code and request id.
     let err = c
-        .create_savings_plan(&purchase("k", "no-such-offering", "1", PaymentOption::NoUpfront))
+        .create_savings_plan(&purchase(
+            "k",
+            "no-such-offering",
+            "1",
+            PaymentOption::NoUpfront,
+        ))
         .await
         .unwrap_err();
     match &err {
-        AwsError::Rejected { code, status, request_id, .. } => {
+        AwsError::Rejected {
+            code,
+            status,
+            request_id,
+            ..
+        } => {
             assert_eq!(code, "ResourceNotFoundException");
             assert_eq!(*status, 404);
             assert!(request_id.is_some());
@@ -241,9 +376,33 @@ async fn validation_error_is_final_and_not_retried() {
 async fn return_inside_the_window_and_refusal_outside() {
     let server = start_server().await;
     let c = clients(&server, retry(2, 10_000)).await;
-    let offering_id = offering(&c, Instrument::ComputeSavingsPlan, PaymentOption::NoUpfront, None).await;
-    let a = c.create_savings_plan(&purchase("ret-a", &offering_id, "5", PaymentOption::NoUpfront)).await.unwrap().value;
-    let b = c.create_savings_plan(&purchase("ret-b", &offering_id, "5", PaymentOption::NoUpfront)).await.unwrap().value;
+    let offering_id = offering(
+        &c,
+        Instrument::ComputeSavingsPlan,
+        PaymentOption::NoUpfront,
+        None,
+    )
+    .await;
+    let a = c
+        .create_savings_plan(&purchase(
+            "ret-a",
+            &offering_id,
+            "5",
+            PaymentOption::NoUpfront,
+        ))
+        .await
+        .unwrap()
+        .value;
+    let b = c
+        .create_savings_plan(&purchase(
+            "ret-b",
+            &offering_id,
+            "5",
+            PaymentOption::NoUpfront,
+        ))
+        .await
+        .unwrap()
+        .value;
 
     // Two days later: inside the window.
     let inside = at(NOW) + ChronoDuration::days(2);
@@ -252,8 +411,15 @@ async fn return_inside_the_window_and_refusal_outside() {
     assert_eq!(returned.value, a);
     assert_eq!(returned.request_ids.len(), 2, "describe + return");
     let inv = c.inventory().await.unwrap().value;
-    assert_eq!(inv.savings_plans.iter().find(|p| p.id == a).unwrap().state, "returned");
-    assert_eq!(inv.commitments().len(), 1, "a returned plan no longer covers usage");
+    assert_eq!(
+        inv.savings_plans.iter().find(|p| p.id == a).unwrap().state,
+        "returned"
+    );
+    assert_eq!(
+        inv.commitments().len(),
+        1,
+        "a returned plan no longer covers usage"
+    );
 
     // Eight days later: commitd refuses before calling ReturnSavingsPlan...
     let outside = at(NOW) + ChronoDuration::days(8);
@@ -264,7 +430,13 @@ async fn return_inside_the_window_and_refusal_outside() {
     assert!(err.to_string().contains("more than 7 days"), "{err}");
     assert_eq!(server.world().calls("ReturnSavingsPlan"), before);
     // ...and AWS refuses too when asked directly.
-    let err = c.savings_plans.return_savings_plan().savings_plan_id(&b).send().await.unwrap_err();
+    let err = c
+        .savings_plans
+        .return_savings_plan()
+        .savings_plan_id(&b)
+        .send()
+        .await
+        .unwrap_err();
     assert!(err.as_service_error().unwrap().is_validation_exception());
 }
 
@@ -272,7 +444,13 @@ async fn return_inside_the_window_and_refusal_outside() {
 async fn queued_plan_can_be_deleted_and_purchase_time_is_sent() {
     let server = start_server().await;
     let c = clients(&server, retry(2, 10_000)).await;
-    let offering_id = offering(&c, Instrument::ComputeSavingsPlan, PaymentOption::AllUpfront, None).await;
+    let offering_id = offering(
+        &c,
+        Instrument::ComputeSavingsPlan,
+        PaymentOption::AllUpfront,
+        None,
+    )
+    .await;
     let mut p = purchase("queued", &offering_id, "0.5", PaymentOption::AllUpfront);
     p.purchase_time = Some(at("2025-04-01T00:00:00Z"));
     let id = c.create_savings_plan(&p).await.unwrap().value;
@@ -280,17 +458,28 @@ async fn queued_plan_can_be_deleted_and_purchase_time_is_sent() {
     let plan = &inv.savings_plans[0];
     assert_eq!(plan.state, "queued");
     assert_eq!(plan.start, at("2025-04-01T00:00:00Z"));
-    assert_eq!(plan.upfront, Money::from_units(4380), "all upfront: 0.5 x 8760");
+    assert_eq!(
+        plan.upfront,
+        Money::from_units(4380),
+        "all upfront: 0.5 x 8760"
+    );
     c.delete_queued_savings_plan(&id).await.unwrap();
     let inv = c.inventory().await.unwrap().value;
     assert_eq!(inv.savings_plans[0].state, "queued-deleted");
     assert!(inv.commitments().is_empty());
     let err = c.delete_queued_savings_plan(&id).await.unwrap_err();
-    assert!(matches!(err, AwsError::Rejected { ref code, .. } if code == "ValidationException"), "{err}");
+    assert!(
+        matches!(err, AwsError::Rejected { ref code, .. } if code == "ValidationException"),
+        "{err}"
+    );
 }
 
 async fn convertible(c: &AwsClients, instance_type: &str, payment: &str) -> String {
-    let offers = c.reserved_instance_offerings(Some(instance_type)).await.unwrap().value;
+    let offers = c
+        .reserved_instance_offerings(Some(instance_type))
+        .await
+        .unwrap()
+        .value;
     offers
         .into_iter()
         .find(|o| {
@@ -326,7 +515,10 @@ async fn reserved_instances_dry_run_purchase_and_exchange() {
     let ri = bought.value.reserved_instances_id.clone();
     let inv = c.inventory().await.unwrap().value;
     let rec = &inv.reserved_instances[0];
-    assert_eq!((rec.id.as_str(), rec.count, rec.instance_type.as_str()), (ri.as_str(), 2, "m5.xlarge"));
+    assert_eq!(
+        (rec.id.as_str(), rec.count, rec.instance_type.as_str()),
+        (ri.as_str(), 2, "m5.xlarge")
+    );
     assert_eq!(rec.instrument, Instrument::ConvertibleReservedInstance);
     // 0.192 x 0.70 = 0.1344 per instance-hour, no upfront.
     assert_eq!(rec.effective_hourly_rate().to_string(), "0.1344");
@@ -334,29 +526,49 @@ async fn reserved_instances_dry_run_purchase_and_exchange() {
     // An exchange to something worth less is invalid: refused, nothing accepted.
     let smaller = convertible(&c, "m5.large", "No Upfront").await;
     let err = c
-        .exchange_reserved_instances(&[ri.clone()], &[ExchangeTarget { offering_id: smaller, count: 1 }], Money::from_units(10_000))
+        .exchange_reserved_instances(
+            std::slice::from_ref(&ri),
+            &[ExchangeTarget {
+                offering_id: smaller,
+                count: 1,
+            }],
+            Money::from_units(10_000),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, AwsError::Refused { .. }), "{err}");
-    assert!(err.to_string().contains("less than the remaining value"), "{err}");
+    assert!(
+        err.to_string().contains("less than the remaining value"),
+        "{err}"
+    );
     assert!(err.request_id().is_some(), "the quote's request id is kept");
-    assert_eq!(server.world().calls("AcceptReservedInstancesExchangeQuote"), 0);
+    assert_eq!(
+        server.world().calls("AcceptReservedInstancesExchangeQuote"),
+        0
+    );
 
     // A valid exchange whose true-up is over the limit is refused too.
     let bigger = convertible(&c, "r5.large", "All Upfront").await;
-    let targets = [ExchangeTarget { offering_id: bigger, count: 4 }];
-    let quote = c.exchange_quote(&[ri.clone()], &targets).await.unwrap().value;
+    let targets = [ExchangeTarget {
+        offering_id: bigger,
+        count: 4,
+    }];
+    let quote = c
+        .exchange_quote(std::slice::from_ref(&ri), &targets)
+        .await
+        .unwrap()
+        .value;
     assert!(quote.valid);
     assert!(quote.payment_due > Money::ZERO);
     let err = c
-        .exchange_reserved_instances(&[ri.clone()], &targets, Money::from_units(1))
+        .exchange_reserved_instances(std::slice::from_ref(&ri), &targets, Money::from_units(1))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("exceeds the limit"), "{err}");
 
     // Within the limit: accepted; the source retires, the target is active.
     let done = c
-        .exchange_reserved_instances(&[ri.clone()], &targets, quote.payment_due)
+        .exchange_reserved_instances(std::slice::from_ref(&ri), &targets, quote.payment_due)
         .await
         .unwrap();
     assert!(done.value.exchange_id.starts_with("riex-"));
@@ -384,9 +596,16 @@ async fn ri_purchase_dry_run_failure_stops_before_buying() {
         })
         .await
         .unwrap_err();
-    assert!(matches!(err, AwsError::Rejected { ref code, .. } if code == "ReservedInstancesLimitPriceExceeded"), "{err}");
+    assert!(
+        matches!(err, AwsError::Rejected { ref code, .. } if code == "ReservedInstancesLimitPriceExceeded"),
+        "{err}"
+    );
     let w = server.world();
-    assert_eq!(w.calls("PurchaseReservedInstancesOffering"), 1, "only the dry run was sent");
+    assert_eq!(
+        w.calls("PurchaseReservedInstancesOffering"),
+        1,
+        "only the dry run was sent"
+    );
     assert_eq!(w.purchases(), 0);
 }
 
@@ -394,31 +613,66 @@ async fn ri_purchase_dry_run_failure_stops_before_buying() {
 async fn rate_card_from_both_apis_with_paging_and_cache() {
     let server = start_server().await;
     let c = clients(&server, retry(2, 10_000)).await;
-    let rates = c.savings_plan_rates(REGION, Some("m5.large")).await.unwrap();
+    let rates = c
+        .savings_plan_rates(REGION, Some("m5.large"))
+        .await
+        .unwrap();
     // 6 Compute + 6 EC2 Instance offerings price m5.large; page size 4 -> several pages.
     assert_eq!(rates.value.len(), 12);
-    assert!(rates.request_ids.len() >= 3, "paged: {:?}", rates.request_ids);
-    let ris = c.reserved_instance_offerings(Some("m5.large")).await.unwrap();
+    assert!(
+        rates.request_ids.len() >= 3,
+        "paged: {:?}",
+        rates.request_ids
+    );
+    let ris = c
+        .reserved_instance_offerings(Some("m5.large"))
+        .await
+        .unwrap();
     assert_eq!(ris.value.len(), 12, "2 classes x 2 terms x 3 payments");
 
     let dir = tempfile::tempdir().unwrap();
     let cache = commitd::aws::offerings::OfferingsCache::new(dir.path());
     let now = at(NOW);
-    let first = cache.get_or_refresh(&c, Some("m5.large"), now).await.unwrap();
+    let first = cache
+        .get_or_refresh(&c, Some("m5.large"), now)
+        .await
+        .unwrap();
     assert!(!first.from_cache);
     let card = first.card.card();
     assert_eq!(card.len(), 24);
     let product = card.products().next().unwrap().0.clone();
-    assert_eq!((product.os.as_str(), product.tenancy.as_str()), ("Linux", "Shared"));
+    assert_eq!(
+        (product.os.as_str(), product.tenancy.as_str()),
+        ("Linux", "Shared")
+    );
     let sp = card
-        .offer(&product, Instrument::ComputeSavingsPlan, Some(Term::ONE_YEAR), PaymentOption::NoUpfront)
+        .offer(
+            &product,
+            Instrument::ComputeSavingsPlan,
+            Some(Term::ONE_YEAR),
+            PaymentOption::NoUpfront,
+        )
         .unwrap();
-    assert_eq!(sp.effective_hourly_rate.to_string(), "0.06912", "0.096 x 0.72");
+    assert_eq!(
+        sp.effective_hourly_rate.to_string(),
+        "0.06912",
+        "0.096 x 0.72"
+    );
     let calls = server.world().calls("DescribeSavingsPlansOfferingRates");
-    let second = cache.get_or_refresh(&c, Some("m5.large"), now + ChronoDuration::hours(5)).await.unwrap();
+    let second = cache
+        .get_or_refresh(&c, Some("m5.large"), now + ChronoDuration::hours(5))
+        .await
+        .unwrap();
     assert!(second.from_cache);
-    assert_eq!(server.world().calls("DescribeSavingsPlansOfferingRates"), calls, "served from the cache");
-    let third = cache.get_or_refresh(&c, Some("m5.large"), now + ChronoDuration::hours(25)).await.unwrap();
+    assert_eq!(
+        server.world().calls("DescribeSavingsPlansOfferingRates"),
+        calls,
+        "served from the cache"
+    );
+    let third = cache
+        .get_or_refresh(&c, Some("m5.large"), now + ChronoDuration::hours(25))
+        .await
+        .unwrap();
     assert!(!third.from_cache, "refreshed after a day");
 }
 
@@ -430,7 +684,11 @@ async fn raw(server: &TestServer, request: String) -> (String, String) {
     let mut text = String::new();
     stream.read_to_string(&mut text).await.unwrap();
     let status = text.lines().next().unwrap_or_default().to_string();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
     (status, body)
 }
 
@@ -448,17 +706,39 @@ async fn unsigned_requests_are_refused_and_the_control_api_steers_faults() {
     assert!(status.contains(" 403 "), "{status}");
     assert!(body.contains("Missing Authentication Token"), "{body}");
 
-    let (status, _) = raw(&server, post("/_commitd/faults", r#"{"operation":"DescribeSavingsPlans","fault":"throttle","times":2}"#)).await;
+    let (status, _) = raw(
+        &server,
+        post(
+            "/_commitd/faults",
+            r#"{"operation":"DescribeSavingsPlans","fault":"throttle","times":2}"#,
+        ),
+    )
+    .await;
     assert!(status.contains(" 200 "), "{status}");
-    let (status, body) = raw(&server, post("/_commitd/faults", r#"{"operation":"X","fault":"meteor"}"#)).await;
-    assert!(status.contains(" 400 ") && body.contains("unknown variant"), "{status} {body}");
-    let (status, _) = raw(&server, post("/_commitd/clock", r#"{"now":"2025-03-06T00:00:00Z"}"#)).await;
+    let (status, body) = raw(
+        &server,
+        post("/_commitd/faults", r#"{"operation":"X","fault":"meteor"}"#),
+    )
+    .await;
+    assert!(
+        status.contains(" 400 ") && body.contains("unknown variant"),
+        "{status} {body}"
+    );
+    let (status, _) = raw(
+        &server,
+        post("/_commitd/clock", r#"{"now":"2025-03-06T00:00:00Z"}"#),
+    )
+    .await;
     assert!(status.contains(" 200 "), "{status}");
     assert_eq!(server.world().now(), at("2025-03-06T00:00:00Z"));
 
     let c = clients(&server, retry(5, 10_000)).await;
     c.describe_savings_plans(&[]).await.unwrap();
-    let (_, stats) = raw(&server, "GET /_commitd/stats HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".to_string()).await;
+    let (_, stats) = raw(
+        &server,
+        "GET /_commitd/stats HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n".to_string(),
+    )
+    .await;
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     // The unsigned call counts nothing (refused before dispatch); 2 throttled + 1 served.
     assert_eq!(stats["calls"]["DescribeSavingsPlans"], 3, "{stats}");

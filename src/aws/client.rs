@@ -173,15 +173,13 @@ impl AwsClients {
         deadline: Duration,
         partition: &str,
     ) -> Result<AwsClients, AwsError> {
-        let region = config
-            .region()
-            .map(|r| r.to_string())
-            .ok_or_else(|| {
-                AwsError::Config(
-                    "no AWS region: set AWS_REGION, a profile region, or --region".to_string(),
-                )
-            })?;
-        let part = |service: &str| RetryPartition::new(format!("commitd/{service}/{region}/{partition}"));
+        let region = config.region().map(|r| r.to_string()).ok_or_else(|| {
+            AwsError::Config(
+                "no AWS region: set AWS_REGION, a profile region, or --region".to_string(),
+            )
+        })?;
+        let part =
+            |service: &str| RetryPartition::new(format!("commitd/{service}/{region}/{partition}"));
         let sp = aws_sdk_savingsplans::config::Builder::from(config)
             .retry_partition(part("savingsplans"))
             .build();
@@ -204,8 +202,11 @@ impl AwsClients {
 /// Replaces the credentials with those of an assumed role; the base credentials (from the
 /// chain) are only used to call STS, and the SDK refreshes the role session before it expires.
 async fn assume(base: SdkConfig, role: &AssumeRole) -> SdkConfig {
-    let mut builder = AssumeRoleProvider::builder(role.role_arn.clone())
-        .session_name(role.session_name.clone().unwrap_or_else(|| "commitd".into()));
+    let mut builder = AssumeRoleProvider::builder(role.role_arn.clone()).session_name(
+        role.session_name
+            .clone()
+            .unwrap_or_else(|| "commitd".into()),
+    );
     if let Some(id) = &role.external_id {
         builder = builder.external_id(id.clone());
     }

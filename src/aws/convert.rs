@@ -184,13 +184,19 @@ mod tests {
             assert_eq!(payment_from_aws(payment_to_aws(*p)), Some(*p));
         }
         assert_eq!(payment_from_aws("Heavy Utilization"), None);
-        assert_eq!(os_from_product_description("Linux/UNIX (Amazon VPC)"), "Linux");
+        assert_eq!(
+            os_from_product_description("Linux/UNIX (Amazon VPC)"),
+            "Linux"
+        );
         assert_eq!(product_description_for_os("Linux"), "Linux/UNIX");
         assert_eq!(tenancy_from_aws("default"), "Shared");
         assert_eq!(family_of("m5.xlarge"), "m5");
         assert_eq!(region_of_zone("eu-west-1b"), "eu-west-1");
         assert_eq!(savings_plan_instrument("SageMaker"), None);
-        assert_eq!(ri_instrument("convertible"), Some(Instrument::ConvertibleReservedInstance));
+        assert_eq!(
+            ri_instrument("convertible"),
+            Some(Instrument::ConvertibleReservedInstance)
+        );
     }
 
     #[test]
@@ -199,7 +205,9 @@ mod tests {
         assert_eq!(decimal_from_f32(1234.5).unwrap().to_string(), "1234.5");
         assert_eq!(decimal_from_f32(f32::NAN), None);
         assert_eq!(
-            datetime_from_str("2025-03-01T00:00:00.000Z").unwrap().to_rfc3339(),
+            datetime_from_str("2025-03-01T00:00:00.000Z")
+                .unwrap()
+                .to_rfc3339(),
             "2025-03-01T00:00:00+00:00"
         );
     }

@@ -72,7 +72,7 @@ pub enum AwsError {
         deadline: Option<Duration>,
     },
     /// No usable answer arrived: the request may or may not have taken effect.
-    #[error("AWS {operation}: no usable response ({message}); the request may have been applied, reconcile before retrying")]
+    #[error("AWS {operation}: no usable response ({message}); a purchase or return may have been applied: reconcile before retrying")]
     NoResponse {
         operation: &'static str,
         message: String,
@@ -223,14 +223,25 @@ where
         },
         other @ SdkError::ConstructionFailure(_) => AwsError::Invalid {
             operation,
-            message: format!(
-                "request could not be built: {}",
-                aws_sdk_ec2::error::DisplayErrorContext(&other)
-            ),
+            message: format!("request could not be built: {}", chain(&other)),
         },
-        other => {
-            let message = aws_sdk_ec2::error::DisplayErrorContext(&other).to_string();
-            AwsError::NoResponse { operation, message }
-        }
+        other => AwsError::NoResponse {
+            operation,
+            message: chain(&other),
+        },
     }
+}
+
+/// "dispatch failure: io error: connection refused": each cause once, without Debug dumps.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }

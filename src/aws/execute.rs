@@ -173,7 +173,12 @@ const DELETE_QUEUED: &str = "DeleteQueuedSavingsPlan";
 const QUOTE: &str = "GetReservedInstancesExchangeQuote";
 const ACCEPT: &str = "AcceptReservedInstancesExchangeQuote";
 
-fn money_field(op: &'static str, field: &str, v: Option<&str>, rid: Option<&str>) -> Result<Option<Money>, AwsError> {
+fn money_field(
+    op: &'static str,
+    field: &str,
+    v: Option<&str>,
+    rid: Option<&str>,
+) -> Result<Option<Money>, AwsError> {
     match v {
         None | Some("") => Ok(None),
         Some(t) => Money::parse(t)
@@ -185,7 +190,10 @@ fn money_field(op: &'static str, field: &str, v: Option<&str>, rid: Option<&str>
 impl AwsClients {
     /// Buys a savings plan; returns its id. Safe to call again with the same purchase: the
     /// client token makes AWS return the plan already bought.
-    pub async fn create_savings_plan(&self, p: &SavingsPlanPurchase) -> Result<Called<String>, AwsError> {
+    pub async fn create_savings_plan(
+        &self,
+        p: &SavingsPlanPurchase,
+    ) -> Result<Called<String>, AwsError> {
         let prepared = prepare_savings_plan(p)?;
         let out = self
             .savings_plans
@@ -216,12 +224,19 @@ impl AwsClients {
             .send()
             .await
             .map_err(|e| from_sdk(DELETE_QUEUED, self.deadline, e))?;
-        Ok(Called::new((), aws_sdk_savingsplans::operation::RequestId::request_id(&out)))
+        Ok(Called::new(
+            (),
+            aws_sdk_savingsplans::operation::RequestId::request_id(&out),
+        ))
     }
 
     /// Returns a savings plan inside its return window. The plan is described first and the
     /// window checked locally; AWS checks it again.
-    pub async fn return_savings_plan(&self, id: &str, now: DateTime<Utc>) -> Result<Called<String>, AwsError> {
+    pub async fn return_savings_plan(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Called<String>, AwsError> {
         let described = self.describe_savings_plans(&[id.to_string()]).await?;
         let describe_rid = described.request_id().map(str::to_string);
         let plan = described
@@ -259,7 +274,10 @@ impl AwsClients {
         p: &ReservedInstancePurchase,
     ) -> Result<Called<ReservedInstancesPurchased>, AwsError> {
         if p.count == 0 || p.count > i32::MAX as u32 {
-            return Err(AwsError::invalid(PURCHASE_RI, format!("instance count {} is out of range", p.count)));
+            return Err(AwsError::invalid(
+                PURCHASE_RI,
+                format!("instance count {} is out of range", p.count),
+            ));
         }
         let request = |dry_run: bool| {
             self.ec2
@@ -278,7 +296,9 @@ impl AwsClients {
         // A successful dry run is an error response with the code DryRunOperation.
         let dry_run_rid = match request(true).send().await {
             Err(e) => match from_sdk(PURCHASE_RI, self.deadline, e) {
-                AwsError::Rejected { code, request_id, .. } if code == "DryRunOperation" => request_id,
+                AwsError::Rejected {
+                    code, request_id, ..
+                } if code == "DryRunOperation" => request_id,
                 other => return Err(other),
             },
             Ok(out) => {
@@ -324,7 +344,9 @@ impl AwsClients {
         let all = self.describe_reserved_instances().await?;
         Ok(all.map(|ris| {
             ris.into_iter()
-                .filter(|r| r.instance_type == instance_type && r.count == count && r.start >= since)
+                .filter(|r| {
+                    r.instance_type == instance_type && r.count == count && r.start >= since
+                })
                 .collect()
         }))
     }
@@ -347,17 +369,20 @@ impl AwsClients {
         let quote = ExchangeQuote {
             valid: out.is_valid_exchange().unwrap_or(false),
             failure_reason: out.validation_failure_reason().map(str::to_string),
-            payment_due: money_field(QUOTE, "paymentDue", out.payment_due(), rid)?.unwrap_or(Money::ZERO),
+            payment_due: money_field(QUOTE, "paymentDue", out.payment_due(), rid)?
+                .unwrap_or(Money::ZERO),
             source_remaining_value: money_field(
                 QUOTE,
                 "reservedInstanceValueRollup.remainingTotalValue",
-                out.reserved_instance_value_rollup().and_then(|v| v.remaining_total_value()),
+                out.reserved_instance_value_rollup()
+                    .and_then(|v| v.remaining_total_value()),
                 rid,
             )?,
             target_total_value: money_field(
                 QUOTE,
                 "targetConfigurationValueRollup.remainingTotalValue",
-                out.target_configuration_value_rollup().and_then(|v| v.remaining_total_value()),
+                out.target_configuration_value_rollup()
+                    .and_then(|v| v.remaining_total_value()),
                 rid,
             )?,
             expires_at: out
@@ -423,7 +448,9 @@ impl AwsClients {
     }
 }
 
-fn target_requests(targets: &[ExchangeTarget]) -> Vec<aws_sdk_ec2::types::TargetConfigurationRequest> {
+fn target_requests(
+    targets: &[ExchangeTarget],
+) -> Vec<aws_sdk_ec2::types::TargetConfigurationRequest> {
     targets
         .iter()
         .map(|t| {
@@ -475,9 +502,24 @@ mod tests {
 
     #[test]
     fn commitment_is_truncated_to_five_decimals_and_bounded() {
-        assert_eq!(api_commitment(Money::parse("1.234569").unwrap()).unwrap().to_string(), "1.23456");
-        assert_eq!(api_commitment(Money::parse("2.5").unwrap()).unwrap().to_string(), "2.5");
-        assert_eq!(api_commitment(Money::parse("0.001").unwrap()).unwrap().to_string(), "0.001");
+        assert_eq!(
+            api_commitment(Money::parse("1.234569").unwrap())
+                .unwrap()
+                .to_string(),
+            "1.23456"
+        );
+        assert_eq!(
+            api_commitment(Money::parse("2.5").unwrap())
+                .unwrap()
+                .to_string(),
+            "2.5"
+        );
+        assert_eq!(
+            api_commitment(Money::parse("0.001").unwrap())
+                .unwrap()
+                .to_string(),
+            "0.001"
+        );
         assert!(api_commitment(Money::parse("0.000999").unwrap()).is_err());
         assert!(api_commitment(Money::from_units(1_000_001)).is_err());
     }
@@ -485,9 +527,15 @@ mod tests {
     #[test]
     fn partial_upfront_is_half_the_total_rounded_up_to_a_dollar() {
         // 1.25/h x 8760 h = 10950; half = 5475.
-        assert_eq!(partial_upfront_amount(Decimal::new(125, 2), Term::ONE_YEAR), Decimal::from(5475));
+        assert_eq!(
+            partial_upfront_amount(Decimal::new(125, 2), Term::ONE_YEAR),
+            Decimal::from(5475)
+        );
         // 0.001/h x 26280 h = 26.28; half = 13.14 -> 14.
-        assert_eq!(partial_upfront_amount(Decimal::new(1, 3), Term::THREE_YEARS), Decimal::from(14));
+        assert_eq!(
+            partial_upfront_amount(Decimal::new(1, 3), Term::THREE_YEARS),
+            Decimal::from(14)
+        );
         let p = SavingsPlanPurchase {
             idempotency_key: "k".into(),
             offering_id: "o".into(),
@@ -496,21 +544,38 @@ mod tests {
             term: Term::ONE_YEAR,
             purchase_time: None,
         };
-        assert_eq!(prepare_savings_plan(&p).unwrap().upfront_payment_amount.as_deref(), Some("5475"));
-        let no = SavingsPlanPurchase { payment: PaymentOption::NoUpfront, ..p };
-        assert_eq!(prepare_savings_plan(&no).unwrap().upfront_payment_amount, None);
+        assert_eq!(
+            prepare_savings_plan(&p)
+                .unwrap()
+                .upfront_payment_amount
+                .as_deref(),
+            Some("5475")
+        );
+        let no = SavingsPlanPurchase {
+            payment: PaymentOption::NoUpfront,
+            ..p
+        };
+        assert_eq!(
+            prepare_savings_plan(&no).unwrap().upfront_payment_amount,
+            None
+        );
     }
 
     #[test]
     fn return_window_rules() {
         let now = at("2025-03-10T12:00:00Z");
         assert!(check_return_window(&plan("100", "2025-03-05T00:00:00Z", "active"), now).is_ok());
-        let e = check_return_window(&plan("100.00001", "2025-03-05T00:00:00Z", "active"), now).unwrap_err();
+        let e = check_return_window(&plan("100.00001", "2025-03-05T00:00:00Z", "active"), now)
+            .unwrap_err();
         assert!(e.contains("at most 100"), "{e}");
         let e = check_return_window(&plan("1", "2025-03-03T12:00:00Z", "active"), now).unwrap_err();
         assert!(e.contains("more than 7 days"), "{e}");
         // Within 7 days but across a month boundary.
-        let e = check_return_window(&plan("1", "2025-02-28T00:00:00Z", "active"), at("2025-03-01T01:00:00Z")).unwrap_err();
+        let e = check_return_window(
+            &plan("1", "2025-02-28T00:00:00Z", "active"),
+            at("2025-03-01T01:00:00Z"),
+        )
+        .unwrap_err();
         assert!(e.contains("same UTC month"), "{e}");
         let e = check_return_window(&plan("1", "2025-03-09T00:00:00Z", "queued"), now).unwrap_err();
         assert!(e.contains("queued"), "{e}");

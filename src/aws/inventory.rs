@@ -9,7 +9,9 @@
 use super::client::AwsClients;
 use super::convert::{self, datetime_from_smithy, datetime_from_str};
 use super::error::{from_sdk, AwsError, Called};
-use crate::domain::{Commitment, CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term};
+use crate::domain::{
+    Commitment, CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term,
+};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -113,7 +115,8 @@ impl ReservedInstanceRecord {
 
     pub fn to_commitment(&self) -> Commitment {
         let count = Decimal::from(self.count);
-        let hourly = Money::from_decimal(self.effective_hourly_rate() * count).unwrap_or(Money::ZERO);
+        let hourly =
+            Money::from_decimal(self.effective_hourly_rate() * count).unwrap_or(Money::ZERO);
         let upfront = Money::from_decimal(self.fixed_price * count).unwrap_or(Money::ZERO);
         Commitment {
             id: self.id.clone(),
@@ -196,15 +199,25 @@ pub fn savings_plan_record(
     let payment_text = p.payment_option().map(|o| o.as_str()).unwrap_or("");
     Ok(Some(SavingsPlanRecord {
         arn: p.savings_plan_arn().map(str::to_string),
-        state: p.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        state: p
+            .state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
         offering_id: p.offering_id().map(str::to_string),
         instrument,
-        payment: convert::payment_from_aws(payment_text)
-            .ok_or_else(|| bad(&field_of("paymentOption"), format!("unknown '{payment_text}'")))?,
+        payment: convert::payment_from_aws(payment_text).ok_or_else(|| {
+            bad(
+                &field_of("paymentOption"),
+                format!("unknown '{payment_text}'"),
+            )
+        })?,
         term: convert::term_from_seconds(p.term_duration_in_seconds()).ok_or_else(|| {
             bad(
                 &field_of("termDurationInSeconds"),
-                format!("{} is not a 1- or 3-year term", p.term_duration_in_seconds()),
+                format!(
+                    "{} is not a 1- or 3-year term",
+                    p.term_duration_in_seconds()
+                ),
             )
         })?,
         commitment: money("commitment", p.commitment())?,
@@ -254,11 +267,18 @@ pub fn reserved_instance_record(
     let zone = r.availability_zone().filter(|z| !z.is_empty());
     let count = r.instance_count().unwrap_or(0);
     Ok(ReservedInstanceRecord {
-        state: r.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+        state: r
+            .state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
         instrument: convert::ri_instrument(class)
             .ok_or_else(|| bad(&field_of("offeringClass"), format!("unknown '{class}'")))?,
-        payment: convert::payment_from_aws(offering_type)
-            .ok_or_else(|| bad(&field_of("offeringType"), format!("unknown '{offering_type}'")))?,
+        payment: convert::payment_from_aws(offering_type).ok_or_else(|| {
+            bad(
+                &field_of("offeringType"),
+                format!("unknown '{offering_type}'"),
+            )
+        })?,
         term: convert::term_from_seconds(r.duration().unwrap_or(0)).ok_or_else(|| {
             bad(
                 &field_of("duration"),
@@ -272,7 +292,9 @@ pub fn reserved_instance_record(
         count: u32::try_from(count)
             .map_err(|_| bad(&field_of("instanceCount"), format!("{count} is negative")))?,
         os: convert::os_from_product_description(
-            r.product_description().map(|d| d.as_str()).unwrap_or("Linux/UNIX"),
+            r.product_description()
+                .map(|d| d.as_str())
+                .unwrap_or("Linux/UNIX"),
         ),
         tenancy: convert::tenancy_from_aws(r.instance_tenancy().map(|t| t.as_str()).unwrap_or("")),
         region: zone
@@ -306,7 +328,8 @@ impl AwsClients {
                 .send()
                 .await
                 .map_err(|e| from_sdk(DESCRIBE_SP, self.deadline, e))?;
-            let rid = aws_sdk_savingsplans::operation::RequestId::request_id(&out).map(str::to_string);
+            let rid =
+                aws_sdk_savingsplans::operation::RequestId::request_id(&out).map(str::to_string);
             for p in out.savings_plans() {
                 match savings_plan_record(p, rid.as_deref())? {
                     Some(mut record) => {
@@ -401,18 +424,16 @@ impl AwsClients {
         key: &str,
     ) -> Result<Called<Option<SavingsPlanRecord>>, AwsError> {
         let all = self.describe_savings_plans(&[]).await?;
-        Ok(all.map(|(plans, _)| {
-            plans
-                .into_iter()
-                .find(|p| p.idempotency_key() == Some(key))
-        }))
+        Ok(all.map(|(plans, _)| plans.into_iter().find(|p| p.idempotency_key() == Some(key))))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_savingsplans::types::{SavingsPlan, SavingsPlanPaymentOption, SavingsPlanState, SavingsPlanType};
+    use aws_sdk_savingsplans::types::{
+        SavingsPlan, SavingsPlanPaymentOption, SavingsPlanState, SavingsPlanType,
+    };
 
     fn plan() -> SavingsPlan {
         plan_builder().build()
@@ -440,7 +461,10 @@ mod tests {
         assert_eq!(r.idempotency_key(), Some("key-1"));
         let c = r.to_commitment();
         assert_eq!(c.instrument, Instrument::Ec2InstanceSavingsPlan);
-        assert_eq!(c.amount, CommitmentAmount::HourlySpend(Money::parse("1.25").unwrap()));
+        assert_eq!(
+            c.amount,
+            CommitmentAmount::HourlySpend(Money::parse("1.25").unwrap())
+        );
         assert_eq!(c.upfront, Money::from_units(5475));
         assert_eq!(c.end.since(c.start), 8_760);
         assert_eq!(c.region.as_deref(), Some("eu-west-1"));
@@ -449,7 +473,9 @@ mod tests {
     #[test]
     fn bad_fields_are_named() {
         let p = plan_builder().commitment("1,25").build();
-        let err = savings_plan_record(&p, Some("rid-9")).unwrap_err().to_string();
+        let err = savings_plan_record(&p, Some("rid-9"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("savingsPlans[sp-1].commitment"), "{err}");
         assert!(err.contains("rid-9"), "{err}");
         let p = plan_builder()
@@ -477,7 +503,9 @@ mod tests {
                     .build(),
             )
             .start(aws_sdk_ec2::primitives::DateTime::from_secs(1_740_787_200))
-            .end(aws_sdk_ec2::primitives::DateTime::from_secs(1_740_787_200 + 31_536_000))
+            .end(aws_sdk_ec2::primitives::DateTime::from_secs(
+                1_740_787_200 + 31_536_000,
+            ))
             .state(ReservedInstanceState::Active)
             .build();
         let r = reserved_instance_record(&ri, "us-east-1", None).unwrap();

@@ -63,7 +63,10 @@ impl ReservedInstanceOffering {
 }
 
 /// Builds a rate card from savings plan rates and regional RI offerings.
-pub fn rate_card(sp_rates: &[SavingsPlanRate], ri_offerings: &[ReservedInstanceOffering]) -> RateCard {
+pub fn rate_card(
+    sp_rates: &[SavingsPlanRate],
+    ri_offerings: &[ReservedInstanceOffering],
+) -> RateCard {
     let mut card = RateCard::new();
     for r in sp_rates {
         card.insert(
@@ -107,7 +110,12 @@ pub fn savings_plan_rate(
         return Ok(None);
     }
     let Some(parent) = r.savings_plan_offering() else {
-        return Err(AwsError::bad(SP_RATES, "savingsPlanOffering", "missing", request_id));
+        return Err(AwsError::bad(
+            SP_RATES,
+            "savingsPlanOffering",
+            "missing",
+            request_id,
+        ));
     };
     let plan_type = parent.plan_type().map(|t| t.as_str()).unwrap_or("");
     let Some(instrument) = convert::savings_plan_instrument(plan_type) else {
@@ -129,20 +137,37 @@ pub fn savings_plan_rate(
     Ok(Some(SavingsPlanRate {
         instrument,
         term: convert::term_from_seconds(parent.duration_seconds()).ok_or_else(|| {
-            AwsError::bad(SP_RATES, &field("durationSeconds"), format!("{} is not a term", parent.duration_seconds()), request_id)
+            AwsError::bad(
+                SP_RATES,
+                &field("durationSeconds"),
+                format!("{} is not a term", parent.duration_seconds()),
+                request_id,
+            )
         })?,
         payment: convert::payment_from_aws(payment_text).ok_or_else(|| {
-            AwsError::bad(SP_RATES, &field("paymentOption"), format!("unknown '{payment_text}'"), request_id)
+            AwsError::bad(
+                SP_RATES,
+                &field("paymentOption"),
+                format!("unknown '{payment_text}'"),
+                request_id,
+            )
         })?,
         product: Product {
             provider: Provider::Aws,
             region: region.to_string(),
             instance_type: instance_type.to_string(),
-            os: convert::os_from_product_description(prop("productDescription").unwrap_or("Linux/UNIX")),
+            os: convert::os_from_product_description(
+                prop("productDescription").unwrap_or("Linux/UNIX"),
+            ),
             tenancy: convert::tenancy_from_aws(prop("tenancy").unwrap_or("shared")),
         },
         rate: convert::decimal_from_str(rate_text).ok_or_else(|| {
-            AwsError::bad(SP_RATES, &field("rate"), format!("'{rate_text}' is not a decimal"), request_id)
+            AwsError::bad(
+                SP_RATES,
+                &field("rate"),
+                format!("'{rate_text}' is not a decimal"),
+                request_id,
+            )
         })?,
         offering_id,
     }))
@@ -157,7 +182,10 @@ pub fn reserved_instance_offering(
     if o.marketplace() == Some(true) {
         return Ok(None);
     }
-    let id = o.reserved_instances_offering_id().unwrap_or_default().to_string();
+    let id = o
+        .reserved_instances_offering_id()
+        .unwrap_or_default()
+        .to_string();
     let field = |name: &str| format!("reservedInstancesOfferingsSet[{id}].{name}");
     let bad = |name: &str, msg: String| AwsError::bad(RI_OFFERINGS, &field(name), msg, request_id);
     let (Some(instrument), Some(payment)) = (
@@ -170,7 +198,8 @@ pub fn reserved_instance_offering(
         return Ok(None);
     };
     let price = |name: &str, v: Option<f32>| {
-        convert::decimal_from_f32(v.unwrap_or(0.0)).ok_or_else(|| bad(name, format!("not a price: {v:?}")))
+        convert::decimal_from_f32(v.unwrap_or(0.0))
+            .ok_or_else(|| bad(name, format!("not a price: {v:?}")))
     };
     let recurring: Decimal = o
         .recurring_charges()
@@ -185,15 +214,23 @@ pub fn reserved_instance_offering(
         payment,
         product: Product {
             provider: Provider::Aws,
-            region: zone.map(convert::region_of_zone).unwrap_or_else(|| region.to_string()),
+            region: zone
+                .map(convert::region_of_zone)
+                .unwrap_or_else(|| region.to_string()),
             instance_type: o
                 .instance_type()
                 .map(|t| t.as_str().to_string())
                 .ok_or_else(|| bad("instanceType", "missing".into()))?,
             os: convert::os_from_product_description(
-                o.product_description().map(|d| d.as_str()).unwrap_or("Linux/UNIX"),
+                o.product_description()
+                    .map(|d| d.as_str())
+                    .unwrap_or("Linux/UNIX"),
             ),
-            tenancy: convert::tenancy_from_aws(o.instance_tenancy().map(|t| t.as_str()).unwrap_or("default")),
+            tenancy: convert::tenancy_from_aws(
+                o.instance_tenancy()
+                    .map(|t| t.as_str())
+                    .unwrap_or("default"),
+            ),
         },
         fixed_price: price("fixedPrice", o.fixed_price())?,
         hourly_price: price("usagePrice", o.usage_price())? + recurring,
@@ -242,7 +279,8 @@ impl AwsClients {
                 .send()
                 .await
                 .map_err(|e| from_sdk(SP_RATES, self.deadline, e))?;
-            let rid = aws_sdk_savingsplans::operation::RequestId::request_id(&out).map(str::to_string);
+            let rid =
+                aws_sdk_savingsplans::operation::RequestId::request_id(&out).map(str::to_string);
             for r in out.search_results() {
                 out_rates.extend(savings_plan_rate(r, rid.as_deref())?);
             }
@@ -271,13 +309,16 @@ impl AwsClients {
             SavingsPlanOfferingFilterAttribute, SavingsPlanOfferingFilterElement,
             SavingsPlanPaymentOption, SavingsPlanType,
         };
-        let plan_type = convert::savings_plan_type(instrument)
-            .ok_or_else(|| AwsError::invalid(SP_OFFERINGS, format!("{instrument} is not a savings plan")))?;
+        let plan_type = convert::savings_plan_type(instrument).ok_or_else(|| {
+            AwsError::invalid(SP_OFFERINGS, format!("{instrument} is not a savings plan"))
+        })?;
         let mut req = self
             .savings_plans
             .describe_savings_plans_offerings()
             .plan_types(SavingsPlanType::from(plan_type))
-            .payment_options(SavingsPlanPaymentOption::from(convert::payment_to_aws(payment)))
+            .payment_options(SavingsPlanPaymentOption::from(convert::payment_to_aws(
+                payment,
+            )))
             .durations(convert::seconds_of(term));
         if let Some((family, region)) = family_region {
             req = req
@@ -388,7 +429,12 @@ pub struct CachedRateCard {
 }
 
 impl CachedRateCard {
-    pub fn new(fetched_at: DateTime<Utc>, region: &str, instance_type: Option<&str>, card: &RateCard) -> Self {
+    pub fn new(
+        fetched_at: DateTime<Utc>,
+        region: &str,
+        instance_type: Option<&str>,
+        card: &RateCard,
+    ) -> Self {
         CachedRateCard {
             fetched_at,
             region: region.to_string(),
@@ -460,12 +506,22 @@ impl OfferingsCache {
         // value cannot walk out of the directory.
         let safe: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         self.dir.join(safe)
     }
 
-    pub fn load(&self, region: &str, instance_type: Option<&str>) -> Result<Option<CachedRateCard>, CacheError> {
+    pub fn load(
+        &self,
+        region: &str,
+        instance_type: Option<&str>,
+    ) -> Result<Option<CachedRateCard>, CacheError> {
         let path = self.path(region, instance_type);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -484,7 +540,10 @@ impl OfferingsCache {
 
     pub fn store(&self, card: &CachedRateCard) -> Result<(), CacheError> {
         let path = self.path(&card.region, card.instance_type.as_deref());
-        let io = |source| CacheError::Io { path: path.clone(), source };
+        let io = |source| CacheError::Io {
+            path: path.clone(),
+            source,
+        };
         std::fs::create_dir_all(&self.dir).map_err(io)?;
         let text = serde_json::to_string_pretty(card).map_err(|e| CacheError::Corrupt {
             path: path.clone(),
@@ -568,12 +627,22 @@ mod tests {
         let card = rate_card(&[sp], &[ri, zonal]);
         assert_eq!(card.len(), 2);
         let o = card
-            .offer(&product("m5.large"), Instrument::StandardReservedInstance, Some(Term::ONE_YEAR), PaymentOption::AllUpfront)
+            .offer(
+                &product("m5.large"),
+                Instrument::StandardReservedInstance,
+                Some(Term::ONE_YEAR),
+                PaymentOption::AllUpfront,
+            )
             .unwrap();
         assert_eq!(o.effective_hourly_rate, Decimal::new(1, 1));
         assert_eq!(o.upfront_share, Decimal::ONE);
         assert!(card
-            .offer(&product("m5.large"), Instrument::StandardReservedInstance, Some(Term::ONE_YEAR), PaymentOption::NoUpfront)
+            .offer(
+                &product("m5.large"),
+                Instrument::StandardReservedInstance,
+                Some(Term::ONE_YEAR),
+                PaymentOption::NoUpfront
+            )
             .is_none());
     }
 
@@ -592,7 +661,9 @@ mod tests {
                 upfront_share: Decimal::ZERO,
             },
         );
-        let t0 = DateTime::parse_from_rfc3339("2025-05-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let t0 = DateTime::parse_from_rfc3339("2025-05-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let cached = CachedRateCard::new(t0, "us-east-1", Some("c5.xlarge"), &card);
         cache.store(&cached).unwrap();
         let back = cache.load("us-east-1", Some("c5.xlarge")).unwrap().unwrap();
@@ -601,9 +672,15 @@ mod tests {
         assert!(!back.is_fresh(t0 + ChronoDuration::hours(24)));
         assert!(cache.load("us-east-1", Some("m5.large")).unwrap().is_none());
         std::fs::write(cache.path("us-east-1", Some("bad")), "{\n  nope").unwrap();
-        let err = cache.load("us-east-1", Some("bad")).unwrap_err().to_string();
+        let err = cache
+            .load("us-east-1", Some("bad"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2"), "{err}");
         let hostile = cache.path("../../etc", Some("x/y"));
-        assert_eq!(hostile.parent(), Some(dir.path().join("aws-offerings").as_path()));
+        assert_eq!(
+            hostile.parent(),
+            Some(dir.path().join("aws-offerings").as_path())
+        );
     }
 }

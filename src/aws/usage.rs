@@ -113,14 +113,31 @@ pub fn cost_rows(
         let period = result
             .time_period()
             .ok_or_else(|| AwsError::bad(OP, &field("TimePeriod"), "missing", request_id))?;
-        let start = parse_period(period.start())
-            .ok_or_else(|| AwsError::bad(OP, &field("TimePeriod.Start"), format!("'{}' is not a date", period.start()), request_id))?;
-        let end = parse_period(period.end())
-            .ok_or_else(|| AwsError::bad(OP, &field("TimePeriod.End"), format!("'{}' is not a date", period.end()), request_id))?;
+        let start = parse_period(period.start()).ok_or_else(|| {
+            AwsError::bad(
+                OP,
+                &field("TimePeriod.Start"),
+                format!("'{}' is not a date", period.start()),
+                request_id,
+            )
+        })?;
+        let end = parse_period(period.end()).ok_or_else(|| {
+            AwsError::bad(
+                OP,
+                &field("TimePeriod.End"),
+                format!("'{}' is not a date", period.end()),
+                request_id,
+            )
+        })?;
         for (j, group) in result.groups().iter().enumerate() {
             let keys = group.keys();
             let (Some(instance_type), Some(region)) = (keys.first(), keys.get(1)) else {
-                return Err(AwsError::bad(OP, &field(&format!("Groups[{j}].Keys")), format!("expected [instance type, region], got {keys:?}"), request_id));
+                return Err(AwsError::bad(
+                    OP,
+                    &field(&format!("Groups[{j}].Keys")),
+                    format!("expected [instance type, region], got {keys:?}"),
+                    request_id,
+                ));
             };
             let metric = |name: &str| -> Result<Decimal, AwsError> {
                 let amount = group
@@ -129,7 +146,12 @@ pub fn cost_rows(
                     .and_then(|v| v.amount())
                     .unwrap_or("0");
                 convert::decimal_from_str(amount).ok_or_else(|| {
-                    AwsError::bad(OP, &field(&format!("Groups[{j}].Metrics.{name}.Amount")), format!("'{amount}' is not a decimal"), request_id)
+                    AwsError::bad(
+                        OP,
+                        &field(&format!("Groups[{j}].Metrics.{name}.Amount")),
+                        format!("'{amount}' is not a decimal"),
+                        request_id,
+                    )
                 })
             };
             let cost = metric("UnblendedCost")?;
@@ -140,7 +162,12 @@ pub fn cost_rows(
                 instance_type: instance_type.clone(),
                 region: region.clone(),
                 cost: Money::from_decimal(cost).ok_or_else(|| {
-                    AwsError::bad(OP, &field(&format!("Groups[{j}].Metrics.UnblendedCost.Amount")), "out of range", request_id)
+                    AwsError::bad(
+                        OP,
+                        &field(&format!("Groups[{j}].Metrics.UnblendedCost.Amount")),
+                        "out of range",
+                        request_id,
+                    )
                 })?,
                 usage_quantity: metric("UsageQuantity")?,
                 estimated: result.estimated(),
@@ -153,7 +180,9 @@ pub fn cost_rows(
 impl AwsClients {
     /// EC2 compute cost and usage for one window, grouped by instance type and region.
     pub async fn cost_and_usage(&self, window: Window) -> Result<Called<Vec<CostRow>>, AwsError> {
-        use aws_sdk_costexplorer::types::{Dimension, DimensionValues, Expression, GroupDefinition, GroupDefinitionType};
+        use aws_sdk_costexplorer::types::{
+            Dimension, DimensionValues, Expression, GroupDefinition, GroupDefinitionType,
+        };
         let period = aws_sdk_costexplorer::types::DateInterval::builder()
             .start(window.granularity.format(window.start))
             .end(window.granularity.format(window.end))
@@ -191,7 +220,8 @@ impl AwsClients {
                 .send()
                 .await
                 .map_err(|e| from_sdk(OP, self.deadline, e))?;
-            let rid = aws_sdk_costexplorer::operation::RequestId::request_id(&out).map(str::to_string);
+            let rid =
+                aws_sdk_costexplorer::operation::RequestId::request_id(&out).map(str::to_string);
             rows.extend(cost_rows(&out, window.granularity, rid.as_deref())?);
             request_ids.extend(rid);
             match out.next_page_token().filter(|t| !t.is_empty()) {
@@ -199,12 +229,22 @@ impl AwsClients {
                 None => break,
             }
         }
-        Ok(Called { value: rows, request_ids })
+        Ok(Called {
+            value: rows,
+            request_ids,
+        })
     }
 
     /// Hourly rows for the newest 14 days and daily rows before, `days` back from `now`.
-    pub async fn usage_history(&self, now: DateTime<Utc>, days: i64) -> Result<Called<Vec<CostRow>>, AwsError> {
-        let mut all = Called { value: Vec::new(), request_ids: Vec::new() };
+    pub async fn usage_history(
+        &self,
+        now: DateTime<Utc>,
+        days: i64,
+    ) -> Result<Called<Vec<CostRow>>, AwsError> {
+        let mut all = Called {
+            value: Vec::new(),
+            request_ids: Vec::new(),
+        };
         for window in usage_windows(now, days) {
             let part = self.cost_and_usage(window).await?;
             all.value.extend(part.value);
@@ -242,41 +282,69 @@ mod tests {
     #[test]
     fn rows_keep_exact_cost_and_name_bad_fields() {
         use aws_sdk_costexplorer::types::{DateInterval, Group, MetricValue, ResultByTime};
-        let out = aws_sdk_costexplorer::operation::get_cost_and_usage::GetCostAndUsageOutput::builder()
-            .results_by_time(
-                ResultByTime::builder()
-                    .time_period(DateInterval::builder().start("2025-03-01").end("2025-03-02").build().unwrap())
-                    .groups(
-                        Group::builder()
-                            .keys("m5.large")
-                            .keys("us-east-1")
-                            .metrics("UnblendedCost", MetricValue::builder().amount("2.304").unit("USD").build())
-                            .metrics("UsageQuantity", MetricValue::builder().amount("24").unit("Hrs").build())
-                            .build(),
-                    )
-                    .build(),
-            )
-            .build();
+        let out =
+            aws_sdk_costexplorer::operation::get_cost_and_usage::GetCostAndUsageOutput::builder()
+                .results_by_time(
+                    ResultByTime::builder()
+                        .time_period(
+                            DateInterval::builder()
+                                .start("2025-03-01")
+                                .end("2025-03-02")
+                                .build()
+                                .unwrap(),
+                        )
+                        .groups(
+                            Group::builder()
+                                .keys("m5.large")
+                                .keys("us-east-1")
+                                .metrics(
+                                    "UnblendedCost",
+                                    MetricValue::builder().amount("2.304").unit("USD").build(),
+                                )
+                                .metrics(
+                                    "UsageQuantity",
+                                    MetricValue::builder().amount("24").unit("Hrs").build(),
+                                )
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build();
         let rows = cost_rows(&out, Granularity::Daily, None).unwrap();
         assert_eq!(rows[0].cost, Money::parse("2.304").unwrap());
         assert_eq!(rows[0].usage_quantity, Decimal::from(24));
         assert_eq!(rows[0].start, at("2025-03-01T00:00:00Z"));
 
-        let bad = aws_sdk_costexplorer::operation::get_cost_and_usage::GetCostAndUsageOutput::builder()
-            .results_by_time(
-                ResultByTime::builder()
-                    .time_period(DateInterval::builder().start("2025-03-01").end("2025-03-02").build().unwrap())
-                    .groups(
-                        Group::builder()
-                            .keys("m5.large")
-                            .keys("us-east-1")
-                            .metrics("UnblendedCost", MetricValue::builder().amount("abc").build())
-                            .build(),
-                    )
-                    .build(),
-            )
-            .build();
-        let err = cost_rows(&bad, Granularity::Daily, Some("rid-1")).unwrap_err().to_string();
-        assert!(err.contains("ResultsByTime[0].Groups[0].Metrics.UnblendedCost.Amount"), "{err}");
+        let bad =
+            aws_sdk_costexplorer::operation::get_cost_and_usage::GetCostAndUsageOutput::builder()
+                .results_by_time(
+                    ResultByTime::builder()
+                        .time_period(
+                            DateInterval::builder()
+                                .start("2025-03-01")
+                                .end("2025-03-02")
+                                .build()
+                                .unwrap(),
+                        )
+                        .groups(
+                            Group::builder()
+                                .keys("m5.large")
+                                .keys("us-east-1")
+                                .metrics(
+                                    "UnblendedCost",
+                                    MetricValue::builder().amount("abc").build(),
+                                )
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build();
+        let err = cost_rows(&bad, Granularity::Daily, Some("rid-1"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ResultsByTime[0].Groups[0].Metrics.UnblendedCost.Amount"),
+            "{err}"
+        );
     }
 }

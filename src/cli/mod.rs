@@ -8,9 +8,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
 mod audit;
+mod aws_test_server;
 mod backtest;
 mod check_config;
 mod forecast;
+mod inventory;
+mod offerings;
 mod plan;
 mod policy;
 mod usage;
@@ -62,6 +65,12 @@ pub enum Command {
     Policy(policy::Command),
     /// Validate a configuration file; exits non-zero with the reason if it is invalid.
     CheckConfig(check_config::Args),
+    /// Show the commitments a cloud account owns (AWS: savings plans and Reserved Instances).
+    Inventory(inventory::Args),
+    /// Show what commitments cost in a region, as rate-card offers (cached for a day).
+    Offerings(offerings::Args),
+    /// Development: run the local AWS-compatible test server (Savings Plans, EC2 RIs).
+    AwsTestServer(aws_test_server::Args),
 }
 
 /// Entry point of the binary.
@@ -76,6 +85,9 @@ pub fn main() -> ExitCode {
         Command::Audit(cmd) => audit::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::CheckConfig(args) => check_config::run(args),
+        Command::Inventory(args) => inventory::run(args),
+        Command::Offerings(args) => offerings::run(args),
+        Command::AwsTestServer(args) => aws_test_server::run(args),
     };
     match result {
         Ok(code) => code,

@@ -333,8 +333,20 @@ fn quote_xml(q: &Quote) -> Xml {
         .el("isValidExchange", q.valid)
         .el("outputReservedInstancesWillExpireAt", ts(q.expires_at))
         .el("paymentDue", q.payment_due.normalize());
-    value(&mut x, "reservedInstanceValueRollup", q.source_hourly, q.source_remaining_total, q.source_remaining_upfront);
-    value(&mut x, "targetConfigurationValueRollup", q.target_hourly, q.target_total, q.target_upfront);
+    value(
+        &mut x,
+        "reservedInstanceValueRollup",
+        q.source_hourly,
+        q.source_remaining_total,
+        q.source_remaining_upfront,
+    );
+    value(
+        &mut x,
+        "targetConfigurationValueRollup",
+        q.target_hourly,
+        q.target_total,
+        q.target_upfront,
+    );
     if let Some(reason) = &q.failure_reason {
         x.el("validationFailureReason", reason);
     }
@@ -385,7 +397,10 @@ mod tests {
 
     #[test]
     fn errors_are_ec2_xml_and_text_is_escaped() {
-        let r = error_reply(&ApiError::new(400, "InvalidParameterValue", "a < b & c"), "rid-1");
+        let r = error_reply(
+            &ApiError::new(400, "InvalidParameterValue", "a < b & c"),
+            "rid-1",
+        );
         assert!(r.body.contains("<Response><Errors><Error><Code>InvalidParameterValue</Code><Message>a &lt; b &amp; c</Message>"));
         assert!(r.body.contains("<RequestID>rid-1</RequestID>"));
     }

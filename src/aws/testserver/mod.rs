@@ -142,10 +142,22 @@ enum Protocol {
 
 fn fault_reply(protocol: Protocol, fault: Fault, request_id: &str) -> Reply {
     let e = match (protocol, fault) {
-        (Protocol::Json, Fault::Throttle) => ApiError::new(400, "ThrottlingException", "Rate exceeded"),
-        (Protocol::Query, Fault::Throttle) => ApiError::new(503, "RequestLimitExceeded", "Request limit exceeded."),
-        (Protocol::Json, _) => ApiError::new(500, "InternalServerException", "An internal error has occurred."),
-        (Protocol::Query, _) => ApiError::new(500, "InternalError", "An internal error has occurred. Please try again."),
+        (Protocol::Json, Fault::Throttle) => {
+            ApiError::new(400, "ThrottlingException", "Rate exceeded")
+        }
+        (Protocol::Query, Fault::Throttle) => {
+            ApiError::new(503, "RequestLimitExceeded", "Request limit exceeded.")
+        }
+        (Protocol::Json, _) => ApiError::new(
+            500,
+            "InternalServerException",
+            "An internal error has occurred.",
+        ),
+        (Protocol::Query, _) => ApiError::new(
+            500,
+            "InternalError",
+            "An internal error has occurred. Please try again.",
+        ),
     };
     match protocol {
         Protocol::Json => savingsplans::error_reply(&e, request_id),
@@ -153,7 +165,10 @@ fn fault_reply(protocol: Protocol, fault: Fault, request_id: &str) -> Reply {
     }
 }
 
-async fn serve(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Dropped> {
+async fn serve(
+    world: Arc<Mutex<World>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Dropped> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map_err(|_| Dropped)?.to_bytes();
     let path = parts.uri.path().to_string();
@@ -180,7 +195,11 @@ async fn serve(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Result<Respo
                 Err(e) => {
                     let mut w = lock(&world);
                     let rid = w.new_request_id();
-                    let err = ApiError::new(400, "SerializationException", format!("Malformed JSON: {e}"));
+                    let err = ApiError::new(
+                        400,
+                        "SerializationException",
+                        format!("Malformed JSON: {e}"),
+                    );
                     return Ok(to_response(savingsplans::error_reply(&err, &rid)));
                 }
             }
@@ -192,8 +211,16 @@ async fn serve(world: Arc<Mutex<World>>, req: Request<Incoming>) -> Result<Respo
     let request_id = w.new_request_id();
     if !signed {
         let e = match protocol {
-            Protocol::Json => ApiError::new(403, "MissingAuthenticationTokenException", "Missing Authentication Token"),
-            Protocol::Query => ApiError::new(401, "AuthFailure", "AWS was not able to validate the provided access credentials"),
+            Protocol::Json => ApiError::new(
+                403,
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token",
+            ),
+            Protocol::Query => ApiError::new(
+                401,
+                "AuthFailure",
+                "AWS was not able to validate the provided access credentials",
+            ),
         };
         let reply = match protocol {
             Protocol::Json => savingsplans::error_reply(&e, &request_id),
@@ -255,7 +282,10 @@ fn control(world: &Mutex<World>, path: &str, body: &[u8]) -> Response<Full<Bytes
                 w.inject(&f.operation, f.fault, f.times);
                 reply(200, "{}".into())
             }
-            Err(e) => reply(400, serde_json::json!({ "message": e.to_string() }).to_string()),
+            Err(e) => reply(
+                400,
+                serde_json::json!({ "message": e.to_string() }).to_string(),
+            ),
         },
         "clock" => match serde_json::from_slice::<ClockRequest>(body)
             .ok()
@@ -265,7 +295,10 @@ fn control(world: &Mutex<World>, path: &str, body: &[u8]) -> Response<Full<Bytes
                 w.set_now(t);
                 reply(200, "{}".into())
             }
-            None => reply(400, r#"{"message":"expected {\"now\": RFC 3339 timestamp}"}"#.into()),
+            None => reply(
+                400,
+                r#"{"message":"expected {\"now\": RFC 3339 timestamp}"}"#.into(),
+            ),
         },
         "stats" => reply(200, serde_json::to_string(&w.stats()).unwrap_or_default()),
         _ => reply(404, r#"{"message":"unknown control path"}"#.into()),

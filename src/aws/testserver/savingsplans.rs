@@ -63,7 +63,11 @@ fn required<'a>(body: &'a Value, name: &str) -> Result<&'a str, ApiError> {
 fn strings(body: &Value, name: &str) -> Vec<String> {
     body.get(name)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -82,7 +86,11 @@ fn filters(body: &Value) -> BTreeMap<String, Vec<String>> {
         .unwrap_or_default()
 }
 
-fn page(body: &Value, world: &World, len: usize) -> Result<(usize, usize, Option<String>), ApiError> {
+fn page(
+    body: &Value,
+    world: &World,
+    len: usize,
+) -> Result<(usize, usize, Option<String>), ApiError> {
     let start = match str_field(body, "nextToken")? {
         Some(t) => t
             .parse::<usize>()
@@ -299,7 +307,9 @@ fn offerings(world: &mut World, body: &Value) -> Result<Value, ApiError> {
     let f = filters(body);
     for name in f.keys() {
         if name != "region" && name != "instanceFamily" {
-            return Err(ApiError::validation(format!("Invalid filter name '{name}'.")));
+            return Err(ApiError::validation(format!(
+                "Invalid filter name '{name}'."
+            )));
         }
     }
     let matches = |want: Option<&Vec<String>>, have: &Option<String>| match (want, have) {
@@ -314,7 +324,9 @@ fn offerings(world: &mut World, body: &Value) -> Result<Value, ApiError> {
         .filter(|o| plan_types.is_empty() || plan_types.contains(&o.plan_type))
         .filter(|o| payments.is_empty() || payments.contains(&o.payment))
         .filter(|o| durations.is_empty() || durations.contains(&o.duration_seconds))
-        .filter(|o| matches(f.get("region"), &o.region) && matches(f.get("instanceFamily"), &o.family))
+        .filter(|o| {
+            matches(f.get("region"), &o.region) && matches(f.get("instanceFamily"), &o.family)
+        })
         .map(offering_json)
         .collect();
     let (start, end, next) = page(body, world, all.len())?;
@@ -331,8 +343,19 @@ fn offering_rates(world: &mut World, body: &Value) -> Result<Value, ApiError> {
     }
     let f = filters(body);
     for name in f.keys() {
-        if !["region", "instanceType", "instanceFamily", "productDescription", "tenancy", "productId"].contains(&name.as_str()) {
-            return Err(ApiError::validation(format!("Invalid filter name '{name}'.")));
+        if ![
+            "region",
+            "instanceType",
+            "instanceFamily",
+            "productDescription",
+            "tenancy",
+            "productId",
+        ]
+        .contains(&name.as_str())
+        {
+            return Err(ApiError::validation(format!(
+                "Invalid filter name '{name}'."
+            )));
         }
     }
     let ok = |name: &str, value: &str| f.get(name).is_none_or(|v| v.iter().any(|x| x == value));

@@ -180,7 +180,14 @@ pub struct Stats {
 
 fn uuid_like(seed: &str) -> String {
     let h = hex::encode(Sha256::digest(seed.as_bytes()));
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 impl World {
@@ -400,15 +407,12 @@ impl World {
                 };
             }
         }
-        let offering = self
-            .sp_offering(&req.offering_id)
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "Savings Plan offering {} not found.",
-                    req.offering_id
-                ))
-            })?;
+        let offering = self.sp_offering(&req.offering_id).cloned().ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Savings Plan offering {} not found.",
+                req.offering_id
+            ))
+        })?;
         let commitment = Decimal::from_str_exact(req.commitment.trim()).map_err(|_| {
             ApiError::validation(format!("Invalid commitment '{}'.", req.commitment))
         })?;
@@ -438,10 +442,7 @@ impl World {
                         "upfrontPaymentAmount must be a whole number.",
                     ));
                 }
-                let (lo, hi) = (
-                    total * Decimal::new(50, 2),
-                    total * Decimal::new(99, 2),
-                );
+                let (lo, hi) = (total * Decimal::new(50, 2), total * Decimal::new(99, 2));
                 if amount < lo || amount > hi {
                     return Err(ApiError::validation(format!(
                         "upfrontPaymentAmount must be between 50% and 99% of the total commitment ({} to {}).",
@@ -462,9 +463,7 @@ impl World {
         let now = self.now();
         let (start, state) = match req.purchase_time {
             Some(t) if t <= now => {
-                return Err(ApiError::validation(
-                    "purchaseTime must be in the future.",
-                ))
+                return Err(ApiError::validation("purchaseTime must be in the future."))
             }
             Some(t) => (t, "queued"),
             None => (now, "active"),
@@ -507,7 +506,11 @@ impl World {
     }
 
     /// ReturnSavingsPlan: the return-window rules, idempotent per client token.
-    pub fn return_plan(&mut self, id: &str, client_token: Option<&str>) -> Result<String, ApiError> {
+    pub fn return_plan(
+        &mut self,
+        id: &str,
+        client_token: Option<&str>,
+    ) -> Result<String, ApiError> {
         if let Some(token) = client_token {
             if let Some(previous) = self.return_tokens.get(token) {
                 return if previous == id {
@@ -649,7 +652,11 @@ impl World {
     /// is at least the sources' remaining value. The true-up is the upfront difference.
     pub fn quote(&self, sources: &[String], targets: &[(String, i64)]) -> Result<Quote, ApiError> {
         if sources.is_empty() {
-            return Err(ApiError::new(400, "MissingParameter", "The request must contain the parameter ReservedInstanceId."));
+            return Err(ApiError::new(
+                400,
+                "MissingParameter",
+                "The request must contain the parameter ReservedInstanceId.",
+            ));
         }
         let now = self.now();
         let mut failure: Option<String> = None;
@@ -668,7 +675,11 @@ impl World {
                 ));
             };
             let o = self.ri_offering(&r.offering_id).cloned().ok_or_else(|| {
-                ApiError::new(500, "InternalError", "offering of a reserved instance vanished")
+                ApiError::new(
+                    500,
+                    "InternalError",
+                    "offering of a reserved instance vanished",
+                )
             })?;
             let state = self.ri_state(r);
             if o.class != "convertible" {
@@ -709,7 +720,9 @@ impl World {
                 fail(format!("Target offering {offering_id} is not convertible."));
             }
             if o.region != self.region {
-                fail(format!("Target offering {offering_id} is in another region."));
+                fail(format!(
+                    "Target offering {offering_id} is in another region."
+                ));
             }
             let c = Decimal::from((*count).max(0));
             target_total += o.total_value() * c;
@@ -732,14 +745,20 @@ impl World {
             target_total: target_total.round_dp(2),
             target_upfront: target_upfront.round_dp(2),
             target_hourly,
-            payment_due: (target_upfront - remaining_upfront).max(Decimal::ZERO).round_dp(2),
+            payment_due: (target_upfront - remaining_upfront)
+                .max(Decimal::ZERO)
+                .round_dp(2),
             expires_at: latest_end,
         })
     }
 
     /// Accepts an exchange: retires the sources and creates the targets, ending when the
     /// latest source would have.
-    pub fn accept_exchange(&mut self, sources: &[String], targets: &[(String, i64)]) -> Result<String, ApiError> {
+    pub fn accept_exchange(
+        &mut self,
+        sources: &[String],
+        targets: &[(String, i64)],
+    ) -> Result<String, ApiError> {
         let quote = self.quote(sources, targets)?;
         if !quote.valid {
             return Err(ApiError::new(
@@ -782,13 +801,22 @@ mod tests {
     fn offering(w: &World, plan_type: &str, payment: &str) -> String {
         w.sp_offerings
             .iter()
-            .find(|o| o.plan_type == plan_type && o.payment == payment && o.duration_seconds == ONE_YEAR_SECONDS)
+            .find(|o| {
+                o.plan_type == plan_type
+                    && o.payment == payment
+                    && o.duration_seconds == ONE_YEAR_SECONDS
+            })
             .unwrap()
             .id
             .clone()
     }
 
-    fn create(offering_id: &str, commitment: &str, upfront: Option<&str>, token: &str) -> CreatePlan {
+    fn create(
+        offering_id: &str,
+        commitment: &str,
+        upfront: Option<&str>,
+        token: &str,
+    ) -> CreatePlan {
         CreatePlan {
             offering_id: offering_id.into(),
             commitment: commitment.into(),
@@ -808,15 +836,46 @@ mod tests {
         let id = w.create_plan(create(&no, "1.5", None, "t1")).unwrap();
         assert_eq!(w.create_plan(create(&no, "1.5", None, "t1")).unwrap(), id);
         assert_eq!(w.purchases(), 1);
-        assert!(w.create_plan(create(&no, "2", None, "t1")).unwrap_err().message.contains("different"));
-        assert!(w.create_plan(create(&no, "1.123456", None, "t2")).unwrap_err().message.contains("5 decimal"));
+        assert!(w
+            .create_plan(create(&no, "2", None, "t1"))
+            .unwrap_err()
+            .message
+            .contains("different"));
+        assert!(w
+            .create_plan(create(&no, "1.123456", None, "t2"))
+            .unwrap_err()
+            .message
+            .contains("5 decimal"));
         assert!(w.create_plan(create(&no, "0.0001", None, "t3")).is_err());
-        assert!(w.create_plan(create(&partial, "1.25", None, "t4")).unwrap_err().message.contains("required"));
-        assert!(w.create_plan(create(&partial, "1.25", Some("5474"), "t5")).unwrap_err().message.contains("50%"));
-        assert!(w.create_plan(create(&partial, "1.25", Some("5475.5"), "t6")).unwrap_err().message.contains("whole"));
-        assert!(w.create_plan(create(&partial, "1.25", Some("5475"), "t7")).is_ok());
-        assert!(w.create_plan(create(&no, "1", Some("10"), "t8")).unwrap_err().message.contains("only supported"));
-        assert_eq!(w.create_plan(create("nope", "1", None, "t9")).unwrap_err().status, 404);
+        assert!(w
+            .create_plan(create(&partial, "1.25", None, "t4"))
+            .unwrap_err()
+            .message
+            .contains("required"));
+        assert!(w
+            .create_plan(create(&partial, "1.25", Some("5474"), "t5"))
+            .unwrap_err()
+            .message
+            .contains("50%"));
+        assert!(w
+            .create_plan(create(&partial, "1.25", Some("5475.5"), "t6"))
+            .unwrap_err()
+            .message
+            .contains("whole"));
+        assert!(w
+            .create_plan(create(&partial, "1.25", Some("5475"), "t7"))
+            .is_ok());
+        assert!(w
+            .create_plan(create(&no, "1", Some("10"), "t8"))
+            .unwrap_err()
+            .message
+            .contains("only supported"));
+        assert_eq!(
+            w.create_plan(create("nope", "1", None, "t9"))
+                .unwrap_err()
+                .status,
+            404
+        );
         assert_eq!(w.purchases(), 2);
     }
 
@@ -830,12 +889,28 @@ mod tests {
         let mut queued = create(&no, "1", None, "c");
         queued.purchase_time = Some(at("2025-04-01T00:00:00Z"));
         let q = w.create_plan(queued).unwrap();
-        assert!(w.return_plan(&big, Some("rb")).unwrap_err().message.contains("$100"));
-        assert!(w.return_plan(&q, Some("rq")).unwrap_err().message.contains("queued"));
+        assert!(w
+            .return_plan(&big, Some("rb"))
+            .unwrap_err()
+            .message
+            .contains("$100"));
+        assert!(w
+            .return_plan(&q, Some("rq"))
+            .unwrap_err()
+            .message
+            .contains("queued"));
         w.delete_queued(&q).unwrap();
-        assert!(w.delete_queued(&small).unwrap_err().message.contains("only queued"));
+        assert!(w
+            .delete_queued(&small)
+            .unwrap_err()
+            .message
+            .contains("only queued"));
         w.set_now(at("2025-03-12T00:00:01Z"));
-        assert!(w.return_plan(&small, Some("ra")).unwrap_err().message.contains("7 days"));
+        assert!(w
+            .return_plan(&small, Some("ra"))
+            .unwrap_err()
+            .message
+            .contains("7 days"));
         w.set_now(at("2025-03-11T23:00:00Z"));
         assert_eq!(w.return_plan(&small, Some("ra")).unwrap(), small);
         assert_eq!(w.return_plan(&small, Some("ra")).unwrap(), small);
@@ -850,25 +925,46 @@ mod tests {
         let conv = |w: &World, t: &str, pay: &str| {
             w.ri_offerings
                 .iter()
-                .find(|o| o.class == "convertible" && o.instance_type == t && o.offering_type == pay && o.duration_seconds == ONE_YEAR_SECONDS)
+                .find(|o| {
+                    o.class == "convertible"
+                        && o.instance_type == t
+                        && o.offering_type == pay
+                        && o.duration_seconds == ONE_YEAR_SECONDS
+                })
                 .unwrap()
                 .id
                 .clone()
         };
-        let src = w.purchase_ri(&conv(&w, "m5.xlarge", "No Upfront"), 2, None, None).unwrap();
+        let src = w
+            .purchase_ri(&conv(&w, "m5.xlarge", "No Upfront"), 2, None, None)
+            .unwrap();
         // Smaller target: less value -> invalid.
         let small = conv(&w, "m5.large", "No Upfront");
-        let q = w.quote(&[src.clone()], &[(small.clone(), 1)]).unwrap();
+        let q = w
+            .quote(std::slice::from_ref(&src), &[(small.clone(), 1)])
+            .unwrap();
         assert!(!q.valid);
-        assert!(q.failure_reason.unwrap().contains("less than the remaining value"));
-        assert!(w.accept_exchange(&[src.clone()], &[(small, 1)]).is_err());
+        assert!(q
+            .failure_reason
+            .unwrap()
+            .contains("less than the remaining value"));
+        assert!(w
+            .accept_exchange(std::slice::from_ref(&src), &[(small, 1)])
+            .is_err());
         // Larger target with upfront: valid, with a true-up.
         let big = conv(&w, "r5.large", "All Upfront");
-        let q = w.quote(&[src.clone()], &[(big.clone(), 4)]).unwrap();
+        let q = w
+            .quote(std::slice::from_ref(&src), &[(big.clone(), 4)])
+            .unwrap();
         assert!(q.valid, "{q:?}");
         assert!(q.payment_due > Decimal::ZERO);
-        w.accept_exchange(&[src.clone()], &[(big, 4)]).unwrap();
-        let states: Vec<String> = w.reserved_instances().into_iter().map(|(_, s, _)| s).collect();
+        w.accept_exchange(std::slice::from_ref(&src), &[(big, 4)])
+            .unwrap();
+        let states: Vec<String> = w
+            .reserved_instances()
+            .into_iter()
+            .map(|(_, s, _)| s)
+            .collect();
         assert_eq!(states, ["retired", "active"]);
     }
 }
