@@ -1,1 +1,303 @@
-//! store: see the crate map in lib.rs.
+//! The database: one connection pool, SQLite (embedded default) or PostgreSQL, with its
+//! migrations applied at open.
+//!
+//! `store` owns connecting, the per-backend connection settings and the schema migrations
+//! under `migrations/sqlite/` and `migrations/postgres/` (embedded in the binary at build
+//! time, so a deployed `commitd` never needs the source tree). Repositories built on it
+//! (the audit log today; proposals, approvals and the executor lease later) take a
+//! [`Store`] and match on the backend for the few statements whose SQL differs.
+//!
+//! Async (sqlx on tokio) is fine here: the store is an edge, not part of the pure core.
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Connection;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How long to wait for a database server before giving up with the cause.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The embedded default database file name inside the data directory.
+pub const DEFAULT_DB_FILE: &str = "commitd.db";
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Why the database could not be opened or migrated. Every variant names the database
+/// (with any password redacted) so that the message alone says which one is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL '{url}' is not supported: expected sqlite://PATH, sqlite::memory:, postgres://... or postgresql://...")]
+    UnsupportedUrl { url: String },
+    #[error("database '{url}': invalid URL: {source}")]
+    InvalidUrl {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database '{url}': cannot create directory '{}': {source}", dir.display())]
+    CreateDir {
+        url: String,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database '{url}': cannot connect: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database '{url}': applying migrations failed: {source}")]
+    Migrate {
+        url: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// Which database engine a [`Store`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// An open, migrated database.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Store {
+    /// Opens (creating the SQLite file and its directory on first run) and migrates the
+    /// database at `url`. Applying migrations is idempotent: sqlx records applied versions
+    /// in `_sqlx_migrations` and verifies their checksums, so a restart is a no-op and an
+    /// edited, already-applied migration is an error rather than a silent schema drift.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let shown = redact_url(url);
+        let store = match backend_of(url) {
+            Some(Backend::Sqlite) => Store::Sqlite(connect_sqlite(url, &shown).await?),
+            Some(Backend::Postgres) => Store::Postgres(connect_postgres(url, &shown).await?),
+            None => return Err(StoreError::UnsupportedUrl { url: shown }),
+        };
+        store.migrate(&shown).await?;
+        Ok(store)
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Store::Sqlite(_) => Backend::Sqlite,
+            Store::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    async fn migrate(&self, shown: &str) -> Result<(), StoreError> {
+        let result = match self {
+            Store::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            Store::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+        };
+        result.map_err(|source| StoreError::Migrate {
+            url: shown.to_string(),
+            source,
+        })
+    }
+
+    /// Closes every connection (waits for checked-out ones to return).
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(pool) => pool.close().await,
+            Store::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// The backend a URL selects, from its scheme alone.
+pub fn backend_of(url: &str) -> Option<Backend> {
+    if url.starts_with("sqlite:") {
+        Some(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Some(Backend::Postgres)
+    } else {
+        None
+    }
+}
+
+/// The embedded default: `sqlite://<data_dir>/commitd.db`.
+pub fn default_sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join(DEFAULT_DB_FILE).display())
+}
+
+/// The URL with the password (if any) replaced by `***`, for messages and logs.
+///
+/// Works on the text rather than a URL parser so that even a malformed URL, which is
+/// exactly the one that ends up in an error message, never leaks its secret.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest_start = scheme_end + 3;
+    let rest = &url[rest_start..];
+    // The authority ends at the first '/', '?' or '#'; the userinfo at the authority's
+    // last '@' (a password may itself contain '@' when not percent-encoded).
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..rest_start]);
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out.push_str(&userinfo[..colon]);
+                    out.push_str(":***");
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push_str(&authority[at..]);
+        }
+        None => out.push_str(authority),
+    }
+    let tail = &rest[authority_end..];
+    out.push_str(&redact_query_password(tail));
+    out
+}
+
+/// libpq also accepts `?password=...` in the query string.
+fn redact_query_password(tail: &str) -> String {
+    let Some(q) = tail.find('?') else {
+        return tail.to_string();
+    };
+    let (path, query) = tail.split_at(q + 1);
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{path}{}", parts.join("&"))
+}
+
+async fn connect_sqlite(url: &str, shown: &str) -> Result<SqlitePool, StoreError> {
+    let options = SqliteConnectOptions::from_str(url).map_err(|source| StoreError::InvalidUrl {
+        url: shown.to_string(),
+        source,
+    })?;
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    if !in_memory {
+        // First run: the data directory may not exist yet; SQLite creates the file, not
+        // its parents.
+        if let Some(dir) = options.get_filename().parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                    url: shown.to_string(),
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
+    }
+    let options = options
+        .create_if_missing(true)
+        .foreign_keys(true)
+        // WAL: readers (list, export, the HTTP API) never block the single writer.
+        .journal_mode(SqliteJournalMode::Wal)
+        // NORMAL is durable in WAL mode against application crashes; FULL adds an fsync per
+        // commit, which the audit log wants: an acknowledged event survives power loss.
+        .synchronous(SqliteSynchronous::Full)
+        // Writers from other processes (a CLI beside the daemon) wait instead of failing.
+        .busy_timeout(Duration::from_secs(30));
+    // An in-memory database exists per connection: one connection keeps one database.
+    let max = if in_memory { 1 } else { 8 };
+    SqlitePoolOptions::new()
+        .max_connections(max)
+        .connect_with(options)
+        .await
+        .map_err(|source| StoreError::Connect {
+            url: shown.to_string(),
+            source,
+        })
+}
+
+async fn connect_postgres(url: &str, shown: &str) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url).map_err(|source| StoreError::InvalidUrl {
+        url: shown.to_string(),
+        source,
+    })?;
+    // One direct connection first: a pool retries until its timeout and then reports only
+    // "pool timed out", hiding the cause (refused, bad password, unknown database).
+    let first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+        .await
+        .map_err(|_| StoreError::Connect {
+            url: shown.to_string(),
+            source: sqlx::Error::PoolTimedOut,
+        })?
+        .map_err(|source| StoreError::Connect {
+            url: shown.to_string(),
+            source,
+        })?;
+    // Closing is best effort: the connection proved the server answers, which is all it was for.
+    let _ = first.close().await;
+    Ok(PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_lazy_with(options))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_in_userinfo_and_query() {
+        assert_eq!(
+            redact_url("postgres://app:s3cr%40t@db.example:5432/commitd"),
+            "postgres://app:***@db.example:5432/commitd"
+        );
+        assert_eq!(
+            redact_url("postgresql://app:p@ss@db/commitd?sslmode=require"),
+            "postgresql://app:***@db/commitd?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://db/commitd?user=app&password=hunter2&sslmode=verify-full"),
+            "postgres://db/commitd?user=app&password=***&sslmode=verify-full"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:5432/x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            redact_url("sqlite://./commitd-data/commitd.db"),
+            "sqlite://./commitd-data/commitd.db"
+        );
+    }
+
+    #[test]
+    fn backend_is_chosen_by_scheme() {
+        assert_eq!(backend_of("sqlite://x.db"), Some(Backend::Sqlite));
+        assert_eq!(backend_of("sqlite::memory:"), Some(Backend::Sqlite));
+        assert_eq!(backend_of("postgres://h/d"), Some(Backend::Postgres));
+        assert_eq!(backend_of("postgresql://h/d"), Some(Backend::Postgres));
+        assert_eq!(backend_of("mysql://h/d"), None);
+        assert_eq!(
+            default_sqlite_url(Path::new("./commitd-data")),
+            "sqlite://./commitd-data/commitd.db"
+        );
+    }
+
+    #[tokio::test]
+    async fn unsupported_url_names_it_without_the_password() {
+        let err = Store::connect("mysql://root:topsecret@h/db")
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("mysql://root:***@h/db"), "{msg}");
+        assert!(!msg.contains("topsecret"), "{msg}");
+    }
+}
