@@ -498,6 +498,7 @@ async fn reserved_instances_dry_run_purchase_and_exchange() {
     let source_offering = convertible(&c, "m5.xlarge", "No Upfront").await;
     let bought = c
         .purchase_reserved_instances(&ReservedInstancePurchase {
+            idempotency_key: "ri-1".into(),
             offering_id: source_offering,
             count: 2,
             limit_price: None,
@@ -506,7 +507,8 @@ async fn reserved_instances_dry_run_purchase_and_exchange() {
         .await
         .unwrap();
     assert!(bought.value.dry_run_request_id.is_some());
-    assert_eq!(bought.request_ids.len(), 2, "dry run + purchase");
+    assert!(bought.value.tagged);
+    assert_eq!(bought.request_ids.len(), 3, "dry run + purchase + tag");
     {
         let w = server.world();
         assert_eq!(w.calls("PurchaseReservedInstancesOffering"), 2);
@@ -520,6 +522,7 @@ async fn reserved_instances_dry_run_purchase_and_exchange() {
         (ri.as_str(), 2, "m5.xlarge")
     );
     assert_eq!(rec.instrument, Instrument::ConvertibleReservedInstance);
+    assert_eq!(rec.idempotency_key(), Some("ri-1"), "tagged with its key");
     // 0.192 x 0.70 = 0.1344 per instance-hour, no upfront.
     assert_eq!(rec.effective_hourly_rate().to_string(), "0.1344");
 
@@ -589,6 +592,7 @@ async fn ri_purchase_dry_run_failure_stops_before_buying() {
     let offering_id = convertible(&c, "c5.large", "All Upfront").await;
     let err = c
         .purchase_reserved_instances(&ReservedInstancePurchase {
+            idempotency_key: "ri-limit".into(),
             offering_id,
             count: 3,
             limit_price: Some(Money::from_units(1)),
@@ -607,6 +611,55 @@ async fn ri_purchase_dry_run_failure_stops_before_buying() {
         "only the dry run was sent"
     );
     assert_eq!(w.purchases(), 0);
+}
+
+#[tokio::test]
+async fn lost_ri_purchase_answer_is_never_resent_and_is_found_by_reconciliation() {
+    let server = start_server().await;
+    // Even with retries allowed, the purchase itself must go out once: it has no client token.
+    let c = clients(&server, retry(4, 10_000)).await;
+    let offering_id = convertible(&c, "c5.large", "No Upfront").await;
+    server
+        .world()
+        .inject("PurchaseReservedInstancesOffering", Fault::Pass, 1);
+    server.world().inject(
+        "PurchaseReservedInstancesOffering",
+        Fault::DropAfterCommit,
+        1,
+    );
+    let sent_at = server.world().now();
+    let p = ReservedInstancePurchase {
+        idempotency_key: "ri-crash".into(),
+        offering_id,
+        count: 2,
+        limit_price: None,
+        purchase_time: None,
+    };
+    let err = c.purchase_reserved_instances(&p).await.unwrap_err();
+    assert!(err.is_ambiguous(), "{err}");
+    {
+        let w = server.world();
+        assert_eq!(
+            w.calls("PurchaseReservedInstancesOffering"),
+            2,
+            "dry run + one purchase, no automatic resend"
+        );
+        assert_eq!(w.purchases(), 1);
+    }
+    // The answer (and so the tagging) was lost: not found by key, found by what was bought.
+    assert!(c
+        .find_reserved_instances_by_key("ri-crash")
+        .await
+        .unwrap()
+        .value
+        .is_empty());
+    let found = c
+        .find_reserved_instances_since("c5.large", 2, sent_at)
+        .await
+        .unwrap()
+        .value;
+    assert_eq!(found.len(), 1);
+    assert_eq!(server.world().purchases(), 1);
 }
 
 #[tokio::test]

@@ -5,8 +5,11 @@
 //!   restart) returns the plan already bought instead of buying a second one. The key is also
 //!   written as a tag, so the inventory can find the purchase during reconciliation.
 //! * PurchaseReservedInstancesOffering has no client token: it is always dry-run first (which
-//!   checks permissions and the offering without buying), and a lost response must be
-//!   reconciled with [`AwsClients::find_reserved_instances_since`] before any retry.
+//!   checks permissions and the offering without buying), sent once (the SDK's automatic
+//!   retry is switched off for it, as for AcceptReservedInstancesExchangeQuote), then tagged
+//!   with the idempotency key. A lost response must be reconciled with
+//!   [`AwsClients::find_reserved_instances_by_key`] / [`AwsClients::find_reserved_instances_since`]
+//!   before any retry.
 //! * ReturnSavingsPlan is checked against the return window locally first
 //!   ([`check_return_window`]), so the refusal names the rule rather than a bare 400.
 //! * A convertible RI exchange is accepted only when AWS's quote says it is valid and the
@@ -126,6 +129,8 @@ pub fn check_return_window(plan: &SavingsPlanRecord, now: DateTime<Utc>) -> Resu
 /// A Reserved Instance offering to buy.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReservedInstancePurchase {
+    /// The proposal's idempotency key, written as a tag on the RIs after the purchase.
+    pub idempotency_key: String,
     pub offering_id: String,
     pub count: u32,
     /// Refuse (AWS-side) if the total upfront would exceed this.
@@ -139,6 +144,11 @@ pub struct ReservedInstancesPurchased {
     pub reserved_instances_id: String,
     /// The request id of the dry run that preceded the purchase.
     pub dry_run_request_id: Option<String>,
+    /// The request id of the purchase itself.
+    pub purchase_request_id: Option<String>,
+    /// False when the purchase succeeded but tagging it with the idempotency key failed:
+    /// reconciliation then has to match it by type, count and start time.
+    pub tagged: bool,
 }
 
 /// One target of a convertible RI exchange.
@@ -313,28 +323,76 @@ impl AwsClients {
                 ))
             }
         };
+        // No client token exists for this call, so the SDK must not resend it on its own: a
+        // lost answer would become a second purchase. One attempt; the caller reconciles.
         let out = request(false)
+            .customize()
+            .config_override(single_attempt_ec2())
             .send()
             .await
             .map_err(|e| from_sdk(PURCHASE_RI, self.deadline, e))?;
-        let rid = aws_sdk_ec2::operation::RequestId::request_id(&out);
+        let rid = aws_sdk_ec2::operation::RequestId::request_id(&out).map(str::to_string);
         let id = out
             .reserved_instances_id()
             .filter(|id| !id.is_empty())
-            .ok_or_else(|| AwsError::bad(PURCHASE_RI, "reservedInstancesId", "missing", rid))?;
-        let mut called = Called::new(
-            ReservedInstancesPurchased {
-                reserved_instances_id: id.to_string(),
+            .ok_or_else(|| {
+                AwsError::bad(
+                    PURCHASE_RI,
+                    "reservedInstancesId",
+                    "missing",
+                    rid.as_deref(),
+                )
+            })?
+            .to_string();
+        let tag = self
+            .ec2
+            .create_tags()
+            .resources(&id)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key(IDEMPOTENCY_TAG)
+                    .value(&p.idempotency_key)
+                    .build(),
+            )
+            .send()
+            .await;
+        let (tagged, tag_rid) = match tag {
+            Ok(out) => (
+                true,
+                aws_sdk_ec2::operation::RequestId::request_id(&out).map(str::to_string),
+            ),
+            Err(e) => {
+                let e = from_sdk("CreateTags", self.deadline, e);
+                tracing::warn!(reserved_instances_id = %id, error = %e, "bought, but could not tag with the idempotency key");
+                (false, e.request_id().map(str::to_string))
+            }
+        };
+        Ok(Called {
+            value: ReservedInstancesPurchased {
+                reserved_instances_id: id,
                 dry_run_request_id: dry_run_rid.clone(),
+                purchase_request_id: rid.clone(),
+                tagged,
             },
-            rid,
-        );
-        called.request_ids.splice(0..0, dry_run_rid);
-        Ok(called)
+            request_ids: dry_run_rid.into_iter().chain(rid).chain(tag_rid).collect(),
+        })
+    }
+
+    /// The Reserved Instances commitd bought under `key` (tagged after the purchase).
+    pub async fn find_reserved_instances_by_key(
+        &self,
+        key: &str,
+    ) -> Result<Called<Vec<ReservedInstanceRecord>>, AwsError> {
+        let all = self.describe_reserved_instances().await?;
+        Ok(all.map(|ris| {
+            ris.into_iter()
+                .filter(|r| r.idempotency_key() == Some(key))
+                .collect()
+        }))
     }
 
     /// Reserved Instances of `instance_type` x `count` that started at or after `since`: what a
-    /// purchase whose response was lost would have created.
+    /// purchase whose response was lost (and so never tagged) would have created.
     pub async fn find_reserved_instances_since(
         &self,
         instance_type: &str,
@@ -423,11 +481,14 @@ impl AwsClients {
                 request_id: quote_rid,
             });
         }
+        // Not idempotent either: one attempt, the caller reconciles after a lost answer.
         let out = self
             .ec2
             .accept_reserved_instances_exchange_quote()
             .set_reserved_instance_ids(Some(reserved_instance_ids.to_vec()))
             .set_target_configurations(Some(target_requests(targets)))
+            .customize()
+            .config_override(single_attempt_ec2())
             .send()
             .await
             .map_err(|e| from_sdk(ACCEPT, self.deadline, e))?;
@@ -446,6 +507,12 @@ impl AwsClients {
         called.request_ids.splice(0..0, quote_rid);
         Ok(called)
     }
+}
+
+/// EC2 config for calls that must never be resent automatically.
+fn single_attempt_ec2() -> aws_sdk_ec2::config::Builder {
+    aws_sdk_ec2::config::Builder::default()
+        .retry_config(aws_sdk_ec2::config::retry::RetryConfig::standard().with_max_attempts(1))
 }
 
 fn target_requests(

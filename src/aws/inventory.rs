@@ -100,11 +100,16 @@ pub struct ReservedInstanceRecord {
     pub fixed_price: Decimal,
     /// Hourly price per instance (usage price plus hourly recurring charges).
     pub hourly_price: Decimal,
+    pub tags: BTreeMap<String, String>,
 }
 
 impl ReservedInstanceRecord {
     pub fn is_covering(&self) -> bool {
         COVERING_STATES.contains(&self.state.as_str())
+    }
+
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.tags.get(IDEMPOTENCY_TAG).map(String::as_str)
     }
 
     /// Amortized USD per instance-hour.
@@ -305,6 +310,11 @@ pub fn reserved_instance_record(
         end: time("end", r.end())?,
         fixed_price: price("fixedPrice", r.fixed_price())?,
         hourly_price: price("usagePrice", r.usage_price())? + recurring,
+        tags: r
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+            .collect(),
         id,
     })
 }

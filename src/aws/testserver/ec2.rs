@@ -20,6 +20,7 @@ pub const OPERATIONS: &[&str] = &[
     "PurchaseReservedInstancesOffering",
     "GetReservedInstancesExchangeQuote",
     "AcceptReservedInstancesExchangeQuote",
+    "CreateTags",
 ];
 
 const NS: &str = "http://ec2.amazonaws.com/doc/2016-11-15/";
@@ -164,6 +165,7 @@ pub fn reply(world: &mut World, action: &str, p: &Params, request_id: &str) -> R
         "PurchaseReservedInstancesOffering" => purchase(world, p),
         "GetReservedInstancesExchangeQuote" => quote(world, p),
         "AcceptReservedInstancesExchangeQuote" => accept(world, p),
+        "CreateTags" => create_tags(world, p),
         other => Err(ApiError::new(
             400,
             "InvalidAction",
@@ -228,9 +230,12 @@ fn describe(world: &mut World, p: &Params) -> Result<Xml, ApiError> {
             .el("currencyCode", "USD")
             .el("offeringType", &o.offering_type);
         recurring(&mut x, o.hourly);
-        x.el("offeringClass", &o.class)
-            .el("scope", "Region")
-            .close("item");
+        x.el("offeringClass", &o.class).el("scope", "Region");
+        x.open("tagSet");
+        for (k, v) in &r.tags {
+            x.open("item").el("key", k).el("value", v).close("item");
+        }
+        x.close("tagSet").close("item");
     }
     x.close("reservedInstancesSet");
     Ok(x)
@@ -316,6 +321,28 @@ fn purchase(world: &mut World, p: &Params) -> Result<Xml, ApiError> {
     let id = world.purchase_ri(offering, count, limit, purchase_time)?;
     let mut x = Xml(String::new());
     x.el("reservedInstancesId", id);
+    Ok(x)
+}
+
+fn create_tags(world: &mut World, p: &Params) -> Result<Xml, ApiError> {
+    let ids = list(p, "ResourceId");
+    let tags: Vec<(String, String)> = (1..)
+        .map_while(|i| {
+            let key = p.get(&format!("Tag.{i}.Key"))?.clone();
+            Some((
+                key,
+                p.get(&format!("Tag.{i}.Value"))
+                    .cloned()
+                    .unwrap_or_default(),
+            ))
+        })
+        .collect();
+    if boolean(p, "DryRun")? {
+        return Err(dry_run_ok());
+    }
+    world.tag_reserved_instances(&ids, &tags)?;
+    let mut x = Xml(String::new());
+    x.el("return", true);
     Ok(x)
 }
 

@@ -50,6 +50,8 @@ pub enum Fault {
     DropAfterCommit,
     /// Close the connection without applying the request.
     DropBeforeCommit,
+    /// No fault for this call (to aim a fault at a later call: `[pass, drop-after-commit]`).
+    Pass,
 }
 
 /// A savings plan offering in the catalogue.
@@ -118,6 +120,7 @@ pub struct Ri {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     state: String,
+    pub tags: BTreeMap<String, String>,
 }
 
 /// What one CreateSavingsPlan asked for (kept per client token to detect reuse).
@@ -642,9 +645,38 @@ impl World {
             start,
             end: start + ChronoDuration::seconds(o.duration_seconds),
             state: state.to_string(),
+            tags: BTreeMap::new(),
         });
         self.purchases += 1;
         Ok(id)
+    }
+
+    /// CreateTags on Reserved Instances (the only EC2 resources this server holds).
+    pub fn tag_reserved_instances(
+        &mut self,
+        ids: &[String],
+        tags: &[(String, String)],
+    ) -> Result<(), ApiError> {
+        if ids.is_empty() {
+            return Err(ApiError::new(
+                400,
+                "MissingParameter",
+                "The request must contain the parameter resourceIdSet",
+            ));
+        }
+        for id in ids {
+            if !self.ris.iter().any(|r| &r.id == id) {
+                return Err(ApiError::new(
+                    400,
+                    "InvalidID",
+                    format!("The ID '{id}' is not valid"),
+                ));
+            }
+        }
+        for r in self.ris.iter_mut().filter(|r| ids.contains(&r.id)) {
+            r.tags.extend(tags.iter().cloned());
+        }
+        Ok(())
     }
 
     /// The exchange value rule: every source is an active convertible RI of this account,
@@ -783,6 +815,7 @@ impl World {
                 start: now,
                 end: quote.expires_at,
                 state: "active".to_string(),
+                tags: BTreeMap::new(),
             });
         }
         self.purchases += 1;
