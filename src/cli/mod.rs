@@ -71,6 +71,9 @@ pub enum Command {
     Offerings(offerings::Args),
     /// Development: run the local AWS-compatible test server (Savings Plans, EC2 RIs).
     AwsTestServer(aws_test_server::Args),
+    /// Development: measure the AWS client against an in-process test server.
+    #[command(hide = true)]
+    AwsBench(aws_test_server::BenchArgs),
 }
 
 /// Entry point of the binary.
@@ -88,6 +91,7 @@ pub fn main() -> ExitCode {
         Command::Inventory(args) => inventory::run(args),
         Command::Offerings(args) => offerings::run(args),
         Command::AwsTestServer(args) => aws_test_server::run(args),
+        Command::AwsBench(args) => aws_test_server::bench(args),
     };
     match result {
         Ok(code) => code,
