@@ -20,6 +20,7 @@
 //!
 //! * [`domain`]: newtypes parsed once (Money, Hour, Provider, Instrument, UsageGroup, ...).
 //! * [`ingest`]: FOCUS CSV / CSV.gz / Parquet readers, usage model, commitments, rate card.
+//! * [`synth`]: deterministic synthetic scenarios (FOCUS bills with chosen demand shapes).
 //! * [`forecast`], [`optimize`], [`billing`]: the pure core. No I/O, no async, no clock:
 //!   they take data and return data, so they are tested and benchmarked in isolation.
 //! * [`backtest`]: replays the core over a scenario's evaluation window.
@@ -41,3 +42,4 @@ pub mod ingest;
 pub mod optimize;
 pub mod policy;
 pub mod store;
+pub mod synth;

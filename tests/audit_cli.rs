@@ -107,6 +107,27 @@ async fn list_show_verify_export_and_detect_tampering() {
         assert!(!out.status.success());
         assert!(stderr(&out).contains("--kind 'bought'"), "{}", stderr(&out));
 
+        // Anchors: the head recorded elsewhere must still be there with the same hash.
+        let head: serde_json::Value = serde_json::from_str(&stdout(&commitd(&[
+            "audit",
+            "show",
+            "3",
+            "--database",
+            url,
+            "--json",
+        ])))
+        .unwrap();
+        let anchor = format!("3:{}", head["hash"].as_str().unwrap());
+        let out = commitd(&["audit", "verify", "--database", url, "--anchor", &anchor]);
+        assert!(out.status.success(), "{}", stdout(&out));
+        let wrong = format!("3:{}", "0".repeat(64));
+        let out = commitd(&["audit", "verify", "--database", url, "--anchor", &wrong]);
+        assert!(!out.status.success());
+        assert!(stdout(&out).contains("anchored hash"), "{}", stdout(&out));
+        let out = commitd(&["audit", "verify", "--database", url, "--anchor", "4:zz"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("anchor '4:zz'"), "{}", stderr(&out));
+
         // Tamper: the approval now names someone else.
         db.drop_triggers().await;
         db.exec("UPDATE audit_events SET actor = 'mallory' WHERE id = 3")

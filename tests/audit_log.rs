@@ -378,7 +378,21 @@ async fn migrations_are_idempotent_and_data_survives_restart() {
                         .unwrap()
                 }
             };
-            assert_eq!(applied, 1, "{}", db.name);
+            let files = std::fs::read_dir(format!(
+                "{}/migrations/{}",
+                env!("CARGO_MANIFEST_DIR"),
+                db.name
+            ))
+            .unwrap()
+            .filter(|f| {
+                f.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|e| e == "sql")
+            })
+            .count() as i64;
+            assert_eq!(applied, files, "{}", db.name);
             let log = AuditLog::open(store);
             let report = log.verify().await.unwrap();
             assert!(report.is_ok());
@@ -426,4 +440,130 @@ async fn connect_errors_name_the_database() {
         "{err}"
     );
     assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[tokio::test]
+async fn times_are_stored_to_the_microsecond_and_filtered_exactly() {
+    for db in databases().await {
+        let log = db.log().await;
+        let precise = t(3) + chrono::Duration::nanoseconds(123_456_789);
+        let e = log.append(plan(precise, "plan-1")).await.unwrap();
+        let expected = t(3) + chrono::Duration::microseconds(123_456);
+        assert_eq!(e.time, expected);
+        assert_eq!(
+            log.get(1).await.unwrap().unwrap().time,
+            expected,
+            "{}",
+            db.name
+        );
+        // since is inclusive at the microsecond, until exclusive.
+        let at = |since, until| EventFilter {
+            since,
+            until,
+            ..Default::default()
+        };
+        let n = |f: EventFilter| {
+            let log = log.clone();
+            async move { log.list(&f, None).await.unwrap().len() }
+        };
+        assert_eq!(n(at(Some(expected), None)).await, 1, "{}", db.name);
+        assert_eq!(
+            n(at(Some(expected + chrono::Duration::microseconds(1)), None)).await,
+            0
+        );
+        assert_eq!(n(at(None, Some(expected))).await, 0, "{}", db.name);
+        assert_eq!(
+            n(at(None, Some(expected + chrono::Duration::microseconds(1)))).await,
+            1
+        );
+        assert!(log.verify().await.unwrap().is_ok());
+    }
+}
+
+#[tokio::test]
+async fn an_anchor_detects_a_truncated_or_rewritten_tail() {
+    use commitd::audit::Anchor;
+    for db in databases().await {
+        let log = db.log().await;
+        five_events(&log).await;
+        let (id, hash) = log.verify().await.unwrap().head.unwrap();
+        let anchor: Anchor = format!("{id}:{hash}").parse().unwrap();
+        assert!(log.verify_anchored(Some(&anchor)).await.unwrap().is_ok());
+        // A later, longer chain still passes.
+        log.append(approval(t(9), "p-4", "carol")).await.unwrap();
+        assert!(log.verify_anchored(Some(&anchor)).await.unwrap().is_ok());
+
+        db.drop_triggers().await;
+        db.exec("DELETE FROM audit_events WHERE id >= 4")
+            .await
+            .unwrap();
+        // The chain alone cannot tell...
+        assert!(log.verify().await.unwrap().is_ok(), "{}", db.name);
+        // ...the anchor can.
+        let report = log.verify_anchored(Some(&anchor)).await.unwrap();
+        let bad = report.first_bad.unwrap();
+        assert_eq!(bad.id, 5);
+        assert_eq!(bad.problem, Problem::Truncated { last_id: 3 });
+
+        // Re-growing the chain past the anchor gives event 5 another hash.
+        log.append(plan(t(20), "plan-x")).await.unwrap();
+        log.append(plan(t(21), "plan-y")).await.unwrap();
+        let report = log.verify_anchored(Some(&anchor)).await.unwrap();
+        let bad = report.first_bad.unwrap();
+        assert_eq!(bad.id, 5, "{}", db.name);
+        assert!(matches!(bad.problem, Problem::AnchorMismatch { .. }));
+    }
+    assert!("5".parse::<Anchor>().is_err());
+    assert!("0:abc".parse::<Anchor>().is_err());
+    assert!(format!("x:{}", "a".repeat(64)).parse::<Anchor>().is_err());
+}
+
+#[tokio::test]
+async fn the_schema_refuses_a_forked_chain() {
+    for db in databases().await {
+        let log = db.log().await;
+        let first = log.append(plan(t(0), "plan-1")).await.unwrap();
+        log.append(plan(t(1), "plan-2")).await.unwrap();
+        // A writer that bypassed the append lock and read a stale head (event 1) would insert
+        // a second successor of event 1: refused by UNIQUE(prev_hash), whatever its id.
+        let time = match db.name {
+            "sqlite" => "'2026-10-01T02:00:00.000000Z'",
+            _ => "'2026-10-01T02:00:00Z'::timestamptz",
+        };
+        let err = db
+            .exec(&format!(
+                "INSERT INTO audit_events (id, occurred_at, kind, actor, subject, payload, rationale, prev_hash, hash) \
+                 VALUES (3, {time}, 'plan_computed', 'x', 'y', '{{}}', '{{}}', '{}', '{}')",
+                first.hash,
+                "f".repeat(64)
+            ))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.to_lowercase().contains("unique"), "{}: {err}", db.name);
+        assert_eq!(log.verify().await.unwrap().verified, 2);
+    }
+}
+
+#[tokio::test]
+async fn any_json_string_is_accepted_and_verifies() {
+    for db in databases().await {
+        let log = db.log().await;
+        let odd = "NUL \u{0} bell \u{7} quote \" backslash \\ emoji \u{1f4b8} rtl \u{202e}";
+        // Plain text columns cannot hold NUL in PostgreSQL: refused on both backends alike.
+        let err = log.append(plan(t(0), odd)).await.unwrap_err().to_string();
+        assert!(err.contains("NUL"), "{}: {err}", db.name);
+        let subject = odd.replace('\0', "");
+        let e = log
+            .append(
+                plan(t(0), &subject).with_rationale(serde_json::json!({ "note": odd, "n": -0.0 })),
+            )
+            .await
+            .unwrap();
+        let got = log.get(1).await.unwrap().unwrap();
+        assert_eq!(got.subject, subject, "{}", db.name);
+        assert_eq!(got.rationale["note"], odd);
+        assert_eq!(got.hash, e.hash);
+        assert!(log.verify().await.unwrap().is_ok(), "{}", db.name);
+    }
 }

@@ -13,6 +13,7 @@ use crate::store::Store;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::Row;
+use std::sync::Arc;
 
 /// Key of the PostgreSQL advisory lock that serializes appends ("commitd" + "audit" in
 /// ASCII, truncated to 8 bytes). Other subsystems must pick other keys.
@@ -88,6 +89,38 @@ pub enum Problem {
     Gap { expected_id: i64 },
     /// The stored fields have no canonical form (invalid JSON, time, ...).
     Unreadable { reason: String },
+    /// The anchored event is intact as a link of the chain but has another hash than the
+    /// one recorded: the chain was rewritten from this event on.
+    AnchorMismatch { anchored: String, stored: String },
+    /// The anchored event is gone: the log ends at `last_id`.
+    Truncated { last_id: i64 },
+}
+
+/// An event id and hash recorded outside the database, `ID:HASH` on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Anchor {
+    pub id: i64,
+    pub hash: String,
+}
+
+impl std::str::FromStr for Anchor {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Anchor, String> {
+        let (id, hash) = text
+            .split_once(':')
+            .ok_or_else(|| format!("anchor '{text}': expected ID:HASH"))?;
+        let id: i64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("anchor '{text}': '{id}' is not an event id"))?;
+        let hash = hash.trim().to_ascii_lowercase();
+        if id < 1 || hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "anchor '{text}': expected an id >= 1 and a 64-digit hex hash"
+            ));
+        }
+        Ok(Anchor { id, hash })
+    }
 }
 
 impl std::fmt::Display for BadEvent {
@@ -112,20 +145,36 @@ impl std::fmt::Display for BadEvent {
                 id - 1
             ),
             Problem::Unreadable { reason } => write!(f, "event {id}: unreadable: {reason}"),
+            Problem::AnchorMismatch { anchored, stored } => write!(
+                f,
+                "event {id}: hash {stored} differs from the anchored hash {anchored}: the chain was rewritten from here"
+            ),
+            Problem::Truncated { last_id } => write!(
+                f,
+                "event {id}: the anchored event is missing, the log ends at event {last_id}: events were removed from its end"
+            ),
         }
     }
 }
 
-/// The audit log on a store.
+/// The audit log on a store. Clones share the store and the append queue.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
     store: Store,
+    /// Queues this process's appends before they reach the database lock. The database
+    /// lock alone is correct (and is what orders other processes), but its waiters poll
+    /// (SQLite's busy handler sleeps and retries) and each holds a pooled connection while
+    /// waiting, starving readers; an in-process queue wakes exactly the next writer.
+    append_queue: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AuditLog {
     /// The log on an open (migrated) store.
     pub fn open(store: Store) -> AuditLog {
-        AuditLog { store }
+        AuditLog {
+            store,
+            append_queue: Arc::new(tokio::sync::Mutex::new(())),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -135,6 +184,7 @@ impl AuditLog {
     /// Appends an event at the head of the chain and returns it as stored.
     pub async fn append(&self, new: NewEvent) -> Result<Event, AuditError> {
         let prepared = prepare(&new)?;
+        let _queued = self.append_queue.lock().await;
         let record = match &self.store {
             Store::Sqlite(pool) => {
                 // IMMEDIATE takes the write lock now, before the head is read: a DEFERRED
@@ -294,6 +344,17 @@ impl AuditLog {
     /// Walks the whole chain and reports the first event whose id, link or hash does not
     /// match. Reads only; never trusts a decoded struct, only the stored columns.
     pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
+        self.verify_anchored(None).await
+    }
+
+    /// [`verify`](Self::verify), and also checks that the chain still reaches an anchor: an
+    /// event id and hash recorded outside the database earlier (e.g. the head printed by a
+    /// previous verify). This catches what a chain alone cannot: its last events deleted.
+    pub async fn verify_anchored(
+        &self,
+        anchor: Option<&Anchor>,
+    ) -> Result<VerifyReport, AuditError> {
+        let mut anchor_seen = false;
         let mut report = VerifyReport {
             verified: 0,
             head: None,
@@ -318,7 +379,16 @@ impl AuditLog {
                         stored: rec.hash.clone(),
                         computed,
                     }),
-                    Ok(_) => None,
+                    Ok(_) => match anchor {
+                        Some(a) if a.id == rec.id => {
+                            anchor_seen = true;
+                            (a.hash != rec.hash).then(|| Problem::AnchorMismatch {
+                                anchored: a.hash.clone(),
+                                stored: rec.hash.clone(),
+                            })
+                        }
+                        _ => None,
+                    },
                 }
             };
             if let Some(problem) = problem {
@@ -335,6 +405,16 @@ impl AuditLog {
             Ok(true)
         })
         .await?;
+        if let Some(a) = anchor {
+            if report.first_bad.is_none() && !anchor_seen {
+                report.first_bad = Some(BadEvent {
+                    id: a.id,
+                    problem: Problem::Truncated {
+                        last_id: report.head.as_ref().map_or(0, |h| h.0),
+                    },
+                });
+            }
+        }
         Ok(report)
     }
 
@@ -445,6 +525,13 @@ fn prepare(new: &NewEvent) -> Result<Prepared, AuditError> {
     }
     if new.actor.trim().is_empty() {
         return Err(AuditError::Invalid("the actor is empty".into()));
+    }
+    // PostgreSQL text cannot hold NUL; refuse it on both backends alike. (Inside JSON it is
+    // escaped as \u0000 and fine.)
+    if new.actor.contains('\0') || new.subject.contains('\0') {
+        return Err(AuditError::Invalid(
+            "the actor or subject contains a NUL character".into(),
+        ));
     }
     if !new.rationale.is_object() {
         return Err(AuditError::Invalid(format!(

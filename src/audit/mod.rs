@@ -22,4 +22,4 @@ pub use event::{
     Failed, NewEvent, PlanComputed, PolicyBlocked, ProposalExpired, Rejected,
 };
 pub use export::ExportFormat;
-pub use log::{AuditError, AuditLog, BadEvent, EventFilter, Problem, VerifyReport};
+pub use log::{Anchor, AuditError, AuditLog, BadEvent, EventFilter, Problem, VerifyReport};

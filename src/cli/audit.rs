@@ -1,7 +1,7 @@
 //! `commitd audit`: list, show, verify and export the audit log.
 
 use crate::audit::export::event_json;
-use crate::audit::{AuditLog, Event, EventFilter, EventKind, ExportFormat};
+use crate::audit::{Anchor, AuditLog, Event, EventFilter, EventKind, ExportFormat};
 use crate::store::{self, Store};
 use anyhow::{bail, Context};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -73,6 +73,10 @@ pub enum Command {
     Verify {
         #[command(flatten)]
         db: DbArgs,
+        /// Also check that event ID still has hash HASH (a head printed by an earlier
+        /// verify and kept elsewhere): detects events removed from the end of the log.
+        #[arg(long, value_name = "ID:HASH")]
+        anchor: Option<Anchor>,
     },
     /// Export events for finance as CSV or JSONL.
     Export {
@@ -155,9 +159,9 @@ async fn run_async(cmd: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { db } => {
+        Command::Verify { db, anchor } => {
             let log = open(&db).await?;
-            let report = log.verify().await?;
+            let report = log.verify_anchored(anchor.as_ref()).await?;
             match (&report.first_bad, &report.head) {
                 (None, None) => println!("audit chain OK: empty"),
                 (None, Some((id, hash))) => println!(

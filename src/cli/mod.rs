@@ -10,12 +10,14 @@ use std::process::ExitCode;
 mod audit;
 mod aws_test_server;
 mod backtest;
+mod bench_forecast;
 mod check_config;
 mod forecast;
 mod inventory;
 mod offerings;
 mod plan;
 mod policy;
+mod synth;
 mod usage;
 
 /// commitd: an open, explainable autopilot for cloud commitments.
@@ -53,6 +55,8 @@ pub enum Command {
     Usage(usage::Args),
     /// Forecast each usage group's hourly baseline with quantiles (P10/P50/P90).
     Forecast(forecast::Args),
+    /// Accuracy (rolling origin, vs seasonal-naive) and speed figures of the forecaster.
+    BenchForecast(bench_forecast::Args),
     /// Compute the purchase plan (one LP across all instruments) with its rationale.
     Plan(plan::Args),
     /// Replay rolling decisions over a scenario's evaluation window and compare with baselines.
@@ -74,6 +78,8 @@ pub enum Command {
     /// Development: measure the AWS client against an in-process test server.
     #[command(hide = true)]
     AwsBench(aws_test_server::BenchArgs),
+    /// Write a synthetic scenario (FOCUS usage, rates, commitments) with a chosen demand shape.
+    Synth(synth::Args),
 }
 
 /// Entry point of the binary.
@@ -83,6 +89,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Usage(args) => usage::run(args),
         Command::Forecast(args) => forecast::run(args),
+        Command::BenchForecast(args) => bench_forecast::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Backtest(args) => backtest::run(args),
         Command::Audit(cmd) => audit::run(cmd),
@@ -92,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Offerings(args) => offerings::run(args),
         Command::AwsTestServer(args) => aws_test_server::run(args),
         Command::AwsBench(args) => aws_test_server::bench(args),
+        Command::Synth(args) => synth::run(args),
     };
     match result {
         Ok(code) => code,

@@ -213,8 +213,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         report.source, m.range.start, m.range.end, all, m.rows_read, m.currency
     );
     println!();
+    let w = m
+        .groups
+        .iter()
+        .map(|g| g.group.to_string().len())
+        .max()
+        .unwrap_or(0)
+        .max(45);
     println!(
-        "{:<44} {:<10} {:>12} {:>14} {:>9}",
+        "{:<w$} {:<10} {:>12} {:>14} {:>9}",
         "USAGE GROUP (provider/region/type/os/tenancy)",
         "FAMILY",
         "INST-HOURS",
@@ -223,7 +230,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     for g in &m.groups {
         println!(
-            "{:<44} {:<10} {:>12.1} {:>14.2} {:>8.1}%",
+            "{:<w$} {:<10} {:>12.1} {:>14.2} {:>8.1}%",
             g.group.to_string(),
             g.group.family,
             g.quantity.iter().sum::<f64>(),
@@ -232,7 +239,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     println!(
-        "{:<44} {:<10} {:>12.1} {:>14.2} {:>8.1}%",
+        "{:<w$} {:<10} {:>12.1} {:>14.2} {:>8.1}%",
         "TOTAL",
         "",
         m.groups

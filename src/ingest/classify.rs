@@ -169,18 +169,18 @@ pub fn classify(row: &Row<'_>) -> Kind {
     if !vm_service {
         return Kind::Ignored(format!("not compute: {}", non_empty(&category)));
     }
-    let Some(instance_type) = instance_type else {
-        return Kind::Ignored(format!(
-            "compute without an instance type: {}",
-            non_empty(&service)
-        ));
-    };
     // Instance-hours only: a Compute row priced per GB (data transfer) is not demand.
     if let Some(unit) = row.text(Col::ConsumedUnit) {
         if !unit.to_ascii_lowercase().contains("hour") && !unit.eq_ignore_ascii_case("hrs") {
             return Kind::Ignored(format!("compute priced per {unit}, not per hour"));
         }
     }
+    let Some(instance_type) = instance_type else {
+        return Kind::Ignored(format!(
+            "compute without an instance type: {}",
+            non_empty(&service)
+        ));
+    };
     let Some(region) = row.text(Col::RegionId) else {
         return Kind::Ignored("compute without RegionId".into());
     };
@@ -311,7 +311,7 @@ mod tests {
         ]);
         assert_eq!(
             classify(&transfer),
-            Kind::Ignored("compute without an instance type: Amazon Elastic Compute Cloud".into())
+            Kind::Ignored("compute priced per GB, not per hour".into())
         );
         let s3 = row(&[
             (Col::ProviderName, "AWS"),

@@ -291,7 +291,7 @@ impl<'a> Row<'a> {
                 .ok()
                 .and_then(Money::from_decimal)
                 .ok_or_else(|| self.err(col, "decimal out of range"))?,
-            _ => Money::from_f64(f).map_err(|e| self.err(col, e.to_string()))?,
+            _ => money_from_f64(f).map_err(|e| self.err(col, e))?,
         };
         Ok(Some((exact, f)))
     }
@@ -312,6 +312,19 @@ impl<'a> Row<'a> {
             _ => Err(self.err(col, "a number where a timestamp belongs")),
         }
     }
+}
+
+/// A Parquet DOUBLE to micro-units, rounding exactly as [`Money::parse`] rounds the decimal text
+/// a CSV writer would print for it (its shortest round-trip form), so that CSV and Parquet
+/// copies of one bill give identical totals. Only values that land near a half micro-unit need
+/// the text, so the slow path is rare.
+pub fn money_from_f64(v: f64) -> Result<Money, String> {
+    let x = v * Money::MICROS_PER_UNIT as f64;
+    let frac = (x - x.trunc()).abs();
+    if (frac - 0.5).abs() < 1e-6 && x.abs() < 1e15 {
+        return Money::parse(&format!("{v}")).map_err(|e| e.to_string());
+    }
+    Money::from_f64(v).map_err(|e| e.to_string())
 }
 
 impl Default for Row<'_> {
@@ -351,5 +364,24 @@ mod tests {
         assert_eq!(r.number(Col::ConsumedQuantity).unwrap(), Some(123.45));
         assert_eq!(r.hour(Col::ChargePeriodStart).unwrap(), Some(Hour(10)));
         assert!(r.hour(Col::ChargePeriodEnd).is_err());
+    }
+
+    #[test]
+    fn doubles_round_like_their_decimal_text() {
+        for text in [
+            "2.5629695",
+            "2.5629685",
+            "0.0000005",
+            "0.0000015",
+            "-3.1234565",
+            "17.25",
+        ] {
+            let f: f64 = text.parse().unwrap();
+            assert_eq!(
+                money_from_f64(f).unwrap(),
+                Money::parse(text).unwrap(),
+                "{text}"
+            );
+        }
     }
 }
