@@ -9,13 +9,28 @@ use commitd::domain::{Instrument, Money, PaymentOption, Term};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 
+/// A private copy of the binary, removed with the returned directory: on a machine where
+/// several checkouts share one target directory, another build may replace
+/// `target/debug/commitd` while a test runs.
+fn private_binary() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("commitd");
+    std::fs::copy(env!("CARGO_BIN_EXE_commitd"), &path).unwrap();
+    (dir, path)
+}
+
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
 /// Runs `commitd ARGS` with only the standard AWS variables pointing at `endpoint`.
-fn commitd(endpoint: &str, home: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_commitd"))
+fn commitd(
+    bin: &std::path::Path,
+    endpoint: &str,
+    home: &std::path::Path,
+    args: &[&str],
+) -> (bool, String, String) {
+    let out = Command::new(bin)
         .args(args)
         .env_clear()
         .env("HOME", home)
@@ -73,11 +88,12 @@ async fn inventory_and_offerings_commands_honour_the_aws_environment() {
         .value;
 
     let endpoint = server.endpoint();
+    let (_bin_dir, bin) = private_binary();
     let home = tempfile::tempdir().unwrap();
     let home_path = home.path().to_path_buf();
     let (ok, out, err) = tokio::task::spawn_blocking({
-        let (e, h) = (endpoint.clone(), home_path.clone());
-        move || commitd(&e, &h, &["inventory", "--provider", "aws", "--json"])
+        let (b, e, h) = (bin.clone(), endpoint.clone(), home_path.clone());
+        move || commitd(&b, &e, &h, &["inventory", "--provider", "aws", "--json"])
     })
     .await
     .unwrap();
@@ -88,8 +104,8 @@ async fn inventory_and_offerings_commands_honour_the_aws_environment() {
     assert_eq!(v["request_ids"].as_array().unwrap().len(), 2);
 
     let (ok, out, err) = tokio::task::spawn_blocking({
-        let (e, h) = (endpoint.clone(), home_path.clone());
-        move || commitd(&e, &h, &["inventory", "--provider", "aws"])
+        let (b, e, h) = (bin.clone(), endpoint.clone(), home_path.clone());
+        move || commitd(&b, &e, &h, &["inventory", "--provider", "aws"])
     })
     .await
     .unwrap();
@@ -123,8 +139,15 @@ async fn inventory_and_offerings_commands_honour_the_aws_environment() {
     ] {
         let a = args(extra);
         let (ok, out, err) = tokio::task::spawn_blocking({
-            let (e, h) = (endpoint.clone(), home_path.clone());
-            move || commitd(&e, &h, &a.iter().map(String::as_str).collect::<Vec<_>>())
+            let (b, e, h) = (bin.clone(), endpoint.clone(), home_path.clone());
+            move || {
+                commitd(
+                    &b,
+                    &e,
+                    &h,
+                    &a.iter().map(String::as_str).collect::<Vec<_>>(),
+                )
+            }
         })
         .await
         .unwrap();
@@ -137,9 +160,10 @@ async fn inventory_and_offerings_commands_honour_the_aws_environment() {
 
     // A bad endpoint fails clearly, naming the operation.
     let (ok, _, err) = tokio::task::spawn_blocking({
-        let h = home_path.clone();
+        let (b, h) = (bin.clone(), home_path.clone());
         move || {
             commitd(
+                &b,
                 "http://127.0.0.1:1",
                 &h,
                 &[
@@ -165,7 +189,8 @@ async fn inventory_and_offerings_commands_honour_the_aws_environment() {
 
 #[test]
 fn aws_test_server_subcommand_serves_on_a_free_port() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_commitd"))
+    let (_bin_dir, bin) = private_binary();
+    let mut child = Command::new(&bin)
         .args(["aws-test-server", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
