@@ -32,6 +32,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod aws;
 pub mod backtest;
 pub mod billing;
 pub mod cli;

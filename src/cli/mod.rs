@@ -8,11 +8,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
 mod audit;
+mod aws_test_server;
 mod backtest;
 mod bench_forecast;
 mod bench_optimize;
 mod check_config;
 mod forecast;
+mod inventory;
+mod offerings;
 mod plan;
 mod policy;
 mod proposals;
@@ -79,6 +82,15 @@ pub enum Command {
     /// Create and revoke API bearer tokens.
     #[command(subcommand)]
     Tokens(proposals::TokenCommand),
+    /// Show the commitments a cloud account owns (AWS: savings plans and Reserved Instances).
+    Inventory(inventory::Args),
+    /// Show what commitments cost in a region, as rate-card offers (cached for a day).
+    Offerings(offerings::Args),
+    /// Development: run the local AWS-compatible test server (Savings Plans, EC2 RIs).
+    AwsTestServer(aws_test_server::Args),
+    /// Development: measure the AWS client against an in-process test server.
+    #[command(hide = true)]
+    AwsBench(aws_test_server::BenchArgs),
     /// Write a synthetic scenario (FOCUS usage, rates, commitments) with a chosen demand shape.
     Synth(synth::Args),
 }
@@ -100,6 +112,10 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Proposals(cmd) => proposals::run(cmd),
         Command::Tokens(cmd) => proposals::run_tokens(cmd),
+        Command::Inventory(args) => inventory::run(args),
+        Command::Offerings(args) => offerings::run(args),
+        Command::AwsTestServer(args) => aws_test_server::run(args),
+        Command::AwsBench(args) => aws_test_server::bench(args),
         Command::Synth(args) => synth::run(args),
     };
     match result {

@@ -1,0 +1,307 @@
+//! A local AWS-compatible test server for the operations commitd calls that moto lacks:
+//! Savings Plans (REST-JSON) and EC2 Reserved Instances (Query protocol, XML answers).
+//!
+//! It speaks the real wire protocols, so the real `aws-sdk-*` clients, pointed at it with an
+//! endpoint override, must parse every answer; it applies AWS's rules (validation errors as AWS
+//! words them, client-token idempotency, queued purchases, the return window, the exchange
+//! value rule) to a simulated account ([`World`]); and it injects faults on demand (throttling,
+//! 5xx, a connection dropped before or after the purchase is committed) so retries and crash
+//! recovery can be tested.
+//!
+//! Routing, on one port: `POST /` with a form body is EC2; `POST /<Operation>` is Savings
+//! Plans; `/_commitd/...` is the control API (faults, clock, stats) for tests that run the
+//! server as a separate process (`commitd aws-test-server`). Every answer carries an
+//! `x-amzn-RequestId` header, as AWS's do; requests without a SigV4 `Authorization` header are
+//! refused like AWS refuses them.
+
+pub mod ec2;
+pub mod savingsplans;
+pub mod world;
+
+pub use world::{ApiError, Fault, Stats, World};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::net::TcpListener;
+
+/// One answer, before it becomes an HTTP response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+    pub request_id: String,
+}
+
+/// A running server; stops when dropped.
+pub struct TestServer {
+    addr: SocketAddr,
+    world: Arc<Mutex<World>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts on a free port of 127.0.0.1.
+    pub async fn start(world: World) -> std::io::Result<TestServer> {
+        Self::bind("127.0.0.1:0".parse().map_err(std::io::Error::other)?, world).await
+    }
+
+    pub async fn bind(addr: SocketAddr, world: World) -> std::io::Result<TestServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let world = Arc::new(Mutex::new(world));
+        let shared = world.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let world = shared.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let world = world.clone();
+                        async move { serve(world, req).await }
+                    });
+                    // An error here is a dropped connection: injected, or the client went away.
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(TestServer { addr, world, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL to give the SDK as its endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The simulated account, for tests to inspect or steer directly.
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        lock(&self.world)
+    }
+
+    /// Serves until the process is stopped (for the dev sub-command).
+    pub async fn run_forever(self) {
+        let _ = (&mut { self }.task).await;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A poisoned lock only means a handler panicked; the world is still usable for a test peer.
+fn lock(world: &Mutex<World>) -> MutexGuard<'_, World> {
+    world.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Returned to hyper to close the connection without an answer.
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+fn to_response(reply: Reply) -> Response<Full<Bytes>> {
+    let mut builder = Response::builder()
+        .status(reply.status)
+        .header("content-type", reply.content_type)
+        .header("x-amzn-RequestId", reply.request_id.as_str());
+    for (name, value) in &reply.headers {
+        builder = builder.header(*name, value.as_str());
+    }
+    builder
+        .body(Full::new(Bytes::from(reply.body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::from_static(b"bad response"))))
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Protocol {
+    Json,
+    Query,
+}
+
+fn fault_reply(protocol: Protocol, fault: Fault, request_id: &str) -> Reply {
+    let e = match (protocol, fault) {
+        (Protocol::Json, Fault::Throttle) => {
+            ApiError::new(400, "ThrottlingException", "Rate exceeded")
+        }
+        (Protocol::Query, Fault::Throttle) => {
+            ApiError::new(503, "RequestLimitExceeded", "Request limit exceeded.")
+        }
+        (Protocol::Json, _) => ApiError::new(
+            500,
+            "InternalServerException",
+            "An internal error has occurred.",
+        ),
+        (Protocol::Query, _) => ApiError::new(
+            500,
+            "InternalError",
+            "An internal error has occurred. Please try again.",
+        ),
+    };
+    match protocol {
+        Protocol::Json => savingsplans::error_reply(&e, request_id),
+        Protocol::Query => ec2::error_reply(&e, request_id),
+    }
+}
+
+async fn serve(
+    world: Arc<Mutex<World>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Dropped> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map_err(|_| Dropped)?.to_bytes();
+    let path = parts.uri.path().to_string();
+    if let Some(control_path) = path.strip_prefix("/_commitd/") {
+        return Ok(control(&world, control_path, &body));
+    }
+    let signed = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 Credential="));
+
+    let (protocol, operation, json_body, form) = if path == "/" {
+        let form = ec2::parse_form(&body);
+        let action = form.get("Action").cloned().unwrap_or_default();
+        (Protocol::Query, action, serde_json::Value::Null, form)
+    } else {
+        let op = path.trim_start_matches('/').to_string();
+        let json = if body.is_empty() {
+            serde_json::json!({})
+        } else {
+            match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => {
+                    let mut w = lock(&world);
+                    let rid = w.new_request_id();
+                    let err = ApiError::new(
+                        400,
+                        "SerializationException",
+                        format!("Malformed JSON: {e}"),
+                    );
+                    return Ok(to_response(savingsplans::error_reply(&err, &rid)));
+                }
+            }
+        };
+        (Protocol::Json, op, json, ec2::Params::new())
+    };
+
+    let mut w = lock(&world);
+    let request_id = w.new_request_id();
+    if !signed {
+        let e = match protocol {
+            Protocol::Json => ApiError::new(
+                403,
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token",
+            ),
+            Protocol::Query => ApiError::new(
+                401,
+                "AuthFailure",
+                "AWS was not able to validate the provided access credentials",
+            ),
+        };
+        let reply = match protocol {
+            Protocol::Json => savingsplans::error_reply(&e, &request_id),
+            Protocol::Query => ec2::error_reply(&e, &request_id),
+        };
+        return Ok(to_response(reply));
+    }
+    let fault = w.begin_call(&operation);
+    match fault {
+        Some(Fault::DropBeforeCommit) => return Err(Dropped),
+        Some(f @ (Fault::Throttle | Fault::ServerError)) => {
+            return Ok(to_response(fault_reply(protocol, f, &request_id)))
+        }
+        _ => {}
+    }
+    let reply = match protocol {
+        Protocol::Json => savingsplans::reply(&mut w, &operation, &json_body, &request_id),
+        Protocol::Query => ec2::reply(&mut w, &operation, &form, &request_id),
+    };
+    if fault == Some(Fault::DropAfterCommit) {
+        return Err(Dropped);
+    }
+    Ok(to_response(reply))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultRequest {
+    operation: String,
+    fault: Fault,
+    #[serde(default = "one")]
+    times: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockRequest {
+    now: String,
+}
+
+/// The control API: `POST /_commitd/faults {"operation","fault","times"}`,
+/// `POST /_commitd/clock {"now": RFC 3339}`, `GET /_commitd/stats`.
+fn control(world: &Mutex<World>, path: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    let reply = |status: u16, body: String| Reply {
+        status,
+        content_type: "application/json",
+        headers: Vec::new(),
+        body,
+        request_id: "control".to_string(),
+    };
+    let mut w = lock(world);
+    let r = match path {
+        "faults" => match serde_json::from_slice::<FaultRequest>(body) {
+            Ok(f) => {
+                w.inject(&f.operation, f.fault, f.times);
+                reply(200, "{}".into())
+            }
+            Err(e) => reply(
+                400,
+                serde_json::json!({ "message": e.to_string() }).to_string(),
+            ),
+        },
+        "clock" => match serde_json::from_slice::<ClockRequest>(body)
+            .ok()
+            .and_then(|c| savingsplans::parse_time(&c.now))
+        {
+            Some(t) => {
+                w.set_now(t);
+                reply(200, "{}".into())
+            }
+            None => reply(
+                400,
+                r#"{"message":"expected {\"now\": RFC 3339 timestamp}"}"#.into(),
+            ),
+        },
+        "stats" => reply(200, serde_json::to_string(&w.stats()).unwrap_or_default()),
+        _ => reply(404, r#"{"message":"unknown control path"}"#.into()),
+    };
+    to_response(r)
+}
