@@ -6,6 +6,7 @@
 //! * [`offerings`]: what it could buy, mapped to a [`crate::domain::RateCard`] (cached daily).
 //! * [`execute`]: purchases (idempotent), queued-plan deletion, returns, RI exchanges.
 //! * [`usage`]: Cost Explorer cost and usage (hourly for 14 days, daily beyond).
+//! * [`market`]: AWS as the executor's [`crate::providers::CommitmentMarket`].
 //! * [`testserver`]: a local peer speaking the Savings Plans REST-JSON and EC2 Query wire
 //!   protocols, with AWS's validation rules and fault injection, for tests and demos.
 //!
@@ -18,6 +19,7 @@ pub mod convert;
 pub mod error;
 pub mod execute;
 pub mod inventory;
+pub mod market;
 pub mod offerings;
 pub mod testserver;
 pub mod usage;
