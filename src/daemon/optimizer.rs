@@ -58,7 +58,9 @@ fn policy_floor(config: &Config) -> Option<MinUtilization> {
     set.policies
         .iter()
         .map(|p| p.limits.min_expected_utilization)
-        .fold(None, |acc: Option<f64>, m| Some(acc.map_or(m, |a| a.max(m))))
+        .fold(None, |acc: Option<f64>, m| {
+            Some(acc.map_or(m, |a| a.max(m)))
+        })
         .map(|min| MinUtilization {
             level: crate::pipeline::LEVELS[0],
             min,
@@ -121,9 +123,9 @@ pub fn cycle_plan(plan: &Plan, now: DateTime<Utc>, digest: String, name: &str) -
             Some(crate::domain::CommitmentKind::Usage) => {
                 CommitmentAmount::Instances(a.amount.to_u32().unwrap_or(0))
             }
-            _ => CommitmentAmount::HourlySpend(
-                Money::from_decimal(a.amount).unwrap_or(Money::ZERO),
-            ),
+            _ => {
+                CommitmentAmount::HourlySpend(Money::from_decimal(a.amount).unwrap_or(Money::ZERO))
+            }
         };
         let (region, family, instance_type, os, tenancy) = match &a.scope {
             ActionScope::Provider => (None, None, None, None, None),
