@@ -20,6 +20,7 @@ const NOT_CONFIG_KEYS: &[&str] = &[
     "COMMITD_CONFIG",
     "COMMITD_TEST_DATABASE_URL",
     "COMMITD_FAILPOINT",
+    "COMMITD_MOTO",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -205,7 +206,12 @@ impl Config {
             let Some(rest) = key.strip_prefix("COMMITD_") else {
                 continue;
             };
-            if NOT_CONFIG_KEYS.contains(&key.as_str()) || rest.is_empty() {
+            // Test and benchmark settings share the prefix but are never configuration.
+            if NOT_CONFIG_KEYS.contains(&key.as_str())
+                || rest.is_empty()
+                || rest.starts_with("TEST_")
+                || rest.starts_with("BENCH_")
+            {
                 continue;
             }
             let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
