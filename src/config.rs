@@ -8,6 +8,7 @@
 //! Secrets (database passwords, API tokens, webhook URLs) are wrapped in [`Secret`], whose
 //! `Debug` and `Display` never show the value; [`Config::redacted`] is what gets printed.
 
+use crate::store::redact_url;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -244,10 +245,7 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         if let Some(url) = &self.database_url {
             let u = url.expose();
-            if !(u.starts_with("sqlite:")
-                || u.starts_with("postgres://")
-                || u.starts_with("postgresql://"))
-            {
+            if crate::store::backend_of(u).is_none() {
                 return Err(format!(
                     "database_url must start with sqlite:, postgres:// or postgresql://, got '{}'",
                     redact_url(u)
@@ -317,28 +315,6 @@ impl Config {
             ),
         );
         text
-    }
-}
-
-/// Replaces the password of a URL ("postgres://u:pw@h/db" -> "postgres://u:***@h/db").
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                format!("{scheme}://{user}@{host}{tail}")
-            }
-        }
-        None => url.to_string(),
     }
 }
 
