@@ -64,7 +64,7 @@ pub fn proposal_message(p: &Proposal, base_url: &str) -> Value {
 pub async fn post_json(url: &str, body: &Value) -> Result<(), WebhookError> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| WebhookError::Scheme(crate::config::redact_url(url)))?;
+        .ok_or_else(|| WebhookError::Scheme(crate::store::redact_url(url)))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),

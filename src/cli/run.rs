@@ -1,7 +1,8 @@
 //! `commitd run`: the service, or one cycle with `--once`.
 
-use crate::config::{redact_url, Config};
+use crate::config::Config;
 use crate::daemon::service;
+use crate::store::redact_url;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
