@@ -6,7 +6,7 @@
 //! forecaster (it also plans from actual demand in hindsight mode, and from any other demand).
 
 use crate::domain::plan::Plan;
-use crate::domain::{Commitment, Hour, HourRange, RateCard, UsageModel};
+use crate::domain::{Commitment, GroupSeries, Hour, HourRange, RateCard, UsageModel};
 use crate::forecast::{forecast_batch, BatchInput, ForecastConfig};
 use crate::optimize::{self, demand, Constraints, DemandInput, OptimizeError, Options};
 
@@ -23,22 +23,10 @@ pub fn forecast_demand(
     notes: &mut Vec<String>,
 ) -> DemandInput {
     let mut naive = demand::seasonal_naive(history, at, horizon, 4, &LEVELS);
-    // Hours after the bill's last row are unknown, not zero.
-    let known_end = history
-        .last_observed
-        .map_or(history.range.start, |h| h.plus(1))
-        .min(at);
-    let known = known_end.since(history.range.start).max(0) as usize;
     let histories: Vec<Vec<f64>> = history
         .groups
         .iter()
-        .map(|g| {
-            let mut v = g.quantity.clone();
-            for x in v.iter_mut().skip(known) {
-                *x = f64::NAN;
-            }
-            v
-        })
+        .map(|g| known_history(history, g, at))
         .collect();
     let inputs: Vec<BatchInput<'_>> = histories
         .iter()
@@ -86,6 +74,21 @@ pub fn forecast_demand(
         }
     }
     naive
+}
+
+/// A group's hourly demand as the forecaster must see it at `at`: hours after the bill's last
+/// row, or at and after `at`, are unknown (NaN), not zero usage.
+pub fn known_history(model: &UsageModel, group: &GroupSeries, at: Hour) -> Vec<f64> {
+    let known_end = model
+        .last_observed
+        .map_or(model.range.start, |h| h.plus(1))
+        .min(at);
+    let known = known_end.since(model.range.start).max(0) as usize;
+    let mut v = group.quantity.clone();
+    for x in v.iter_mut().skip(known) {
+        *x = f64::NAN;
+    }
+    v
 }
 
 /// Plans at `at` from the usage before `at` only (the future is never looked at), with the

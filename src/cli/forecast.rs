@@ -91,21 +91,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         usage_path.display(),
         args.group.as_deref().unwrap_or("")
     );
-    // Hours after the bill's last row are unknown, not zero.
-    let known_end = model
-        .last_observed
-        .map_or(model.range.start, |h| h.plus(1))
-        .min(at);
-    let known = known_end.since(model.range.start).max(0) as usize;
     let histories: Vec<Vec<f64>> = groups
         .iter()
-        .map(|g| {
-            let mut v = g.quantity.clone();
-            for x in v.iter_mut().skip(known) {
-                *x = f64::NAN;
-            }
-            v
-        })
+        .map(|g| crate::pipeline::known_history(&model, g, at))
         .collect();
     let inputs: Vec<BatchInput<'_>> = histories
         .iter()
