@@ -11,6 +11,7 @@
 use crate::domain::{Hour, Money, PaymentOption, Plan, Term};
 use crate::ingest::Scenario;
 use crate::optimize::{self, demand, Constraints, MinUtilization, Options};
+use crate::pipeline::LEVELS;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,8 +63,6 @@ pub struct Args {
     pub json: bool,
 }
 
-const LEVELS: [f64; 3] = [0.1, 0.5, 0.9];
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let scenario = Scenario::load(&args.scenario)
         .with_context(|| format!("loading scenario {}", args.scenario.display()))?;
@@ -83,10 +82,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             scenario.usage.range.start,
             at,
         ));
-        let naive = demand::seasonal_naive(&history, at, args.horizon, 4, &LEVELS);
         if args.seasonal_naive {
             (
-                naive,
+                demand::seasonal_naive(&history, at, args.horizon, 4, &LEVELS),
                 "seasonal-naive: P10/P50/P90 of the same hour of the week over the last 4 weeks",
             )
         } else {
