@@ -67,3 +67,29 @@ proptest! {
         }
     }
 }
+
+/// The case proptest found: under a coverage cap, rounding left a Standard RI that made the plan
+/// $1.51 dearer than dropping it. Every action must pay for itself.
+#[test]
+fn no_action_costs_more_than_it_saves_under_a_coverage_cap() {
+    let (demand, rates) = synthetic::generate(&synthetic::Spec {
+        groups: 2,
+        hours: 24 * 4,
+        levels: vec![0.1, 0.5, 0.9],
+        seed: 14,
+        ..Default::default()
+    });
+    let mut c = Constraints::one_year_only();
+    c.max_coverage = Some(0.7793152728000154);
+    c.three_year_min_extra_savings = 0.01;
+    let options = Options {
+        marginal_resolves: 10,
+        ..Options::default()
+    };
+    let plan = optimize(&demand, &rates, &[], &c, &options).unwrap();
+    assert!(!plan.actions.is_empty());
+    for a in &plan.actions {
+        let v = a.rationale.value_if_removed.unwrap();
+        assert!(v >= -1e-6, "{}: {v}", a.rationale.summary);
+    }
+}

@@ -263,6 +263,40 @@ fn run_pass<'a>(
             }
         }
     }
+    // Under a coverage cap, whole-instance rounding can leave a commitment that no longer pays
+    // for itself: the cap forces part of it idle once the others are rounded. Drop any whose
+    // removal makes the plan cheaper, until none does. Only the cap can force paid capacity to
+    // sit idle in the fixed solve, so plans without one skip these re-solves.
+    if constraints.max_coverage.is_some() {
+        let mut improved = true;
+        while improved {
+            improved = false;
+            for pi in 0..fixed.len() {
+                if !matches!(fixed[pi], Capacity::Fixed(x) if x > 0.0) {
+                    continue;
+                }
+                let mut without = fixed.clone();
+                without[pi] = Capacity::Fixed(0.0);
+                solves += 1;
+                let spec = SolveSpec {
+                    model: &model,
+                    points: &points,
+                    demand,
+                    constraints,
+                    options,
+                    capacity: &without,
+                    min_coverage: false,
+                };
+                if let Ok(r) = lp::solve(&spec) {
+                    if r.objective < final_.objective - 1e-6 {
+                        fixed = without;
+                        final_ = r;
+                        improved = true;
+                    }
+                }
+            }
+        }
+    }
     Ok(Pass {
         demand,
         model,
