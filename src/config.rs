@@ -121,7 +121,8 @@ pub struct DaemonConfig {
     pub webhook_url: Option<Secret>,
     /// Use this plan (JSON) instead of computing one: replays a plan computed elsewhere.
     pub plan_file: Option<PathBuf>,
-    /// Where purchases are made: "sim" (the built-in simulated market, the default).
+    /// Where purchases are made: "sim" (the built-in simulated market, the default) or "aws"
+    /// (the AWS SDK, settings in `[aws]`).
     pub provider: String,
 }
 
@@ -142,6 +143,193 @@ impl Default for DaemonConfig {
     }
 }
 
+/// The AWS provider (`[daemon] provider = "aws"`): how the daemon reaches the account(s).
+///
+/// Credentials always come from the standard AWS chain (environment `AWS_ACCESS_KEY_ID` ...,
+/// `AWS_PROFILE`, SSO, web identity, IMDS), never from this file; `AWS_REGION` and
+/// `AWS_ENDPOINT_URL` apply when `region` / `endpoint_url` are not set here.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// Region for EC2 (RIs are regional) and the offerings; None: `AWS_REGION` / the profile's.
+    pub region: Option<String>,
+    /// Endpoint override (a VPC endpoint, or a local test peer); None: `AWS_ENDPOINT_URL` or
+    /// the real AWS endpoints.
+    pub endpoint_url: Option<String>,
+    /// Shared-config profile; None: `AWS_PROFILE` or "default".
+    pub profile: Option<String>,
+    /// Role to assume for the account purchases without an account go to (the payer).
+    pub assume_role: Option<crate::aws::AssumeRole>,
+    /// Linked accounts of an organization, by 12-digit account id: the role to assume there.
+    /// A purchase whose `account` is one of these is made with that role's credentials.
+    pub accounts: BTreeMap<String, crate::aws::AssumeRole>,
+    /// Attempts, backoff and deadline of every AWS call.
+    pub retry: crate::aws::RetrySettings,
+}
+
+impl AwsConfig {
+    /// Checks what AWS would only reject at the first call. Errors name the key.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, message: String| Err((key.to_string(), message));
+        if let Some(region) = &self.region {
+            // Region names are lower-case words and digits joined by dashes: "eu-west-1".
+            let ok = region.split('-').count() >= 3
+                && region
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !ok {
+                return bad(
+                    "aws.region",
+                    format!("'{region}' is not an AWS region name (like eu-west-1)"),
+                );
+            }
+        }
+        if let Some(url) = &self.endpoint_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+                return bad(
+                    "aws.endpoint_url",
+                    format!("'{url}' is not an http:// or https:// URL"),
+                );
+            }
+        }
+        if let Some(role) = &self.assume_role {
+            check_role("aws.assume_role", role)?;
+        }
+        for (account, role) in &self.accounts {
+            let key = format!("aws.accounts.{account}");
+            if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
+                return bad(&key, format!("'{account}' is not a 12-digit AWS account id"));
+            }
+            check_role(&key, role)?;
+            // The role must live in the account it is listed under, or purchases meant for
+            // one account would silently land in another.
+            if role.role_arn.split(':').nth(4) != Some(account.as_str()) {
+                return bad(
+                    &format!("{key}.role_arn"),
+                    format!(
+                        "'{}' is not a role of account {account}",
+                        role.role_arn
+                    ),
+                );
+            }
+        }
+        let r = &self.retry;
+        if r.max_attempts == 0 || r.max_attempts > 20 {
+            return bad(
+                "aws.retry.max_attempts",
+                format!("{} is outside 1..=20", r.max_attempts),
+            );
+        }
+        if r.initial_backoff_ms > r.max_backoff_ms {
+            return bad(
+                "aws.retry.initial_backoff_ms",
+                format!(
+                    "{} is more than max_backoff_ms = {}",
+                    r.initial_backoff_ms, r.max_backoff_ms
+                ),
+            );
+        }
+        if r.deadline_ms == 0 || r.attempt_timeout_ms == 0 || r.attempt_timeout_ms > r.deadline_ms
+        {
+            return bad(
+                "aws.retry.attempt_timeout_ms",
+                format!(
+                    "attempt_timeout_ms = {} must be > 0 and at most deadline_ms = {}",
+                    r.attempt_timeout_ms, r.deadline_ms
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The client settings for the payer account (`account` None) or a linked account.
+    pub fn settings(&self, account: Option<&str>) -> crate::aws::AwsSettings {
+        crate::aws::AwsSettings {
+            region: self.region.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            profile: self.profile.clone(),
+            assume_role: match account {
+                None => self.assume_role.clone(),
+                Some(a) => self.accounts.get(a).cloned(),
+            },
+            static_credentials: None,
+            retry: self.retry.clone(),
+        }
+    }
+}
+
+/// A role ARN (`arn:aws:iam::123456789012:role/NAME`) and the STS limits on its parameters.
+fn check_role(key: &str, role: &crate::aws::AssumeRole) -> Result<(), (String, String)> {
+    let parts: Vec<&str> = role.role_arn.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[4].len() == 12
+        && parts[4].chars().all(|c| c.is_ascii_digit())
+        && parts[5].starts_with("role/")
+        && parts[5].len() > 5;
+    if !ok {
+        return Err((
+            format!("{key}.role_arn"),
+            format!(
+                "'{}' is not an IAM role ARN (arn:aws:iam::123456789012:role/NAME)",
+                role.role_arn
+            ),
+        ));
+    }
+    if let Some(id) = &role.external_id {
+        if id.len() < 2 || id.len() > 1224 {
+            return Err((
+                format!("{key}.external_id"),
+                "must be 2 to 1224 characters (STS)".to_string(),
+            ));
+        }
+    }
+    if let Some(name) = &role.session_name {
+        let ok = (2..=64).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "=,.@-_".contains(c));
+        if !ok {
+            return Err((
+                format!("{key}.session_name"),
+                format!("'{name}' must be 2 to 64 of [A-Za-z0-9=,.@_-] (STS)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The 1-based line of `key` (dotted: "aws.retry.max_attempts") in a TOML file, when it is
+/// written there as `name = ...` under its table header; None when it comes from elsewhere
+/// (the environment, an inline table). Good enough to point a person at the line.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    let (table, name) = match key.rsplit_once('.') {
+        Some((t, n)) => (t, n),
+        None => ("", key),
+    };
+    let mut current = String::new();
+    let mut table_line = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            current = header.trim().replace(['"', ' '], "");
+            if current == key {
+                table_line = Some(i + 1);
+            }
+            continue;
+        }
+        let Some((k, _)) = line.split_once('=') else {
+            continue;
+        };
+        if current == table && k.trim().trim_matches('"') == name {
+            return Some(i + 1);
+        }
+    }
+    table_line
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -158,6 +346,8 @@ pub struct Config {
     pub billing_latency_hours: u32,
     /// The service (`commitd run`).
     pub daemon: DaemonConfig,
+    /// The AWS provider (used when `[daemon] provider = "aws"`).
+    pub aws: AwsConfig,
 }
 
 impl Default for Config {
@@ -170,6 +360,7 @@ impl Default for Config {
             source: SourceConfig::default(),
             billing_latency_hours: 48,
             daemon: DaemonConfig::default(),
+            aws: AwsConfig::default(),
         }
     }
 }
@@ -188,12 +379,14 @@ impl Config {
         path: Option<&Path>,
         env: &BTreeMap<String, String>,
     ) -> Result<Config, ConfigError> {
+        let mut file_text = String::new();
         let mut table = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_path_buf(),
                     source,
                 })?;
+                file_text.clone_from(&text);
                 text.parse::<toml::Table>()
                     .map_err(|e| ConfigError::Syntax {
                         path: path.to_path_buf(),
@@ -225,16 +418,42 @@ impl Config {
             (None, false) => format!("environment ({})", overridden.join(", ")),
             (None, true) => "defaults".to_string(),
         };
-        let config: Config =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Invalid {
-                    origin: origin.clone(),
+        let config: Config = match toml::Value::Table(table).try_into() {
+            Ok(c) => c,
+            Err(e) => {
+                let e: toml::de::Error = e;
+                // The merged table has no positions; the file alone does. When the file by
+                // itself is already wrong, its error names the line and shows the key.
+                if let (Some(p), Err(file_err)) = (path, toml::from_str::<Config>(&file_text)) {
+                    return Err(ConfigError::Syntax {
+                        path: p.to_path_buf(),
+                        message: file_err.to_string().trim_end().to_string(),
+                    });
+                }
+                return Err(ConfigError::Invalid {
+                    origin,
                     message: e.message().trim_end().to_string(),
-                })?;
+                });
+            }
+        };
         config
             .validate()
-            .map_err(|message| ConfigError::Invalid { origin, message })?;
+            .map_err(|message| ConfigError::Invalid {
+                origin: origin.clone(),
+                message,
+            })?;
+        if let Err((key, message)) = config.aws.validate() {
+            let env_key = format!("COMMITD_{}", key.to_ascii_uppercase().replace('.', "__"));
+            let from_env = env.keys().any(|k| k.starts_with(&env_key));
+            let at = match (from_env, line_of(&file_text, &key)) {
+                (false, Some(line)) => format!("{origin}: line {line}"),
+                _ => origin,
+            };
+            return Err(ConfigError::Invalid {
+                origin: at,
+                message: format!("{key}: {message}"),
+            });
+        }
         // Relative paths in a file are relative to the file, as a reader of the file expects.
         Ok(match path.and_then(Path::parent) {
             Some(base) => config.rebased(base),
@@ -257,6 +476,13 @@ impl Config {
         }
         if self.source.focus.is_some() && self.source.rates.is_none() {
             return Err("[source] focus needs rates (a rate card) to plan".to_string());
+        }
+        if !["sim", "aws"].contains(&self.daemon.provider.as_str()) {
+            return Err(format!(
+                "[daemon] provider = '{}': the built-in providers are 'sim' (the simulated \
+                 market) and 'aws'",
+                self.daemon.provider
+            ));
         }
         if self.billing_latency_hours > 24 * 31 {
             return Err(format!(
@@ -476,5 +702,70 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("plan_shedule"), "{e}");
+    }
+
+    #[test]
+    fn aws_section_parses_overrides_and_names_the_line_of_a_bad_key() {
+        let f = file(
+            "[daemon]\nprovider = \"aws\"\n[aws]\nregion = \"eu-west-1\"\n\
+             [aws.assume_role]\nrole_arn = \"arn:aws:iam::111122223333:role/commitd\"\n\
+             external_id = \"finops\"\n\
+             [aws.accounts.444455556666]\nrole_arn = \"arn:aws:iam::444455556666:role/buyer\"\n\
+             [aws.retry]\nmax_attempts = 3\n",
+        );
+        let c = Config::load_with_env(
+            Some(f.path()),
+            &env(&[("COMMITD_AWS__ENDPOINT_URL", "http://127.0.0.1:4566")]),
+        )
+        .unwrap();
+        assert_eq!(c.daemon.provider, "aws");
+        assert_eq!(c.aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(c.aws.endpoint_url.as_deref(), Some("http://127.0.0.1:4566"));
+        assert_eq!(c.aws.retry.max_attempts, 3);
+        let payer = c.aws.settings(None);
+        assert_eq!(
+            payer.assume_role.unwrap().external_id.as_deref(),
+            Some("finops")
+        );
+        let linked = c.aws.settings(Some("444455556666"));
+        assert_eq!(
+            linked.assume_role.unwrap().role_arn,
+            "arn:aws:iam::444455556666:role/buyer"
+        );
+        assert!(c.aws.settings(Some("999999999999")).assume_role.is_none());
+
+        // A bad value: the file, its line and the key.
+        let f = file("mode = \"autopilot\"\n[aws]\nregion = \"eu-west-1\"\n[aws.retry]\nmax_attempts = 0\n");
+        let e = Config::load_with_env(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&f.path().display().to_string()), "{e}");
+        assert!(e.contains("line 5") && e.contains("aws.retry.max_attempts"), "{e}");
+        let f = file("[aws.assume_role]\nrole_arn = \"arn:aws:iam::1:user/x\"\n");
+        let e = Config::load_with_env(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("aws.assume_role.role_arn"), "{e}");
+        // A role listed under another account.
+        let f = file("[aws.accounts.444455556666]\nrole_arn = \"arn:aws:iam::111122223333:role/x\"\n");
+        let e = Config::load_with_env(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("not a role of account"), "{e}");
+        // An unknown key: toml's own error, with the line and the key shown.
+        let f = file("[aws]\nregoin = \"eu-west-1\"\n");
+        let e = Config::load_with_env(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("regoin"), "{e}");
+        // From the environment: the variable is named, not a line of the file.
+        let e = Config::load_with_env(None, &env(&[("COMMITD_AWS__REGION", "Ireland")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("COMMITD_AWS__REGION") && e.contains("Ireland"), "{e}");
+        let e = Config::load_with_env(None, &env(&[("COMMITD_DAEMON__PROVIDER", "gcp")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gcp"), "{e}");
     }
 }

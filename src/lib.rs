@@ -47,5 +47,6 @@ pub mod pipeline;
 pub mod policy;
 pub mod proposals;
 pub mod providers;
+pub mod report;
 pub mod store;
 pub mod synth;

@@ -270,3 +270,84 @@ impl CommitmentMarket for AwsMarket {
         Box::pin(self.find(key))
     }
 }
+
+/// The AWS market of an organization: the payer account and linked accounts, each reached
+/// with its own clients (its own assumed role). A purchase goes to the account its spec names
+/// (`account` None: the payer); the inventory is the union of all accounts.
+pub struct AwsOrganization {
+    payer: AwsMarket,
+    linked: Vec<(String, AwsMarket)>,
+}
+
+impl AwsOrganization {
+    pub fn new(payer: AwsMarket, linked: Vec<(String, AwsMarket)>) -> Self {
+        AwsOrganization { payer, linked }
+    }
+
+    fn account(&self, account: Option<&str>) -> Result<&AwsMarket, ProviderError> {
+        match account {
+            None => Ok(&self.payer),
+            Some(a) => self
+                .linked
+                .iter()
+                .find(|(id, _)| id == a)
+                .map(|(_, m)| m)
+                .ok_or_else(|| ProviderError::Refused {
+                    provider: NAME.into(),
+                    message: format!(
+                        "account {a} is not configured: add [aws.accounts.{a}] with the role to assume there"
+                    ),
+                }),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &AwsMarket> {
+        std::iter::once(&self.payer).chain(self.linked.iter().map(|(_, m)| m))
+    }
+}
+
+impl CommitmentMarket for AwsOrganization {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn inventory(&self) -> BoxFuture<'_, Result<Vec<Commitment>, ProviderError>> {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            for m in self.all() {
+                all.extend(m.inventory().await?);
+            }
+            Ok(all)
+        })
+    }
+
+    fn quote<'a>(&'a self, spec: &'a PurchaseSpec) -> BoxFuture<'a, Result<Quote, ProviderError>> {
+        Box::pin(async move { self.account(spec.account.as_deref())?.price(spec).await })
+    }
+
+    fn purchase<'a>(
+        &'a self,
+        request: &'a PurchaseRequest,
+    ) -> BoxFuture<'a, Result<Purchase, ProviderError>> {
+        Box::pin(async move {
+            self.account(request.spec.account.as_deref())?
+                .buy(request)
+                .await
+        })
+    }
+
+    fn find_by_idempotency_key<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Purchase>, ProviderError>> {
+        // Reconciliation does not know which account a lost purchase went to: ask each.
+        Box::pin(async move {
+            for m in self.all() {
+                if let Some(p) = m.find(key).await? {
+                    return Ok(Some(p));
+                }
+            }
+            Ok(None)
+        })
+    }
+}

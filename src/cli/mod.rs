@@ -19,6 +19,7 @@ mod offerings;
 mod plan;
 mod policy;
 mod proposals;
+mod report;
 mod run;
 mod synth;
 mod usage;
@@ -76,6 +77,8 @@ pub enum Command {
     CheckConfig(check_config::Args),
     /// Run the service (schedules, approvals, execution, HTTP API), or one cycle with --once.
     Run(run::Args),
+    /// Monthly summary for finance: commitments bought, spend committed, expected savings.
+    Report(report::Args),
     /// List, show, approve and reject proposals.
     #[command(subcommand)]
     Proposals(proposals::Command),
@@ -110,6 +113,7 @@ pub fn main() -> ExitCode {
         Command::Policy(cmd) => policy::run(cmd),
         Command::CheckConfig(args) => check_config::run(args),
         Command::Run(args) => run::run(args),
+        Command::Report(args) => report::run(args),
         Command::Proposals(cmd) => proposals::run(cmd),
         Command::Tokens(cmd) => proposals::run_tokens(cmd),
         Command::Inventory(args) => inventory::run(args),

@@ -47,6 +47,9 @@ pub enum DaemonError {
     Audit(#[from] AuditError),
     #[error("executor lease: {0}")]
     Lease(sqlx::Error),
+    /// Planning without knowing what is held could buy it again: the cycle stops instead.
+    #[error("reading the provider's inventory before planning: {0}")]
+    Inventory(crate::providers::ProviderError),
     #[error("the planner panicked or was cancelled: {0}")]
     Join(String),
 }
@@ -73,6 +76,8 @@ pub struct Daemon {
     pub audit: AuditLog,
     pub executor: Executor,
     pub planner: Arc<dyn Planner>,
+    /// Where purchases are made; its inventory is what the planner counts as already held.
+    pub market: Arc<dyn crate::providers::CommitmentMarket>,
     pub policies: PolicySet,
     pub lease: lease::Lease,
     pub metrics: Arc<Metrics>,
@@ -159,8 +164,15 @@ impl Daemon {
         if self.stopping() {
             return Ok(report);
         }
+        // What the provider holds now (including what this replica bought in earlier cycles)
+        // is part of the plan's input: a re-plan must not buy it again.
+        let held = self
+            .market
+            .inventory()
+            .await
+            .map_err(DaemonError::Inventory)?;
         let planner = self.planner.clone();
-        let plan = tokio::task::spawn_blocking(move || planner.plan(now))
+        let plan = tokio::task::spawn_blocking(move || planner.plan(now, &held))
             .await
             .map_err(|e| DaemonError::Join(e.to_string()))??;
         self.audit

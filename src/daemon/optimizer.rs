@@ -1,17 +1,22 @@
-//! The planner that computes a plan from the configured source: ingest -> forecast -> optimize
+//! The planners that compute a plan from the configured source: ingest -> forecast -> optimize
 //! (the same pipeline as `commitd plan`), converted into the actions the daemon proposes and
 //! executes.
 //!
 //! The source is loaded again every cycle, so new billing exports are picked up without a
-//! restart. For a scenario source, "now" is the scenario's decision time (a scenario describes
-//! one moment); for live sources the cycle's own time would be used, which needs the FOCUS
-//! directory source (not wired into the daemon yet: it says so instead of guessing).
+//! restart. Two sources:
+//! * a scenario directory ([`ScenarioPlanner`]): a scenario describes one moment, so "now" is
+//!   the scenario's decision time;
+//! * a FOCUS export directory with a rate card ([`FocusPlanner`]): "now" is the cycle's own
+//!   time, and the hours the bill does not have yet (billing latency) are unknown, not zero.
+//!
+//! Both count as existing: the commitments the source lists, those the bill shows (inferred),
+//! and the provider's inventory at the start of the cycle (`held`), de-duplicated by id.
 
 use super::plan::{plan_id, CyclePlan, Expectation, PlanError, Planner};
 use crate::config::Config;
 use crate::domain::plan::{ActionKind, ActionScope, Plan};
-use crate::domain::{CommitmentAmount, Money};
-use crate::ingest::Scenario;
+use crate::domain::{Commitment, CommitmentAmount, Hour, Money, RateCard, UsageModel};
+use crate::ingest::{self, ReadOptions, Scenario};
 use crate::optimize::{Constraints, MinUtilization, Options};
 use crate::proposals::PlannedAction;
 use crate::providers::PurchaseSpec;
@@ -24,20 +29,37 @@ use std::sync::Arc;
 /// One year of hourly demand: the horizon of the 1-year commitments the default policy buys.
 const HORIZON_HOURS: usize = 8_760;
 
+/// How much later than the configured billing latency the newest billed hour may be before a
+/// FOCUS export counts as stale: a day, for an export job that runs daily.
+const STALE_SLACK_HOURS: i64 = 24;
+
 pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
+    let min_utilization = policy_floor(config);
     match (&config.source.scenario, &config.source.focus) {
         (Some(dir), _) => Ok(Arc::new(ScenarioPlanner {
             dir: dir.clone(),
-            min_utilization: policy_floor(config),
+            min_utilization,
         })),
-        (None, Some(path)) => Err(format!(
-            "[source] focus = {}: the daemon plans from a scenario directory in this build; \
-             use `commitd plan`/`commitd usage --focus` for FOCUS files, or [daemon] plan_file",
-            path.display()
-        )),
-        (None, None) => {
-            Err("no [source] configured: set [source] scenario (or [daemon] plan_file)".into())
+        (None, Some(path)) => {
+            let rates = config.source.rates.clone().ok_or_else(|| {
+                format!(
+                    "[source] focus = {}: needs [source] rates (on-demand and commitment prices)",
+                    path.display()
+                )
+            })?;
+            Ok(Arc::new(FocusPlanner {
+                focus: path.clone(),
+                rates,
+                commitments: config.source.commitments.clone(),
+                billing_latency_hours: config.billing_latency_hours,
+                min_utilization,
+            }))
         }
+        (None, None) => Err(
+            "no [source] configured: set [source] scenario, [source] focus (with rates), \
+             or [daemon] plan_file"
+                .into(),
+        ),
     }
 }
 
@@ -67,48 +89,172 @@ fn policy_floor(config: &Config) -> Option<MinUtilization> {
         })
 }
 
+/// `source` plus the held commitments it does not already list (same id).
+fn with_held(mut source: Vec<Commitment>, held: &[Commitment]) -> Vec<Commitment> {
+    for c in held {
+        if !source.iter().any(|s| s.id == c.id) {
+            source.push(c.clone());
+        }
+    }
+    source
+}
+
+fn run_pipeline(
+    usage: &UsageModel,
+    at: Hour,
+    rates: &RateCard,
+    existing: &[Commitment],
+    min_utilization: Option<MinUtilization>,
+    name: &str,
+) -> Result<Plan, PlanError> {
+    crate::pipeline::plan_at(
+        usage,
+        at,
+        HORIZON_HOURS,
+        rates,
+        existing,
+        &Constraints {
+            min_utilization,
+            ..Constraints::one_year_only()
+        },
+        &Options::default(),
+    )
+    .map_err(|e| PlanError::Failed(format!("planning {name} at {at}: {e}")))
+}
+
 impl Planner for ScenarioPlanner {
-    fn plan(&self, now: DateTime<Utc>) -> Result<CyclePlan, PlanError> {
+    fn plan(&self, now: DateTime<Utc>, held: &[Commitment]) -> Result<CyclePlan, PlanError> {
         let scenario = Scenario::load(&self.dir)
             .map_err(|e| PlanError::Failed(format!("loading {}: {e}", self.dir.display())))?;
         let at = scenario.window.decision_time;
-        let plan = crate::pipeline::plan_at(
+        let existing = with_held(scenario.commitments.clone(), held);
+        let plan = run_pipeline(
             &scenario.usage,
             at,
-            HORIZON_HOURS,
             &scenario.rates,
-            &scenario.commitments,
-            &Constraints {
-                min_utilization: self.min_utilization,
-                ..Constraints::one_year_only()
-            },
-            &Options::default(),
-        )
-        .map_err(|e| PlanError::Failed(format!("planning {} at {at}: {e}", scenario.name)))?;
-        let digest = inputs_digest(&scenario, at);
-        Ok(cycle_plan(&plan, now, digest, &scenario.name))
+            &existing,
+            self.min_utilization,
+            &scenario.name,
+        )?;
+        let digest = inputs_digest(&scenario.name, at, &scenario.usage, &scenario.rates, &existing);
+        let mut out = cycle_plan(&plan, now, digest);
+        out.notes
+            .push(format!("planned from scenario {}", scenario.name));
+        Ok(out)
     }
 }
 
-/// A digest of what the plan was computed from: scenario, decision hour, demand totals, rates
-/// and commitments. Equal inputs give equal digests, so the audit log shows when two plans saw
-/// the same data.
-fn inputs_digest(scenario: &Scenario, at: crate::domain::Hour) -> String {
+/// Plans from FOCUS exports (a file or a directory tree, re-read every cycle) priced by a rate
+/// card, at the cycle's own time.
+pub struct FocusPlanner {
+    pub focus: PathBuf,
+    pub rates: PathBuf,
+    /// Existing commitments (FOCUS 1.3 ContractCommitment); those only the bill shows are
+    /// inferred from it.
+    pub commitments: Option<PathBuf>,
+    pub billing_latency_hours: u32,
+    pub min_utilization: Option<MinUtilization>,
+}
+
+impl FocusPlanner {
+    /// The usage model, rate card and existing commitments (source + bill + held), with notes.
+    pub fn load(
+        &self,
+        held: &[Commitment],
+    ) -> Result<(UsageModel, RateCard, Vec<Commitment>, Vec<String>), PlanError> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            PlanError::Failed(format!("[source] {what}: {e}"))
+        };
+        let rates = ingest::read_rate_card(&self.rates).map_err(|e| failed("rates", &e))?;
+        let bill = ingest::read_focus(&self.focus, &ReadOptions::default())
+            .map_err(|e| failed("focus", &e))?;
+        let listed = match &self.commitments {
+            Some(p) => ingest::read_commitments(p, Some(&rates))
+                .map_err(|e| failed("commitments", &e))?,
+            None => Vec::new(),
+        };
+        let (inferred, mut notes) = ingest::infer_commitments(&bill.commitments, &listed);
+        let mut existing = listed;
+        for i in inferred {
+            notes.push(i.note);
+            existing.push(i.commitment);
+        }
+        Ok((bill.model, rates, with_held(existing, held), notes))
+    }
+}
+
+impl Planner for FocusPlanner {
+    fn plan(&self, now: DateTime<Utc>, held: &[Commitment]) -> Result<CyclePlan, PlanError> {
+        let (usage, rates, existing, notes) = self.load(held)?;
+        let at = Hour::from_datetime(now);
+        let Some(last) = usage.last_observed else {
+            return Err(PlanError::Failed(format!(
+                "[source] focus = {}: no eligible usage rows to plan from",
+                self.focus.display()
+            )));
+        };
+        // Hours after the last billed one are unknown to the forecaster (not zero usage); but
+        // an export that stopped arriving would have the autopilot buy on old data. Refuse.
+        let behind = at.since(last.plus(1));
+        let allowed = i64::from(self.billing_latency_hours) + STALE_SLACK_HOURS;
+        if behind > allowed {
+            return Err(PlanError::Failed(format!(
+                "[source] focus = {}: the newest billed hour is {} ({behind} hours before now), \
+                 more than billing_latency_hours = {} + {STALE_SLACK_HOURS}: the export looks \
+                 stale; not planning on old data",
+                self.focus.display(),
+                last.to_datetime().to_rfc3339(),
+                self.billing_latency_hours
+            )));
+        }
+        if at <= usage.range.start {
+            return Err(PlanError::Failed(format!(
+                "[source] focus = {}: the bill starts at {}, after now",
+                self.focus.display(),
+                usage.range.start.to_datetime().to_rfc3339()
+            )));
+        }
+        let name = self.focus.display().to_string();
+        let plan = run_pipeline(&usage, at, &rates, &existing, self.min_utilization, &name)?;
+        let digest = inputs_digest(&name, at, &usage, &rates, &existing);
+        let mut out = cycle_plan(&plan, now, digest);
+        out.notes.extend(notes);
+        out.notes.push(format!(
+            "planned from FOCUS {name}: {} rows, {} usage groups, billed hours {} to {}",
+            usage.rows_read,
+            usage.groups.len(),
+            usage.range.start.to_datetime().to_rfc3339(),
+            last.to_datetime().to_rfc3339()
+        ));
+        Ok(out)
+    }
+}
+
+/// A digest of what the plan was computed from: source name, decision hour, demand totals,
+/// rates and existing commitments (held ones included). Equal inputs give equal digests, so
+/// the audit log shows when two plans saw the same data.
+fn inputs_digest(
+    name: &str,
+    at: Hour,
+    usage: &UsageModel,
+    rates: &RateCard,
+    existing: &[Commitment],
+) -> String {
     let mut h = Sha256::new();
-    h.update(scenario.name.as_bytes());
+    h.update(name.as_bytes());
     h.update(at.0.to_le_bytes());
-    for g in &scenario.usage.groups {
+    for g in &usage.groups {
         h.update(g.group.to_string().as_bytes());
         h.update(g.total_ode.micros().to_le_bytes());
     }
-    h.update(serde_json::to_vec(&scenario.rates).unwrap_or_default());
-    h.update(serde_json::to_vec(&scenario.commitments).unwrap_or_default());
+    h.update(serde_json::to_vec(rates).unwrap_or_default());
+    h.update(serde_json::to_vec(existing).unwrap_or_default());
     hex::encode(h.finalize())
 }
 
 /// The optimizer's plan in the daemon's form. Exchanges are reported in the notes and not
 /// proposed: executing them needs the provider's exchange API (AWS: issue 7's client).
-pub fn cycle_plan(plan: &Plan, now: DateTime<Utc>, digest: String, name: &str) -> CyclePlan {
+pub fn cycle_plan(plan: &Plan, now: DateTime<Utc>, digest: String) -> CyclePlan {
     let mut notes = plan.notes.clone();
     let mut actions = Vec::new();
     for a in &plan.actions {
@@ -174,7 +320,6 @@ pub fn cycle_plan(plan: &Plan, now: DateTime<Utc>, digest: String, name: &str) -
             summary: a.rationale.summary.clone(),
         });
     }
-    notes.push(format!("planned from scenario {name}"));
     let expected_savings: Money = actions.iter().map(|a| a.expected_savings).sum();
     CyclePlan {
         plan_id: plan_id(now, &digest),

@@ -3,7 +3,7 @@
 //! source; [`PlanFile`] replays a plan computed elsewhere (a JSON file), which is also how the
 //! integration tests give the daemon a plan they control.
 
-use crate::domain::Money;
+use crate::domain::{Commitment, Money};
 use crate::proposals::PlannedAction;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -95,9 +95,10 @@ impl CyclePlan {
 }
 
 /// Computes the plan for a cycle. Synchronous and CPU-bound: the daemon runs it on a blocking
-/// thread.
+/// thread. `held` is the provider's inventory at the start of the cycle: commitments the plan
+/// must count as existing (alongside any the source lists), so that nothing is bought twice.
 pub trait Planner: Send + Sync {
-    fn plan(&self, now: DateTime<Utc>) -> Result<CyclePlan, PlanError>;
+    fn plan(&self, now: DateTime<Utc>, held: &[Commitment]) -> Result<CyclePlan, PlanError>;
 }
 
 /// The file form of a plan: the actions, and optionally the solver's figures.
@@ -168,7 +169,9 @@ impl PlanFile {
 }
 
 impl Planner for PlanFile {
-    fn plan(&self, now: DateTime<Utc>) -> Result<CyclePlan, PlanError> {
+    /// A plan file is replayed as written: it was computed elsewhere, from whatever inventory
+    /// its author saw, so `held` cannot change it.
+    fn plan(&self, now: DateTime<Utc>, _held: &[Commitment]) -> Result<CyclePlan, PlanError> {
         PlanFile::read(&self.path, now)
     }
 }

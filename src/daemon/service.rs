@@ -20,6 +20,8 @@ use super::{CycleReport, Daemon, DaemonError};
 use crate::api::auth::TokenStore;
 use crate::api::server::{router, AppState};
 use crate::audit::AuditLog;
+use crate::aws::market::{AwsMarket, AwsOrganization};
+use crate::aws::AwsClients;
 use crate::config::Config;
 use crate::execute::{Executor, Failpoint};
 use crate::ingest::{read_rate_card, IngestError, ScenarioFile};
@@ -88,6 +90,32 @@ fn rate_card(config: &Config) -> Result<crate::domain::RateCard, ServiceError> {
     ))
 }
 
+/// The AWS market: the payer account and every `[aws.accounts.ID]`, each with its own clients.
+///
+/// It prices from AWS itself: a quote is the live offering (DescribeSavingsPlansOfferings,
+/// DescribeReservedInstancesOfferings), and a purchase whose live price is above what the
+/// proposal approved is refused. The planner keeps planning from `[source]` rates (scenario or
+/// rates file), because the offering APIs give no on-demand prices, which the optimizer needs
+/// to value any commitment (see docs/aws.md, "Prices: planning vs execution").
+async fn aws_market(config: &Config) -> Result<AwsOrganization, ServiceError> {
+    let connect = |account: Option<&str>| {
+        let settings = config.aws.settings(account);
+        let label = account.map_or("[aws]".to_string(), |a| format!("[aws.accounts.{a}]"));
+        async move {
+            AwsClients::connect(&settings)
+                .await
+                .map(AwsMarket::new)
+                .map_err(|e| ServiceError::Config(format!("{label}: {e}")))
+        }
+    };
+    let payer = connect(None).await?;
+    let mut linked = Vec::new();
+    for account in config.aws.accounts.keys() {
+        linked.push((account.clone(), connect(Some(account)).await?));
+    }
+    Ok(AwsOrganization::new(payer, linked))
+}
+
 fn planner(config: &Config) -> Result<Arc<dyn Planner>, ServiceError> {
     if let Some(path) = &config.daemon.plan_file {
         return Ok(Arc::new(PlanFile { path: path.clone() }));
@@ -101,9 +129,10 @@ pub async fn build(config: &Config) -> Result<Built, ServiceError> {
     let policies = PolicySet::load_dir(&config.policies_dir)?;
     let market: Arc<dyn CommitmentMarket> = match config.daemon.provider.as_str() {
         "sim" => Arc::new(SimMarket::new(store.clone(), rate_card(config)?)),
+        "aws" => Arc::new(aws_market(config).await?),
         other => {
             return Err(ServiceError::Config(format!(
-                "[daemon] provider = '{other}': only 'sim' (the simulated market) is built in"
+                "[daemon] provider = '{other}': the built-in providers are 'sim' and 'aws'"
             )))
         }
     };
@@ -136,6 +165,7 @@ pub async fn build(config: &Config) -> Result<Built, ServiceError> {
         audit: audit.clone(),
         executor: executor.with_stop_flag(stopping.clone()),
         planner: planner(config)?,
+        market: market.clone(),
         policies,
         lease,
         metrics: metrics.clone(),

@@ -16,9 +16,10 @@
 
 pub mod ec2;
 pub mod savingsplans;
+pub mod sts;
 pub mod world;
 
-pub use world::{ApiError, Fault, Stats, World};
+pub use world::{ApiError, Fault, Session, Stats, World};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -138,6 +139,8 @@ fn to_response(reply: Reply) -> Response<Full<Bytes>> {
 enum Protocol {
     Json,
     Query,
+    /// STS: the Query protocol with STS's error envelope.
+    Sts,
 }
 
 fn fault_reply(protocol: Protocol, fault: Fault, request_id: &str) -> Reply {
@@ -148,6 +151,8 @@ fn fault_reply(protocol: Protocol, fault: Fault, request_id: &str) -> Reply {
         (Protocol::Query, Fault::Throttle) => {
             ApiError::new(503, "RequestLimitExceeded", "Request limit exceeded.")
         }
+        (Protocol::Sts, Fault::Throttle) => ApiError::new(400, "Throttling", "Rate exceeded"),
+        (Protocol::Sts, _) => ApiError::new(500, "InternalFailure", "An internal error occurred."),
         (Protocol::Json, _) => ApiError::new(
             500,
             "InternalServerException",
@@ -159,10 +164,25 @@ fn fault_reply(protocol: Protocol, fault: Fault, request_id: &str) -> Reply {
             "An internal error has occurred. Please try again.",
         ),
     };
+    error_for(protocol, &e, request_id)
+}
+
+fn error_for(protocol: Protocol, e: &ApiError, request_id: &str) -> Reply {
     match protocol {
-        Protocol::Json => savingsplans::error_reply(&e, request_id),
-        Protocol::Query => ec2::error_reply(&e, request_id),
+        Protocol::Json => savingsplans::error_reply(e, request_id),
+        Protocol::Query => ec2::error_reply(e, request_id),
+        Protocol::Sts => sts::error_reply(e, request_id),
     }
+}
+
+/// The access key id of a SigV4 `Authorization` header
+/// (`AWS4-HMAC-SHA256 Credential=AKID/20261124/us-east-1/ec2/aws4_request, ...`).
+fn access_key_id(authorization: &str) -> Option<&str> {
+    authorization
+        .strip_prefix("AWS4-HMAC-SHA256 Credential=")?
+        .split('/')
+        .next()
+        .filter(|k| !k.is_empty())
 }
 
 async fn serve(
@@ -175,16 +195,29 @@ async fn serve(
     if let Some(control_path) = path.strip_prefix("/_commitd/") {
         return Ok(control(&world, control_path, &body));
     }
-    let signed = parts
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 Credential="));
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let caller = header("authorization")
+        .as_deref()
+        .and_then(access_key_id)
+        .map(str::to_string);
+    let signed = caller.is_some();
+    let security_token = header("x-amz-security-token");
 
     let (protocol, operation, json_body, form) = if path == "/" {
         let form = ec2::parse_form(&body);
         let action = form.get("Action").cloned().unwrap_or_default();
-        (Protocol::Query, action, serde_json::Value::Null, form)
+        let protocol = if action == "AssumeRole" {
+            Protocol::Sts
+        } else {
+            Protocol::Query
+        };
+        (protocol, action, serde_json::Value::Null, form)
     } else {
         let op = path.trim_start_matches('/').to_string();
         let json = if body.is_empty() {
@@ -216,18 +249,32 @@ async fn serve(
                 "MissingAuthenticationTokenException",
                 "Missing Authentication Token",
             ),
-            Protocol::Query => ApiError::new(
+            Protocol::Query | Protocol::Sts => ApiError::new(
                 401,
                 "AuthFailure",
                 "AWS was not able to validate the provided access credentials",
             ),
         };
-        let reply = match protocol {
-            Protocol::Json => savingsplans::error_reply(&e, &request_id),
-            Protocol::Query => ec2::error_reply(&e, &request_id),
-        };
-        return Ok(to_response(reply));
+        return Ok(to_response(error_for(protocol, &e, &request_id)));
     }
+    let caller = caller.unwrap_or_default();
+    // Temporary credentials this server issued must come with their session token, as on AWS;
+    // a call signed with them proves the client switched to the assumed role's credentials.
+    if let Some(session) = w.session(&caller) {
+        if security_token.as_deref() != Some(session.session_token.as_str()) {
+            let e = ApiError::new(
+                403,
+                if protocol == Protocol::Json {
+                    "UnrecognizedClientException"
+                } else {
+                    "AuthFailure"
+                },
+                "The security token included in the request is invalid.",
+            );
+            return Ok(to_response(error_for(protocol, &e, &request_id)));
+        }
+    }
+    w.record_caller(&operation, &caller);
     let fault = w.begin_call(&operation);
     match fault {
         Some(Fault::DropBeforeCommit) => return Err(Dropped),
@@ -239,7 +286,9 @@ async fn serve(
     let reply = match protocol {
         Protocol::Json => savingsplans::reply(&mut w, &operation, &json_body, &request_id),
         Protocol::Query => ec2::reply(&mut w, &operation, &form, &request_id),
+        Protocol::Sts => sts::reply(&mut w, &operation, &form, &request_id),
     };
+    w.record_answer(&operation, &request_id);
     if fault == Some(Fault::DropAfterCommit) {
         return Err(Dropped);
     }

@@ -168,6 +168,22 @@ pub struct World {
     calls: BTreeMap<String, u32>,
     purchases: u32,
     next_id: u64,
+    /// STS: external ids roles require, sessions issued (access key id -> session), and the
+    /// access key id every signed call was made with.
+    external_ids: BTreeMap<String, String>,
+    sessions: HashMap<String, Session>,
+    callers: Vec<(String, String)>,
+    /// (operation, request id) of every call answered, for tests matching audit events.
+    answered: Vec<(String, String)>,
+}
+
+/// Temporary credentials the test server issued through AssumeRole.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Session {
+    pub role_arn: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
 }
 
 /// Counters the tests read.
@@ -212,6 +228,10 @@ impl World {
             calls: BTreeMap::new(),
             purchases: 0,
             next_id: 0,
+            external_ids: BTreeMap::new(),
+            sessions: HashMap::new(),
+            callers: Vec::new(),
+            answered: Vec::new(),
         }
     }
 
@@ -341,6 +361,60 @@ impl World {
 
     pub fn purchases(&self) -> u32 {
         self.purchases
+    }
+
+    /// Makes AssumeRole of `role_arn` require `external_id` (a trust policy condition).
+    pub fn require_external_id(&mut self, role_arn: &str, external_id: &str) {
+        self.external_ids
+            .insert(role_arn.to_string(), external_id.to_string());
+    }
+
+    pub fn role_external_id(&self, role_arn: &str) -> Option<&str> {
+        self.external_ids.get(role_arn).map(String::as_str)
+    }
+
+    /// New temporary credentials for `role_arn` (ASIA... keys, like STS's).
+    pub fn issue_session(&mut self, role_arn: &str) -> Session {
+        let seed = self.new_id("session").replace('-', "");
+        let session = Session {
+            role_arn: role_arn.to_string(),
+            access_key_id: format!("ASIA{}", seed[..16].to_ascii_uppercase()),
+            secret_access_key: hex::encode(Sha256::digest(format!("secret:{seed}")))[..40]
+                .to_string(),
+            session_token: hex::encode(Sha256::digest(format!("token:{seed}"))),
+        };
+        self.sessions
+            .insert(session.access_key_id.clone(), session.clone());
+        session
+    }
+
+    /// The session an access key id was issued for, if the server issued it.
+    pub fn session(&self, access_key_id: &str) -> Option<&Session> {
+        self.sessions.get(access_key_id)
+    }
+
+    pub fn record_caller(&mut self, operation: &str, access_key_id: &str) {
+        self.callers
+            .push((operation.to_string(), access_key_id.to_string()));
+    }
+
+    pub fn record_answer(&mut self, operation: &str, request_id: &str) {
+        self.answered
+            .push((operation.to_string(), request_id.to_string()));
+    }
+
+    /// The request ids the server answered `operation` with, in order.
+    pub fn request_ids(&self, operation: &str) -> Vec<String> {
+        self.answered
+            .iter()
+            .filter(|(op, _)| op == operation)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    /// (operation, access key id) of every signed call, in order.
+    pub fn callers(&self) -> &[(String, String)] {
+        &self.callers
     }
 
     pub fn new_request_id(&mut self) -> String {

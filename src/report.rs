@@ -1,0 +1,460 @@
+//! The monthly summary for finance (`commitd report --month 2026-10`), built from the audit log
+//! alone, so it can be produced anywhere the database is reachable and it says only what the
+//! log proves:
+//!
+//! * **bought**: every purchase executed in the month (an `executed` event in `[month start,
+//!   next month start)` UTC), with what the proposal said (instrument, term, payment, expected
+//!   savings), what the provider confirmed (hourly cost, upfront, total over the term, start,
+//!   end, commitment id, request id), and who approved it (the `approved` events' actors);
+//! * **committed spend**: the month's purchases' hourly commitment, upfront and total over the
+//!   term;
+//! * **portfolio in the month**: every commitment commitd bought (in any month) that was active
+//!   during the month, its amortized cost for the hours it was active, and its expected savings
+//!   pro-rated to those hours (expected savings are stated over the whole term);
+//! * **realized savings**: not computed. The log holds decisions and purchases, not billed
+//!   usage; realized savings need the month's bill priced with and without the commitments.
+//!   The report says so instead of printing a number it cannot back.
+//!
+//! Pure: it takes the events and the month, and returns the report.
+
+use crate::audit::{Event, EventBody};
+use crate::domain::{Money, Term};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A calendar month, UTC. Serialized as "YYYY-MM".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Month {
+    pub year: i32,
+    pub month: u32,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("'{value}' is not a month: expected YYYY-MM, e.g. 2026-10")]
+pub struct MonthError {
+    pub value: String,
+}
+
+impl Month {
+    /// Parses `YYYY-MM` (exactly: four digits, a dash, two digits, month 01-12).
+    pub fn parse(text: &str) -> Result<Month, MonthError> {
+        let err = || MonthError {
+            value: text.to_string(),
+        };
+        let (y, m) = text.split_once('-').ok_or_else(err)?;
+        if y.len() != 4 || m.len() != 2 || !(y.bytes().chain(m.bytes())).all(|b| b.is_ascii_digit())
+        {
+            return Err(err());
+        }
+        let year: i32 = y.parse().map_err(|_| err())?;
+        let month: u32 = m.parse().map_err(|_| err())?;
+        if !(1..=12).contains(&month) || year < 1970 {
+            return Err(err());
+        }
+        Ok(Month { year, month })
+    }
+
+    pub fn start(self) -> DateTime<Utc> {
+        Utc.from_utc_datetime(
+            &NaiveDate::from_ymd_opt(self.year, self.month, 1)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The first instant of the next month.
+    pub fn end(self) -> DateTime<Utc> {
+        let (y, m) = if self.month == 12 {
+            (self.year + 1, 1)
+        } else {
+            (self.year, self.month + 1)
+        };
+        Month { year: y, month: m }.start()
+    }
+
+    pub fn hours(self) -> i64 {
+        (self.end() - self.start()).num_hours()
+    }
+}
+
+impl Serialize for Month {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl std::fmt::Display for Month {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+/// One purchase commitd executed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Purchase {
+    pub executed_at: DateTime<Utc>,
+    pub proposal_id: String,
+    pub provider: String,
+    pub instrument: String,
+    pub term: Option<Term>,
+    pub payment_option: String,
+    pub region: Option<String>,
+    pub family: Option<String>,
+    /// Amortized USD per hour the provider confirmed.
+    pub hourly_cost: Money,
+    pub upfront: Money,
+    /// Total over the term (the executed event's amount).
+    pub term_total: Money,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub commitment_id: String,
+    pub provider_request_id: String,
+    /// Expected savings over the whole term, from the plan's rationale.
+    pub expected_savings: Money,
+    /// Who approved it (people, or `autopilot:<policy>`), in order.
+    pub approved_by: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Totals {
+    pub purchases: usize,
+    pub hourly_cost: Money,
+    pub upfront: Money,
+    pub term_total: Money,
+    pub expected_savings: Money,
+}
+
+/// Commitments commitd bought that were active during the month.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Portfolio {
+    pub commitments: usize,
+    /// Amortized cost of those commitments for the hours of the month they were active.
+    pub amortized_cost: Money,
+    /// Their expected savings, pro-rated from the term to those hours.
+    pub expected_savings: Money,
+    /// Executed purchases whose events lack start/end (not counted above).
+    pub without_dates: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MonthlyReport {
+    pub month: Month,
+    pub from: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub bought: Vec<Purchase>,
+    pub totals: Totals,
+    pub portfolio: Portfolio,
+    /// Always None here: see `realized_savings_note`.
+    pub realized_savings: Option<Money>,
+    pub realized_savings_note: String,
+}
+
+pub const REALIZED_NOTE: &str = "not computed: the audit log holds plans and purchases, not \
+     billed usage; realized savings need the month's bill priced with and without these \
+     commitments (the FOCUS export and the billing engine)";
+
+fn text(v: &serde_json::Value, key: &str) -> Option<String> {
+    v.get(key).and_then(|x| x.as_str()).map(str::to_string)
+}
+
+fn money(v: &serde_json::Value, key: &str) -> Option<Money> {
+    v.get(key)
+        .and_then(|x| x.as_str())
+        .and_then(|s| Money::parse(s).ok())
+}
+
+fn time(v: &serde_json::Value, key: &str) -> Option<DateTime<Utc>> {
+    text(v, key)
+        .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// `amount` x `num` / `den`, rounded half-even to the micro-dollar.
+fn pro_rata(amount: Money, num: i64, den: i64) -> Money {
+    if den <= 0 {
+        return Money::ZERO;
+    }
+    let d = amount.to_decimal() * Decimal::from(num) / Decimal::from(den);
+    Money::from_decimal(d).unwrap_or(Money::ZERO)
+}
+
+/// Builds the report for `month` from the audit events (all of them, in chain order: the
+/// proposals and approvals of a purchase may be older than the month).
+pub fn build(month: Month, events: &[Event]) -> MonthlyReport {
+    let (from, until) = (month.start(), month.end());
+    let mut proposed = BTreeMap::new();
+    let mut approvers: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for e in events {
+        match &e.body {
+            EventBody::ActionProposed(p) => {
+                proposed.insert(p.proposal_id.as_str(), p);
+            }
+            EventBody::Approved(a) => approvers
+                .entry(a.proposal_id.as_str())
+                .or_default()
+                .push(e.actor.clone()),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    for e in events {
+        let EventBody::Executed(x) = &e.body else {
+            continue;
+        };
+        let p = proposed.get(x.proposal_id.as_str());
+        let r = &e.rationale;
+        let term = p.map(|p| p.term);
+        let hourly_cost = money(r, "hourly_cost")
+            .or(p.map(|p| p.hourly_commitment))
+            .unwrap_or(Money::ZERO);
+        all.push(Purchase {
+            executed_at: e.time,
+            proposal_id: x.proposal_id.clone(),
+            provider: text(r, "provider")
+                .or(p.map(|p| p.provider.to_string()))
+                .unwrap_or_default(),
+            instrument: p.map(|p| p.instrument.to_string()).unwrap_or_default(),
+            term,
+            payment_option: p.map(|p| p.payment_option.to_string()).unwrap_or_default(),
+            region: p.and_then(|p| p.region.clone()),
+            family: p.and_then(|p| p.family.clone()),
+            hourly_cost,
+            upfront: money(r, "upfront")
+                .or(p.map(|p| p.upfront))
+                .unwrap_or(Money::ZERO),
+            term_total: e
+                .amount
+                .as_ref()
+                .map(|a| a.money)
+                .or_else(|| term.and_then(|t| hourly_cost.times(t.hours())))
+                .unwrap_or(Money::ZERO),
+            start: time(r, "start"),
+            end: time(r, "end"),
+            commitment_id: x.commitment_id.clone(),
+            provider_request_id: x.provider_request_id.clone(),
+            expected_savings: money(r, "expected_savings")
+                .or(p.map(|p| p.expected_savings))
+                .unwrap_or(Money::ZERO),
+            approved_by: approvers
+                .get(x.proposal_id.as_str())
+                .cloned()
+                .unwrap_or_default(),
+        });
+    }
+
+    let mut portfolio = Portfolio::default();
+    for c in &all {
+        if c.executed_at >= until {
+            continue;
+        }
+        let (Some(start), Some(end)) = (c.start, c.end) else {
+            portfolio.without_dates += 1;
+            continue;
+        };
+        let overlap = (end.min(until) - start.max(from)).num_hours();
+        if overlap <= 0 {
+            continue;
+        }
+        portfolio.commitments += 1;
+        portfolio.amortized_cost += c.hourly_cost.times(overlap).unwrap_or(Money::ZERO);
+        let term_hours = (end - start).num_hours();
+        portfolio.expected_savings += pro_rata(c.expected_savings, overlap, term_hours);
+    }
+
+    let bought: Vec<Purchase> = all
+        .into_iter()
+        .filter(|c| c.executed_at >= from && c.executed_at < until)
+        .collect();
+    let totals = Totals {
+        purchases: bought.len(),
+        hourly_cost: bought.iter().map(|c| c.hourly_cost).sum(),
+        upfront: bought.iter().map(|c| c.upfront).sum(),
+        term_total: bought.iter().map(|c| c.term_total).sum(),
+        expected_savings: bought.iter().map(|c| c.expected_savings).sum(),
+    };
+    MonthlyReport {
+        month,
+        from,
+        until,
+        bought,
+        totals,
+        portfolio,
+        realized_savings: None,
+        realized_savings_note: REALIZED_NOTE.to_string(),
+    }
+}
+
+impl MonthlyReport {
+    /// The table for people.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "commitd monthly report {} ({} to {}, UTC)\n\n",
+            self.month,
+            self.from.format("%Y-%m-%d"),
+            self.until.format("%Y-%m-%d")
+        );
+        out.push_str(&format!(
+            "Commitments bought: {}\n",
+            self.totals.purchases
+        ));
+        if !self.bought.is_empty() {
+            out.push_str(&format!(
+                "  {:<17} {:<8} {:<28} {:<4} {:<15} {:>12} {:>14} {:>16} {:>16}  {}\n",
+                "executed",
+                "provider",
+                "instrument",
+                "term",
+                "payment",
+                "USD/hour",
+                "upfront",
+                "term total",
+                "exp. savings",
+                "approved by"
+            ));
+        }
+        for c in &self.bought {
+            out.push_str(&format!(
+                "  {:<17} {:<8} {:<28} {:<4} {:<15} {:>12} {:>14} {:>16} {:>16}  {}\n",
+                c.executed_at.format("%Y-%m-%d %H:%M"),
+                c.provider,
+                c.instrument,
+                c.term.map(|t| t.to_string()).unwrap_or_default(),
+                c.payment_option,
+                c.hourly_cost.to_string(),
+                c.upfront.to_string(),
+                c.term_total.to_string(),
+                c.expected_savings.to_string(),
+                if c.approved_by.is_empty() {
+                    "-".to_string()
+                } else {
+                    c.approved_by.join(", ")
+                }
+            ));
+            out.push_str(&format!(
+                "      {} (request {})\n",
+                c.commitment_id, c.provider_request_id
+            ));
+        }
+        out.push_str(&format!(
+            "\nSpend committed this month: {} USD/hour, {} USD upfront, {} USD over the terms\n",
+            self.totals.hourly_cost, self.totals.upfront, self.totals.term_total
+        ));
+        out.push_str(&format!(
+            "Expected savings of this month's purchases (over their terms): {} USD\n",
+            self.totals.expected_savings
+        ));
+        out.push_str(&format!(
+            "\nPortfolio active in {} (bought by commitd, any month): {} commitment(s)\n",
+            self.month, self.portfolio.commitments
+        ));
+        out.push_str(&format!(
+            "  amortized cost this month: {} USD; expected savings this month (pro-rated): {} USD\n",
+            self.portfolio.amortized_cost, self.portfolio.expected_savings
+        ));
+        if self.portfolio.without_dates > 0 {
+            out.push_str(&format!(
+                "  {} purchase(s) without start/end in the log are not counted\n",
+                self.portfolio.without_dates
+            ));
+        }
+        out.push_str(&format!(
+            "\nRealized savings: {}\n",
+            self.realized_savings_note
+        ));
+        out
+    }
+
+    /// CSV: one row per purchase bought in the month, then a TOTAL row.
+    pub fn write_csv(&self, out: impl std::io::Write) -> Result<(), csv::Error> {
+        let mut w = csv::Writer::from_writer(out);
+        w.write_record([
+            "month",
+            "executed_at",
+            "proposal_id",
+            "provider",
+            "instrument",
+            "term_years",
+            "payment_option",
+            "region",
+            "family",
+            "hourly_cost",
+            "upfront",
+            "term_total",
+            "expected_savings",
+            "approved_by",
+            "commitment_id",
+            "provider_request_id",
+            "start",
+            "end",
+        ])?;
+        let month = self.month.to_string();
+        let t = |d: Option<DateTime<Utc>>| d.map(|d| d.to_rfc3339()).unwrap_or_default();
+        for c in &self.bought {
+            w.write_record([
+                month.clone(),
+                c.executed_at.to_rfc3339(),
+                c.proposal_id.clone(),
+                c.provider.clone(),
+                c.instrument.clone(),
+                c.term.map(|t| t.years().to_string()).unwrap_or_default(),
+                c.payment_option.clone(),
+                c.region.clone().unwrap_or_default(),
+                c.family.clone().unwrap_or_default(),
+                c.hourly_cost.to_string(),
+                c.upfront.to_string(),
+                c.term_total.to_string(),
+                c.expected_savings.to_string(),
+                c.approved_by.join("; "),
+                c.commitment_id.clone(),
+                c.provider_request_id.clone(),
+                t(c.start),
+                t(c.end),
+            ])?;
+        }
+        let mut total = vec![month, "TOTAL".to_string()];
+        total.extend(std::iter::repeat_n(String::new(), 7));
+        total.extend([
+            self.totals.hourly_cost.to_string(),
+            self.totals.upfront.to_string(),
+            self.totals.term_total.to_string(),
+            self.totals.expected_savings.to_string(),
+        ]);
+        total.extend(std::iter::repeat_n(String::new(), 5));
+        w.write_record(&total)?;
+        w.flush()?;
+        Ok(())
+    }
+}
+
+/// Month boundaries are checked here because February and December are where they go wrong.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Datelike;
+
+    #[test]
+    fn months_parse_strictly_and_name_the_bad_value() {
+        let m = Month::parse("2026-10").unwrap();
+        assert_eq!(m.to_string(), "2026-10");
+        assert_eq!(m.hours(), 31 * 24);
+        assert_eq!(Month::parse("2028-02").unwrap().hours(), 29 * 24);
+        let dec = Month::parse("2026-12").unwrap();
+        assert_eq!(dec.end().year(), 2027);
+        for bad in ["2026-13", "2026-1", "26-10", "2026/10", "2026-00", "october", ""] {
+            let e = Month::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("'{bad}'")), "{e}");
+        }
+    }
+
+    #[test]
+    fn pro_rata_is_exact_and_rounds_half_even() {
+        let m = Money::parse("8760").unwrap();
+        assert_eq!(pro_rata(m, 744, 8760), Money::parse("744").unwrap());
+        assert_eq!(
+            pro_rata(Money::parse("0.000001").unwrap(), 1, 2),
+            Money::ZERO
+        );
+    }
+}
