@@ -49,7 +49,7 @@ fn setup() -> (tempfile::TempDir, FocusPlanner) {
 #[test]
 fn plans_from_a_focus_directory_and_rereads_it_every_cycle() {
     let (dir, p) = setup();
-    // The sample's last hour is 2024-09-30T23; a day later is within the billing latency.
+    // The sample's newest compute hour is on 2024-09-30; a day later is within the latency.
     let now = at("2024-10-01T23:00:00Z");
     let first = p.plan(now, &[]).unwrap();
     let note = first
@@ -58,6 +58,19 @@ fn plans_from_a_focus_directory_and_rereads_it_every_cycle() {
         .find(|n| n.starts_with("planned from FOCUS"))
         .unwrap_or_else(|| panic!("{:?}", first.notes));
     assert!(note.contains("1000 rows"), "{note}");
+    // Instance types the rate card lacks are priced on demand from the bill, and said so.
+    assert!(
+        first
+            .notes
+            .iter()
+            .any(|n| n.contains("m5.2xlarge") && n.contains("taken from the bill")),
+        "{:?}",
+        first.notes
+    );
+    assert!(
+        !first.notes.iter().any(|n| n.contains("g5.4xlarge") && n.contains("taken from the bill")),
+        "the rate card's own price wins"
+    );
     assert_eq!(first.inputs_digest.len(), 64);
     // Same files, same time: the same inputs.
     assert_eq!(p.plan(now, &[]).unwrap().inputs_digest, first.inputs_digest);
@@ -80,7 +93,8 @@ fn a_stale_export_is_refused_rather_than_planned_on() {
         .plan(at("2024-10-10T00:00:00Z"), &[])
         .unwrap_err()
         .to_string();
-    assert!(e.contains("stale") && e.contains("2024-09-30T23:00:00"), "{e}");
+    // The newest hour with eligible (compute) usage is named.
+    assert!(e.contains("stale") && e.contains("2024-09-30T"), "{e}");
 }
 
 #[test]

@@ -15,13 +15,17 @@
 use super::plan::{plan_id, CyclePlan, Expectation, PlanError, Planner};
 use crate::config::Config;
 use crate::domain::plan::{ActionKind, ActionScope, Plan};
-use crate::domain::{Commitment, CommitmentAmount, Hour, Money, RateCard, UsageModel};
+use crate::domain::{
+    Commitment, CommitmentAmount, Hour, Instrument, Money, Offer, PaymentOption, RateCard,
+    UsageModel,
+};
 use crate::ingest::{self, ReadOptions, Scenario};
 use crate::optimize::{Constraints, MinUtilization, Options};
 use crate::proposals::PlannedAction;
 use crate::providers::PurchaseSpec;
 use chrono::{DateTime, Utc};
 use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -165,15 +169,17 @@ impl FocusPlanner {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             PlanError::Failed(format!("[source] {what}: {e}"))
         };
-        let rates = ingest::read_rate_card(&self.rates).map_err(|e| failed("rates", &e))?;
+        let mut rates = ingest::read_rate_card(&self.rates).map_err(|e| failed("rates", &e))?;
         let bill = ingest::read_focus(&self.focus, &ReadOptions::default())
             .map_err(|e| failed("focus", &e))?;
+        let mut notes = on_demand_from_bill(&bill.model, &mut rates);
         let listed = match &self.commitments {
             Some(p) => ingest::read_commitments(p, Some(&rates))
                 .map_err(|e| failed("commitments", &e))?,
             None => Vec::new(),
         };
-        let (inferred, mut notes) = ingest::infer_commitments(&bill.commitments, &listed);
+        let (inferred, inferred_notes) = ingest::infer_commitments(&bill.commitments, &listed);
+        notes.extend(inferred_notes);
         let mut existing = listed;
         for i in inferred {
             notes.push(i.note);
@@ -181,6 +187,46 @@ impl FocusPlanner {
         }
         Ok((bill.model, rates, with_held(existing, held), notes))
     }
+}
+
+/// Adds an on-demand price for every usage group the rate card has none for, from the bill
+/// itself: the group's on-demand-equivalent cost over its instance-hours (FOCUS ListCost /
+/// quantity, i.e. the list unit price). An export has more instance types than a hand-kept rate
+/// card; without a price the optimizer cannot value the group at all. Groups without any
+/// quantity keep no price. Returns one note per group priced this way.
+fn on_demand_from_bill(model: &UsageModel, rates: &mut RateCard) -> Vec<String> {
+    let mut notes = Vec::new();
+    for g in &model.groups {
+        let product = g.group.product();
+        if rates.on_demand(&product).is_some() {
+            continue;
+        }
+        let hours: f64 = g.quantity.iter().filter(|q| q.is_finite()).sum();
+        if hours <= 0.0 {
+            continue;
+        }
+        let Some(price) = Decimal::from_f64_retain(g.total_ode.to_f64() / hours)
+            .map(|d| d.round_dp(6))
+            .filter(|d| *d > Decimal::ZERO)
+        else {
+            continue;
+        };
+        rates.insert(
+            product,
+            Offer {
+                instrument: Instrument::OnDemand,
+                term: None,
+                payment: PaymentOption::NoUpfront,
+                effective_hourly_rate: price,
+                upfront_share: Decimal::ZERO,
+            },
+        );
+        notes.push(format!(
+            "{}: on-demand price {price} USD/h taken from the bill (not in [source] rates)",
+            g.group
+        ));
+    }
+    notes
 }
 
 impl Planner for FocusPlanner {
