@@ -198,7 +198,10 @@ impl AwsConfig {
         for (account, role) in &self.accounts {
             let key = format!("aws.accounts.{account}");
             if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
-                return bad(&key, format!("'{account}' is not a 12-digit AWS account id"));
+                return bad(
+                    &key,
+                    format!("'{account}' is not a 12-digit AWS account id"),
+                );
             }
             check_role(&key, role)?;
             // The role must live in the account it is listed under, or purchases meant for
@@ -206,10 +209,7 @@ impl AwsConfig {
             if role.role_arn.split(':').nth(4) != Some(account.as_str()) {
                 return bad(
                     &format!("{key}.role_arn"),
-                    format!(
-                        "'{}' is not a role of account {account}",
-                        role.role_arn
-                    ),
+                    format!("'{}' is not a role of account {account}", role.role_arn),
                 );
             }
         }
@@ -229,8 +229,7 @@ impl AwsConfig {
                 ),
             );
         }
-        if r.deadline_ms == 0 || r.attempt_timeout_ms == 0 || r.attempt_timeout_ms > r.deadline_ms
-        {
+        if r.deadline_ms == 0 || r.attempt_timeout_ms == 0 || r.attempt_timeout_ms > r.deadline_ms {
             return bad(
                 "aws.retry.attempt_timeout_ms",
                 format!(
@@ -436,12 +435,10 @@ impl Config {
                 });
             }
         };
-        config
-            .validate()
-            .map_err(|message| ConfigError::Invalid {
-                origin: origin.clone(),
-                message,
-            })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            origin: origin.clone(),
+            message,
+        })?;
         if let Err((key, message)) = config.aws.validate() {
             let env_key = format!("COMMITD_{}", key.to_ascii_uppercase().replace('.', "__"));
             let from_env = env.keys().any(|k| k.starts_with(&env_key));
@@ -735,23 +732,35 @@ mod tests {
         assert!(c.aws.settings(Some("999999999999")).assume_role.is_none());
 
         // A bad value: the file, its line and the key.
-        let f = file("mode = \"autopilot\"\n[aws]\nregion = \"eu-west-1\"\n[aws.retry]\nmax_attempts = 0\n");
+        let f = file(
+            "mode = \"autopilot\"\n[aws]\nregion = \"eu-west-1\"\n[aws.retry]\nmax_attempts = 0\n",
+        );
         let e = Config::load_with_env(Some(f.path()), &env(&[]))
             .unwrap_err()
             .to_string();
         assert!(e.contains(&f.path().display().to_string()), "{e}");
-        assert!(e.contains("line 5") && e.contains("aws.retry.max_attempts"), "{e}");
+        assert!(
+            e.contains("line 5") && e.contains("aws.retry.max_attempts"),
+            "{e}"
+        );
         let f = file("[aws.assume_role]\nrole_arn = \"arn:aws:iam::1:user/x\"\n");
         let e = Config::load_with_env(Some(f.path()), &env(&[]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 2") && e.contains("aws.assume_role.role_arn"), "{e}");
+        assert!(
+            e.contains("line 2") && e.contains("aws.assume_role.role_arn"),
+            "{e}"
+        );
         // A role listed under another account.
-        let f = file("[aws.accounts.444455556666]\nrole_arn = \"arn:aws:iam::111122223333:role/x\"\n");
+        let f =
+            file("[aws.accounts.444455556666]\nrole_arn = \"arn:aws:iam::111122223333:role/x\"\n");
         let e = Config::load_with_env(Some(f.path()), &env(&[]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 2") && e.contains("not a role of account"), "{e}");
+        assert!(
+            e.contains("line 2") && e.contains("not a role of account"),
+            "{e}"
+        );
         // An unknown key: toml's own error, with the line and the key shown.
         let f = file("[aws]\nregoin = \"eu-west-1\"\n");
         let e = Config::load_with_env(Some(f.path()), &env(&[]))
@@ -762,7 +771,10 @@ mod tests {
         let e = Config::load_with_env(None, &env(&[("COMMITD_AWS__REGION", "Ireland")]))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("COMMITD_AWS__REGION") && e.contains("Ireland"), "{e}");
+        assert!(
+            e.contains("COMMITD_AWS__REGION") && e.contains("Ireland"),
+            "{e}"
+        );
         let e = Config::load_with_env(None, &env(&[("COMMITD_DAEMON__PROVIDER", "gcp")]))
             .unwrap_err()
             .to_string();

@@ -295,10 +295,7 @@ impl MonthlyReport {
             self.from.format("%Y-%m-%d"),
             self.until.format("%Y-%m-%d")
         );
-        out.push_str(&format!(
-            "Commitments bought: {}\n",
-            self.totals.purchases
-        ));
+        out.push_str(&format!("Commitments bought: {}\n", self.totals.purchases));
         if !self.bought.is_empty() {
             out.push_str(&format!(
                 "  {:<17} {:<8} {:<28} {:<4} {:<15} {:>12} {:>14} {:>16} {:>16}  {}\n",
@@ -442,7 +439,9 @@ mod tests {
         assert_eq!(Month::parse("2028-02").unwrap().hours(), 29 * 24);
         let dec = Month::parse("2026-12").unwrap();
         assert_eq!(dec.end().year(), 2027);
-        for bad in ["2026-13", "2026-1", "26-10", "2026/10", "2026-00", "october", ""] {
+        for bad in [
+            "2026-13", "2026-1", "26-10", "2026/10", "2026-00", "october", "",
+        ] {
             let e = Month::parse(bad).unwrap_err().to_string();
             assert!(e.contains(&format!("'{bad}'")), "{e}");
         }

@@ -52,11 +52,17 @@ async fn the_role_is_assumed_and_later_calls_use_its_credentials() {
         Some(("AssumeRole", "AKIDBASEPAYER")),
         "{callers:?}"
     );
-    assert_eq!(w.calls("AssumeRole"), 1, "credentials are cached, not re-assumed per call");
+    assert_eq!(
+        w.calls("AssumeRole"),
+        1,
+        "credentials are cached, not re-assumed per call"
+    );
     let later: Vec<_> = callers.iter().skip(1).collect();
     assert!(
         later.iter().any(|(op, _)| op == "DescribeSavingsPlans")
-            && later.iter().any(|(op, _)| op == "DescribeReservedInstances"),
+            && later
+                .iter()
+                .any(|(op, _)| op == "DescribeReservedInstances"),
         "{callers:?}"
     );
     for (op, key) in later {

@@ -52,7 +52,11 @@ fn inventory(endpoint: &str) -> Value {
         .envs(AWS_ENV.iter().copied())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -64,7 +68,10 @@ fn autopilot_buys_a_savings_plan_from_the_aws_test_server() {
     let s = Setup::with_daemon_settings("autopilot", false, &aws_section(&endpoint)).unwrap();
     let out = run_once(&s);
     assert!(out.contains("\"outcome\":\"executed\""), "{out}");
-    assert!(out.contains("blocked by aws limits.max_upfront_per_day"), "{out}");
+    assert!(
+        out.contains("blocked by aws limits.max_upfront_per_day"),
+        "{out}"
+    );
     assert_eq!(server.world().purchases(), 1);
     assert_eq!(server.world().calls("CreateSavingsPlan"), 1);
 
@@ -79,7 +86,10 @@ fn autopilot_buys_a_savings_plan_from_the_aws_test_server() {
     // The audit has the request id AWS answered CreateSavingsPlan with.
     let rid = payload["provider_request_id"].as_str().unwrap();
     assert!(
-        server.world().request_ids("CreateSavingsPlan").contains(&rid.to_string()),
+        server
+            .world()
+            .request_ids("CreateSavingsPlan")
+            .contains(&rid.to_string()),
         "{payload} vs {:?}",
         server.world().request_ids("CreateSavingsPlan")
     );
@@ -124,7 +134,10 @@ fn the_scenario_planner_counts_what_aws_holds_and_does_not_buy_twice() {
     std::fs::write(s.path("policies/compute.toml"), COMPUTE_ONLY).unwrap();
     let config = std::fs::read_to_string(&s.config)
         .unwrap()
-        .replace("rates = \"rates.csv\"", &format!("scenario = \"{}\"", demo_scenario().display()))
+        .replace(
+            "rates = \"rates.csv\"",
+            &format!("scenario = \"{}\"", demo_scenario().display()),
+        )
         .replace("plan_file = \"plan.json\"\n", "");
     std::fs::write(&s.config, config).unwrap();
 
@@ -133,7 +146,10 @@ fn the_scenario_planner_counts_what_aws_holds_and_does_not_buy_twice() {
     let bought = server.world().purchases();
     assert!(bought >= 1, "{first}");
     let inv = inventory(&endpoint);
-    assert_eq!(inv["savings_plans"].as_array().unwrap().len() as u32, bought);
+    assert_eq!(
+        inv["savings_plans"].as_array().unwrap().len() as u32,
+        bought
+    );
 
     // Same data, same decision time: what was bought is now held, so nothing is bought again.
     let second = run_once(&s);

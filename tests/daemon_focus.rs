@@ -68,7 +68,10 @@ fn plans_from_a_focus_directory_and_rereads_it_every_cycle() {
         first.notes
     );
     assert!(
-        !first.notes.iter().any(|n| n.contains("g5.4xlarge") && n.contains("taken from the bill")),
+        !first
+            .notes
+            .iter()
+            .any(|n| n.contains("g5.4xlarge") && n.contains("taken from the bill")),
         "the rate card's own price wins"
     );
     assert_eq!(first.inputs_digest.len(), 64);
@@ -100,13 +103,22 @@ fn a_stale_export_is_refused_rather_than_planned_on() {
 #[test]
 fn a_bad_source_names_the_file() {
     let (dir, mut p) = setup();
-    std::fs::write(dir.path().join("focus/2024-09/broken.csv"), "not,a,focus\nfile,at,all\n")
-        .unwrap();
-    let e = p.plan(at("2024-10-01T23:00:00Z"), &[]).unwrap_err().to_string();
+    std::fs::write(
+        dir.path().join("focus/2024-09/broken.csv"),
+        "not,a,focus\nfile,at,all\n",
+    )
+    .unwrap();
+    let e = p
+        .plan(at("2024-10-01T23:00:00Z"), &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("broken.csv"), "{e}");
     std::fs::remove_file(dir.path().join("focus/2024-09/broken.csv")).unwrap();
     p.rates = dir.path().join("missing-rates.csv");
-    let e = p.plan(at("2024-10-01T23:00:00Z"), &[]).unwrap_err().to_string();
+    let e = p
+        .plan(at("2024-10-01T23:00:00Z"), &[])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing-rates.csv"), "{e}");
 }
 

@@ -37,7 +37,8 @@ fn report(postgres: bool) {
     s.ok(&["run", "--once"]);
     s.ok(&["run", "--once"]);
     let month = this_month();
-    let json: Value = serde_json::from_str(&s.ok(&["report", "--month", &month, "--json"])).unwrap();
+    let json: Value =
+        serde_json::from_str(&s.ok(&["report", "--month", &month, "--json"])).unwrap();
     let bought = json["bought"].as_array().unwrap();
     assert_eq!(bought.len(), 2, "{json}");
     for b in bought {
@@ -71,7 +72,10 @@ fn report(postgres: bool) {
     let csv = s.ok(&["report", "--month", &month, "--csv"]);
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 4, "header, 2 purchases, TOTAL:\n{csv}");
-    assert!(lines[0].starts_with("month,executed_at,proposal_id"), "{csv}");
+    assert!(
+        lines[0].starts_with("month,executed_at,proposal_id"),
+        "{csv}"
+    );
     assert!(
         lines[3].starts_with(&format!("{month},TOTAL,")) && lines[3].contains(",5,0,43800,10000,"),
         "{csv}"
@@ -99,7 +103,10 @@ fn a_bad_month_names_the_value_and_reads_nothing() {
         let out = s.commitd(&["report", "--month", bad]);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(&format!("'{bad}'")) && err.contains("YYYY-MM"), "{err}");
+        assert!(
+            err.contains(&format!("'{bad}'")) && err.contains("YYYY-MM"),
+            "{err}"
+        );
     }
     // Nothing was created: the database is opened only for a valid month.
     assert!(!s.path("state/commitd.db").exists());

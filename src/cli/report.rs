@@ -1,8 +1,8 @@
 //! `commitd report --month 2026-10`: the monthly summary for finance, from the audit log.
 
 use super::audit::{database_url, DbArgs};
-use crate::config::Config;
 use crate::audit::{AuditLog, EventFilter};
+use crate::config::Config;
 use crate::report::{build, Month};
 use crate::store::Store;
 use anyhow::Context;

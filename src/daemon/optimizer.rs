@@ -140,7 +140,13 @@ impl Planner for ScenarioPlanner {
             self.min_utilization,
             &scenario.name,
         )?;
-        let digest = inputs_digest(&scenario.name, at, &scenario.usage, &scenario.rates, &existing);
+        let digest = inputs_digest(
+            &scenario.name,
+            at,
+            &scenario.usage,
+            &scenario.rates,
+            &existing,
+        );
         let mut out = cycle_plan(&plan, now, digest);
         out.notes
             .push(format!("planned from scenario {}", scenario.name));
@@ -174,8 +180,9 @@ impl FocusPlanner {
             .map_err(|e| failed("focus", &e))?;
         let mut notes = on_demand_from_bill(&bill.model, &mut rates);
         let listed = match &self.commitments {
-            Some(p) => ingest::read_commitments(p, Some(&rates))
-                .map_err(|e| failed("commitments", &e))?,
+            Some(p) => {
+                ingest::read_commitments(p, Some(&rates)).map_err(|e| failed("commitments", &e))?
+            }
             None => Vec::new(),
         };
         let (inferred, inferred_notes) = ingest::infer_commitments(&bill.commitments, &listed);

@@ -21,7 +21,11 @@ fn esc(text: &str) -> String {
 }
 
 pub fn error_reply(e: &ApiError, request_id: &str) -> Reply {
-    let kind = if e.status >= 500 { "Receiver" } else { "Sender" };
+    let kind = if e.status >= 500 {
+        "Receiver"
+    } else {
+        "Sender"
+    };
     Reply {
         status: e.status,
         content_type: "text/xml",
