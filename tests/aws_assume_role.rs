@@ -112,3 +112,93 @@ async fn without_a_role_the_base_keys_sign_every_call() {
     assert_eq!(w.calls("AssumeRole"), 0);
     assert!(w.callers().iter().all(|(_, k)| k == "AKIDBASEPAYER"));
 }
+
+/// An organization: purchases go to the account the proposal names, with that account's
+/// assumed role; the payer's go with the base credentials; an unconfigured account is refused
+/// before any call.
+#[tokio::test]
+async fn an_organization_routes_each_purchase_to_its_accounts_role() {
+    use commitd::aws::market::{AwsMarket, AwsOrganization};
+    use commitd::domain::{
+        CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term,
+    };
+    use commitd::providers::{CommitmentMarket, ProviderError, PurchaseRequest, PurchaseSpec};
+
+    let server = TestServer::start(World::demo("us-east-1")).await.unwrap();
+    let payer = AwsMarket::new(AwsClients::connect(&settings(&server, None)).await.unwrap());
+    let linked = AwsMarket::new(
+        AwsClients::connect(&settings(
+            &server,
+            Some(AssumeRole {
+                role_arn: ROLE.into(),
+                external_id: None,
+                session_name: None,
+            }),
+        ))
+        .await
+        .unwrap(),
+    );
+    let org = AwsOrganization::new(payer, vec![("444455556666".into(), linked)]);
+    let request = |key: &str, account: Option<&str>| PurchaseRequest {
+        idempotency_key: key.into(),
+        spec: PurchaseSpec {
+            provider: Provider::Aws,
+            account: account.map(str::to_string),
+            instrument: Instrument::ComputeSavingsPlan,
+            term: Term::ONE_YEAR,
+            payment: PaymentOption::NoUpfront,
+            region: None,
+            family: None,
+            instance_type: None,
+            os: None,
+            tenancy: None,
+            amount: CommitmentAmount::HourlySpend(Money::parse("1.5").unwrap()),
+        },
+        start: Hour::from_datetime(chrono::Utc::now()),
+        max_hourly_cost: Money::parse("1.5").unwrap(),
+        max_upfront: Money::ZERO,
+    };
+    let signer_of_last_purchase = |server: &TestServer| {
+        server
+            .world()
+            .callers()
+            .iter()
+            .rev()
+            .find(|(op, _)| op == "CreateSavingsPlan")
+            .map(|(_, k)| k.clone())
+            .unwrap()
+    };
+
+    org.purchase(&request("linked-1", Some("444455556666")))
+        .await
+        .unwrap();
+    let key = signer_of_last_purchase(&server);
+    assert!(key.starts_with("ASIA"), "{key}");
+    assert_eq!(server.world().session(&key).unwrap().role_arn, ROLE);
+
+    org.purchase(&request("payer-1", None)).await.unwrap();
+    assert_eq!(signer_of_last_purchase(&server), "AKIDBASEPAYER");
+
+    let calls = server.world().calls("CreateSavingsPlan");
+    let err = org
+        .purchase(&request("nowhere-1", Some("999999999999")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ProviderError::Refused { message, .. } if message.contains("[aws.accounts.999999999999]")),
+        "{err}"
+    );
+    assert_eq!(server.world().calls("CreateSavingsPlan"), calls);
+    assert_eq!(server.world().purchases(), 2);
+    // Reconciliation finds a purchase whatever account it went to.
+    assert!(org
+        .find_by_idempotency_key("linked-1")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(org
+        .find_by_idempotency_key("nowhere-1")
+        .await
+        .unwrap()
+        .is_none());
+}
