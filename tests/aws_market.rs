@@ -330,3 +330,37 @@ async fn executor_buys_on_aws_and_audits_the_request_id() {
     assert_eq!(market.inventory().await.unwrap().len(), 2);
     assert!(audit.verify().await.unwrap().is_ok());
 }
+
+/// AWS charges an all-upfront plan in cents: the quote says what it will record, and an
+/// approval computed exactly (micro-dollars) covers it; one cent less does not.
+#[tokio::test]
+async fn all_upfront_is_quoted_in_cents_and_the_exact_approval_covers_it() {
+    let (server, m) = market(1).await;
+    let s = spec(
+        Instrument::ComputeSavingsPlan,
+        PaymentOption::AllUpfront,
+        CommitmentAmount::HourlySpend(Money::parse("0.70806").unwrap()),
+    );
+    let q = m.quote(&s).await.unwrap();
+    assert_eq!(
+        q.upfront,
+        Money::parse("6202.61").unwrap(),
+        "0.70806 x 8760 = 6202.6056"
+    );
+    let short = request("cents-short", s.clone(), "0.70806", "6202.60");
+    assert!(matches!(
+        m.purchase(&short).await.unwrap_err(),
+        ProviderError::PriceAboveApproval {
+            what: "upfront",
+            ..
+        }
+    ));
+    assert_eq!(server.world().purchases(), 0);
+    let exact = request("cents-exact", s, "0.70806", "6202.6056");
+    let bought = m.purchase(&exact).await.unwrap();
+    assert_eq!(
+        bought.commitment.upfront, q.upfront,
+        "what AWS recorded = the quote"
+    );
+    assert_eq!(server.world().purchases(), 1);
+}

@@ -3,7 +3,9 @@
 //! * `inventory`: savings plans and RIs that cover usage now or are queued.
 //! * `quote`: the offering to buy and its price. A savings plan costs its hourly commitment
 //!   (rounded down to the API's 5 decimals), its upfront by payment option (Partial Upfront: the
-//!   whole-dollar amount commitd sends); an RI costs the offering's amortized rate per instance.
+//!   whole-dollar amount commitd sends; All Upfront: the total in cents, as AWS charges it); an
+//!   RI costs the offering's amortized rate per instance. The upfront ceiling of a purchase is
+//!   the approved upfront rounded up to the cent.
 //! * `purchase`: looks the key up first (a purchase already made is returned, not repeated),
 //!   refuses a price above the approval, then buys: CreateSavingsPlan with the key's client token
 //!   (queued when the request starts in the future), or PurchaseReservedInstancesOffering (dry
@@ -21,7 +23,7 @@ use crate::providers::{
     BoxFuture, CommitmentMarket, ProviderError, Purchase, PurchaseRequest, PurchaseSpec, Quote,
 };
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
+use rust_decimal::{Decimal, RoundingStrategy};
 
 const NAME: &str = "aws";
 
@@ -79,7 +81,10 @@ impl AwsMarket {
                 let upfront = match spec.payment {
                     PaymentOption::NoUpfront => Decimal::ZERO,
                     PaymentOption::PartialUpfront => partial_upfront_amount(c, spec.term),
-                    PaymentOption::AllUpfront => total,
+                    // AWS charges the upfront in cents: quote what it will record.
+                    PaymentOption::AllUpfront => {
+                        total.round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven)
+                    }
                 };
                 Ok(Quote {
                     hourly_cost: money(c)?,
@@ -140,9 +145,19 @@ impl AwsMarket {
         }
         let spec = &request.spec;
         let quote = self.price(spec).await?;
+        // The approval is exact (micro-dollars) while AWS charges an upfront in cents, so the
+        // upfront ceiling is the approval rounded up to the cent: an all-upfront plan of
+        // 0.70806 USD/h approved at 6202.6056 costs 6202.61, which is what was approved.
+        let upfront_ceiling = Money::from_decimal(
+            request
+                .max_upfront
+                .to_decimal()
+                .round_dp_with_strategy(2, RoundingStrategy::AwayFromZero),
+        )
+        .unwrap_or(request.max_upfront);
         for (what, quoted, approved) in [
             ("hourly cost", quote.hourly_cost, request.max_hourly_cost),
-            ("upfront", quote.upfront, request.max_upfront),
+            ("upfront", quote.upfront, upfront_ceiling),
         ] {
             if quoted > approved {
                 return Err(ProviderError::PriceAboveApproval {
