@@ -180,7 +180,8 @@ pub fn inputs_digest(
     let mut h = Sha256::new();
     let mut w = HashWriter(&mut h);
     serde_json::to_writer(&mut w, demand)?;
-    serde_json::to_writer(&mut w, rates)?;
+    // The rate card is a map keyed by product, which JSON cannot key: as a list of pairs.
+    serde_json::to_writer(&mut w, &rates.products().collect::<Vec<_>>())?;
     serde_json::to_writer(&mut w, commitments)?;
     serde_json::to_writer(&mut w, constraints)?;
     serde_json::to_writer(&mut w, options)?;

@@ -299,14 +299,19 @@ fn run_pass<'a>(
             }
         }
     }
-    // Under a coverage cap, whole-instance rounding can leave a commitment that no longer pays
-    // for itself: the cap forces part of it idle once the others are rounded. Drop any whose
-    // removal makes the plan cheaper, until none does. Only the cap can force paid capacity to
-    // sit idle in the fixed solve, so plans without one skip these re-solves.
-    if constraints.max_coverage.is_some() {
-        let mut improved = true;
-        while improved {
-            improved = false;
+    // Rounded to whole instances (exchange targets rounded up to keep the value rule), an
+    // exchange or a return must still pay for itself; and so must each purchase under a
+    // coverage cap (the cap can force paid capacity idle once the others are rounded) or next
+    // to an exchange (a target rounded up can take over what a purchase covered). Plans with
+    // neither skip those re-solves. Drop whatever makes the plan cheaper when dropped, until
+    // nothing does: dropping one can change what the others are worth.
+    let mut improved = true;
+    while improved {
+        improved = false;
+        let exchanging = shares
+            .iter()
+            .any(|s| matches!(s, Share::Fixed { exchanged, .. } if *exchanged > 0.0));
+        if constraints.max_coverage.is_some() || exchanging {
             for pi in 0..fixed.len() {
                 if model.pools[pi].new_column().is_none()
                     || !matches!(fixed[pi], Capacity::Fixed(x) if x > 0.0)
@@ -316,17 +321,7 @@ fn run_pass<'a>(
                 let mut without = fixed.clone();
                 without[pi] = Capacity::Fixed(0.0);
                 solves += 1;
-                let spec = SolveSpec {
-                    model: &model,
-                    points: &points,
-                    demand,
-                    constraints,
-                    options,
-                    capacity: &without,
-                    shares: &shares,
-                    min_coverage: false,
-                };
-                if let Ok(r) = lp::solve(&spec) {
+                if let Ok(r) = solve_fixed(&without, &shares) {
                     if r.objective < final_.objective - 1e-6 {
                         fixed = without;
                         final_ = r;
@@ -335,43 +330,42 @@ fn run_pass<'a>(
                 }
             }
         }
-    }
-    // Rounded to whole instances (targets rounded up to keep the value rule), an exchange or a
-    // return must still pay for itself: drop any whose removal makes the plan cheaper.
-    for si in 0..model.sources.len() {
-        for exchange in [true, false] {
-            let Share::Fixed {
-                exchanged,
-                returned,
-            } = shares[si]
-            else {
-                continue;
-            };
-            let mut cap = fixed.clone();
-            let without = if exchange && exchanged > 0.0 {
-                for &t in &model.sources[si].targets {
-                    cap[t] = Capacity::Fixed(0.0);
-                }
-                Share::Fixed {
-                    exchanged: 0.0,
-                    returned,
-                }
-            } else if !exchange && returned > 0.0 {
-                Share::Fixed {
+        for si in 0..model.sources.len() {
+            for exchange in [true, false] {
+                let Share::Fixed {
                     exchanged,
-                    returned: 0.0,
-                }
-            } else {
-                continue;
-            };
-            let mut sh = shares.clone();
-            sh[si] = without;
-            solves += 1;
-            if let Ok(r) = solve_fixed(&cap, &sh) {
-                if r.objective < final_.objective - 1e-6 {
-                    fixed = cap;
-                    shares = sh;
-                    final_ = r;
+                    returned,
+                } = shares[si]
+                else {
+                    continue;
+                };
+                let mut cap = fixed.clone();
+                let without = if exchange && exchanged > 0.0 {
+                    for &t in &model.sources[si].targets {
+                        cap[t] = Capacity::Fixed(0.0);
+                    }
+                    Share::Fixed {
+                        exchanged: 0.0,
+                        returned,
+                    }
+                } else if !exchange && returned > 0.0 {
+                    Share::Fixed {
+                        exchanged,
+                        returned: 0.0,
+                    }
+                } else {
+                    continue;
+                };
+                let mut sh = shares.clone();
+                sh[si] = without;
+                solves += 1;
+                if let Ok(r) = solve_fixed(&cap, &sh) {
+                    if r.objective < final_.objective - 1e-6 {
+                        fixed = cap;
+                        shares = sh;
+                        final_ = r;
+                        improved = true;
+                    }
                 }
             }
         }
