@@ -33,8 +33,11 @@ fn offer(instrument: Instrument, rate: f64) -> Offer {
     }
 }
 
+/// A group, its on-demand rate and its 1-year NoUpfront commitment rates.
+type CardRow<'a> = (&'a UsageGroup, f64, &'a [(Instrument, f64)]);
+
 /// On-demand and one 1-year NoUpfront rate per instrument for each group.
-fn card(rows: &[(&UsageGroup, f64, &[(Instrument, f64)])]) -> RateCard {
+fn card(rows: &[CardRow<'_>]) -> RateCard {
     let mut r = RateCard::new();
     for (g, od, offers) in rows {
         r.insert(g.product(), offer(Instrument::OnDemand, *od));

@@ -76,7 +76,7 @@ pub enum ActionKind {
     /// The remaining value of an existing exchangeable commitment moves into the commitment this
     /// action describes (AWS convertible RI: same region and end date, new value >= old, true-up
     /// paid; Azure reservation: refund + new purchase with a new term, new lifetime commitment
-    /// >= refund). An exchange into several configurations is several actions with the same
+    /// at least the refund). An exchange into several configurations is several actions with the same
     /// `source_id` and `source_count`; `source_value` and `true_up` are split between them in
     /// proportion to their value.
     Exchange {
