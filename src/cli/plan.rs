@@ -7,12 +7,23 @@
 //! same hour of the week over the last four weeks, and the plan says so); `--seasonal-naive`
 //! uses those for every group; `--hindsight` plans on the actual demand after `--at` instead
 //! (the backtest's `hindsight_static` baseline).
+//!
+//! The plan is recorded in the audit store as a `plan_computed` event (the event the daemon
+//! records for each plan), in the database the other commands use (`--config`, `--database`,
+//! `--data-dir`, as `commitd audit`), before it is printed: a printed plan is a recorded one.
+//! `--no-record` skips that (nothing is written, no database is opened).
 
-use crate::domain::{Hour, Money, PaymentOption, Plan, Term};
+use crate::audit::{Amount, AuditLog, NewEvent, PlanComputed};
+use crate::cli::audit::{database_url, DbArgs};
+use crate::config::Config;
+use crate::domain::{ActionKind, Hour, Money, PaymentOption, Plan, RateCard, Term};
 use crate::ingest::Scenario;
+use crate::optimize::DemandInput;
 use crate::optimize::{self, demand, Constraints, MinUtilization, Options};
 use crate::pipeline::LEVELS;
+use crate::store::Store;
 use anyhow::Context;
+use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -61,6 +72,11 @@ pub struct Args {
     /// One JSON object on stdout instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Do not record the plan in the audit store.
+    #[arg(long)]
+    pub no_record: bool,
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -112,6 +128,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let seconds = started.elapsed().as_secs_f64();
     let mut plan = plan;
     plan.notes.extend(fallback_notes);
+    if !args.no_record {
+        let digest = inputs_digest(
+            &input,
+            &scenario.rates,
+            &scenario.commitments,
+            &constraints,
+            &options,
+        )?;
+        let (id, plan_id, url) = record(&args.db, &plan, &digest, &scenario.name, at, source)?;
+        eprintln!("recorded as audit event {id} ({plan_id}) in {url}");
+    }
     if args.json {
         let mut v = serde_json::to_value(&plan)?;
         if let Some(obj) = v.as_object_mut() {
@@ -125,6 +152,101 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         print_table(&scenario.name, at, source, &plan, seconds);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Feeds serialized bytes to the hash without building the whole JSON in memory (a year of
+/// hourly demand for hundreds of groups is large).
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// SHA-256 (hex) of everything the optimizer was given: demand paths, rate card, existing
+/// commitments, policy constraints and solver options. Equal digests mean equal inputs.
+pub fn inputs_digest(
+    demand: &DemandInput,
+    rates: &RateCard,
+    commitments: &[crate::domain::Commitment],
+    constraints: &Constraints,
+    options: &Options,
+) -> anyhow::Result<String> {
+    let mut h = Sha256::new();
+    let mut w = HashWriter(&mut h);
+    serde_json::to_writer(&mut w, demand)?;
+    // The rate card is a map keyed by product, which JSON cannot key: as a list of pairs.
+    serde_json::to_writer(&mut w, &rates.products().collect::<Vec<_>>())?;
+    serde_json::to_writer(&mut w, commitments)?;
+    serde_json::to_writer(&mut w, constraints)?;
+    serde_json::to_writer(&mut w, options)?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Appends the `plan_computed` event; returns its id, the plan id and the (redacted) URL.
+fn record(
+    db: &DbArgs,
+    plan: &Plan,
+    digest: &str,
+    scenario: &str,
+    at: Hour,
+    source: &str,
+) -> anyhow::Result<(i64, String, String)> {
+    let config = Config::load(db.config.as_deref())?;
+    let url = database_url(db.database_url.as_deref(), db.data_dir.as_deref(), config);
+    let shown = crate::store::redact_url(&url);
+    let now = chrono::Utc::now();
+    let plan_id = crate::daemon::plan::plan_id(now, digest);
+    // Expected savings of the plan: the cost without it minus the cost with it (exact Money).
+    let savings = plan.expected.cost_without_plan - plan.expected.cost;
+    let actor = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "commitd-cli".to_string());
+    let event = NewEvent::new(
+        now,
+        actor,
+        &plan_id,
+        PlanComputed {
+            plan_id: plan_id.clone(),
+            inputs_digest: digest.to_string(),
+            solver_status: plan.solver.status.clone(),
+            objective: Money::from_f64(plan.solver.rounded_objective).ok(),
+            expected_savings: Some(savings),
+            actions: u32::try_from(plan.actions.len()).unwrap_or(u32::MAX),
+        },
+    )
+    .with_amount(Amount::usd(savings))
+    .with_rationale(serde_json::json!({
+        "source": "commitd plan",
+        "scenario": scenario,
+        "at": at.to_string(),
+        "demand": source,
+        "expected": plan.expected,
+        "solver": plan.solver,
+        "actions": plan.actions,
+        "notes": plan.notes,
+    }));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let id = runtime.block_on(async {
+        let store = Store::connect(&url)
+            .await
+            .with_context(|| format!("opening the audit store {shown}"))?;
+        let event = AuditLog::open(store)
+            .append(event)
+            .await
+            .with_context(|| format!("recording the plan in {shown}"))?;
+        anyhow::Ok(event.id)
+    })?;
+    Ok((id, plan_id, shown))
 }
 
 fn constraints(args: &Args) -> anyhow::Result<Constraints> {
@@ -169,15 +291,20 @@ fn print_table(name: &str, at: Hour, source: &str, plan: &Plan, seconds: f64) {
         println!("\nno purchase: nothing beats on demand within the policy");
     } else {
         println!(
-            "\n{:<3} {:<9} {:<28} {:<4} {:<15} {:<34} {:>12} {:<9} {:>10} {:>11} {:>6} {:>6} {:>12} {:>12}",
-            "#", "provider", "instrument", "term", "payment", "scope", "amount", "unit",
+            "\n{:<3} {:<8} {:<9} {:<28} {:<4} {:<15} {:<34} {:>12} {:<9} {:>10} {:>11} {:>6} {:>6} {:>12} {:>12}",
+            "#", "action", "provider", "instrument", "term", "payment", "scope", "amount", "unit",
             "$/hour", "upfront", "util", "brkevn", "savings", "if removed"
         );
         for (i, a) in plan.actions.iter().enumerate() {
             let r = &a.rationale;
             println!(
-                "{:<3} {:<9} {:<28} {:<4} {:<15} {:<34} {:>12} {:<9} {:>10} {:>11} {:>5.1}% {:>5.1}% {:>12.0} {:>12}",
+                "{:<3} {:<8} {:<9} {:<28} {:<4} {:<15} {:<34} {:>12} {:<9} {:>10} {:>11} {:>5.1}% {:>5.1}% {:>12.0} {:>12}",
                 i + 1,
+                match &a.kind {
+                    ActionKind::Purchase => "buy",
+                    ActionKind::Exchange { .. } => "exchange",
+                    ActionKind::Return { .. } => "return",
+                },
                 a.provider.to_string(),
                 a.instrument.to_string(),
                 Term::from_years(a.term_years)

@@ -311,12 +311,22 @@ pub fn cycle_plan(plan: &Plan, now: DateTime<Utc>, digest: String) -> CyclePlan 
     let mut notes = plan.notes.clone();
     let mut actions = Vec::new();
     for a in &plan.actions {
-        if let ActionKind::Exchange { source_id, .. } = &a.kind {
-            notes.push(format!(
-                "exchange of {source_id} into {} {} not proposed: exchanges are not executable yet",
-                a.instrument, a.scope
-            ));
-            continue;
+        match &a.kind {
+            ActionKind::Purchase => {}
+            ActionKind::Exchange { source_id, .. } => {
+                notes.push(format!(
+                    "exchange of {source_id} into {} {} not proposed: exchanges are not executable yet",
+                    a.instrument, a.scope
+                ));
+                continue;
+            }
+            ActionKind::Return { source_id, .. } => {
+                notes.push(format!(
+                    "return of {} instances of {source_id} not proposed: returns are not executable yet",
+                    a.amount
+                ));
+                continue;
+            }
         }
         let amount = match a.instrument.kind() {
             Some(crate::domain::CommitmentKind::Usage) => {

@@ -67,24 +67,40 @@ impl fmt::Display for AmountUnit {
     }
 }
 
-/// Purchase or exchange.
+/// Purchase, exchange or return.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum ActionKind {
     /// A new commitment.
     Purchase,
     /// The remaining value of an existing exchangeable commitment moves into the commitment this
-    /// action describes (AWS convertible RI: same region, new value >= old, true-up paid; Azure
-    /// reservation: refund + new purchase with new commitment >= refund).
+    /// action describes (AWS convertible RI: same region and end date, new value >= old, true-up
+    /// paid; Azure reservation: refund + new purchase with a new term, new lifetime commitment
+    /// at least the refund). An exchange into several configurations is several actions with the same
+    /// `source_id` and `source_count`; `source_value` and `true_up` are split between them in
+    /// proportion to their value.
     Exchange {
         /// Id of the commitment given up.
         source_id: String,
-        /// The source's instance count given up.
+        /// The source's instance count given up (by the whole exchange).
         source_count: u32,
         /// Remaining value of what is given up (hourly cost x remaining hours).
         source_value: Money,
-        /// Extra paid on top of the source value (AWS true-up) or refunded (Azure, negative).
+        /// Value committed beyond the source value (>= 0): the AWS true-up, or what an Azure
+        /// exchange's new lifetime commitment adds to the refund it absorbs.
         true_up: Money,
+    },
+    /// Part of an existing Azure reservation is returned for a refund of its remaining value
+    /// (within the rolling USD 50,000 cap; Azure charges no early termination fee at present).
+    /// The action's instrument, term, payment option and scope are the returned reservation's;
+    /// `amount` is the instances returned and `hourly_cost` the part of its cost no longer paid.
+    Return {
+        /// Id of the reservation.
+        source_id: String,
+        /// Instances returned.
+        source_count: u32,
+        /// Refund: hourly cost of the returned part x remaining hours.
+        refund: Money,
     },
 }
 
@@ -116,8 +132,21 @@ impl Action {
         Term::from_years(self.term_years).unwrap_or(Term::ONE_YEAR)
     }
 
+    /// Whether it changes an existing commitment (an exchange or a return) rather than buying a
+    /// new one: callers that replay or execute purchases only skip these.
     pub fn is_exchange(&self) -> bool {
-        matches!(self.kind, ActionKind::Exchange { .. })
+        matches!(
+            self.kind,
+            ActionKind::Exchange { .. } | ActionKind::Return { .. }
+        )
+    }
+
+    pub fn is_return(&self) -> bool {
+        matches!(self.kind, ActionKind::Return { .. })
+    }
+
+    pub fn is_purchase(&self) -> bool {
+        matches!(self.kind, ActionKind::Purchase)
     }
 }
 
@@ -146,6 +175,12 @@ pub struct Rationale {
     /// Expected cost increase over the window if this action alone is dropped from the plan
     /// (a re-solve without it); None when the re-solve was skipped (see the plan's notes).
     pub value_if_removed: Option<f64>,
+    /// Exchanges and returns: the source commitment's expected utilization without this
+    /// action, and with it (of what is left of it; None when nothing is left).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_utilization_before: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_utilization_after: Option<f64>,
     /// Human-readable summary.
     pub summary: String,
 }

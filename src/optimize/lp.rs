@@ -7,6 +7,8 @@
 //! subject to sum_p y_pgb <= d_gb                                 (g, b): cover at most the demand
 //!            sum_g a_pg y_pgb <= capacity_p (x_j or existing)    (p, b): each commitment's capacity
 //!            policy rows: new hourly cost, upfront, coverage band, min utilization at a low quantile
+//!            exchanges: an exchangeable commitment's capacity shrinks by the shares exchanged (e)
+//!            and returned (r); its targets' value >= e x its remaining value; refunds <= cap
 //! ```
 //!
 //! Each hour the allocation of commitments to usage is the one that saves the most (an optimal
@@ -45,8 +47,29 @@ pub(crate) struct LpResult {
     pub capacity_value: Vec<f64>,
     /// Weighted ODE of all demand.
     pub ode_total: f64,
+    /// Per exchange source: the shares of it exchanged and returned (0..1).
+    pub exchanged: Vec<f64>,
+    pub returned: Vec<f64>,
     /// `coverage[point * groups + g]`: instance-hours of group `g` covered at that point.
     pub coverage: Vec<f64>,
+}
+
+/// How an exchangeable commitment's shares are set in a solve.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Share {
+    Free,
+    /// Shares (0..1) of its instances exchanged and returned.
+    Fixed {
+        exchanged: f64,
+        returned: f64,
+    },
+}
+
+impl Share {
+    pub const NONE: Share = Share::Fixed {
+        exchanged: 0.0,
+        returned: 0.0,
+    };
 }
 
 /// How the candidates' capacities are set in a solve.
@@ -64,6 +87,8 @@ pub(crate) struct SolveSpec<'a> {
     pub options: &'a Options,
     /// Per pool (ignored for existing pools).
     pub capacity: &'a [Capacity],
+    /// Per exchange source (`Model::sources`); missing entries are free.
+    pub shares: &'a [Share],
     /// Whether to impose `min_coverage` (a target for the relaxation; rounding down may leave
     /// coverage slightly below it, which is reported rather than treated as infeasible).
     pub min_coverage: bool,
@@ -88,10 +113,10 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
     let mut vars = ProblemVariables::new();
     let mut objective = Expression::with_capacity(1024);
 
-    // Candidate columns.
+    // Candidate columns (purchases and exchange targets).
     let mut x: Vec<Option<Variable>> = Vec::with_capacity(pools.len());
     for (pi, p) in pools.iter().enumerate() {
-        match p.new_column() {
+        match p.column() {
             Some(c) => {
                 let def = match spec.capacity.get(pi).copied().unwrap_or(Capacity::Free) {
                     Capacity::Free => variable().min(0.0),
@@ -104,6 +129,37 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
             }
             None => x.push(None),
         }
+    }
+
+    // Exchange shares: giving up a share of a source stops its cost inside the window (an
+    // Azure refund; for AWS its value funds the target, whose whole cost the target column
+    // carries, so the difference is the true-up).
+    let mut source_of_pool: Vec<Option<usize>> = vec![None; pools.len()];
+    let mut shares: Vec<(Variable, Option<Variable>)> = Vec::with_capacity(model.sources.len());
+    for (si, src) in model.sources.iter().enumerate() {
+        source_of_pool[src.pool] = Some(si);
+        let bounds = |v: f64| variable().min(v).max(v);
+        let (e_def, r_def) = match spec.shares.get(si).copied().unwrap_or(Share::Free) {
+            Share::Free => (
+                variable()
+                    .min(0.0)
+                    .max(if src.targets.is_empty() { 0.0 } else { 1.0 }),
+                variable().min(0.0).max(1.0),
+            ),
+            Share::Fixed {
+                exchanged,
+                returned,
+            } => (bounds(exchanged), bounds(returned)),
+        };
+        let stop = -src.hourly_cost * src.window_hours;
+        let e = vars.add(e_def);
+        objective.add_mul(stop, e);
+        let r = src.returnable.then(|| {
+            let r = vars.add(r_def);
+            objective.add_mul(stop, r);
+            r
+        });
+        shares.push((e, r));
     }
 
     // Coverage columns, ordered by (point, pool, member).
@@ -168,7 +224,17 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
         }
         let p = &pools[pi as usize];
         let row = match (p.fixed_capacity, x[pi as usize]) {
-            (Some(c), _) => expr.leq(c),
+            (Some(c), _) => {
+                if let Some(si) = source_of_pool[pi as usize] {
+                    // What is exchanged or returned no longer covers anything.
+                    let units = model.sources[si].units;
+                    expr.add_mul(units, shares[si].0);
+                    if let Some(r) = shares[si].1 {
+                        expr.add_mul(units, r);
+                    }
+                }
+                expr.leq(c)
+            }
             (None, Some(xv)) => {
                 expr.add_mul(-1.0, xv);
                 expr.leq(0.0)
@@ -212,6 +278,41 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
     }
     drop(by_demand);
 
+    // Exchange rows: the targets' value covers the share given up (AWS: target value >= source
+    // value; Azure: new lifetime commitment >= refunded remaining value); a share is exchanged
+    // or returned, not both; refunds stay within the rolling cap.
+    let mut refunds = Expression::with_capacity(model.sources.len());
+    let mut any_return = false;
+    for (si, src) in model.sources.iter().enumerate() {
+        let (e, r) = shares[si];
+        if !src.targets.is_empty() {
+            let mut expr = Expression::with_capacity(src.targets.len() + 1);
+            for &t in &src.targets {
+                if let (Some(xv), Some(c), Some((_, value_hours))) =
+                    (x[t], pools[t].column(), pools[t].exchange())
+                {
+                    expr.add_mul(c.unit_cost * value_hours, xv);
+                }
+            }
+            expr.add_mul(-src.remaining_value(), e);
+            problem.add_constraint(expr.geq(0.0));
+            rows += 1;
+        }
+        if let Some(r) = r {
+            let mut both = Expression::with_capacity(2);
+            both.add_mul(1.0, e);
+            both.add_mul(1.0, r);
+            problem.add_constraint(both.leq(1.0));
+            rows += 1;
+            refunds.add_mul(src.remaining_value(), r);
+            any_return = true;
+        }
+    }
+    if any_return {
+        problem.add_constraint(refunds.leq(constraints.azure_refund_remaining.to_f64().max(0.0)));
+        rows += 1;
+    }
+
     // Policy rows on the candidates.
     let free: Vec<(usize, Variable)> = x
         .iter()
@@ -220,12 +321,25 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
         .filter(|(pi, _)| spec.capacity.get(*pi) != Some(&Capacity::Fixed(0.0)))
         .collect();
     if !free.is_empty() {
+        // An AWS exchange target keeps its source's end date: only the true-up (target minus
+        // the share of the source) is new commitment. An Azure exchange buys a new term: all
+        // of it counts, as a purchase does.
+        let aws_sources = || {
+            model
+                .sources
+                .iter()
+                .zip(&shares)
+                .filter(|(src, _)| src.provider == crate::domain::Provider::Aws)
+        };
         if let Some(max) = constraints.max_new_hourly {
             let mut expr = Expression::with_capacity(free.len());
             for (pi, v) in &free {
-                if let Some(c) = pools[*pi].new_column() {
+                if let Some(c) = pools[*pi].column() {
                     expr.add_mul(c.unit_cost, *v);
                 }
+            }
+            for (src, (e, _)) in aws_sources() {
+                expr.add_mul(-src.hourly_cost, *e);
             }
             problem.add_constraint(expr.leq(max.to_f64()));
             rows += 1;
@@ -233,11 +347,14 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
         if let Some(max) = constraints.max_upfront {
             let mut expr = Expression::with_capacity(free.len());
             for (pi, v) in &free {
-                if let Some(c) = pools[*pi].new_column() {
+                if let Some(c) = pools[*pi].column() {
                     if c.unit_upfront > 0.0 {
                         expr.add_mul(c.unit_upfront, *v);
                     }
                 }
+            }
+            for (src, (e, _)) in aws_sources() {
+                expr.add_mul(-src.remaining_value() * src.upfront_fraction, *e);
             }
             problem.add_constraint(expr.leq(max.to_f64()));
             rows += 1;
@@ -303,11 +420,21 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
         if let Some(v) = v {
             let val = solution.value(*v).max(0.0);
             capacity[pi] = val;
-            if let Some(c) = pools[pi].new_column() {
+            if let Some(c) = pools[pi].column() {
                 lp_objective +=
                     c.unit_cost * (pools[pi].active.1 - pools[pi].active.0) as f64 * val;
             }
         }
+    }
+    let mut exchanged = vec![0.0; model.sources.len()];
+    let mut returned = vec![0.0; model.sources.len()];
+    for (si, src) in model.sources.iter().enumerate() {
+        let (e, r) = shares[si];
+        exchanged[si] = solution.value(e).clamp(0.0, 1.0);
+        returned[si] = r.map_or(0.0, |r| solution.value(r).clamp(0.0, 1.0));
+        let given_up = (exchanged[si] + returned[si]).min(1.0);
+        capacity[src.pool] = src.units * (1.0 - given_up);
+        lp_objective -= src.hourly_cost * src.window_hours * given_up;
     }
     let mut used = vec![vec![0.0; points.len()]; pools.len()];
     let mut covered_ode = vec![0.0; pools.len()];
@@ -347,6 +474,8 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
         capacity_value,
         ode_total,
         coverage,
+        exchanged,
+        returned,
     })
 }
 
@@ -399,7 +528,7 @@ fn infeasibility_reason(spec: &SolveSpec<'_>) -> String {
         spec.model
             .pools
             .iter()
-            .filter(|p| p.new_column().is_some())
+            .filter(|p| p.column().is_some())
             .count()
     )
 }

@@ -37,7 +37,7 @@ use crate::domain::{
     Action, ActionKind, AmountUnit, Commitment, CommitmentKind, Expected, Money, Plan, Provider,
     RateCard, Rationale, SolverInfo, Term,
 };
-use lp::{Capacity, LpResult, SolveSpec};
+use lp::{Capacity, LpResult, Share, SolveSpec};
 use model::Model;
 use reduce::Points;
 use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
@@ -99,7 +99,7 @@ pub fn optimize(
         solves += short.solves + long.solves;
         let gain = short.final_.objective - long.final_.objective;
         let threshold = constraints.three_year_min_extra_savings * long.final_.ode_total;
-        let buys_long = long.actions().any(|(_, c)| c.term == Term::THREE_YEARS);
+        let buys_long = long.locks_in(Term::THREE_YEARS);
         if buys_long && gain <= threshold {
             notes.push(format!(
                 "lock-in: allowing 3-year terms would save ${gain:.2} more over the window, not more than the threshold ${threshold:.2} ({:.2}% of on-demand cost): 1-year terms only",
@@ -146,6 +146,8 @@ struct Pass<'a> {
     points: Points,
     relaxed: LpResult,
     fixed: Vec<Capacity>,
+    /// Exchange and return shares after rounding to whole instances, per `model.sources`.
+    shares: Vec<Share>,
     final_: LpResult,
     solves: usize,
     total_points: usize,
@@ -164,11 +166,25 @@ impl Pass<'_> {
             })
     }
 
+    /// Whether it commits to a new `term`: a purchase, or an Azure exchange (which starts a new
+    /// term; an AWS exchange keeps its source's end date).
+    fn locks_in(&self, term: Term) -> bool {
+        self.actions().any(|(_, c)| c.term == term)
+            || self.model.pools.iter().enumerate().any(|(pi, p)| {
+                matches!(
+                    (&p.origin, self.fixed[pi]),
+                    (model::Origin::ExchangeTarget { col, .. }, Capacity::Fixed(v))
+                        if v > 0.0 && col.term == term && col.provider == Provider::Azure
+                )
+            })
+    }
+
     fn spec<'s>(
         &'s self,
         constraints: &'s Constraints,
         options: &'s Options,
         capacity: &'s [Capacity],
+        shares: &'s [Share],
     ) -> SolveSpec<'s> {
         SolveSpec {
             model: &self.model,
@@ -177,6 +193,7 @@ impl Pass<'_> {
             constraints,
             options,
             capacity,
+            shares,
             min_coverage: false,
         }
     }
@@ -198,6 +215,7 @@ fn run_pass<'a>(
         .max(options.min_points * segments * demand.scenarios.len());
     let value: Vec<f64> = model.groups.iter().map(|g| g.on_demand).collect();
     let free = vec![Capacity::Free; model.pools.len()];
+    let free_shares = vec![Share::Free; model.sources.len()];
     let solve_on = |points: &Points| {
         lp::solve(&SolveSpec {
             model: &model,
@@ -206,6 +224,7 @@ fn run_pass<'a>(
             constraints,
             options,
             capacity: &free,
+            shares: &free_shares,
             min_coverage: true,
         })
     };
@@ -240,56 +259,110 @@ fn run_pass<'a>(
         solves += 1;
         (points, relaxed)
     };
-    let fixed_spec = |capacity| SolveSpec {
-        model: &model,
-        points: &points,
-        demand,
-        constraints,
-        options,
-        capacity,
-        min_coverage: false,
+    let solve_fixed = |capacity: &[Capacity], shares: &[Share]| {
+        lp::solve(&SolveSpec {
+            model: &model,
+            points: &points,
+            demand,
+            constraints,
+            options,
+            capacity,
+            shares,
+            min_coverage: false,
+        })
     };
-    let mut fixed = round(&model, &relaxed, false);
-    let mut final_ = lp::solve(&fixed_spec(&fixed))?;
+    let (mut fixed, mut shares) = round(&model, &relaxed, false);
+    let first = solve_fixed(&fixed, &shares);
+    let mut final_ = match first {
+        Ok(r) => r,
+        // An exchange's targets are rounded up to keep the value rule, which can break a cap
+        // or the utilization floor that the relaxation met: plan without the exchanges then.
+        Err(_) if shares.iter().any(|s| *s != Share::NONE) => {
+            drop_exchanges(&model, &mut fixed, &mut shares);
+            solves += 1;
+            solve_fixed(&fixed, &shares)?
+        }
+        Err(e) => return Err(e),
+    };
     // Rounding every instance count down can leave a nearly whole instance unbought; try the
     // nearest counts too and keep them if they are cheaper and within the caps.
-    let nearest = round(&model, &relaxed, true);
-    if nearest != fixed && within_caps(&model, &nearest, constraints) {
+    let (nearest, nearest_shares) = round(&model, &relaxed, true);
+    if (&nearest, &nearest_shares) != (&fixed, &shares)
+        && within_caps(&model, &nearest, &nearest_shares, constraints)
+    {
         solves += 1;
-        if let Ok(r) = lp::solve(&fixed_spec(&nearest)) {
+        if let Ok(r) = solve_fixed(&nearest, &nearest_shares) {
             if r.objective < final_.objective {
                 fixed = nearest;
+                shares = nearest_shares;
                 final_ = r;
             }
         }
     }
-    // Under a coverage cap, whole-instance rounding can leave a commitment that no longer pays
-    // for itself: the cap forces part of it idle once the others are rounded. Drop any whose
-    // removal makes the plan cheaper, until none does. Only the cap can force paid capacity to
-    // sit idle in the fixed solve, so plans without one skip these re-solves.
-    if constraints.max_coverage.is_some() {
-        let mut improved = true;
-        while improved {
-            improved = false;
+    // Rounded to whole instances (exchange targets rounded up to keep the value rule), an
+    // exchange or a return must still pay for itself; and so must each purchase under a
+    // coverage cap (the cap can force paid capacity idle once the others are rounded) or next
+    // to an exchange (a target rounded up can take over what a purchase covered). Plans with
+    // neither skip those re-solves. Drop whatever makes the plan cheaper when dropped, until
+    // nothing does: dropping one can change what the others are worth.
+    let mut improved = true;
+    while improved {
+        improved = false;
+        let exchanging = shares
+            .iter()
+            .any(|s| matches!(s, Share::Fixed { exchanged, .. } if *exchanged > 0.0));
+        if constraints.max_coverage.is_some() || exchanging {
             for pi in 0..fixed.len() {
-                if !matches!(fixed[pi], Capacity::Fixed(x) if x > 0.0) {
+                if model.pools[pi].new_column().is_none()
+                    || !matches!(fixed[pi], Capacity::Fixed(x) if x > 0.0)
+                {
                     continue;
                 }
                 let mut without = fixed.clone();
                 without[pi] = Capacity::Fixed(0.0);
                 solves += 1;
-                let spec = SolveSpec {
-                    model: &model,
-                    points: &points,
-                    demand,
-                    constraints,
-                    options,
-                    capacity: &without,
-                    min_coverage: false,
-                };
-                if let Ok(r) = lp::solve(&spec) {
+                if let Ok(r) = solve_fixed(&without, &shares) {
                     if r.objective < final_.objective - 1e-6 {
                         fixed = without;
+                        final_ = r;
+                        improved = true;
+                    }
+                }
+            }
+        }
+        for si in 0..model.sources.len() {
+            for exchange in [true, false] {
+                let Share::Fixed {
+                    exchanged,
+                    returned,
+                } = shares[si]
+                else {
+                    continue;
+                };
+                let mut cap = fixed.clone();
+                let without = if exchange && exchanged > 0.0 {
+                    for &t in &model.sources[si].targets {
+                        cap[t] = Capacity::Fixed(0.0);
+                    }
+                    Share::Fixed {
+                        exchanged: 0.0,
+                        returned,
+                    }
+                } else if !exchange && returned > 0.0 {
+                    Share::Fixed {
+                        exchanged,
+                        returned: 0.0,
+                    }
+                } else {
+                    continue;
+                };
+                let mut sh = shares.clone();
+                sh[si] = without;
+                solves += 1;
+                if let Ok(r) = solve_fixed(&cap, &sh) {
+                    if r.objective < final_.objective - 1e-6 {
+                        fixed = cap;
+                        shares = sh;
                         final_ = r;
                         improved = true;
                     }
@@ -303,6 +376,7 @@ fn run_pass<'a>(
         points,
         relaxed,
         fixed,
+        shares,
         final_,
         solves: solves + 1,
         total_points,
@@ -340,14 +414,14 @@ fn purchasable(c: &model::NewColumn, x: f64) -> Decimal {
 }
 
 /// Purchasable capacities: everything rounded down, or (`nearest`) instance counts rounded to
-/// the nearest whole instance.
-fn round(model: &Model, relaxed: &LpResult, nearest: bool) -> Vec<Capacity> {
-    model
+/// the nearest whole instance; and the exchanges in whole instances (see [`round_exchange`]).
+fn round(model: &Model, relaxed: &LpResult, nearest: bool) -> (Vec<Capacity>, Vec<Share>) {
+    let mut capacity: Vec<Capacity> = model
         .pools
         .iter()
         .enumerate()
-        .map(|(pi, p)| match p.new_column() {
-            Some(c) => {
+        .map(|(pi, p)| match (p.new_column(), p.column()) {
+            (Some(c), _) => {
                 let x = relaxed.capacity[pi];
                 let items = if nearest && p.kind == CommitmentKind::Usage {
                     (x / c.units_per_item).round()
@@ -356,18 +430,132 @@ fn round(model: &Model, relaxed: &LpResult, nearest: bool) -> Vec<Capacity> {
                 };
                 Capacity::Fixed(items * c.units_per_item)
             }
-            None => Capacity::Free,
+            // Exchange targets: set with their source below.
+            (None, Some(_)) => Capacity::Fixed(0.0),
+            (None, None) => Capacity::Free,
         })
-        .collect()
+        .collect();
+    let shares = (0..model.sources.len())
+        .map(|si| round_exchange(model, relaxed, si, nearest, &mut capacity))
+        .collect();
+    (capacity, shares)
 }
 
-/// Whether fixed capacities respect the hourly and upfront caps.
-fn within_caps(model: &Model, capacity: &[Capacity], constraints: &Constraints) -> bool {
+/// One source's exchange and return in whole instances, and its targets' instance counts.
+///
+/// The instances returned are rounded down (the refund cap holds). The instances exchanged are
+/// rounded down (`nearest`: to the nearest count, within what is left after the return); the
+/// targets are then scaled to that count, rounded down, and topped up one instance at a time
+/// (to the target furthest below its relaxed count) until their value covers the source
+/// value given up: the value rule always holds, at the price of a slightly larger true-up.
+fn round_exchange(
+    model: &Model,
+    relaxed: &LpResult,
+    si: usize,
+    nearest: bool,
+    capacity: &mut [Capacity],
+) -> Share {
+    let src = &model.sources[si];
+    let n = src.count as f64;
+    let returned = (relaxed.returned[si] * n + 1e-6).floor().min(n);
+    let e = relaxed.exchanged[si] * n;
+    let mut exchanged = if nearest {
+        e.round()
+    } else {
+        (e + 1e-6).floor()
+    };
+    exchanged = exchanged.min(n - returned).max(0.0);
+    let targets: Vec<(usize, f64, f64, f64)> = src
+        .targets
+        .iter()
+        .filter_map(|&t| {
+            let c = model.pools[t].column()?;
+            let (_, value_hours) = model.pools[t].exchange()?;
+            // (pool, relaxed items, value of one item, units per item)
+            Some((
+                t,
+                relaxed.capacity[t] / c.units_per_item,
+                c.unit_cost * c.units_per_item * value_hours,
+                c.units_per_item,
+            ))
+        })
+        .collect();
+    let relaxed_value: f64 = targets.iter().map(|(_, x, v, _)| x * v).sum();
+    if exchanged < 1.0 || e <= 1e-9 || relaxed_value <= 0.0 {
+        exchanged = 0.0;
+    }
+    if exchanged > 0.0 {
+        let scale = exchanged / e;
+        let need = src.remaining_value() * exchanged / n;
+        let want: Vec<f64> = targets.iter().map(|(_, x, _, _)| x * scale).collect();
+        let mut items: Vec<f64> = want.iter().map(|w| (w + 1e-6).floor()).collect();
+        let value = |items: &[f64]| -> f64 {
+            items
+                .iter()
+                .zip(&targets)
+                .map(|(i, (_, _, v, _))| i * v)
+                .sum()
+        };
+        // Each step adds at least one item's value, so this ends; the bound is a guard.
+        let mut guard = 0;
+        while value(&items) < need * (1.0 - 1e-9) && guard < 100_000 {
+            let k = (0..targets.len())
+                .filter(|&k| want[k] > 0.0)
+                .max_by(|&a, &b| (want[a] - items[a]).total_cmp(&(want[b] - items[b])));
+            match k {
+                Some(k) => items[k] += 1.0,
+                None => break,
+            }
+            guard += 1;
+        }
+        if value(&items) >= need * (1.0 - 1e-9) {
+            for (k, (t, _, _, upi)) in targets.iter().enumerate() {
+                capacity[*t] = Capacity::Fixed(items[k] * upi);
+            }
+        } else {
+            exchanged = 0.0;
+        }
+    }
+    Share::Fixed {
+        exchanged: exchanged / n,
+        returned: returned / n,
+    }
+}
+
+/// No exchanges (returns are kept: rounding them down keeps every constraint).
+fn drop_exchanges(model: &Model, capacity: &mut [Capacity], shares: &mut [Share]) {
+    for (si, src) in model.sources.iter().enumerate() {
+        if let Share::Fixed { returned, .. } = shares[si] {
+            shares[si] = Share::Fixed {
+                exchanged: 0.0,
+                returned,
+            };
+        }
+        for &t in &src.targets {
+            capacity[t] = Capacity::Fixed(0.0);
+        }
+    }
+}
+
+/// Whether fixed capacities respect the hourly and upfront caps (an AWS exchange adds only its
+/// true-up, as in the LP).
+fn within_caps(
+    model: &Model,
+    capacity: &[Capacity],
+    shares: &[Share],
+    constraints: &Constraints,
+) -> bool {
     let (mut hourly, mut upfront) = (0.0, 0.0);
     for (p, cap) in model.pools.iter().zip(capacity) {
-        if let (Some(c), Capacity::Fixed(v)) = (p.new_column(), cap) {
+        if let (Some(c), Capacity::Fixed(v)) = (p.column(), cap) {
             hourly += c.unit_cost * v;
             upfront += c.unit_upfront * v;
+        }
+    }
+    for (src, share) in model.sources.iter().zip(shares) {
+        if let (Provider::Aws, Share::Fixed { exchanged, .. }) = (src.provider, share) {
+            hourly -= src.hourly_cost * exchanged;
+            upfront -= src.remaining_value() * src.upfront_fraction * exchanged;
         }
     }
     // Compare in micro-dollars as the plan reports them, with a little slack for float sums.
@@ -396,15 +584,16 @@ fn build_plan(
     let res = &pass.final_;
     let pools = &pass.model.pools;
 
-    // What nothing new would cost.
+    // What nothing new (no purchase, no exchange, no return) would cost.
     let nothing: Vec<Capacity> = pools
         .iter()
-        .map(|p| match p.new_column() {
+        .map(|p| match p.column() {
             Some(_) => Capacity::Fixed(0.0),
             None => Capacity::Free,
         })
         .collect();
-    let without = lp::solve(&pass.spec(constraints, options, &nothing))?;
+    let no_shares = vec![Share::NONE; pass.model.sources.len()];
+    let without = lp::solve(&pass.spec(constraints, options, &nothing, &no_shares))?;
     solves += 1;
 
     let mut actions: Vec<(usize, Action)> = Vec::new();
@@ -459,7 +648,7 @@ fn build_plan(
         }
         let mut cap = pass.fixed.clone();
         cap[*pi] = Capacity::Fixed(0.0);
-        let r = lp::solve(&pass.spec(constraints, options, &cap))?;
+        let r = lp::solve(&pass.spec(constraints, options, &cap, &pass.shares))?;
         solves += 1;
         action.rationale.value_if_removed = Some(r.objective - res.objective);
     }
@@ -469,6 +658,9 @@ fn build_plan(
             options.marginal_resolves
         ));
     }
+    let (moves, move_solves) = exchange_actions(demand, constraints, options, &pass)?;
+    solves += move_solves;
+    actions.extend(moves.into_iter().map(|a| (usize::MAX, a)));
 
     let covered: f64 = res.covered_ode.iter().sum();
     let (mut paid, mut used_cost) = (0.0, 0.0);
@@ -477,9 +669,11 @@ fn build_plan(
         if cap <= 0.0 {
             continue;
         }
-        let hourly = match p.new_column() {
-            Some(c) => c.unit_cost * cap,
-            None => p.hourly_cost,
+        let hourly = match (p.column(), p.fixed_capacity) {
+            (Some(c), _) => c.unit_cost * cap,
+            // An existing commitment pays for what is left of it after exchanges and returns.
+            (None, Some(full)) if full > 0.0 => p.hourly_cost * (cap / full).min(1.0),
+            (None, _) => p.hourly_cost,
         };
         let active_w: f64 = (0..points.len())
             .filter(|&b| p.is_active(points.hour[b]))
@@ -514,8 +708,18 @@ fn build_plan(
         }
     }
     let ode = res.ode_total;
-    let new_hourly: Money = actions.iter().map(|(_, a)| a.hourly_cost).sum();
-    let new_upfront: Money = actions.iter().map(|(_, a)| a.upfront).sum();
+    // New commitment: purchases, plus what exchanges add (as the policy caps count it).
+    let new_hourly: Money = actions
+        .iter()
+        .filter(|(_, a)| a.is_purchase())
+        .map(|(_, a)| a.hourly_cost)
+        .sum::<Money>()
+        + money(exchange_new_hourly(&pass));
+    let new_upfront: Money = actions
+        .iter()
+        .filter(|(_, a)| !a.is_return())
+        .map(|(_, a)| a.upfront)
+        .sum();
     if let Some(floor) = constraints.min_coverage {
         if ode > 0.0 && covered / ode < floor - 1e-6 {
             notes.push(format!(
@@ -555,6 +759,228 @@ fn build_plan(
         },
         notes,
     })
+}
+
+/// Expected utilization of pool `pi` in a solve, over its active points (None when it has no
+/// capacity left).
+fn pool_utilization(res: &LpResult, points: &Points, model: &Model, pi: usize) -> Option<f64> {
+    let p = &model.pools[pi];
+    let cap = res.capacity[pi];
+    if cap <= 1e-9 {
+        return None;
+    }
+    let (mut used, mut active) = (0.0, 0.0);
+    for b in 0..points.len() {
+        if p.is_active(points.hour[b]) {
+            used += points.weight[b] * res.used[pi][b];
+            active += points.weight[b];
+        }
+    }
+    (active > 0.0).then(|| (used / (cap * active)).min(1.0))
+}
+
+/// New hourly commitment the exchanges add, as the policy's cap counts it: an AWS exchange its
+/// true-up (it keeps the source's end date), an Azure exchange its whole new reservation.
+fn exchange_new_hourly(pass: &Pass<'_>) -> f64 {
+    let mut hourly = 0.0;
+    for (si, src) in pass.model.sources.iter().enumerate() {
+        let Share::Fixed { exchanged, .. } = pass.shares[si] else {
+            continue;
+        };
+        if exchanged <= 0.0 {
+            continue;
+        }
+        for &t in &src.targets {
+            if let Some(c) = pass.model.pools[t].column() {
+                hourly += c.unit_cost * pass.final_.capacity[t];
+            }
+        }
+        if src.provider == Provider::Aws {
+            hourly -= src.hourly_cost * exchanged;
+        }
+    }
+    hourly
+}
+
+/// The exchanges and returns of the plan, each with its rationale; the number of solves made.
+///
+/// Every exchange and return is re-solved without it (the rest of the plan fixed): the
+/// difference is its expected saving over the window, and the solve gives the source's
+/// utilization before it. These are few (one per exchangeable commitment), so they are not
+/// limited by `Options::marginal_resolves`.
+fn exchange_actions(
+    demand: &DemandInput,
+    constraints: &Constraints,
+    options: &Options,
+    pass: &Pass<'_>,
+) -> Result<(Vec<Action>, usize), OptimizeError> {
+    let model = &pass.model;
+    let res = &pass.final_;
+    let points = &pass.points;
+    let mut out = Vec::new();
+    let mut solves = 0;
+    for (si, src) in model.sources.iter().enumerate() {
+        let Share::Fixed {
+            exchanged,
+            returned,
+        } = pass.shares[si]
+        else {
+            continue;
+        };
+        let n = f64::from(src.count);
+        let after = pool_utilization(res, points, model, src.pool);
+        if exchanged > 0.0 {
+            let count = (exchanged * n).round() as u32;
+            // Without this exchange: the source keeps that share, its targets are not bought.
+            let mut cap = pass.fixed.clone();
+            for &t in &src.targets {
+                cap[t] = Capacity::Fixed(0.0);
+            }
+            let mut shares = pass.shares.clone();
+            shares[si] = Share::Fixed {
+                exchanged: 0.0,
+                returned,
+            };
+            let before = lp::solve(&pass.spec(constraints, options, &cap, &shares))?;
+            solves += 1;
+            let gain = before.objective - res.objective;
+            let before_util = pool_utilization(&before, points, model, src.pool);
+            let source_value = src.remaining_value() * exchanged;
+            let bought: Vec<(usize, &model::NewColumn, f64, f64)> = src
+                .targets
+                .iter()
+                .filter_map(|&t| {
+                    let c = model.pools[t].column()?;
+                    let (_, value_hours) = model.pools[t].exchange()?;
+                    let capacity = res.capacity[t];
+                    (capacity > 0.0).then_some((
+                        t,
+                        c,
+                        capacity,
+                        c.unit_cost * capacity * value_hours,
+                    ))
+                })
+                .collect();
+            let total_value: f64 = bought.iter().map(|b| b.3).sum();
+            for (t, c, capacity, value) in bought {
+                let part = value / total_value;
+                let sv = source_value * part;
+                let true_up = (value - sv).max(0.0);
+                let items = (capacity / c.units_per_item).round();
+                let hours = (model.pools[t].active.1 - model.pools[t].active.0) as f64;
+                let mut r = rationale(demand, points, res, model, t, c, capacity, hours);
+                let target_upfront = c.upfront_share.to_f64().unwrap_or(0.0);
+                let upfront = match src.provider {
+                    // The true-up is paid like the target's own upfront share.
+                    Provider::Aws => (value * target_upfront - sv * src.upfront_fraction).max(0.0),
+                    // A new purchase; the refund comes back separately.
+                    Provider::Azure => value * target_upfront,
+                };
+                r.expected_savings = gain * part;
+                r.value_if_removed = Some(gain);
+                r.source_utilization_before = before_util;
+                r.source_utilization_after = after;
+                r.summary = format!(
+                    "exchange {count} of {} x {} {} (expected utilization {} before, {} after) into {items} x {} ({}): value ${value:.0} >= ${sv:.0} given up, true-up ${true_up:.0}; target expected utilization {:.1}%, saves ${:.0} over the window",
+                    src.count,
+                    src.scope,
+                    src.id,
+                    pct(before_util),
+                    pct(after),
+                    c.scope,
+                    c.instrument,
+                    r.expected_utilization * 100.0,
+                    gain * part
+                );
+                out.push(Action {
+                    kind: ActionKind::Exchange {
+                        source_id: src.id.clone(),
+                        source_count: count,
+                        source_value: money(sv),
+                        true_up: money(true_up),
+                    },
+                    provider: c.provider,
+                    instrument: c.instrument,
+                    term_years: c.term.years(),
+                    payment_option: c.payment,
+                    scope: c.scope.clone(),
+                    amount: Decimal::from_f64(items).unwrap_or(Decimal::ZERO),
+                    unit: AmountUnit::Instances,
+                    start: demand.start,
+                    hourly_cost: money(c.unit_cost * capacity),
+                    upfront: money(upfront),
+                    rationale: r,
+                });
+            }
+        }
+        if returned > 0.0 {
+            let count = (returned * n).round() as u32;
+            let mut shares = pass.shares.clone();
+            shares[si] = Share::Fixed {
+                exchanged,
+                returned: 0.0,
+            };
+            let before = lp::solve(&pass.spec(constraints, options, &pass.fixed, &shares))?;
+            solves += 1;
+            let gain = before.objective - res.objective;
+            let before_util = pool_utilization(&before, points, model, src.pool);
+            let refund = src.remaining_value() * returned;
+            let breakeven = if before.covered_ode[src.pool] > 0.0 {
+                before.cost_equiv[src.pool] / before.covered_ode[src.pool]
+            } else {
+                1.0
+            };
+            let summary = format!(
+                "return {count} of {} x {} {} for a refund of ${refund:.0} (within the remaining refund cap ${}): expected utilization {} before, {} after (breakeven {:.1}%), saves ${gain:.0} over the window",
+                src.count,
+                src.scope,
+                src.id,
+                constraints.azure_refund_remaining,
+                pct(before_util),
+                pct(after),
+                breakeven * 100.0
+            );
+            out.push(Action {
+                kind: ActionKind::Return {
+                    source_id: src.id.clone(),
+                    source_count: count,
+                    refund: money(refund),
+                },
+                provider: src.provider,
+                instrument: src.instrument,
+                term_years: src.term.years(),
+                payment_option: src.payment,
+                scope: src.scope.clone(),
+                amount: Decimal::from(count),
+                unit: AmountUnit::Instances,
+                start: demand.start,
+                hourly_cost: money(src.hourly_cost * returned),
+                upfront: Money::ZERO,
+                rationale: Rationale {
+                    expected_utilization: after.unwrap_or(0.0),
+                    breakeven_utilization: breakeven,
+                    expected_savings: gain,
+                    // One instance more of it is worth this over the window (dual), and
+                    // returning one saves its cost over the window.
+                    marginal_value_per_unit: res.capacity_value[src.pool] * src.units / n,
+                    marginal_cost_per_unit: src.hourly_cost / n * src.window_hours,
+                    value_if_removed: Some(gain),
+                    source_utilization_before: before_util,
+                    source_utilization_after: after,
+                    summary,
+                    ..Rationale::default()
+                },
+            });
+        }
+    }
+    Ok((out, solves))
+}
+
+fn pct(u: Option<f64>) -> String {
+    match u {
+        Some(u) => format!("{:.1}%", u * 100.0),
+        None => "-".into(),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -639,6 +1065,8 @@ fn rationale(
         marginal_value_per_unit: res.capacity_value[pi] * c.units_per_item,
         marginal_cost_per_unit: c.unit_cost * c.units_per_item * hours,
         value_if_removed: None,
+        source_utilization_before: None,
+        source_utilization_after: None,
         summary,
     }
 }

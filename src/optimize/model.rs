@@ -55,7 +55,55 @@ pub(crate) struct NewColumn {
 #[derive(Clone, Debug)]
 pub(crate) enum Origin {
     New(NewColumn),
-    Existing { id: String },
+    Existing {
+        id: String,
+    },
+    /// Where an exchangeable existing commitment's value may go: the LP decides its capacity,
+    /// funded by the exchange of `sources[source]` (see [`Source`]).
+    ExchangeTarget {
+        source: usize,
+        col: NewColumn,
+        /// Hours over which the target's value counts against the source's remaining value:
+        /// AWS keeps the source's end date (its remaining hours), an Azure exchange starts a new
+        /// term (the term's hours).
+        value_hours: f64,
+    },
+}
+
+/// An existing exchangeable commitment (AWS convertible RI, Azure reservation) whose remaining
+/// value the LP may move into [`Origin::ExchangeTarget`] pools, or (Azure) return for a refund.
+#[derive(Clone, Debug)]
+pub(crate) struct Source {
+    /// Its existing pool (capacity reduced by the shares exchanged and returned).
+    pub pool: usize,
+    pub id: String,
+    pub provider: Provider,
+    pub instrument: Instrument,
+    pub term: Term,
+    pub payment: PaymentOption,
+    pub scope: ActionScope,
+    /// Instances it holds: shares are rounded to whole instances.
+    pub count: u32,
+    /// Capacity in size-flexibility units (count x units of its type).
+    pub units: f64,
+    /// Amortized USD per hour of the whole commitment.
+    pub hourly_cost: f64,
+    /// Share of its cost paid upfront (for the true-up's upfront part).
+    pub upfront_fraction: f64,
+    /// Hours it is active inside the window, and hours left from the window start to its end.
+    pub window_hours: f64,
+    pub remaining_hours: f64,
+    /// Azure reservations may be returned (refund of the remaining value, within the cap).
+    pub returnable: bool,
+    /// Pool indices of its exchange targets.
+    pub targets: Vec<usize>,
+}
+
+impl Source {
+    /// Remaining value of the whole commitment (USD): hourly cost x hours left.
+    pub fn remaining_value(&self) -> f64 {
+        self.hourly_cost * self.remaining_hours
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -84,10 +132,31 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
+    /// A candidate purchase (not an exchange target).
     pub fn new_column(&self) -> Option<&NewColumn> {
         match &self.origin {
             Origin::New(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The column of a pool whose capacity the LP decides: a purchase or an exchange target.
+    pub fn column(&self) -> Option<&NewColumn> {
+        match &self.origin {
+            Origin::New(c) | Origin::ExchangeTarget { col: c, .. } => Some(c),
             Origin::Existing { .. } => None,
+        }
+    }
+
+    /// For an exchange target: its source's index and value hours.
+    pub fn exchange(&self) -> Option<(usize, f64)> {
+        match &self.origin {
+            Origin::ExchangeTarget {
+                source,
+                value_hours,
+                ..
+            } => Some((*source, *value_hours)),
+            _ => None,
         }
     }
 
@@ -103,6 +172,8 @@ pub(crate) struct Model {
     pub pools: Vec<Pool>,
     /// Amortized cost of existing commitments inside the window: paid whatever the plan.
     pub existing_cost: f64,
+    /// Exchangeable existing commitments (empty unless the policy allows exchanges).
+    pub sources: Vec<Source>,
     /// Hour indices where the set of active pools may change (sorted, includes 0 and hours).
     pub boundaries: Vec<usize>,
     pub notes: Vec<String>,
@@ -542,6 +613,20 @@ pub(crate) fn build(
         demand.hours,
         &mut notes,
     ));
+    let sources = if constraints.allow_exchanges {
+        exchange_sources(
+            &groups,
+            rates,
+            existing,
+            constraints,
+            terms,
+            demand,
+            &mut pools,
+            &mut notes,
+        )
+    } else {
+        Vec::new()
+    };
     let mut boundaries = vec![0, demand.hours];
     for p in &pools {
         boundaries.push(p.active.0);
@@ -554,7 +639,273 @@ pub(crate) fn build(
         groups,
         pools,
         existing_cost,
+        sources,
         boundaries,
         notes,
     })
+}
+
+/// The AWS rule (GetReservedInstancesExchangeQuote): a convertible RI with less than 24 hours
+/// left cannot be exchanged.
+const MIN_EXCHANGE_HOURS: i64 = 24;
+
+/// The instance type a usage-based pool over `members` buys: the cheapest per unit, then the
+/// smallest (finer steps when the LP relaxation is rounded to instances).
+fn best_type<'r>(
+    groups: &[GroupInfo],
+    members: &[usize],
+    offer_of: impl Fn(usize) -> Option<&'r Offer>,
+) -> Option<(usize, &'r Offer)> {
+    members
+        .iter()
+        .filter_map(|&i| offer_of(i).map(|o| (i, o)))
+        .filter(|(_, o)| o.rate().is_finite() && o.rate() > 0.0)
+        .min_by(|(i, a), (j, b)| {
+            let ua = a.rate() / groups[*i].units;
+            let ub = b.rate() / groups[*j].units;
+            ua.total_cmp(&ub)
+                .then(groups[*i].units.total_cmp(&groups[*j].units))
+        })
+}
+
+/// Exchangeable existing commitments and, for each, the pools its value may move into.
+///
+/// * AWS convertible RI: another convertible RI configuration (flex family, OS, tenancy) in the
+///   same region, priced at the rate card's convertible rate for the source's term and payment
+///   option, keeping the source's end date (AWS exchanges keep the term's end). Its value over
+///   the remaining hours must be at least the source's remaining value.
+/// * Azure reservation: a new reservation of any size-flexibility group in any region (Azure's
+///   compute exchanges may change series and region), bought with a new term (the source's term
+///   if the policy allows it, else the shortest allowed) and payment option (the source's if
+///   allowed), whose lifetime commitment must be at least the refunded remaining value; or a
+///   return (refund, within the rolling cap).
+#[allow(clippy::too_many_arguments)]
+fn exchange_sources(
+    groups: &[GroupInfo],
+    rates: &RateCard,
+    existing: &[Commitment],
+    constraints: &Constraints,
+    terms: &[Term],
+    demand: &DemandInput,
+    pools: &mut Vec<Pool>,
+    notes: &mut Vec<String>,
+) -> Vec<Source> {
+    let window = demand.window();
+    let by_id: BTreeMap<&str, &Commitment> = existing.iter().map(|c| (c.id.as_str(), c)).collect();
+    let existing_pools: Vec<(usize, String)> = pools
+        .iter()
+        .enumerate()
+        .filter_map(|(pi, p)| match &p.origin {
+            Origin::Existing { id } => Some((pi, id.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut sources = Vec::new();
+    for (pi, id) in existing_pools {
+        let Some(c) = by_id.get(id.as_str()).copied() else {
+            continue;
+        };
+        if !c.instrument.is_exchangeable() {
+            continue;
+        }
+        let CommitmentAmount::Instances(count) = c.amount else {
+            continue;
+        };
+        let Some(units) = pools[pi].fixed_capacity.filter(|u| *u > 0.0) else {
+            continue;
+        };
+        let hourly_cost = c.hourly_cost.to_f64();
+        // Only a commitment active at the decision time can be exchanged then (a queued one
+        // is not ours to exchange yet).
+        if count == 0 || hourly_cost <= 0.0 || c.start > window.start {
+            continue;
+        }
+        let remaining = c.end.since(window.start);
+        if c.provider == Provider::Aws && remaining < MIN_EXCHANGE_HOURS {
+            notes.push(format!(
+                "existing {id}: {remaining} h left, under AWS's {MIN_EXCHANGE_HOURS} h minimum for an exchange"
+            ));
+            continue;
+        }
+        let source_flex = c.flex_group();
+        let source_region = c.region.clone().unwrap_or_default();
+        let active = pools[pi].active;
+        let total = c.total_cost().to_f64();
+        let s = sources.len();
+        let mut targets = Vec::new();
+        // Target configurations: groups of the provider by scope key, minus the source's own.
+        let mut by_key: BTreeMap<_, Vec<usize>> = BTreeMap::new();
+        for (i, g) in groups.iter().enumerate() {
+            if g.product.provider != c.provider {
+                continue;
+            }
+            if c.provider == Provider::Aws && !g.product.region.eq_ignore_ascii_case(&source_region)
+            {
+                continue;
+            }
+            if g.product.region.eq_ignore_ascii_case(&source_region)
+                && source_flex.as_deref() == Some(g.flex_group.as_str())
+            {
+                continue;
+            }
+            by_key
+                .entry(scope_key(c.instrument, g))
+                .or_default()
+                .push(i);
+        }
+        // Term and payment of the target.
+        let (term, payments): (Term, Vec<PaymentOption>) = match c.provider {
+            Provider::Aws => (c.term, vec![c.payment]),
+            Provider::Azure => {
+                let allowed: Vec<Term> = terms
+                    .iter()
+                    .copied()
+                    .filter(|t| {
+                        PaymentOption::ALL.iter().any(|p| {
+                            constraints.allows(
+                                Provider::Azure,
+                                Instrument::AzureReservation,
+                                *t,
+                                *p,
+                            )
+                        })
+                    })
+                    .collect();
+                let term = if allowed.contains(&c.term) {
+                    Some(c.term)
+                } else {
+                    allowed.iter().copied().min()
+                };
+                match term {
+                    Some(t) => {
+                        let mut pays: Vec<PaymentOption> = PaymentOption::ALL
+                            .iter()
+                            .copied()
+                            .filter(|p| {
+                                constraints.allows(
+                                    Provider::Azure,
+                                    Instrument::AzureReservation,
+                                    t,
+                                    *p,
+                                )
+                            })
+                            .collect();
+                        // The source's payment option first.
+                        pays.sort_by_key(|p| *p != c.payment);
+                        (t, pays)
+                    }
+                    None => (c.term, Vec::new()),
+                }
+            }
+        };
+        for (_, members) in by_key {
+            let found = payments.iter().find_map(|&pay| {
+                best_type(groups, &members, |i| {
+                    rates.offer(&groups[i].product, c.instrument, Some(term), pay)
+                })
+                .map(|b| (pay, b))
+            });
+            let Some((payment, (bi, offer))) = found else {
+                continue;
+            };
+            let buy = &groups[bi];
+            let unit_cost = offer.rate() / buy.units;
+            let member_list: Vec<Member> = members
+                .iter()
+                .map(|&i| Member {
+                    group: i,
+                    a: groups[i].units,
+                    cost_equiv: unit_cost * groups[i].units,
+                })
+                .collect();
+            if !member_list
+                .iter()
+                .any(|m| m.cost_equiv < groups[m.group].on_demand * (1.0 - 1e-9))
+            {
+                continue;
+            }
+            let (target_active, value_hours) = match c.provider {
+                Provider::Aws => (active, remaining as f64),
+                Provider::Azure => (
+                    (0, demand.hours.min(term.hours() as usize)),
+                    term.hours() as f64,
+                ),
+            };
+            let col = NewColumn {
+                provider: c.provider,
+                instrument: c.instrument,
+                term,
+                payment,
+                scope: ActionScope::Instances {
+                    region: buy.product.region.clone(),
+                    instance_type: buy.product.instance_type.clone(),
+                    flex_group: buy.flex_group.clone(),
+                    os: buy.product.os.clone(),
+                    tenancy: buy.product.tenancy.clone(),
+                },
+                unit_cost,
+                unit_upfront: unit_cost * offer.upfront_fraction() * value_hours,
+                units_per_item: buy.units,
+                rate: offer.effective_hourly_rate,
+                upfront_share: offer.upfront_share,
+            };
+            targets.push(pools.len());
+            pools.push(Pool {
+                origin: Origin::ExchangeTarget {
+                    source: s,
+                    col,
+                    value_hours,
+                },
+                kind: CommitmentKind::Usage,
+                instrument: c.instrument,
+                members: member_list,
+                active: target_active,
+                fixed_capacity: None,
+                hourly_cost: 0.0,
+            });
+        }
+        let returnable = c.provider == Provider::Azure;
+        if targets.is_empty() && !returnable {
+            continue;
+        }
+        sources.push(Source {
+            pool: pi,
+            id: c.id.clone(),
+            provider: c.provider,
+            instrument: c.instrument,
+            term: c.term,
+            payment: c.payment,
+            scope: ActionScope::Instances {
+                region: source_region,
+                instance_type: c.instance_type.clone().unwrap_or_default(),
+                flex_group: source_flex.unwrap_or_default(),
+                os: String::new(),
+                tenancy: String::new(),
+            },
+            count,
+            units,
+            hourly_cost,
+            upfront_fraction: if total > 0.0 {
+                (c.upfront.to_f64() / total).clamp(0.0, 1.0)
+            } else {
+                0.0
+            },
+            window_hours: (active.1 - active.0) as f64,
+            remaining_hours: remaining as f64,
+            returnable,
+            targets,
+        });
+    }
+    if !sources.is_empty() {
+        notes.push(format!(
+            "{} exchangeable existing commitments considered for exchange{}",
+            sources.len(),
+            if sources.iter().any(|s| s.returnable) {
+                " or return"
+            } else {
+                ""
+            }
+        ));
+    }
+    sources
 }
