@@ -23,12 +23,10 @@ use super::{
 };
 use crate::billing::BillingEngine;
 use crate::domain::{
-    ActionScope, AmountUnit, Commitment, CommitmentAmount, Hour, Instrument, Money, Offer, Plan,
-    Provider, Term,
+    Commitment, CommitmentAmount, Hour, Instrument, Money, Offer, Plan, Provider, Term,
 };
-use crate::forecast::{forecast_batch, BatchInput, ForecastConfig};
 use crate::optimize::{self, Constraints, DemandInput, MinUtilization, Options};
-use rust_decimal::prelude::ToPrimitive;
+use crate::pipeline;
 
 /// Tuning of the ladder planner.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,6 +49,11 @@ pub struct PlannerConfig {
     /// on-demand-equivalent spend per hour.
     pub cap_per_decision: Option<Money>,
     pub cap_share: f64,
+    /// No reservation for a group whose family has a newer generation of the same class in use
+    /// in the same provider and region (m5 while m6i or m7g runs there): the organisation is
+    /// moving that workload, and a family-bound commitment would be stranded when it does. The
+    /// flexible savings plan covers such groups instead.
+    pub generation_hedge: bool,
 }
 
 impl Default for PlannerConfig {
@@ -63,6 +66,7 @@ impl Default for PlannerConfig {
             decline_ratio: 0.9,
             cap_per_decision: None,
             cap_share: 0.35,
+            generation_hedge: false,
         }
     }
 }
@@ -151,7 +155,8 @@ impl Planner for HindsightStatic {
     }
 }
 
-/// The purchases of a plan as commitments starting at `now` (exchanges are not replayed).
+/// The purchases of a plan as commitments starting at `now` (exchanges are not replayed), through
+/// the same converter as the daemon's cycle plan ([`crate::pipeline::purchase_spec`]).
 pub fn plan_to_commitments(
     plan: &Plan,
     now: Hour,
@@ -159,58 +164,20 @@ pub fn plan_to_commitments(
 ) -> Result<Vec<Commitment>, String> {
     let mut out = Vec::new();
     for (i, a) in plan.actions.iter().enumerate() {
-        if a.is_exchange() {
+        let Some(spec) = pipeline::purchase_spec(a)? else {
+            continue;
+        };
+        if matches!(spec.amount, CommitmentAmount::Instances(0)) {
             continue;
         }
         let id = format!("{prefix}-{}-{i}", now.0);
-        let term = Term::from_years(a.term_years).map_err(|e| format!("{id}: {e}"))?;
-        let amount = match a.unit {
-            AmountUnit::UsdPerHour => CommitmentAmount::HourlySpend(
-                Money::from_decimal(a.amount)
-                    .ok_or_else(|| format!("{id}: amount out of range"))?,
-            ),
-            AmountUnit::Instances => CommitmentAmount::Instances(
-                a.amount
-                    .to_u32()
-                    .ok_or_else(|| format!("{id}: {} is not an instance count", a.amount))?,
-            ),
-        };
-        if matches!(amount, CommitmentAmount::Instances(0)) {
-            continue;
-        }
-        let (region, instance_type, family) = match &a.scope {
-            ActionScope::Provider => (None, None, None),
-            ActionScope::FamilyRegion { region, family } => {
-                (Some(region.clone()), None, Some(family.clone()))
-            }
-            ActionScope::Instances {
-                region,
-                instance_type,
-                ..
-            } => (
-                Some(region.clone()),
-                Some(instance_type.clone()),
-                Some(crate::domain::sizing::display_family(
-                    a.provider,
-                    instance_type,
-                )),
-            ),
-        };
-        out.push(Commitment {
+        out.push(pipeline::purchased_commitment(
+            &spec,
             id,
-            provider: a.provider,
-            instrument: a.instrument,
-            term,
-            payment: a.payment_option,
-            start: now,
-            end: now.plus(term.hours()),
-            region,
-            instance_type,
-            family,
-            amount,
-            hourly_cost: a.hourly_cost,
-            upfront: a.upfront,
-        });
+            now,
+            a.hourly_cost,
+            a.upfront,
+        ));
     }
     Ok(out)
 }
@@ -236,6 +203,38 @@ fn quantile(values: &mut [f64], q: f64) -> f64 {
     let k = ((values.len() - 1) as f64 * q).floor() as usize;
     let (_, v, _) = values.select_nth_unstable_by(k, f64::total_cmp);
     *v
+}
+
+/// (class, generation) of an instance family: AWS "m6i" -> ("m", 6), "db.r5" -> ("db.r", 5);
+/// Azure series "Ds_v5" -> ("Ds", 5). None when the name has no generation number.
+pub fn family_generation(family: &str) -> Option<(String, u32)> {
+    if let Some((class, v)) = family.rsplit_once("_v") {
+        return v.parse().ok().map(|g| (class.to_string(), g));
+    }
+    let digits = family.find(|c: char| c.is_ascii_digit())?;
+    let (class, rest) = family.split_at(digits);
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let generation = rest[..end].parse().ok()?;
+    (!class.is_empty()).then(|| (class.to_string(), generation))
+}
+
+/// Whether a newer generation of group `gi`'s family class (same provider and region) had usage
+/// in the last known week.
+fn newer_generation_in_use(ctx: &DecisionContext<'_>, gi: usize) -> bool {
+    let g = &ctx.groups[gi].group;
+    let Some((class, generation)) = family_generation(&g.family) else {
+        return false;
+    };
+    let n = ctx.known.range.len();
+    let from = n.saturating_sub(7 * 24);
+    ctx.groups.iter().zip(&ctx.known.groups).any(|(other, series)| {
+        let o = &other.group;
+        o.provider == g.provider
+            && o.region == g.region
+            && family_generation(&o.family)
+                .is_some_and(|(c, gen)| c == class && gen > generation)
+            && series.quantity[from..n].iter().any(|&q| q > 0.0)
+    })
 }
 
 impl LadderPlanner {
@@ -296,6 +295,9 @@ impl Planner for LadderPlanner {
                 continue;
             };
             if offer.rate() >= bg.on_demand_rate {
+                continue;
+            }
+            if self.config.generation_hedge && newer_generation_in_use(ctx, gi) {
                 continue;
             }
             let series: Vec<f64> = residual.iter().map(|h| h[gi]).collect();
@@ -471,42 +473,19 @@ impl Planner for ForecastOptimizePlanner {
             return Ok(Vec::new());
         }
         self.solved += 1;
-        // Forecast every group from the data known now; the billing data is complete up to
-        // known.range.end (the harness already cut the late hours), so no tail is dropped.
-        let lead = ctx.now.since(known.range.end).max(0) as usize;
-        let horizon = lead + Term::ONE_YEAR.hours() as usize;
-        let cfg = ForecastConfig {
-            horizon_hours: horizon,
-            quantiles: self.config.quantiles.clone(),
-            incomplete_tail_hours: 0,
-            ..ForecastConfig::default()
-        };
-        let inputs: Vec<BatchInput<'_>> = known
-            .groups
-            .iter()
-            .map(|g| BatchInput {
-                history: &g.quantity,
-                history_start: known.range.start,
-            })
-            .collect();
-        let forecasts = forecast_batch(&inputs, known.range.end, &cfg);
-        let mut groups = Vec::with_capacity(forecasts.len());
+        // Forecast every group from the data known now (the harness already cut the late
+        // hours), through the same conversion as `commitd plan` and the daemon: unsettled
+        // groups are held there.
         let mut levels = self.config.quantiles.clone();
         levels.sort_by(f64::total_cmp);
-        for (g, f) in known.groups.iter().zip(forecasts) {
-            let paths: Vec<Vec<f64>> = match f {
-                // A group in the middle of a level shift gets nothing new: its paths are zero,
-                // so only what is already owned covers it.
-                Ok(f) if !f.signals.unsettled => levels
-                    .iter()
-                    .map(|&q| f.quantile(q)[lead..horizon].to_vec())
-                    .collect(),
-                // Too little history to forecast, or unsettled: hold purchases for it.
-                _ => levels.iter().map(|_| vec![0.0; horizon - lead]).collect(),
-            };
-            groups.push((g.group.clone(), paths));
-        }
-        let demand = DemandInput::from_quantiles(ctx.now, &levels, groups);
+        let mut notes = Vec::new();
+        let demand = pipeline::forecast_demand_at(
+            known,
+            ctx.now,
+            Term::ONE_YEAR.hours() as usize,
+            &levels,
+            &mut notes,
+        );
         let mut constraints = Constraints::one_year_only();
         constraints.allow_exchanges = false;
         constraints.max_new_hourly = Some(self.cap);
@@ -521,5 +500,21 @@ impl Planner for ForecastOptimizePlanner {
         let plan = optimize::optimize(&demand, ctx.rates, &active, &constraints, &options)
             .map_err(|e| format!("optimizer: {e}"))?;
         plan_to_commitments(&plan, ctx.now, "commitd")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::family_generation;
+
+    #[test]
+    fn family_generations_parse_aws_and_azure_names() {
+        assert_eq!(family_generation("m5"), Some(("m".into(), 5)));
+        assert_eq!(family_generation("m6i"), Some(("m".into(), 6)));
+        assert_eq!(family_generation("c7gn"), Some(("c".into(), 7)));
+        assert_eq!(family_generation("db.r5"), Some(("db.r".into(), 5)));
+        assert_eq!(family_generation("Ds_v5"), Some(("Ds".into(), 5)));
+        assert_eq!(family_generation("mac"), None);
+        assert_eq!(family_generation("5x"), None);
     }
 }
