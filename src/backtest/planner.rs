@@ -54,19 +54,35 @@ pub struct PlannerConfig {
     /// moving that workload, and a family-bound commitment would be stranded when it does. The
     /// flexible savings plan covers such groups instead.
     pub generation_hedge: bool,
+    /// The same for a group whose family is also in use in another region of the provider (a
+    /// move between regions strands region-bound reservations the same way).
+    pub region_hedge: bool,
+    /// Trend guard: the days of daily means a group's (and a provider's) trend is fitted on
+    /// (0 = off), and the horizon it is projected over. A significant decline (slope at least
+    /// `trend_t` standard errors under zero) shrinks new purchases by the decline expected over
+    /// the horizon: a 1-year commitment bought today is still paid when the usage has gone.
+    pub trend_days: usize,
+    pub trend_horizon_days: f64,
+    pub trend_t: f64,
 }
 
 impl Default for PlannerConfig {
     fn default() -> Self {
         PlannerConfig {
-            windows: vec![28 * 24, 7 * 24, 2 * 24],
+            // 56 days: a level that only the last four weeks show (a holiday peak, a season)
+            // is not committed to for a year.
+            windows: vec![56 * 24, 28 * 24, 7 * 24, 2 * 24],
             reservation_quantile: 0.2,
             reservation_share: 1.0,
             savings_plan_min_utilization: 0.9,
             decline_ratio: 0.9,
             cap_per_decision: None,
             cap_share: 0.35,
-            generation_hedge: false,
+            generation_hedge: true,
+            region_hedge: true,
+            trend_days: 84,
+            trend_horizon_days: 182.0,
+            trend_t: 3.0,
         }
     }
 }
@@ -237,7 +253,70 @@ fn newer_generation_in_use(ctx: &DecisionContext<'_>, gi: usize) -> bool {
     })
 }
 
+/// The 20th percentile of the last 28 days of a series: the level a commitment would cover.
+fn recent_level(series: &[f64]) -> f64 {
+    let mut tail = series[series.len().saturating_sub(28 * 24)..].to_vec();
+    quantile(&mut tail, 0.2)
+}
+
+/// Least-squares slope of `y` against its index, its standard error and the mean of `y`.
+fn slope(y: &[f64]) -> Option<(f64, f64, f64)> {
+    let n = y.len() as f64;
+    if y.len() < 3 {
+        return None;
+    }
+    let mx = (n - 1.0) / 2.0;
+    let my = y.iter().sum::<f64>() / n;
+    let (mut sxx, mut sxy) = (0.0, 0.0);
+    for (i, v) in y.iter().enumerate() {
+        let dx = i as f64 - mx;
+        sxx += dx * dx;
+        sxy += dx * (v - my);
+    }
+    let b = sxy / sxx;
+    let sse: f64 = y
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v - my - b * (i as f64 - mx)).powi(2))
+        .sum();
+    let se = (sse / (n - 2.0) / sxx).sqrt();
+    Some((b, se, my))
+}
+
+/// Whether group `gi`'s family (same provider) had usage in another region in the last week.
+fn family_elsewhere(ctx: &DecisionContext<'_>, gi: usize) -> bool {
+    let g = &ctx.groups[gi].group;
+    let n = ctx.known.range.len();
+    let from = n.saturating_sub(7 * 24);
+    ctx.groups.iter().zip(&ctx.known.groups).any(|(other, series)| {
+        let o = &other.group;
+        o.provider == g.provider
+            && o.region != g.region
+            && o.family == g.family
+            && series.quantity[from..n].iter().any(|&q| q > 0.0)
+    })
+}
+
 impl LadderPlanner {
+    /// The share of a series' level expected to be gone after the trend horizon (0..1), when
+    /// the daily means of the last `trend_days` decline significantly; None otherwise (and
+    /// for growth: commitd never buys ahead of usage).
+    fn decline(&self, hourly: &[f64]) -> Option<f64> {
+        let days = self.config.trend_days;
+        if days == 0 || hourly.len() < days * 24 {
+            return None;
+        }
+        let daily: Vec<f64> = hourly[hourly.len() - days * 24..]
+            .chunks(24)
+            .map(|d| d.iter().sum::<f64>() / 24.0)
+            .collect();
+        let (b, se, mean) = slope(&daily)?;
+        if mean <= 0.0 || b >= 0.0 || b > -self.config.trend_t * se {
+            return None;
+        }
+        Some((-b / mean * self.config.trend_horizon_days).min(1.0))
+    }
+
     /// Residual (uncovered) usage per hour per group over the last `hours` known hours, billed
     /// with `portfolio` as if all of it were active.
     fn residual(
@@ -300,6 +379,9 @@ impl Planner for LadderPlanner {
             if self.config.generation_hedge && newer_generation_in_use(ctx, gi) {
                 continue;
             }
+            if self.config.region_hedge && family_elsewhere(ctx, gi) {
+                continue;
+            }
             let series: Vec<f64> = residual.iter().map(|h| h[gi]).collect();
             let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
             let week = &series[series.len().saturating_sub(7 * 24)..];
@@ -315,8 +397,13 @@ impl Planner for LadderPlanner {
                     quantile(&mut tail, self.config.reservation_quantile)
                 })
                 .fold(f64::INFINITY, f64::min);
+            // What the expected decline will take away from today's level over the horizon
+            // (instances): the part of the level not to commit to.
+            let fading = self
+                .decline(&ctx.known.groups[gi].quantity)
+                .map_or(0.0, |d| d * recent_level(&ctx.known.groups[gi].quantity));
             let affordable = (budget / offer.rate()).floor();
-            let count = (level * self.config.reservation_share)
+            let count = ((level - fading) * self.config.reservation_share)
                 .floor()
                 .min(affordable);
             if count.is_nan() || count < 1.0 {
@@ -364,7 +451,22 @@ impl Planner for LadderPlanner {
                     )
                 })
                 .fold(f64::INFINITY, f64::min);
-            let per_hour = per_window.min(budget.max(0.0));
+            // The provider's expected decline, in plan dollars per hour of its usage level.
+            let mut fading = 0.0;
+            if self.config.trend_days > 0 {
+                let n = ctx.known.range.len();
+                let mut spend = vec![0.0; n];
+                let mut level = 0.0;
+                for &(gi, _, sp) in &items {
+                    let q = &ctx.known.groups[gi].quantity;
+                    for (s, v) in spend.iter_mut().zip(q) {
+                        *s += v * sp;
+                    }
+                    level += recent_level(q) * sp;
+                }
+                fading = self.decline(&spend).map_or(0.0, |d| d * level);
+            }
+            let per_hour = (per_window - fading).min(budget.max(0.0));
             // Purchases below a cent per hour are noise: wait until there is more to buy.
             let per_hour = Money::from_micros((per_hour * 1000.0).floor() as i64 * 1000);
             if per_hour < Money::from_micros(10_000) {

@@ -62,6 +62,15 @@ pub struct Args {
     /// Ladder planner: hedge against family migrations (true/false; see docs/backtest.md).
     #[arg(long)]
     pub generation_hedge: Option<bool>,
+    /// Ladder planner: hedge against moves between regions (true/false; see docs/backtest.md).
+    #[arg(long)]
+    pub region_hedge: Option<bool>,
+    /// Ladder planner: days of daily means the trend guard fits (0 = off).
+    #[arg(long)]
+    pub trend_days: Option<usize>,
+    /// Ladder planner: days ahead the trend guard projects a decline.
+    #[arg(long)]
+    pub trend_horizon_days: Option<f64>,
     /// Skip the baselines (only commitd's planner).
     #[arg(long)]
     pub no_baselines: bool,
@@ -107,6 +116,21 @@ fn planner_config(args: &Args) -> anyhow::Result<PlannerConfig> {
     }
     if let Some(h) = args.generation_hedge {
         c.generation_hedge = h;
+    }
+    if let Some(h) = args.region_hedge {
+        c.region_hedge = h;
+    }
+    if let Some(d) = args.trend_days {
+        if d != 0 && !(7..=366).contains(&d) {
+            anyhow::bail!("--trend-days must be 0 (off) or 7 to 366, got {d}");
+        }
+        c.trend_days = d;
+    }
+    if let Some(h) = args.trend_horizon_days {
+        if !(0.0..=3660.0).contains(&h) {
+            anyhow::bail!("--trend-horizon-days must be within 0..=3660, got {h}");
+        }
+        c.trend_horizon_days = h;
     }
     if let Some(cap) = &args.max_new_per_decision {
         c.cap_per_decision =
