@@ -300,7 +300,9 @@ mod tests {
         assert_eq!(total(0), 0.0, "{notes:?}");
         assert!(total(1) > 0.0, "{notes:?}");
         assert!(
-            notes.iter().any(|n| n.contains("m5.large") && n.contains("held")),
+            notes
+                .iter()
+                .any(|n| n.contains("m5.large") && n.contains("held")),
             "{notes:?}"
         );
     }

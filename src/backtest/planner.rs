@@ -79,7 +79,7 @@ impl Default for PlannerConfig {
             cap_per_decision: None,
             cap_share: 0.35,
             generation_hedge: true,
-            region_hedge: true,
+            region_hedge: false,
             trend_days: 84,
             trend_horizon_days: 182.0,
             trend_t: 3.0,
@@ -229,7 +229,9 @@ pub fn family_generation(family: &str) -> Option<(String, u32)> {
     }
     let digits = family.find(|c: char| c.is_ascii_digit())?;
     let (class, rest) = family.split_at(digits);
-    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     let generation = rest[..end].parse().ok()?;
     (!class.is_empty()).then(|| (class.to_string(), generation))
 }
@@ -243,14 +245,17 @@ fn newer_generation_in_use(ctx: &DecisionContext<'_>, gi: usize) -> bool {
     };
     let n = ctx.known.range.len();
     let from = n.saturating_sub(7 * 24);
-    ctx.groups.iter().zip(&ctx.known.groups).any(|(other, series)| {
-        let o = &other.group;
-        o.provider == g.provider
-            && o.region == g.region
-            && family_generation(&o.family)
-                .is_some_and(|(c, gen)| c == class && gen > generation)
-            && series.quantity[from..n].iter().any(|&q| q > 0.0)
-    })
+    ctx.groups
+        .iter()
+        .zip(&ctx.known.groups)
+        .any(|(other, series)| {
+            let o = &other.group;
+            o.provider == g.provider
+                && o.region == g.region
+                && family_generation(&o.family)
+                    .is_some_and(|(c, gen)| c == class && gen > generation)
+                && series.quantity[from..n].iter().any(|&q| q > 0.0)
+        })
 }
 
 /// The 20th percentile of the last 28 days of a series: the level a commitment would cover.
@@ -288,13 +293,16 @@ fn family_elsewhere(ctx: &DecisionContext<'_>, gi: usize) -> bool {
     let g = &ctx.groups[gi].group;
     let n = ctx.known.range.len();
     let from = n.saturating_sub(7 * 24);
-    ctx.groups.iter().zip(&ctx.known.groups).any(|(other, series)| {
-        let o = &other.group;
-        o.provider == g.provider
-            && o.region != g.region
-            && o.family == g.family
-            && series.quantity[from..n].iter().any(|&q| q > 0.0)
-    })
+    ctx.groups
+        .iter()
+        .zip(&ctx.known.groups)
+        .any(|(other, series)| {
+            let o = &other.group;
+            o.provider == g.provider
+                && o.region != g.region
+                && o.family == g.family
+                && series.quantity[from..n].iter().any(|&q| q > 0.0)
+        })
 }
 
 impl LadderPlanner {

@@ -100,7 +100,11 @@ fn planner_config(args: &Args) -> anyhow::Result<PlannerConfig> {
         args.reservation_quantile,
         &mut c.reservation_quantile,
     )?;
-    share("reservation-share", args.reservation_share, &mut c.reservation_share)?;
+    share(
+        "reservation-share",
+        args.reservation_share,
+        &mut c.reservation_share,
+    )?;
     share(
         "sp-min-utilization",
         args.sp_min_utilization,
