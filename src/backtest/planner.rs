@@ -23,12 +23,10 @@ use super::{
 };
 use crate::billing::BillingEngine;
 use crate::domain::{
-    ActionScope, AmountUnit, Commitment, CommitmentAmount, Hour, Instrument, Money, Offer, Plan,
-    Provider, Term,
+    Commitment, CommitmentAmount, Hour, Instrument, Money, Offer, Plan, Provider, Term,
 };
-use crate::forecast::{forecast_batch, BatchInput, ForecastConfig};
 use crate::optimize::{self, Constraints, DemandInput, MinUtilization, Options};
-use rust_decimal::prelude::ToPrimitive;
+use crate::pipeline;
 
 /// Tuning of the ladder planner.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,18 +49,40 @@ pub struct PlannerConfig {
     /// on-demand-equivalent spend per hour.
     pub cap_per_decision: Option<Money>,
     pub cap_share: f64,
+    /// No reservation for a group whose family has a newer generation of the same class in use
+    /// in the same provider and region (m5 while m6i or m7g runs there): the organisation is
+    /// moving that workload, and a family-bound commitment would be stranded when it does. The
+    /// flexible savings plan covers such groups instead.
+    pub generation_hedge: bool,
+    /// The same for a group whose family is also in use in another region of the provider (a
+    /// move between regions strands region-bound reservations the same way).
+    pub region_hedge: bool,
+    /// Trend guard: the days of daily means a group's (and a provider's) trend is fitted on
+    /// (0 = off), and the horizon it is projected over. A significant decline (slope at least
+    /// `trend_t` standard errors under zero) shrinks new purchases by the decline expected over
+    /// the horizon: a 1-year commitment bought today is still paid when the usage has gone.
+    pub trend_days: usize,
+    pub trend_horizon_days: f64,
+    pub trend_t: f64,
 }
 
 impl Default for PlannerConfig {
     fn default() -> Self {
         PlannerConfig {
-            windows: vec![28 * 24, 7 * 24, 2 * 24],
+            // 56 days: a level that only the last four weeks show (a holiday peak, a season)
+            // is not committed to for a year.
+            windows: vec![56 * 24, 28 * 24, 7 * 24, 2 * 24],
             reservation_quantile: 0.2,
             reservation_share: 1.0,
             savings_plan_min_utilization: 0.9,
             decline_ratio: 0.9,
             cap_per_decision: None,
             cap_share: 0.35,
+            generation_hedge: true,
+            region_hedge: false,
+            trend_days: 84,
+            trend_horizon_days: 182.0,
+            trend_t: 3.0,
         }
     }
 }
@@ -151,7 +171,8 @@ impl Planner for HindsightStatic {
     }
 }
 
-/// The purchases of a plan as commitments starting at `now` (exchanges are not replayed).
+/// The purchases of a plan as commitments starting at `now` (exchanges are not replayed), through
+/// the same converter as the daemon's cycle plan ([`crate::pipeline::purchase_spec`]).
 pub fn plan_to_commitments(
     plan: &Plan,
     now: Hour,
@@ -159,58 +180,20 @@ pub fn plan_to_commitments(
 ) -> Result<Vec<Commitment>, String> {
     let mut out = Vec::new();
     for (i, a) in plan.actions.iter().enumerate() {
-        if a.is_exchange() {
+        let Some(spec) = pipeline::purchase_spec(a)? else {
+            continue;
+        };
+        if matches!(spec.amount, CommitmentAmount::Instances(0)) {
             continue;
         }
         let id = format!("{prefix}-{}-{i}", now.0);
-        let term = Term::from_years(a.term_years).map_err(|e| format!("{id}: {e}"))?;
-        let amount = match a.unit {
-            AmountUnit::UsdPerHour => CommitmentAmount::HourlySpend(
-                Money::from_decimal(a.amount)
-                    .ok_or_else(|| format!("{id}: amount out of range"))?,
-            ),
-            AmountUnit::Instances => CommitmentAmount::Instances(
-                a.amount
-                    .to_u32()
-                    .ok_or_else(|| format!("{id}: {} is not an instance count", a.amount))?,
-            ),
-        };
-        if matches!(amount, CommitmentAmount::Instances(0)) {
-            continue;
-        }
-        let (region, instance_type, family) = match &a.scope {
-            ActionScope::Provider => (None, None, None),
-            ActionScope::FamilyRegion { region, family } => {
-                (Some(region.clone()), None, Some(family.clone()))
-            }
-            ActionScope::Instances {
-                region,
-                instance_type,
-                ..
-            } => (
-                Some(region.clone()),
-                Some(instance_type.clone()),
-                Some(crate::domain::sizing::display_family(
-                    a.provider,
-                    instance_type,
-                )),
-            ),
-        };
-        out.push(Commitment {
+        out.push(pipeline::purchased_commitment(
+            &spec,
             id,
-            provider: a.provider,
-            instrument: a.instrument,
-            term,
-            payment: a.payment_option,
-            start: now,
-            end: now.plus(term.hours()),
-            region,
-            instance_type,
-            family,
-            amount,
-            hourly_cost: a.hourly_cost,
-            upfront: a.upfront,
-        });
+            now,
+            a.hourly_cost,
+            a.upfront,
+        ));
     }
     Ok(out)
 }
@@ -238,7 +221,110 @@ fn quantile(values: &mut [f64], q: f64) -> f64 {
     *v
 }
 
+/// (class, generation) of an instance family: AWS "m6i" -> ("m", 6), "db.r5" -> ("db.r", 5);
+/// Azure series "Ds_v5" -> ("Ds", 5). None when the name has no generation number.
+pub fn family_generation(family: &str) -> Option<(String, u32)> {
+    if let Some((class, v)) = family.rsplit_once("_v") {
+        return v.parse().ok().map(|g| (class.to_string(), g));
+    }
+    let digits = family.find(|c: char| c.is_ascii_digit())?;
+    let (class, rest) = family.split_at(digits);
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let generation = rest[..end].parse().ok()?;
+    (!class.is_empty()).then(|| (class.to_string(), generation))
+}
+
+/// Whether a newer generation of group `gi`'s family class (same provider and region) had usage
+/// in the last known week.
+fn newer_generation_in_use(ctx: &DecisionContext<'_>, gi: usize) -> bool {
+    let g = &ctx.groups[gi].group;
+    let Some((class, generation)) = family_generation(&g.family) else {
+        return false;
+    };
+    let n = ctx.known.range.len();
+    let from = n.saturating_sub(7 * 24);
+    ctx.groups
+        .iter()
+        .zip(&ctx.known.groups)
+        .any(|(other, series)| {
+            let o = &other.group;
+            o.provider == g.provider
+                && o.region == g.region
+                && family_generation(&o.family)
+                    .is_some_and(|(c, gen)| c == class && gen > generation)
+                && series.quantity[from..n].iter().any(|&q| q > 0.0)
+        })
+}
+
+/// The 20th percentile of the last 28 days of a series: the level a commitment would cover.
+fn recent_level(series: &[f64]) -> f64 {
+    let mut tail = series[series.len().saturating_sub(28 * 24)..].to_vec();
+    quantile(&mut tail, 0.2)
+}
+
+/// Least-squares slope of `y` against its index, its standard error and the mean of `y`.
+fn slope(y: &[f64]) -> Option<(f64, f64, f64)> {
+    let n = y.len() as f64;
+    if y.len() < 3 {
+        return None;
+    }
+    let mx = (n - 1.0) / 2.0;
+    let my = y.iter().sum::<f64>() / n;
+    let (mut sxx, mut sxy) = (0.0, 0.0);
+    for (i, v) in y.iter().enumerate() {
+        let dx = i as f64 - mx;
+        sxx += dx * dx;
+        sxy += dx * (v - my);
+    }
+    let b = sxy / sxx;
+    let sse: f64 = y
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v - my - b * (i as f64 - mx)).powi(2))
+        .sum();
+    let se = (sse / (n - 2.0) / sxx).sqrt();
+    Some((b, se, my))
+}
+
+/// Whether group `gi`'s family (same provider) had usage in another region in the last week.
+fn family_elsewhere(ctx: &DecisionContext<'_>, gi: usize) -> bool {
+    let g = &ctx.groups[gi].group;
+    let n = ctx.known.range.len();
+    let from = n.saturating_sub(7 * 24);
+    ctx.groups
+        .iter()
+        .zip(&ctx.known.groups)
+        .any(|(other, series)| {
+            let o = &other.group;
+            o.provider == g.provider
+                && o.region != g.region
+                && o.family == g.family
+                && series.quantity[from..n].iter().any(|&q| q > 0.0)
+        })
+}
+
 impl LadderPlanner {
+    /// The share of a series' level expected to be gone after the trend horizon (0..1), when
+    /// the daily means of the last `trend_days` decline significantly; None otherwise (and
+    /// for growth: commitd never buys ahead of usage).
+    fn decline(&self, hourly: &[f64]) -> Option<f64> {
+        let days = self.config.trend_days;
+        if days == 0 || hourly.len() < days * 24 {
+            return None;
+        }
+        let daily: Vec<f64> = hourly[hourly.len() - days * 24..]
+            .chunks(24)
+            .map(|d| d.iter().sum::<f64>() / 24.0)
+            .collect();
+        let (b, se, mean) = slope(&daily)?;
+        if mean <= 0.0 || b >= 0.0 || b > -self.config.trend_t * se {
+            return None;
+        }
+        Some((-b / mean * self.config.trend_horizon_days).min(1.0))
+    }
+
     /// Residual (uncovered) usage per hour per group over the last `hours` known hours, billed
     /// with `portfolio` as if all of it were active.
     fn residual(
@@ -298,6 +384,12 @@ impl Planner for LadderPlanner {
             if offer.rate() >= bg.on_demand_rate {
                 continue;
             }
+            if self.config.generation_hedge && newer_generation_in_use(ctx, gi) {
+                continue;
+            }
+            if self.config.region_hedge && family_elsewhere(ctx, gi) {
+                continue;
+            }
             let series: Vec<f64> = residual.iter().map(|h| h[gi]).collect();
             let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
             let week = &series[series.len().saturating_sub(7 * 24)..];
@@ -313,8 +405,13 @@ impl Planner for LadderPlanner {
                     quantile(&mut tail, self.config.reservation_quantile)
                 })
                 .fold(f64::INFINITY, f64::min);
+            // What the expected decline will take away from today's level over the horizon
+            // (instances): the part of the level not to commit to.
+            let fading = self
+                .decline(&ctx.known.groups[gi].quantity)
+                .map_or(0.0, |d| d * recent_level(&ctx.known.groups[gi].quantity));
             let affordable = (budget / offer.rate()).floor();
-            let count = (level * self.config.reservation_share)
+            let count = ((level - fading) * self.config.reservation_share)
                 .floor()
                 .min(affordable);
             if count.is_nan() || count < 1.0 {
@@ -362,7 +459,22 @@ impl Planner for LadderPlanner {
                     )
                 })
                 .fold(f64::INFINITY, f64::min);
-            let per_hour = per_window.min(budget.max(0.0));
+            // The provider's expected decline, in plan dollars per hour of its usage level.
+            let mut fading = 0.0;
+            if self.config.trend_days > 0 {
+                let n = ctx.known.range.len();
+                let mut spend = vec![0.0; n];
+                let mut level = 0.0;
+                for &(gi, _, sp) in &items {
+                    let q = &ctx.known.groups[gi].quantity;
+                    for (s, v) in spend.iter_mut().zip(q) {
+                        *s += v * sp;
+                    }
+                    level += recent_level(q) * sp;
+                }
+                fading = self.decline(&spend).map_or(0.0, |d| d * level);
+            }
+            let per_hour = (per_window - fading).min(budget.max(0.0));
             // Purchases below a cent per hour are noise: wait until there is more to buy.
             let per_hour = Money::from_micros((per_hour * 1000.0).floor() as i64 * 1000);
             if per_hour < Money::from_micros(10_000) {
@@ -471,42 +583,19 @@ impl Planner for ForecastOptimizePlanner {
             return Ok(Vec::new());
         }
         self.solved += 1;
-        // Forecast every group from the data known now; the billing data is complete up to
-        // known.range.end (the harness already cut the late hours), so no tail is dropped.
-        let lead = ctx.now.since(known.range.end).max(0) as usize;
-        let horizon = lead + Term::ONE_YEAR.hours() as usize;
-        let cfg = ForecastConfig {
-            horizon_hours: horizon,
-            quantiles: self.config.quantiles.clone(),
-            incomplete_tail_hours: 0,
-            ..ForecastConfig::default()
-        };
-        let inputs: Vec<BatchInput<'_>> = known
-            .groups
-            .iter()
-            .map(|g| BatchInput {
-                history: &g.quantity,
-                history_start: known.range.start,
-            })
-            .collect();
-        let forecasts = forecast_batch(&inputs, known.range.end, &cfg);
-        let mut groups = Vec::with_capacity(forecasts.len());
+        // Forecast every group from the data known now (the harness already cut the late
+        // hours), through the same conversion as `commitd plan` and the daemon: unsettled
+        // groups are held there.
         let mut levels = self.config.quantiles.clone();
         levels.sort_by(f64::total_cmp);
-        for (g, f) in known.groups.iter().zip(forecasts) {
-            let paths: Vec<Vec<f64>> = match f {
-                // A group in the middle of a level shift gets nothing new: its paths are zero,
-                // so only what is already owned covers it.
-                Ok(f) if !f.signals.unsettled => levels
-                    .iter()
-                    .map(|&q| f.quantile(q)[lead..horizon].to_vec())
-                    .collect(),
-                // Too little history to forecast, or unsettled: hold purchases for it.
-                _ => levels.iter().map(|_| vec![0.0; horizon - lead]).collect(),
-            };
-            groups.push((g.group.clone(), paths));
-        }
-        let demand = DemandInput::from_quantiles(ctx.now, &levels, groups);
+        let mut notes = Vec::new();
+        let demand = pipeline::forecast_demand_at(
+            known,
+            ctx.now,
+            Term::ONE_YEAR.hours() as usize,
+            &levels,
+            &mut notes,
+        );
         let mut constraints = Constraints::one_year_only();
         constraints.allow_exchanges = false;
         constraints.max_new_hourly = Some(self.cap);
@@ -521,5 +610,21 @@ impl Planner for ForecastOptimizePlanner {
         let plan = optimize::optimize(&demand, ctx.rates, &active, &constraints, &options)
             .map_err(|e| format!("optimizer: {e}"))?;
         plan_to_commitments(&plan, ctx.now, "commitd")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::family_generation;
+
+    #[test]
+    fn family_generations_parse_aws_and_azure_names() {
+        assert_eq!(family_generation("m5"), Some(("m".into(), 5)));
+        assert_eq!(family_generation("m6i"), Some(("m".into(), 6)));
+        assert_eq!(family_generation("c7gn"), Some(("c".into(), 7)));
+        assert_eq!(family_generation("db.r5"), Some(("db.r".into(), 5)));
+        assert_eq!(family_generation("Ds_v5"), Some(("Ds".into(), 5)));
+        assert_eq!(family_generation("mac"), None);
+        assert_eq!(family_generation("5x"), None);
     }
 }

@@ -37,12 +37,40 @@ pub struct Args {
     /// quantiles -> LP optimizer).
     #[arg(long, value_enum, default_value_t = PlannerKind::Ladder)]
     pub planner: PlannerKind,
-    /// Ladder planner: quantile of the residual hourly usage that reservations cover.
-    #[arg(long, default_value_t = 0.2)]
-    pub reservation_quantile: f64,
+    /// Ladder planner: quantile of the residual hourly usage that reservations cover
+    /// (default: docs/backtest.md).
+    #[arg(long)]
+    pub reservation_quantile: Option<f64>,
     /// Ladder planner: share of that level bought as reservations (0 = savings plans only).
-    #[arg(long, default_value_t = 1.0)]
-    pub reservation_share: f64,
+    #[arg(long)]
+    pub reservation_share: Option<f64>,
+    /// Ladder planner: look-back windows in days, comma-separated; a level must hold in all.
+    #[arg(long, value_delimiter = ',')]
+    pub windows_days: Option<Vec<u32>>,
+    /// Ladder planner: savings plans must have been used at least this much (0..1) over every
+    /// look-back window.
+    #[arg(long)]
+    pub sp_min_utilization: Option<f64>,
+    /// Ladder planner: a group whose last week averages under this share of its longest
+    /// window's mean gets no reservation.
+    #[arg(long)]
+    pub decline_ratio: Option<f64>,
+    /// Ladder planner: per-decision cap as a share of the history's on-demand-equivalent spend
+    /// per hour.
+    #[arg(long)]
+    pub cap_share: Option<f64>,
+    /// Ladder planner: hedge against family migrations (true/false; see docs/backtest.md).
+    #[arg(long)]
+    pub generation_hedge: Option<bool>,
+    /// Ladder planner: hedge against moves between regions (true/false; see docs/backtest.md).
+    #[arg(long)]
+    pub region_hedge: Option<bool>,
+    /// Ladder planner: days of daily means the trend guard fits (0 = off).
+    #[arg(long)]
+    pub trend_days: Option<usize>,
+    /// Ladder planner: days ahead the trend guard projects a decline.
+    #[arg(long)]
+    pub trend_horizon_days: Option<f64>,
     /// Skip the baselines (only commitd's planner).
     #[arg(long)]
     pub no_baselines: bool,
@@ -54,8 +82,70 @@ pub enum PlannerKind {
     Optimize,
 }
 
+/// The ladder planner's tuning: its defaults, with what the flags override. Bad values are
+/// refused before anything runs.
+fn planner_config(args: &Args) -> anyhow::Result<PlannerConfig> {
+    let mut c = PlannerConfig::default();
+    let share = |name: &str, v: Option<f64>, into: &mut f64| -> anyhow::Result<()> {
+        if let Some(v) = v {
+            if !(0.0..=1.0).contains(&v) {
+                anyhow::bail!("--{name} must be within 0..=1, got {v}");
+            }
+            *into = v;
+        }
+        Ok(())
+    };
+    share(
+        "reservation-quantile",
+        args.reservation_quantile,
+        &mut c.reservation_quantile,
+    )?;
+    share(
+        "reservation-share",
+        args.reservation_share,
+        &mut c.reservation_share,
+    )?;
+    share(
+        "sp-min-utilization",
+        args.sp_min_utilization,
+        &mut c.savings_plan_min_utilization,
+    )?;
+    share("decline-ratio", args.decline_ratio, &mut c.decline_ratio)?;
+    share("cap-share", args.cap_share, &mut c.cap_share)?;
+    if let Some(days) = &args.windows_days {
+        if days.is_empty() || days.iter().any(|&d| d == 0 || d > 366) {
+            anyhow::bail!("--windows-days needs 1 to 366 days each, got {days:?}");
+        }
+        c.windows = days.iter().map(|&d| d as usize * 24).collect();
+    }
+    if let Some(h) = args.generation_hedge {
+        c.generation_hedge = h;
+    }
+    if let Some(h) = args.region_hedge {
+        c.region_hedge = h;
+    }
+    if let Some(d) = args.trend_days {
+        if d != 0 && !(7..=366).contains(&d) {
+            anyhow::bail!("--trend-days must be 0 (off) or 7 to 366, got {d}");
+        }
+        c.trend_days = d;
+    }
+    if let Some(h) = args.trend_horizon_days {
+        if !(0.0..=3660.0).contains(&h) {
+            anyhow::bail!("--trend-horizon-days must be within 0..=3660, got {h}");
+        }
+        c.trend_horizon_days = h;
+    }
+    if let Some(cap) = &args.max_new_per_decision {
+        c.cap_per_decision =
+            Some(Money::parse(cap).with_context(|| format!("--max-new-per-decision '{cap}'"))?);
+    }
+    Ok(c)
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    let config = planner_config(&args)?;
     let scenario = Scenario::load(&args.scenario)
         .with_context(|| format!("loading scenario {}", args.scenario.display()))?;
     let input = BacktestInput {
@@ -71,20 +161,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         latency_hours: args.latency_hours,
         policy: Policy::default(),
     };
-    let mut config = PlannerConfig {
-        reservation_quantile: args.reservation_quantile,
-        reservation_share: args.reservation_share,
-        ..PlannerConfig::default()
-    };
-    if !(0.0..=1.0).contains(&config.reservation_quantile)
-        || !(0.0..=1.0).contains(&config.reservation_share)
-    {
-        anyhow::bail!("--reservation-quantile and --reservation-share must be within 0..=1");
-    }
-    if let Some(cap) = &args.max_new_per_decision {
-        config.cap_per_decision =
-            Some(Money::parse(cap).with_context(|| format!("--max-new-per-decision '{cap}'"))?);
-    }
     let (mut commitd, settings): (Box<dyn Planner>, Settings) = match args.planner {
         PlannerKind::Ladder => planner::commitd_planner(&input, &base, config)
             .context("setting up commitd's planner")?,

@@ -14,17 +14,14 @@
 
 use super::plan::{plan_id, CyclePlan, Expectation, PlanError, Planner};
 use crate::config::Config;
-use crate::domain::plan::{ActionKind, ActionScope, Plan};
+use crate::domain::plan::{ActionKind, Plan};
 use crate::domain::{
-    Commitment, CommitmentAmount, Hour, Instrument, Money, Offer, PaymentOption, RateCard,
-    UsageModel,
+    Commitment, Hour, Instrument, Money, Offer, PaymentOption, RateCard, UsageModel,
 };
 use crate::ingest::{self, ReadOptions, Scenario};
 use crate::optimize::{Constraints, MinUtilization, Options};
 use crate::proposals::PlannedAction;
-use crate::providers::PurchaseSpec;
 use chrono::{DateTime, Utc};
-use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -333,47 +330,17 @@ pub fn cycle_plan(plan: &Plan, now: DateTime<Utc>, digest: String) -> CyclePlan 
                 continue;
             }
         }
-        let amount = match a.instrument.kind() {
-            Some(crate::domain::CommitmentKind::Usage) => {
-                CommitmentAmount::Instances(a.amount.to_u32().unwrap_or(0))
+        // The one action -> purchase converter (shared with the backtest).
+        let spec = match crate::pipeline::purchase_spec(a) {
+            Ok(Some(spec)) => spec,
+            Ok(None) => continue,
+            Err(e) => {
+                notes.push(format!("action not proposed: {e}"));
+                continue;
             }
-            _ => {
-                CommitmentAmount::HourlySpend(Money::from_decimal(a.amount).unwrap_or(Money::ZERO))
-            }
-        };
-        let (region, family, instance_type, os, tenancy) = match &a.scope {
-            ActionScope::Provider => (None, None, None, None, None),
-            ActionScope::FamilyRegion { region, family } => {
-                (Some(region.clone()), Some(family.clone()), None, None, None)
-            }
-            ActionScope::Instances {
-                region,
-                instance_type,
-                flex_group: _,
-                os,
-                tenancy,
-            } => (
-                Some(region.clone()),
-                None,
-                Some(instance_type.clone()),
-                Some(os.clone()),
-                Some(tenancy.clone()),
-            ),
         };
         actions.push(PlannedAction {
-            spec: PurchaseSpec {
-                provider: a.provider,
-                account: None,
-                instrument: a.instrument,
-                term: a.term(),
-                payment: a.payment_option,
-                region,
-                family,
-                instance_type,
-                os,
-                tenancy,
-                amount,
-            },
+            spec,
             hourly_cost: a.hourly_cost,
             upfront: a.upfront,
             expected_savings: Money::from_f64(a.rationale.expected_savings).unwrap_or(Money::ZERO),

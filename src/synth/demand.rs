@@ -51,40 +51,51 @@ pub fn pick_products(catalog: &[Product], config: &Config, rng: &mut Rng) -> Vec
         if taken(&out, &p) {
             continue;
         }
-        if shape == Shape::Migration && out.len() + 2 <= config.groups {
-            let family = p
-                .instance_type
-                .split('.')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            let partner = catalog::successor(&family).and_then(|next| {
-                let size = p.instance_type.split('.').nth(1).unwrap_or_default();
-                catalog.iter().find(|q| {
-                    q.instance_type == format!("{next}.{size}")
-                        && q.region == p.region
-                        && q.os == p.os
+        if is_pair(shape) && out.len() + 2 <= config.groups {
+            let partner = if shape == Shape::Migration {
+                let family = p
+                    .instance_type
+                    .split('.')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                catalog::successor(&family).and_then(|next| {
+                    let size = p.instance_type.split('.').nth(1).unwrap_or_default();
+                    catalog.iter().find(|q| {
+                        q.instance_type == format!("{next}.{size}")
+                            && q.region == p.region
+                            && q.os == p.os
+                    })
                 })
-            });
+            } else {
+                // Region move: the same product in the provider's next region.
+                catalog.iter().find(|q| {
+                    q.provider == p.provider
+                        && q.instance_type == p.instance_type
+                        && q.os == p.os
+                        && q.region != p.region
+                })
+            };
             if let Some(partner) = partner {
                 if !taken(&out, partner) {
-                    out.push((p, Shape::Migration));
-                    out.push((partner.clone(), Shape::Migration));
+                    out.push((p, shape));
+                    out.push((partner.clone(), shape));
                     continue;
                 }
             }
-            // No successor: this group gets a migration-free shape instead.
+            // No partner: this group gets a move-free shape instead.
             out.push((p, Shape::Steady));
             continue;
         }
-        let shape = if shape == Shape::Migration {
-            Shape::Steady
-        } else {
-            shape
-        };
+        let shape = if is_pair(shape) { Shape::Steady } else { shape };
         out.push((p, shape));
     }
     out
+}
+
+/// Shapes whose groups come in (leaving, receiving) pairs.
+fn is_pair(shape: Shape) -> bool {
+    matches!(shape, Shape::Migration | Shape::RegionMove)
 }
 
 /// Fills every group's demand over `hours` hours from `start`.
@@ -104,9 +115,10 @@ pub fn fill(
             (r.range(1.0f64.ln(), 60.0f64.ln())).exp() / groups[i].product.units().max(1.0).sqrt();
         let base = base_series(&mut r, start, hours, level);
         match groups[i].shape {
-            Shape::Migration if i + 1 < groups.len() && groups[i + 1].shape == Shape::Migration => {
-                // Old family fades out over 2-10 weeks starting somewhere from one month before
-                // the decision to 8 months after; the successor takes the same instances.
+            s if is_pair(s) && i + 1 < groups.len() && groups[i + 1].shape == s => {
+                // Old family (or region) fades out over 2-10 weeks starting somewhere from one
+                // month before the decision to 8 months after; the partner takes the same
+                // instances.
                 let begin = (decision_idx as f64 + r.range(-720.0, 5800.0)).max(0.0) as usize;
                 let length = r.range(336.0, 1680.0) as usize;
                 let mut old = Vec::with_capacity(hours);
@@ -222,9 +234,37 @@ fn shape_series(
             spikes.push((at, at + len, r.range(1.5, 4.0)));
         }
     }
+    // Drawn last and only by the shapes that use them, so that the older shapes' draws (and so
+    // every scenario generated before these shapes existed) stay the same.
+    let (mut yearly, mut step, mut decline) = ((0.0, 0.0), (usize::MAX, 0.0), 0.0);
+    match shape {
+        // Amplitude and the month of the peak.
+        Shape::Seasonal => yearly = (r.range(0.15, 0.4), r.range(0.0, 12.0)),
+        // Where and how much.
+        Shape::StepUp => {
+            step = (
+                (decision_idx as f64 + r.range(0.0, 7000.0)) as usize,
+                r.range(0.3, 1.5),
+            )
+        }
+        Shape::Decline => decline = r.range(0.25, 0.7),
+        _ => {}
+    }
     (0..hours)
         .map(|t| {
             let mut v = base[t] * (1.0 + growth * t as f64 / year) * noise[t];
+            match shape {
+                Shape::Seasonal => {
+                    let month = t as f64 / (year / 12.0);
+                    v *= 1.0
+                        + yearly.0 * (2.0 * std::f64::consts::PI * (month - yearly.1) / 12.0).cos();
+                }
+                Shape::StepUp if t >= step.0 => v *= 1.0 + step.1,
+                Shape::Decline if t > decision_idx => {
+                    v *= 1.0 - decline * ((t - decision_idx) as f64 / year).min(1.0);
+                }
+                _ => {}
+            }
             if drops && t >= drop_at {
                 v *= 1.0 - drop_depth;
             }

@@ -39,8 +39,18 @@ pub enum Shape {
     Noisy,
     /// Short spikes (batch jobs, incidents) and a holiday peak.
     Spiky,
-    /// Each group draws one of the shapes above.
+    /// Each group draws one of the shapes above (steady to spiky; the shapes below are not
+    /// drawn, so that a mixed scenario of a given seed stays the scenario it always was).
     Mixed,
+    /// A strong yearly cycle (+-15-40%, peak in a random month), on top of the daily and weekly
+    /// ones: three months of history show only part of it.
+    Seasonal,
+    /// A permanent step up of 30-150% (a new workload) somewhere in the evaluation window.
+    StepUp,
+    /// A gradual decline of 25-70% over the evaluation year (a product being retired slowly).
+    Decline,
+    /// Workloads moving to the same instance type in another region (pairs, like migration).
+    RegionMove,
 }
 
 impl Shape {
@@ -53,6 +63,10 @@ impl Shape {
             Shape::Noisy => "noisy",
             Shape::Spiky => "spiky",
             Shape::Mixed => "mixed",
+            Shape::Seasonal => "seasonal",
+            Shape::StepUp => "step-up",
+            Shape::Decline => "decline",
+            Shape::RegionMove => "region-move",
         }
     }
 }
@@ -477,5 +491,57 @@ mod tests {
         assert!(week(&new.demand, last) > week(&new.demand, 0) + 0.5 * week(&old.demand, 0));
         // Capacity moves; it does not vanish.
         assert!(total(last) > 0.5 * total(0));
+    }
+
+    #[test]
+    fn new_shapes_do_what_they_say() {
+        let base = Config {
+            groups: 6,
+            seed: 5,
+            commitments: false,
+            ..Config::default()
+        };
+        let org = |shape| {
+            build(&Config {
+                shape,
+                ..base.clone()
+            })
+            .unwrap()
+        };
+        let month = |v: &[f64], m: usize| v[m * 730..(m + 1) * 730].iter().sum::<f64>() / 730.0;
+        let decision = 3; // months of history
+        let last = 14;
+
+        // Seasonal: the busiest month is well above the quietest one in every group.
+        for g in &org(Shape::Seasonal).groups {
+            let months: Vec<f64> = (0..15).map(|m| month(&g.demand, m)).collect();
+            let hi = months.iter().copied().fold(0.0, f64::max);
+            let lo = months.iter().copied().fold(f64::INFINITY, f64::min);
+            assert!(hi > 1.2 * lo, "{}: {months:?}", g.product.instance_type);
+        }
+        // Step up: every group ends higher than it started the evaluation (growth is at most 8%
+        // a year outside the growth shape, the step at least 30%), unless its step falls after
+        // the window.
+        let up = org(Shape::StepUp);
+        let stepped = up
+            .groups
+            .iter()
+            .filter(|g| month(&g.demand, last) > 1.2 * month(&g.demand, decision))
+            .count();
+        assert!(stepped >= 3, "{stepped} groups stepped up");
+        // Decline: every group ends at least 15% lower.
+        for g in &org(Shape::Decline).groups {
+            assert!(month(&g.demand, last) < 0.85 * month(&g.demand, decision));
+        }
+        // Region move: pairs of the same instance type in two regions.
+        let mv = org(Shape::RegionMove);
+        let first = mv
+            .groups
+            .iter()
+            .position(|g| g.shape == Shape::RegionMove)
+            .expect("a region-move pair");
+        let (a, b) = (&mv.groups[first].product, &mv.groups[first + 1].product);
+        assert_eq!(a.instance_type, b.instance_type);
+        assert_ne!(a.region, b.region);
     }
 }
