@@ -719,6 +719,120 @@ mod tests {
     }
 
     #[test]
+    fn bill_ids_match_exactly_or_by_last_path_segment_only() {
+        let arn = "arn:aws:savingsplans::111:savingsplan/sp-aaa";
+        assert!(bill_id_matches(arn, "sp-aaa"));
+        assert!(bill_id_matches(arn, arn));
+        assert!(!bill_id_matches(arn, "aaa"), "a suffix is not a segment");
+        assert!(!bill_id_matches(arn, "savingsplan/sp"));
+        assert!(!bill_id_matches(arn, ""));
+        assert!(bill_id_matches(
+            "/providers/Microsoft.Capacity/reservationOrders/o1/reservations/r1",
+            "r1"
+        ));
+    }
+
+    fn purchase(id: &str, start: &str, end: &str, expected: &str) -> Purchase {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        Purchase {
+            executed_at: t(start),
+            proposal_id: format!("p-{id}"),
+            provider: "AWS".into(),
+            instrument: "ComputeSavingsPlan".into(),
+            term: Some(Term::ONE_YEAR),
+            payment_option: "NoUpfront".into(),
+            region: None,
+            family: None,
+            hourly_cost: Money::parse("10").unwrap(),
+            upfront: Money::ZERO,
+            term_total: Money::ZERO,
+            start: Some(t(start)),
+            end: Some(t(end)),
+            commitment_id: id.into(),
+            provider_request_id: String::new(),
+            expected_savings: Money::parse(expected).unwrap(),
+            approved_by: Vec::new(),
+        }
+    }
+
+    /// A hand-made bill, savings computed by hand:
+    /// * sp-aaa (commitd's, matched by ARN suffix): Used 00:00 ListCost 10 EffectiveCost 6;
+    ///   Used 01:00 10 / 6; Unused 01:00 EffectiveCost 1.5; a two-hour Used row from
+    ///   Sep 30 23:00, ListCost 4 EffectiveCost 2, half of it in October (2 / 1); a Purchase
+    ///   row, BilledCost 100 (cash, not added). ODE 22, cost 14.5, realized 7.5; billed 2 hours;
+    ///   expected 8,760 over a 8,760-hour term -> 2.
+    /// * sp-bbb (not commitd's): Used 00:00 ListCost 5 EffectiveCost 3 -> realized 2.
+    /// * sp-ccc (commitd's, active in October): no rows -> not billed.
+    /// * sp-old (commitd's, ended in September): not listed.
+    #[test]
+    fn realized_savings_from_a_hand_made_bill() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bill.csv");
+        let head = "ChargeCategory,ChargePeriodStart,ChargePeriodEnd,ProviderName,BillingCurrency,\
+RegionId,ServiceCategory,ServiceName,UsageType,ListCost,EffectiveCost,BilledCost,ConsumedQuantity,\
+PricingCategory,CommitmentDiscountId,CommitmentDiscountStatus,CommitmentDiscountType,SubAccountId";
+        let a = "arn:aws:savingsplans::111:savingsplan/sp-aaa";
+        let b = "arn:aws:savingsplans::111:savingsplan/sp-bbb";
+        let vm = "AWS,USD,us-east-1,Compute,Amazon Elastic Compute Cloud,USE1-BoxUsage:m5.large";
+        let rows = [
+            format!("Usage,2026-10-01T00:00:00Z,2026-10-01T01:00:00Z,{vm},10,6,0,1,Committed,{a},Used,Savings Plan,1"),
+            format!("Usage,2026-10-01T01:00:00Z,2026-10-01T02:00:00Z,{vm},10,6,0,1,Committed,{a},Used,Savings Plan,1"),
+            format!("Usage,2026-10-01T01:00:00Z,2026-10-01T02:00:00Z,{vm},0,1.5,1.5,0,Committed,{a},Unused,Savings Plan,1"),
+            format!("Usage,2026-09-30T23:00:00Z,2026-10-01T01:00:00Z,{vm},4,2,0,2,Committed,{a},Used,Savings Plan,1"),
+            format!("Purchase,2026-10-01T00:00:00Z,2026-10-02T00:00:00Z,{vm},0,0,100,0,Committed,{a},,Savings Plan,1"),
+            format!("Usage,2026-10-01T00:00:00Z,2026-10-01T01:00:00Z,{vm},5,3,0,1,Committed,{b},Used,Savings Plan,1"),
+            format!("Usage,2026-09-15T00:00:00Z,2026-09-15T01:00:00Z,{vm},50,1,0,1,Committed,{b},Used,Savings Plan,1"),
+        ];
+        std::fs::write(&path, format!("{head}\n{}\n", rows.join("\n"))).unwrap();
+        let month = Month::parse("2026-10").unwrap();
+        let range = crate::domain::HourRange::new(
+            crate::domain::Hour::from_datetime(month.start()),
+            crate::domain::Hour::from_datetime(month.end()),
+        );
+        let options = crate::ingest::ReadOptions {
+            range: Some(range),
+            progress: false,
+        };
+        let bill = crate::ingest::read_focus(&path, &options).unwrap();
+        let all = [
+            purchase("sp-aaa", "2026-09-01T00:00:00Z", "2027-09-01T00:00:00Z", "8760"),
+            purchase("sp-ccc", "2026-10-10T00:00:00Z", "2027-10-10T00:00:00Z", "100"),
+            purchase("sp-old", "2025-09-01T00:00:00Z", "2026-09-01T00:00:00Z", "100"),
+        ];
+        // 2026-09-01 to 2027-09-01 is 8,760 hours.
+        let r = realize(
+            month,
+            &all,
+            &MonthBill {
+                source: "bill.csv".into(),
+                commitments: &bill.commitments,
+            },
+        );
+        let m = |s: &str| Money::parse(s).unwrap();
+        assert_eq!(r.commitments.len(), 2);
+        let ca = &r.commitments[0];
+        assert_eq!(ca.bill_id, a);
+        assert_eq!(ca.commitd_commitment_id.as_deref(), Some("sp-aaa"));
+        assert_eq!(ca.billed_hours, 2);
+        assert_eq!(ca.covered_ode, m("22"));
+        assert_eq!(ca.used_cost, m("13"));
+        assert_eq!(ca.unused_cost, m("1.5"));
+        assert_eq!(ca.cost, m("14.5"));
+        assert_eq!(ca.realized_savings, m("7.5"));
+        assert_eq!(ca.expected_savings, Some(m("2")));
+        assert_eq!(ca.fees_billed, m("100"));
+        let cb = &r.commitments[1];
+        assert!(!cb.bought_by_commitd && cb.expected_savings.is_none());
+        assert_eq!(cb.realized_savings, m("2"), "September's row is outside the month");
+        assert_eq!(r.not_billed, vec!["sp-ccc".to_string()]);
+        assert_eq!(r.portfolio.commitments, 2);
+        assert_eq!(r.portfolio.realized_savings, m("9.5"));
+        assert_eq!(r.commitd.commitments, 1);
+        assert_eq!(r.commitd.realized_savings, m("7.5"));
+        assert_eq!(r.commitd.expected_savings, m("2"));
+    }
+
+    #[test]
     fn pro_rata_is_exact_and_rounds_half_even() {
         let m = Money::parse("8760").unwrap();
         assert_eq!(pro_rata(m, 744, 8760), Money::parse("744").unwrap());
