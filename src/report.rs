@@ -618,7 +618,9 @@ impl MonthlyReport {
                         c.covered_ode.to_string(),
                         c.cost.to_string(),
                         c.realized_savings.to_string(),
-                        c.expected_savings.map(|m| m.to_string()).unwrap_or_default(),
+                        c.expected_savings
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
                         c.bought_by_commitd.to_string(),
                     ],
                 ))?;
@@ -795,9 +797,24 @@ PricingCategory,CommitmentDiscountId,CommitmentDiscountStatus,CommitmentDiscount
         };
         let bill = crate::ingest::read_focus(&path, &options).unwrap();
         let all = [
-            purchase("sp-aaa", "2026-09-01T00:00:00Z", "2027-09-01T00:00:00Z", "8760"),
-            purchase("sp-ccc", "2026-10-10T00:00:00Z", "2027-10-10T00:00:00Z", "100"),
-            purchase("sp-old", "2025-09-01T00:00:00Z", "2026-09-01T00:00:00Z", "100"),
+            purchase(
+                "sp-aaa",
+                "2026-09-01T00:00:00Z",
+                "2027-09-01T00:00:00Z",
+                "8760",
+            ),
+            purchase(
+                "sp-ccc",
+                "2026-10-10T00:00:00Z",
+                "2027-10-10T00:00:00Z",
+                "100",
+            ),
+            purchase(
+                "sp-old",
+                "2025-09-01T00:00:00Z",
+                "2026-09-01T00:00:00Z",
+                "100",
+            ),
         ];
         // 2026-09-01 to 2027-09-01 is 8,760 hours.
         let r = realize(
@@ -823,7 +840,11 @@ PricingCategory,CommitmentDiscountId,CommitmentDiscountStatus,CommitmentDiscount
         assert_eq!(ca.fees_billed, m("100"));
         let cb = &r.commitments[1];
         assert!(!cb.bought_by_commitd && cb.expected_savings.is_none());
-        assert_eq!(cb.realized_savings, m("2"), "September's row is outside the month");
+        assert_eq!(
+            cb.realized_savings,
+            m("2"),
+            "September's row is outside the month"
+        );
         assert_eq!(r.not_billed, vec!["sp-ccc".to_string()]);
         assert_eq!(r.portfolio.commitments, 2);
         assert_eq!(r.portfolio.realized_savings, m("9.5"));

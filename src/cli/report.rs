@@ -5,7 +5,7 @@ use crate::audit::{AuditLog, EventFilter};
 use crate::config::Config;
 use crate::domain::{Hour, HourRange};
 use crate::ingest::{read_focus, ReadOptions};
-use crate::report::{build, MonthBill, Month};
+use crate::report::{build, Month, MonthBill};
 use crate::store::Store;
 use anyhow::Context;
 use std::process::ExitCode;
