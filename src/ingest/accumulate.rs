@@ -897,6 +897,48 @@ mod tests {
         assert_eq!(first.finish(), whole.finish());
     }
 
+    /// Covered usage the optimizer does not model (Fargate) still counts toward the on-demand
+    /// equivalent a commitment covered; a covered row with no list price is counted, not priced.
+    #[test]
+    fn covered_ode_includes_unmodeled_usage_and_counts_rows_without_price() {
+        let sp = "arn:aws:savingsplans::1:savingsplan/sp-1";
+        let covered = |r: &mut Row<'_>| {
+            r.set(Col::CommitmentDiscountId, Val::from_text(sp));
+            r.set(Col::CommitmentDiscountStatus, Val::from_text("Used"));
+        };
+        let mut vm = vm_row("2025-01-01T00:00:00Z", "2025-01-01T02:00:00Z", "3", "2");
+        vm.set(Col::EffectiveCost, Val::from_text("2"));
+        covered(&mut vm);
+        let mut fargate = vm_row("2025-01-01T01:00:00Z", "2025-01-01T02:00:00Z", "0.5", "1");
+        fargate.set(Col::ServiceName, Val::from_text("AWS Fargate"));
+        fargate.set(
+            Col::UsageType,
+            Val::from_text("USE1-Fargate-vCPU-Hours:perCPU"),
+        );
+        fargate.set(Col::ServiceCategory, Val::from_text("Containers"));
+        fargate.set(Col::EffectiveCost, Val::from_text("0.25"));
+        covered(&mut fargate);
+        let mut unpriced = fargate.clone();
+        unpriced.set(Col::ListCost, Val::from_text("NULL"));
+        let mut acc = Accumulator::new(None);
+        for r in [&vm, &fargate, &unpriced] {
+            acc.add(r).unwrap();
+        }
+        let bill = acc.finish();
+        assert!(bill.model.ignored.total() >= 2, "Fargate is not demand");
+        let c = &bill.commitments[0];
+        assert_eq!(c.total_covered_ode, Money::parse("3.5").unwrap());
+        assert_eq!(c.total_used, Money::parse("2.5").unwrap());
+        assert_eq!(c.covered_rows_without_list_cost, 1);
+        assert_eq!(c.billed_hours, 2);
+        let first = bill
+            .model
+            .range
+            .index(Hour::parse("2025-01-01T00:00:00Z").unwrap());
+        let i = first.unwrap();
+        assert_eq!(c.covered_ode[i..i + 2], [1.5, 2.0]);
+    }
+
     #[test]
     fn earlier_rows_shift_the_open_range() {
         let mut acc = Accumulator::new(None);
