@@ -11,14 +11,17 @@
 //! * **portfolio in the month**: every commitment commitd bought (in any month) that was active
 //!   during the month, its amortized cost for the hours it was active, and its expected savings
 //!   pro-rated to those hours (expected savings are stated over the whole term);
-//! * **realized savings**: not computed. The log holds decisions and purchases, not billed
-//!   usage; realized savings need the month's bill priced with and without the commitments.
-//!   The report says so instead of printing a number it cannot back.
+//! * **realized savings**: from the month's FOCUS bill when the configuration has a FOCUS
+//!   source (`[source] focus`, or `--focus`): per commitment in the bill, the on-demand
+//!   equivalent (ListCost) of the usage it covered minus its cost (Used + Unused
+//!   EffectiveCost), next to commitd's expected savings pro-rated to the hours billed. Without
+//!   a bill the log alone cannot show it: the report prints null and says why.
 //!
-//! Pure: it takes the events and the month, and returns the report.
+//! Pure: it takes the events, the month and the bill's commitments, and returns the report.
 
 use crate::audit::{Event, EventBody};
 use crate::domain::{Money, Term};
+use crate::ingest::BillCommitment;
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -146,14 +149,92 @@ pub struct MonthlyReport {
     pub bought: Vec<Purchase>,
     pub totals: Totals,
     pub portfolio: Portfolio,
-    /// Always None here: see `realized_savings_note`.
+    /// The whole portfolio's realized savings in the month (every commitment in the bill),
+    /// or None without a FOCUS bill: see `realized_savings_note`.
     pub realized_savings: Option<Money>,
     pub realized_savings_note: String,
+    /// The detail, when a FOCUS bill was read.
+    pub realized: Option<Realized>,
 }
 
 pub const REALIZED_NOTE: &str = "not computed: the audit log holds plans and purchases, not \
      billed usage; realized savings need the month's bill priced with and without these \
-     commitments (the FOCUS export and the billing engine)";
+     commitments (set [source] focus, or pass --focus, to read the FOCUS export)";
+
+pub const REALIZED_BILL_NOTE: &str = "realized savings = on-demand equivalent (ListCost) of the \
+     usage each commitment covered - its Used and Unused EffectiveCost, for the month's hours, \
+     over every commitment in the bill (including ones commitd did not buy); Purchase rows' \
+     BilledCost (fees) is shown but not added, as FOCUS already amortizes it into EffectiveCost";
+
+/// One commitment of the month's bill.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RealizedCommitment {
+    /// FOCUS CommitmentDiscountId.
+    pub bill_id: String,
+    /// commitd's commitment id, when commitd bought it.
+    pub commitd_commitment_id: Option<String>,
+    pub bought_by_commitd: bool,
+    pub provider: String,
+    pub commitment_type: String,
+    /// Hours of the month with Used or Unused rows of it.
+    pub billed_hours: i64,
+    /// On-demand equivalent of the usage it covered.
+    pub covered_ode: Money,
+    pub used_cost: Money,
+    pub unused_cost: Money,
+    /// used_cost + unused_cost.
+    pub cost: Money,
+    /// covered_ode - cost (negative when the commitment cost more than it saved).
+    pub realized_savings: Money,
+    /// commitd's expected savings pro-rated to `billed_hours` (None if commitd did not buy it).
+    pub expected_savings: Option<Money>,
+    /// BilledCost of its Purchase rows in the month (cash, not added: see the note).
+    pub fees_billed: Money,
+    /// Covered rows with no list price: `covered_ode` and `realized_savings` are lower bounds.
+    pub covered_rows_without_list_cost: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RealizedTotals {
+    pub commitments: usize,
+    pub covered_ode: Money,
+    pub cost: Money,
+    pub realized_savings: Money,
+    /// Expected savings pro-rated to the hours billed (commitd's commitments only).
+    pub expected_savings: Money,
+}
+
+/// Realized savings of the month, from the FOCUS bill.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Realized {
+    /// The FOCUS file or directory read.
+    pub source: String,
+    pub commitments: Vec<RealizedCommitment>,
+    /// Every commitment in the bill.
+    pub portfolio: RealizedTotals,
+    /// The commitments commitd bought.
+    pub commitd: RealizedTotals,
+    /// commitd's commitments active in the month (by their start/end) with no rows in the
+    /// bill: not billed yet, or billed under an id the report cannot match. Never guessed.
+    pub not_billed: Vec<String>,
+}
+
+/// The FOCUS bill of the month, as the report needs it.
+pub struct MonthBill<'a> {
+    pub source: String,
+    pub commitments: &'a [BillCommitment],
+}
+
+/// commitd's commitment id matches a bill's CommitmentDiscountId exactly, or as its last path
+/// segment: an AWS savings plan ARN ends in `savingsplan/<savingsPlanId>`, an RI ARN in
+/// `reserved-instances/<id>`, an Azure reservation path in `reservations/<id>`.
+pub fn bill_id_matches(bill_id: &str, commitd_id: &str) -> bool {
+    !commitd_id.is_empty()
+        && (bill_id == commitd_id
+            || bill_id
+                .rsplit_once('/')
+                .is_some_and(|(_, last)| last == commitd_id))
+}
 
 fn text(v: &serde_json::Value, key: &str) -> Option<String> {
     v.get(key).and_then(|x| x.as_str()).map(str::to_string)
@@ -182,7 +263,7 @@ fn pro_rata(amount: Money, num: i64, den: i64) -> Money {
 
 /// Builds the report for `month` from the audit events (all of them, in chain order: the
 /// proposals and approvals of a purchase may be older than the month).
-pub fn build(month: Month, events: &[Event]) -> MonthlyReport {
+pub fn build(month: Month, events: &[Event], bill: Option<&MonthBill<'_>>) -> MonthlyReport {
     let (from, until) = (month.start(), month.end());
     let mut proposed = BTreeMap::new();
     let mut approvers: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -263,6 +344,7 @@ pub fn build(month: Month, events: &[Event]) -> MonthlyReport {
         portfolio.expected_savings += pro_rata(c.expected_savings, overlap, term_hours);
     }
 
+    let realized = bill.map(|b| realize(month, &all, b));
     let bought: Vec<Purchase> = all
         .into_iter()
         .filter(|c| c.executed_at >= from && c.executed_at < until)
@@ -281,8 +363,86 @@ pub fn build(month: Month, events: &[Event]) -> MonthlyReport {
         bought,
         totals,
         portfolio,
-        realized_savings: None,
-        realized_savings_note: REALIZED_NOTE.to_string(),
+        realized_savings: realized.as_ref().map(|r| r.portfolio.realized_savings),
+        realized_savings_note: if realized.is_some() {
+            REALIZED_BILL_NOTE
+        } else {
+            REALIZED_NOTE
+        }
+        .to_string(),
+        realized,
+    }
+}
+
+/// Realized savings of the month from the bill's commitments (already clipped to the month's
+/// hours by the ingest), matched to the commitments commitd bought up to the month's end.
+fn realize(month: Month, all: &[Purchase], bill: &MonthBill<'_>) -> Realized {
+    let (from, until) = (month.start(), month.end());
+    let known: Vec<&Purchase> = all.iter().filter(|c| c.executed_at < until).collect();
+    let mut matched = vec![false; known.len()];
+    let mut commitments = Vec::new();
+    let (mut portfolio, mut commitd) = (RealizedTotals::default(), RealizedTotals::default());
+    for b in bill.commitments {
+        let found = known
+            .iter()
+            .position(|c| bill_id_matches(&b.id, &c.commitment_id));
+        let cost = b.total_used + b.total_unused;
+        let realized_savings = b.total_covered_ode - cost;
+        let expected_savings = found.map(|i| {
+            matched[i] = true;
+            let c = known[i];
+            // Expected savings are stated over the whole term: pro-rate them to the hours the
+            // bill shows the commitment working.
+            let term_hours = match (c.start, c.end) {
+                (Some(s), Some(e)) => (e - s).num_hours(),
+                _ => c.term.map(|t| t.hours()).unwrap_or(0),
+            };
+            pro_rata(c.expected_savings, b.billed_hours, term_hours)
+        });
+        for t in [Some(&mut portfolio), found.map(|_| &mut commitd)]
+            .into_iter()
+            .flatten()
+        {
+            t.commitments += 1;
+            t.covered_ode += b.total_covered_ode;
+            t.cost += cost;
+            t.realized_savings += realized_savings;
+            t.expected_savings += expected_savings.unwrap_or(Money::ZERO);
+        }
+        commitments.push(RealizedCommitment {
+            bill_id: b.id.clone(),
+            commitd_commitment_id: found.map(|i| known[i].commitment_id.clone()),
+            bought_by_commitd: found.is_some(),
+            provider: b.provider.to_string(),
+            commitment_type: b.commitment_type.clone(),
+            billed_hours: b.billed_hours,
+            covered_ode: b.total_covered_ode,
+            used_cost: b.total_used,
+            unused_cost: b.total_unused,
+            cost,
+            realized_savings,
+            expected_savings,
+            fees_billed: b.fees,
+            covered_rows_without_list_cost: b.covered_rows_without_list_cost,
+        });
+    }
+    let not_billed = known
+        .iter()
+        .zip(&matched)
+        .filter(|(c, m)| {
+            !**m && match (c.start, c.end) {
+                (Some(s), Some(e)) => s < until && e > from,
+                _ => false,
+            }
+        })
+        .map(|(c, _)| c.commitment_id.clone())
+        .collect();
+    Realized {
+        source: bill.source.clone(),
+        commitments,
+        portfolio,
+        commitd,
+        not_billed,
     }
 }
 
@@ -356,10 +516,13 @@ impl MonthlyReport {
                 self.portfolio.without_dates
             ));
         }
-        out.push_str(&format!(
-            "\nRealized savings: {}\n",
-            self.realized_savings_note
-        ));
+        match &self.realized {
+            None => out.push_str(&format!(
+                "\nRealized savings: {}\n",
+                self.realized_savings_note
+            )),
+            Some(r) => out.push_str(&r.render(&self.month)),
+        }
         out
     }
 
@@ -385,6 +548,13 @@ impl MonthlyReport {
             "provider_request_id",
             "start",
             "end",
+            "bill_commitment_id",
+            "billed_hours",
+            "covered_ode",
+            "commitment_cost",
+            "realized_savings",
+            "expected_savings_billed_hours",
+            "bought_by_commitd",
         ])?;
         let month = self.month.to_string();
         let t = |d: Option<DateTime<Utc>>| d.map(|d| d.to_rfc3339()).unwrap_or_default();
@@ -408,6 +578,13 @@ impl MonthlyReport {
                 c.provider_request_id.clone(),
                 t(c.start),
                 t(c.end),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
             ])?;
         }
         let mut total = vec![month, "TOTAL".to_string()];
@@ -418,10 +595,106 @@ impl MonthlyReport {
             self.totals.term_total.to_string(),
             self.totals.expected_savings.to_string(),
         ]);
-        total.extend(std::iter::repeat_n(String::new(), 5));
+        total.extend(std::iter::repeat_n(String::new(), 5 + 7));
         w.write_record(&total)?;
+        if let Some(r) = &self.realized {
+            // Same columns: the realized rows name their kind in executed_at, like TOTAL.
+            let row = |kind: &str, commitment: &str, bill: &str, tail: [String; 6]| {
+                let mut v = vec![self.month.to_string(), kind.to_string()];
+                v.extend(std::iter::repeat_n(String::new(), 12));
+                v.push(commitment.to_string());
+                v.extend(std::iter::repeat_n(String::new(), 3));
+                v.push(bill.to_string());
+                v.extend(tail);
+                v
+            };
+            for c in &r.commitments {
+                w.write_record(row(
+                    "BILLED",
+                    c.commitd_commitment_id.as_deref().unwrap_or_default(),
+                    &c.bill_id,
+                    [
+                        c.billed_hours.to_string(),
+                        c.covered_ode.to_string(),
+                        c.cost.to_string(),
+                        c.realized_savings.to_string(),
+                        c.expected_savings
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
+                        c.bought_by_commitd.to_string(),
+                    ],
+                ))?;
+            }
+            for id in &r.not_billed {
+                w.write_record(row("NOT_BILLED", id, "", Default::default()))?;
+            }
+            let p = &r.portfolio;
+            w.write_record(row(
+                "REALIZED_TOTAL",
+                "",
+                "",
+                [
+                    String::new(),
+                    p.covered_ode.to_string(),
+                    p.cost.to_string(),
+                    p.realized_savings.to_string(),
+                    p.expected_savings.to_string(),
+                    String::new(),
+                ],
+            ))?;
+        }
         w.flush()?;
         Ok(())
+    }
+}
+
+impl Realized {
+    fn render(&self, month: &Month) -> String {
+        let mut out = format!(
+            "\nRealized savings in {month} (FOCUS bill {}): {} USD over {} commitment(s) in the bill\n",
+            self.source, self.portfolio.realized_savings, self.portfolio.commitments
+        );
+        out.push_str(&format!(
+            "  of which bought by commitd: {} commitment(s), realized {} USD vs expected {} USD \
+             (pro-rated to the hours billed)\n",
+            self.commitd.commitments, self.commitd.realized_savings, self.commitd.expected_savings
+        ));
+        if !self.commitments.is_empty() {
+            out.push_str(&format!(
+                "  {:<7} {:>6} {:>14} {:>14} {:>14} {:>14}  {}\n",
+                "commitd", "hours", "on-demand eq.", "cost", "realized", "expected", "commitment"
+            ));
+        }
+        for c in &self.commitments {
+            out.push_str(&format!(
+                "  {:<7} {:>6} {:>14} {:>14} {:>14} {:>14}  {}{}\n",
+                if c.bought_by_commitd { "yes" } else { "no" },
+                c.billed_hours,
+                c.covered_ode.to_string(),
+                c.cost.to_string(),
+                c.realized_savings.to_string(),
+                c.expected_savings
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "-".to_string()),
+                c.bill_id,
+                if c.covered_rows_without_list_cost > 0 {
+                    format!(
+                        " ({} covered row(s) without list price: a lower bound)",
+                        c.covered_rows_without_list_cost
+                    )
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if !self.not_billed.is_empty() {
+            out.push_str(&format!(
+                "  not in the bill (not billed yet?): {}\n",
+                self.not_billed.join(", ")
+            ));
+        }
+        out.push_str(&format!("  {REALIZED_BILL_NOTE}\n"));
+        out
     }
 }
 
@@ -445,6 +718,139 @@ mod tests {
             let e = Month::parse(bad).unwrap_err().to_string();
             assert!(e.contains(&format!("'{bad}'")), "{e}");
         }
+    }
+
+    #[test]
+    fn bill_ids_match_exactly_or_by_last_path_segment_only() {
+        let arn = "arn:aws:savingsplans::111:savingsplan/sp-aaa";
+        assert!(bill_id_matches(arn, "sp-aaa"));
+        assert!(bill_id_matches(arn, arn));
+        assert!(!bill_id_matches(arn, "aaa"), "a suffix is not a segment");
+        assert!(!bill_id_matches(arn, "savingsplan/sp"));
+        assert!(!bill_id_matches(arn, ""));
+        assert!(bill_id_matches(
+            "/providers/Microsoft.Capacity/reservationOrders/o1/reservations/r1",
+            "r1"
+        ));
+    }
+
+    fn purchase(id: &str, start: &str, end: &str, expected: &str) -> Purchase {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        Purchase {
+            executed_at: t(start),
+            proposal_id: format!("p-{id}"),
+            provider: "AWS".into(),
+            instrument: "ComputeSavingsPlan".into(),
+            term: Some(Term::ONE_YEAR),
+            payment_option: "NoUpfront".into(),
+            region: None,
+            family: None,
+            hourly_cost: Money::parse("10").unwrap(),
+            upfront: Money::ZERO,
+            term_total: Money::ZERO,
+            start: Some(t(start)),
+            end: Some(t(end)),
+            commitment_id: id.into(),
+            provider_request_id: String::new(),
+            expected_savings: Money::parse(expected).unwrap(),
+            approved_by: Vec::new(),
+        }
+    }
+
+    /// A hand-made bill, savings computed by hand:
+    /// * sp-aaa (commitd's, matched by ARN suffix): Used 00:00 ListCost 10 EffectiveCost 6;
+    ///   Used 01:00 10 / 6; Unused 01:00 EffectiveCost 1.5; a two-hour Used row from
+    ///   Sep 30 23:00, ListCost 4 EffectiveCost 2, half of it in October (2 / 1); a Purchase
+    ///   row, BilledCost 100 (cash, not added). ODE 22, cost 14.5, realized 7.5; billed 2 hours;
+    ///   expected 8,760 over a 8,760-hour term -> 2.
+    /// * sp-bbb (not commitd's): Used 00:00 ListCost 5 EffectiveCost 3 -> realized 2.
+    /// * sp-ccc (commitd's, active in October): no rows -> not billed.
+    /// * sp-old (commitd's, ended in September): not listed.
+    #[test]
+    fn realized_savings_from_a_hand_made_bill() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bill.csv");
+        let head = "ChargeCategory,ChargePeriodStart,ChargePeriodEnd,ProviderName,BillingCurrency,\
+RegionId,ServiceCategory,ServiceName,UsageType,ListCost,EffectiveCost,BilledCost,ConsumedQuantity,\
+PricingCategory,CommitmentDiscountId,CommitmentDiscountStatus,CommitmentDiscountType,SubAccountId";
+        let a = "arn:aws:savingsplans::111:savingsplan/sp-aaa";
+        let b = "arn:aws:savingsplans::111:savingsplan/sp-bbb";
+        let vm = "AWS,USD,us-east-1,Compute,Amazon Elastic Compute Cloud,USE1-BoxUsage:m5.large";
+        let rows = [
+            format!("Usage,2026-10-01T00:00:00Z,2026-10-01T01:00:00Z,{vm},10,6,0,1,Committed,{a},Used,Savings Plan,1"),
+            format!("Usage,2026-10-01T01:00:00Z,2026-10-01T02:00:00Z,{vm},10,6,0,1,Committed,{a},Used,Savings Plan,1"),
+            format!("Usage,2026-10-01T01:00:00Z,2026-10-01T02:00:00Z,{vm},0,1.5,1.5,0,Committed,{a},Unused,Savings Plan,1"),
+            format!("Usage,2026-09-30T23:00:00Z,2026-10-01T01:00:00Z,{vm},4,2,0,2,Committed,{a},Used,Savings Plan,1"),
+            format!("Purchase,2026-10-01T00:00:00Z,2026-10-02T00:00:00Z,{vm},0,0,100,0,Committed,{a},,Savings Plan,1"),
+            format!("Usage,2026-10-01T00:00:00Z,2026-10-01T01:00:00Z,{vm},5,3,0,1,Committed,{b},Used,Savings Plan,1"),
+            format!("Usage,2026-09-15T00:00:00Z,2026-09-15T01:00:00Z,{vm},50,1,0,1,Committed,{b},Used,Savings Plan,1"),
+        ];
+        std::fs::write(&path, format!("{head}\n{}\n", rows.join("\n"))).unwrap();
+        let month = Month::parse("2026-10").unwrap();
+        let range = crate::domain::HourRange::new(
+            crate::domain::Hour::from_datetime(month.start()),
+            crate::domain::Hour::from_datetime(month.end()),
+        );
+        let options = crate::ingest::ReadOptions {
+            range: Some(range),
+            progress: false,
+        };
+        let bill = crate::ingest::read_focus(&path, &options).unwrap();
+        let all = [
+            purchase(
+                "sp-aaa",
+                "2026-09-01T00:00:00Z",
+                "2027-09-01T00:00:00Z",
+                "8760",
+            ),
+            purchase(
+                "sp-ccc",
+                "2026-10-10T00:00:00Z",
+                "2027-10-10T00:00:00Z",
+                "100",
+            ),
+            purchase(
+                "sp-old",
+                "2025-09-01T00:00:00Z",
+                "2026-09-01T00:00:00Z",
+                "100",
+            ),
+        ];
+        // 2026-09-01 to 2027-09-01 is 8,760 hours.
+        let r = realize(
+            month,
+            &all,
+            &MonthBill {
+                source: "bill.csv".into(),
+                commitments: &bill.commitments,
+            },
+        );
+        let m = |s: &str| Money::parse(s).unwrap();
+        assert_eq!(r.commitments.len(), 2);
+        let ca = &r.commitments[0];
+        assert_eq!(ca.bill_id, a);
+        assert_eq!(ca.commitd_commitment_id.as_deref(), Some("sp-aaa"));
+        assert_eq!(ca.billed_hours, 2);
+        assert_eq!(ca.covered_ode, m("22"));
+        assert_eq!(ca.used_cost, m("13"));
+        assert_eq!(ca.unused_cost, m("1.5"));
+        assert_eq!(ca.cost, m("14.5"));
+        assert_eq!(ca.realized_savings, m("7.5"));
+        assert_eq!(ca.expected_savings, Some(m("2")));
+        assert_eq!(ca.fees_billed, m("100"));
+        let cb = &r.commitments[1];
+        assert!(!cb.bought_by_commitd && cb.expected_savings.is_none());
+        assert_eq!(
+            cb.realized_savings,
+            m("2"),
+            "September's row is outside the month"
+        );
+        assert_eq!(r.not_billed, vec!["sp-ccc".to_string()]);
+        assert_eq!(r.portfolio.commitments, 2);
+        assert_eq!(r.portfolio.realized_savings, m("9.5"));
+        assert_eq!(r.commitd.commitments, 1);
+        assert_eq!(r.commitd.realized_savings, m("7.5"));
+        assert_eq!(r.commitd.expected_savings, m("2"));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use super::audit::{database_url, DbArgs};
 use crate::audit::{AuditLog, EventFilter};
 use crate::config::Config;
-use crate::report::{build, Month};
+use crate::domain::{Hour, HourRange};
+use crate::ingest::{read_focus, ReadOptions};
+use crate::report::{build, Month, MonthBill};
 use crate::store::Store;
 use anyhow::Context;
 use std::process::ExitCode;
@@ -12,8 +14,10 @@ use std::process::ExitCode;
 /// hourly cost, upfront, total over the term, who approved), spend committed, expected savings
 /// from the plans' rationale, and the portfolio active in the month.
 ///
-/// Realized savings are not computed: the audit log holds decisions and purchases, not billed
-/// usage, and the report says so rather than print a number it cannot back.
+/// Realized savings come from the month's FOCUS bill ([source] focus, or --focus): per
+/// commitment in the bill, the on-demand equivalent of the usage it covered minus its cost,
+/// next to the expected savings pro-rated to the hours billed. Without a bill the audit log
+/// alone cannot show them, and the report says so rather than print a number it cannot back.
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("format").args(["json", "csv"])))]
 pub struct Args {
@@ -25,9 +29,14 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Print CSV (one row per purchase and a TOTAL row) instead of a table.
+    /// Print CSV (one row per purchase and a TOTAL row; with a bill, then one BILLED row per
+    /// commitment in it, NOT_BILLED rows and a REALIZED_TOTAL row) instead of a table.
     #[arg(long)]
     pub csv: bool,
+    /// FOCUS export (file or directory) to compute realized savings from; default: the
+    /// configuration's [source] focus.
+    #[arg(long, value_name = "PATH")]
+    pub focus: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -36,6 +45,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = super::inventory::runtime()?;
     let report = runtime.block_on(async {
         let config = Config::load(args.db.config.as_deref())?;
+        // Read the bill before the database: a bad export is an error that changes nothing.
+        // Only the month's hours are kept, rows spanning its edges split exactly.
+        let focus = args.focus.clone().or_else(|| config.source.focus.clone());
+        let bill = match &focus {
+            Some(path) => {
+                let range = HourRange::new(
+                    Hour::from_datetime(month.start()),
+                    Hour::from_datetime(month.end()),
+                );
+                let options = ReadOptions {
+                    range: Some(range),
+                    progress: false,
+                };
+                Some(
+                    read_focus(path, &options)
+                        .with_context(|| format!("reading the FOCUS bill {}", path.display()))?,
+                )
+            }
+            None => None,
+        };
         let url = database_url(
             args.db.database_url.as_deref(),
             args.db.data_dir.as_deref(),
@@ -57,7 +86,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await
             .context("reading the audit log")?;
         store.close().await;
-        anyhow::Ok(build(month, &events))
+        let month_bill = match (&focus, &bill) {
+            (Some(path), Some(bill)) => Some(MonthBill {
+                source: path.display().to_string(),
+                commitments: &bill.commitments,
+            }),
+            _ => None,
+        };
+        anyhow::Ok(build(month, &events, month_bill.as_ref()))
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -44,6 +44,25 @@ pub struct BillCommitment {
     pub instance_type: Option<String>,
     /// The largest hourly normalized units it covered (RIs and reservations).
     pub max_hourly_units: f64,
+    /// Exact totals over the range read (rows are split over their hours to the micro-dollar,
+    /// so a range clipped to a month keeps exactly that month's share).
+    /// EffectiveCost of the usage it covered (Used rows).
+    pub total_used: Money,
+    /// EffectiveCost of the commitment left unused (Unused rows).
+    pub total_unused: Money,
+    /// BilledCost of its Purchase rows (cash: upfront and recurring fees). FOCUS already
+    /// amortizes these into the Used/Unused EffectiveCost, so they are not a cost to add.
+    pub fees: Money,
+    /// On-demand equivalent (ListCost, or ListUnitPrice x PricingQuantity as the demand side
+    /// uses) of the usage it covered: what that usage would have cost without it.
+    pub total_covered_ode: Money,
+    /// The same per hour of the range (floats, for charts; the total above is the exact one).
+    pub covered_ode: Vec<f64>,
+    /// Hours of the range with at least one Used or Unused row of it.
+    pub billed_hours: i64,
+    /// Covered rows without any list price: their on-demand equivalent is missing from
+    /// `total_covered_ode`, which is then a lower bound.
+    pub covered_rows_without_list_cost: u64,
 }
 
 /// A usage model and what the bill says about commitments.
@@ -71,9 +90,14 @@ struct CommitAcc {
     used: Vec<f64>,
     unused: Vec<f64>,
     units: Vec<f64>,
+    covered_ode: Vec<f64>,
+    /// 1.0 (or more after a merge) in every hour with a Used or Unused row.
+    billed: Vec<f64>,
     fees: Money,
     total_used: Money,
     total_unused: Money,
+    total_covered_ode: Money,
+    without_list: u64,
     first: Hour,
     last: Hour,
     /// group index -> instance-hours covered.
@@ -172,6 +196,8 @@ impl Accumulator {
                 pad(&mut c.used);
                 pad(&mut c.unused);
                 pad(&mut c.units);
+                pad(&mut c.covered_ode);
+                pad(&mut c.billed);
             }
             self.base = new_base;
         }
@@ -197,9 +223,13 @@ impl Accumulator {
             used: Vec::new(),
             unused: Vec::new(),
             units: Vec::new(),
+            covered_ode: Vec::new(),
+            billed: Vec::new(),
             fees: Money::ZERO,
             total_used: Money::ZERO,
             total_unused: Money::ZERO,
+            total_covered_ode: Money::ZERO,
+            without_list: 0,
             first: Hour(i64::MAX),
             last: Hour(i64::MIN),
             covered_groups: HashMap::new(),
@@ -298,6 +328,7 @@ impl Accumulator {
                 let k = h - start.0;
                 let i = (h - self.base.0) as usize;
                 *slot(&mut acc.unused, i) += f / n as f64;
+                *slot(&mut acc.billed, i) = 1.0;
                 acc.total_unused += share(exact, k, n);
             }
             return Ok(());
@@ -396,6 +427,37 @@ impl Accumulator {
             })?;
             demand = Some((g, list, quantity));
         }
+        // The on-demand equivalent of covered usage, for realized savings. VM rows reuse the
+        // demand side's price; other covered rows (Fargate, Lambda under a savings plan) are
+        // priced the same way here, and a row with no list price at all is counted, not guessed.
+        let mut covered_list = None;
+        if covered_by.is_some() {
+            covered_list = match demand {
+                Some((_, list, _)) => Some(list),
+                None => {
+                    let list = row.money(Col::ListCost)?;
+                    non_negative(row, Col::ListCost, list)?;
+                    match list {
+                        Some(l) => Some(l),
+                        None => match (
+                            row.number(Col::ListUnitPrice)?,
+                            row.number(Col::PricingQuantity)?,
+                        ) {
+                            (Some(p), Some(q)) => {
+                                let exact = Money::from_f64(p * q).map_err(|e| FieldError {
+                                    col: Col::ListUnitPrice,
+                                    value: p.to_string(),
+                                    reason: e.to_string(),
+                                })?;
+                                non_negative(row, Col::ListUnitPrice, Some((exact, p * q)))?;
+                                Some((exact, p * q))
+                            }
+                            _ => None,
+                        },
+                    }
+                }
+            };
+        }
 
         let (s, e) = self.hours_in(start, end);
         let n = end.since(start);
@@ -433,10 +495,18 @@ impl Accumulator {
             let acc = &mut self.commitments[c];
             acc.first = acc.first.min(s);
             acc.last = acc.last.max(e.plus(-1));
+            if covered_list.is_none() {
+                acc.without_list += 1;
+            }
             for h in s.0..e.0 {
                 let i = (h - base) as usize;
                 *slot(&mut acc.used, i) += f / n as f64;
+                *slot(&mut acc.billed, i) = 1.0;
                 acc.total_used += share(exact, h - start.0, n);
+                if let Some((list, lf)) = covered_list {
+                    *slot(&mut acc.covered_ode, i) += lf / n as f64;
+                    acc.total_covered_ode += share(list, h - start.0, n);
+                }
                 if let Some((_, u, _)) = units {
                     *slot(&mut acc.units, i) += u / n as f64;
                 }
@@ -532,9 +602,13 @@ impl Accumulator {
                         used: Vec::new(),
                         unused: Vec::new(),
                         units: Vec::new(),
+                        covered_ode: Vec::new(),
+                        billed: Vec::new(),
                         fees: Money::ZERO,
                         total_used: Money::ZERO,
                         total_unused: Money::ZERO,
+                        total_covered_ode: Money::ZERO,
+                        without_list: 0,
                         first: Hour(i64::MAX),
                         last: Hour(i64::MIN),
                         covered_groups: HashMap::new(),
@@ -548,9 +622,13 @@ impl Accumulator {
             add(&mut dst.used, &c.used);
             add(&mut dst.unused, &c.unused);
             add(&mut dst.units, &c.units);
+            add(&mut dst.covered_ode, &c.covered_ode);
+            add(&mut dst.billed, &c.billed);
             dst.fees += c.fees;
             dst.total_used += c.total_used;
             dst.total_unused += c.total_unused;
+            dst.total_covered_ode += c.total_covered_ode;
+            dst.without_list += c.without_list;
             dst.first = dst.first.min(c.first);
             dst.last = dst.last.max(c.last);
             for (g, q) in c.covered_groups {
@@ -636,6 +714,13 @@ impl Accumulator {
                 region: top.map(|g| g.region.clone()),
                 instance_type: top.map(|g| g.instance_type.clone()),
                 max_hourly_units: c.units.iter().copied().fold(0.0, f64::max),
+                total_used: c.total_used,
+                total_unused: c.total_unused,
+                fees: c.fees,
+                total_covered_ode: c.total_covered_ode,
+                covered_ode: cut(&c.covered_ode),
+                billed_hours: cut(&c.billed).iter().filter(|b| **b > 0.0).count() as i64,
+                covered_rows_without_list_cost: c.without_list,
             });
         }
         usages.sort_by(|a, b| a.id.cmp(&b.id));
@@ -810,6 +895,48 @@ mod tests {
             .unwrap();
         first.merge(second).unwrap();
         assert_eq!(first.finish(), whole.finish());
+    }
+
+    /// Covered usage the optimizer does not model (Fargate) still counts toward the on-demand
+    /// equivalent a commitment covered; a covered row with no list price is counted, not priced.
+    #[test]
+    fn covered_ode_includes_unmodeled_usage_and_counts_rows_without_price() {
+        let sp = "arn:aws:savingsplans::1:savingsplan/sp-1";
+        let covered = |r: &mut Row<'_>| {
+            r.set(Col::CommitmentDiscountId, Val::from_text(sp));
+            r.set(Col::CommitmentDiscountStatus, Val::from_text("Used"));
+        };
+        let mut vm = vm_row("2025-01-01T00:00:00Z", "2025-01-01T02:00:00Z", "3", "2");
+        vm.set(Col::EffectiveCost, Val::from_text("2"));
+        covered(&mut vm);
+        let mut fargate = vm_row("2025-01-01T01:00:00Z", "2025-01-01T02:00:00Z", "0.5", "1");
+        fargate.set(Col::ServiceName, Val::from_text("AWS Fargate"));
+        fargate.set(
+            Col::UsageType,
+            Val::from_text("USE1-Fargate-vCPU-Hours:perCPU"),
+        );
+        fargate.set(Col::ServiceCategory, Val::from_text("Containers"));
+        fargate.set(Col::EffectiveCost, Val::from_text("0.25"));
+        covered(&mut fargate);
+        let mut unpriced = fargate.clone();
+        unpriced.set(Col::ListCost, Val::from_text("NULL"));
+        let mut acc = Accumulator::new(None);
+        for r in [&vm, &fargate, &unpriced] {
+            acc.add(r).unwrap();
+        }
+        let bill = acc.finish();
+        assert!(bill.model.ignored.total() >= 2, "Fargate is not demand");
+        let c = &bill.commitments[0];
+        assert_eq!(c.total_covered_ode, Money::parse("3.5").unwrap());
+        assert_eq!(c.total_used, Money::parse("2.5").unwrap());
+        assert_eq!(c.covered_rows_without_list_cost, 1);
+        assert_eq!(c.billed_hours, 2);
+        let first = bill
+            .model
+            .range
+            .index(Hour::parse("2025-01-01T00:00:00Z").unwrap());
+        let i = first.unwrap();
+        assert_eq!(c.covered_ode[i..i + 2], [1.5, 2.0]);
     }
 
     #[test]
