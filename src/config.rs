@@ -691,7 +691,10 @@ mod tests {
 
     #[test]
     fn daemon_settings_have_defaults_and_hide_the_webhook() {
-        let f = file("[daemon]\nlisten = \"0.0.0.0:8080\"\nplan_file = \"plan.json\"\n");
+        let f = file(
+            "[daemon]\nlisten = \"0.0.0.0:8080\"\nplan_file = \"plan.json\"\n\
+             webhook_ca_file = \"ca.pem\"\n",
+        );
         let c = Config::load_with_env(
             Some(f.path()),
             &env(&[(
@@ -708,7 +711,23 @@ mod tests {
             c.daemon.plan_file.as_deref(),
             Some(f.path().parent().unwrap().join("plan.json").as_path())
         );
+        assert_eq!(
+            c.daemon.webhook_ca_file.as_deref(),
+            Some(f.path().parent().unwrap().join("ca.pem").as_path())
+        );
         assert!(!c.redacted().contains("supersecret"), "{}", c.redacted());
+        // A hook that is not http(s) is refused at load, without echoing the (secret) URL.
+        let e = Config::load_with_env(
+            None,
+            &env(&[(
+                "COMMITD_DAEMON__WEBHOOK_URL",
+                "hooks.slack.com/T0/B0/supersecret",
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("webhook_url must start with https://"), "{e}");
+        assert!(!e.contains("supersecret"), "{e}");
         let f = file("[daemon]\nplan_shedule = \"x\"\n");
         let e = Config::load_with_env(Some(f.path()), &env(&[]))
             .unwrap_err()

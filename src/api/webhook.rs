@@ -103,7 +103,7 @@ impl WebhookClient {
         }
         tracing::debug!(
             system_roots = added,
-            ca_file = ca_file.map(|p| p.display().to_string()),
+            ca_file = ?ca_file,
             "webhook TLS roots loaded"
         );
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -193,7 +193,7 @@ impl WebhookClient {
             if !body.is_empty() {
                 message.push_str(&format!(": {body}"));
             }
-            Err(err(message))
+            Err::<(), WebhookError>(err(message))
         };
         tokio::time::timeout(TIMEOUT, exchange)
             .await
@@ -373,7 +373,10 @@ mod tests {
             request.starts_with("POST /services/T000/B000/secret HTTP/1.1\r\n"),
             "{request}"
         );
-        assert!(request.contains("Content-Type: application/json\r\n"), "{request}");
+        assert!(
+            request.contains("Content-Type: application/json\r\n"),
+            "{request}"
+        );
         // The server got exactly the Slack message, byte for byte as JSON.
         let (_, sent) = request.split_once("\r\n\r\n").unwrap();
         let sent: Value = serde_json::from_str(sent).unwrap();
@@ -413,7 +416,10 @@ mod tests {
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
         let e = load_ca_file(&empty).unwrap_err().to_string();
-        assert!(e.contains("empty.pem") && e.contains("no CERTIFICATE"), "{e}");
+        assert!(
+            e.contains("empty.pem") && e.contains("no CERTIFICATE"),
+            "{e}"
+        );
         let garbage = dir.path().join("garbage.pem");
         std::fs::write(
             &garbage,
@@ -435,7 +441,10 @@ mod tests {
         });
         let client = WebhookClient::new(None).unwrap();
         let url = format!("http://{addr}/services/T000/B000/secret");
-        client.post_json(&url, &json!({"text": "hello"})).await.unwrap();
+        client
+            .post_json(&url, &json!({"text": "hello"}))
+            .await
+            .unwrap();
         let request = server.await.unwrap();
         assert!(
             request.starts_with("POST /services/T000/B000/secret HTTP/1.1"),
@@ -453,16 +462,18 @@ mod tests {
     #[tokio::test]
     async fn non_2xx_and_redirects_are_errors_naming_the_redacted_url() {
         let client = WebhookClient::new(None).unwrap();
-        for (response, expect) in [
+        let cases: [(&'static [u8], &str); 2] = [
             (
                 &b"HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\n\r\nno_service"[..],
                 "status 404: no_service",
             ),
             (
-                &b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere/\r\nContent-Length: 0\r\n\r\n"[..],
+                &b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere/\r\nContent-Length: 0\r\n\r\n"
+                    [..],
                 "status 302 (redirects are not followed",
             ),
-        ] {
+        ];
+        for (response, expect) in cases {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let server = tokio::spawn(async move {
