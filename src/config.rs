@@ -117,8 +117,11 @@ pub struct DaemonConfig {
     pub lease_ttl_seconds: u64,
     /// Where people reach the API (links in chat notifications).
     pub public_url: Option<String>,
-    /// Slack-compatible incoming webhook (http://; see docs/operations.md for https).
+    /// Slack-compatible incoming webhook, https:// (or http:// for a local relay).
     pub webhook_url: Option<Secret>,
+    /// Extra trusted CA certificates (PEM) for the webhook's TLS, on top of the system roots:
+    /// for a hook or relay behind a private CA.
+    pub webhook_ca_file: Option<PathBuf>,
     /// Use this plan (JSON) instead of computing one: replays a plan computed elsewhere.
     pub plan_file: Option<PathBuf>,
     /// Where purchases are made: "sim" (the built-in simulated market, the default) or "aws"
@@ -137,6 +140,7 @@ impl Default for DaemonConfig {
             lease_ttl_seconds: 60,
             public_url: None,
             webhook_url: None,
+            webhook_ca_file: None,
             plan_file: None,
             provider: "sim".into(),
         }
@@ -474,6 +478,16 @@ impl Config {
         if self.source.focus.is_some() && self.source.rates.is_none() {
             return Err("[source] focus needs rates (a rate card) to plan".to_string());
         }
+        if let Some(url) = &self.daemon.webhook_url {
+            let u = url.expose();
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                // Not even the redacted URL: a webhook URL's path is its secret.
+                return Err(
+                    "[daemon] webhook_url must start with https:// (or http:// for a local relay)"
+                        .to_string(),
+                );
+            }
+        }
         if !["sim", "aws"].contains(&self.daemon.provider.as_str()) {
             return Err(format!(
                 "[daemon] provider = '{}': the built-in providers are 'sim' (the simulated \
@@ -504,6 +518,7 @@ impl Config {
             &mut self.source.rates,
             &mut self.source.commitments,
             &mut self.daemon.plan_file,
+            &mut self.daemon.webhook_ca_file,
         ]
         .into_iter()
         .flatten()
@@ -676,7 +691,10 @@ mod tests {
 
     #[test]
     fn daemon_settings_have_defaults_and_hide_the_webhook() {
-        let f = file("[daemon]\nlisten = \"0.0.0.0:8080\"\nplan_file = \"plan.json\"\n");
+        let f = file(
+            "[daemon]\nlisten = \"0.0.0.0:8080\"\nplan_file = \"plan.json\"\n\
+             webhook_ca_file = \"ca.pem\"\n",
+        );
         let c = Config::load_with_env(
             Some(f.path()),
             &env(&[(
@@ -693,7 +711,23 @@ mod tests {
             c.daemon.plan_file.as_deref(),
             Some(f.path().parent().unwrap().join("plan.json").as_path())
         );
+        assert_eq!(
+            c.daemon.webhook_ca_file.as_deref(),
+            Some(f.path().parent().unwrap().join("ca.pem").as_path())
+        );
         assert!(!c.redacted().contains("supersecret"), "{}", c.redacted());
+        // A hook that is not http(s) is refused at load, without echoing the (secret) URL.
+        let e = Config::load_with_env(
+            None,
+            &env(&[(
+                "COMMITD_DAEMON__WEBHOOK_URL",
+                "hooks.slack.com/T0/B0/supersecret",
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("webhook_url must start with https://"), "{e}");
+        assert!(!e.contains("supersecret"), "{e}");
         let f = file("[daemon]\nplan_shedule = \"x\"\n");
         let e = Config::load_with_env(Some(f.path()), &env(&[]))
             .unwrap_err()

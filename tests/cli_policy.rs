@@ -62,3 +62,38 @@ fn check_config_rejects_an_invalid_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn check_config_validates_the_webhook_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[daemon]\nwebhook_ca_file = \"missing.pem\"\n").unwrap();
+    let out = commitd()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("webhook_ca_file") && stderr.contains("missing.pem"),
+        "{stderr}"
+    );
+    // The test CA (tests/data/webhook-tls) parses.
+    let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/webhook-tls/ca.pem");
+    std::fs::write(
+        &path,
+        format!("[daemon]\nwebhook_ca_file = \"{}\"\n", ca.display()),
+    )
+    .unwrap();
+    let out = commitd()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

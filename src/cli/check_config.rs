@@ -56,6 +56,11 @@ fn check_paths(config: &Config) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(ca) = &config.daemon.webhook_ca_file {
+        // Exists and holds parsable PEM certificates (the error names the file).
+        crate::api::webhook::load_ca_file(ca)
+            .map_err(|e| anyhow::anyhow!("[daemon] webhook_ca_file = {e}"))?;
+    }
     if config.data_dir.exists() && !config.data_dir.is_dir() {
         bail!(
             "data_dir = {}: exists and is not a directory",

@@ -82,8 +82,13 @@ pub struct Daemon {
     pub lease: lease::Lease,
     pub metrics: Arc<Metrics>,
     pub proposal_max_age: Duration,
-    /// Chat webhook and the public base URL for links.
-    pub webhook: Option<(crate::config::Secret, String)>,
+    /// Chat webhook, the public base URL for links, and the client that posts (built once: it
+    /// loads the TLS roots and keeps the connection alive).
+    pub webhook: Option<(
+        crate::config::Secret,
+        String,
+        crate::api::webhook::WebhookClient,
+    )>,
     /// Set on shutdown: no new step starts once it is set.
     pub stopping: Arc<AtomicBool>,
 }
@@ -340,9 +345,9 @@ impl Daemon {
     /// Posts a new proposal to chat. A failed notification is logged, never fatal: the
     /// proposal is in the store and the API either way.
     async fn notify(&self, p: &Proposal) {
-        if let Some((url, base)) = &self.webhook {
+        if let Some((url, base, client)) = &self.webhook {
             let body = crate::api::webhook::proposal_message(p, base);
-            if let Err(e) = crate::api::webhook::post_json(url.expose(), &body).await {
+            if let Err(e) = client.post_json(url.expose(), &body).await {
                 tracing::warn!(proposal = %p.id, error = %e, "chat notification failed");
             }
         }

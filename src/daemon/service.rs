@@ -158,6 +158,17 @@ pub async fn build(config: &Config) -> Result<Built, ServiceError> {
         .clone()
         .or_else(|| config.daemon.listen.as_ref().map(|l| format!("http://{l}")))
         .unwrap_or_else(|| "http://localhost:8080".into());
+    // Built at start so a bad webhook_ca_file or an empty root store stops the service now,
+    // not silently at the first proposal.
+    let webhook = match config.daemon.webhook_url.clone() {
+        Some(url) => Some((
+            url,
+            base,
+            crate::api::webhook::WebhookClient::new(config.daemon.webhook_ca_file.as_deref())
+                .map_err(|e| ServiceError::Config(format!("[daemon] webhook: {e}")))?,
+        )),
+        None => None,
+    };
     let stopping = Arc::new(AtomicBool::new(false));
     let daemon = Arc::new(Daemon {
         mode: config.mode,
@@ -170,7 +181,7 @@ pub async fn build(config: &Config) -> Result<Built, ServiceError> {
         lease,
         metrics: metrics.clone(),
         proposal_max_age: Duration::hours(i64::from(config.daemon.proposal_max_age_hours.max(1))),
-        webhook: config.daemon.webhook_url.clone().map(|u| (u, base)),
+        webhook,
         stopping,
     });
     let api = AppState {
