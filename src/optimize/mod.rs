@@ -305,13 +305,20 @@ fn run_pass<'a>(
     // to an exchange (a target rounded up can take over what a purchase covered). Plans with
     // neither skip those re-solves. Drop whatever makes the plan cheaper when dropped, until
     // nothing does: dropping one can change what the others are worth.
+    // Decided once, from the relaxation as well as the rounding: a purchase sized next to an
+    // exchange or a return (for the capacity it gave up) must be re-checked even when rounding
+    // or a drop below removed that exchange or return.
+    let check_purchases = constraints.max_coverage.is_some()
+        || relaxed
+            .exchanged
+            .iter()
+            .chain(&relaxed.returned)
+            .any(|&v| v > 1e-9)
+        || shares.iter().any(|s| *s != Share::NONE);
     let mut improved = true;
     while improved {
         improved = false;
-        let exchanging = shares
-            .iter()
-            .any(|s| matches!(s, Share::Fixed { exchanged, .. } if *exchanged > 0.0));
-        if constraints.max_coverage.is_some() || exchanging {
+        if check_purchases {
             for pi in 0..fixed.len() {
                 if model.pools[pi].new_column().is_none()
                     || !matches!(fixed[pi], Capacity::Fixed(x) if x > 0.0)
@@ -368,6 +375,27 @@ fn run_pass<'a>(
                     }
                 }
             }
+        }
+    }
+    // The drops above weigh one item at a time, and items can hold each other up (a purchase
+    // that pays only next to an exchange that pays only next to it). Whatever the rounding did,
+    // a plan never costs more than doing nothing new: compare with that last.
+    let nothing: Vec<Capacity> = model
+        .pools
+        .iter()
+        .map(|p| match p.column() {
+            Some(_) => Capacity::Fixed(0.0),
+            None => Capacity::Free,
+        })
+        .collect();
+    let no_shares = vec![Share::NONE; model.sources.len()];
+    if (&fixed, &shares) != (&nothing, &no_shares) {
+        solves += 1;
+        let r = solve_fixed(&nothing, &no_shares)?;
+        if r.objective < final_.objective - 1e-6 {
+            fixed = nothing;
+            shares = no_shares;
+            final_ = r;
         }
     }
     Ok(Pass {
