@@ -104,6 +104,36 @@ struct CommitAcc {
     covered_groups: HashMap<usize, f64>,
 }
 
+impl CommitAcc {
+    /// A commitment first seen (in a row, or in another accumulator being merged): no hours yet.
+    fn new(
+        id: String,
+        provider: Provider,
+        commitment_type: String,
+        category: Option<String>,
+    ) -> Self {
+        CommitAcc {
+            id,
+            provider,
+            commitment_type,
+            category,
+            used: Vec::new(),
+            unused: Vec::new(),
+            units: Vec::new(),
+            covered_ode: Vec::new(),
+            billed: Vec::new(),
+            fees: Money::ZERO,
+            total_used: Money::ZERO,
+            total_unused: Money::ZERO,
+            total_covered_ode: Money::ZERO,
+            without_list: 0,
+            first: Hour(i64::MAX),
+            last: Hour(i64::MIN),
+            covered_groups: HashMap::new(),
+        }
+    }
+}
+
 pub struct Accumulator {
     fixed: Option<HourRange>,
     base: Hour,
@@ -210,30 +240,15 @@ impl Accumulator {
         if let Some(&i) = self.commitment_index.get(id) {
             return i;
         }
-        self.commitments.push(CommitAcc {
-            id: id.to_string(),
+        self.commitments.push(CommitAcc::new(
+            id.to_string(),
             provider,
-            commitment_type: row
-                .text(Col::CommitmentDiscountType)
+            row.text(Col::CommitmentDiscountType)
                 .map(|s| s.into_owned())
                 .unwrap_or_default(),
-            category: row
-                .text(Col::CommitmentDiscountCategory)
+            row.text(Col::CommitmentDiscountCategory)
                 .map(|s| s.into_owned()),
-            used: Vec::new(),
-            unused: Vec::new(),
-            units: Vec::new(),
-            covered_ode: Vec::new(),
-            billed: Vec::new(),
-            fees: Money::ZERO,
-            total_used: Money::ZERO,
-            total_unused: Money::ZERO,
-            total_covered_ode: Money::ZERO,
-            without_list: 0,
-            first: Hour(i64::MAX),
-            last: Hour(i64::MIN),
-            covered_groups: HashMap::new(),
-        });
+        ));
         self.commitment_index
             .insert(id.to_string(), self.commitments.len() - 1);
         self.commitments.len() - 1
@@ -594,25 +609,12 @@ impl Accumulator {
             let i = match self.commitment_index.get(&c.id) {
                 Some(&i) => i,
                 None => {
-                    self.commitments.push(CommitAcc {
-                        id: c.id.clone(),
-                        provider: c.provider,
-                        commitment_type: c.commitment_type.clone(),
-                        category: c.category.clone(),
-                        used: Vec::new(),
-                        unused: Vec::new(),
-                        units: Vec::new(),
-                        covered_ode: Vec::new(),
-                        billed: Vec::new(),
-                        fees: Money::ZERO,
-                        total_used: Money::ZERO,
-                        total_unused: Money::ZERO,
-                        total_covered_ode: Money::ZERO,
-                        without_list: 0,
-                        first: Hour(i64::MAX),
-                        last: Hour(i64::MIN),
-                        covered_groups: HashMap::new(),
-                    });
+                    self.commitments.push(CommitAcc::new(
+                        c.id.clone(),
+                        c.provider,
+                        c.commitment_type.clone(),
+                        c.category.clone(),
+                    ));
                     self.commitment_index
                         .insert(c.id.clone(), self.commitments.len() - 1);
                     self.commitments.len() - 1

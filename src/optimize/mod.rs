@@ -149,6 +149,9 @@ struct Pass<'a> {
     /// Exchange and return shares after rounding to whole instances, per `model.sources`.
     shares: Vec<Share>,
     final_: LpResult,
+    /// The same fixed solve with nothing new (no purchase, exchange or return): the plan's
+    /// `cost_without_plan`.
+    without: LpResult,
     solves: usize,
     total_points: usize,
 }
@@ -389,15 +392,18 @@ fn run_pass<'a>(
         })
         .collect();
     let no_shares = vec![Share::NONE; model.sources.len()];
-    if (&fixed, &shares) != (&nothing, &no_shares) {
+    let without = if (&fixed, &shares) != (&nothing, &no_shares) {
         solves += 1;
         let r = solve_fixed(&nothing, &no_shares)?;
         if r.objective < final_.objective - 1e-6 {
             fixed = nothing;
             shares = no_shares;
-            final_ = r;
+            final_ = r.clone();
         }
-    }
+        r
+    } else {
+        final_.clone()
+    };
     Ok(Pass {
         demand,
         model,
@@ -406,6 +412,7 @@ fn run_pass<'a>(
         fixed,
         shares,
         final_,
+        without,
         solves: solves + 1,
         total_points,
     })
@@ -613,16 +620,7 @@ fn build_plan(
     let pools = &pass.model.pools;
 
     // What nothing new (no purchase, no exchange, no return) would cost.
-    let nothing: Vec<Capacity> = pools
-        .iter()
-        .map(|p| match p.column() {
-            Some(_) => Capacity::Fixed(0.0),
-            None => Capacity::Free,
-        })
-        .collect();
-    let no_shares = vec![Share::NONE; pass.model.sources.len()];
-    let without = lp::solve(&pass.spec(constraints, options, &nothing, &no_shares))?;
-    solves += 1;
+    let without = &pass.without;
 
     let mut actions: Vec<(usize, Action)> = Vec::new();
     for (pi, c) in pass.actions() {
