@@ -7,18 +7,9 @@ use commitd::config::Config;
 use commitd::daemon::optimizer::{planner, FocusPlanner};
 use commitd::daemon::plan::Planner;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
-/// `<manifest>/../shared`, or the nearest ancestor's (nested worktrees), as in ingest_focus.rs.
-fn sample() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .skip(1)
-        .map(|a| a.join("shared/data/focus/focus-1.0-sample-real.csv"))
-        .find(|p| p.is_file())
-        .expect("../shared/data/focus/focus-1.0-sample-real.csv is missing")
-}
+mod shared_support;
+use shared_support::focus_sample as sample;
 
 const RATES: &str = "ProviderName,RegionId,InstanceType,OperatingSystem,Tenancy,Instrument,TermYears,PaymentOption,EffectiveHourlyRate,UpfrontShare
 AWS,us-east-1,g5.4xlarge,Linux,Shared,OnDemand,0,NoUpfront,1.624,0.0

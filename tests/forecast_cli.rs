@@ -1,19 +1,10 @@
 //! `commitd forecast` end to end on the public scenarios: JSON shape, quantile order, the SVG
 //! file, and errors that name what is wrong.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-/// `<manifest>/../shared` (CI's layout); from a nested git worktree, the nearest ancestor's.
-fn shared() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .skip(1)
-        .map(|a| a.join("shared"))
-        .find(|p| p.join("scenarios").is_dir())
-        .unwrap_or_else(|| panic!("{}/../shared is missing", manifest.display()))
-}
+mod shared_support;
+use shared_support::shared;
 
 fn commitd(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_commitd"))

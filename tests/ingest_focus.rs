@@ -5,25 +5,10 @@ use commitd::domain::{Hour, HourRange, Instrument, Money, Provider};
 use commitd::ingest::{infer_commitments, read_focus, ReadOptions, Scenario};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::str::FromStr;
 
-/// `<manifest>/../shared` (CI's layout); from a nested git worktree, the nearest ancestor's.
-/// Absent shared data is a failure, not a skip: CI always has it beside the clone.
-fn shared() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .skip(1)
-        .map(|a| a.join("shared"))
-        .find(|p| p.join("scenarios").is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "{}/../shared is missing: the tests need the shared/ directory beside the clone",
-                manifest.display()
-            )
-        })
-}
+mod shared_support;
+use shared_support::shared;
 
 fn dec(s: &str) -> Decimal {
     if s == "NULL" || s.is_empty() {

@@ -6,17 +6,11 @@ use commitd::domain::HourRange;
 use commitd::ingest::Scenario;
 use commitd::optimize::{demand, optimize, Constraints, Options};
 
+mod shared_support;
+
 #[test]
 fn plan_json_on_steady_growth_has_actions_with_rationale_and_expected_figures() {
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/scenarios/steady-growth"
-    );
-    let dir = if std::path::Path::new(dir).exists() {
-        std::path::PathBuf::from(dir)
-    } else {
-        std::path::PathBuf::from("/work/shared/scenarios/steady-growth")
-    };
+    let dir = shared_support::shared().join("scenarios/steady-growth");
     let s = Scenario::load(&dir).unwrap();
     let at = s.window.decision_time;
     let history = s.usage.slice(HourRange::new(s.usage.range.start, at));

@@ -2,6 +2,7 @@
 //! real daemon cycles, on SQLite and (when COMMITD_TEST_DATABASE_URL is set) PostgreSQL.
 
 mod daemon_support;
+mod shared_support;
 
 use chrono::{Datelike, Utc};
 use daemon_support::Setup;
@@ -201,13 +202,7 @@ CommitmentDiscountId,CommitmentDiscountStatus\n{}\n",
 /// EffectiveCost of Unused rows, of rows with a commitment), exact to the micro-dollar.
 #[test]
 fn realized_savings_of_the_real_focus_sample_match_an_independent_sum() {
-    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let sample = manifest
-        .ancestors()
-        .skip(1)
-        .map(|a| a.join("shared/data/focus/focus-1.0-sample-real.csv"))
-        .find(|p| p.is_file())
-        .expect("../shared/data/focus/focus-1.0-sample-real.csv beside the clone");
+    let sample = shared_support::focus_sample();
     // Money is micro-USD: each cell is rounded half-to-even to the micro-dollar as it is read
     // (the sample has 11 decimals), then summed exactly. The unrounded sum differs by at most
     // half a micro-dollar per row (here 0.14267902220 vs 0.142679).
