@@ -57,9 +57,10 @@ proptest! {
                 prop_assert!(a.rationale.utilization_by_scenario[0].1 >= mu.min - 1e-6,
                     "{}", a.rationale.summary);
             }
-            // Dropping an action must not make the plan cheaper by more than rounding noise.
+            // Dropping an action must not make the plan cheaper by more than the optimizer's
+            // stated drop tolerance ($0.0001 over the window).
             if let Some(v) = a.rationale.value_if_removed {
-                prop_assert!(v >= -1e-6, "{}: {v}", a.rationale.summary);
+                prop_assert!(v >= -1e-4, "{}: {v}", a.rationale.summary);
             }
             if a.provider == Provider::Aws {
                 prop_assert!(a.amount.scale() <= 5);
@@ -91,5 +92,30 @@ fn no_action_costs_more_than_it_saves_under_a_coverage_cap() {
     for a in &plan.actions {
         let v = a.rationale.value_if_removed.unwrap();
         assert!(v >= -1e-6, "{}: {v}", a.rationale.summary);
+    }
+}
+
+/// The case proptest found with no policy limits at all: a Standard RI rounded up to one instance
+/// next to a savings plan fixed at the relaxation's size; dropping it saved $0.48.
+#[test]
+fn no_action_costs_more_than_it_saves_without_limits() {
+    let (demand, rates) = synthetic::generate(&synthetic::Spec {
+        groups: 2,
+        hours: 24 * 3,
+        levels: vec![0.1, 0.5, 0.9],
+        seed: 570,
+        ..Default::default()
+    });
+    let mut c = Constraints::one_year_only();
+    c.three_year_min_extra_savings = 0.01;
+    let options = Options {
+        marginal_resolves: 2,
+        ..Options::default()
+    };
+    let plan = optimize(&demand, &rates, &[], &c, &options).unwrap();
+    assert!(!plan.actions.is_empty());
+    for a in plan.actions.iter().take(options.marginal_resolves) {
+        let v = a.rationale.value_if_removed.unwrap();
+        assert!(v >= -1e-4, "{}: {v}", a.rationale.summary);
     }
 }

@@ -145,6 +145,7 @@ pub async fn build(config: &Config) -> Result<Built, ServiceError> {
         market.clone(),
         policies.clone(),
     )
+    .with_mode(config.mode)
     .with_failpoint(Failpoint::from_env());
     let lease = Lease::new(
         store.clone(),

@@ -141,6 +141,9 @@ pub struct Executor {
     failpoint: Failpoint,
     /// Set on shutdown: no new proposal is started (the one in flight finishes).
     stop: Arc<AtomicBool>,
+    /// The daemon's global mode: a datapilot deployment executes nothing, even a proposal
+    /// approved earlier under another mode.
+    mode: Mode,
 }
 
 /// The actor recorded for the daemon's own steps.
@@ -160,7 +163,18 @@ impl Executor {
             policies,
             failpoint: Failpoint::default(),
             stop: Arc::new(AtomicBool::new(false)),
+            mode: Mode::Copilot,
         }
+    }
+
+    /// The global mode the policies are judged under at execution (default copilot: only a
+    /// policy's own mode and limits are judged again).
+    pub fn with_mode(mut self, mode: Mode) -> Executor {
+        self.mode = match mode {
+            Mode::Datapilot => Mode::Datapilot,
+            _ => Mode::Copilot,
+        };
+        self
     }
 
     /// Shares the daemon's shutdown flag.
@@ -226,9 +240,9 @@ impl Executor {
         };
         // Approval already happened; what is judged again is everything that can change
         // between approval and execution: kill switch, blackouts, limits, the scope's mode.
-        let decision =
-            self.policies
-                .evaluate(&facts, &recent, Hour::from_datetime(now), Mode::Copilot);
+        let decision = self
+            .policies
+            .evaluate(&facts, &recent, Hour::from_datetime(now), self.mode);
         if decision.verdict == Verdict::Block {
             let (rule, reason) = decision
                 .blocking_rule()

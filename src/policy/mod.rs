@@ -573,7 +573,13 @@ pub fn evaluate(
             .two_approvers_from_upfront
             .is_some_and(|t| action.upfront >= t);
     let approvers = if two { 2 } else { 1 };
-    let mode = policy.mode.unwrap_or(global_mode);
+    // A policy's mode overrides the global one, except that a global datapilot is absolute:
+    // a deployment started to observe must never spend, whatever a policy file says (a
+    // `mode = "copilot"` policy would otherwise make its actions approvable and executable).
+    let mode = match global_mode {
+        Mode::Datapilot => Mode::Datapilot,
+        _ => policy.mode.unwrap_or(global_mode),
+    };
     let verdict = if blocked {
         Verdict::Block
     } else {
@@ -780,6 +786,27 @@ last_days_of_month = 7
         );
         assert_eq!(d.verdict, Verdict::Block);
         assert_eq!(d.blocking_rule().unwrap().rule, "mode");
+        // A policy's own mode cannot lift a global datapilot (azure.toml says copilot), but
+        // it still applies under the other global modes.
+        let mut copilot = policy();
+        copilot.mode = Some(Mode::Copilot);
+        let d = evaluate(
+            &copilot,
+            &action(1),
+            &RecentSpend::default(),
+            mid_month(),
+            Mode::Datapilot,
+        );
+        assert_eq!(d.verdict, Verdict::Block);
+        assert_eq!(d.blocking_rule().unwrap().rule, "mode");
+        let d = evaluate(
+            &copilot,
+            &action(1),
+            &RecentSpend::default(),
+            mid_month(),
+            Mode::Autopilot,
+        );
+        assert!(matches!(d.verdict, Verdict::NeedsApproval { .. }));
     }
 
     #[test]
