@@ -111,7 +111,7 @@ fn actor(given: Option<String>) -> anyhow::Result<String> {
 }
 
 fn print(p: &Proposal) {
-    println!("{}  {}  {}", p.id, p.state, p.action.spec.describe());
+    println!("{}  {}  {}", p.id, p.state, p.action.describe());
     println!(
         "  cost {} USD/h, upfront {} USD, expected savings {} USD",
         p.action.hourly_cost, p.action.upfront, p.action.expected_savings
@@ -181,7 +181,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                             p.state.as_str(),
                             p.approvals(),
                             p.approvals_needed,
-                            p.action.spec.describe()
+                            p.action.describe()
                         );
                     }
                 }

@@ -956,16 +956,30 @@ fn exchange_actions(
             } else {
                 1.0
             };
-            let summary = format!(
-                "return {count} of {} x {} {} for a refund of ${refund:.0} (within the remaining refund cap ${}): expected utilization {} before, {} after (breakeven {:.1}%), saves ${gain:.0} over the window",
-                src.count,
-                src.scope,
-                src.id,
-                constraints.azure_refund_remaining,
-                pct(before_util),
-                pct(after),
-                breakeven * 100.0
-            );
+            let summary = if src.provider == Provider::Azure {
+                format!(
+                    "return {count} of {} x {} {} for a refund of ${refund:.0} (within the remaining refund cap ${}): expected utilization {} before, {} after (breakeven {:.1}%), saves ${gain:.0} over the window",
+                    src.count,
+                    src.scope,
+                    src.id,
+                    constraints.azure_refund_remaining,
+                    pct(before_util),
+                    pct(after),
+                    breakeven * 100.0
+                )
+            } else {
+                // An AWS savings plan inside its return window: returned whole, no cap.
+                format!(
+                    "return savings plan {} ({} {}, {:.5} USD/h) inside its return window: expected utilization {} before, {} after (breakeven {:.1}%), saves ${gain:.0} over the window",
+                    src.id,
+                    src.instrument,
+                    src.scope,
+                    src.hourly_cost,
+                    pct(before_util),
+                    pct(after),
+                    breakeven * 100.0
+                )
+            };
             out.push(Action {
                 kind: ActionKind::Return {
                     source_id: src.id.clone(),
