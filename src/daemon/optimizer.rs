@@ -648,7 +648,7 @@ mod tests {
         assert!(
             out.notes
                 .iter()
-                .any(|n| n.contains("az-1") && n.contains("Azure")),
+                .any(|n| n.contains("az-1") && n.contains("no market executes")),
             "{:?}",
             out.notes
         );

@@ -492,7 +492,14 @@ fn round_exchange(
 ) -> Share {
     let src = &model.sources[si];
     let n = src.count as f64;
-    let returned = (relaxed.returned[si] * n + 1e-6).floor().min(n);
+    let returned = if nearest && src.provider == Provider::Aws {
+        // An AWS savings plan (count 1, no refund cap) is returned whole or kept. The
+        // relaxation keeps the share still used (r < 1), so rounding down would never return
+        // it: the nearest whole return is tried, and kept only if the re-solve is cheaper.
+        (relaxed.returned[si] * n).round().min(n)
+    } else {
+        (relaxed.returned[si] * n + 1e-6).floor().min(n)
+    };
     let e = relaxed.exchanged[si] * n;
     let mut exchanged = if nearest {
         e.round()
