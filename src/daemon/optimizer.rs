@@ -169,7 +169,7 @@ impl Planner for ScenarioPlanner {
             &scenario.rates,
             &existing,
         );
-        let mut out = cycle_plan(&plan, now, digest, &existing);
+        let mut out = cycle_plan(&plan, now, digest, held);
         out.notes
             .push(format!("planned from scenario {}", scenario.name));
         Ok(out)
@@ -309,7 +309,7 @@ impl Planner for FocusPlanner {
             &name,
         )?;
         let digest = inputs_digest(&name, at, &usage, &rates, &existing);
-        let mut out = cycle_plan(&plan, now, digest, &existing);
+        let mut out = cycle_plan(&plan, now, digest, held);
         out.notes.extend(notes);
         out.notes.push(format!(
             "planned from FOCUS {name}: {} rows, {} usage groups, billed hours {} to {}",
@@ -364,7 +364,8 @@ fn inputs_digest(
 }
 
 /// The optimizer's plan in the daemon's form: AWS purchases, AWS savings plan returns and AWS
-/// convertible RI exchanges become proposals (`existing` names the commitments they give up).
+/// convertible RI exchanges become proposals. `held` is the market's inventory: only what it
+/// holds can be given up (a commitment only the source lists is a note, not a proposal).
 /// Azure exchanges and returns stay notes: no market executes them. An AWS exchange is
 /// proposed when it gives up whole reservations for one target configuration (AWS exchanges
 /// whole RIs; splitting one first is not something commitd does), otherwise it is a note.
@@ -372,7 +373,7 @@ pub fn cycle_plan(
     plan: &Plan,
     now: DateTime<Utc>,
     digest: String,
-    existing: &[Commitment],
+    held: &[Commitment],
 ) -> CyclePlan {
     let mut notes = plan.notes.clone();
     let mut actions = Vec::new();
@@ -405,9 +406,9 @@ pub fn cycle_plan(
                 continue;
             }
             ActionKind::Return { source_id, .. } => {
-                let Some(c) = existing.iter().find(|c| &c.id == source_id) else {
+                let Some(c) = held.iter().find(|c| &c.id == source_id) else {
                     notes.push(format!(
-                        "return of {source_id} not proposed: it is not held"
+                        "return of {source_id} not proposed: the market does not hold it"
                     ));
                     continue;
                 };
@@ -437,12 +438,9 @@ pub fn cycle_plan(
                     .iter()
                     .filter(|b| matches!(&b.kind, ActionKind::Exchange { source_id: s, .. } if s == source_id))
                     .count();
-                let whole = existing
-                    .iter()
-                    .find(|c| &c.id == source_id)
-                    .is_some_and(|c| {
-                        c.amount == crate::domain::CommitmentAmount::Instances(*source_count)
-                    });
+                let whole = held.iter().find(|c| &c.id == source_id).is_some_and(|c| {
+                    c.amount == crate::domain::CommitmentAmount::Instances(*source_count)
+                });
                 if targets != 1 || !whole {
                     notes.push(format!(
                         "exchange of {source_count} instances of {source_id} into {} {} not proposed: AWS exchanges whole reservations into the proposal's one target ({targets} targets, whole source: {whole})",
