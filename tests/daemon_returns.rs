@@ -62,6 +62,11 @@ fn return_flow(postgres: bool) {
         listed.contains(&format!("return {commitment_id} (AWS ComputeSavingsPlan")),
         "{listed}"
     );
+    let shown = s.ok(&["proposals", "show", &id]);
+    assert!(
+        shown.contains("returning stops 2.5 USD/h of cost"),
+        "{shown}"
+    );
     s.ok(&["proposals", "approve", &id, "--as", "alice"]);
 
     // 3. The next cycle executes the approved return first.

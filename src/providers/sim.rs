@@ -7,8 +7,10 @@
 //! Returns and exchanges follow AWS's rules where the executor can tell: a savings plan can be
 //! returned only inside AWS's return window (at most 100 USD/h, within 7 days of its start, in
 //! the same UTC month); convertible RIs exchange into a convertible RI of the same region whose
-//! value (hourly cost x hours to the sources' end) is at least the sources' remaining value,
-//! the difference being the true-up. A commitment returned or exchanged away is recorded in
+//! value (hourly cost x hours to the sources' end) is at least the sources' remaining value;
+//! the true-up is the upfront difference over those hours (the target's upfront share minus
+//! the sources' unused upfront), as AWS charges it. A commitment returned or exchanged away is
+//! recorded in
 //! `sim_retired` under the proposal's key and leaves the inventory; an exchange's target is a
 //! ledger row under the same key.
 
