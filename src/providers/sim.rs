@@ -9,10 +9,9 @@
 //! the same UTC month); convertible RIs exchange into a convertible RI of the same region whose
 //! value (hourly cost x hours to the sources' end) is at least the sources' remaining value;
 //! the true-up is the upfront difference over those hours (the target's upfront share minus
-//! the sources' unused upfront), as AWS charges it. A commitment returned or exchanged away is
-//! recorded in
-//! `sim_retired` under the proposal's key and leaves the inventory; an exchange's target is a
-//! ledger row under the same key.
+//! the sources' unused upfront), as AWS charges it. A commitment returned or exchanged away
+//! is recorded in `sim_retired` under the proposal's key and leaves the inventory; an
+//! exchange's target is a ledger row under the same key.
 
 use super::sql;
 use super::{
