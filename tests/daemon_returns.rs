@@ -114,3 +114,71 @@ fn a_savings_plan_return_is_proposed_approved_and_executed_once() {
         return_flow(postgres);
     }
 }
+
+/// The daemon's scenario planner decides the return itself: a 90 USD/h savings plan (far more
+/// than the demo scenario's demand) held since the day before the decision is returned when
+/// the daemon marks it returnable, and never otherwise.
+#[test]
+fn the_scenario_planner_returns_a_returnable_plan_the_forecast_does_not_want() {
+    use commitd::daemon::optimizer::ScenarioPlanner;
+    use commitd::daemon::plan::Planner;
+    use commitd::domain::{
+        Commitment, CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term,
+    };
+    use commitd::providers::Operation;
+    use std::collections::BTreeSet;
+
+    let planner = ScenarioPlanner {
+        dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/demo"),
+        min_utilization: None,
+    };
+    // The demo scenario decides at 2025-12-01T00:00Z.
+    let decision = Hour::from_datetime(
+        chrono::DateTime::parse_from_rfc3339("2025-12-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc),
+    );
+    let held = vec![Commitment {
+        id: "sp-oversized".into(),
+        provider: Provider::Aws,
+        instrument: Instrument::ComputeSavingsPlan,
+        term: Term::ONE_YEAR,
+        payment: PaymentOption::NoUpfront,
+        start: decision.plus(-24),
+        end: decision.plus(8_760 - 24),
+        region: None,
+        instance_type: None,
+        family: None,
+        amount: CommitmentAmount::HourlySpend(Money::from_units(90)),
+        hourly_cost: Money::from_units(90),
+        upfront: Money::ZERO,
+    }];
+    let now = chrono::Utc::now();
+    let returns = |plan: &commitd::daemon::plan::CyclePlan| -> Vec<String> {
+        plan.actions
+            .iter()
+            .filter_map(|a| match &a.operation {
+                Operation::Return { commitment_id, .. } => Some(commitment_id.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let returnable: BTreeSet<String> = ["sp-oversized".to_string()].into();
+    let plan = planner.plan_with_returns(now, &held, &returnable).unwrap();
+    assert_eq!(
+        returns(&plan),
+        vec!["sp-oversized".to_string()],
+        "{:#?}\n{:#?}",
+        plan.actions,
+        plan.notes
+    );
+    let r = plan
+        .actions
+        .iter()
+        .find(|a| matches!(a.operation, Operation::Return { .. }))
+        .unwrap();
+    assert_eq!(r.hourly_cost, Money::ZERO, "a return commits nothing");
+    assert!(r.expected_savings > Money::ZERO, "{r:?}");
+    let kept = planner.plan(now, &held).unwrap();
+    assert!(returns(&kept).is_empty(), "{:#?}", kept.actions);
+}
