@@ -226,6 +226,7 @@ async fn executor_buys_on_aws_and_audits_the_request_id() {
     }
     };
     let action = |hourly: &str| PlannedAction {
+        operation: Default::default(),
         spec: spec(
             Instrument::ComputeSavingsPlan,
             PaymentOption::NoUpfront,

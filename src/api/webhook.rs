@@ -229,7 +229,7 @@ pub fn proposal_message(p: &Proposal, base_url: &str) -> Value {
     };
     let text = format!(
         "commitd proposes {} ({}): {} USD/h, {} USD upfront, expected savings {} USD; {}. {}",
-        a.spec.describe(),
+        a.describe(),
         p.id,
         a.hourly_cost,
         a.upfront,
@@ -241,7 +241,7 @@ pub fn proposal_message(p: &Proposal, base_url: &str) -> Value {
         "text": text,
         "blocks": [
             {"type": "section", "text": {"type": "mrkdwn", "text": format!(
-                "*commitd proposal `{}`*\n{}\n>{}", p.id, a.spec.describe(), a.summary)}},
+                "*commitd proposal `{}`*\n{}\n>{}", p.id, a.describe(), a.summary)}},
             {"type": "section", "fields": [
                 {"type": "mrkdwn", "text": format!("*Hourly commitment*\n{} USD/h", a.hourly_cost)},
                 {"type": "mrkdwn", "text": format!("*Upfront*\n{} USD", a.upfront)},

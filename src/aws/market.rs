@@ -11,16 +11,29 @@
 //!   (queued when the request starts in the future), or PurchaseReservedInstancesOffering (dry
 //!   run first, `LimitPrice` = the approved upfront, tagged with the key).
 //! * `find_by_idempotency_key`: the tag commitd writes on every purchase.
+//! * `return_commitment`: ReturnSavingsPlan (window checked locally at the market's clock
+//!   first, with a client token), then the plan described again for its new state.
+//!   `find_return`: the plan's state is `returned` or `pending-return`.
+//! * `exchange_quote` / `exchange`: the target spec becomes a convertible offering of the
+//!   account's region; GetReservedInstancesExchangeQuote, refused unless valid and within the
+//!   approved true-up, then AcceptReservedInstancesExchangeQuote (sent once: it has no client
+//!   token). `find_exchange`: every source is `retired` before its end date, which only an
+//!   exchange does; the targets are the active RIs of the target type and count ending when the
+//!   latest source would have (AWS gives exchanged RIs the sources' end).
 
 use super::client::AwsClients;
 use super::error::AwsError;
 use super::execute::{
-    api_commitment, partial_upfront_amount, ReservedInstancePurchase, SavingsPlanPurchase,
+    api_commitment, partial_upfront_amount, ExchangeTarget, ReservedInstancePurchase,
+    SavingsPlanPurchase,
 };
-use super::inventory::Inventory;
-use crate::domain::{Commitment, CommitmentAmount, Hour, Money, PaymentOption, Provider};
+use super::inventory::{Inventory, ReservedInstanceRecord};
+use crate::domain::{
+    Commitment, CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider,
+};
 use crate::providers::{
-    BoxFuture, CommitmentMarket, ProviderError, Purchase, PurchaseRequest, PurchaseSpec, Quote,
+    check_exchange_quote, BoxFuture, CommitmentMarket, ExchangeQuote, ExchangeRequest, Exchanged,
+    ProviderError, Purchase, PurchaseRequest, PurchaseSpec, Quote, ReturnRequest, Returned,
 };
 use chrono::{DateTime, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -219,6 +232,210 @@ impl AwsMarket {
     }
 }
 
+/// Plan states after a ReturnSavingsPlan.
+const RETURNED_STATES: [&str; 2] = ["returned", "pending-return"];
+
+impl AwsMarket {
+    /// The plan's state if this account holds it (None: another account's, or unknown).
+    async fn plan_state(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, Option<String>)>, ProviderError> {
+        let described = self
+            .clients
+            .describe_savings_plans(&[id.to_string()])
+            .await
+            .map_err(provider_error)?;
+        let rid = described.request_id().map(str::to_string);
+        Ok(described
+            .value
+            .0
+            .into_iter()
+            .find(|p| p.id == id)
+            .map(|p| (p.state, rid)))
+    }
+
+    async fn found_return(&self, r: &ReturnRequest) -> Result<Option<Returned>, ProviderError> {
+        Ok(match self.plan_state(&r.commitment_id).await? {
+            Some((state, rid)) if RETURNED_STATES.contains(&state.as_str()) => Some(Returned {
+                idempotency_key: r.idempotency_key.clone(),
+                commitment_id: r.commitment_id.clone(),
+                request_id: rid.unwrap_or_default(),
+                state,
+            }),
+            _ => None,
+        })
+    }
+
+    async fn give_back(&self, r: &ReturnRequest) -> Result<Returned, ProviderError> {
+        if let Some(done) = self.found_return(r).await? {
+            return Ok(done);
+        }
+        // AWS judges the window by its own clock: so does the local check.
+        let called = self
+            .clients
+            .return_savings_plan(&r.commitment_id, (self.clock)())
+            .await
+            .map_err(provider_error)?;
+        let request_id = called.request_id().unwrap_or_default().to_string();
+        // What AWS now says (pending-return, then returned); the return itself is done.
+        let state = match self.plan_state(&r.commitment_id).await? {
+            Some((state, _)) => state,
+            None => "returned".into(),
+        };
+        Ok(Returned {
+            idempotency_key: r.idempotency_key.clone(),
+            commitment_id: r.commitment_id.clone(),
+            request_id,
+            state,
+        })
+    }
+
+    /// The exchange's target as AWS takes it: a convertible offering of this region.
+    async fn targets(&self, spec: &PurchaseSpec) -> Result<Vec<ExchangeTarget>, ProviderError> {
+        let refused = |message: String| ProviderError::Refused {
+            provider: NAME.into(),
+            message,
+        };
+        if spec.instrument != Instrument::ConvertibleReservedInstance {
+            return Err(refused(format!(
+                "an exchange target must be a convertible RI, not {}",
+                spec.describe()
+            )));
+        }
+        let CommitmentAmount::Instances(count) = spec.amount else {
+            return Err(refused(format!(
+                "an exchange target is a number of instances, not {}",
+                spec.describe()
+            )));
+        };
+        let quote = self.price(spec).await?;
+        Ok(vec![ExchangeTarget {
+            offering_id: quote.offering,
+            count,
+        }])
+    }
+
+    async fn quote_exchange(&self, r: &ExchangeRequest) -> Result<ExchangeQuote, ProviderError> {
+        let targets = self.targets(&r.target).await?;
+        let quoted = self
+            .clients
+            .exchange_quote(&r.source_ids, &targets)
+            .await
+            .map_err(provider_error)?;
+        let rid = quoted.request_id().map(str::to_string);
+        let q = quoted.value;
+        Ok(ExchangeQuote {
+            valid: q.valid,
+            failure_reason: q.failure_reason,
+            payment_due: q.payment_due,
+            source_remaining_value: q.source_remaining_value,
+            target_value: q.target_total_value,
+            request_id: rid,
+        })
+    }
+
+    /// The sources of `r` in this account (empty: none of them is here).
+    async fn sources(
+        &self,
+        r: &ExchangeRequest,
+    ) -> Result<
+        (
+            Vec<ReservedInstanceRecord>,
+            Vec<ReservedInstanceRecord>,
+            Option<String>,
+        ),
+        ProviderError,
+    > {
+        let all = self
+            .clients
+            .describe_reserved_instances()
+            .await
+            .map_err(provider_error)?;
+        let rid = all.request_id().map(str::to_string);
+        let (sources, others) = all
+            .value
+            .into_iter()
+            .partition(|ri| r.source_ids.contains(&ri.id));
+        Ok((sources, others, rid))
+    }
+
+    async fn found_exchange(
+        &self,
+        r: &ExchangeRequest,
+    ) -> Result<Option<Exchanged>, ProviderError> {
+        let (sources, others, rid) = self.sources(r).await?;
+        let now = (self.clock)();
+        // Retired before its end date: only an exchange does that to an RI.
+        let exchanged = |ri: &ReservedInstanceRecord| ri.state == "retired" && ri.end > now;
+        if sources.len() != r.source_ids.len() || !sources.iter().all(exchanged) {
+            return Ok(None);
+        }
+        let end = sources.iter().map(|s| s.end).max();
+        let target_ids = match (&r.target.instance_type, r.target.amount) {
+            (Some(t), CommitmentAmount::Instances(n)) => others
+                .iter()
+                .filter(|ri| {
+                    ri.instance_type == *t
+                        && ri.count == n
+                        && Some(ri.end) == end
+                        && ri.is_covering()
+                })
+                .map(|ri| ri.id.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(Some(Exchanged {
+            idempotency_key: r.idempotency_key.clone(),
+            exchange_id: None,
+            request_id: rid.unwrap_or_default(),
+            source_ids: r.source_ids.clone(),
+            target_ids,
+            quote: None,
+        }))
+    }
+
+    async fn swap(&self, r: &ExchangeRequest) -> Result<Exchanged, ProviderError> {
+        if let Some(done) = self.found_exchange(r).await? {
+            return Ok(done);
+        }
+        let quote = self.quote_exchange(r).await?;
+        check_exchange_quote(NAME, &quote, r.max_true_up)?;
+        let targets = self.targets(&r.target).await?;
+        let called = self
+            .clients
+            .exchange_reserved_instances(&r.source_ids, &targets, r.max_true_up)
+            .await
+            .map_err(provider_error)?;
+        let request_id = called.request_id().unwrap_or_default().to_string();
+        // The client quotes again right before accepting: that quote (its request id first)
+        // is the one accepted, and the one the audit log records.
+        let quote_rid = (called.request_ids.len() > 1).then(|| called.request_ids[0].clone());
+        let outcome = called.value;
+        // The new RIs, for the audit log; the exchange is done even if they are not listed yet.
+        let target_ids = match self.found_exchange(r).await {
+            Ok(Some(found)) => found.target_ids,
+            _ => Vec::new(),
+        };
+        let accepted = ExchangeQuote {
+            valid: outcome.quote.valid,
+            failure_reason: outcome.quote.failure_reason,
+            payment_due: outcome.quote.payment_due,
+            source_remaining_value: outcome.quote.source_remaining_value,
+            target_value: outcome.quote.target_total_value,
+            request_id: quote_rid.or(quote.request_id),
+        };
+        Ok(Exchanged {
+            idempotency_key: r.idempotency_key.clone(),
+            exchange_id: Some(outcome.exchange_id),
+            request_id,
+            source_ids: r.source_ids.clone(),
+            target_ids,
+            quote: Some(accepted),
+        })
+    }
+}
+
 /// The commitment bought under `key`: a savings plan or RI tagged with it.
 pub fn purchase_by_key(inv: &Inventory, key: &str) -> Option<Commitment> {
     inv.savings_plan_by_key(key)
@@ -284,6 +501,41 @@ impl CommitmentMarket for AwsMarket {
     ) -> BoxFuture<'a, Result<Option<Purchase>, ProviderError>> {
         Box::pin(self.find(key))
     }
+
+    fn return_commitment<'a>(
+        &'a self,
+        request: &'a ReturnRequest,
+    ) -> BoxFuture<'a, Result<Returned, ProviderError>> {
+        Box::pin(self.give_back(request))
+    }
+
+    fn find_return<'a>(
+        &'a self,
+        request: &'a ReturnRequest,
+    ) -> BoxFuture<'a, Result<Option<Returned>, ProviderError>> {
+        Box::pin(self.found_return(request))
+    }
+
+    fn exchange_quote<'a>(
+        &'a self,
+        request: &'a ExchangeRequest,
+    ) -> BoxFuture<'a, Result<ExchangeQuote, ProviderError>> {
+        Box::pin(self.quote_exchange(request))
+    }
+
+    fn exchange<'a>(
+        &'a self,
+        request: &'a ExchangeRequest,
+    ) -> BoxFuture<'a, Result<Exchanged, ProviderError>> {
+        Box::pin(self.swap(request))
+    }
+
+    fn find_exchange<'a>(
+        &'a self,
+        request: &'a ExchangeRequest,
+    ) -> BoxFuture<'a, Result<Option<Exchanged>, ProviderError>> {
+        Box::pin(self.found_exchange(request))
+    }
 }
 
 /// The AWS market of an organization: the payer account and linked accounts, each reached
@@ -318,6 +570,23 @@ impl AwsOrganization {
 
     fn all(&self) -> impl Iterator<Item = &AwsMarket> {
         std::iter::once(&self.payer).chain(self.linked.iter().map(|(_, m)| m))
+    }
+
+    /// The account whose savings plans include the one to return: the request's account when
+    /// it names one, otherwise whichever account describes the plan.
+    async fn holder_of_plan(&self, r: &ReturnRequest) -> Result<&AwsMarket, ProviderError> {
+        if r.account.is_some() {
+            return self.account(r.account.as_deref());
+        }
+        for m in self.all() {
+            if m.plan_state(&r.commitment_id).await?.is_some() {
+                return Ok(m);
+            }
+        }
+        Err(ProviderError::Refused {
+            provider: NAME.into(),
+            message: format!("no account holds savings plan {}", r.commitment_id),
+        })
     }
 }
 
@@ -360,6 +629,64 @@ impl CommitmentMarket for AwsOrganization {
             for m in self.all() {
                 if let Some(p) = m.find(key).await? {
                     return Ok(Some(p));
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    fn return_commitment<'a>(
+        &'a self,
+        request: &'a ReturnRequest,
+    ) -> BoxFuture<'a, Result<Returned, ProviderError>> {
+        Box::pin(async move { self.holder_of_plan(request).await?.give_back(request).await })
+    }
+
+    fn find_return<'a>(
+        &'a self,
+        request: &'a ReturnRequest,
+    ) -> BoxFuture<'a, Result<Option<Returned>, ProviderError>> {
+        Box::pin(async move {
+            for m in self.all() {
+                if let Some(r) = m.found_return(request).await? {
+                    return Ok(Some(r));
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    fn exchange_quote<'a>(
+        &'a self,
+        request: &'a ExchangeRequest,
+    ) -> BoxFuture<'a, Result<ExchangeQuote, ProviderError>> {
+        Box::pin(async move {
+            self.account(request.target.account.as_deref())?
+                .quote_exchange(request)
+                .await
+        })
+    }
+
+    fn exchange<'a>(
+        &'a self,
+        request: &'a ExchangeRequest,
+    ) -> BoxFuture<'a, Result<Exchanged, ProviderError>> {
+        // RIs are exchanged in the account that holds them: the target spec's account.
+        Box::pin(async move {
+            self.account(request.target.account.as_deref())?
+                .swap(request)
+                .await
+        })
+    }
+
+    fn find_exchange<'a>(
+        &'a self,
+        request: &'a ExchangeRequest,
+    ) -> BoxFuture<'a, Result<Option<Exchanged>, ProviderError>> {
+        Box::pin(async move {
+            for m in self.all() {
+                if let Some(x) = m.found_exchange(request).await? {
+                    return Ok(Some(x));
                 }
             }
             Ok(None)

@@ -6,6 +6,7 @@ use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::execute::journal;
 use crate::proposals::{Proposal, ProposalError, ProposalState, ProposalStore};
+use crate::providers::Operation;
 use crate::store::Store;
 use anyhow::{bail, Context};
 use std::path::PathBuf;
@@ -111,11 +112,26 @@ fn actor(given: Option<String>) -> anyhow::Result<String> {
 }
 
 fn print(p: &Proposal) {
-    println!("{}  {}  {}", p.id, p.state, p.action.spec.describe());
+    println!("{}  {}  {}", p.id, p.state, p.action.describe());
     println!(
         "  cost {} USD/h, upfront {} USD, expected savings {} USD",
         p.action.hourly_cost, p.action.upfront, p.action.expected_savings
     );
+    match &p.action.operation {
+        Operation::Purchase => {}
+        Operation::Return {
+            hourly_cost_removed,
+            ..
+        } => println!("  returning stops {hourly_cost_removed} USD/h of cost"),
+        Operation::Exchange {
+            source_value,
+            true_up,
+            ..
+        } => println!(
+            "  gives up {source_value} USD of remaining value; true-up planned {true_up} USD, approved up to {} USD",
+            p.action.upfront
+        ),
+    }
     println!(
         "  plan {}, policy {}, proposed by {} at {}, expires {}",
         p.plan_id,
@@ -181,7 +197,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                             p.state.as_str(),
                             p.approvals(),
                             p.approvals_needed,
-                            p.action.spec.describe()
+                            p.action.describe()
                         );
                     }
                 }

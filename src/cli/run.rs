@@ -55,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         "proposal {} ({}): {} [{} approver{} needed]",
                         p.id,
                         p.state,
-                        p.action.spec.describe(),
+                        p.action.describe(),
                         p.approvals_needed,
                         if p.approvals_needed == 1 { "" } else { "s" }
                     );

@@ -98,6 +98,30 @@ impl Daemon {
         self.stopping.load(Ordering::SeqCst)
     }
 
+    /// The held savings plans the optimizer may decide to return now: commitd bought them
+    /// (an executed purchase proposal names them) and they are inside AWS's return window.
+    /// Plans bought by people are never returned by the daemon.
+    async fn returnable(
+        &self,
+        held: &[crate::domain::Commitment],
+        now: DateTime<Utc>,
+    ) -> Result<std::collections::BTreeSet<String>, DaemonError> {
+        let ours: std::collections::BTreeSet<String> = self
+            .proposals
+            .list(Some(crate::proposals::ProposalState::Executed))
+            .await?
+            .into_iter()
+            .filter(|p| p.action.operation == crate::providers::Operation::Purchase)
+            .filter_map(|p| p.commitment_id)
+            .collect();
+        Ok(held
+            .iter()
+            .filter(|c| ours.contains(&c.id))
+            .filter(|c| crate::providers::check_savings_plan_return(c, now).is_ok())
+            .map(|c| c.id.clone())
+            .collect())
+    }
+
     async fn lead(&self, now: DateTime<Utc>) -> Result<bool, DaemonError> {
         let leader = self
             .lease
@@ -176,10 +200,12 @@ impl Daemon {
             .inventory()
             .await
             .map_err(DaemonError::Inventory)?;
+        let returnable = self.returnable(&held, now).await?;
         let planner = self.planner.clone();
-        let plan = tokio::task::spawn_blocking(move || planner.plan(now, &held))
-            .await
-            .map_err(|e| DaemonError::Join(e.to_string()))??;
+        let plan =
+            tokio::task::spawn_blocking(move || planner.plan_with_returns(now, &held, &returnable))
+                .await
+                .map_err(|e| DaemonError::Join(e.to_string()))??;
         self.audit
             .append(
                 NewEvent::new(
@@ -259,7 +285,7 @@ impl Daemon {
                                 .with_rationale(json!({
                                     "at": "planning",
                                     "action_index": index,
-                                    "what": action.spec.describe(),
+                                    "what": action.describe(),
                                     "checks": decision.checks,
                                 })),
                             )
@@ -300,7 +326,7 @@ impl Daemon {
                                 now,
                             )
                             .with_rationale(json!({
-                                "what": action.spec.describe(),
+                                "what": action.describe(),
                                 "verdict": decision.verdict,
                                 "checks": decision.checks,
                                 "summary": action.summary,

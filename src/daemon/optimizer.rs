@@ -16,14 +16,16 @@ use super::plan::{plan_id, CyclePlan, Expectation, PlanError, Planner};
 use crate::config::Config;
 use crate::domain::plan::{ActionKind, Plan};
 use crate::domain::{
-    Commitment, Hour, Instrument, Money, Offer, PaymentOption, RateCard, UsageModel,
+    Commitment, Hour, Instrument, Money, Offer, PaymentOption, Provider, RateCard, UsageModel,
 };
 use crate::ingest::{self, ReadOptions, Scenario};
 use crate::optimize::{Constraints, MinUtilization, Options};
 use crate::proposals::PlannedAction;
+use crate::providers::Operation;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -100,12 +102,23 @@ fn with_held(mut source: Vec<Commitment>, held: &[Commitment]) -> Vec<Commitment
     source
 }
 
+/// Whether the plan may exchange: the daemon's markets (the simulator and AWS) execute AWS
+/// convertible RI exchanges, but no market executes Azure exchanges or returns, and purchases
+/// sized on the assumption that those happen would under-buy. So exchanges are planned only
+/// when no held commitment is an exchangeable Azure reservation.
+fn exchanges_executable(existing: &[Commitment]) -> bool {
+    !existing
+        .iter()
+        .any(|c| c.provider == Provider::Azure && c.instrument.is_exchangeable())
+}
+
 fn run_pipeline(
     usage: &UsageModel,
     at: Hour,
     rates: &RateCard,
     existing: &[Commitment],
     min_utilization: Option<MinUtilization>,
+    returnable: &BTreeSet<String>,
     name: &str,
 ) -> Result<Plan, PlanError> {
     crate::pipeline::plan_at(
@@ -116,9 +129,8 @@ fn run_pipeline(
         existing,
         &Constraints {
             min_utilization,
-            // The daemon cannot execute exchanges or returns yet, and purchases sized on the
-            // assumption that they happen would under-buy: plan without them.
-            allow_exchanges: false,
+            allow_exchanges: exchanges_executable(existing),
+            returnable: returnable.clone(),
             ..Constraints::one_year_only()
         },
         &Options::default(),
@@ -128,6 +140,15 @@ fn run_pipeline(
 
 impl Planner for ScenarioPlanner {
     fn plan(&self, now: DateTime<Utc>, held: &[Commitment]) -> Result<CyclePlan, PlanError> {
+        self.plan_with_returns(now, held, &BTreeSet::new())
+    }
+
+    fn plan_with_returns(
+        &self,
+        now: DateTime<Utc>,
+        held: &[Commitment],
+        returnable: &BTreeSet<String>,
+    ) -> Result<CyclePlan, PlanError> {
         let scenario = Scenario::load(&self.dir)
             .map_err(|e| PlanError::Failed(format!("loading {}: {e}", self.dir.display())))?;
         let at = scenario.window.decision_time;
@@ -138,6 +159,7 @@ impl Planner for ScenarioPlanner {
             &scenario.rates,
             &existing,
             self.min_utilization,
+            returnable,
             &scenario.name,
         )?;
         let digest = inputs_digest(
@@ -147,7 +169,7 @@ impl Planner for ScenarioPlanner {
             &scenario.rates,
             &existing,
         );
-        let mut out = cycle_plan(&plan, now, digest);
+        let mut out = cycle_plan(&plan, now, digest, held);
         out.notes
             .push(format!("planned from scenario {}", scenario.name));
         Ok(out)
@@ -238,6 +260,15 @@ fn on_demand_from_bill(model: &UsageModel, rates: &mut RateCard) -> Vec<String> 
 
 impl Planner for FocusPlanner {
     fn plan(&self, now: DateTime<Utc>, held: &[Commitment]) -> Result<CyclePlan, PlanError> {
+        self.plan_with_returns(now, held, &BTreeSet::new())
+    }
+
+    fn plan_with_returns(
+        &self,
+        now: DateTime<Utc>,
+        held: &[Commitment],
+        returnable: &BTreeSet<String>,
+    ) -> Result<CyclePlan, PlanError> {
         let (usage, rates, existing, notes) = self.load(held)?;
         let at = Hour::from_datetime(now);
         let Some(last) = usage.last_observed else {
@@ -268,9 +299,17 @@ impl Planner for FocusPlanner {
             )));
         }
         let name = self.focus.display().to_string();
-        let plan = run_pipeline(&usage, at, &rates, &existing, self.min_utilization, &name)?;
+        let plan = run_pipeline(
+            &usage,
+            at,
+            &rates,
+            &existing,
+            self.min_utilization,
+            returnable,
+            &name,
+        )?;
         let digest = inputs_digest(&name, at, &usage, &rates, &existing);
-        let mut out = cycle_plan(&plan, now, digest);
+        let mut out = cycle_plan(&plan, now, digest, held);
         out.notes.extend(notes);
         out.notes.push(format!(
             "planned from FOCUS {name}: {} rows, {} usage groups, billed hours {} to {}",
@@ -280,6 +319,23 @@ impl Planner for FocusPlanner {
             last.to_datetime().to_rfc3339()
         ));
         Ok(out)
+    }
+}
+
+/// The spec describing a held commitment (what a return gives back).
+fn spec_of(c: &Commitment) -> crate::providers::PurchaseSpec {
+    crate::providers::PurchaseSpec {
+        provider: c.provider,
+        account: None,
+        instrument: c.instrument,
+        term: c.term,
+        payment: c.payment,
+        region: c.region.clone(),
+        family: c.family.clone(),
+        instance_type: c.instance_type.clone(),
+        os: None,
+        tenancy: None,
+        amount: c.amount,
     }
 }
 
@@ -307,31 +363,105 @@ fn inputs_digest(
     hex::encode(h.finalize())
 }
 
-/// The optimizer's plan in the daemon's form. Exchanges are reported in the notes and not
-/// proposed: executing them needs the provider's exchange API (AWS: issue 7's client).
-pub fn cycle_plan(plan: &Plan, now: DateTime<Utc>, digest: String) -> CyclePlan {
+/// The optimizer's plan in the daemon's form: AWS purchases, AWS savings plan returns and AWS
+/// convertible RI exchanges become proposals. `held` is the market's inventory: only what it
+/// holds can be given up (a commitment only the source lists is a note, not a proposal).
+/// Azure exchanges and returns stay notes: no market executes them. An AWS exchange is
+/// proposed when it gives up whole reservations for one target configuration (AWS exchanges
+/// whole RIs; splitting one first is not something commitd does), otherwise it is a note.
+pub fn cycle_plan(
+    plan: &Plan,
+    now: DateTime<Utc>,
+    digest: String,
+    held: &[Commitment],
+) -> CyclePlan {
     let mut notes = plan.notes.clone();
     let mut actions = Vec::new();
+    let utilization = |a: &crate::domain::plan::Action| {
+        // Policy judges utilization at the low demand quantile (P10), not on average.
+        a.rationale
+            .utilization_by_scenario
+            .iter()
+            .find(|(level, _)| (*level - crate::pipeline::LEVELS[0]).abs() < 1e-9)
+            .map_or(a.rationale.expected_utilization, |(_, u)| *u)
+    };
+    let savings = |a: &crate::domain::plan::Action| {
+        Money::from_f64(a.rationale.expected_savings).unwrap_or(Money::ZERO)
+    };
     for a in &plan.actions {
-        match &a.kind {
-            ActionKind::Purchase => {}
-            ActionKind::Exchange { source_id, .. } => {
+        let operation = match &a.kind {
+            ActionKind::Purchase => Operation::Purchase,
+            ActionKind::Exchange { source_id, .. } if a.provider != Provider::Aws => {
                 notes.push(format!(
-                    "exchange of {source_id} into {} {} not proposed: exchanges are not executable yet",
-                    a.instrument, a.scope
+                    "exchange of {source_id} into {} {} not proposed: no market executes {} exchanges",
+                    a.instrument, a.scope, a.provider
+                ));
+                continue;
+            }
+            ActionKind::Return { source_id, .. } if a.provider != Provider::Aws => {
+                notes.push(format!(
+                    "return of {} instances of {source_id} not proposed: no market executes {} returns",
+                    a.amount, a.provider
                 ));
                 continue;
             }
             ActionKind::Return { source_id, .. } => {
-                notes.push(format!(
-                    "return of {} instances of {source_id} not proposed: returns are not executable yet",
-                    a.amount
-                ));
+                let Some(c) = held.iter().find(|c| &c.id == source_id) else {
+                    notes.push(format!(
+                        "return of {source_id} not proposed: the market does not hold it"
+                    ));
+                    continue;
+                };
+                actions.push(PlannedAction {
+                    operation: Operation::Return {
+                        commitment_id: c.id.clone(),
+                        hourly_cost_removed: c.hourly_cost,
+                    },
+                    spec: spec_of(c),
+                    // A return commits nothing: policy limits on new spend see zero.
+                    hourly_cost: Money::ZERO,
+                    upfront: Money::ZERO,
+                    expected_savings: savings(a),
+                    expected_utilization: None,
+                    summary: a.rationale.summary.clone(),
+                });
                 continue;
             }
-        }
-        // The one action -> purchase converter (shared with the backtest).
-        let spec = match crate::pipeline::purchase_spec(a) {
+            ActionKind::Exchange {
+                source_id,
+                source_count,
+                source_value,
+                true_up,
+            } => {
+                let targets = plan
+                    .actions
+                    .iter()
+                    .filter(|b| matches!(&b.kind, ActionKind::Exchange { source_id: s, .. } if s == source_id))
+                    .count();
+                let whole = held.iter().find(|c| &c.id == source_id).is_some_and(|c| {
+                    c.amount == crate::domain::CommitmentAmount::Instances(*source_count)
+                });
+                if targets != 1 || !whole {
+                    notes.push(format!(
+                        "exchange of {source_count} instances of {source_id} into {} {} not proposed: AWS exchanges whole reservations into the proposal's one target ({targets} targets, whole source: {whole})",
+                        a.instrument, a.scope
+                    ));
+                    continue;
+                }
+                Operation::Exchange {
+                    source_ids: vec![source_id.clone()],
+                    source_value: *source_value,
+                    true_up: *true_up,
+                }
+            }
+        };
+        // The one action -> purchase converter (shared with the backtest); an exchange's
+        // target is converted as the purchase it amounts to.
+        let as_purchase = crate::domain::plan::Action {
+            kind: ActionKind::Purchase,
+            ..a.clone()
+        };
+        let spec = match crate::pipeline::purchase_spec(&as_purchase) {
             Ok(Some(spec)) => spec,
             Ok(None) => continue,
             Err(e) => {
@@ -340,18 +470,13 @@ pub fn cycle_plan(plan: &Plan, now: DateTime<Utc>, digest: String) -> CyclePlan 
             }
         };
         actions.push(PlannedAction {
+            operation,
             spec,
             hourly_cost: a.hourly_cost,
+            // Exchange: the optimizer's true-up paid now (the approval's ceiling on it).
             upfront: a.upfront,
-            expected_savings: Money::from_f64(a.rationale.expected_savings).unwrap_or(Money::ZERO),
-            // Policy judges utilization at the low demand quantile (P10), not on average.
-            expected_utilization: Some(
-                a.rationale
-                    .utilization_by_scenario
-                    .iter()
-                    .find(|(level, _)| (*level - crate::pipeline::LEVELS[0]).abs() < 1e-9)
-                    .map_or(a.rationale.expected_utilization, |(_, u)| *u),
-            ),
+            expected_savings: savings(a),
+            expected_utilization: Some(utilization(a)),
             summary: a.rationale.summary.clone(),
         });
     }
@@ -389,5 +514,144 @@ mod tests {
             with, without,
             "a different rate card gives a different digest"
         );
+    }
+
+    #[test]
+    fn cycle_plan_proposes_aws_returns_and_whole_exchanges_and_notes_the_rest() {
+        use crate::domain::plan::{Action, AmountUnit, Rationale};
+        use crate::domain::{ActionScope, CommitmentAmount, Term};
+        let held = |id: &str, instrument: Instrument, provider: Provider, amount| Commitment {
+            id: id.into(),
+            provider,
+            instrument,
+            term: Term::ONE_YEAR,
+            payment: PaymentOption::NoUpfront,
+            start: Hour(490_000),
+            end: Hour(490_000 + 8_760),
+            region: Some("us-east-1".into()),
+            instance_type: Some("m5.large".into()),
+            family: None,
+            amount,
+            hourly_cost: Money::from_units(2),
+            upfront: Money::ZERO,
+        };
+        let existing = vec![
+            held(
+                "sp-1",
+                Instrument::ComputeSavingsPlan,
+                Provider::Aws,
+                CommitmentAmount::HourlySpend(Money::from_units(2)),
+            ),
+            held(
+                "ri-1",
+                Instrument::ConvertibleReservedInstance,
+                Provider::Aws,
+                CommitmentAmount::Instances(4),
+            ),
+            held(
+                "ri-2",
+                Instrument::ConvertibleReservedInstance,
+                Provider::Aws,
+                CommitmentAmount::Instances(4),
+            ),
+            held(
+                "az-1",
+                Instrument::AzureReservation,
+                Provider::Azure,
+                CommitmentAmount::Instances(2),
+            ),
+        ];
+        let action = |kind: ActionKind, provider: Provider, instrument: Instrument| Action {
+            kind,
+            provider,
+            instrument,
+            term_years: 1,
+            payment_option: PaymentOption::NoUpfront,
+            scope: ActionScope::Instances {
+                region: "us-east-1".into(),
+                instance_type: "c5.large".into(),
+                flex_group: "c5".into(),
+                os: "Linux".into(),
+                tenancy: "Shared".into(),
+            },
+            amount: Decimal::from(6),
+            unit: AmountUnit::Instances,
+            start: Hour(490_100),
+            hourly_cost: Money::from_units(3),
+            upfront: Money::from_units(5),
+            rationale: Rationale {
+                expected_savings: 10.0,
+                ..Rationale::default()
+            },
+        };
+        let exchange = |source: &str, count: u32| ActionKind::Exchange {
+            source_id: source.into(),
+            source_count: count,
+            source_value: Money::from_units(100),
+            true_up: Money::from_units(5),
+        };
+        let ret = |source: &str| ActionKind::Return {
+            source_id: source.into(),
+            source_count: 1,
+            refund: Money::ZERO,
+        };
+        let plan = Plan {
+            actions: vec![
+                action(ret("sp-1"), Provider::Aws, Instrument::ComputeSavingsPlan),
+                action(
+                    exchange("ri-1", 4),
+                    Provider::Aws,
+                    Instrument::ConvertibleReservedInstance,
+                ),
+                // Three of four instances: AWS exchanges whole reservations.
+                action(
+                    exchange("ri-2", 3),
+                    Provider::Aws,
+                    Instrument::ConvertibleReservedInstance,
+                ),
+                action(ret("az-1"), Provider::Azure, Instrument::AzureReservation),
+            ],
+            ..Plan::default()
+        };
+        let out = cycle_plan(&plan, Utc::now(), "d".repeat(64), &existing);
+        assert_eq!(out.actions.len(), 2, "{:#?}", out.actions);
+        let r = &out.actions[0];
+        assert_eq!(
+            r.operation,
+            Operation::Return {
+                commitment_id: "sp-1".into(),
+                hourly_cost_removed: Money::from_units(2),
+            }
+        );
+        assert_eq!(r.hourly_cost, Money::ZERO, "a return commits nothing");
+        assert_eq!(
+            r.spec.amount,
+            CommitmentAmount::HourlySpend(Money::from_units(2))
+        );
+        assert!(r.describe().starts_with("return sp-1"), "{}", r.describe());
+        let x = &out.actions[1];
+        assert!(
+            matches!(&x.operation, Operation::Exchange { source_ids, .. } if source_ids == &["ri-1".to_string()])
+        );
+        assert_eq!(x.spec.instance_type.as_deref(), Some("c5.large"));
+        assert_eq!(x.spec.amount, CommitmentAmount::Instances(6));
+        assert_eq!(x.upfront, Money::from_units(5), "the true-up ceiling");
+        assert!(
+            out.notes
+                .iter()
+                .any(|n| n.contains("ri-2") && n.contains("whole")),
+            "{:?}",
+            out.notes
+        );
+        assert!(
+            out.notes
+                .iter()
+                .any(|n| n.contains("az-1") && n.contains("no market executes")),
+            "{:?}",
+            out.notes
+        );
+        // Exchanges are planned unless an Azure reservation (not executable) is held.
+        assert!(!exchanges_executable(&existing));
+        assert!(exchanges_executable(&existing[..3]));
     }
 }

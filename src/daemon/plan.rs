@@ -75,7 +75,7 @@ impl CyclePlan {
             out.push_str(&format!(
                 "  {:>2}. {}  cost {} USD/h, upfront {} USD, expected savings {} USD{}\n",
                 i + 1,
-                a.spec.describe(),
+                a.describe(),
                 a.hourly_cost,
                 a.upfront,
                 a.expected_savings,
@@ -99,6 +99,19 @@ impl CyclePlan {
 /// must count as existing (alongside any the source lists), so that nothing is bought twice.
 pub trait Planner: Send + Sync {
     fn plan(&self, now: DateTime<Utc>, held: &[Commitment]) -> Result<CyclePlan, PlanError>;
+
+    /// Like [`Planner::plan`], and the held savings plans in `returnable` (bought by commitd,
+    /// inside their return window now) may be returned if the new forecast no longer wants
+    /// them. Planners that cannot decide returns ignore it.
+    fn plan_with_returns(
+        &self,
+        now: DateTime<Utc>,
+        held: &[Commitment],
+        returnable: &std::collections::BTreeSet<String>,
+    ) -> Result<CyclePlan, PlanError> {
+        let _ = returnable;
+        self.plan(now, held)
+    }
 }
 
 /// The file form of a plan: the actions, and optionally the solver's figures.

@@ -21,12 +21,13 @@ pub fn term_total(action: &PlannedAction) -> Money {
 
 fn action_facts(action: &PlannedAction) -> serde_json::Value {
     json!({
-        "what": action.spec.describe(),
+        "what": action.describe(),
         "hourly_cost": action.hourly_cost,
         "upfront": action.upfront,
         "term_total": term_total(action),
         "summary": action.summary,
         "spec": action.spec,
+        "operation": action.operation,
     })
 }
 

@@ -15,6 +15,14 @@
 //! recorded). [`Executor::reconcile`] resumes every `executing` proposal from step 3, adding
 //! whichever audit event the crash prevented, so the log is complete and nothing is bought
 //! twice. The key is derived from the proposal id, so no retry can ever invent a new one.
+//!
+//! Returns and exchanges (the proposal's [`Operation`]) take exactly the same steps; step 3
+//! asks [`CommitmentMarket::find_return`] / [`CommitmentMarket::find_exchange`] instead of
+//! the key lookup, because a provider's return or exchange is visible in its inventory (a
+//! returned plan, retired sources) even when the API takes no client token. A return commits
+//! nothing new; an exchange's true-up is bounded by the approved `upfront` (the same per-run
+//! upfront limit policy applies to purchases), and a quote that is invalid or above it fails
+//! the proposal with the quote's reason and the quote itself in the audit event.
 
 pub mod journal;
 
@@ -26,7 +34,10 @@ use crate::config::Mode;
 use crate::domain::Hour;
 use crate::policy::{ActionFacts, PolicySet, Verdict};
 use crate::proposals::{Proposal, ProposalError, ProposalState, ProposalStore};
-use crate::providers::{CommitmentMarket, ProviderError, Purchase, PurchaseRequest};
+use crate::providers::{
+    CommitmentMarket, ExchangeRequest, Operation, ProviderError, Purchase, PurchaseRequest,
+    ReturnRequest,
+};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
@@ -294,7 +305,8 @@ impl Executor {
         let mut p = p.clone();
         p.idempotency_key = Some(key);
         p.state = ProposalState::Executing;
-        self.buy(&p, now, false).await
+        p.requested_at = Some(now);
+        self.act(&p, now, false).await
     }
 
     async fn request_event(
@@ -318,7 +330,8 @@ impl Executor {
                 .with_amount(Amount::usd(journal::term_total(&p.action)))
                 .with_rationale(json!({
                     "provider": self.market.name(),
-                    "what": p.action.spec.describe(),
+                    "what": p.action.describe(),
+                    "operation": p.action.operation,
                     "hourly_cost": p.action.hourly_cost,
                     "upfront": p.action.upfront,
                     "recovered_after_crash": recovered,
@@ -340,7 +353,194 @@ impl Executor {
         }
         let mut p = p.clone();
         p.idempotency_key = Some(key);
-        self.buy(&p, now, true).await
+        self.act(&p, now, true).await
+    }
+
+    /// Step 3 onwards, for the proposal's operation.
+    async fn act(
+        &self,
+        p: &Proposal,
+        now: DateTime<Utc>,
+        resuming: bool,
+    ) -> Result<Outcome, ExecuteError> {
+        match &p.action.operation {
+            Operation::Purchase => self.buy(p, now, resuming).await,
+            Operation::Return { commitment_id, .. } => {
+                self.give_back(p, commitment_id, now, resuming).await
+            }
+            Operation::Exchange { source_ids, .. } => self.swap(p, source_ids, now, resuming).await,
+        }
+    }
+
+    async fn give_back(
+        &self,
+        p: &Proposal,
+        commitment_id: &str,
+        now: DateTime<Utc>,
+        resuming: bool,
+    ) -> Result<Outcome, ExecuteError> {
+        let key = p.idempotency_key.clone().unwrap_or_default();
+        let request = ReturnRequest {
+            idempotency_key: key.clone(),
+            commitment_id: commitment_id.to_string(),
+            account: p.action.spec.account.clone(),
+            at: now,
+        };
+        // Ask first: a return made before a crash shows as the plan's state at the provider.
+        let found = match self.market.find_return(&request).await {
+            Ok(found) => found,
+            Err(e) => return self.provider_failed(p, &key, e, now).await,
+        };
+        let (returned, reconciled) = match found {
+            Some(r) => (r, true),
+            None => match self.market.return_commitment(&request).await {
+                Ok(r) => (r, false),
+                Err(e) => return self.provider_failed(p, &key, e, now).await,
+            },
+        };
+        self.failpoint.check(Step::AfterPurchase)?;
+        let removed = match &p.action.operation {
+            Operation::Return {
+                hourly_cost_removed,
+                ..
+            } => Some(*hourly_cost_removed),
+            _ => None,
+        };
+        let rationale = json!({
+            "provider": self.market.name(),
+            "operation": "return",
+            "reconciled": reconciled,
+            "state": returned.state,
+            "hourly_cost_removed": removed,
+            "expected_savings": p.action.expected_savings,
+        });
+        self.record_executed(
+            p,
+            &key,
+            &returned.request_id,
+            &returned.commitment_id,
+            rationale,
+            None,
+            now,
+            resuming,
+        )
+        .await?;
+        Ok(Outcome::Executed {
+            proposal_id: p.id.clone(),
+            commitment_id: returned.commitment_id,
+            reconciled,
+        })
+    }
+
+    async fn swap(
+        &self,
+        p: &Proposal,
+        source_ids: &[String],
+        now: DateTime<Utc>,
+        resuming: bool,
+    ) -> Result<Outcome, ExecuteError> {
+        let key = p.idempotency_key.clone().unwrap_or_default();
+        let request = ExchangeRequest {
+            idempotency_key: key.clone(),
+            source_ids: source_ids.to_vec(),
+            target: p.action.spec.clone(),
+            // The approved upfront is the true-up ceiling: policy limited it like any upfront.
+            max_true_up: p.action.upfront,
+            // Reconciliation looks for targets created since the request was recorded.
+            at: p.requested_at.unwrap_or(now),
+        };
+        // Ask first: AcceptReservedInstancesExchangeQuote has no client token, so an exchange
+        // whose answer was lost is only visible as retired sources; never send it twice.
+        let found = match self.market.find_exchange(&request).await {
+            Ok(found) => found,
+            Err(e) => return self.provider_failed(p, &key, e, now).await,
+        };
+        let (done, reconciled) = match found {
+            Some(x) => (x, true),
+            None => {
+                let request = ExchangeRequest { at: now, ..request };
+                match self.market.exchange(&request).await {
+                    Ok(x) => (x, false),
+                    Err(e) => return self.provider_failed(p, &key, e, now).await,
+                }
+            }
+        };
+        self.failpoint.check(Step::AfterPurchase)?;
+        let commitment_id = if done.target_ids.is_empty() {
+            done.exchange_id
+                .clone()
+                .unwrap_or_else(|| format!("exchange:{}", done.source_ids.join("+")))
+        } else {
+            done.target_ids.join(",")
+        };
+        let rationale = json!({
+            "provider": self.market.name(),
+            "operation": "exchange",
+            "reconciled": reconciled,
+            "exchange_id": done.exchange_id,
+            "source_ids": done.source_ids,
+            "target_ids": done.target_ids,
+            "quote": done.quote,
+            "approved_true_up": p.action.upfront,
+            "expected_savings": p.action.expected_savings,
+        });
+        let amount = done.quote.as_ref().map(|q| q.payment_due);
+        self.record_executed(
+            p,
+            &key,
+            &done.request_id,
+            &commitment_id,
+            rationale,
+            amount,
+            now,
+            resuming,
+        )
+        .await?;
+        Ok(Outcome::Executed {
+            proposal_id: p.id.clone(),
+            commitment_id,
+            reconciled,
+        })
+    }
+
+    /// The `Executed` event (unless a resumed execution already wrote it) and the final state.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_executed(
+        &self,
+        p: &Proposal,
+        key: &str,
+        request_id: &str,
+        commitment_id: &str,
+        rationale: serde_json::Value,
+        amount: Option<crate::domain::Money>,
+        now: DateTime<Utc>,
+        resuming: bool,
+    ) -> Result<(), ExecuteError> {
+        let already =
+            resuming && journal::has_event(&self.audit, EventKind::Executed, &p.id).await?;
+        if !already {
+            let mut event = NewEvent::new(
+                now,
+                DAEMON_ACTOR,
+                &p.id,
+                Executed {
+                    proposal_id: p.id.clone(),
+                    idempotency_key: key.to_string(),
+                    provider_request_id: request_id.to_string(),
+                    commitment_id: commitment_id.to_string(),
+                },
+            )
+            .with_rationale(rationale);
+            if let Some(a) = amount {
+                event = event.with_amount(Amount::usd(a));
+            }
+            self.audit.append(event).await?;
+        }
+        self.failpoint.check(Step::AfterExecutedEvent)?;
+        self.proposals
+            .finish_execution(&p.id, commitment_id, request_id, now)
+            .await?;
+        Ok(())
     }
 
     async fn buy(
@@ -423,6 +623,11 @@ impl Executor {
     ) -> Result<Outcome, ExecuteError> {
         let retryable = e.retryable();
         let error = e.to_string();
+        // A refused exchange carries the quote: the audit keeps what the provider offered.
+        let quote = match &e {
+            ProviderError::ExchangeRefused { quote, .. } => Some(quote.clone()),
+            _ => None,
+        };
         if retryable {
             // Stays `executing`: the next reconcile looks the key up and retries.
             self.proposals
@@ -431,19 +636,25 @@ impl Executor {
         } else {
             self.proposals.fail(&p.id, &error, now).await?;
         }
-        self.audit
-            .append(NewEvent::new(
-                now,
-                DAEMON_ACTOR,
-                &p.id,
-                Failed {
-                    proposal_id: p.id.clone(),
-                    idempotency_key: Some(key.into()),
-                    error: error.clone(),
-                    retryable,
-                },
-            ))
-            .await?;
+        let mut event = NewEvent::new(
+            now,
+            DAEMON_ACTOR,
+            &p.id,
+            Failed {
+                proposal_id: p.id.clone(),
+                idempotency_key: Some(key.into()),
+                error: error.clone(),
+                retryable,
+            },
+        );
+        if !matches!(p.action.operation, Operation::Purchase) {
+            event = event.with_rationale(json!({
+                "provider": self.market.name(),
+                "operation": p.action.operation,
+                "quote": quote,
+            }));
+        }
+        self.audit.append(event).await?;
         Ok(Outcome::Failed {
             proposal_id: p.id.clone(),
             error,

@@ -239,3 +239,206 @@ async fn provider_outages_are_retried_with_the_same_key() {
     assert_eq!(w.count(EventKind::ExecutionRequested).await, 1);
     let _ = &w.store;
 }
+
+/// Returns and exchanges on the simulated market: a crash between any two steps never does
+/// them twice, the restart completes the log, and a refused exchange changes nothing.
+mod returns_and_exchanges {
+    use super::*;
+    use crate::domain::{CommitmentAmount, Instrument, Money, PaymentOption};
+    use crate::proposals::PlannedAction;
+    use crate::providers::{Operation, PurchaseRequest};
+
+    const BOTH: &str = r#"
+name = "aws"
+[scope]
+provider = "AWS"
+[allow]
+instruments = ["ComputeSavingsPlan", "ConvertibleReservedInstance"]
+terms = [1]
+payment_options = ["NoUpfront", "PartialUpfront"]
+[limits]
+max_new_hourly_commitment_per_day = "4"
+max_upfront_per_day = "1000"
+min_expected_utilization = 0.9
+"#;
+
+    fn executor(w: &World, at: Option<Step>) -> Executor {
+        Executor::new(
+            w.proposals.clone(),
+            w.audit.clone(),
+            w.market.clone(),
+            PolicySet {
+                policies: vec![Policy::parse(BOTH, Path::new("policies/aws.toml")).unwrap()],
+            },
+        )
+        .with_failpoint(Failpoint { at, abort: false })
+    }
+
+    /// Holds a 2.5 USD/h savings plan bought a day before t(0) and 4 convertible m6i.large
+    /// bought 30 days before; returns their ids.
+    async fn holdings(w: &World) -> (String, String) {
+        let mut sp = crate::providers::sim::tests::sp_request("2.5");
+        sp.start = Hour::from_datetime(t(-24));
+        let sp = w.market.purchase(&sp).await.unwrap().commitment.id;
+        let mut ri = crate::providers::sim::tests::sp_request("1");
+        ri.idempotency_key = "k-ri".into();
+        ri.spec.instrument = Instrument::ConvertibleReservedInstance;
+        ri.spec.payment = PaymentOption::PartialUpfront;
+        ri.spec.region = Some("eu-west-1".into());
+        ri.spec.instance_type = Some("m6i.large".into());
+        ri.spec.amount = CommitmentAmount::Instances(4);
+        ri.start = Hour::from_datetime(t(-24 * 30));
+        let ri: PurchaseRequest = ri;
+        let ri = w.market.purchase(&ri).await.unwrap().commitment.id;
+        (sp, ri)
+    }
+
+    async fn approve(w: &World, a: PlannedAction) -> Proposal {
+        let p = w
+            .proposals
+            .create(
+                &NewProposal {
+                    plan_id: "plan-1".into(),
+                    index: 0,
+                    proposer: "commitd".into(),
+                    approvals_needed: 1,
+                    policy: "aws".into(),
+                    action: a,
+                    max_age: Duration::hours(48),
+                },
+                t(0),
+            )
+            .await
+            .unwrap();
+        w.proposals
+            .approve(&p.id, "alice", t(0), None)
+            .await
+            .unwrap()
+            .proposal
+    }
+
+    fn give_back(sp: &str) -> PlannedAction {
+        let mut a = action("2.5");
+        a.operation = Operation::Return {
+            commitment_id: sp.into(),
+            hourly_cost_removed: Money::parse("2.5").unwrap(),
+        };
+        a.hourly_cost = Money::ZERO;
+        a.expected_utilization = None;
+        a
+    }
+
+    fn swap(ri: &str, max_true_up: &str) -> PlannedAction {
+        let mut a = action("0.42");
+        a.operation = Operation::Exchange {
+            source_ids: vec![ri.into()],
+            source_value: Money::ZERO,
+            true_up: Money::parse(max_true_up).unwrap(),
+        };
+        a.spec.instrument = Instrument::ConvertibleReservedInstance;
+        a.spec.payment = PaymentOption::PartialUpfront;
+        a.spec.region = Some("eu-west-1".into());
+        a.spec.instance_type = Some("m6i.xlarge".into());
+        a.spec.amount = CommitmentAmount::Instances(3);
+        a.upfront = Money::parse(max_true_up).unwrap();
+        a
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_any_two_steps_returns_and_exchanges_exactly_once() {
+        for step in Step::ALL {
+            for exchange in [false, true] {
+                let w = world().await;
+                let (sp, ri) = holdings(&w).await;
+                let p = approve(
+                    &w,
+                    if exchange {
+                        swap(&ri, "1000")
+                    } else {
+                        give_back(&sp)
+                    },
+                )
+                .await;
+                let e = executor(&w, Some(step))
+                    .execute_approved(t(1))
+                    .await
+                    .unwrap_err();
+                assert!(matches!(e, ExecuteError::Crashed(s) if s == step), "{e}");
+                let exec = executor(&w, None);
+                let out = exec.reconcile(t(2)).await.unwrap();
+                assert!(
+                    matches!(&out[0], Outcome::Executed { .. }),
+                    "{step:?} {exchange}: {out:?}"
+                );
+                assert!(exec.execute_approved(t(2)).await.unwrap().is_empty());
+                let held: Vec<_> = w
+                    .market
+                    .inventory()
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|c| (c.id, c.amount))
+                    .collect();
+                // Exchange: the plan and the target; return: the RI only.
+                let expected = if exchange { 2 } else { 1 };
+                assert_eq!(held.len(), expected, "{step:?} {exchange}: {held:?}");
+                if exchange {
+                    assert!(held.iter().any(|(id, _)| *id == sp));
+                    assert!(held
+                        .iter()
+                        .any(|(_, n)| *n == CommitmentAmount::Instances(3)));
+                } else {
+                    assert!(held.iter().all(|(id, _)| *id != sp), "{held:?}");
+                }
+                let done = w.proposals.get(&p.id).await.unwrap().unwrap();
+                assert_eq!(done.state, ProposalState::Executed, "{step:?} {exchange}");
+                assert_eq!(w.count(EventKind::ExecutionRequested).await, 1);
+                assert_eq!(w.count(EventKind::Executed).await, 1);
+                assert!(w.audit.verify().await.unwrap().is_ok());
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exchange_above_the_approved_true_up_fails_with_the_quote_and_changes_nothing() {
+        let w = world().await;
+        let (_sp, ri) = holdings(&w).await;
+        let before = w.market.inventory().await.unwrap();
+        let p = approve(&w, swap(&ri, "1")).await;
+        let out = executor(&w, None).execute_approved(t(1)).await.unwrap();
+        let Outcome::Failed {
+            error, retryable, ..
+        } = &out[0]
+        else {
+            panic!("{out:?}")
+        };
+        assert!(!retryable);
+        assert!(error.contains("exceeds the approved 1 USD"), "{error}");
+        assert_eq!(w.market.inventory().await.unwrap(), before);
+        assert_eq!(
+            w.proposals.get(&p.id).await.unwrap().unwrap().state,
+            ProposalState::Failed
+        );
+        let failed = w
+            .audit
+            .list(
+                &EventFilter {
+                    kind: Some(EventKind::Failed),
+                    ..EventFilter::default()
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        let quote = &failed[0].rationale["quote"];
+        assert_eq!(quote["valid"], true, "{quote}");
+        assert!(
+            quote["payment_due"]
+                .as_str()
+                .unwrap()
+                .parse::<f64>()
+                .unwrap()
+                > 1.0
+        );
+    }
+}

@@ -214,6 +214,12 @@ pub struct Constraints {
     pub allow_exchanges: bool,
     /// Azure refunds still available in the rolling 12 months (USD 50,000 cap minus used).
     pub azure_refund_remaining: Money,
+    /// Ids of existing AWS savings plans that may be returned at the decision time (the caller
+    /// knows: commitd bought them and they are inside AWS's return window, so the optimizer
+    /// never reads a clock). Each becomes a whole-or-nothing return source; AWS refunds the
+    /// plan entirely and has no refund cap.
+    #[serde(default)]
+    pub returnable: std::collections::BTreeSet<String>,
 }
 
 impl Constraints {
@@ -232,6 +238,7 @@ impl Constraints {
             three_year_min_extra_savings: 0.0,
             allow_exchanges: true,
             azure_refund_remaining: Money::from_units(50_000),
+            returnable: Default::default(),
         }
     }
 

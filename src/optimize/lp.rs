@@ -156,7 +156,14 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
         objective.add_mul(stop, e);
         let r = src.returnable.then(|| {
             let r = vars.add(r_def);
-            objective.add_mul(stop, r);
+            // An AWS savings plan returned and bought again at the same rate costs the same
+            // over the window: keeping it wins the tie (a return and a re-purchase is churn).
+            let keep = if src.provider == crate::domain::Provider::Aws {
+                1.0 - 1e-4
+            } else {
+                1.0
+            };
+            objective.add_mul(stop * keep, r);
             r
         });
         shares.push((e, r));
@@ -304,8 +311,12 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
             both.add_mul(1.0, r);
             problem.add_constraint(both.leq(1.0));
             rows += 1;
-            refunds.add_mul(src.remaining_value(), r);
-            any_return = true;
+            // Only Azure refunds count against the rolling cap; an AWS savings plan return
+            // (inside its window) has none.
+            if src.provider == crate::domain::Provider::Azure {
+                refunds.add_mul(src.remaining_value(), r);
+                any_return = true;
+            }
         }
     }
     if any_return {

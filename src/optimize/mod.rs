@@ -530,7 +530,14 @@ fn round_exchange(
 ) -> Share {
     let src = &model.sources[si];
     let n = src.count as f64;
-    let returned = (relaxed.returned[si] * n + 1e-6).floor().min(n);
+    let returned = if nearest && src.provider == Provider::Aws {
+        // An AWS savings plan (count 1, no refund cap) is returned whole or kept. The
+        // relaxation keeps the share still used (r < 1), so rounding down would never return
+        // it: the nearest whole return is tried, and kept only if the re-solve is cheaper.
+        (relaxed.returned[si] * n).round().min(n)
+    } else {
+        (relaxed.returned[si] * n + 1e-6).floor().min(n)
+    };
     let e = relaxed.exchanged[si] * n;
     let mut exchanged = if nearest {
         e.round()
@@ -1007,16 +1014,30 @@ fn exchange_actions(
             } else {
                 1.0
             };
-            let summary = format!(
-                "return {count} of {} x {} {} for a refund of ${refund:.0} (within the remaining refund cap ${}): expected utilization {} before, {} after (breakeven {:.1}%), saves ${gain:.0} over the window",
-                src.count,
-                src.scope,
-                src.id,
-                constraints.azure_refund_remaining,
-                pct(before_util),
-                pct(after),
-                breakeven * 100.0
-            );
+            let summary = if src.provider == Provider::Azure {
+                format!(
+                    "return {count} of {} x {} {} for a refund of ${refund:.0} (within the remaining refund cap ${}): expected utilization {} before, {} after (breakeven {:.1}%), saves ${gain:.0} over the window",
+                    src.count,
+                    src.scope,
+                    src.id,
+                    constraints.azure_refund_remaining,
+                    pct(before_util),
+                    pct(after),
+                    breakeven * 100.0
+                )
+            } else {
+                // An AWS savings plan inside its return window: returned whole, no cap.
+                format!(
+                    "return savings plan {} ({} {}, {:.5} USD/h) inside its return window: expected utilization {} before, {} after (breakeven {:.1}%), saves ${gain:.0} over the window",
+                    src.id,
+                    src.instrument,
+                    src.scope,
+                    src.hourly_cost,
+                    pct(before_util),
+                    pct(after),
+                    breakeven * 100.0
+                )
+            };
             out.push(Action {
                 kind: ActionKind::Return {
                     source_id: src.id.clone(),

@@ -627,6 +627,14 @@ pub(crate) fn build(
     } else {
         Vec::new()
     };
+    let mut sources = sources;
+    sources.extend(return_sources(
+        existing,
+        constraints,
+        demand,
+        &pools,
+        &mut notes,
+    ));
     let mut boundaries = vec![0, demand.hours];
     for p in &pools {
         boundaries.push(p.active.0);
@@ -643,6 +651,89 @@ pub(crate) fn build(
         boundaries,
         notes,
     })
+}
+
+/// AWS savings plans the caller marked returnable ([`Constraints::returnable`]): each is a
+/// source without exchange targets whose return share is rounded down to the whole plan or
+/// nothing (count 1), removing its cost for the rest of the window. Only plans active at the
+/// decision time qualify (a queued plan is deleted, not returned, and commitd does not plan
+/// that).
+fn return_sources(
+    existing: &[Commitment],
+    constraints: &Constraints,
+    demand: &DemandInput,
+    pools: &[Pool],
+    notes: &mut Vec<String>,
+) -> Vec<Source> {
+    if constraints.returnable.is_empty() {
+        return Vec::new();
+    }
+    let window = demand.window();
+    let mut out = Vec::new();
+    for (pi, p) in pools.iter().enumerate() {
+        let Origin::Existing { id } = &p.origin else {
+            continue;
+        };
+        if !constraints.returnable.contains(id) {
+            continue;
+        }
+        let Some(c) = existing.iter().find(|c| &c.id == id) else {
+            continue;
+        };
+        let is_sp = matches!(
+            c.instrument,
+            Instrument::ComputeSavingsPlan | Instrument::Ec2InstanceSavingsPlan
+        );
+        let Some(units) = p.fixed_capacity.filter(|u| *u > 0.0) else {
+            continue;
+        };
+        if c.provider != Provider::Aws || !is_sp || c.start > window.start || c.end <= window.start
+        {
+            notes.push(format!(
+                "existing {id}: marked returnable but not an active AWS savings plan; not considered for return"
+            ));
+            continue;
+        }
+        let total = c.total_cost().to_f64();
+        out.push(Source {
+            pool: pi,
+            id: c.id.clone(),
+            provider: c.provider,
+            instrument: c.instrument,
+            term: c.term,
+            payment: c.payment,
+            scope: match (&c.region, &c.family) {
+                (Some(region), Some(family))
+                    if c.instrument == Instrument::Ec2InstanceSavingsPlan =>
+                {
+                    ActionScope::FamilyRegion {
+                        region: region.clone(),
+                        family: family.clone(),
+                    }
+                }
+                _ => ActionScope::Provider,
+            },
+            count: 1,
+            units,
+            hourly_cost: c.hourly_cost.to_f64(),
+            upfront_fraction: if total > 0.0 {
+                (c.upfront.to_f64() / total).clamp(0.0, 1.0)
+            } else {
+                0.0
+            },
+            window_hours: (p.active.1 - p.active.0) as f64,
+            remaining_hours: c.end.since(window.start) as f64,
+            returnable: true,
+            targets: Vec::new(),
+        });
+    }
+    if !out.is_empty() {
+        notes.push(format!(
+            "{} AWS savings plans inside their return window considered for return",
+            out.len()
+        ));
+    }
+    out
 }
 
 /// The AWS rule (GetReservedInstancesExchangeQuote): a convertible RI with less than 24 hours

@@ -21,7 +21,7 @@
 use crate::domain::Money;
 use crate::policy::RecentSpend;
 use crate::providers::sql::{self, ColumnError, Row, Val};
-use crate::providers::PurchaseSpec;
+use crate::providers::{Operation, PurchaseSpec};
 use crate::store::Store;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -88,9 +88,15 @@ impl fmt::Display for ProposalState {
     }
 }
 
-/// One action of a plan, as a proposal carries it: what to buy and what the plan expects of it.
+/// One action of a plan, as a proposal carries it: what to buy (or return, or exchange into)
+/// and what the plan expects of it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PlannedAction {
+    /// Purchase, return or exchange. Absent in proposals stored before returns and exchanges
+    /// existed, which were all purchases.
+    #[serde(default)]
+    pub operation: Operation,
+    /// Purchase: what to buy. Return: the commitment given back. Exchange: the target.
     pub spec: PurchaseSpec,
     /// Amortized USD per hour the plan expects to pay (the approved price ceiling).
     pub hourly_cost: Money,
@@ -104,6 +110,24 @@ pub struct PlannedAction {
     /// The plan's one-line rationale.
     #[serde(default)]
     pub summary: String,
+}
+
+impl PlannedAction {
+    /// One line for people, naming the operation: "buy AWS ...", "return sp-1 (AWS ...)",
+    /// "exchange ri-1 into AWS ...".
+    pub fn describe(&self) -> String {
+        match &self.operation {
+            Operation::Purchase => format!("buy {}", self.spec.describe()),
+            Operation::Return { commitment_id, .. } => {
+                format!("return {commitment_id} ({})", self.spec.describe())
+            }
+            Operation::Exchange { source_ids, .. } => format!(
+                "exchange {} into {}",
+                source_ids.join("+"),
+                self.spec.describe()
+            ),
+        }
+    }
 }
 
 /// One person's decision on a proposal.
@@ -260,7 +284,7 @@ impl ProposalStore {
                 a.upfront.micros().into(),
                 a.expected_savings.micros().into(),
                 action.into(),
-                a.spec.describe().into(),
+                a.describe().into(),
             ],
         )
         .await

@@ -9,6 +9,7 @@ pub(crate) async fn sqlite() -> (tempfile::TempDir, Store) {
 
 pub(crate) fn action(hourly: &str) -> PlannedAction {
     PlannedAction {
+        operation: Default::default(),
         spec: PurchaseSpec {
             provider: Provider::Aws,
             account: None,

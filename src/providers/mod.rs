@@ -6,6 +6,13 @@
 //! is to make `purchase` idempotent per key (AWS `ClientToken`, Azure's reservation order id) and
 //! to answer `find_by_idempotency_key` truthfully, which is what lets the executor reconcile
 //! after a crash instead of buying twice.
+//!
+//! Returns and exchanges follow the same rule: every request carries the proposal's key, and
+//! [`CommitmentMarket::find_return`] / [`CommitmentMarket::find_exchange`] answer from the
+//! provider's own state whether it already happened (a returned plan's state; exchanged sources
+//! retired), because some of those APIs (AWS AcceptReservedInstancesExchangeQuote) take no
+//! client token and must never be resent blindly. Markets that cannot do them keep the default
+//! methods, which refuse with a clear "not supported" error (final, not retried).
 
 pub mod sim;
 pub mod sql;
@@ -13,6 +20,7 @@ pub mod sql;
 use crate::domain::{
     Commitment, CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term,
 };
+use chrono::Datelike;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
@@ -106,6 +114,104 @@ pub struct Purchase {
     pub commitment: Commitment,
 }
 
+/// What a proposal does at the provider. Stored proposals written before returns and exchanges
+/// existed have no operation: they are purchases (the serde default).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Operation {
+    /// Buy the action's spec.
+    #[default]
+    Purchase,
+    /// Give back an existing commitment (AWS: ReturnSavingsPlan inside the return window). The
+    /// action's spec describes the returned commitment; it commits nothing new.
+    Return {
+        commitment_id: String,
+        /// Amortized USD/h no longer paid once it is returned.
+        hourly_cost_removed: Money,
+    },
+    /// Exchange existing commitments (AWS convertible RIs, whole reservations) into the
+    /// action's spec; the action's `upfront` is the approved true-up ceiling.
+    Exchange {
+        source_ids: Vec<String>,
+        /// Remaining value of the sources as the plan valued them.
+        source_value: Money,
+        /// The true-up the plan expected.
+        true_up: Money,
+    },
+}
+
+impl Operation {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Operation::Purchase => "purchase",
+            Operation::Return { .. } => "return",
+            Operation::Exchange { .. } => "exchange",
+        }
+    }
+}
+
+/// A return request: which commitment, under which key, at what time (the return window is
+/// judged at `at`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReturnRequest {
+    pub idempotency_key: String,
+    pub commitment_id: String,
+    /// Account the commitment lives in; None = the payer (organizations ask every account).
+    #[serde(default)]
+    pub account: Option<String>,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A completed return.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Returned {
+    pub idempotency_key: String,
+    pub commitment_id: String,
+    /// The provider's request ids (describe + return), for the audit log.
+    pub request_id: String,
+    /// The commitment's state at the provider afterwards ("returned", "pending-return").
+    pub state: String,
+}
+
+/// An exchange request: sources given up, the target bought with their value, and the
+/// largest true-up (payment due now) the approval covers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExchangeRequest {
+    pub idempotency_key: String,
+    pub source_ids: Vec<String>,
+    pub target: PurchaseSpec,
+    pub max_true_up: Money,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The provider's quote for an exchange, as the audit log records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExchangeQuote {
+    pub valid: bool,
+    pub failure_reason: Option<String>,
+    /// The true-up to pay now.
+    pub payment_due: Money,
+    pub source_remaining_value: Option<Money>,
+    pub target_value: Option<Money>,
+    /// The provider's request id of the quote call.
+    pub request_id: Option<String>,
+}
+
+/// A completed exchange.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Exchanged {
+    pub idempotency_key: String,
+    /// The provider's exchange id (AWS `riex-...`); None when found by reconciliation (AWS
+    /// does not list exchanges).
+    pub exchange_id: Option<String>,
+    pub request_id: String,
+    pub source_ids: Vec<String>,
+    /// The commitments created (empty if the provider does not show them yet).
+    pub target_ids: Vec<String>,
+    /// The quote accepted (None when found by reconciliation).
+    pub quote: Option<ExchangeQuote>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     #[error("{provider}: no offer for {what}")]
@@ -124,6 +230,23 @@ pub enum ProviderError {
     Unavailable { provider: String, message: String },
     #[error("{provider}: ledger: {message}")]
     Ledger { provider: String, message: String },
+    /// The exchange was not made: the quote was invalid or its true-up above the approval.
+    #[error("{provider}: exchange refused: {reason}")]
+    ExchangeRefused {
+        provider: String,
+        reason: String,
+        quote: Box<ExchangeQuote>,
+    },
+}
+
+impl ProviderError {
+    /// The refusal of a market that has no such operation (final, never retried).
+    pub fn unsupported(market: &str, operation: &str) -> ProviderError {
+        ProviderError::Refused {
+            provider: market.to_string(),
+            message: format!("{operation} is not supported by the {market} market"),
+        }
+    }
 }
 
 impl ProviderError {
@@ -160,4 +283,132 @@ pub trait CommitmentMarket: Send + Sync {
         &'a self,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<Purchase>, ProviderError>>;
+
+    /// Returns a commitment, idempotently per `request.idempotency_key`.
+    fn return_commitment<'a>(
+        &'a self,
+        request: &'a ReturnRequest,
+    ) -> BoxFuture<'a, Result<Returned, ProviderError>> {
+        let _ = request;
+        let refused = ProviderError::unsupported(self.name(), "returning a commitment");
+        Box::pin(async move { Err(refused) })
+    }
+
+    /// The return `request` describes, if it already happened (reconciliation after a crash).
+    fn find_return<'a>(
+        &'a self,
+        request: &'a ReturnRequest,
+    ) -> BoxFuture<'a, Result<Option<Returned>, ProviderError>> {
+        let _ = request;
+        let refused = ProviderError::unsupported(self.name(), "returning a commitment");
+        Box::pin(async move { Err(refused) })
+    }
+
+    /// What exchanging now would cost (no change made).
+    fn exchange_quote<'a>(
+        &'a self,
+        request: &'a ExchangeRequest,
+    ) -> BoxFuture<'a, Result<ExchangeQuote, ProviderError>> {
+        let _ = request;
+        let refused = ProviderError::unsupported(self.name(), "exchanging commitments");
+        Box::pin(async move { Err(refused) })
+    }
+
+    /// Exchanges, only if the quote is valid and its true-up at most `request.max_true_up`
+    /// (otherwise [`ProviderError::ExchangeRefused`] with the quote, and nothing changes).
+    fn exchange<'a>(
+        &'a self,
+        request: &'a ExchangeRequest,
+    ) -> BoxFuture<'a, Result<Exchanged, ProviderError>> {
+        let _ = request;
+        let refused = ProviderError::unsupported(self.name(), "exchanging commitments");
+        Box::pin(async move { Err(refused) })
+    }
+
+    /// The exchange `request` describes, if it already happened (its sources are gone).
+    fn find_exchange<'a>(
+        &'a self,
+        request: &'a ExchangeRequest,
+    ) -> BoxFuture<'a, Result<Option<Exchanged>, ProviderError>> {
+        let _ = request;
+        let refused = ProviderError::unsupported(self.name(), "exchanging commitments");
+        Box::pin(async move { Err(refused) })
+    }
+}
+
+/// AWS's return window, judged at `at`: an active AWS savings plan of at most 100 USD/h,
+/// returned within 7 days of its start and in the same UTC month.
+pub fn check_savings_plan_return(
+    c: &Commitment,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), String> {
+    if c.provider != Provider::Aws
+        || !matches!(
+            c.instrument,
+            Instrument::ComputeSavingsPlan | Instrument::Ec2InstanceSavingsPlan
+        )
+    {
+        return Err(format!(
+            "{} is a {} {}; only AWS savings plans can be returned",
+            c.id, c.provider, c.instrument
+        ));
+    }
+    let hour = Hour::from_datetime(at);
+    if hour < c.start {
+        return Err(format!(
+            "{} has not started yet; delete a queued plan instead of returning it",
+            c.id
+        ));
+    }
+    if c.hourly_cost > Money::from_units(100) {
+        return Err(format!(
+            "{} commits {} USD/hour; only plans of at most 100 USD/hour can be returned",
+            c.id, c.hourly_cost
+        ));
+    }
+    if hour.since(c.start) >= 7 * 24 {
+        return Err(format!(
+            "{} started {}, more than 7 days before {}",
+            c.id,
+            c.start.to_datetime().to_rfc3339(),
+            at.to_rfc3339()
+        ));
+    }
+    let start = c.start.to_datetime();
+    if (start.year(), start.month()) != (at.year(), at.month()) {
+        return Err(format!(
+            "{} started in {}-{:02}; returns are only allowed in the same UTC month",
+            c.id,
+            start.year(),
+            start.month()
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a quote that is invalid or whose true-up exceeds the approval (shared by markets so
+/// the refusal reads the same everywhere).
+pub fn check_exchange_quote(
+    market: &str,
+    quote: &ExchangeQuote,
+    max_true_up: Money,
+) -> Result<(), ProviderError> {
+    let reason = if !quote.valid {
+        format!(
+            "the exchange quote is not valid: {}",
+            quote.failure_reason.as_deref().unwrap_or("no reason given")
+        )
+    } else if quote.payment_due > max_true_up {
+        format!(
+            "the true-up of {} USD exceeds the approved {} USD",
+            quote.payment_due, max_true_up
+        )
+    } else {
+        return Ok(());
+    };
+    Err(ProviderError::ExchangeRefused {
+        provider: market.to_string(),
+        reason,
+        quote: Box::new(quote.clone()),
+    })
 }

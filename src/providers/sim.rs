@@ -3,12 +3,24 @@
 //! idempotent per key (a second call with the same key returns the first purchase), prices come
 //! from offers that exist or the purchase is refused, and the ledger survives restarts. So the
 //! whole loop (plan, approve, execute, reconcile, audit) runs without cloud credentials.
+//!
+//! Returns and exchanges follow AWS's rules where the executor can tell: a savings plan can be
+//! returned only inside AWS's return window (at most 100 USD/h, within 7 days of its start, in
+//! the same UTC month); convertible RIs exchange into a convertible RI of the same region whose
+//! value (hourly cost x hours to the sources' end) is at least the sources' remaining value;
+//! the true-up is the upfront difference over those hours (the target's upfront share minus
+//! the sources' unused upfront), as AWS charges it. A commitment returned or exchanged away
+//! is recorded in `sim_retired` under the proposal's key and leaves the inventory; an
+//! exchange's target is a ledger row under the same key.
 
 use super::sql;
 use super::{
-    BoxFuture, CommitmentMarket, ProviderError, Purchase, PurchaseRequest, PurchaseSpec, Quote,
+    check_exchange_quote, BoxFuture, CommitmentMarket, ExchangeQuote, ExchangeRequest, Exchanged,
+    ProviderError, Purchase, PurchaseRequest, PurchaseSpec, Quote, ReturnRequest, Returned,
 };
-use crate::domain::{sizing, Commitment, CommitmentAmount, Money, Product, RateCard};
+use crate::domain::{
+    sizing, Commitment, CommitmentAmount, Hour, Instrument, Money, Product, RateCard,
+};
 use crate::store::Store;
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
@@ -241,6 +253,301 @@ impl SimMarket {
     }
 }
 
+fn refused(message: impl Into<String>) -> ProviderError {
+    ProviderError::Refused {
+        provider: NAME.into(),
+        message: message.into(),
+    }
+}
+
+/// `amount x hours / term_hours`, exactly (the part of an upfront covering `hours`).
+fn share_of(amount: Money, hours: i64, term_hours: i64) -> Decimal {
+    if term_hours <= 0 {
+        return Decimal::ZERO;
+    }
+    amount.to_decimal() * Decimal::from(hours) / Decimal::from(term_hours)
+}
+
+/// A request id for a return or exchange, derived from its key (stable across retries).
+fn operation_request_id(operation: &str, key: &str) -> String {
+    let digest = hex::encode(Sha256::digest(format!("{operation}:{key}").as_bytes()));
+    format!("sim-req-{}", &digest[..16])
+}
+
+impl SimMarket {
+    /// Ledger commitments by id that are still held (not returned or exchanged away).
+    async fn held(&self, id: &str) -> Result<Option<Commitment>, ProviderError> {
+        let rows = sql::fetch(
+            &self.store,
+            "SELECT commitment FROM sim_commitments WHERE id = $1 \
+             AND id NOT IN (SELECT commitment_id FROM sim_retired)",
+            &[id.into()],
+        )
+        .await
+        .map_err(ledger)?;
+        match rows.first() {
+            Some(r) => Ok(Some(
+                serde_json::from_str(&r.text(0).map_err(ledger)?).map_err(ledger)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The commitments retired under `key` by `operation`, with the request id recorded.
+    async fn retired_by(
+        &self,
+        key: &str,
+        operation: &str,
+    ) -> Result<Vec<(String, String)>, ProviderError> {
+        let rows = sql::fetch(
+            &self.store,
+            "SELECT commitment_id, request_id FROM sim_retired \
+             WHERE idempotency_key = $1 AND operation = $2 ORDER BY commitment_id",
+            &[key.into(), operation.into()],
+        )
+        .await
+        .map_err(ledger)?;
+        rows.iter()
+            .map(|r| Ok((r.text(0).map_err(ledger)?, r.text(1).map_err(ledger)?)))
+            .collect()
+    }
+
+    async fn retire(
+        &self,
+        commitment_id: &str,
+        key: &str,
+        operation: &str,
+        request_id: &str,
+    ) -> Result<(), ProviderError> {
+        sql::execute(
+            &self.store,
+            "INSERT INTO sim_retired (commitment_id, idempotency_key, operation, request_id, \
+             retired_at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (commitment_id) DO NOTHING",
+            &[
+                commitment_id.into(),
+                key.into(),
+                operation.into(),
+                request_id.into(),
+                (self.clock)().into(),
+            ],
+        )
+        .await
+        .map_err(ledger)?;
+        Ok(())
+    }
+
+    async fn found_return(&self, r: &ReturnRequest) -> Result<Option<Returned>, ProviderError> {
+        Ok(self
+            .retired_by(&r.idempotency_key, "return")
+            .await?
+            .into_iter()
+            .find(|(id, _)| *id == r.commitment_id)
+            .map(|(commitment_id, request_id)| Returned {
+                idempotency_key: r.idempotency_key.clone(),
+                commitment_id,
+                request_id,
+                state: "returned".into(),
+            }))
+    }
+
+    async fn do_return(&self, r: &ReturnRequest) -> Result<Returned, ProviderError> {
+        self.outage()?;
+        if let Some(done) = self.found_return(r).await? {
+            return Ok(done);
+        }
+        let c = self
+            .held(&r.commitment_id)
+            .await?
+            .ok_or_else(|| refused(format!("no held commitment {}", r.commitment_id)))?;
+        super::check_savings_plan_return(&c, r.at).map_err(refused)?;
+        let request_id = operation_request_id("return", &r.idempotency_key);
+        self.retire(&c.id, &r.idempotency_key, "return", &request_id)
+            .await?;
+        // Another key may have returned it first (ON CONFLICT): report what the ledger says.
+        self.found_return(r).await?.ok_or_else(|| {
+            refused(format!(
+                "{} was returned or exchanged by another request",
+                c.id
+            ))
+        })
+    }
+
+    /// Values an exchange at `request.at` (no change made).
+    async fn price_exchange(
+        &self,
+        r: &ExchangeRequest,
+    ) -> Result<(ExchangeQuote, Quote, Hour), ProviderError> {
+        if r.source_ids.is_empty() {
+            return Err(refused("an exchange needs at least one source"));
+        }
+        let at = Hour::from_datetime(r.at);
+        let mut failure: Option<String> = None;
+        let mut source_value = Money::ZERO;
+        // The unused part of the sources' upfront, credited against the target's (AWS: the
+        // true-up is the upfront difference).
+        let mut source_upfront = Decimal::ZERO;
+        let mut end = at;
+        for id in &r.source_ids {
+            let c = self
+                .held(id)
+                .await?
+                .ok_or_else(|| refused(format!("no held commitment {id}")))?;
+            if c.instrument != Instrument::ConvertibleReservedInstance {
+                failure.get_or_insert(format!("{id} is not a convertible RI"));
+            }
+            if !c.is_active(at) {
+                failure.get_or_insert(format!("{id} is not active"));
+            }
+            if c.region != r.target.region {
+                failure.get_or_insert(format!("{id} is in another region than the target"));
+            }
+            let left = c.end.since(at).max(0);
+            source_value = source_value
+                .checked_add(
+                    c.hourly_cost
+                        .times(left)
+                        .ok_or_else(|| ledger("value overflow"))?,
+                )
+                .ok_or_else(|| ledger("value overflow"))?;
+            source_upfront += share_of(c.upfront, left, c.term.hours());
+            end = end.max(c.end);
+        }
+        if r.target.instrument != Instrument::ConvertibleReservedInstance {
+            failure.get_or_insert("the target must be a convertible RI".into());
+        }
+        let target = self.price(&r.target)?;
+        let target_value = target
+            .hourly_cost
+            .times(end.since(at).max(0))
+            .ok_or_else(|| ledger("value overflow"))?;
+        if failure.is_none() && target_value < source_value {
+            failure = Some(format!(
+                "the target value {target_value} is less than the remaining value {source_value} of the sources"
+            ));
+        }
+        let target_upfront = share_of(target.upfront, end.since(at).max(0), r.target.term.hours());
+        let payment_due = Money::from_decimal((target_upfront - source_upfront).max(Decimal::ZERO))
+            .ok_or_else(|| ledger("true-up out of range"))?;
+        Ok((
+            ExchangeQuote {
+                valid: failure.is_none(),
+                failure_reason: failure,
+                payment_due,
+                source_remaining_value: Some(source_value),
+                target_value: Some(target_value),
+                request_id: Some(operation_request_id("quote", &r.idempotency_key)),
+            },
+            target,
+            end,
+        ))
+    }
+
+    async fn found_exchange(
+        &self,
+        r: &ExchangeRequest,
+    ) -> Result<Option<Exchanged>, ProviderError> {
+        let retired = self.retired_by(&r.idempotency_key, "exchange").await?;
+        // Done only when every source is retired under this key; a crash between the target
+        // and the last source leaves it half done, which `do_exchange` completes.
+        if r.source_ids.is_empty()
+            || !r
+                .source_ids
+                .iter()
+                .all(|s| retired.iter().any(|(id, _)| id == s))
+        {
+            return Ok(None);
+        }
+        let target = self.find(&r.idempotency_key).await?;
+        Ok(Some(Exchanged {
+            idempotency_key: r.idempotency_key.clone(),
+            exchange_id: target
+                .as_ref()
+                .map(|t| format!("sim-ex-{}", t.commitment.id)),
+            request_id: retired
+                .first()
+                .map(|(_, rid)| rid.clone())
+                .unwrap_or_default(),
+            source_ids: r.source_ids.clone(),
+            target_ids: target.map(|t| vec![t.commitment.id]).unwrap_or_default(),
+            quote: None,
+        }))
+    }
+
+    async fn do_exchange(&self, r: &ExchangeRequest) -> Result<Exchanged, ProviderError> {
+        self.outage()?;
+        if let Some(done) = self.found_exchange(r).await? {
+            return Ok(done);
+        }
+        let request_id = operation_request_id("exchange", &r.idempotency_key);
+        // Half done (target recorded, a source not yet retired): finish, do not re-price.
+        if let Some(target) = self.find(&r.idempotency_key).await? {
+            for id in &r.source_ids {
+                self.retire(id, &r.idempotency_key, "exchange", &request_id)
+                    .await?;
+            }
+            return self.found_exchange(r).await?.ok_or_else(|| {
+                ledger(format!(
+                    "exchange into {} left unfinished",
+                    target.commitment.id
+                ))
+            });
+        }
+        let (quote, price, end) = self.price_exchange(r).await?;
+        check_exchange_quote(NAME, &quote, r.max_true_up)?;
+        let at = Hour::from_datetime(r.at);
+        let spec = &r.target;
+        let digest = hex::encode(Sha256::digest(r.idempotency_key.as_bytes()));
+        let target = Commitment {
+            id: format!("sim-{}", &digest[..16]),
+            provider: spec.provider,
+            instrument: spec.instrument,
+            term: spec.term,
+            payment: spec.payment,
+            start: at,
+            // AWS: the new RIs end when the latest source would have.
+            end,
+            region: spec.region.clone(),
+            instance_type: spec.instance_type.clone(),
+            family: spec
+                .instance_type
+                .as_deref()
+                .map(|t| sizing::display_family(spec.provider, t)),
+            amount: spec.amount,
+            hourly_cost: price.hourly_cost,
+            upfront: quote.payment_due,
+        };
+        sql::execute(
+            &self.store,
+            "INSERT INTO sim_commitments (id, idempotency_key, request_id, commitment, provider, \
+             instrument, hourly_cost_micros, upfront_micros, purchased_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (idempotency_key) DO NOTHING",
+            &[
+                target.id.clone().into(),
+                r.idempotency_key.clone().into(),
+                request_id.clone().into(),
+                serde_json::to_string(&target).map_err(ledger)?.into(),
+                target.provider.as_str().into(),
+                target.instrument.as_str().into(),
+                target.hourly_cost.micros().into(),
+                target.upfront.micros().into(),
+                (self.clock)().into(),
+            ],
+        )
+        .await
+        .map_err(ledger)?;
+        for id in &r.source_ids {
+            self.retire(id, &r.idempotency_key, "exchange", &request_id)
+                .await?;
+        }
+        let mut done = self
+            .found_exchange(r)
+            .await?
+            .ok_or_else(|| refused("a source was returned or exchanged by another request"))?;
+        done.quote = Some(quote);
+        Ok(done)
+    }
+}
+
 fn offering_id(spec: &PurchaseSpec, product: Option<&Product>) -> String {
     let base = format!(
         "{}:{}:{}:{}",
@@ -265,7 +572,9 @@ impl CommitmentMarket for SimMarket {
             self.outage()?;
             let rows = sql::fetch(
                 &self.store,
-                "SELECT commitment FROM sim_commitments ORDER BY purchased_at_ms, id",
+                "SELECT commitment FROM sim_commitments \
+                 WHERE id NOT IN (SELECT commitment_id FROM sim_retired) \
+                 ORDER BY purchased_at_ms, id",
                 &[],
             )
             .await
@@ -297,6 +606,50 @@ impl CommitmentMarket for SimMarket {
         Box::pin(async move {
             self.outage()?;
             self.find(key).await
+        })
+    }
+
+    fn return_commitment<'a>(
+        &'a self,
+        request: &'a ReturnRequest,
+    ) -> BoxFuture<'a, Result<Returned, ProviderError>> {
+        Box::pin(self.do_return(request))
+    }
+
+    fn find_return<'a>(
+        &'a self,
+        request: &'a ReturnRequest,
+    ) -> BoxFuture<'a, Result<Option<Returned>, ProviderError>> {
+        Box::pin(async move {
+            self.outage()?;
+            self.found_return(request).await
+        })
+    }
+
+    fn exchange_quote<'a>(
+        &'a self,
+        request: &'a ExchangeRequest,
+    ) -> BoxFuture<'a, Result<ExchangeQuote, ProviderError>> {
+        Box::pin(async move {
+            self.outage()?;
+            Ok(self.price_exchange(request).await?.0)
+        })
+    }
+
+    fn exchange<'a>(
+        &'a self,
+        request: &'a ExchangeRequest,
+    ) -> BoxFuture<'a, Result<Exchanged, ProviderError>> {
+        Box::pin(self.do_exchange(request))
+    }
+
+    fn find_exchange<'a>(
+        &'a self,
+        request: &'a ExchangeRequest,
+    ) -> BoxFuture<'a, Result<Option<Exchanged>, ProviderError>> {
+        Box::pin(async move {
+            self.outage()?;
+            self.found_exchange(request).await
         })
     }
 }
@@ -334,6 +687,12 @@ pub(crate) mod tests {
                 "0.0641",
                 "0.5",
             ),
+            (
+                Instrument::ConvertibleReservedInstance,
+                PaymentOption::PartialUpfront,
+                "0.07",
+                "0.5",
+            ),
         ] {
             card.insert(
                 product.clone(),
@@ -346,6 +705,20 @@ pub(crate) mod tests {
                 },
             );
         }
+        // A convertible RI of the next size up, for exchanges (twice the large's price).
+        card.insert(
+            Product {
+                instance_type: "m6i.xlarge".into(),
+                ..product.clone()
+            },
+            Offer {
+                instrument: Instrument::ConvertibleReservedInstance,
+                term: Some(Term::ONE_YEAR),
+                payment: PaymentOption::PartialUpfront,
+                effective_hourly_rate: "0.14".parse().unwrap(),
+                upfront_share: "0.5".parse().unwrap(),
+            },
+        );
         card
     }
 
@@ -354,6 +727,11 @@ pub(crate) mod tests {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::connect(&url).await.unwrap();
         (dir, SimMarket::new(store, rate_card()))
+    }
+
+    /// A 1-year No Upfront compute savings plan request under key "k-1" (other tests).
+    pub(crate) fn sp_request(hourly: &str) -> PurchaseRequest {
+        sp(hourly, PaymentOption::NoUpfront)
     }
 
     fn sp(hourly: &str, payment: PaymentOption) -> PurchaseRequest {
@@ -439,5 +817,190 @@ pub(crate) mod tests {
         m.purchase(&sp("1", PaymentOption::NoUpfront))
             .await
             .unwrap();
+    }
+
+    fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    }
+
+    fn convertible(key: &str, n: u32, start: Hour) -> PurchaseRequest {
+        let mut r = sp("1", PaymentOption::PartialUpfront);
+        r.idempotency_key = key.into();
+        r.spec.instrument = Instrument::ConvertibleReservedInstance;
+        r.spec.region = Some("eu-west-1".into());
+        r.spec.instance_type = Some("m6i.large".into());
+        r.spec.amount = CommitmentAmount::Instances(n);
+        r.start = start;
+        r
+    }
+
+    fn exchange(key: &str, sources: &[&str], n: u32, max: &str, when: &str) -> ExchangeRequest {
+        let mut target = convertible("unused", n, Hour(0)).spec;
+        target.instance_type = Some("m6i.xlarge".into());
+        ExchangeRequest {
+            idempotency_key: key.into(),
+            source_ids: sources.iter().map(|s| s.to_string()).collect(),
+            target,
+            max_true_up: Money::parse(max).unwrap(),
+            at: at(when),
+        }
+    }
+
+    #[tokio::test]
+    async fn returns_a_savings_plan_only_inside_the_window_and_once() {
+        let (_d, m) = market().await;
+        let mut req = sp("2.5", PaymentOption::NoUpfront);
+        req.start = Hour::from_datetime(at("2026-03-05T00:00:00Z"));
+        let plan = m.purchase(&req).await.unwrap().commitment;
+        let mut late = sp("3", PaymentOption::NoUpfront);
+        late.idempotency_key = "k-late".into();
+        late.start = req.start;
+        let kept = m.purchase(&late).await.unwrap().commitment;
+
+        let ret = |id: &str, key: &str, when: &str| ReturnRequest {
+            idempotency_key: key.into(),
+            commitment_id: id.into(),
+            account: None,
+            at: at(when),
+        };
+        let r = ret(&plan.id, "ret-1", "2026-03-06T12:00:00Z");
+        assert!(m.find_return(&r).await.unwrap().is_none());
+        let done = m.return_commitment(&r).await.unwrap();
+        assert_eq!(done.commitment_id, plan.id);
+        assert_eq!(done.state, "returned");
+        // Asked again (a retry after a crash): the same return, nothing more happens.
+        assert_eq!(m.return_commitment(&r).await.unwrap(), done);
+        assert_eq!(m.find_return(&r).await.unwrap(), Some(done));
+        let held = m.inventory().await.unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].id, kept.id);
+
+        // Eight days later, and in the next month: refused, and the plan is still held.
+        for (when, why) in [
+            ("2026-03-13T01:00:00Z", "more than 7 days"),
+            ("2026-04-01T00:00:00Z", "more than 7 days"),
+        ] {
+            let e = m
+                .return_commitment(&ret(&kept.id, "ret-2", when))
+                .await
+                .unwrap_err();
+            assert!(!e.retryable());
+            assert!(e.to_string().contains(why), "{e}");
+        }
+        let e = m
+            .return_commitment(&ret(&plan.id, "ret-3", "2026-03-06T13:00:00Z"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("no held commitment"), "{e}");
+        assert_eq!(m.inventory().await.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_return_window_needs_the_same_month_and_at_most_100_per_hour() {
+        let c = |hourly: &str, start: &str| Commitment {
+            id: "sp".into(),
+            provider: Provider::Aws,
+            instrument: Instrument::ComputeSavingsPlan,
+            term: Term::ONE_YEAR,
+            payment: PaymentOption::NoUpfront,
+            start: Hour::from_datetime(at(start)),
+            end: Hour::from_datetime(at(start)).plus(8_760),
+            region: None,
+            instance_type: None,
+            family: None,
+            amount: CommitmentAmount::HourlySpend(Money::parse(hourly).unwrap()),
+            hourly_cost: Money::parse(hourly).unwrap(),
+            upfront: Money::ZERO,
+        };
+        let check = super::super::check_savings_plan_return;
+        assert!(check(
+            &c("100", "2026-03-05T00:00:00Z"),
+            at("2026-03-11T23:00:00Z")
+        )
+        .is_ok());
+        let e = check(
+            &c("100.000001", "2026-03-05T00:00:00Z"),
+            at("2026-03-06T00:00:00Z"),
+        )
+        .unwrap_err();
+        assert!(e.contains("at most 100"), "{e}");
+        let e = check(&c("1", "2026-02-27T00:00:00Z"), at("2026-03-01T00:00:00Z")).unwrap_err();
+        assert!(e.contains("same UTC month"), "{e}");
+        let e = check(&c("1", "2026-03-05T00:00:00Z"), at("2026-03-04T00:00:00Z")).unwrap_err();
+        assert!(e.contains("not started"), "{e}");
+        let mut ri = c("1", "2026-03-05T00:00:00Z");
+        ri.instrument = Instrument::ConvertibleReservedInstance;
+        assert!(check(&ri, at("2026-03-06T00:00:00Z")).is_err());
+    }
+
+    #[tokio::test]
+    async fn exchanges_by_the_value_rule_and_refuses_a_true_up_above_the_approval() {
+        let (_d, m) = market().await;
+        let start = Hour::from_datetime(at("2026-01-01T00:00:00Z"));
+        let src = m
+            .purchase(&convertible("ri-1", 4, start))
+            .await
+            .unwrap()
+            .commitment;
+        let when = "2026-07-02T00:00:00Z";
+
+        // One xlarge is worth less than four large: invalid, nothing changes.
+        let small = exchange("ex-small", &[&src.id], 1, "1000000", when);
+        let e = m.exchange(&small).await.unwrap_err();
+        let ProviderError::ExchangeRefused { quote, .. } = &e else {
+            panic!("{e}")
+        };
+        assert!(!quote.valid);
+        assert!(
+            quote
+                .failure_reason
+                .as_deref()
+                .unwrap()
+                .contains("less than"),
+            "{quote:?}"
+        );
+        assert!(!e.retryable());
+        assert_eq!(m.inventory().await.unwrap(), vec![src.clone()]);
+
+        // Three xlarge (= six large) cost a true-up; approved one cent less, refused.
+        let q = m
+            .exchange_quote(&exchange("ex", &[&src.id], 3, "0", when))
+            .await
+            .unwrap();
+        assert!(q.valid, "{q:?}");
+        // Upfront of 3 xlarge over the hours left minus the sources' unused upfront, exactly:
+        // 4392 hours left: 0.42 x 0.5 x 4392 - 0.28 x 0.5 x 4392 = 922.32 - 614.88.
+        assert_eq!(q.payment_due, Money::parse("307.44").unwrap());
+        let short = exchange("ex", &[&src.id], 3, "307.439999", when);
+        assert!(matches!(
+            m.exchange(&short).await.unwrap_err(),
+            ProviderError::ExchangeRefused { .. }
+        ));
+        assert_eq!(m.inventory().await.unwrap(), vec![src.clone()]);
+
+        let ok = exchange("ex", &[&src.id], 3, "307.44", when);
+        assert!(m.find_exchange(&ok).await.unwrap().is_none());
+        let done = m.exchange(&ok).await.unwrap();
+        assert_eq!(done.source_ids, vec![src.id.clone()]);
+        assert_eq!(done.target_ids.len(), 1);
+        assert_eq!(done.quote.as_ref().unwrap().payment_due, q.payment_due);
+        let held = m.inventory().await.unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].id, done.target_ids[0]);
+        assert_eq!(held[0].amount, CommitmentAmount::Instances(3));
+        assert_eq!(
+            held[0].end, src.end,
+            "the target ends when the source would have"
+        );
+        // Again with the same key: found, not exchanged twice.
+        let again = m.exchange(&ok).await.unwrap();
+        assert_eq!(again.target_ids, done.target_ids);
+        assert_eq!(
+            m.find_exchange(&ok).await.unwrap().unwrap().target_ids,
+            done.target_ids
+        );
+        assert_eq!(m.inventory().await.unwrap().len(), 1);
     }
 }

@@ -1,0 +1,494 @@
+//! Returns and exchanges executed by the real executor on AWS, through the real SDK against the
+//! local test server: a savings plan returned inside its window (and refused outside it), an
+//! exchange whose quote is invalid (fails cleanly, nothing changes), and a valid exchange
+//! interrupted by a crash between AWS accepting it and the executor recording it (the restart
+//! reconciles from the retired sources; AWS saw exactly one accept).
+
+use chrono::{DateTime, Duration, Utc};
+use commitd::audit::{AuditLog, EventBody, EventFilter, EventKind};
+use commitd::aws::market::AwsMarket;
+use commitd::aws::testserver::{TestServer, World};
+use commitd::aws::{AwsClients, AwsSettings, RetrySettings, StaticCredentials};
+use commitd::domain::{CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term};
+use commitd::execute::{Executor, Failpoint, Outcome, Step};
+use commitd::policy::{Policy, PolicySet};
+use commitd::proposals::{NewProposal, PlannedAction, Proposal, ProposalState, ProposalStore};
+use commitd::providers::{CommitmentMarket, Operation, PurchaseRequest, PurchaseSpec};
+use commitd::store::Store;
+use std::sync::Arc;
+
+const NOW: &str = "2025-03-05T10:00:00Z";
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(NOW)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// Eight days later, still in March: outside the 7-day return window.
+fn later() -> DateTime<Utc> {
+    now() + Duration::days(8)
+}
+
+const POLICY: &str = r#"
+name = "aws"
+[scope]
+provider = "AWS"
+[allow]
+instruments = ["ComputeSavingsPlan", "ConvertibleReservedInstance"]
+terms = [1]
+payment_options = ["NoUpfront"]
+[limits]
+max_new_hourly_commitment_per_day = "10"
+max_upfront_per_day = "0"
+"#;
+
+fn policies() -> PolicySet {
+    PolicySet {
+        policies: vec![Policy::parse(POLICY, std::path::Path::new("policies/aws.toml")).unwrap()],
+    }
+}
+
+async fn clients(server: &TestServer) -> AwsClients {
+    AwsClients::connect(&AwsSettings {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(server.endpoint()),
+        static_credentials: Some(StaticCredentials {
+            access_key_id: "m".into(),
+            secret_access_key: "m".into(),
+        }),
+        retry: RetrySettings {
+            max_attempts: 2,
+            initial_backoff_ms: 5,
+            max_backoff_ms: 20,
+            deadline_ms: 10_000,
+            attempt_timeout_ms: 5_000,
+        },
+        ..AwsSettings::default()
+    })
+    .await
+    .unwrap()
+}
+
+struct Env {
+    server: TestServer,
+    market: Arc<AwsMarket>,
+    proposals: ProposalStore,
+    audit: AuditLog,
+    _dir: tempfile::TempDir,
+}
+
+async fn env() -> Env {
+    let server = TestServer::start(World::demo("us-east-1")).await.unwrap();
+    server.world().set_now(now());
+    let market = Arc::new(AwsMarket::with_clock(clients(&server).await, now));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display()))
+        .await
+        .unwrap();
+    Env {
+        server,
+        market,
+        proposals: ProposalStore::new(store.clone()),
+        audit: AuditLog::open(store),
+        _dir: dir,
+    }
+}
+
+fn spec(
+    instrument: Instrument,
+    amount: CommitmentAmount,
+    instance_type: Option<&str>,
+) -> PurchaseSpec {
+    PurchaseSpec {
+        provider: Provider::Aws,
+        account: None,
+        instrument,
+        term: Term::ONE_YEAR,
+        payment: PaymentOption::NoUpfront,
+        region: Some("us-east-1".into()),
+        family: None,
+        instance_type: instance_type.map(str::to_string),
+        os: None,
+        tenancy: None,
+        amount,
+    }
+}
+
+impl Env {
+    fn executor(&self, market: Arc<AwsMarket>, crash: Option<Step>) -> Executor {
+        Executor::new(
+            self.proposals.clone(),
+            self.audit.clone(),
+            market,
+            policies(),
+        )
+        .with_failpoint(Failpoint {
+            at: crash,
+            abort: false,
+        })
+    }
+
+    /// Buys directly (what an earlier cycle would have done).
+    async fn buy(&self, key: &str, spec: PurchaseSpec) -> String {
+        self.market
+            .purchase(&PurchaseRequest {
+                idempotency_key: key.into(),
+                spec,
+                start: Hour::from_datetime(now()),
+                max_hourly_cost: Money::from_units(100),
+                max_upfront: Money::ZERO,
+            })
+            .await
+            .unwrap()
+            .commitment
+            .id
+    }
+
+    async fn approved(&self, index: usize, action: PlannedAction) -> Proposal {
+        let p = self
+            .proposals
+            .create(
+                &NewProposal {
+                    plan_id: "plan-aws".into(),
+                    index,
+                    proposer: "commitd".into(),
+                    approvals_needed: 1,
+                    policy: "aws".into(),
+                    action,
+                    max_age: Duration::hours(48),
+                },
+                now(),
+            )
+            .await
+            .unwrap();
+        self.proposals
+            .approve(&p.id, "alice", now(), None)
+            .await
+            .unwrap()
+            .proposal
+    }
+
+    async fn events(&self, kind: EventKind) -> Vec<commitd::audit::Event> {
+        self.audit
+            .list(
+                &EventFilter {
+                    kind: Some(kind),
+                    ..EventFilter::default()
+                },
+                None,
+            )
+            .await
+            .unwrap()
+    }
+
+    fn plan_state(&self, id: &str) -> String {
+        self.server
+            .world()
+            .plans()
+            .into_iter()
+            .find(|(p, _)| p.id == id)
+            .map(|(_, s)| s)
+            .unwrap()
+    }
+
+    fn ri_states(&self) -> Vec<(String, String, u32, String)> {
+        self.server
+            .world()
+            .reserved_instances()
+            .into_iter()
+            .map(|(r, state, o)| (r.id, o.instance_type, r.count, state))
+            .collect()
+    }
+}
+
+fn return_action(plan_id: &str, hourly: &str) -> PlannedAction {
+    PlannedAction {
+        operation: Operation::Return {
+            commitment_id: plan_id.into(),
+            hourly_cost_removed: Money::parse(hourly).unwrap(),
+        },
+        spec: spec(
+            Instrument::ComputeSavingsPlan,
+            CommitmentAmount::HourlySpend(Money::parse(hourly).unwrap()),
+            None,
+        ),
+        hourly_cost: Money::ZERO,
+        upfront: Money::ZERO,
+        expected_savings: Money::from_units(100),
+        expected_utilization: None,
+        summary: "no longer wanted".into(),
+    }
+}
+
+fn exchange_action(source: &str, instance_type: &str, count: u32) -> PlannedAction {
+    PlannedAction {
+        operation: Operation::Exchange {
+            source_ids: vec![source.into()],
+            source_value: Money::ZERO,
+            true_up: Money::ZERO,
+        },
+        spec: spec(
+            Instrument::ConvertibleReservedInstance,
+            CommitmentAmount::Instances(count),
+            Some(instance_type),
+        ),
+        hourly_cost: Money::from_units(1),
+        // No Upfront into No Upfront: AWS asks no true-up, and none is approved.
+        upfront: Money::ZERO,
+        expected_savings: Money::from_units(100),
+        expected_utilization: Some(0.99),
+        summary: "move to where the usage went".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_savings_plan_is_returned_inside_its_window_and_refused_outside() {
+    let e = env().await;
+    let sp = e
+        .buy(
+            "bought-1",
+            spec(
+                Instrument::ComputeSavingsPlan,
+                CommitmentAmount::HourlySpend(Money::parse("1.5").unwrap()),
+                None,
+            ),
+        )
+        .await;
+    let p = e.approved(0, return_action(&sp, "1.5")).await;
+    let out = e
+        .executor(e.market.clone(), None)
+        .execute_approved(now())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out[0], Outcome::Executed { commitment_id, reconciled: false, .. } if *commitment_id == sp),
+        "{out:?}"
+    );
+    assert_eq!(e.plan_state(&sp), "returned");
+    assert!(e.market.inventory().await.unwrap().is_empty());
+    let stored = e.proposals.get(&p.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, ProposalState::Executed);
+    // The audit has the request id AWS answered ReturnSavingsPlan with.
+    let executed = e.events(EventKind::Executed).await;
+    let EventBody::Executed(ev) = &executed[0].body else {
+        panic!()
+    };
+    assert!(
+        e.server
+            .world()
+            .request_ids("ReturnSavingsPlan")
+            .contains(&ev.provider_request_id),
+        "{ev:?}"
+    );
+    assert_eq!(e.server.world().calls("ReturnSavingsPlan"), 1);
+
+    // A second plan, judged eight days later (AWS's clock and the market's): refused, recorded,
+    // and the plan is still active.
+    let sp2 = e
+        .buy(
+            "bought-2",
+            spec(
+                Instrument::ComputeSavingsPlan,
+                CommitmentAmount::HourlySpend(Money::parse("2").unwrap()),
+                None,
+            ),
+        )
+        .await;
+    e.server.world().set_now(later());
+    let late_market = Arc::new(AwsMarket::with_clock(clients(&e.server).await, later));
+    let p2 = e.approved(1, return_action(&sp2, "2")).await;
+    let out = e
+        .executor(late_market, None)
+        .execute_approved(later())
+        .await
+        .unwrap();
+    let Outcome::Failed {
+        error, retryable, ..
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert!(!retryable);
+    assert!(error.contains("more than 7 days"), "{error}");
+    assert_eq!(e.plan_state(&sp2), "active");
+    assert_eq!(
+        e.server.world().calls("ReturnSavingsPlan"),
+        1,
+        "refused before anything was sent"
+    );
+    let stored = e.proposals.get(&p2.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, ProposalState::Failed);
+    let failed = e.events(EventKind::Failed).await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        failed[0].rationale["operation"]["kind"], "return",
+        "{:?}",
+        failed[0]
+    );
+    assert!(e.audit.verify().await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn an_invalid_exchange_quote_fails_cleanly_and_changes_nothing() {
+    let e = env().await;
+    let ri = e
+        .buy(
+            "ri-1",
+            spec(
+                Instrument::ConvertibleReservedInstance,
+                CommitmentAmount::Instances(2),
+                Some("m5.large"),
+            ),
+        )
+        .await;
+    let before = e.ri_states();
+    // One c5.large is worth less than two m5.large: AWS's quote says the exchange is invalid.
+    let p = e.approved(0, exchange_action(&ri, "c5.large", 1)).await;
+    let out = e
+        .executor(e.market.clone(), None)
+        .execute_approved(now())
+        .await
+        .unwrap();
+    let Outcome::Failed {
+        error, retryable, ..
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert!(!retryable);
+    assert!(error.contains("less than the remaining value"), "{error}");
+    assert_eq!(e.ri_states(), before, "nothing changed");
+    assert_eq!(
+        e.server
+            .world()
+            .calls("AcceptReservedInstancesExchangeQuote"),
+        0
+    );
+    assert_eq!(
+        e.proposals.get(&p.id).await.unwrap().unwrap().state,
+        ProposalState::Failed
+    );
+    let failed = e.events(EventKind::Failed).await;
+    let quote = &failed[0].rationale["quote"];
+    assert_eq!(quote["valid"], false, "{quote}");
+    assert!(quote["request_id"].is_string(), "{quote}");
+    assert!(quote["source_remaining_value"].is_string(), "{quote}");
+    assert!(e.audit.verify().await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn a_valid_exchange_survives_a_crash_between_the_accept_and_its_record() {
+    let e = env().await;
+    let ri = e
+        .buy(
+            "ri-1",
+            spec(
+                Instrument::ConvertibleReservedInstance,
+                CommitmentAmount::Instances(2),
+                Some("m5.large"),
+            ),
+        )
+        .await;
+    // Two m5.xlarge are worth more than two m5.large: valid, no true-up (No Upfront).
+    let p = e.approved(0, exchange_action(&ri, "m5.xlarge", 2)).await;
+    let crashing = e.executor(e.market.clone(), Some(Step::AfterPurchase));
+    assert!(crashing.execute_approved(now()).await.is_err());
+    assert_eq!(
+        e.server
+            .world()
+            .calls("AcceptReservedInstancesExchangeQuote"),
+        1
+    );
+    assert_eq!(
+        e.proposals.get(&p.id).await.unwrap().unwrap().state,
+        ProposalState::Executing
+    );
+
+    let restarted = e.executor(e.market.clone(), None);
+    let out = restarted.reconcile(now()).await.unwrap();
+    let Outcome::Executed {
+        commitment_id,
+        reconciled,
+        ..
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert!(reconciled);
+    assert_eq!(
+        e.server
+            .world()
+            .calls("AcceptReservedInstancesExchangeQuote"),
+        1,
+        "the restart found the exchange and did not send it again"
+    );
+    let states = e.ri_states();
+    assert!(
+        states
+            .iter()
+            .any(|(id, _, _, s)| *id == ri && s == "retired"),
+        "{states:?}"
+    );
+    let target = states
+        .iter()
+        .find(|(_, t, n, s)| t == "m5.xlarge" && *n == 2 && s == "active")
+        .unwrap_or_else(|| panic!("{states:?}"));
+    assert_eq!(*commitment_id, target.0);
+    let inventory = e.market.inventory().await.unwrap();
+    assert_eq!(inventory.len(), 1);
+    assert_eq!(inventory[0].id, target.0);
+    assert_eq!(
+        e.proposals.get(&p.id).await.unwrap().unwrap().state,
+        ProposalState::Executed
+    );
+    let executed = e.events(EventKind::Executed).await;
+    assert_eq!(executed.len(), 1);
+    assert_eq!(executed[0].rationale["operation"], "exchange");
+    assert_eq!(executed[0].rationale["reconciled"], true);
+    assert!(e.audit.verify().await.unwrap().is_ok());
+
+    // Without a crash, the audit keeps the accepted quote and the accept's request id.
+    let ri2 = e
+        .buy(
+            "ri-2",
+            spec(
+                Instrument::ConvertibleReservedInstance,
+                CommitmentAmount::Instances(1),
+                Some("c5.large"),
+            ),
+        )
+        .await;
+    e.approved(1, exchange_action(&ri2, "c5.xlarge", 1)).await;
+    let out = restarted.execute_approved(now()).await.unwrap();
+    assert!(
+        matches!(
+            &out[0],
+            Outcome::Executed {
+                reconciled: false,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    let executed = e.events(EventKind::Executed).await;
+    let last = executed
+        .iter()
+        .find(|ev| ev.rationale["reconciled"] == false)
+        .unwrap();
+    let EventBody::Executed(ev) = &last.body else {
+        panic!()
+    };
+    assert!(e
+        .server
+        .world()
+        .request_ids("AcceptReservedInstancesExchangeQuote")
+        .contains(&ev.provider_request_id));
+    assert_eq!(last.rationale["quote"]["valid"], true, "{}", last.rationale);
+    assert_eq!(
+        e.server
+            .world()
+            .calls("AcceptReservedInstancesExchangeQuote"),
+        2
+    );
+}
