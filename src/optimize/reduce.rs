@@ -295,6 +295,27 @@ mod tests {
     }
 
     #[test]
+    fn refine_names_the_bucket_each_new_bucket_came_from() {
+        let a: Vec<f64> = (0..60).map(|h| ((h * 7) % 10) as f64).collect();
+        let d = DemandInput::actual(Hour(0), vec![(group("m5.large"), a)]);
+        let old = reduce(&d, &[0, 60], &[1.0], 3);
+        let old_hours: Vec<Vec<u32>> = old.iter().map(|b| b.hours.clone()).collect();
+        // Coverage 5 cuts through every bucket that holds values on both sides of it.
+        let coverage = vec![5.0; old.len()];
+        let (new, parents, bound) = refine(&d, old, &coverage, &[1.0], 10);
+        assert!(bound > 0.0);
+        assert!(new.len() > old_hours.len());
+        assert_eq!(parents.len(), new.len());
+        for (b, &p) in new.iter().zip(&parents) {
+            assert!(b.hours.iter().all(|h| old_hours[p].contains(h)));
+        }
+        // Every old bucket's hours are still covered exactly once.
+        let mut all: Vec<u32> = new.iter().flat_map(|b| b.hours.clone()).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..60).collect::<Vec<u32>>());
+    }
+
+    #[test]
     fn identical_hours_collapse_without_error() {
         let a: Vec<f64> = (0..50)
             .map(|h| if h % 2 == 0 { 3.0 } else { 8.0 })
