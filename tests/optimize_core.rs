@@ -357,6 +357,47 @@ fn reduced_model_converges_to_the_full_model_objective() {
 }
 
 #[test]
+fn warm_started_refinement_reaches_the_same_optimum_as_a_cold_one() {
+    // One refinement round: both runs solve the same first reduction cold and refine it from
+    // the same coverage, so the refined LP is the same and only its starting point differs
+    // (the previous solution carried over to the split points). Its optimum must not.
+    let (demand, rates) = synthetic::generate(&synthetic::Spec {
+        groups: 12,
+        hours: 24 * 7 * 4,
+        levels: vec![0.1, 0.5, 0.9],
+        ..Default::default()
+    });
+    let c = Constraints::one_year_only();
+    let run = |warm_start: bool| {
+        optimize(
+            &demand,
+            &rates,
+            &[],
+            &c,
+            &Options {
+                max_coverage_columns: 36 * 60,
+                min_points: 8,
+                refine_rounds: 1,
+                marginal_resolves: 2,
+                warm_start,
+                ..Options::default()
+            },
+        )
+        .unwrap()
+    };
+    let (cold, warm) = (run(false), run(true));
+    assert_eq!(cold.solver.reduced_points, warm.solver.reduced_points);
+    let rel = (cold.solver.objective - warm.solver.objective).abs() / cold.solver.objective;
+    assert!(
+        rel < 1e-7,
+        "cold {} vs warm {}",
+        cold.solver.objective,
+        warm.solver.objective
+    );
+    assert!(!warm.actions.is_empty());
+}
+
+#[test]
 fn sizes_with_proportional_prices_merge_without_changing_the_optimum() {
     // m5.xlarge is twice m5.large in units and in every price: the two are interchangeable for
     // every instrument, so planning them together equals planning one m5.large group carrying

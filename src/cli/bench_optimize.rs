@@ -34,6 +34,10 @@ pub struct Args {
     pub three_year: bool,
     #[arg(long, default_value_t = 2)]
     pub threads: u32,
+    /// Warm-start the refinement rounds and the fixed solves from the previous solution
+    /// (Options::warm_start; off by default, see docs/benchmarks/optimize.md).
+    #[arg(long)]
+    pub warm_start: bool,
     /// Instead of synthetic demand: a scenario directory, planned in hindsight mode (actual
     /// demand of the year after its decision time) with the reduced and the full model, to
     /// compare their objectives.
@@ -75,6 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_coverage_columns: args.max_columns,
         marginal_resolves: args.marginal_resolves,
         threads: args.threads,
+        warm_start: args.warm_start,
         ..Options::default()
     };
     let t1 = Instant::now();
@@ -146,6 +151,7 @@ fn compare_on_scenario(dir: &std::path::Path, args: &Args) -> anyhow::Result<Exi
             max_coverage_columns: args.max_columns,
             marginal_resolves: 0,
             threads: args.threads,
+            warm_start: args.warm_start,
             ..Options::default()
         };
         let t = Instant::now();

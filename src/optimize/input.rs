@@ -374,6 +374,13 @@ pub struct Options {
     pub marginal_resolves: usize,
     /// HiGHS threads (the benchmark box has 2 cores).
     pub threads: u32,
+    /// Start each refinement round, and the solves with rounded amounts, from the previous
+    /// solution (HiGHS builds a basis from it and skips presolve) instead of from scratch.
+    /// Off by default: measured on the 3-scenario benchmark it did not pay (a basis built from
+    /// a primal solution is not dual feasible, and the dual simplex loses what presolve saved;
+    /// the primal simplex from it was 3x slower); see docs/benchmarks/optimize.md.
+    #[serde(default)]
+    pub warm_start: bool,
 }
 
 impl Default for Options {
@@ -385,6 +392,7 @@ impl Default for Options {
             refine_rounds: 2,
             marginal_resolves: 5,
             threads: 2,
+            warm_start: false,
         }
     }
 }

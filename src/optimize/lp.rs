@@ -52,6 +52,36 @@ pub(crate) struct LpResult {
     pub returned: Vec<f64>,
     /// `coverage[point * groups + g]`: instance-hours of group `g` covered at that point.
     pub coverage: Vec<f64>,
+    /// `cells[point * model.cells() + cell]`: instance-hours each (pool, member) covers at that
+    /// point (the coverage columns' values; a warm start for the next solve).
+    pub cells: Vec<f64>,
+}
+
+/// A starting solution for a solve, on the solve's own points: HiGHS builds its first basis
+/// from it instead of starting from the slack basis (`Highs::setSolution`). Any values do (the
+/// simplex repairs what is infeasible), so a previous round's solution mapped to split points,
+/// or the relaxation's solution for a solve with rounded amounts, are both valid starts.
+#[derive(Clone, Debug)]
+pub(crate) struct WarmStart {
+    /// Per pool: the candidate's capacity (ignored for existing pools).
+    pub capacity: Vec<f64>,
+    /// Per exchange source.
+    pub exchanged: Vec<f64>,
+    pub returned: Vec<f64>,
+    /// As [`LpResult::cells`].
+    pub cells: Vec<f64>,
+}
+
+impl WarmStart {
+    /// The solution of `r`, for a solve on the same points.
+    pub fn from_result(r: &LpResult) -> WarmStart {
+        WarmStart {
+            capacity: r.capacity.clone(),
+            exchanged: r.exchanged.clone(),
+            returned: r.returned.clone(),
+            cells: r.cells.clone(),
+        }
+    }
 }
 
 /// How an exchangeable commitment's shares are set in a solve.
@@ -92,6 +122,20 @@ pub(crate) struct SolveSpec<'a> {
     /// Whether to impose `min_coverage` (a target for the relaxation; rounding down may leave
     /// coverage slightly below it, which is reported rather than treated as infeasible).
     pub min_coverage: bool,
+    /// Where the simplex starts (None: HiGHS's own start, after presolve).
+    pub warm: Option<&'a WarmStart>,
+}
+
+/// Where each pool's members start in a point's row of [`LpResult::cells`], and the row's length
+/// (every (pool, member) pair of the model).
+pub(crate) fn cell_offsets(model: &Model) -> (Vec<usize>, usize) {
+    let mut offsets = Vec::with_capacity(model.pools.len());
+    let mut n = 0;
+    for p in &model.pools {
+        offsets.push(n);
+        n += p.members.len();
+    }
+    (offsets, n)
 }
 
 struct YCol {
@@ -110,6 +154,8 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
     } = *spec;
     let pools = &model.pools;
     let groups = &model.groups;
+    let warm = spec.warm;
+    let (offsets, cells) = cell_offsets(model);
     let mut vars = ProblemVariables::new();
     let mut objective = Expression::with_capacity(1024);
 
@@ -119,7 +165,14 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
         match p.column() {
             Some(c) => {
                 let def = match spec.capacity.get(pi).copied().unwrap_or(Capacity::Free) {
-                    Capacity::Free => variable().min(0.0),
+                    Capacity::Free => {
+                        let def = variable().min(0.0);
+                        match warm.and_then(|w| w.capacity.get(pi)) {
+                            Some(v) => def.initial(v.max(0.0)),
+                            None => def,
+                        }
+                    }
+                    Capacity::Fixed(v) if warm.is_some() => variable().min(v).max(v).initial(v),
                     Capacity::Fixed(v) => variable().min(v).max(v),
                 };
                 let var = vars.add(def);
@@ -150,6 +203,13 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
                 exchanged,
                 returned,
             } => (bounds(exchanged), bounds(returned)),
+        };
+        let (e_def, r_def) = match warm {
+            Some(w) => (
+                e_def.initial(w.exchanged.get(si).copied().unwrap_or(0.0)),
+                r_def.initial(w.returned.get(si).copied().unwrap_or(0.0)),
+            ),
+            None => (e_def, r_def),
         };
         let stop = -src.hourly_cost * src.window_hours;
         let e = vars.add(e_def);
@@ -196,7 +256,12 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
                 if d <= 1e-9 {
                     continue;
                 }
-                let var = vars.add(variable().min(0.0).max(d));
+                let def = variable().min(0.0).max(d);
+                let def = match warm.and_then(|w| w.cells.get(b * cells + offsets[pi] + mi)) {
+                    Some(v) => def.initial(v.clamp(0.0, d)),
+                    None => def,
+                };
+                let var = vars.add(def);
                 objective.add_mul(-w * groups[m.group].on_demand, var);
                 ys.push(YCol {
                     pool: pi as u32,
@@ -451,6 +516,7 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
     let mut covered_ode = vec![0.0; pools.len()];
     let mut cost_equiv = vec![0.0; pools.len()];
     let mut coverage = vec![0.0; points.len() * groups.len()];
+    let mut cell_values = vec![0.0; points.len() * cells];
     for y in &ys {
         let val = solution.value(y.var).max(0.0);
         if val <= 0.0 {
@@ -458,6 +524,7 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
         }
         let pi = y.pool as usize;
         let b = y.point as usize;
+        cell_values[b * cells + offsets[pi] + y.member as usize] = val;
         let m = &pools[pi].members[y.member as usize];
         used[pi][b] += m.a * val;
         coverage[b * groups.len() + m.group] += val;
@@ -485,6 +552,7 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
         capacity_value,
         ode_total,
         coverage,
+        cells: cell_values,
         exchanged,
         returned,
     })

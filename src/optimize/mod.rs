@@ -37,7 +37,7 @@ use crate::domain::{
     Action, ActionKind, AmountUnit, Commitment, CommitmentKind, Expected, Money, Plan, Provider,
     RateCard, Rationale, SolverInfo, Term,
 };
-use lp::{Capacity, LpResult, Share, SolveSpec};
+use lp::{Capacity, LpResult, Share, SolveSpec, WarmStart};
 use model::Model;
 use reduce::Points;
 use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
@@ -192,6 +192,8 @@ struct Pass<'a> {
     without: LpResult,
     solves: usize,
     total_points: usize,
+    /// `final_`'s solution, where the re-solves for marginal values start.
+    warm: Option<WarmStart>,
 }
 
 impl Pass<'_> {
@@ -236,6 +238,7 @@ impl Pass<'_> {
             capacity,
             shares,
             min_coverage: false,
+            warm: self.warm.as_ref(),
         }
     }
 }
@@ -257,7 +260,7 @@ fn run_pass<'a>(
     let value: Vec<f64> = model.groups.iter().map(|g| g.on_demand).collect();
     let free = vec![Capacity::Free; model.pools.len()];
     let free_shares = vec![Share::Free; model.sources.len()];
-    let solve_on = |points: &Points| {
+    let solve_on = |points: &Points, warm: Option<&WarmStart>| {
         lp::solve(&SolveSpec {
             model: &model,
             points,
@@ -267,18 +270,21 @@ fn run_pass<'a>(
             capacity: &free,
             shares: &free_shares,
             min_coverage: true,
+            warm,
         })
     };
     let mut solves = 0;
     let (points, relaxed) = if options.reduce && target < total_points {
         let mut buckets = reduce::reduce(demand, &model.boundaries, &value, target);
         let mut points = reduce::points(demand, &buckets);
-        let mut relaxed = solve_on(&points)?;
+        let mut relaxed = solve_on(&points, None)?;
         solves += 1;
         // Refine where the commitments cut through a bucket, a few rounds, each adding at most
-        // a quarter of the points, until the error bound is negligible.
+        // a quarter of the points, until the error bound is negligible. Each round starts from
+        // the previous round's solution carried over to the split points (HiGHS would
+        // otherwise start from scratch on a larger LP each round).
         for _ in 0..options.refine_rounds {
-            let (refined, bound) = reduce::refine(
+            let (refined, parents, bound) = reduce::refine(
                 demand,
                 buckets,
                 &relaxed.coverage,
@@ -289,17 +295,24 @@ fn run_pass<'a>(
             if bound <= 1e-5 * relaxed.objective.abs() {
                 break;
             }
-            points = reduce::points(demand, &buckets);
-            relaxed = solve_on(&points)?;
+            let next = reduce::points(demand, &buckets);
+            let warm = options
+                .warm_start
+                .then(|| split_warm_start(&model, &relaxed, &points, &next, &parents));
+            points = next;
+            relaxed = solve_on(&points, warm.as_ref())?;
             solves += 1;
         }
         (points, relaxed)
     } else {
         let points = reduce::full(demand);
-        let relaxed = solve_on(&points)?;
+        let relaxed = solve_on(&points, None)?;
         solves += 1;
         (points, relaxed)
     };
+    // The solves with rounded amounts start from the relaxation's solution: the amounts moved
+    // by at most an instance each, so most of its basis still holds.
+    let relaxed_warm = options.warm_start.then(|| WarmStart::from_result(&relaxed));
     let solve_fixed = |capacity: &[Capacity], shares: &[Share]| {
         lp::solve(&SolveSpec {
             model: &model,
@@ -310,6 +323,7 @@ fn run_pass<'a>(
             capacity,
             shares,
             min_coverage: false,
+            warm: relaxed_warm.as_ref(),
         })
     };
     let (mut fixed, mut shares) = round(&model, &relaxed, false);
@@ -442,6 +456,7 @@ fn run_pass<'a>(
     } else {
         final_.clone()
     };
+    let warm = options.warm_start.then(|| WarmStart::from_result(&final_));
     Ok(Pass {
         demand,
         model,
@@ -453,7 +468,51 @@ fn run_pass<'a>(
         without,
         solves: solves + 1,
         total_points,
+        warm,
     })
+}
+
+/// The solution of the LP on `old` points carried over to `new` points, where each new point is
+/// a part of the old point `parents[k]`: the capacities and shares stay, and each point keeps its
+/// parent's coverage, scaled down per group where the part's demand is below what the parent
+/// covered (so the demand rows and the capacity rows still hold). Only a starting point.
+fn split_warm_start(
+    model: &Model,
+    old: &LpResult,
+    old_points: &Points,
+    new: &Points,
+    parents: &[usize],
+) -> WarmStart {
+    let (offsets, cells) = lp::cell_offsets(model);
+    let g_count = model.groups.len();
+    let mut out = vec![0.0; new.len() * cells];
+    let mut factor = vec![1.0; g_count];
+    for (k, &p) in parents.iter().enumerate() {
+        if p >= old_points.len() {
+            continue;
+        }
+        for (g, f) in factor.iter_mut().enumerate() {
+            let covered = old.coverage[p * g_count + g];
+            let d = new.demand(k, g);
+            *f = if covered > d && covered > 0.0 {
+                d / covered
+            } else {
+                1.0
+            };
+        }
+        for (pi, pool) in model.pools.iter().enumerate() {
+            for (mi, m) in pool.members.iter().enumerate() {
+                let c = offsets[pi] + mi;
+                out[k * cells + c] = old.cells[p * cells + c] * factor[m.group];
+            }
+        }
+    }
+    WarmStart {
+        capacity: old.capacity.clone(),
+        exchanged: old.exchanged.clone(),
+        returned: old.returned.clone(),
+        cells: out,
+    }
 }
 
 /// Savings-plan commitment step and minimum: AWS takes up to 5 decimals and at least $0.001

@@ -165,14 +165,15 @@ pub(crate) fn reduce(
 /// at bucket `b`; each bucket's bound on the error is `sum_g value_g * sum_h max(0, cover - d_h)`.
 /// The `max_splits` buckets with the largest bound are split at the coverage level of their
 /// worst group, which puts the threshold where the commitments actually cut. Returns the new
-/// buckets and the total error bound before refining (USD, weighted by scenario weight).
+/// buckets, for each the index of the bucket it came from (to carry the solution over as a warm
+/// start), and the total error bound before refining (USD, weighted by scenario weight).
 pub(crate) fn refine(
     demand: &DemandInput,
     buckets: Vec<Bucket>,
     coverage: &[f64],
     value: &[f64],
     max_splits: usize,
-) -> (Vec<Bucket>, f64) {
+) -> (Vec<Bucket>, Vec<usize>, f64) {
     let weights = demand.weights();
     let g_count = demand.groups.len();
     let mut scored: Vec<(f64, usize, f64, usize)> = Vec::with_capacity(buckets.len());
@@ -209,9 +210,9 @@ pub(crate) fn refine(
         split[*bi] = Some((*cover, *g));
     }
     let mut out = Vec::with_capacity(buckets.len() + scored.len());
-    for (b, how) in buckets.into_iter().zip(split) {
+    for (parent, (b, how)) in buckets.into_iter().zip(split).enumerate() {
         let Some((cover, g)) = how else {
-            out.push(b);
+            out.push((b, parent));
             continue;
         };
         let path = &demand.groups[g].scenarios[b.scenario];
@@ -225,11 +226,12 @@ pub(crate) fn refine(
             high = hours.split_off(hours.len() / 2);
             low = hours;
         }
-        out.push(make_bucket(demand, value, scenario, low));
-        out.push(make_bucket(demand, value, scenario, high));
+        out.push((make_bucket(demand, value, scenario, low), parent));
+        out.push((make_bucket(demand, value, scenario, high), parent));
     }
-    out.sort_by_key(|b| (b.scenario, b.hours.iter().min().copied().unwrap_or(0)));
-    (out, total)
+    out.sort_by_key(|(b, _)| (b.scenario, b.hours.iter().min().copied().unwrap_or(0)));
+    let (out, parents) = out.into_iter().unzip();
+    (out, parents, total)
 }
 
 /// One point per bucket: its mean demand, weighted by its hours and its scenario's weight.
@@ -290,6 +292,27 @@ mod tests {
             .map(|i| p.weight[i])
             .sum();
         assert!((early - 40.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn refine_names_the_bucket_each_new_bucket_came_from() {
+        let a: Vec<f64> = (0..60).map(|h| ((h * 7) % 10) as f64).collect();
+        let d = DemandInput::actual(Hour(0), vec![(group("m5.large"), a)]);
+        let old = reduce(&d, &[0, 60], &[1.0], 3);
+        let old_hours: Vec<Vec<u32>> = old.iter().map(|b| b.hours.clone()).collect();
+        // Coverage 5 cuts through every bucket that holds values on both sides of it.
+        let coverage = vec![5.0; old.len()];
+        let (new, parents, bound) = refine(&d, old, &coverage, &[1.0], 10);
+        assert!(bound > 0.0);
+        assert!(new.len() > old_hours.len());
+        assert_eq!(parents.len(), new.len());
+        for (b, &p) in new.iter().zip(&parents) {
+            assert!(b.hours.iter().all(|h| old_hours[p].contains(h)));
+        }
+        // Every old bucket's hours are still covered exactly once.
+        let mut all: Vec<u32> = new.iter().flat_map(|b| b.hours.clone()).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..60).collect::<Vec<u32>>());
     }
 
     #[test]
