@@ -442,3 +442,30 @@ min_expected_utilization = 0.9
         );
     }
 }
+
+/// A deployment restarted in datapilot executes nothing, not even a proposal approved earlier
+/// under copilot: it is blocked by the mode, recorded, and the market is never called.
+#[tokio::test]
+async fn a_global_datapilot_executes_nothing_even_when_approved() {
+    let w = world().await;
+    let p = w.approved("2.5", 0).await;
+    let out = w
+        .executor(None)
+        .with_mode(Mode::Datapilot)
+        .execute_approved(t(1))
+        .await
+        .unwrap();
+    let [Outcome::Blocked {
+        proposal_id, rule, ..
+    }] = out.as_slice()
+    else {
+        panic!("expected one blocked outcome, got {out:?}");
+    };
+    assert_eq!(
+        (proposal_id.as_str(), rule.as_str()),
+        (p.id.as_str(), "mode")
+    );
+    assert!(w.market.inventory().await.unwrap().is_empty());
+    assert_eq!(w.count(EventKind::PolicyBlocked).await, 1);
+    assert_eq!(w.count(EventKind::ExecutionRequested).await, 0);
+}
