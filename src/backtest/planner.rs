@@ -74,11 +74,7 @@ impl Default for PlannerConfig {
             windows: vec![56 * 24, 28 * 24, 7 * 24, 2 * 24],
             reservation_quantile: 0.2,
             reservation_share: 1.0,
-            // 0.8, not 0.9: on steady fleets the ladder's portfolio was used 98-99% while the
-            // hindsight optimum runs at ~95%, i.e. it left break-even usage on demand. A
-            // savings plan follows usage across families, so its marginal dollar is the safest
-            // one to add (tuning sweep, docs/benchmarks/backtest.md).
-            savings_plan_min_utilization: 0.8,
+            savings_plan_min_utilization: 0.9,
             decline_ratio: 0.9,
             cap_per_decision: None,
             cap_share: 0.35,
@@ -693,13 +689,14 @@ impl Planner for LookbackPlanner {
         // moving away from; the ladder's savings plan covers what that leaves.
         let before = out.len();
         out.retain(|c| {
-            !ctx.groups
+            !ctx
+                .groups
                 .iter()
                 .enumerate()
                 .any(|(gi, bg)| binds(c, &bg.group) && hedged(&self.ladder.config, ctx, gi))
         });
-        let mut budget =
-            self.ladder.cap.to_f64() - out.iter().map(|c| c.hourly_cost.to_f64()).sum::<f64>();
+        let mut budget = self.ladder.cap.to_f64()
+            - out.iter().map(|c| c.hourly_cost.to_f64()).sum::<f64>();
         if out.len() < before {
             let mut held = active;
             held.extend(out.iter().cloned());
