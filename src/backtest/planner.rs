@@ -682,21 +682,34 @@ impl Planner for LookbackPlanner {
             marginal_resolves: 0,
             ..Options::default()
         };
-        let plan = optimize::hindsight(&demand, ctx.rates, &active, &constraints, &options)
+        // The commitments active now are treated as running through the look-back horizon: one
+        // that expires inside it would otherwise be replaced today and overlap its replacement
+        // for weeks; it is replaced at its expiry instead (an expiry triggers a solve).
+        let horizon_end = ctx.now.plus(w as i64);
+        let held: Vec<Commitment> = active
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                if c.end < horizon_end {
+                    c.end = horizon_end;
+                }
+                c
+            })
+            .collect();
+        let plan = optimize::hindsight(&demand, ctx.rates, &held, &constraints, &options)
             .map_err(|e| format!("look-back optimization: {e}"))?;
         let mut out = plan_to_commitments(&plan, ctx.now, "commitd")?;
         // The hedges: no family- or region-bound purchase for a group the organisation is
         // moving away from; the ladder's savings plan covers what that leaves.
         let before = out.len();
         out.retain(|c| {
-            !ctx
-                .groups
+            !ctx.groups
                 .iter()
                 .enumerate()
                 .any(|(gi, bg)| binds(c, &bg.group) && hedged(&self.ladder.config, ctx, gi))
         });
-        let mut budget = self.ladder.cap.to_f64()
-            - out.iter().map(|c| c.hourly_cost.to_f64()).sum::<f64>();
+        let mut budget =
+            self.ladder.cap.to_f64() - out.iter().map(|c| c.hourly_cost.to_f64()).sum::<f64>();
         if out.len() < before {
             let mut held = active;
             held.extend(out.iter().cloned());
