@@ -847,7 +847,21 @@ impl Planner for ForecastOptimizePlanner {
 
 #[cfg(test)]
 mod tests {
-    use super::family_generation;
+    use super::{daily_median, family_generation};
+
+    #[test]
+    fn daily_median_takes_whole_days_ending_at_the_end() {
+        // A partial first day (5 hours of 100) is ignored; then days of means 1, 2, 3, 4.
+        let mut hourly = vec![100.0; 5];
+        for d in 1..=4 {
+            hourly.extend(std::iter::repeat_n(d as f64, 24));
+        }
+        assert_eq!(daily_median(&hourly, 3), 3.0);
+        assert_eq!(daily_median(&hourly, 1), 4.0);
+        // More days asked than known: all whole days.
+        assert_eq!(daily_median(&hourly, 30), 2.0);
+        assert_eq!(daily_median(&[], 7), 0.0);
+    }
 
     #[test]
     fn family_generations_parse_aws_and_azure_names() {
