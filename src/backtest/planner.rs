@@ -366,12 +366,28 @@ impl Planner for LadderPlanner {
         if ctx.known.range.len() < longest.min(7 * 24) {
             return Ok(Vec::new());
         }
-        let terms = &ctx.policy.terms;
         let mut budget = self.cap.to_f64();
         let mut active = ctx.active();
+        let mut out = self.reservations(ctx, &mut active, &mut budget)?;
+        out.extend(self.savings_plans(ctx, &active, &mut budget)?);
+        Ok(out)
+    }
+}
+
+impl LadderPlanner {
+    /// Stage 1: per group, the reservation for the whole instances that stayed uncovered at
+    /// the reservation quantile over every look-back window. Purchases are added to `active`
+    /// and their cost taken from `budget`.
+    fn reservations(
+        &mut self,
+        ctx: &DecisionContext<'_>,
+        active: &mut Vec<Commitment>,
+        budget: &mut f64,
+    ) -> Result<Vec<Commitment>, String> {
+        let longest = self.config.windows.iter().copied().max().unwrap_or(0);
+        let terms = &ctx.policy.terms;
         let mut out = Vec::new();
-        // 1) Reservations per group.
-        let residual = Self::residual(ctx, &active, longest)?;
+        let residual = Self::residual(ctx, active, longest)?;
         for (gi, bg) in ctx.groups.iter().enumerate() {
             let instrument = match bg.group.provider {
                 Provider::Aws => Instrument::StandardReservedInstance,
@@ -384,10 +400,7 @@ impl Planner for LadderPlanner {
             if offer.rate() >= bg.on_demand_rate {
                 continue;
             }
-            if self.config.generation_hedge && newer_generation_in_use(ctx, gi) {
-                continue;
-            }
-            if self.config.region_hedge && family_elsewhere(ctx, gi) {
+            if hedged(&self.config, ctx, gi) {
                 continue;
             }
             let series: Vec<f64> = residual.iter().map(|h| h[gi]).collect();
@@ -410,7 +423,7 @@ impl Planner for LadderPlanner {
             let fading = self
                 .decline(&ctx.known.groups[gi].quantity)
                 .map_or(0.0, |d| d * recent_level(&ctx.known.groups[gi].quantity));
-            let affordable = (budget / offer.rate()).floor();
+            let affordable = (*budget / offer.rate()).floor();
             let count = ((level - fading) * self.config.reservation_share)
                 .floor()
                 .min(affordable);
@@ -419,12 +432,26 @@ impl Planner for LadderPlanner {
             }
             let id = self.next_id("reservation");
             let c = buy_reservation(id, offer, ctx.now, &bg.group, count as u32)?;
-            budget -= c.hourly_cost.to_f64();
+            *budget -= c.hourly_cost.to_f64();
             active.push(c.clone());
             out.push(c);
         }
-        // 2) Savings plans on what is still uncovered.
-        let long = Self::residual(ctx, &active, longest)?;
+        Ok(out)
+    }
+
+    /// Stage 2: per provider, the Compute / Azure savings plan that would have saved the most on
+    /// what `active` leaves uncovered, no more than would have been used at the configured
+    /// minimum in every look-back window, within `budget`.
+    fn savings_plans(
+        &mut self,
+        ctx: &DecisionContext<'_>,
+        active: &[Commitment],
+        budget: &mut f64,
+    ) -> Result<Vec<Commitment>, String> {
+        let longest = self.config.windows.iter().copied().max().unwrap_or(0);
+        let terms = &ctx.policy.terms;
+        let mut out = Vec::new();
+        let long = Self::residual(ctx, active, longest)?;
         for (provider, instrument) in [
             (Provider::Aws, Instrument::ComputeSavingsPlan),
             (Provider::Azure, Instrument::AzureSavingsPlan),
@@ -482,9 +509,214 @@ impl Planner for LadderPlanner {
             }
             let id = self.next_id("savings-plan");
             let c = buy_savings_plan(id, offer, ctx.now, per_hour, None)?;
-            budget -= c.hourly_cost.to_f64();
+            *budget -= c.hourly_cost.to_f64();
             out.push(c);
         }
+        Ok(out)
+    }
+}
+
+/// Whether group `gi` gets no family- or region-bound commitment under the configured hedges.
+fn hedged(config: &PlannerConfig, ctx: &DecisionContext<'_>, gi: usize) -> bool {
+    (config.generation_hedge && newer_generation_in_use(ctx, gi))
+        || (config.region_hedge && family_elsewhere(ctx, gi))
+}
+
+/// Tuning of the look-back optimizer planner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LookbackConfig {
+    /// Days of known usage the optimizer treats as the demand to come.
+    pub window_days: usize,
+    /// Days whose level the look-back is scaled down to when usage has dropped since (never up:
+    /// growth is not bought ahead, and a peak is not committed to).
+    pub level_days: usize,
+    /// New commitments of one decision must be used at least this much (0..1) over the
+    /// look-back (0 = no floor).
+    pub min_utilization: f64,
+    /// Re-solve at least every this many days (also when a commitment expired or the last
+    /// solve was held back by the cap).
+    pub resolve_days: usize,
+}
+
+impl Default for LookbackConfig {
+    fn default() -> Self {
+        LookbackConfig {
+            window_days: 56,
+            level_days: 7,
+            min_utilization: 0.95,
+            resolve_days: 7,
+        }
+    }
+}
+
+/// The look-back optimizer: at a decision it runs the portfolio optimizer in hindsight mode on
+/// the last `window_days` of known usage, scaled down to the recent level, as if that were the
+/// demand to come, with the commitments active now as existing ones, and buys what it adds. The
+/// optimizer chooses instrument, payment option and amount together (reservations up to their
+/// own break-even, savings plans on the rest), which the ladder's fixed quantiles do not. The
+/// ladder's guards are kept: the trend guard scales the look-back down, and the hedges' groups
+/// get no family- or region-bound purchase (a savings plan from the ladder's stage 2 covers them).
+pub struct LookbackPlanner {
+    config: LookbackConfig,
+    /// The ladder, for its guards and its savings-plan stage.
+    ladder: LadderPlanner,
+    /// (time, capped) of the last solve.
+    last_solve: Option<(Hour, bool)>,
+    /// Commitments active after the previous decision (an expiry since then triggers a solve).
+    active_after: usize,
+    pub solved: usize,
+    pub skipped: usize,
+}
+
+/// The look-back optimizer under the benchmark policy (see [`commitd_planner`] for the cap).
+pub fn lookback_planner(
+    input: &BacktestInput,
+    base: &Settings,
+    ladder: PlannerConfig,
+    config: LookbackConfig,
+) -> Result<(LookbackPlanner, Settings), BacktestError> {
+    let (_, settings) = commitd_planner(input, base, ladder.clone())?;
+    let cap = settings
+        .policy
+        .max_new_hourly_cost_per_decision
+        .unwrap_or(Money::ZERO);
+    Ok((
+        LookbackPlanner {
+            config,
+            ladder: LadderPlanner {
+                config: ladder,
+                cap,
+                bought: 0,
+            },
+            last_solve: None,
+            active_after: 0,
+            solved: 0,
+            skipped: 0,
+        },
+        settings,
+    ))
+}
+
+/// Median of the daily means of the last `days` whole days of `hourly`.
+fn daily_median(hourly: &[f64], days: usize) -> f64 {
+    let n = hourly.len() / 24 * 24;
+    let from = n.saturating_sub(days * 24);
+    let mut daily: Vec<f64> = hourly[hourly.len() - n + from..]
+        .chunks(24)
+        .map(|d| d.iter().sum::<f64>() / d.len().max(1) as f64)
+        .collect();
+    quantile(&mut daily, 0.5)
+}
+
+/// Whether `c` is bound to group `g`'s family or instance type in its region.
+fn binds(c: &Commitment, g: &crate::domain::UsageGroup) -> bool {
+    matches!(
+        c.instrument,
+        Instrument::StandardReservedInstance
+            | Instrument::ConvertibleReservedInstance
+            | Instrument::AzureReservation
+            | Instrument::Ec2InstanceSavingsPlan
+    ) && c.provider == g.provider
+        && c.region.as_deref() == Some(g.region.as_str())
+        && (c.family.as_deref() == Some(g.family.as_str())
+            || c.instance_type.as_deref() == Some(g.instance_type.as_str()))
+}
+
+impl Planner for LookbackPlanner {
+    fn name(&self) -> &str {
+        "commitd"
+    }
+
+    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
+        let known = ctx.known;
+        let n = known.range.len();
+        let active = ctx.active();
+        let expired = active.len() < self.active_after;
+        self.active_after = active.len();
+        if n < 14 * 24 {
+            return Ok(Vec::new());
+        }
+        let due = match self.last_solve {
+            None => true,
+            Some((at, capped)) => {
+                capped || expired || ctx.now.since(at) >= self.config.resolve_days as i64 * 24
+            }
+        };
+        if !due {
+            self.skipped += 1;
+            return Ok(Vec::new());
+        }
+        self.solved += 1;
+        let w = (self.config.window_days * 24).min(n);
+        let series = known
+            .groups
+            .iter()
+            .map(|g| {
+                let q = &g.quantity;
+                let long = daily_median(&q[n - w..], self.config.window_days);
+                let recent = daily_median(q, self.config.level_days);
+                // Scaled down to the recent level (a drop), and by the decline the trend guard
+                // expects over its horizon; never up.
+                let mut f = if long > 0.0 {
+                    (recent / long).min(1.0)
+                } else {
+                    1.0
+                };
+                if let Some(d) = self.ladder.decline(q) {
+                    f *= 1.0 - d;
+                }
+                (g.group.clone(), q[n - w..].iter().map(|v| v * f).collect())
+            })
+            .collect();
+        let demand = DemandInput::actual(ctx.now, series);
+        let mut constraints = Constraints::one_year_only();
+        constraints.allow_exchanges = false;
+        constraints.max_new_hourly = Some(self.ladder.cap);
+        if self.config.min_utilization > 0.0 {
+            constraints.min_utilization = Some(MinUtilization {
+                level: 0.5,
+                min: self.config.min_utilization,
+            });
+        }
+        let options = Options {
+            marginal_resolves: 0,
+            ..Options::default()
+        };
+        // The commitments active now are treated as running through the look-back horizon: one
+        // that expires inside it would otherwise be replaced today and overlap its replacement
+        // for weeks; it is replaced at its expiry instead (an expiry triggers a solve).
+        let horizon_end = ctx.now.plus(w as i64);
+        let held: Vec<Commitment> = active
+            .iter()
+            .map(|c| {
+                let mut c = c.clone();
+                if c.end < horizon_end {
+                    c.end = horizon_end;
+                }
+                c
+            })
+            .collect();
+        let plan = optimize::hindsight(&demand, ctx.rates, &held, &constraints, &options)
+            .map_err(|e| format!("look-back optimization: {e}"))?;
+        let mut out = plan_to_commitments(&plan, ctx.now, "commitd")?;
+        // The hedges: no family- or region-bound purchase for a group the organisation is
+        // moving away from; the ladder's savings plan covers what that leaves.
+        let before = out.len();
+        out.retain(|c| {
+            !ctx.groups
+                .iter()
+                .enumerate()
+                .any(|(gi, bg)| binds(c, &bg.group) && hedged(&self.ladder.config, ctx, gi))
+        });
+        let mut budget =
+            self.ladder.cap.to_f64() - out.iter().map(|c| c.hourly_cost.to_f64()).sum::<f64>();
+        if out.len() < before {
+            let mut held = active;
+            held.extend(out.iter().cloned());
+            out.extend(self.ladder.savings_plans(ctx, &held, &mut budget)?);
+        }
+        self.active_after += out.len();
+        self.last_solve = Some((ctx.now, budget < 0.1 * self.ladder.cap.to_f64()));
         Ok(out)
     }
 }
@@ -615,7 +847,21 @@ impl Planner for ForecastOptimizePlanner {
 
 #[cfg(test)]
 mod tests {
-    use super::family_generation;
+    use super::{daily_median, family_generation};
+
+    #[test]
+    fn daily_median_takes_whole_days_ending_at_the_end() {
+        // A partial first day (5 hours of 100) is ignored; then days of means 1, 2, 3, 4.
+        let mut hourly = vec![100.0; 5];
+        for d in 1..=4 {
+            hourly.extend(std::iter::repeat_n(d as f64, 24));
+        }
+        assert_eq!(daily_median(&hourly, 3), 3.0);
+        assert_eq!(daily_median(&hourly, 1), 4.0);
+        // More days asked than known: all whole days.
+        assert_eq!(daily_median(&hourly, 30), 2.0);
+        assert_eq!(daily_median(&[], 7), 0.0);
+    }
 
     #[test]
     fn family_generations_parse_aws_and_azure_names() {

@@ -33,8 +33,8 @@ pub struct Args {
     /// a share of the recent on-demand-equivalent spend per hour (see docs/backtest.md).
     #[arg(long)]
     pub max_new_per_decision: Option<String>,
-    /// commitd's planner: `ladder` (billing-driven quantile ladder) or `optimize` (forecast
-    /// quantiles -> LP optimizer).
+    /// commitd's planner: `ladder` (billing-driven quantile ladder), `optimize` (forecast
+    /// quantiles -> LP optimizer) or `lookback` (the optimizer on the recent look-back).
     #[arg(long, value_enum, default_value_t = PlannerKind::Ladder)]
     pub planner: PlannerKind,
     /// Ladder planner: quantile of the residual hourly usage that reservations cover
@@ -71,6 +71,13 @@ pub struct Args {
     /// Ladder planner: days ahead the trend guard projects a decline.
     #[arg(long)]
     pub trend_horizon_days: Option<f64>,
+    /// Look-back planner: days of known usage the optimizer treats as the demand to come.
+    #[arg(long)]
+    pub lookback_days: Option<usize>,
+    /// Look-back planner: new commitments must be used at least this much (0..1) over the
+    /// look-back (0 = no floor).
+    #[arg(long)]
+    pub lookback_min_utilization: Option<f64>,
     /// Skip the baselines (only commitd's planner).
     #[arg(long)]
     pub no_baselines: bool,
@@ -80,6 +87,7 @@ pub struct Args {
 pub enum PlannerKind {
     Ladder,
     Optimize,
+    Lookback,
 }
 
 /// The ladder planner's tuning: its defaults, with what the flags override. Bad values are
@@ -143,9 +151,28 @@ fn planner_config(args: &Args) -> anyhow::Result<PlannerConfig> {
     Ok(c)
 }
 
+/// The look-back planner's tuning: its defaults, with what the flags override.
+fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
+    let mut lb = planner::LookbackConfig::default();
+    if let Some(d) = args.lookback_days {
+        if !(14..=366).contains(&d) {
+            anyhow::bail!("--lookback-days must be within 14..=366, got {d}");
+        }
+        lb.window_days = d;
+    }
+    if let Some(u) = args.lookback_min_utilization {
+        if !(0.0..=1.0).contains(&u) {
+            anyhow::bail!("--lookback-min-utilization must be within 0..=1, got {u}");
+        }
+        lb.min_utilization = u;
+    }
+    Ok(lb)
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let config = planner_config(&args)?;
+    let lb = lookback_config(&args)?;
     let scenario = Scenario::load(&args.scenario)
         .with_context(|| format!("loading scenario {}", args.scenario.display()))?;
     let input = BacktestInput {
@@ -172,6 +199,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 config.cap_share,
             )
             .context("setting up commitd's planner")?;
+            (Box::new(p), s)
+        }
+        PlannerKind::Lookback => {
+            let (p, s) = planner::lookback_planner(&input, &base, config, lb)
+                .context("setting up commitd's planner")?;
             (Box::new(p), s)
         }
     };
