@@ -143,6 +143,21 @@ fn the_scenario_planner_counts_what_aws_holds_and_does_not_buy_twice() {
 
     let first = run_once(&s);
     assert!(first.contains("\"outcome\":\"executed\""), "{first}");
+    // The plan was priced with the account's offerings (fetched once, cached for the day).
+    let rate_calls = server.world().calls("DescribeSavingsPlansOfferingRates");
+    assert!(rate_calls >= 1, "{first}");
+    assert!(s.path("state/aws-offerings/eu-west-1-all.json").exists());
+    let noted = |kind: &str| {
+        s.events(kind)
+            .iter()
+            .filter(|e| {
+                e["rationale"]["notes"]
+                    .to_string()
+                    .contains("priced from the market's offerings")
+            })
+            .count()
+    };
+    assert_eq!(noted("plan_computed"), 1, "{:?}", s.events("plan_computed"));
     let bought = server.world().purchases();
     assert!(bought >= 1, "{first}");
     let inv = inventory(&endpoint);
@@ -154,6 +169,12 @@ fn the_scenario_planner_counts_what_aws_holds_and_does_not_buy_twice() {
     // Same data, same decision time: what was bought is now held, so nothing is bought again.
     let second = run_once(&s);
     assert!(!second.contains("\"outcome\":\"executed\""), "{second}");
+    assert_eq!(noted("plan_computed"), 2);
+    assert_eq!(
+        server.world().calls("DescribeSavingsPlansOfferingRates"),
+        rate_calls,
+        "the second cycle prices from the day's cache"
+    );
     assert_eq!(server.world().purchases(), bought, "{second}");
     assert_eq!(s.events("executed").len() as u32, bought);
     s.verify_audit();

@@ -121,7 +121,7 @@ fn a_savings_plan_return_is_proposed_approved_and_executed_once() {
 #[test]
 fn the_scenario_planner_returns_a_returnable_plan_the_forecast_does_not_want() {
     use commitd::daemon::optimizer::ScenarioPlanner;
-    use commitd::daemon::plan::Planner;
+    use commitd::daemon::plan::{CycleInputs, Planner};
     use commitd::domain::{
         Commitment, CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term,
     };
@@ -164,7 +164,16 @@ fn the_scenario_planner_returns_a_returnable_plan_the_forecast_does_not_want() {
             .collect()
     };
     let returnable: BTreeSet<String> = ["sp-oversized".to_string()].into();
-    let plan = planner.plan_with_returns(now, &held, &returnable).unwrap();
+    let plan = planner
+        .plan_cycle(
+            now,
+            &CycleInputs {
+                held: &held,
+                returnable: &returnable,
+                offers: None,
+            },
+        )
+        .unwrap();
     assert_eq!(
         returns(&plan),
         vec!["sp-oversized".to_string()],

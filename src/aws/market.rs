@@ -28,6 +28,7 @@ use super::execute::{
     SavingsPlanPurchase,
 };
 use super::inventory::{Inventory, ReservedInstanceRecord};
+use super::offerings::OfferingsCache;
 use crate::domain::{
     Commitment, CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider,
 };
@@ -44,6 +45,8 @@ const NAME: &str = "aws";
 pub struct AwsMarket {
     clients: AwsClients,
     clock: fn() -> DateTime<Utc>,
+    /// Where the offerings' rate card is cached (refreshed once a day); None: no offers.
+    offerings: Option<OfferingsCache>,
 }
 
 impl AwsMarket {
@@ -51,12 +54,24 @@ impl AwsMarket {
         AwsMarket {
             clients,
             clock: Utc::now,
+            offerings: None,
         }
+    }
+
+    /// Prices plans from the offering APIs of the market's region, cached under `data_dir`
+    /// (`aws-offerings/`, the cache `commitd offerings` uses) and refreshed once a day.
+    pub fn with_offerings_cache(mut self, data_dir: &std::path::Path) -> Self {
+        self.offerings = Some(OfferingsCache::new(data_dir));
+        self
     }
 
     /// With a given clock (tests: the test server's frozen time).
     pub fn with_clock(clients: AwsClients, clock: fn() -> DateTime<Utc>) -> Self {
-        AwsMarket { clients, clock }
+        AwsMarket {
+            clients,
+            clock,
+            offerings: None,
+        }
     }
 
     pub fn clients(&self) -> &AwsClients {
@@ -477,6 +492,25 @@ impl CommitmentMarket for AwsMarket {
         NAME
     }
 
+    fn offers(
+        &self,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Option<crate::domain::RateCard>, ProviderError>> {
+        Box::pin(async move {
+            let Some(cache) = &self.offerings else {
+                return Ok(None);
+            };
+            let found = cache
+                .get_or_refresh(&self.clients, None, now)
+                .await
+                .map_err(|e| ProviderError::Unavailable {
+                    provider: NAME.into(),
+                    message: format!("offerings: {e}"),
+                })?;
+            Ok(Some(found.card.card()))
+        })
+    }
+
     fn inventory(&self) -> BoxFuture<'_, Result<Vec<Commitment>, ProviderError>> {
         Box::pin(async move {
             let inv = self.clients.inventory().await.map_err(provider_error)?;
@@ -593,6 +627,14 @@ impl AwsOrganization {
 impl CommitmentMarket for AwsOrganization {
     fn name(&self) -> &str {
         NAME
+    }
+
+    /// The payer's offers: prices are the same in every account of the organization.
+    fn offers(
+        &self,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Option<crate::domain::RateCard>, ProviderError>> {
+        self.payer.offers(now)
     }
 
     fn inventory(&self) -> BoxFuture<'_, Result<Vec<Commitment>, ProviderError>> {

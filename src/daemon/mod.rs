@@ -30,7 +30,7 @@ use crate::policy::{ActionFacts, PolicySet, Verdict};
 use crate::proposals::{NewProposal, Proposal, ProposalError, ProposalStore};
 use chrono::{DateTime, Duration, Utc};
 use metrics::{Metrics, Tally};
-use plan::{CyclePlan, PlanError, Planner};
+use plan::{CycleInputs, CyclePlan, PlanError, Planner};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -201,11 +201,35 @@ impl Daemon {
             .await
             .map_err(DaemonError::Inventory)?;
         let returnable = self.returnable(&held, now).await?;
+        // The market's offers price the plan as the purchase will be priced. Without them
+        // (an outage of the offering API) the source rate card still prices it, and the plan
+        // says so: a quote above the approved price is refused at execution anyway.
+        let (offers, offers_note) = match self.market.offers(now).await {
+            Ok(offers) => (offers, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "market offers unavailable; planning from the source rate card");
+                (
+                    None,
+                    Some(format!(
+                        "market offers unavailable ({e}); priced from the source rate card"
+                    )),
+                )
+            }
+        };
         let planner = self.planner.clone();
-        let plan =
-            tokio::task::spawn_blocking(move || planner.plan_with_returns(now, &held, &returnable))
-                .await
-                .map_err(|e| DaemonError::Join(e.to_string()))??;
+        let mut plan = tokio::task::spawn_blocking(move || {
+            planner.plan_cycle(
+                now,
+                &CycleInputs {
+                    held: &held,
+                    returnable: &returnable,
+                    offers: offers.as_ref(),
+                },
+            )
+        })
+        .await
+        .map_err(|e| DaemonError::Join(e.to_string()))??;
+        plan.notes.extend(offers_note);
         self.audit
             .append(
                 NewEvent::new(

@@ -12,7 +12,7 @@
 //! Both count as existing: the commitments the source lists, those the bill shows (inferred),
 //! and the provider's inventory at the start of the cycle (`held`), de-duplicated by id.
 
-use super::plan::{plan_id, CyclePlan, Expectation, PlanError, Planner};
+use super::plan::{plan_id, CycleInputs, CyclePlan, Expectation, PlanError, Planner};
 use crate::config::Config;
 use crate::domain::plan::{ActionKind, Plan};
 use crate::domain::{
@@ -140,36 +140,35 @@ fn run_pipeline(
 
 impl Planner for ScenarioPlanner {
     fn plan(&self, now: DateTime<Utc>, held: &[Commitment]) -> Result<CyclePlan, PlanError> {
-        self.plan_with_returns(now, held, &BTreeSet::new())
+        self.plan_cycle(now, &no_market_inputs(held))
     }
 
-    fn plan_with_returns(
+    fn plan_cycle(
         &self,
         now: DateTime<Utc>,
-        held: &[Commitment],
-        returnable: &BTreeSet<String>,
+        inputs: &CycleInputs<'_>,
     ) -> Result<CyclePlan, PlanError> {
+        let CycleInputs {
+            held, returnable, ..
+        } = *inputs;
         let scenario = Scenario::load(&self.dir)
             .map_err(|e| PlanError::Failed(format!("loading {}: {e}", self.dir.display())))?;
         let at = scenario.window.decision_time;
         let existing = with_held(scenario.commitments.clone(), held);
+        let mut rates = scenario.rates.clone();
+        let offers_note = overlay_offers(&mut rates, inputs.offers);
         let plan = run_pipeline(
             &scenario.usage,
             at,
-            &scenario.rates,
+            &rates,
             &existing,
             self.min_utilization,
             returnable,
             &scenario.name,
         )?;
-        let digest = inputs_digest(
-            &scenario.name,
-            at,
-            &scenario.usage,
-            &scenario.rates,
-            &existing,
-        );
+        let digest = inputs_digest(&scenario.name, at, &scenario.usage, &rates, &existing);
         let mut out = cycle_plan(&plan, now, digest, held);
+        out.notes.extend(offers_note);
         out.notes
             .push(format!("planned from scenario {}", scenario.name));
         Ok(out)
@@ -260,16 +259,19 @@ fn on_demand_from_bill(model: &UsageModel, rates: &mut RateCard) -> Vec<String> 
 
 impl Planner for FocusPlanner {
     fn plan(&self, now: DateTime<Utc>, held: &[Commitment]) -> Result<CyclePlan, PlanError> {
-        self.plan_with_returns(now, held, &BTreeSet::new())
+        self.plan_cycle(now, &no_market_inputs(held))
     }
 
-    fn plan_with_returns(
+    fn plan_cycle(
         &self,
         now: DateTime<Utc>,
-        held: &[Commitment],
-        returnable: &BTreeSet<String>,
+        inputs: &CycleInputs<'_>,
     ) -> Result<CyclePlan, PlanError> {
-        let (usage, rates, existing, notes) = self.load(held)?;
+        let CycleInputs {
+            held, returnable, ..
+        } = *inputs;
+        let (usage, mut rates, existing, mut notes) = self.load(held)?;
+        notes.extend(overlay_offers(&mut rates, inputs.offers));
         let at = Hour::from_datetime(now);
         let Some(last) = usage.last_observed else {
             return Err(PlanError::Failed(format!(
@@ -320,6 +322,27 @@ impl Planner for FocusPlanner {
         ));
         Ok(out)
     }
+}
+
+/// Planning without anything read from a market (`Planner::plan`).
+fn no_market_inputs(held: &[Commitment]) -> CycleInputs<'_> {
+    static NONE: BTreeSet<String> = BTreeSet::new();
+    CycleInputs {
+        held,
+        returnable: &NONE,
+        offers: None,
+    }
+}
+
+/// Prices the plan with the market's commitment offers where it has them; the note says how
+/// many offers came from the market.
+fn overlay_offers(rates: &mut RateCard, offers: Option<&RateCard>) -> Option<String> {
+    let offers = offers?;
+    let taken = rates.overlay_commitment_offers(offers);
+    Some(format!(
+        "{taken} commitment offers priced from the market's offerings ({} in its card; products the rate card has no on-demand price for are left out)",
+        offers.len()
+    ))
 }
 
 /// The spec describing a held commitment (what a return gives back).

@@ -100,18 +100,30 @@ impl CyclePlan {
 pub trait Planner: Send + Sync {
     fn plan(&self, now: DateTime<Utc>, held: &[Commitment]) -> Result<CyclePlan, PlanError>;
 
-    /// Like [`Planner::plan`], and the held savings plans in `returnable` (bought by commitd,
-    /// inside their return window now) may be returned if the new forecast no longer wants
-    /// them. Planners that cannot decide returns ignore it.
-    fn plan_with_returns(
+    /// Like [`Planner::plan`], with what the cycle learnt from the market: the held savings
+    /// plans that may be returned, and the market's current commitment offers. Planners that
+    /// cannot use them ignore them.
+    fn plan_cycle(
         &self,
         now: DateTime<Utc>,
-        held: &[Commitment],
-        returnable: &std::collections::BTreeSet<String>,
+        inputs: &CycleInputs<'_>,
     ) -> Result<CyclePlan, PlanError> {
-        let _ = returnable;
-        self.plan(now, held)
+        self.plan(now, inputs.held)
     }
+}
+
+/// What the daemon reads from the market at the start of a cycle, for the planner.
+#[derive(Clone, Copy, Debug)]
+pub struct CycleInputs<'a> {
+    /// The market's inventory (counted as existing commitments).
+    pub held: &'a [Commitment],
+    /// Held savings plans bought by commitd and inside their return window now: the plan may
+    /// return them if the new forecast no longer wants them.
+    pub returnable: &'a std::collections::BTreeSet<String>,
+    /// The market's commitment offers (AWS: the offering APIs, cached for a day); they replace
+    /// the source rate card's offers for the same products, so plans are priced as the
+    /// purchase will be. None: the source rate card alone.
+    pub offers: Option<&'a crate::domain::RateCard>,
 }
 
 /// The file form of a plan: the actions, and optionally the solver's figures.

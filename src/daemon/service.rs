@@ -104,7 +104,7 @@ async fn aws_market(config: &Config) -> Result<AwsOrganization, ServiceError> {
         async move {
             AwsClients::connect(&settings)
                 .await
-                .map(AwsMarket::new)
+                .map(|clients| AwsMarket::new(clients).with_offerings_cache(&config.data_dir))
                 .map_err(|e| ServiceError::Config(format!("{label}: {e}")))
         }
     };

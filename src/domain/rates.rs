@@ -86,6 +86,28 @@ impl RateCard {
             .map(Offer::rate)
     }
 
+    /// Takes `other`'s commitment offers for the products this card already prices (a card
+    /// built from the provider's offering APIs has no on-demand prices, and a product without
+    /// one cannot be planned). An offer replaces the one of the same instrument, term and
+    /// payment. Returns how many offers were taken.
+    pub fn overlay_commitment_offers(&mut self, other: &RateCard) -> usize {
+        let mut taken = 0;
+        for (product, offers) in &other.products {
+            let Some(mine) = self.products.get_mut(product) else {
+                continue;
+            };
+            for offer in offers.iter().filter(|o| !o.is_on_demand()) {
+                mine.retain(|o| {
+                    (o.instrument, o.term, o.payment)
+                        != (offer.instrument, offer.term, offer.payment)
+                });
+                mine.push(offer.clone());
+                taken += 1;
+            }
+        }
+        taken
+    }
+
     pub fn providers(&self) -> Vec<Provider> {
         let mut v: Vec<Provider> = self.products.keys().map(|p| p.provider).collect();
         v.dedup();
@@ -98,5 +120,105 @@ impl RateCard {
 
     pub fn is_empty(&self) -> bool {
         self.products.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(s: &str) -> Decimal {
+        s.parse().expect("a decimal literal")
+    }
+
+    fn product(instance_type: &str) -> Product {
+        Product {
+            provider: Provider::Aws,
+            region: "eu-west-1".into(),
+            instance_type: instance_type.into(),
+            os: "Linux".into(),
+            tenancy: "Shared".into(),
+        }
+    }
+
+    fn offer(instrument: Instrument, payment: PaymentOption, rate: &str) -> Offer {
+        Offer {
+            instrument,
+            term: (instrument != Instrument::OnDemand).then_some(Term::ONE_YEAR),
+            payment,
+            effective_hourly_rate: dec(rate),
+            upfront_share: Decimal::ZERO,
+        }
+    }
+
+    #[test]
+    fn market_offers_replace_the_same_offer_and_skip_unpriced_products() {
+        let mut card = RateCard::new();
+        card.insert(
+            product("m5.large"),
+            offer(Instrument::OnDemand, PaymentOption::NoUpfront, "0.107"),
+        );
+        card.insert(
+            product("m5.large"),
+            offer(
+                Instrument::ComputeSavingsPlan,
+                PaymentOption::NoUpfront,
+                "0.08",
+            ),
+        );
+        let mut market = RateCard::new();
+        // A newer price for an offer the card has, one it lacks, an on-demand price (ignored:
+        // the market's card has none in practice, and the source's stays authoritative) and a
+        // product the card cannot plan (no on-demand price).
+        market.insert(
+            product("m5.large"),
+            offer(
+                Instrument::ComputeSavingsPlan,
+                PaymentOption::NoUpfront,
+                "0.075",
+            ),
+        );
+        market.insert(
+            product("m5.large"),
+            offer(
+                Instrument::StandardReservedInstance,
+                PaymentOption::NoUpfront,
+                "0.066",
+            ),
+        );
+        market.insert(
+            product("m5.large"),
+            offer(Instrument::OnDemand, PaymentOption::NoUpfront, "9"),
+        );
+        market.insert(
+            product("c5.large"),
+            offer(
+                Instrument::ComputeSavingsPlan,
+                PaymentOption::NoUpfront,
+                "0.07",
+            ),
+        );
+        assert_eq!(card.overlay_commitment_offers(&market), 2);
+        let p = product("m5.large");
+        assert_eq!(card.on_demand(&p), Some(0.107));
+        let sp = card
+            .offer(
+                &p,
+                Instrument::ComputeSavingsPlan,
+                Some(Term::ONE_YEAR),
+                PaymentOption::NoUpfront,
+            )
+            .unwrap();
+        assert_eq!(sp.effective_hourly_rate, dec("0.075"));
+        assert!(card
+            .offer(
+                &p,
+                Instrument::StandardReservedInstance,
+                Some(Term::ONE_YEAR),
+                PaymentOption::NoUpfront
+            )
+            .is_some());
+        assert!(card.offers(&product("c5.large")).is_empty());
+        assert_eq!(card.len(), 3);
     }
 }

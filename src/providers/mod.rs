@@ -325,6 +325,16 @@ pub trait CommitmentMarket: Send + Sync {
         Box::pin(async move { Err(refused) })
     }
 
+    /// The market's current commitment offers, for pricing the plan (None: the market has no
+    /// offering API; the planner prices from its source rate card).
+    fn offers(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'_, Result<Option<crate::domain::RateCard>, ProviderError>> {
+        let _ = now;
+        Box::pin(async { Ok(None) })
+    }
+
     /// The exchange `request` describes, if it already happened (its sources are gone).
     fn find_exchange<'a>(
         &'a self,
