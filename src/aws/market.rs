@@ -606,6 +606,20 @@ impl AwsOrganization {
         std::iter::once(&self.payer).chain(self.linked.iter().map(|(_, m)| m))
     }
 
+    /// The first account whose answer is Some: reconciliation after a crash does not know
+    /// which account a lost purchase, return or exchange went to, so it asks each in turn.
+    async fn first_found<'a, T>(
+        &'a self,
+        ask: impl Fn(&'a AwsMarket) -> BoxFuture<'a, Result<Option<T>, ProviderError>>,
+    ) -> Result<Option<T>, ProviderError> {
+        for m in self.all() {
+            if let Some(found) = ask(m).await? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
     /// The account whose savings plans include the one to return: the request's account when
     /// it names one, otherwise whichever account describes the plan.
     async fn holder_of_plan(&self, r: &ReturnRequest) -> Result<&AwsMarket, ProviderError> {
@@ -666,15 +680,7 @@ impl CommitmentMarket for AwsOrganization {
         &'a self,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<Purchase>, ProviderError>> {
-        // Reconciliation does not know which account a lost purchase went to: ask each.
-        Box::pin(async move {
-            for m in self.all() {
-                if let Some(p) = m.find(key).await? {
-                    return Ok(Some(p));
-                }
-            }
-            Ok(None)
-        })
+        Box::pin(self.first_found(move |m| Box::pin(m.find(key))))
     }
 
     fn return_commitment<'a>(
@@ -688,14 +694,7 @@ impl CommitmentMarket for AwsOrganization {
         &'a self,
         request: &'a ReturnRequest,
     ) -> BoxFuture<'a, Result<Option<Returned>, ProviderError>> {
-        Box::pin(async move {
-            for m in self.all() {
-                if let Some(r) = m.found_return(request).await? {
-                    return Ok(Some(r));
-                }
-            }
-            Ok(None)
-        })
+        Box::pin(self.first_found(move |m| Box::pin(m.found_return(request))))
     }
 
     fn exchange_quote<'a>(
@@ -725,13 +724,6 @@ impl CommitmentMarket for AwsOrganization {
         &'a self,
         request: &'a ExchangeRequest,
     ) -> BoxFuture<'a, Result<Option<Exchanged>, ProviderError>> {
-        Box::pin(async move {
-            for m in self.all() {
-                if let Some(x) = m.found_exchange(request).await? {
-                    return Ok(Some(x));
-                }
-            }
-            Ok(None)
-        })
+        Box::pin(self.first_found(move |m| Box::pin(m.found_exchange(request))))
     }
 }

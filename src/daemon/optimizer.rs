@@ -139,10 +139,6 @@ fn run_pipeline(
 }
 
 impl Planner for ScenarioPlanner {
-    fn plan(&self, now: DateTime<Utc>, held: &[Commitment]) -> Result<CyclePlan, PlanError> {
-        self.plan_cycle(now, &no_market_inputs(held))
-    }
-
     fn plan_cycle(
         &self,
         now: DateTime<Utc>,
@@ -258,10 +254,6 @@ fn on_demand_from_bill(model: &UsageModel, rates: &mut RateCard) -> Vec<String> 
 }
 
 impl Planner for FocusPlanner {
-    fn plan(&self, now: DateTime<Utc>, held: &[Commitment]) -> Result<CyclePlan, PlanError> {
-        self.plan_cycle(now, &no_market_inputs(held))
-    }
-
     fn plan_cycle(
         &self,
         now: DateTime<Utc>,
@@ -321,16 +313,6 @@ impl Planner for FocusPlanner {
             last.to_datetime().to_rfc3339()
         ));
         Ok(out)
-    }
-}
-
-/// Planning without anything read from a market (`Planner::plan`).
-fn no_market_inputs(held: &[Commitment]) -> CycleInputs<'_> {
-    static NONE: BTreeSet<String> = BTreeSet::new();
-    CycleInputs {
-        held,
-        returnable: &NONE,
-        offers: None,
     }
 }
 

@@ -98,17 +98,30 @@ impl CyclePlan {
 /// thread. `held` is the provider's inventory at the start of the cycle: commitments the plan
 /// must count as existing (alongside any the source lists), so that nothing is bought twice.
 pub trait Planner: Send + Sync {
-    fn plan(&self, now: DateTime<Utc>, held: &[Commitment]) -> Result<CyclePlan, PlanError>;
-
-    /// Like [`Planner::plan`], with what the cycle learnt from the market: the held savings
-    /// plans that may be returned, and the market's current commitment offers. Planners that
-    /// cannot use them ignore them.
+    /// The plan, with what the cycle learnt from the market: the held savings plans that may
+    /// be returned, and the market's current commitment offers. Planners that cannot use them
+    /// ignore them.
     fn plan_cycle(
         &self,
         now: DateTime<Utc>,
         inputs: &CycleInputs<'_>,
-    ) -> Result<CyclePlan, PlanError> {
-        self.plan(now, inputs.held)
+    ) -> Result<CyclePlan, PlanError>;
+
+    /// The plan with nothing read from a market but its inventory.
+    fn plan(&self, now: DateTime<Utc>, held: &[Commitment]) -> Result<CyclePlan, PlanError> {
+        self.plan_cycle(now, &CycleInputs::without_market(held))
+    }
+}
+
+impl<'a> CycleInputs<'a> {
+    /// Only the inventory: nothing returnable, no market offers.
+    pub fn without_market(held: &'a [Commitment]) -> CycleInputs<'a> {
+        static NONE: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        CycleInputs {
+            held,
+            returnable: &NONE,
+            offers: None,
+        }
     }
 }
 
@@ -195,8 +208,12 @@ impl PlanFile {
 
 impl Planner for PlanFile {
     /// A plan file is replayed as written: it was computed elsewhere, from whatever inventory
-    /// its author saw, so `held` cannot change it.
-    fn plan(&self, now: DateTime<Utc>, _held: &[Commitment]) -> Result<CyclePlan, PlanError> {
+    /// its author saw, so neither the inventory nor the market's offers change it.
+    fn plan_cycle(
+        &self,
+        now: DateTime<Utc>,
+        _inputs: &CycleInputs<'_>,
+    ) -> Result<CyclePlan, PlanError> {
         PlanFile::read(&self.path, now)
     }
 }
