@@ -14,6 +14,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// Bounds of `[source] cost_explorer_days`.
+pub const MIN_COST_EXPLORER_DAYS: u32 = 14;
+pub const MAX_COST_EXPLORER_DAYS: u32 = 365;
+
 /// Environment variables with the prefix that are not configuration keys (CLI flags, tests).
 const NOT_CONFIG_KEYS: &[&str] = &[
     "COMMITD_LOG",
@@ -96,6 +100,11 @@ pub struct SourceConfig {
     pub rates: Option<PathBuf>,
     /// Existing commitments (FOCUS 1.3 ContractCommitment + x_ columns).
     pub commitments: Option<PathBuf>,
+    /// Usage from AWS Cost Explorer instead of exports, this many days back (hourly for the
+    /// newest 14, daily before): for small accounts without FOCUS exports. Needs
+    /// `[daemon] provider = "aws"`; `rates` is optional (on-demand prices are then read from
+    /// Cost Explorer's costs, commitment prices from the offering APIs).
+    pub cost_explorer_days: Option<u32>,
 }
 
 /// The long-running service (`commitd run`): schedules, HTTP, approvals, shutdown.
@@ -167,6 +176,9 @@ pub struct AwsConfig {
     /// Linked accounts of an organization, by 12-digit account id: the role to assume there.
     /// A purchase whose `account` is one of these is made with that role's credentials.
     pub accounts: BTreeMap<String, crate::aws::AssumeRole>,
+    /// Endpoint override for Cost Explorer only (its own VPC endpoint, or a separate local
+    /// peer); None: the same endpoint as the other services.
+    pub cost_explorer_endpoint_url: Option<String>,
     /// Attempts, backoff and deadline of every AWS call.
     pub retry: crate::aws::RetrySettings,
 }
@@ -188,12 +200,17 @@ impl AwsConfig {
                 );
             }
         }
-        if let Some(url) = &self.endpoint_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
-                return bad(
-                    "aws.endpoint_url",
-                    format!("'{url}' is not an http:// or https:// URL"),
-                );
+        for (key, url) in [
+            ("aws.endpoint_url", &self.endpoint_url),
+            (
+                "aws.cost_explorer_endpoint_url",
+                &self.cost_explorer_endpoint_url,
+            ),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+                    return bad(key, format!("'{url}' is not an http:// or https:// URL"));
+                }
             }
         }
         if let Some(role) = &self.assume_role {
@@ -475,6 +492,26 @@ impl Config {
         if self.source.scenario.is_some() && self.source.focus.is_some() {
             return Err("[source] sets both scenario and focus; choose one".to_string());
         }
+        if let Some(days) = self.source.cost_explorer_days {
+            if self.source.scenario.is_some() || self.source.focus.is_some() {
+                return Err(
+                    "[source] sets cost_explorer_days and a scenario or focus export; choose one usage source"
+                        .to_string(),
+                );
+            }
+            if self.daemon.provider != "aws" {
+                return Err(format!(
+                    "[source] cost_explorer_days reads AWS Cost Explorer: it needs [daemon] provider = \"aws\" (it is '{}')",
+                    self.daemon.provider
+                ));
+            }
+            if !(MIN_COST_EXPLORER_DAYS..=MAX_COST_EXPLORER_DAYS).contains(&days) {
+                return Err(format!(
+                    "[source] cost_explorer_days = {days}: must be {MIN_COST_EXPLORER_DAYS} to {MAX_COST_EXPLORER_DAYS} \
+                     (two weeks show the daily and weekly shape; Cost Explorer keeps about a year at daily grain)"
+                ));
+            }
+        }
         if self.source.focus.is_some() && self.source.rates.is_none() {
             return Err("[source] focus needs rates (a rate card) to plan".to_string());
         }
@@ -634,6 +671,37 @@ mod tests {
         assert_eq!(c.mode, Mode::Autopilot);
         assert_eq!(c.billing_latency_hours, 24);
         assert_eq!(c.source.scenario, Some(PathBuf::from("/abs/b")));
+    }
+
+    #[test]
+    fn cost_explorer_source_is_checked_against_provider_range_and_other_sources() {
+        let load = |text: &str| {
+            let f = file(text);
+            Config::load_with_env(Some(f.path()), &env(&[])).map_err(|e| e.to_string())
+        };
+        let ok = load("[source]\ncost_explorer_days = 90\n[daemon]\nprovider = \"aws\"\n[aws]\ncost_explorer_endpoint_url = \"http://127.0.0.1:5000\"\n").unwrap();
+        assert_eq!(ok.source.cost_explorer_days, Some(90));
+        let e = load("[source]\ncost_explorer_days = 90\n").unwrap_err();
+        assert!(e.contains("needs [daemon] provider = \"aws\""), "{e}");
+        let e =
+            load("[source]\ncost_explorer_days = 3\n[daemon]\nprovider = \"aws\"\n").unwrap_err();
+        assert!(
+            e.contains("cost_explorer_days = 3: must be 14 to 365"),
+            "{e}"
+        );
+        let e = load(
+            "[source]\ncost_explorer_days = 30\nfocus = \"x\"\n[daemon]\nprovider = \"aws\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("choose one usage source"), "{e}");
+        let e = load(
+            "[daemon]\nprovider = \"aws\"\n[aws]\ncost_explorer_endpoint_url = \"ce.local\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("aws.cost_explorer_endpoint_url") && e.contains("line 4"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,81 +1,16 @@
 //! The AWS provider through the real SDK against moto (a local AWS peer written in Python):
 //! DescribeReservedInstancesOfferings and Cost Explorer GetCostAndUsage with injected results.
 //!
-//! moto comes from `bash tests/python/setup-moto.sh` (a venv in `.venv-moto`). These tests use
-//! `COMMITD_MOTO` (the `moto_server` binary) or, when unset, `.venv-moto/bin/moto_server`. When
-//! neither exists they FAIL under CI (`CI` set) and print a notice and return elsewhere, so a
-//! developer without Python can still run the rest of the suite.
+//! moto is started by `moto_support` (see there for where it comes from).
+
+mod moto_support;
 
 use chrono::{DateTime, Utc};
 use commitd::aws::usage::Granularity;
 use commitd::aws::{AwsClients, AwsSettings, RetrySettings, StaticCredentials};
 use commitd::domain::{Instrument, Money, PaymentOption, Term};
+use moto_support::{moto_api, start_moto, Moto};
 use rust_decimal::Decimal;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// A moto_server child process on a free 127.0.0.1 port, killed on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn moto_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("COMMITD_MOTO") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "COMMITD_MOTO={} does not exist: run `bash tests/python/setup-moto.sh`",
-            path.display()
-        );
-        return Some(path);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-moto/bin/moto_server");
-    if venv.is_file() {
-        return Some(venv);
-    }
-    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-    assert!(
-        !in_ci,
-        "moto is required in CI: run `bash tests/python/setup-moto.sh` and set COMMITD_MOTO to .venv-moto/bin/moto_server"
-    );
-    eprintln!("NOTICE: moto not installed (bash tests/python/setup-moto.sh); moto tests not run");
-    None
-}
-
-fn start_moto() -> Option<Moto> {
-    let binary = moto_binary()?;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(&binary)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-    let moto = Moto { child, port };
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "moto_server did not listen on {port} within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(moto)
-}
 
 async fn clients(moto: &Moto) -> AwsClients {
     AwsClients::connect(&AwsSettings {
@@ -98,23 +33,6 @@ async fn clients(moto: &Moto) -> AwsClients {
     })
     .await
     .unwrap()
-}
-
-/// POSTs JSON to moto's own API (not an AWS call, so no SDK).
-async fn moto_api(moto: &Moto, path: &str, body: &serde_json::Value) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = body.to_string();
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", moto.port))
-        .await
-        .unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out.lines().next().unwrap_or_default().to_string()
 }
 
 #[tokio::test]

@@ -32,7 +32,7 @@ fn setup() -> (tempfile::TempDir, FocusPlanner) {
         rates: dir.path().join("rates.csv"),
         commitments: None,
         billing_latency_hours: 48,
-        min_utilization: None,
+        bounds: commitd::optimize::Constraints::one_year_only(),
     };
     (dir, p)
 }

@@ -130,7 +130,7 @@ fn the_scenario_planner_returns_a_returnable_plan_the_forecast_does_not_want() {
 
     let planner = ScenarioPlanner {
         dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/demo"),
-        min_utilization: None,
+        bounds: commitd::optimize::Constraints::one_year_only(),
     };
     // The demo scenario decides at 2025-12-01T00:00Z.
     let decision = Hour::from_datetime(
@@ -171,6 +171,7 @@ fn the_scenario_planner_returns_a_returnable_plan_the_forecast_does_not_want() {
                 held: &held,
                 returnable: &returnable,
                 offers: None,
+                usage: None,
             },
         )
         .unwrap();

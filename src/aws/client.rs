@@ -199,6 +199,21 @@ impl AwsClients {
     }
 }
 
+impl AwsClients {
+    /// The same clients with Cost Explorer at another endpoint: a VPC endpoint of its own (each
+    /// service has one), or a local peer for it beside another peer for the rest.
+    pub fn with_cost_explorer_endpoint(mut self, url: &str) -> AwsClients {
+        let config = self
+            .cost_explorer
+            .config()
+            .to_builder()
+            .endpoint_url(url)
+            .build();
+        self.cost_explorer = aws_sdk_costexplorer::Client::from_conf(config);
+        self
+    }
+}
+
 /// Replaces the credentials with those of an assumed role; the base credentials (from the
 /// chain) are only used to call STS, and the SDK refreshes the role session before it expires.
 async fn assume(base: SdkConfig, role: &AssumeRole) -> SdkConfig {

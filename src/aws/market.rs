@@ -511,6 +511,31 @@ impl CommitmentMarket for AwsMarket {
         })
     }
 
+    fn usage(
+        &self,
+        now: DateTime<Utc>,
+        days: u32,
+    ) -> BoxFuture<'_, Result<Option<crate::providers::UsageHistory>, ProviderError>> {
+        Box::pin(async move {
+            let called = self
+                .clients
+                .usage_history(now, i64::from(days))
+                .await
+                .map_err(provider_error)?;
+            let (model, notes) = super::usage::usage_model(&called.value).map_err(|message| {
+                ProviderError::Unavailable {
+                    provider: NAME.into(),
+                    message,
+                }
+            })?;
+            Ok(Some(crate::providers::UsageHistory {
+                model,
+                notes,
+                request_ids: called.request_ids,
+            }))
+        })
+    }
+
     fn inventory(&self) -> BoxFuture<'_, Result<Vec<Commitment>, ProviderError>> {
         Box::pin(async move {
             let inv = self.clients.inventory().await.map_err(provider_error)?;
@@ -649,6 +674,15 @@ impl CommitmentMarket for AwsOrganization {
         now: DateTime<Utc>,
     ) -> BoxFuture<'_, Result<Option<crate::domain::RateCard>, ProviderError>> {
         self.payer.offers(now)
+    }
+
+    /// The payer's Cost Explorer sees the whole organization (consolidated billing).
+    fn usage(
+        &self,
+        now: DateTime<Utc>,
+        days: u32,
+    ) -> BoxFuture<'_, Result<Option<crate::providers::UsageHistory>, ProviderError>> {
+        self.payer.usage(now, days)
     }
 
     fn inventory(&self) -> BoxFuture<'_, Result<Vec<Commitment>, ProviderError>> {

@@ -3,12 +3,20 @@
 //! data is enabled) and DAILY beyond, EC2 compute grouped by instance type and region.
 //!
 //! Costs are exact [`Money`]; usage quantities stay decimals as Cost Explorer wrote them.
+//!
+//! What is asked for: instance usage that a commitment could cover, i.e. Linux/UNIX, shared
+//! tenancy, not Spot, and only the usage records (on demand, covered by a reservation, covered by
+//! a savings plan), never the RI fees, whose quantity would count reserved hours a second time.
+//! Cost Explorer allows two group-by keys and the pair is instance type and region, so
+//! the operating system and tenancy come from the filter: a Windows or dedicated fleet needs
+//! FOCUS exports. [`usage_model`] turns the rows into the usage model the planners read.
 
 use super::client::AwsClients;
 use super::convert;
 use super::error::{from_sdk, AwsError, Called};
-use crate::domain::Money;
+use crate::domain::{Money, UsageModel};
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, NaiveDate, Utc};
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -17,6 +25,17 @@ pub const HOURLY_DAYS: i64 = 14;
 
 /// The service Cost Explorer names EC2 instance usage by.
 pub const EC2_COMPUTE_SERVICE: &str = "Amazon Elastic Compute Cloud - Compute";
+
+/// Record types that are instance usage: on demand, covered by a reservation, covered by a
+/// savings plan. RI fees, savings plan fees and negations, credits and taxes are left out.
+pub const USAGE_RECORD_TYPES: [&str; 3] = ["Usage", "DiscountedUsage", "SavingsPlanCoveredUsage"];
+
+/// The platform and tenancy of the usage asked for (what the planned commitments price).
+pub const PLATFORM: &str = "Linux/UNIX";
+pub const TENANCY: &str = "Shared";
+
+/// Spot usage can never be covered by a commitment.
+pub const SPOT_PURCHASE_TYPE: &str = "Spot Instances";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Granularity {
@@ -194,11 +213,24 @@ impl AwsClients {
                 .key(key)
                 .build()
         };
+        let is = |key: Dimension, values: &[&str]| {
+            Expression::builder()
+                .dimensions(
+                    DimensionValues::builder()
+                        .key(key)
+                        .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
+                        .build(),
+                )
+                .build()
+        };
         let filter = Expression::builder()
-            .dimensions(
-                DimensionValues::builder()
-                    .key(Dimension::Service)
-                    .values(EC2_COMPUTE_SERVICE)
+            .and(is(Dimension::Service, &[EC2_COMPUTE_SERVICE]))
+            .and(is(Dimension::RecordType, &USAGE_RECORD_TYPES))
+            .and(is(Dimension::Platform, &[PLATFORM]))
+            .and(is(Dimension::Tenancy, &[TENANCY]))
+            .and(
+                Expression::builder()
+                    .not(is(Dimension::PurchaseType, &[SPOT_PURCHASE_TYPE]))
                     .build(),
             )
             .build();
@@ -252,6 +284,154 @@ impl AwsClients {
         }
         Ok(all)
     }
+}
+
+/// Cost Explorer's rows as the usage model the planners read, with notes for the audit log.
+///
+/// * Hourly rows fill their hour; a daily row is spread evenly over its 24 hours (Cost Explorer
+///   keeps hourly data for 14 days only, so older history has no shape inside the day).
+/// * The on-demand-equivalent cost is the quantity at the group's on-demand price, taken as the
+///   highest cost per instance-hour any row shows: rows covered by a reservation cost less (their
+///   usage records are free) and rows covered by a savings plan show the on-demand price, so the
+///   highest is the on-demand price whenever any period had on-demand or plan-covered usage. A
+///   group whose every row is covered by reservations gets no price here (the rate card's, when
+///   it has one, is used by the planner).
+/// * The newest hour with a row is the last observed one; later hours are unknown, not zero.
+///
+/// Errors name the row: a negative or non-finite quantity or cost, a period that does not start
+/// and end on whole hours, or a row whose period is neither an hour nor a day.
+pub fn usage_model(rows: &[CostRow]) -> Result<(UsageModel, Vec<String>), String> {
+    use crate::domain::{GroupSeries, Hour, HourRange, IgnoredRows, Provider, UsageGroup};
+    use std::collections::BTreeMap;
+
+    let mut notes = Vec::new();
+    let mut start: Option<Hour> = None;
+    let mut end: Option<Hour> = None;
+    for (i, r) in rows.iter().enumerate() {
+        let (s, e) = (Hour::from_datetime(r.start), Hour::from_datetime(r.end));
+        let len = e.since(s);
+        let whole = r.start.timestamp() % 3600 == 0 && r.end.timestamp() % 3600 == 0;
+        let expected = match r.granularity {
+            Granularity::Hourly => 1,
+            Granularity::Daily => 24,
+        };
+        if !whole || len != expected {
+            return Err(format!(
+                "Cost Explorer row {i} ({} {}): period {} to {} is not one {}",
+                r.instance_type,
+                r.region,
+                r.start.to_rfc3339(),
+                r.end.to_rfc3339(),
+                match r.granularity {
+                    Granularity::Hourly => "hour",
+                    Granularity::Daily => "day",
+                }
+            ));
+        }
+        if r.usage_quantity < Decimal::ZERO || r.cost < Money::ZERO {
+            return Err(format!(
+                "Cost Explorer row {i} ({} {} at {}): negative usage quantity {} or cost {}",
+                r.instance_type,
+                r.region,
+                r.start.to_rfc3339(),
+                r.usage_quantity,
+                r.cost
+            ));
+        }
+        start = Some(start.map_or(s, |x| x.min(s)));
+        end = Some(end.map_or(e, |x| x.max(e)));
+    }
+    let (Some(start), Some(end)) = (start, end) else {
+        return Err("Cost Explorer returned no EC2 instance usage (Linux/UNIX, shared tenancy, not Spot) in the window".into());
+    };
+    let range = HourRange::new(start, end);
+    let hours = range.len();
+
+    // The on-demand price of each group: the highest cost per instance-hour of its rows.
+    let key = |r: &CostRow| {
+        UsageGroup::new(
+            Provider::Aws,
+            &r.region,
+            &r.instance_type,
+            None,
+            "Linux",
+            TENANCY,
+        )
+    };
+    let mut price: BTreeMap<UsageGroup, Decimal> = BTreeMap::new();
+    for r in rows {
+        let entry = price.entry(key(r)).or_insert(Decimal::ZERO);
+        if r.usage_quantity > Decimal::ZERO {
+            let per_hour = r.cost.to_decimal() / r.usage_quantity;
+            if per_hour > *entry {
+                *entry = per_hour;
+            }
+        }
+    }
+    let mut series: BTreeMap<UsageGroup, (GroupSeries, Money)> = BTreeMap::new();
+    for r in rows {
+        let group = key(r);
+        let p = price.get(&group).copied().unwrap_or(Decimal::ZERO);
+        let (g, total) = series
+            .entry(group.clone())
+            .or_insert_with(|| (GroupSeries::empty(group, hours), Money::ZERO));
+        let ode = Money::from_decimal((r.usage_quantity * p).round_dp(6)).ok_or_else(|| {
+            format!(
+                "Cost Explorer row ({} {} at {}): cost out of range",
+                r.instance_type,
+                r.region,
+                r.start.to_rfc3339()
+            )
+        })?;
+        *total = total
+            .checked_add(ode)
+            .ok_or("Cost Explorer costs overflow")?;
+        let first = Hour::from_datetime(r.start).since(start) as usize;
+        let span = match r.granularity {
+            Granularity::Hourly => 1,
+            Granularity::Daily => 24,
+        };
+        let q = r.usage_quantity.to_f64().unwrap_or(0.0) / span as f64;
+        let o = ode.to_f64() / span as f64;
+        for h in first..(first + span).min(hours) {
+            g.quantity[h] += q;
+            g.ode[h] += o;
+        }
+    }
+    let mut groups = Vec::with_capacity(series.len());
+    for (group, (mut g, total)) in series {
+        if price.get(&group).is_none_or(|p| *p == Decimal::ZERO) {
+            notes.push(format!(
+                "{group}: Cost Explorer shows no on-demand or plan-covered usage, so no on-demand price (the rate card's is used if it has one)"
+            ));
+        }
+        g.total_ode = total;
+        groups.push(g);
+    }
+    let daily = rows
+        .iter()
+        .filter(|r| r.granularity == Granularity::Daily)
+        .count();
+    let estimated = rows.iter().filter(|r| r.estimated).count();
+    notes.push(format!(
+        "Cost Explorer: {} rows ({daily} daily, spread evenly over their hours; {estimated} still estimated), {} usage groups, hours {} to {}",
+        rows.len(),
+        groups.len(),
+        start.to_datetime().to_rfc3339(),
+        end.to_datetime().to_rfc3339()
+    ));
+    Ok((
+        UsageModel {
+            range,
+            currency: "USD".into(),
+            groups,
+            commitments: Vec::new(),
+            last_observed: Some(end.plus(-1)),
+            rows_read: rows.len() as u64,
+            ignored: IgnoredRows::default(),
+        },
+        notes,
+    ))
 }
 
 #[cfg(test)]
@@ -346,5 +526,124 @@ mod tests {
             err.contains("ResultsByTime[0].Groups[0].Metrics.UnblendedCost.Amount"),
             "{err}"
         );
+    }
+    fn row(start: &str, g: Granularity, t: &str, cost: &str, qty: &str) -> CostRow {
+        let start = at(start);
+        CostRow {
+            start,
+            end: start
+                + match g {
+                    Granularity::Hourly => ChronoDuration::hours(1),
+                    Granularity::Daily => ChronoDuration::days(1),
+                },
+            granularity: g,
+            instance_type: t.into(),
+            region: "eu-west-1".into(),
+            cost: Money::parse(cost).unwrap(),
+            usage_quantity: cost_qty(qty),
+            estimated: false,
+        }
+    }
+
+    fn cost_qty(q: &str) -> Decimal {
+        q.parse().unwrap()
+    }
+
+    #[test]
+    fn usage_model_spreads_days_prices_from_the_dearest_row_and_marks_the_last_hour() {
+        let rows = vec![
+            // A day fully covered by reservations: the usage records cost nothing.
+            row(
+                "2025-03-01T00:00:00Z",
+                Granularity::Daily,
+                "m5.large",
+                "0",
+                "48",
+            ),
+            // A day on demand: 24 h x 0.096.
+            row(
+                "2025-03-02T00:00:00Z",
+                Granularity::Daily,
+                "m5.large",
+                "2.304",
+                "24",
+            ),
+            row(
+                "2025-03-03T00:00:00Z",
+                Granularity::Hourly,
+                "m5.large",
+                "0.192",
+                "2",
+            ),
+            // Only ever covered by reservations: no price.
+            row(
+                "2025-03-03T00:00:00Z",
+                Granularity::Hourly,
+                "c5.large",
+                "0",
+                "3",
+            ),
+        ];
+        let (m, notes) = usage_model(&rows).unwrap();
+        assert_eq!(m.range.len(), 49);
+        assert_eq!(
+            m.last_observed.unwrap().to_datetime(),
+            at("2025-03-03T00:00:00Z")
+        );
+        let m5 = m
+            .groups
+            .iter()
+            .find(|g| g.group.instance_type == "m5.large")
+            .unwrap();
+        assert_eq!(
+            (m5.group.os.as_str(), m5.group.tenancy.as_str()),
+            ("Linux", "Shared")
+        );
+        assert_eq!(m5.group.family, "m5");
+        assert!((m5.quantity[0] - 2.0).abs() < 1e-12, "48 h over one day");
+        assert!((m5.quantity[24] - 1.0).abs() < 1e-12);
+        assert!((m5.quantity[48] - 2.0).abs() < 1e-12);
+        // ODE at 0.096/h for every instance-hour, covered or not: (48 + 24 + 2) x 0.096.
+        assert_eq!(m5.total_ode, Money::parse("7.104").unwrap());
+        assert!((m5.ode[0] - 0.192).abs() < 1e-9);
+        let c5 = m
+            .groups
+            .iter()
+            .find(|g| g.group.instance_type == "c5.large")
+            .unwrap();
+        assert_eq!(c5.total_ode, Money::ZERO);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("c5.large") && n.contains("no on-demand price")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn usage_model_refuses_bad_rows_and_empty_answers() {
+        let mut bad = row(
+            "2025-03-03T00:00:00Z",
+            Granularity::Hourly,
+            "m5.large",
+            "0.1",
+            "1",
+        );
+        bad.usage_quantity = Decimal::from(-1);
+        let err = usage_model(&[bad]).unwrap_err();
+        assert!(err.contains("row 0") && err.contains("negative"), "{err}");
+        let mut odd = row(
+            "2025-03-03T00:00:00Z",
+            Granularity::Daily,
+            "m5.large",
+            "0.1",
+            "1",
+        );
+        odd.end = at("2025-03-03T05:00:00Z");
+        let err = usage_model(&[odd]).unwrap_err();
+        assert!(err.contains("is not one day"), "{err}");
+        assert!(usage_model(&[])
+            .unwrap_err()
+            .contains("no EC2 instance usage"));
     }
 }

@@ -216,6 +216,27 @@ impl Daemon {
                 )
             }
         };
+        // A planner without exports reads usage from the market's billing API (AWS Cost
+        // Explorer); without it there is nothing to plan from, so the cycle fails and says why.
+        let usage = match self.planner.market_usage_days() {
+            None => None,
+            Some(days) => match self.market.usage(now, days).await {
+                Ok(Some(usage)) => Some(usage),
+                Ok(None) => {
+                    return Err(PlanError::Failed(format!(
+                        "[source] cost_explorer_days: the {} market has no usage API",
+                        self.market.name()
+                    ))
+                    .into())
+                }
+                Err(e) => {
+                    return Err(PlanError::Failed(format!(
+                        "[source] cost_explorer_days = {days}: reading usage: {e}"
+                    ))
+                    .into())
+                }
+            },
+        };
         let planner = self.planner.clone();
         let mut plan = tokio::task::spawn_blocking(move || {
             planner.plan_cycle(
@@ -224,6 +245,7 @@ impl Daemon {
                     held: &held,
                     returnable: &returnable,
                     offers: offers.as_ref(),
+                    usage: usage.as_ref(),
                 },
             )
         })

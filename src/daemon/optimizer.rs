@@ -19,7 +19,7 @@ use crate::domain::{
     Commitment, Hour, Instrument, Money, Offer, PaymentOption, Provider, RateCard, UsageModel,
 };
 use crate::ingest::{self, ReadOptions, Scenario};
-use crate::optimize::{Constraints, MinUtilization, Options};
+use crate::optimize::{Constraints, Options};
 use crate::proposals::PlannedAction;
 use crate::providers::Operation;
 use chrono::{DateTime, Utc};
@@ -37,11 +37,11 @@ const HORIZON_HOURS: usize = 8_760;
 const STALE_SLACK_HOURS: i64 = 24;
 
 pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
-    let min_utilization = policy_floor(config);
+    let bounds = policy_bounds(config);
     match (&config.source.scenario, &config.source.focus) {
         (Some(dir), _) => Ok(Arc::new(ScenarioPlanner {
             dir: dir.clone(),
-            min_utilization,
+            bounds,
         })),
         (None, Some(path)) => {
             let rates = config.source.rates.clone().ok_or_else(|| {
@@ -55,41 +55,46 @@ pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
                 rates,
                 commitments: config.source.commitments.clone(),
                 billing_latency_hours: config.billing_latency_hours,
-                min_utilization,
+                bounds,
             }))
         }
-        (None, None) => Err(
-            "no [source] configured: set [source] scenario, [source] focus (with rates), \
-             or [daemon] plan_file"
-                .into(),
-        ),
+        (None, None) => match config.source.cost_explorer_days {
+            Some(days) => Ok(Arc::new(CostExplorerPlanner {
+                days,
+                rates: config.source.rates.clone(),
+                commitments: config.source.commitments.clone(),
+                billing_latency_hours: config.billing_latency_hours,
+                bounds,
+            })),
+            None => Err(
+                "no [source] configured: set [source] scenario, [source] focus (with rates), \
+                 [source] cost_explorer_days (with provider = \"aws\"), or [daemon] plan_file"
+                    .into(),
+            ),
+        },
     }
 }
 
-/// Plans from a scenario directory with the benchmark policy (1-year terms, any instrument and
-/// payment option). Guardrails from `policies/` are applied afterwards by the cycle, per action.
+/// Plans from a scenario directory within what the policies allow ([`policy_bounds`]); the
+/// cycle still judges every action against `policies/` afterwards.
 pub struct ScenarioPlanner {
     pub dir: PathBuf,
-    /// The strictest utilization floor of the policies, so that the optimizer does not propose
-    /// what policy would then block.
-    pub min_utilization: Option<MinUtilization>,
+    /// What the policies allow ([`policy_bounds`]).
+    pub bounds: Constraints,
 }
 
-/// The strictest `limits.min_expected_utilization` of the policy files, judged at the P10
-/// scenario (the lowest demand quantile the pipeline plans with). Policy files that do not
-/// load are reported by the cycle itself; here they simply add no floor.
-fn policy_floor(config: &Config) -> Option<MinUtilization> {
-    let set = crate::policy::PolicySet::load_dir(&config.policies_dir).ok()?;
-    set.policies
-        .iter()
-        .map(|p| p.limits.min_expected_utilization)
-        .fold(None, |acc: Option<f64>, m| {
-            Some(acc.map_or(m, |a| a.max(m)))
-        })
-        .map(|min| MinUtilization {
-            level: crate::pipeline::LEVELS[0],
-            min,
-        })
+/// What the policy files allow, as the optimizer's constraints ([`PolicySet::planning_bounds`],
+/// the utilization floor judged at the P10 scenario, the lowest demand quantile the pipeline
+/// plans with), so that the optimizer does not propose what policy would then block. Policy
+/// files that do not load are reported by the cycle itself (which then blocks every action);
+/// here the benchmark policy (1-year terms, any instrument and payment option) stands in.
+///
+/// [`PolicySet::planning_bounds`]: crate::policy::PolicySet::planning_bounds
+fn policy_bounds(config: &Config) -> Constraints {
+    match crate::policy::PolicySet::load_dir(&config.policies_dir) {
+        Ok(set) if !set.policies.is_empty() => set.planning_bounds(crate::pipeline::LEVELS[0]),
+        _ => Constraints::one_year_only(),
+    }
 }
 
 /// `source` plus the held commitments it does not already list (same id).
@@ -117,7 +122,7 @@ fn run_pipeline(
     at: Hour,
     rates: &RateCard,
     existing: &[Commitment],
-    min_utilization: Option<MinUtilization>,
+    bounds: &Constraints,
     returnable: &BTreeSet<String>,
     name: &str,
 ) -> Result<Plan, PlanError> {
@@ -128,10 +133,9 @@ fn run_pipeline(
         rates,
         existing,
         &Constraints {
-            min_utilization,
             allow_exchanges: exchanges_executable(existing),
             returnable: returnable.clone(),
-            ..Constraints::one_year_only()
+            ..bounds.clone()
         },
         &Options::default(),
     )
@@ -158,7 +162,7 @@ impl Planner for ScenarioPlanner {
             at,
             &rates,
             &existing,
-            self.min_utilization,
+            &self.bounds,
             returnable,
             &scenario.name,
         )?;
@@ -180,7 +184,7 @@ pub struct FocusPlanner {
     /// inferred from it.
     pub commitments: Option<PathBuf>,
     pub billing_latency_hours: u32,
-    pub min_utilization: Option<MinUtilization>,
+    pub bounds: Constraints,
 }
 
 impl FocusPlanner {
@@ -259,61 +263,144 @@ impl Planner for FocusPlanner {
         now: DateTime<Utc>,
         inputs: &CycleInputs<'_>,
     ) -> Result<CyclePlan, PlanError> {
-        let CycleInputs {
-            held, returnable, ..
-        } = *inputs;
-        let (usage, mut rates, existing, mut notes) = self.load(held)?;
-        notes.extend(overlay_offers(&mut rates, inputs.offers));
-        let at = Hour::from_datetime(now);
-        let Some(last) = usage.last_observed else {
-            return Err(PlanError::Failed(format!(
-                "[source] focus = {}: no eligible usage rows to plan from",
-                self.focus.display()
-            )));
-        };
-        // Hours after the last billed one are unknown to the forecaster (not zero usage); but
-        // an export that stopped arriving would have the autopilot buy on old data. Refuse.
-        let behind = at.since(last.plus(1));
-        let allowed = i64::from(self.billing_latency_hours) + STALE_SLACK_HOURS;
-        if behind > allowed {
-            return Err(PlanError::Failed(format!(
-                "[source] focus = {}: the newest billed hour is {} ({behind} hours before now), \
-                 more than billing_latency_hours = {} + {STALE_SLACK_HOURS}: the export looks \
-                 stale; not planning on old data",
-                self.focus.display(),
-                last.to_datetime().to_rfc3339(),
-                self.billing_latency_hours
-            )));
-        }
-        if at <= usage.range.start {
-            return Err(PlanError::Failed(format!(
-                "[source] focus = {}: the bill starts at {}, after now",
-                self.focus.display(),
-                usage.range.start.to_datetime().to_rfc3339()
-            )));
-        }
+        let (usage, rates, existing, notes) = self.load(inputs.held)?;
         let name = self.focus.display().to_string();
-        let plan = run_pipeline(
-            &usage,
-            at,
-            &rates,
-            &existing,
-            self.min_utilization,
-            returnable,
+        let mut out = plan_now(
+            &format!("[source] focus = {name}"),
             &name,
+            now,
+            inputs,
+            &usage,
+            rates,
+            &existing,
+            notes,
+            self.billing_latency_hours,
+            &self.bounds,
         )?;
-        let digest = inputs_digest(&name, at, &usage, &rates, &existing);
-        let mut out = cycle_plan(&plan, now, digest, held);
-        out.notes.extend(notes);
         out.notes.push(format!(
             "planned from FOCUS {name}: {} rows, {} usage groups, billed hours {} to {}",
             usage.rows_read,
             usage.groups.len(),
             usage.range.start.to_datetime().to_rfc3339(),
-            last.to_datetime().to_rfc3339()
+            usage
+                .last_observed
+                .map_or_else(String::new, |h| h.to_datetime().to_rfc3339())
         ));
         Ok(out)
     }
+}
+
+/// Plans from the market's own usage records (AWS Cost Explorer, read by the daemon each cycle
+/// through [`CycleInputs::usage`]), for accounts without FOCUS exports, at the cycle's own time.
+pub struct CostExplorerPlanner {
+    pub days: u32,
+    /// Optional rate card: without one, on-demand prices come from Cost Explorer's costs and
+    /// commitment prices from the market's offerings.
+    pub rates: Option<PathBuf>,
+    pub commitments: Option<PathBuf>,
+    pub billing_latency_hours: u32,
+    pub bounds: Constraints,
+}
+
+impl Planner for CostExplorerPlanner {
+    fn market_usage_days(&self) -> Option<u32> {
+        Some(self.days)
+    }
+
+    fn plan_cycle(
+        &self,
+        now: DateTime<Utc>,
+        inputs: &CycleInputs<'_>,
+    ) -> Result<CyclePlan, PlanError> {
+        let source = format!("[source] cost_explorer_days = {}", self.days);
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            PlanError::Failed(format!("{source}: {what}: {e}"))
+        };
+        let usage = inputs.usage.ok_or_else(|| {
+            PlanError::Failed(format!("{source}: the market gave no usage records"))
+        })?;
+        let mut rates = match &self.rates {
+            Some(p) => ingest::read_rate_card(p).map_err(|e| failed("rates", &e))?,
+            None => RateCard::new(),
+        };
+        let mut notes = usage.notes.clone();
+        notes.extend(on_demand_from_bill(&usage.model, &mut rates));
+        let listed = match &self.commitments {
+            Some(p) => {
+                ingest::read_commitments(p, Some(&rates)).map_err(|e| failed("commitments", &e))?
+            }
+            None => Vec::new(),
+        };
+        let existing = with_held(listed, inputs.held);
+        let mut out = plan_now(
+            &source,
+            "AWS Cost Explorer",
+            now,
+            inputs,
+            &usage.model,
+            rates,
+            &existing,
+            notes,
+            self.billing_latency_hours,
+            &self.bounds,
+        )?;
+        out.notes.push(format!(
+            "planned from AWS Cost Explorer: {} days, {} requests ({}), {} usage groups",
+            self.days,
+            usage.request_ids.len(),
+            usage.request_ids.join(", "),
+            usage.model.groups.len()
+        ));
+        Ok(out)
+    }
+}
+
+/// The plan at the cycle's own time from usage read this cycle (exports or the market's
+/// records): refuses stale data, prices with the market's offers, and keeps `notes`.
+/// `source` names the setting in errors; `name` goes into the inputs digest.
+#[allow(clippy::too_many_arguments)]
+fn plan_now(
+    source: &str,
+    name: &str,
+    now: DateTime<Utc>,
+    inputs: &CycleInputs<'_>,
+    usage: &UsageModel,
+    mut rates: RateCard,
+    existing: &[Commitment],
+    mut notes: Vec<String>,
+    billing_latency_hours: u32,
+    bounds: &Constraints,
+) -> Result<CyclePlan, PlanError> {
+    notes.extend(overlay_offers(&mut rates, inputs.offers));
+    let at = Hour::from_datetime(now);
+    let Some(last) = usage.last_observed else {
+        return Err(PlanError::Failed(format!(
+            "{source}: no eligible usage rows to plan from"
+        )));
+    };
+    // Hours after the last billed one are unknown to the forecaster (not zero usage); but
+    // a source that stopped arriving would have the autopilot buy on old data. Refuse.
+    let behind = at.since(last.plus(1));
+    let allowed = i64::from(billing_latency_hours) + STALE_SLACK_HOURS;
+    if behind > allowed {
+        return Err(PlanError::Failed(format!(
+            "{source}: the newest billed hour is {} ({behind} hours before now), \
+             more than billing_latency_hours = {billing_latency_hours} + {STALE_SLACK_HOURS}: \
+             the data looks stale; not planning on old data",
+            last.to_datetime().to_rfc3339(),
+        )));
+    }
+    if at <= usage.range.start {
+        return Err(PlanError::Failed(format!(
+            "{source}: the usage starts at {}, after now",
+            usage.range.start.to_datetime().to_rfc3339()
+        )));
+    }
+    let plan = run_pipeline(usage, at, &rates, existing, bounds, inputs.returnable, name)?;
+    let digest = inputs_digest(name, at, usage, &rates, existing);
+    let mut out = cycle_plan(&plan, now, digest, inputs.held);
+    out.notes.extend(notes);
+    Ok(out)
 }
 
 /// Prices the plan with the market's commitment offers where it has them; the note says how

@@ -107,6 +107,12 @@ pub trait Planner: Send + Sync {
         inputs: &CycleInputs<'_>,
     ) -> Result<CyclePlan, PlanError>;
 
+    /// How many days of the market's own usage records the planner plans from (`[source]
+    /// cost_explorer_days`); None: it reads its usage from its source.
+    fn market_usage_days(&self) -> Option<u32> {
+        None
+    }
+
     /// The plan with nothing read from a market but its inventory.
     fn plan(&self, now: DateTime<Utc>, held: &[Commitment]) -> Result<CyclePlan, PlanError> {
         self.plan_cycle(now, &CycleInputs::without_market(held))
@@ -121,6 +127,7 @@ impl<'a> CycleInputs<'a> {
             held,
             returnable: &NONE,
             offers: None,
+            usage: None,
         }
     }
 }
@@ -137,6 +144,9 @@ pub struct CycleInputs<'a> {
     /// the source rate card's offers for the same products, so plans are priced as the
     /// purchase will be. None: the source rate card alone.
     pub offers: Option<&'a crate::domain::RateCard>,
+    /// The market's usage records, when the planner asked for them
+    /// ([`Planner::market_usage_days`]).
+    pub usage: Option<&'a crate::providers::UsageHistory>,
 }
 
 /// The file form of a plan: the actions, and optionally the solver's figures.

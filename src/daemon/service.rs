@@ -104,6 +104,10 @@ async fn aws_market(config: &Config) -> Result<AwsOrganization, ServiceError> {
         async move {
             AwsClients::connect(&settings)
                 .await
+                .map(|clients| match &config.aws.cost_explorer_endpoint_url {
+                    Some(url) => clients.with_cost_explorer_endpoint(url),
+                    None => clients,
+                })
                 .map(|clients| AwsMarket::new(clients).with_offerings_cache(&config.data_dir))
                 .map_err(|e| ServiceError::Config(format!("{label}: {e}")))
         }

@@ -429,6 +429,90 @@ impl PolicySet {
             .max_by_key(|p| (p.specificity(), std::cmp::Reverse(p.source.clone())))
     }
 
+    /// What the policies allow, as the optimizer's constraints, so that it plans only what
+    /// the per-action check can pass: an instrument/term/payment combination is allowed when the
+    /// policy governing it (no account named) allows it and its kill switch is off; the
+    /// optimizer's per-provider sets are the unions of the allowed combinations (a policy per
+    /// instrument with different terms makes them looser than the policies; the per-action
+    /// check still judges every action). Limits: the strictest utilization floor (judged at
+    /// the plan's lowest scenario, `floor_level`), coverage target, per-day caps on new hourly
+    /// commitment and upfront (one cycle's plan fits in one day's budget), and 3-year threshold.
+    pub fn planning_bounds(&self, floor_level: f64) -> crate::optimize::Constraints {
+        use crate::optimize::{Constraints, MinUtilization, ProviderPolicy};
+        let mut c = Constraints::permissive();
+        c.providers.clear();
+        for provider in [Provider::Aws, Provider::Azure] {
+            let mut allowed = ProviderPolicy {
+                instruments: Default::default(),
+                terms: Default::default(),
+                payments: Default::default(),
+            };
+            for &instrument in Instrument::ALL
+                .iter()
+                .filter(|i| i.is_commitment() && i.provider() == Some(provider))
+            {
+                for term in [Term::ONE_YEAR, Term::THREE_YEARS] {
+                    for &payment in PaymentOption::ALL.iter() {
+                        let facts = ActionFacts {
+                            provider,
+                            account: None,
+                            instrument,
+                            term,
+                            payment,
+                            hourly_commitment: Money::ZERO,
+                            upfront: Money::ZERO,
+                            expected_utilization: None,
+                        };
+                        let ok = self.governing(&facts).is_some_and(|p| {
+                            !p.kill_switch
+                                && p.allow.instruments.contains(&instrument)
+                                && p.allow.terms.contains(&term)
+                                && p.allow.payment_options.contains(&payment)
+                        });
+                        if ok {
+                            allowed.instruments.insert(instrument);
+                            allowed.terms.insert(term);
+                            allowed.payments.insert(payment);
+                        }
+                    }
+                }
+            }
+            if !allowed.instruments.is_empty() {
+                c.providers.insert(provider, allowed);
+            }
+        }
+        let limits = self.policies.iter().map(|p| &p.limits);
+        let min_of = |v: Vec<Money>| v.into_iter().min();
+        c.max_new_hourly = min_of(
+            limits
+                .clone()
+                .filter_map(|l| l.max_new_hourly_commitment_per_day)
+                .collect(),
+        );
+        c.max_upfront = min_of(
+            limits
+                .clone()
+                .filter_map(|l| l.max_upfront_per_day)
+                .collect(),
+        );
+        c.max_coverage = limits
+            .clone()
+            .filter_map(|l| l.coverage_target)
+            .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.min(x))));
+        c.min_utilization = limits
+            .clone()
+            .map(|l| l.min_expected_utilization)
+            .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))))
+            .map(|min| MinUtilization {
+                level: floor_level,
+                min,
+            });
+        c.three_year_min_extra_savings = limits
+            .map(|l| l.three_year_min_extra_savings)
+            .fold(0.0, f64::max);
+        c
+    }
+
     /// Judges one action. With no governing policy, nothing may be bought: commitd never spends
     /// money no human has written a rule for.
     pub fn evaluate(
@@ -666,6 +750,52 @@ last_days_of_month = 7
             upfront: Money::ZERO,
             expected_utilization: Some(0.99),
         }
+    }
+
+    #[test]
+    fn planning_bounds_are_what_the_governing_policies_allow() {
+        let ri_only = Policy::parse(
+            "name = \"ri\"\n[scope]\nprovider = \"AWS\"\ninstruments = [\"StandardReservedInstance\"]\n[allow]\ninstruments = [\"StandardReservedInstance\"]\nterms = [1, 3]\npayment_options = [\"AllUpfront\"]\n[limits]\nmax_upfront_per_day = \"5000\"\nthree_year_min_extra_savings = 0.1\n",
+            Path::new("policies/ri.toml"),
+        )
+        .unwrap();
+        let set = PolicySet {
+            policies: vec![policy(), ri_only],
+        };
+        let c = set.planning_bounds(0.1);
+        let aws = &c.providers[&Provider::Aws];
+        assert_eq!(
+            aws.instruments.iter().copied().collect::<Vec<_>>(),
+            vec![
+                Instrument::ComputeSavingsPlan,
+                Instrument::Ec2InstanceSavingsPlan,
+                Instrument::StandardReservedInstance
+            ]
+        );
+        // The RI policy governs RIs (more specific scope) and allows 3 years for them.
+        assert!(aws.terms.contains(&Term::THREE_YEARS));
+        assert!(!aws
+            .instruments
+            .contains(&Instrument::ConvertibleReservedInstance));
+        assert!(
+            !c.providers.contains_key(&Provider::Azure),
+            "no policy governs Azure: nothing may be bought there"
+        );
+        assert_eq!(c.max_new_hourly, Some(Money::from_units(10)));
+        assert_eq!(c.max_upfront, Some(Money::from_units(5000)));
+        assert_eq!(
+            c.min_utilization.map(|m| (m.level, m.min)),
+            Some((0.1, 0.97))
+        );
+        assert_eq!(c.three_year_min_extra_savings, 0.1);
+
+        let mut off = policy();
+        off.kill_switch = true;
+        let c = PolicySet {
+            policies: vec![off],
+        }
+        .planning_bounds(0.1);
+        assert!(c.providers.is_empty(), "a kill switch allows nothing");
     }
 
     fn mid_month() -> Hour {

@@ -335,6 +335,18 @@ pub trait CommitmentMarket: Send + Sync {
         Box::pin(async { Ok(None) })
     }
 
+    /// Recent usage as the market's own billing service records it (AWS: Cost Explorer),
+    /// `days` back from `now`, for accounts without billing exports (`[source]
+    /// cost_explorer_days`). None: the market has no usage API.
+    fn usage(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        days: u32,
+    ) -> BoxFuture<'_, Result<Option<UsageHistory>, ProviderError>> {
+        let _ = (now, days);
+        Box::pin(async { Ok(None) })
+    }
+
     /// The exchange `request` describes, if it already happened (its sources are gone).
     fn find_exchange<'a>(
         &'a self,
@@ -344,6 +356,16 @@ pub trait CommitmentMarket: Send + Sync {
         let refused = ProviderError::unsupported(self.name(), "exchanging commitments");
         Box::pin(async move { Err(refused) })
     }
+}
+
+/// Usage read from a market's billing API, as the planners' usage model.
+#[derive(Clone, Debug)]
+pub struct UsageHistory {
+    pub model: crate::domain::UsageModel,
+    /// What the conversion assumed or could not do (for the plan's audit record).
+    pub notes: Vec<String>,
+    /// The request ids of the calls that read it.
+    pub request_ids: Vec<String>,
 }
 
 /// AWS's return window, judged at `at`: an active AWS savings plan of at most 100 USD/h,

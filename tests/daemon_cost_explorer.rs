@@ -1,0 +1,205 @@
+//! The daemon planning from AWS Cost Explorer (`[source] cost_explorer_days`): the real
+//! `commitd run --once` process reads usage from moto's GetCostAndUsage (injected results, as
+//! moto serves them) through the real SDK, prices with the AWS test server's offerings (no rate
+//! card at all), and buys there in autopilot.
+
+mod daemon_support;
+mod moto_support;
+
+use chrono::{DateTime, Duration, Utc};
+use commitd::aws::testserver::{TestServer, World};
+use commitd::aws::usage::{usage_windows, Granularity};
+use daemon_support::Setup;
+use serde_json::{json, Value};
+
+const AWS_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "AKIDDAEMONTEST"),
+    ("AWS_SECRET_ACCESS_KEY", "daemon-test-secret"),
+    ("AWS_REGION", "eu-west-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// Only Compute Savings Plans (what the test server sells in any region).
+const COMPUTE_ONLY: &str = r#"
+name = "compute"
+[scope]
+provider = "AWS"
+[allow]
+instruments = ["ComputeSavingsPlan"]
+terms = [1]
+payment_options = ["NoUpfront", "AllUpfront"]
+[limits]
+min_expected_utilization = 0.5
+[approval]
+autopilot_max_hourly_commitment = "1000"
+two_approvers_from_hourly_commitment = "100000"
+"#;
+
+/// One period of Cost Explorer's answer: `m5` m5.large instance-hours per hour and 4 c5.xlarge,
+/// on demand. In daily periods (before the last 14 days) half of the m5.large hours were covered
+/// by a reservation that has expired since: their usage records cost nothing, so the on-demand
+/// price must come from the hourly periods.
+fn period(start: DateTime<Utc>, g: Granularity, m5: f64) -> Value {
+    let (end, hours, paid, fmt) = match g {
+        Granularity::Hourly => (start + Duration::hours(1), 1.0, 1.0, "%Y-%m-%dT%H:%M:%SZ"),
+        Granularity::Daily => (start + Duration::days(1), 24.0, 0.5, "%Y-%m-%d"),
+    };
+    let group = |t: &str, cost: f64, qty: f64| {
+        json!({
+            "Keys": [t, "eu-west-1"],
+            "Metrics": {
+                "UnblendedCost": {"Amount": format!("{cost:.6}"), "Unit": "USD"},
+                "UsageQuantity": {"Amount": format!("{qty}"), "Unit": "Hrs"}
+            }
+        })
+    };
+    json!({
+        "TimePeriod": {"Start": start.format(fmt).to_string(), "End": end.format(fmt).to_string()},
+        "Total": {},
+        "Groups": [
+            group("m5.large", m5 * paid * hours * 0.096, m5 * hours),
+            group("c5.xlarge", 4.0 * hours * 0.17, 4.0 * hours),
+        ],
+        "Estimated": false
+    })
+}
+
+/// moto serves injected results in order, one per call: the daily window, then the hourly one.
+fn results(now: DateTime<Utc>, days: i64) -> Value {
+    let mut pages = Vec::new();
+    for w in usage_windows(now, days) {
+        let step = match w.granularity {
+            Granularity::Hourly => Duration::hours(1),
+            Granularity::Daily => Duration::days(1),
+        };
+        let mut periods = Vec::new();
+        let mut t = w.start;
+        while t < w.end {
+            // Monday to Thursday 12 instances, Friday to Sunday 8: a weekly shape whose peak
+            // (4 days in 7, under the 72% a Compute SP costs) is not worth committing to.
+            let weekend = t.format("%u").to_string().parse::<u32>().unwrap() >= 5;
+            periods.push(period(t, w.granularity, if weekend { 8.0 } else { 12.0 }));
+            t += step;
+        }
+        pages.push(json!({ "ResultsByTime": periods }));
+    }
+    json!({ "results": pages })
+}
+
+#[test]
+fn autopilot_plans_from_cost_explorer_and_buys_from_the_offerings() {
+    let Some(moto) = moto_support::start_moto() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt
+        .block_on(TestServer::start(World::demo("eu-west-1")))
+        .unwrap();
+    let now = Utc::now();
+    let status = rt.block_on(moto_support::moto_api(
+        &moto,
+        "/moto-api/static/ce/cost-and-usage-results",
+        &results(now, 30),
+    ));
+    assert!(status.contains(" 201 "), "{status}");
+
+    let aws = format!(
+        "provider = \"aws\"\n[aws]\nendpoint_url = \"{}\"\ncost_explorer_endpoint_url = \"{}\"\n[aws.retry]\nmax_attempts = 2\ninitial_backoff_ms = 10\nmax_backoff_ms = 50\ndeadline_ms = 20000\nattempt_timeout_ms = 10000\n",
+        server.endpoint(),
+        moto.endpoint()
+    );
+    let s = Setup::with_daemon_settings("autopilot", false, &aws).unwrap();
+    std::fs::remove_file(s.path("policies/aws.toml")).unwrap();
+    std::fs::write(s.path("policies/compute.toml"), COMPUTE_ONLY).unwrap();
+    // No rate card, no exports, no plan file: Cost Explorer and the offerings only.
+    let config = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("rates = \"rates.csv\"", "cost_explorer_days = 30")
+        .replace("plan_file = \"plan.json\"\n", "");
+    std::fs::write(&s.config, config).unwrap();
+
+    let out = s.commitd_env(&["run", "--once"], AWS_ENV);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "run --once: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"outcome\":\"executed\""), "{stdout}");
+    assert!(server.world().purchases() >= 1);
+
+    let plans = s.events("plan_computed");
+    assert_eq!(plans.len(), 1);
+    let notes = plans[0]["rationale"]["notes"].to_string();
+    assert!(
+        notes.contains("planned from AWS Cost Explorer: 30 days, 2 requests"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("on-demand price 0.096000 USD/h taken from the bill"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("on-demand price 0.170000 USD/h taken from the bill"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("priced from the market's offerings"),
+        "{notes}"
+    );
+
+    // The purchase is sized to the steady floor, not to the peak: the floor is 8 m5.large
+    // (0.768/h on demand) and 4 c5.xlarge (0.68/h), 1.448/h on demand; a Compute SP at 72% of
+    // on demand covers it with at most 1.0426/h.
+    let inv = std::process::Command::new(daemon_support::bin())
+        .args([
+            "inventory",
+            "--provider",
+            "aws",
+            "--endpoint-url",
+            &server.endpoint(),
+            "--json",
+        ])
+        .envs(AWS_ENV.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        inv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inv.stderr)
+    );
+    let inv: Value = serde_json::from_slice(&inv.stdout).unwrap();
+    let bought: f64 = inv["savings_plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["commitment"].as_str().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(
+        bought > 0.5 && bought <= 1.0426 + 1e-9,
+        "bought {bought}/h: {inv}"
+    );
+    assert_eq!(
+        s.events("executed").len(),
+        inv["savings_plans"].as_array().unwrap().len()
+    );
+    s.verify_audit();
+}
+
+#[test]
+fn cost_explorer_needs_the_aws_provider() {
+    let s = Setup::new("datapilot", false).unwrap();
+    let config = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("rates = \"rates.csv\"", "cost_explorer_days = 30")
+        .replace("plan_file = \"plan.json\"\n", "");
+    std::fs::write(&s.config, config).unwrap();
+    let out = s.commitd(&["run", "--once"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cost_explorer_days reads AWS Cost Explorer")
+            && err.contains("provider = \"aws\""),
+        "{err}"
+    );
+}
