@@ -131,12 +131,17 @@ impl Env {
 
     /// Buys directly (what an earlier cycle would have done).
     async fn buy(&self, key: &str, spec: PurchaseSpec) -> String {
+        self.buy_from(key, spec, now()).await
+    }
+
+    /// Buys starting at `start` (queued when it is in the future).
+    async fn buy_from(&self, key: &str, spec: PurchaseSpec, start: DateTime<Utc>) -> String {
         self.market
             .purchase(&PurchaseRequest {
                 idempotency_key: key.into(),
                 spec,
-                start: Hour::from_datetime(now()),
-                max_hourly_cost: Money::from_units(100),
+                start: Hour::from_datetime(start),
+                max_hourly_cost: Money::from_units(1_000),
                 max_upfront: Money::ZERO,
             })
             .await
@@ -491,4 +496,67 @@ async fn a_valid_exchange_survives_a_crash_between_the_accept_and_its_record() {
             .calls("AcceptReservedInstancesExchangeQuote"),
         2
     );
+}
+
+/// A queued plan (bought to start later) that is no longer wanted is withdrawn through the same
+/// return action: DeleteQueuedSavingsPlan, whatever its size (no return window applies), once;
+/// executing the proposal again finds it withdrawn and sends nothing.
+#[tokio::test]
+async fn a_queued_savings_plan_is_withdrawn_not_returned() {
+    let e = env().await;
+    let sp = e
+        .buy_from(
+            "queued-1",
+            spec(
+                Instrument::ComputeSavingsPlan,
+                CommitmentAmount::HourlySpend(Money::parse("150").unwrap()),
+                None,
+            ),
+            now() + Duration::days(20),
+        )
+        .await;
+    assert_eq!(e.plan_state(&sp), "queued");
+    let p = e.approved(0, return_action(&sp, "150")).await;
+    let out = e
+        .executor(e.market.clone(), None)
+        .execute_approved(now())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&out[0], Outcome::Executed { commitment_id, .. } if *commitment_id == sp),
+        "{out:?}"
+    );
+    assert_eq!(e.plan_state(&sp), "queued-deleted");
+    assert_eq!(e.server.world().calls("DeleteQueuedSavingsPlan"), 1);
+    assert_eq!(e.server.world().calls("ReturnSavingsPlan"), 0);
+    let executed = e.events(EventKind::Executed).await;
+    let EventBody::Executed(ev) = &executed[0].body else {
+        panic!()
+    };
+    assert!(
+        e.server
+            .world()
+            .request_ids("DeleteQueuedSavingsPlan")
+            .contains(&ev.provider_request_id),
+        "{ev:?}"
+    );
+    assert!(e.market.inventory().await.unwrap().is_empty());
+    assert_eq!(
+        e.proposals.get(&p.id).await.unwrap().unwrap().state,
+        ProposalState::Executed
+    );
+    // Asked again (a replay after a crash): found withdrawn, nothing sent.
+    let again = e
+        .market
+        .return_commitment(&commitd::providers::ReturnRequest {
+            idempotency_key: "replay".into(),
+            commitment_id: sp.clone(),
+            account: None,
+            at: now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.state, "queued-deleted");
+    assert_eq!(e.server.world().calls("DeleteQueuedSavingsPlan"), 1);
+    assert!(e.audit.verify().await.unwrap().is_ok());
 }

@@ -248,7 +248,8 @@ impl AwsMarket {
 }
 
 /// Plan states after a ReturnSavingsPlan.
-const RETURNED_STATES: [&str; 2] = ["returned", "pending-return"];
+/// A plan given back: returned (or on its way), or a queued plan deleted before it started.
+const RETURNED_STATES: [&str; 3] = ["returned", "pending-return", "queued-deleted"];
 
 impl AwsMarket {
     /// The plan's state if this account holds it (None: another account's, or unknown).
@@ -283,16 +284,35 @@ impl AwsMarket {
     }
 
     async fn give_back(&self, r: &ReturnRequest) -> Result<Returned, ProviderError> {
-        if let Some(done) = self.found_return(r).await? {
-            return Ok(done);
+        let state = self.plan_state(&r.commitment_id).await?;
+        if let Some((state, rid)) = &state {
+            if RETURNED_STATES.contains(&state.as_str()) {
+                return Ok(Returned {
+                    idempotency_key: r.idempotency_key.clone(),
+                    commitment_id: r.commitment_id.clone(),
+                    request_id: rid.clone().unwrap_or_default(),
+                    state: state.clone(),
+                });
+            }
         }
-        // AWS judges the window by its own clock: so does the local check.
-        let called = self
-            .clients
-            .return_savings_plan(&r.commitment_id, (self.clock)())
-            .await
-            .map_err(provider_error)?;
-        let request_id = called.request_id().unwrap_or_default().to_string();
+        // A queued plan has not started: it is withdrawn (DeleteQueuedSavingsPlan, free at
+        // any time before its start), not returned. Otherwise AWS judges the return window by
+        // its own clock: so does the local check.
+        let request_id = if state.as_ref().is_some_and(|(s, _)| s == "queued") {
+            let called = self
+                .clients
+                .delete_queued_savings_plan(&r.commitment_id)
+                .await
+                .map_err(provider_error)?;
+            called.request_id().unwrap_or_default().to_string()
+        } else {
+            let called = self
+                .clients
+                .return_savings_plan(&r.commitment_id, (self.clock)())
+                .await
+                .map_err(provider_error)?;
+            called.request_id().unwrap_or_default().to_string()
+        };
         // What AWS now says (pending-return, then returned); the return itself is done.
         let state = match self.plan_state(&r.commitment_id).await? {
             Some((state, _)) => state,

@@ -369,7 +369,8 @@ pub struct UsageHistory {
 }
 
 /// AWS's return window, judged at `at`: an active AWS savings plan of at most 100 USD/h,
-/// returned within 7 days of its start and in the same UTC month.
+/// returned within 7 days of its start and in the same UTC month; or a queued plan (not started
+/// yet, any size), which is withdrawn instead (DeleteQueuedSavingsPlan).
 pub fn check_savings_plan_return(
     c: &Commitment,
     at: chrono::DateTime<chrono::Utc>,
@@ -387,10 +388,7 @@ pub fn check_savings_plan_return(
     }
     let hour = Hour::from_datetime(at);
     if hour < c.start {
-        return Err(format!(
-            "{} has not started yet; delete a queued plan instead of returning it",
-            c.id
-        ));
+        return Ok(());
     }
     if c.hourly_cost > Money::from_units(100) {
         return Err(format!(

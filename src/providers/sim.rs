@@ -928,8 +928,12 @@ pub(crate) mod tests {
         assert!(e.contains("at most 100"), "{e}");
         let e = check(&c("1", "2026-02-27T00:00:00Z"), at("2026-03-01T00:00:00Z")).unwrap_err();
         assert!(e.contains("same UTC month"), "{e}");
-        let e = check(&c("1", "2026-03-05T00:00:00Z"), at("2026-03-04T00:00:00Z")).unwrap_err();
-        assert!(e.contains("not started"), "{e}");
+        // Not started yet (queued): withdrawn at any size, whenever.
+        assert!(check(
+            &c("500", "2026-04-05T00:00:00Z"),
+            at("2026-03-04T00:00:00Z")
+        )
+        .is_ok());
         let mut ri = c("1", "2026-03-05T00:00:00Z");
         ri.instrument = Instrument::ConvertibleReservedInstance;
         assert!(check(&ri, at("2026-03-06T00:00:00Z")).is_err());
