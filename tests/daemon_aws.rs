@@ -5,17 +5,8 @@
 mod daemon_support;
 
 use commitd::aws::testserver::{TestServer, World};
-use daemon_support::Setup;
-use serde_json::Value;
+use daemon_support::{aws_inventory, Setup, AWS_ENV, COMPUTE_ONLY_POLICY};
 use std::path::PathBuf;
-
-/// Credentials come from the standard chain, as in production: here the environment.
-const AWS_ENV: &[(&str, &str)] = &[
-    ("AWS_ACCESS_KEY_ID", "AKIDDAEMONTEST"),
-    ("AWS_SECRET_ACCESS_KEY", "daemon-test-secret"),
-    ("AWS_REGION", "eu-west-1"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
 
 fn server(rt: &tokio::runtime::Runtime) -> TestServer {
     rt.block_on(TestServer::start(World::demo("eu-west-1")))
@@ -39,27 +30,6 @@ fn run_once(s: &Setup) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn inventory(endpoint: &str) -> Value {
-    let out = std::process::Command::new(daemon_support::bin())
-        .args([
-            "inventory",
-            "--provider",
-            "aws",
-            "--endpoint-url",
-            endpoint,
-            "--json",
-        ])
-        .envs(AWS_ENV.iter().copied())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn autopilot_buys_a_savings_plan_from_the_aws_test_server() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -76,7 +46,7 @@ fn autopilot_buys_a_savings_plan_from_the_aws_test_server() {
     assert_eq!(server.world().calls("CreateSavingsPlan"), 1);
 
     // The account's inventory shows it, tagged with the proposal's idempotency key.
-    let inv = inventory(&endpoint);
+    let inv = aws_inventory(&endpoint);
     let plans = inv["savings_plans"].as_array().unwrap();
     assert_eq!(plans.len(), 1, "{inv}");
     assert_eq!(plans[0]["commitment"], "2.5", "{inv}");
@@ -101,23 +71,6 @@ fn demo_scenario() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/demo")
 }
 
-/// Only Compute Savings Plans (what the test server sells in any region), without the Partial
-/// Upfront whole-dollar rounding.
-const COMPUTE_ONLY: &str = r#"
-name = "compute"
-[scope]
-provider = "AWS"
-[allow]
-instruments = ["ComputeSavingsPlan"]
-terms = [1]
-payment_options = ["NoUpfront", "AllUpfront"]
-[limits]
-min_expected_utilization = 0.5
-[approval]
-autopilot_max_hourly_commitment = "1000"
-two_approvers_from_hourly_commitment = "100000"
-"#;
-
 #[test]
 fn the_scenario_planner_counts_what_aws_holds_and_does_not_buy_twice() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -131,7 +84,7 @@ fn the_scenario_planner_counts_what_aws_holds_and_does_not_buy_twice() {
     let endpoint = server.endpoint();
     let s = Setup::with_daemon_settings("autopilot", false, &aws_section(&endpoint)).unwrap();
     std::fs::remove_file(s.path("policies/aws.toml")).unwrap();
-    std::fs::write(s.path("policies/compute.toml"), COMPUTE_ONLY).unwrap();
+    std::fs::write(s.path("policies/compute.toml"), COMPUTE_ONLY_POLICY).unwrap();
     let config = std::fs::read_to_string(&s.config)
         .unwrap()
         .replace(
@@ -160,7 +113,7 @@ fn the_scenario_planner_counts_what_aws_holds_and_does_not_buy_twice() {
     assert_eq!(noted("plan_computed"), 1, "{:?}", s.events("plan_computed"));
     let bought = server.world().purchases();
     assert!(bought >= 1, "{first}");
-    let inv = inventory(&endpoint);
+    let inv = aws_inventory(&endpoint);
     assert_eq!(
         inv["savings_plans"].as_array().unwrap().len() as u32,
         bought

@@ -9,31 +9,8 @@ mod moto_support;
 use chrono::{DateTime, Duration, Utc};
 use commitd::aws::testserver::{TestServer, World};
 use commitd::aws::usage::{usage_windows, Granularity};
-use daemon_support::Setup;
+use daemon_support::{aws_inventory, Setup, AWS_ENV, COMPUTE_ONLY_POLICY};
 use serde_json::{json, Value};
-
-const AWS_ENV: &[(&str, &str)] = &[
-    ("AWS_ACCESS_KEY_ID", "AKIDDAEMONTEST"),
-    ("AWS_SECRET_ACCESS_KEY", "daemon-test-secret"),
-    ("AWS_REGION", "eu-west-1"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
-
-/// Only Compute Savings Plans (what the test server sells in any region).
-const COMPUTE_ONLY: &str = r#"
-name = "compute"
-[scope]
-provider = "AWS"
-[allow]
-instruments = ["ComputeSavingsPlan"]
-terms = [1]
-payment_options = ["NoUpfront", "AllUpfront"]
-[limits]
-min_expected_utilization = 0.5
-[approval]
-autopilot_max_hourly_commitment = "1000"
-two_approvers_from_hourly_commitment = "100000"
-"#;
 
 /// One period of Cost Explorer's answer: `m5` m5.large instance-hours per hour and 4 c5.xlarge,
 /// on demand. In daily periods (before the last 14 days) half of the m5.large hours were covered
@@ -110,7 +87,7 @@ fn autopilot_plans_from_cost_explorer_and_buys_from_the_offerings() {
     );
     let s = Setup::with_daemon_settings("autopilot", false, &aws).unwrap();
     std::fs::remove_file(s.path("policies/aws.toml")).unwrap();
-    std::fs::write(s.path("policies/compute.toml"), COMPUTE_ONLY).unwrap();
+    std::fs::write(s.path("policies/compute.toml"), COMPUTE_ONLY_POLICY).unwrap();
     // No rate card, no exports, no plan file: Cost Explorer and the offerings only.
     let config = std::fs::read_to_string(&s.config)
         .unwrap()
@@ -151,24 +128,7 @@ fn autopilot_plans_from_cost_explorer_and_buys_from_the_offerings() {
     // The purchase is sized to the steady floor, not to the peak: the floor is 8 m5.large
     // (0.768/h on demand) and 4 c5.xlarge (0.68/h), 1.448/h on demand; a Compute SP at 72% of
     // on demand covers it with at most 1.0426/h.
-    let inv = std::process::Command::new(daemon_support::bin())
-        .args([
-            "inventory",
-            "--provider",
-            "aws",
-            "--endpoint-url",
-            &server.endpoint(),
-            "--json",
-        ])
-        .envs(AWS_ENV.iter().copied())
-        .output()
-        .unwrap();
-    assert!(
-        inv.status.success(),
-        "{}",
-        String::from_utf8_lossy(&inv.stderr)
-    );
-    let inv: Value = serde_json::from_slice(&inv.stdout).unwrap();
+    let inv = aws_inventory(&server.endpoint());
     let bought: f64 = inv["savings_plans"]
         .as_array()
         .unwrap()

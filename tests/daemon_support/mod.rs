@@ -411,3 +411,50 @@ pub fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
 pub fn has_path(p: &Path) -> bool {
     p.exists()
 }
+
+/// Credentials come from the standard chain, as in production: here the environment.
+pub const AWS_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "AKIDDAEMONTEST"),
+    ("AWS_SECRET_ACCESS_KEY", "daemon-test-secret"),
+    ("AWS_REGION", "eu-west-1"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+/// Only Compute Savings Plans (what the test server sells in any region), without the Partial
+/// Upfront whole-dollar rounding.
+pub const COMPUTE_ONLY_POLICY: &str = r#"
+name = "compute"
+[scope]
+provider = "AWS"
+[allow]
+instruments = ["ComputeSavingsPlan"]
+terms = [1]
+payment_options = ["NoUpfront", "AllUpfront"]
+[limits]
+min_expected_utilization = 0.5
+[approval]
+autopilot_max_hourly_commitment = "1000"
+two_approvers_from_hourly_commitment = "100000"
+"#;
+
+/// `commitd inventory --provider aws --json` against `endpoint`, with [`AWS_ENV`].
+pub fn aws_inventory(endpoint: &str) -> Value {
+    let out = std::process::Command::new(bin())
+        .args([
+            "inventory",
+            "--provider",
+            "aws",
+            "--endpoint-url",
+            endpoint,
+            "--json",
+        ])
+        .envs(AWS_ENV.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
