@@ -163,3 +163,58 @@ fn cost_explorer_needs_the_aws_provider() {
         "{err}"
     );
 }
+
+/// `commitd usage --cost-explorer-days` shows what the daemon would plan from, through the
+/// standard AWS variables only.
+#[test]
+fn the_usage_command_reads_cost_explorer() {
+    let Some(moto) = moto_support::start_moto() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let now = Utc::now();
+    let status = rt.block_on(moto_support::moto_api(
+        &moto,
+        "/moto-api/static/ce/cost-and-usage-results",
+        &results(now, 3),
+    ));
+    assert!(status.contains(" 201 "), "{status}");
+    let hours = usage_windows(now, 3)
+        .iter()
+        .map(|w| (w.end - w.start).num_hours())
+        .sum::<i64>() as f64;
+    let out = std::process::Command::new(daemon_support::bin())
+        .args(["usage", "--cost-explorer-days", "3", "--json"])
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .envs(AWS_ENV.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["source"], "AWS Cost Explorer, 3 days");
+    let groups = v["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{v}");
+    let c5 = groups
+        .iter()
+        .find(|g| g["instance_type"] == "c5.xlarge")
+        .unwrap();
+    assert_eq!(c5["os"], "Linux");
+    assert!(
+        (c5["hours"].as_f64().unwrap() - 4.0 * hours).abs() < 1e-6,
+        "{c5}"
+    );
+    let ode = c5["on_demand_cost"].as_f64().unwrap();
+    assert!((ode - 4.0 * hours * 0.17).abs() < 1e-6, "{c5}");
+
+    // Bad input: a day count Cost Explorer cannot serve is refused before any call.
+    let out = std::process::Command::new(daemon_support::bin())
+        .args(["usage", "--cost-explorer-days", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cost-explorer-days"));
+}

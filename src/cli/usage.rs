@@ -1,7 +1,8 @@
 //! `commitd usage`: what commitd reads from a bill. Per usage group: instance-hours,
 //! on-demand-equivalent cost and coverage; the existing commitments' utilization; totals; and
 //! the rows that are not eligible demand, by reason. Over a scenario's history window
-//! `[history_start, decision_time)` by default, or over `--from`/`--to`.
+//! `[history_start, decision_time)` by default, or over `--from`/`--to`. With
+//! `--cost-explorer-days`, what the daemon's `[source] cost_explorer_days` would plan from.
 
 use crate::domain::{Commitment, Hour, HourRange, Money, UsageModel};
 use crate::ingest::{self, ReadOptions, ScenarioFile};
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["scenario", "focus"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["scenario", "focus", "cost_explorer_days"])))]
 pub struct Args {
     /// A scenario directory (scenario.toml, usage, rates, commitments).
     #[arg(long, value_name = "DIR")]
@@ -31,6 +32,16 @@ pub struct Args {
     /// One JSON object on stdout instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// AWS Cost Explorer instead of a bill: this many days back (hourly for the newest 14, daily
+    /// before), as `[source] cost_explorer_days` reads it (Linux/UNIX, shared tenancy, not Spot).
+    /// Connects like `commitd inventory` (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL, the flags).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=365))]
+    pub cost_explorer_days: Option<u32>,
+    #[command(
+        flatten,
+        next_help_heading = "AWS connection (with --cost-explorer-days)"
+    )]
+    pub aws: super::inventory::AwsArgs,
 }
 
 struct Report {
@@ -80,10 +91,35 @@ fn load(args: &Args) -> anyhow::Result<Report> {
             notes,
         });
     }
+    if let Some(days) = args.cost_explorer_days {
+        anyhow::ensure!(
+            from.is_none() && to.is_none(),
+            "--from/--to do not apply to --cost-explorer-days (it reads the last DAYS days)"
+        );
+        let rt = super::inventory::runtime()?;
+        let called = rt
+            .block_on(async {
+                let clients = crate::aws::AwsClients::connect(&args.aws.settings()).await?;
+                clients
+                    .usage_history(chrono::Utc::now(), i64::from(days))
+                    .await
+            })
+            .context("reading usage from AWS Cost Explorer")?;
+        let (model, mut notes) = crate::aws::usage::usage_model(&called.value)
+            .map_err(anyhow::Error::msg)
+            .context("AWS Cost Explorer")?;
+        notes.push(format!("request ids: {}", called.request_ids.join(", ")));
+        return Ok(Report {
+            source: format!("AWS Cost Explorer, {days} days"),
+            model,
+            commitments: Vec::new(),
+            notes,
+        });
+    }
     let path = args
         .focus
         .as_ref()
-        .context("either --scenario or --focus is required")?;
+        .context("one of --scenario, --focus or --cost-explorer-days is required")?;
     let range = match (from, to) {
         (Some(a), Some(b)) => Some(HourRange::new(a, b)),
         (None, None) => None,
