@@ -145,6 +145,11 @@ pub trait Planner {
     fn name(&self) -> &str;
     /// Purchases to make at `ctx.now`; each must start at `now` and run its full term.
     fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String>;
+    /// What the planner did beyond its purchases (solves, skipped decisions, solver time), for
+    /// profiling; `null` when it has nothing to report.
+    fn stats(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 /// Runs one planner over the scenario's evaluation window.

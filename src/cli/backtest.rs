@@ -78,6 +78,25 @@ pub struct Args {
     /// look-back (0 = no floor).
     #[arg(long)]
     pub lookback_min_utilization: Option<f64>,
+    /// Look-back planner: the optimizer's budget of coverage columns per solve.
+    #[arg(long)]
+    pub lookback_columns: Option<usize>,
+    /// Look-back planner: the optimizer's refinement rounds per solve.
+    #[arg(long)]
+    pub lookback_refine: Option<usize>,
+    /// Look-back planner: solve only when the uncovered usage rose by this share of the recent
+    /// on-demand spend (0 = solve every `--lookback-resolve-days`).
+    #[arg(long)]
+    pub lookback_trigger: Option<f64>,
+    /// Look-back planner: days between solves (with the trigger: the longest wait).
+    #[arg(long)]
+    pub lookback_resolve_days: Option<usize>,
+    /// Look-back planner: share (0..1) the look-back is scaled down by before it is optimized.
+    #[arg(long)]
+    pub lookback_haircut: Option<f64>,
+    /// Look-back planner: optimize the usage the held commitments leave uncovered (true/false).
+    #[arg(long)]
+    pub lookback_residual: Option<bool>,
     /// Skip the baselines (only commitd's planner).
     #[arg(long)]
     pub no_baselines: bool,
@@ -166,6 +185,36 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
         }
         lb.min_utilization = u;
     }
+    if let Some(c) = args.lookback_columns {
+        if c == 0 {
+            anyhow::bail!("--lookback-columns must be positive");
+        }
+        lb.max_columns = c;
+    }
+    if let Some(r) = args.lookback_refine {
+        lb.refine_rounds = r;
+    }
+    if let Some(t) = args.lookback_trigger {
+        if !(0.0..=1.0).contains(&t) {
+            anyhow::bail!("--lookback-trigger must be within 0..=1, got {t}");
+        }
+        lb.trigger_share = t;
+    }
+    if let Some(h) = args.lookback_haircut {
+        if !(0.0..1.0).contains(&h) {
+            anyhow::bail!("--lookback-haircut must be within 0..1, got {h}");
+        }
+        lb.haircut = h;
+    }
+    if let Some(r) = args.lookback_residual {
+        lb.residual = r;
+    }
+    if let Some(d) = args.lookback_resolve_days {
+        if !(1..=366).contains(&d) {
+            anyhow::bail!("--lookback-resolve-days must be within 1..=366, got {d}");
+        }
+        lb.resolve_days = d;
+    }
     Ok(lb)
 }
 
@@ -210,6 +259,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let commitd_result = run_backtest(&input, commitd.as_mut(), &settings)
         .context("backtest of commitd's planner")?;
     let planned = started.elapsed();
+    let planner_stats = commitd.stats();
 
     let mut baselines = Vec::new();
     if !args.no_baselines {
@@ -242,6 +292,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "commitd": (planned - loaded).as_secs_f64(),
             "total": started.elapsed().as_secs_f64(),
         });
+        if !planner_stats.is_null() {
+            j["planner_stats"] = planner_stats;
+        }
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
         print!("{}", cmp.to_text());
@@ -251,6 +304,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             (planned - loaded).as_secs_f64(),
             started.elapsed().as_secs_f64()
         );
+        if !planner_stats.is_null() {
+            eprintln!("(planner: {planner_stats})");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
