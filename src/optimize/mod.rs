@@ -266,7 +266,8 @@ fn run_pass<'a>(
     let target =
         (options.max_coverage_columns / cells_per_point.max(1)).max(options.min_points * segments);
     let floor = options.min_points * segments * demand.scenarios.len();
-    let splits = ((target.max(floor) as f64 * options.refine_share).round() as usize).max(1);
+    // Truncated: with the default share this is the quarter (integer division) used before.
+    let splits = ((target.max(floor) as f64 * options.refine_share) as usize).max(1);
     let value: Vec<f64> = model.groups.iter().map(|g| g.on_demand).collect();
     let free = vec![Capacity::Free; model.pools.len()];
     let free_shares = vec![Share::Free; model.sources.len()];
