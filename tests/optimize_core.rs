@@ -357,6 +357,56 @@ fn reduced_model_converges_to_the_full_model_objective() {
 }
 
 #[test]
+fn quantile_scenarios_share_the_point_budget_and_refinement_spends_the_floor() {
+    // Three quantile paths with a column budget too small to matter: `min_points` decides. The
+    // first reduction keeps `min_points` per segment for the whole LP (not per scenario), the
+    // refinement then splits a quarter of the per-scenario total (3 x 8) per round where the
+    // commitments cut. The reduced objective stays a lower bound of the full one and refining
+    // brings it closer.
+    let (demand, rates) = synthetic::generate(&synthetic::Spec {
+        groups: 12,
+        hours: 24 * 7 * 4,
+        levels: vec![0.1, 0.5, 0.9],
+        ..Default::default()
+    });
+    let c = Constraints::one_year_only();
+    let full = optimize(&demand, &rates, &[], &c, &full_model()).unwrap();
+    let run = |rounds: usize| {
+        optimize(
+            &demand,
+            &rates,
+            &[],
+            &c,
+            &Options {
+                max_coverage_columns: 1,
+                min_points: 8,
+                refine_rounds: rounds,
+                marginal_resolves: 0,
+                ..Options::default()
+            },
+        )
+        .unwrap()
+    };
+    let coarse = run(0);
+    assert_eq!(coarse.solver.reduced_points, 8);
+    let refined = run(2);
+    assert!(
+        refined.solver.reduced_points > 8 && refined.solver.reduced_points <= 8 + 2 * 6,
+        "{} points",
+        refined.solver.reduced_points
+    );
+    let gap = |objective: f64| (full.solver.objective - objective) / full.solver.objective;
+    assert!(gap(coarse.solver.objective) >= -1e-9);
+    assert!(gap(refined.solver.objective) >= -1e-9);
+    assert!(
+        gap(refined.solver.objective) < gap(coarse.solver.objective),
+        "refinement must help: {} vs {}",
+        gap(refined.solver.objective),
+        gap(coarse.solver.objective)
+    );
+}
+
+#[test]
 fn warm_started_refinement_reaches_the_same_optimum_as_a_cold_one() {
     // One refinement round: both runs solve the same first reduction cold and refine it from
     // the same coverage, so the refined LP is the same and only its starting point differs

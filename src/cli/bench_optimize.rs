@@ -26,6 +26,15 @@ pub struct Args {
     /// Budget of coverage columns for the reduced model.
     #[arg(long, default_value_t = Options::default().max_coverage_columns)]
     pub max_columns: usize,
+    /// At least this many points per segment when reducing, shared by the scenarios (Options::min_points).
+    #[arg(long, default_value_t = Options::default().min_points)]
+    pub min_points: usize,
+    /// Refinement rounds (Options::refine_rounds).
+    #[arg(long, default_value_t = Options::default().refine_rounds)]
+    pub refine_rounds: usize,
+    /// Buckets split per refinement round, as a share of the first reduction's points.
+    #[arg(long, default_value_t = Options::default().refine_share)]
+    pub refine_share: f64,
     /// Re-solves for the actions' marginal values.
     #[arg(long, default_value_t = Options::default().marginal_resolves)]
     pub marginal_resolves: usize,
@@ -38,11 +47,15 @@ pub struct Args {
     /// (Options::warm_start; off by default, see docs/benchmarks/optimize.md).
     #[arg(long)]
     pub warm_start: bool,
-    /// Instead of synthetic demand: a scenario directory, planned in hindsight mode (actual
-    /// demand of the year after its decision time) with the reduced and the full model, to
-    /// compare their objectives.
+    /// Instead of synthetic demand: a scenario directory, planned with the reduced and the full
+    /// model to compare their objectives; in hindsight mode (actual demand of the year after
+    /// its decision time), or with `--levels` on the forecaster's quantile paths at those levels.
     #[arg(long, value_name = "DIR")]
     pub scenario: Option<std::path::PathBuf>,
+    /// With `--scenario`: solve only the reduced model (the full model's objective does not
+    /// depend on the reduction's options; solve it once and compare by hand).
+    #[arg(long, requires = "scenario")]
+    pub reduced_only: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -78,9 +91,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         reduce: !args.full,
         max_coverage_columns: args.max_columns,
         marginal_resolves: args.marginal_resolves,
+        min_points: args.min_points,
+        refine_rounds: args.refine_rounds,
+        refine_share: args.refine_share,
         threads: args.threads,
         warm_start: args.warm_start,
-        ..Options::default()
     };
     let t1 = Instant::now();
     let plan = optimize::optimize(&demand, &rates, &[], &constraints, &options)?;
@@ -135,27 +150,54 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reduced vs full model on a scenario's actual demand (hindsight mode, 1-year terms).
+/// Reduced vs full model on a scenario (1-year terms): on its actual demand (hindsight mode), or
+/// with `--levels` on the forecaster's quantile paths.
 fn compare_on_scenario(dir: &std::path::Path, args: &Args) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     let scenario = crate::ingest::Scenario::load(dir)
         .with_context(|| format!("loading scenario {}", dir.display()))?;
     let at = scenario.window.decision_time;
     let hours = scenario.window.evaluation_end.since(at).max(0) as usize;
-    let input = optimize::demand::actual(&scenario.usage, at, hours.min(args.hours));
+    let horizon = hours.min(args.hours);
+    // Hindsight: the one path of actual demand. With `--levels`: the forecaster's quantile
+    // paths from the history before the decision time, as `commitd plan` and the daemon plan
+    // (several scenarios in one LP, the case the point budget must also keep accurate).
+    let mut notes = Vec::new();
+    let input = if args.levels.is_empty() {
+        optimize::demand::actual(&scenario.usage, at, horizon)
+    } else {
+        let history = scenario.usage.slice(crate::domain::HourRange::new(
+            scenario.usage.range.start,
+            at,
+        ));
+        crate::pipeline::forecast_demand_at(&history, at, horizon, &args.levels, &mut notes)
+    };
+    let mode = if args.levels.is_empty() {
+        "hindsight".to_string()
+    } else {
+        format!("forecast quantiles {:?}", args.levels)
+    };
     let constraints = Constraints::one_year_only();
     let mut results = Vec::new();
-    for full in [false, true] {
+    let runs: &[bool] = if args.reduced_only {
+        &[false]
+    } else {
+        &[false, true]
+    };
+    for &full in runs {
         let options = Options {
             reduce: !full,
             max_coverage_columns: args.max_columns,
             marginal_resolves: 0,
+            min_points: args.min_points,
+            refine_rounds: args.refine_rounds,
+            refine_share: args.refine_share,
             threads: args.threads,
             warm_start: args.warm_start,
-            ..Options::default()
         };
         let t = Instant::now();
-        let plan = optimize::hindsight(
+        // `hindsight` is `optimize` on one path; `optimize` takes the quantile paths too.
+        let plan = optimize::optimize(
             &input,
             &scenario.rates,
             &scenario.commitments,
@@ -164,16 +206,21 @@ fn compare_on_scenario(dir: &std::path::Path, args: &Args) -> anyhow::Result<Exi
         )?;
         results.push((plan, t.elapsed().as_secs_f64()));
     }
-    let (reduced, full) = (&results[0], &results[1]);
-    let gap = (reduced.0.solver.objective - full.0.solver.objective) / full.0.solver.objective;
+    let summary = |(plan, secs): &(crate::domain::Plan, f64)| {
+        let s = &plan.solver;
+        serde_json::json!({"objective": s.objective, "points": s.reduced_points,
+            "columns": s.columns, "rows": s.rows, "seconds": secs,
+            "rounded_objective": s.rounded_objective})
+    };
+    let reduced = &results[0];
+    let full = results.get(1);
+    let gap =
+        full.map(|f| (reduced.0.solver.objective - f.0.solver.objective) / f.0.solver.objective);
     let v = serde_json::json!({
         "scenario": scenario.name, "hours": input.hours, "groups": input.groups.len(),
-        "reduced": {"objective": reduced.0.solver.objective, "points": reduced.0.solver.reduced_points,
-                    "columns": reduced.0.solver.columns, "rows": reduced.0.solver.rows, "seconds": reduced.1,
-                    "rounded_objective": reduced.0.solver.rounded_objective},
-        "full": {"objective": full.0.solver.objective, "points": full.0.solver.reduced_points,
-                 "columns": full.0.solver.columns, "rows": full.0.solver.rows, "seconds": full.1,
-                 "rounded_objective": full.0.solver.rounded_objective},
+        "mode": mode, "scenarios": input.scenarios.len(), "notes": notes,
+        "reduced": summary(reduced),
+        "full": full.map(summary),
         "relative_gap": gap,
         "peak_rss_mib": peak_rss_mib(),
     });
@@ -181,19 +228,27 @@ fn compare_on_scenario(dir: &std::path::Path, args: &Args) -> anyhow::Result<Exi
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "{}: {} groups x {} h, hindsight, 1-year terms",
+            "{}: {} groups x {} h x {} scenarios, {mode}, 1-year terms",
             scenario.name,
             input.groups.len(),
-            input.hours
+            input.hours,
+            input.scenarios.len()
         );
-        for (name, (plan, secs)) in [("reduced", reduced), ("full", full)] {
+        for n in &notes {
+            println!("note: {n}");
+        }
+        for (name, (plan, secs)) in
+            std::iter::once(("reduced", reduced)).chain(full.map(|f| ("full", f)))
+        {
             let s = &plan.solver;
             println!(
                 "{name:<8} objective {:.2} (rounded {:.2}); {} points; {} columns x {} rows; {secs:.1} s",
                 s.objective, s.rounded_objective, s.reduced_points, s.columns, s.rows
             );
         }
-        println!("relative gap {:.5}%", gap * 100.0);
+        if let Some(gap) = gap {
+            println!("relative gap {:.5}%", gap * 100.0);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -366,10 +366,16 @@ pub struct Options {
     pub reduce: bool,
     /// Budget of coverage columns (group x instrument x point) the reduction aims for.
     pub max_coverage_columns: usize,
-    /// At least this many points per scenario and segment when reducing.
+    /// At least this many points per segment and scenario when reducing: the first reduction
+    /// keeps this many per segment (the scenarios share them), the refinement rounds split
+    /// `refine_share` of the per-scenario total each.
     pub min_points: usize,
     /// Rounds of refinement of the reduced points around the solution (0 = none).
     pub refine_rounds: usize,
+    /// Buckets split per refinement round, as a share of the point budget (the first
+    /// reduction's points, or `min_points` per segment and scenario if more).
+    #[serde(default = "default_refine_share")]
+    pub refine_share: f64,
     /// Re-solve without each of the first N actions to report its value (0 = skip).
     pub marginal_resolves: usize,
     /// HiGHS threads (the benchmark box has 2 cores).
@@ -383,6 +389,10 @@ pub struct Options {
     pub warm_start: bool,
 }
 
+fn default_refine_share() -> f64 {
+    0.25
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -390,6 +400,7 @@ impl Default for Options {
             max_coverage_columns: 40_000,
             min_points: 48,
             refine_rounds: 2,
+            refine_share: default_refine_share(),
             marginal_resolves: 5,
             threads: 2,
             warm_start: false,
