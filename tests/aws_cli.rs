@@ -1,6 +1,8 @@
 //! The AWS sub-commands as a user runs them: the `commitd` binary, configured only through
 //! the standard AWS environment variables, against the local test server.
 
+mod daemon_support;
+
 use chrono::{DateTime, Utc};
 use commitd::aws::execute::SavingsPlanPurchase;
 use commitd::aws::testserver::{TestServer, World};
@@ -8,16 +10,6 @@ use commitd::aws::{AwsClients, AwsSettings, StaticCredentials};
 use commitd::domain::{Instrument, Money, PaymentOption, Term};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
-
-/// A private copy of the binary, removed with the returned directory: on a machine where
-/// several checkouts share one target directory, another build may replace
-/// `target/debug/commitd` while a test runs.
-fn private_binary() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("commitd");
-    std::fs::copy(env!("CARGO_BIN_EXE_commitd"), &path).unwrap();
-    (dir, path)
-}
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -88,7 +80,7 @@ async fn inventory_and_offerings_commands_honour_the_aws_environment() {
         .value;
 
     let endpoint = server.endpoint();
-    let (_bin_dir, bin) = private_binary();
+    let bin = daemon_support::bin().to_path_buf();
     let home = tempfile::tempdir().unwrap();
     let home_path = home.path().to_path_buf();
     let (ok, out, err) = tokio::task::spawn_blocking({
@@ -189,7 +181,7 @@ async fn inventory_and_offerings_commands_honour_the_aws_environment() {
 
 #[test]
 fn aws_test_server_subcommand_serves_on_a_free_port() {
-    let (_bin_dir, bin) = private_binary();
+    let bin = daemon_support::bin().to_path_buf();
     let mut child = Command::new(&bin)
         .args(["aws-test-server", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())

@@ -20,7 +20,19 @@ pub fn bin() -> &'static Path {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("commitd");
             std::fs::copy(env!("CARGO_BIN_EXE_commitd"), &path).unwrap();
-            let probe = Command::new(&path).args(["proposals", "--help"]).output().unwrap();
+            // A thread of this test process that forks while the copy is open for writing
+            // hands the child that descriptor until the child execs: running the copy then
+            // fails with ETXTBSY ("Text file busy"). It passes in milliseconds; retry.
+            let mut attempts = 0;
+            let probe = loop {
+                match Command::new(&path).args(["proposals", "--help"]).output() {
+                    Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 50 => {
+                        attempts += 1;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    other => break other.unwrap(),
+                }
+            };
             assert!(
                 probe.status.success(),
                 "{} is not this branch's build (replaced by another build in a shared target dir?): rerun",
