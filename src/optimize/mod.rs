@@ -291,8 +291,9 @@ fn run_pass<'a>(
         let mut relaxed = solve_on(&points, None)?;
         solves += 1;
         // Refine where the commitments cut through a bucket, a few rounds, each adding at most
-        // `splits` points (a quarter of the budget), until the error bound is negligible. With `warm_start`, each round starts from the
-        // previous round's solution carried over to the split points.
+        // `splits` points (a quarter of the budget), until the error bound is negligible. With
+        // `warm_start`, each round starts from the previous round's solution carried over to
+        // the split points.
         for _ in 0..options.refine_rounds {
             let (refined, parents, bound) =
                 reduce::refine(demand, buckets, &relaxed.coverage, &value, splits);
