@@ -797,3 +797,104 @@ async fn unsigned_requests_are_refused_and_the_control_api_steers_faults() {
     assert_eq!(stats["calls"]["DescribeSavingsPlans"], 3, "{stats}");
     assert_eq!(stats["purchases"], 0);
 }
+
+/// An account without hourly Cost Explorer data: the hourly query is rejected with a
+/// ValidationException (as AWS answers it, JSON 1.1 with `__type`), and the newest 14 days are
+/// read again at daily grain, whole days only. The peer is a few lines of HTTP here: neither
+/// moto nor the test server can refuse hourly granularity.
+#[tokio::test]
+async fn cost_explorer_without_hourly_data_falls_back_to_daily() {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Headers, then a body of content-length bytes.
+                let body = loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(i) = text.find("\r\n\r\n") {
+                        let len = text[..i]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= i + 4 + len {
+                            break text[i + 4..].to_string();
+                        }
+                    }
+                };
+                let hourly = body.contains("\"HOURLY\"");
+                log.lock()
+                    .unwrap()
+                    .push(if hourly { "HOURLY" } else { "DAILY" }.into());
+                let (status, extra, payload) = if hourly {
+                    (
+                        "400 Bad Request",
+                        "x-amzn-ErrorType: ValidationException\r\n",
+                        r#"{"__type":"ValidationException","Message":"Hourly granularity is not enabled for this account"}"#.to_string(),
+                    )
+                } else {
+                    (
+                        "200 OK",
+                        "",
+                        r#"{"ResultsByTime":[{"TimePeriod":{"Start":"2025-03-19","End":"2025-03-20"},"Total":{},"Groups":[{"Keys":["m5.large","us-east-1"],"Metrics":{"UnblendedCost":{"Amount":"4.608","Unit":"USD"},"UsageQuantity":{"Amount":"48","Unit":"Hrs"}}}],"Estimated":false}]}"#.to_string(),
+                    )
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.1\r\nx-amzn-RequestId: rid-{}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{payload}",
+                    log.lock().unwrap().len(),
+                    payload.len()
+                );
+                let _ = s.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    let c = AwsClients::connect(&AwsSettings {
+        region: Some(REGION.into()),
+        endpoint_url: Some(format!("http://127.0.0.1:{port}")),
+        static_credentials: Some(StaticCredentials {
+            access_key_id: "AKIDCE".into(),
+            secret_access_key: "ce".into(),
+        }),
+        retry: retry(2, 5_000),
+        ..AwsSettings::default()
+    })
+    .await
+    .unwrap();
+    let history = c
+        .usage_history(at("2025-03-20T10:30:00Z"), 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["HOURLY", "DAILY"],
+        "one refusal, then daily, no retry"
+    );
+    assert_eq!(history.request_ids, ["rid-2"]);
+    assert_eq!(history.value.len(), 1);
+    let (model, notes) = commitd::aws::usage::usage_model(&history.value).unwrap();
+    assert!(
+        notes.iter().any(|n| n.contains("daily rows only")),
+        "{notes:?}"
+    );
+    assert_eq!(model.groups[0].quantity.len(), 24);
+    assert!((model.groups[0].quantity[0] - 2.0).abs() < 1e-12);
+}

@@ -267,7 +267,9 @@ impl AwsClients {
         })
     }
 
-    /// Hourly rows for the newest 14 days and daily rows before, `days` back from `now`.
+    /// Hourly rows for the newest 14 days and daily rows before, `days` back from `now`. An account
+    /// without hourly granularity (Cost Explorer rejects the hourly query with a
+    /// ValidationException) gets the newest 14 days at daily grain too, whole days only.
     pub async fn usage_history(
         &self,
         now: DateTime<Utc>,
@@ -278,7 +280,31 @@ impl AwsClients {
             request_ids: Vec::new(),
         };
         for window in usage_windows(now, days) {
-            let part = self.cost_and_usage(window).await?;
+            let part = match self.cost_and_usage(window).await {
+                // Hourly data is opt-in (and kept 14 days): without it Cost Explorer rejects
+                // the hourly query as invalid. The same window at daily grain (whole days, so
+                // today's partial day is left out) still gives the planner the usage.
+                Err(AwsError::Rejected { code, message, .. })
+                    if window.granularity == Granularity::Hourly
+                        && code == "ValidationException" =>
+                {
+                    tracing::warn!(%message, "Cost Explorer refused hourly granularity; reading the last 14 days daily");
+                    let end = window
+                        .end
+                        .duration_trunc(ChronoDuration::days(1))
+                        .unwrap_or(window.end);
+                    if end <= window.start {
+                        continue;
+                    }
+                    self.cost_and_usage(Window {
+                        start: window.start,
+                        end,
+                        granularity: Granularity::Daily,
+                    })
+                    .await?
+                }
+                other => other?,
+            };
             all.value.extend(part.value);
             all.request_ids.extend(part.request_ids);
         }
@@ -412,6 +438,13 @@ pub fn usage_model(rows: &[CostRow]) -> Result<(UsageModel, Vec<String>), String
         .iter()
         .filter(|r| r.granularity == Granularity::Daily)
         .count();
+    if daily == rows.len() {
+        notes.push(
+            "Cost Explorer gave daily rows only (hourly granularity off, or a short window): \
+             no shape inside the day; enable hourly granularity in Cost Explorer's settings"
+                .to_string(),
+        );
+    }
     let estimated = rows.iter().filter(|r| r.estimated).count();
     notes.push(format!(
         "Cost Explorer: {} rows ({daily} daily, spread evenly over their hours; {estimated} still estimated), {} usage groups, hours {} to {}",
