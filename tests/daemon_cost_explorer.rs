@@ -45,10 +45,7 @@ fn period(start: DateTime<Utc>, g: Granularity, m5: f64) -> Value {
 fn results(now: DateTime<Utc>, days: i64) -> Value {
     let mut pages = Vec::new();
     for w in usage_windows(now, days) {
-        let step = match w.granularity {
-            Granularity::Hourly => Duration::hours(1),
-            Granularity::Daily => Duration::days(1),
-        };
+        let step = Duration::hours(w.granularity.hours());
         let mut periods = Vec::new();
         let mut t = w.start;
         while t < w.end {

@@ -247,9 +247,19 @@ impl AwsMarket {
     }
 }
 
-/// Plan states after a ReturnSavingsPlan.
 /// A plan given back: returned (or on its way), or a queued plan deleted before it started.
 const RETURNED_STATES: [&str; 3] = ["returned", "pending-return", "queued-deleted"];
+
+/// The return `r` asked for, if the plan's `(state, request id)` shows it already happened.
+fn given_back(r: &ReturnRequest, state: Option<&(String, Option<String>)>) -> Option<Returned> {
+    let (state, rid) = state.filter(|(s, _)| RETURNED_STATES.contains(&s.as_str()))?;
+    Some(Returned {
+        idempotency_key: r.idempotency_key.clone(),
+        commitment_id: r.commitment_id.clone(),
+        request_id: rid.clone().unwrap_or_default(),
+        state: state.clone(),
+    })
+}
 
 impl AwsMarket {
     /// The plan's state if this account holds it (None: another account's, or unknown).
@@ -272,47 +282,31 @@ impl AwsMarket {
     }
 
     async fn found_return(&self, r: &ReturnRequest) -> Result<Option<Returned>, ProviderError> {
-        Ok(match self.plan_state(&r.commitment_id).await? {
-            Some((state, rid)) if RETURNED_STATES.contains(&state.as_str()) => Some(Returned {
-                idempotency_key: r.idempotency_key.clone(),
-                commitment_id: r.commitment_id.clone(),
-                request_id: rid.unwrap_or_default(),
-                state,
-            }),
-            _ => None,
-        })
+        let state = self.plan_state(&r.commitment_id).await?;
+        Ok(given_back(r, state.as_ref()))
     }
 
     async fn give_back(&self, r: &ReturnRequest) -> Result<Returned, ProviderError> {
         let state = self.plan_state(&r.commitment_id).await?;
-        if let Some((state, rid)) = &state {
-            if RETURNED_STATES.contains(&state.as_str()) {
-                return Ok(Returned {
-                    idempotency_key: r.idempotency_key.clone(),
-                    commitment_id: r.commitment_id.clone(),
-                    request_id: rid.clone().unwrap_or_default(),
-                    state: state.clone(),
-                });
-            }
+        if let Some(done) = given_back(r, state.as_ref()) {
+            return Ok(done);
         }
         // A queued plan has not started: it is withdrawn (DeleteQueuedSavingsPlan, free at
         // any time before its start), not returned. Otherwise AWS judges the return window by
         // its own clock: so does the local check.
-        let request_id = if state.as_ref().is_some_and(|(s, _)| s == "queued") {
-            let called = self
-                .clients
+        let request_id = if state.is_some_and(|(s, _)| s == "queued") {
+            self.clients
                 .delete_queued_savings_plan(&r.commitment_id)
                 .await
-                .map_err(provider_error)?;
-            called.request_id().unwrap_or_default().to_string()
+                .map(|c| c.request_id().map(str::to_string))
         } else {
-            let called = self
-                .clients
+            self.clients
                 .return_savings_plan(&r.commitment_id, (self.clock)())
                 .await
-                .map_err(provider_error)?;
-            called.request_id().unwrap_or_default().to_string()
-        };
+                .map(|c| c.request_id().map(str::to_string))
+        }
+        .map_err(provider_error)?
+        .unwrap_or_default();
         // What AWS now says (pending-return, then returned); the return itself is done.
         let state = match self.plan_state(&r.commitment_id).await? {
             Some((state, _)) => state,

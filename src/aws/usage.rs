@@ -51,6 +51,22 @@ impl Granularity {
         }
     }
 
+    /// Hours in one period.
+    pub fn hours(self) -> i64 {
+        match self {
+            Granularity::Hourly => 1,
+            Granularity::Daily => 24,
+        }
+    }
+
+    /// The period's name, for messages.
+    fn period(self) -> &'static str {
+        match self {
+            Granularity::Hourly => "hour",
+            Granularity::Daily => "day",
+        }
+    }
+
     /// Cost Explorer wants "2025-03-01T00:00:00Z" for hourly and "2025-03-01" for daily.
     fn format(self, t: DateTime<Utc>) -> String {
         match self {
@@ -335,23 +351,15 @@ pub fn usage_model(rows: &[CostRow]) -> Result<(UsageModel, Vec<String>), String
     let mut end: Option<Hour> = None;
     for (i, r) in rows.iter().enumerate() {
         let (s, e) = (Hour::from_datetime(r.start), Hour::from_datetime(r.end));
-        let len = e.since(s);
         let whole = r.start.timestamp() % 3600 == 0 && r.end.timestamp() % 3600 == 0;
-        let expected = match r.granularity {
-            Granularity::Hourly => 1,
-            Granularity::Daily => 24,
-        };
-        if !whole || len != expected {
+        if !whole || e.since(s) != r.granularity.hours() {
             return Err(format!(
                 "Cost Explorer row {i} ({} {}): period {} to {} is not one {}",
                 r.instance_type,
                 r.region,
                 r.start.to_rfc3339(),
                 r.end.to_rfc3339(),
-                match r.granularity {
-                    Granularity::Hourly => "hour",
-                    Granularity::Daily => "day",
-                }
+                r.granularity.period()
             ));
         }
         if r.usage_quantity < Decimal::ZERO || r.cost < Money::ZERO {
@@ -394,13 +402,13 @@ pub fn usage_model(rows: &[CostRow]) -> Result<(UsageModel, Vec<String>), String
             }
         }
     }
-    let mut series: BTreeMap<UsageGroup, (GroupSeries, Money)> = BTreeMap::new();
+    let mut series: BTreeMap<UsageGroup, GroupSeries> = BTreeMap::new();
     for r in rows {
         let group = key(r);
         let p = price.get(&group).copied().unwrap_or(Decimal::ZERO);
-        let (g, total) = series
+        let g = series
             .entry(group.clone())
-            .or_insert_with(|| (GroupSeries::empty(group, hours), Money::ZERO));
+            .or_insert_with(|| GroupSeries::empty(group, hours));
         let ode = Money::from_decimal((r.usage_quantity * p).round_dp(6)).ok_or_else(|| {
             format!(
                 "Cost Explorer row ({} {} at {}): cost out of range",
@@ -409,14 +417,12 @@ pub fn usage_model(rows: &[CostRow]) -> Result<(UsageModel, Vec<String>), String
                 r.start.to_rfc3339()
             )
         })?;
-        *total = total
+        g.total_ode = g
+            .total_ode
             .checked_add(ode)
             .ok_or("Cost Explorer costs overflow")?;
         let first = Hour::from_datetime(r.start).since(start) as usize;
-        let span = match r.granularity {
-            Granularity::Hourly => 1,
-            Granularity::Daily => 24,
-        };
+        let span = r.granularity.hours() as usize;
         let q = r.usage_quantity.to_f64().unwrap_or(0.0) / span as f64;
         let o = ode.to_f64() / span as f64;
         for h in first..(first + span).min(hours) {
@@ -424,16 +430,14 @@ pub fn usage_model(rows: &[CostRow]) -> Result<(UsageModel, Vec<String>), String
             g.ode[h] += o;
         }
     }
-    let mut groups = Vec::with_capacity(series.len());
-    for (group, (mut g, total)) in series {
-        if price.get(&group).is_none_or(|p| *p == Decimal::ZERO) {
+    for (group, p) in &price {
+        if *p == Decimal::ZERO {
             notes.push(format!(
                 "{group}: Cost Explorer shows no on-demand or plan-covered usage, so no on-demand price (the rate card's is used if it has one)"
             ));
         }
-        g.total_ode = total;
-        groups.push(g);
     }
+    let groups: Vec<GroupSeries> = series.into_values().collect();
     let daily = rows
         .iter()
         .filter(|r| r.granularity == Granularity::Daily)
@@ -564,11 +568,7 @@ mod tests {
         let start = at(start);
         CostRow {
             start,
-            end: start
-                + match g {
-                    Granularity::Hourly => ChronoDuration::hours(1),
-                    Granularity::Daily => ChronoDuration::days(1),
-                },
+            end: start + ChronoDuration::hours(g.hours()),
             granularity: g,
             instance_type: t.into(),
             region: "eu-west-1".into(),

@@ -97,6 +97,18 @@ fn policy_bounds(config: &Config) -> Constraints {
     }
 }
 
+/// The commitments `[source] commitments` lists (none without the setting), priced by `rates`.
+fn listed_commitments(
+    path: Option<&std::path::Path>,
+    rates: &RateCard,
+) -> Result<Vec<Commitment>, PlanError> {
+    match path {
+        Some(p) => ingest::read_commitments(p, Some(rates))
+            .map_err(|e| PlanError::Failed(format!("[source] commitments: {e}"))),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// `source` plus the held commitments it does not already list (same id).
 fn with_held(mut source: Vec<Commitment>, held: &[Commitment]) -> Vec<Commitment> {
     for c in held {
@@ -200,12 +212,7 @@ impl FocusPlanner {
         let bill = ingest::read_focus(&self.focus, &ReadOptions::default())
             .map_err(|e| failed("focus", &e))?;
         let mut notes = on_demand_from_bill(&bill.model, &mut rates);
-        let listed = match &self.commitments {
-            Some(p) => {
-                ingest::read_commitments(p, Some(&rates)).map_err(|e| failed("commitments", &e))?
-            }
-            None => Vec::new(),
-        };
+        let listed = listed_commitments(self.commitments.as_deref(), &rates)?;
         let (inferred, inferred_notes) = ingest::infer_commitments(&bill.commitments, &listed);
         notes.extend(inferred_notes);
         let mut existing = listed;
@@ -313,25 +320,20 @@ impl Planner for CostExplorerPlanner {
         inputs: &CycleInputs<'_>,
     ) -> Result<CyclePlan, PlanError> {
         let source = format!("[source] cost_explorer_days = {}", self.days);
-        let failed = |what: &str, e: &dyn std::fmt::Display| {
-            PlanError::Failed(format!("{source}: {what}: {e}"))
-        };
         let usage = inputs.usage.ok_or_else(|| {
             PlanError::Failed(format!("{source}: the market gave no usage records"))
         })?;
         let mut rates = match &self.rates {
-            Some(p) => ingest::read_rate_card(p).map_err(|e| failed("rates", &e))?,
+            Some(p) => ingest::read_rate_card(p)
+                .map_err(|e| PlanError::Failed(format!("[source] rates: {e}")))?,
             None => RateCard::new(),
         };
         let mut notes = usage.notes.clone();
         notes.extend(on_demand_from_bill(&usage.model, &mut rates));
-        let listed = match &self.commitments {
-            Some(p) => {
-                ingest::read_commitments(p, Some(&rates)).map_err(|e| failed("commitments", &e))?
-            }
-            None => Vec::new(),
-        };
-        let existing = with_held(listed, inputs.held);
+        let existing = with_held(
+            listed_commitments(self.commitments.as_deref(), &rates)?,
+            inputs.held,
+        );
         let mut out = plan_now(
             &source,
             "AWS Cost Explorer",

@@ -482,27 +482,19 @@ impl PolicySet {
             }
         }
         let limits = self.policies.iter().map(|p| &p.limits);
-        let min_of = |v: Vec<Money>| v.into_iter().min();
-        c.max_new_hourly = min_of(
-            limits
-                .clone()
-                .filter_map(|l| l.max_new_hourly_commitment_per_day)
-                .collect(),
-        );
-        c.max_upfront = min_of(
-            limits
-                .clone()
-                .filter_map(|l| l.max_upfront_per_day)
-                .collect(),
-        );
+        c.max_new_hourly = limits
+            .clone()
+            .filter_map(|l| l.max_new_hourly_commitment_per_day)
+            .min();
+        c.max_upfront = limits.clone().filter_map(|l| l.max_upfront_per_day).min();
         c.max_coverage = limits
             .clone()
             .filter_map(|l| l.coverage_target)
-            .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.min(x))));
+            .reduce(f64::min);
         c.min_utilization = limits
             .clone()
             .map(|l| l.min_expected_utilization)
-            .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))))
+            .reduce(f64::max)
             .map(|min| MinUtilization {
                 level: floor_level,
                 min,
