@@ -337,3 +337,35 @@ fn lookback_solves_only_when_the_uncovered_usage_grew() {
     assert!(triggered < weekly / 2, "{triggered} vs {weekly}");
     assert!((esr_weekly - esr_triggered).abs() < 0.01);
 }
+
+#[test]
+fn lookback_total_floor_holds_the_portfolio_utilization() {
+    let input = noisy_fleet();
+    let base = Settings::default();
+    let with_floor = |total_utilization: f64| {
+        let config = LookbackConfig {
+            total_utilization,
+            min_utilization: 0.0,
+            ..LookbackConfig::default()
+        };
+        let (mut p, settings) =
+            lookback_planner(&input, &base, PlannerConfig::default(), config).unwrap();
+        let r = run(&input, &mut p, &settings).unwrap();
+        eprintln!(
+            "total floor {total_utilization}: ESR {:.4}, utilization {:?}, min monthly {:?}, coverage {:.4}, {:?}",
+            r.total.esr, r.total.utilization, r.min_monthly_utilization, r.total.coverage, p.stats
+        );
+        assert_eq!(p.stats.infeasible, 0);
+        r
+    };
+    let (strict, loose) = (with_floor(0.99), with_floor(0.8));
+    let util = |r: &RunResult| r.total.utilization.unwrap_or(1.0);
+    // The floor is what the look-back's portfolio clears; the year ahead of a stationary fleet
+    // looks like it, so the whole replay stays within a point of it.
+    assert!(util(&strict) >= 0.98, "{:?}", strict.total.utilization);
+    assert!(strict.min_monthly_utilization.unwrap_or(1.0) >= 0.97);
+    // A lower floor buys deeper: more coverage, less utilization.
+    assert!(util(&loose) < util(&strict));
+    assert!(loose.total.coverage > strict.total.coverage);
+    assert!(!strict.purchases.is_empty());
+}

@@ -6,7 +6,7 @@ use commitd::domain::{
 };
 use commitd::optimize::{
     optimize, synthetic, Constraints, DemandInput, MinUtilization, OptimizeError, Options,
-    ProviderPolicy,
+    ProviderPolicy, TotalUtilization,
 };
 use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
 use rust_decimal::Decimal;
@@ -314,6 +314,85 @@ fn min_utilization_at_a_low_quantile_holds_in_that_scenario() {
     )
     .unwrap();
     assert!(loose.expected.cost <= plan.expected.cost);
+}
+
+/// Money-weighted utilization of a plan's purchases in scenario 0 (all run the whole window).
+fn total_utilization(plan: &commitd::domain::Plan) -> f64 {
+    let (used, cost) = plan.actions.iter().fold((0.0, 0.0), |(u, c), a| {
+        let h = a.hourly_cost.to_f64();
+        (u + a.rationale.utilization_by_scenario[0].1 * h, c + h)
+    });
+    used / cost
+}
+
+#[test]
+fn min_total_utilization_holds_for_the_purchases_together_and_credit_relaxes_it() {
+    let (demand, rates) = synthetic::generate(&synthetic::Spec {
+        groups: 6,
+        hours: 24 * 14,
+        levels: vec![0.1, 0.5, 0.9],
+        ..Default::default()
+    });
+    let run = |total: Option<TotalUtilization>, per_pool: Option<MinUtilization>| {
+        let mut c = Constraints::one_year_only();
+        c.min_total_utilization = total;
+        c.min_utilization = per_pool;
+        optimize(&demand, &rates, &[], &c, &Options::default()).unwrap()
+    };
+    let loose = run(None, None);
+    assert!(
+        total_utilization(&loose) < 0.95,
+        "the floor must bind for this test to mean anything: {}",
+        total_utilization(&loose)
+    );
+    let floor = TotalUtilization {
+        level: 0.1,
+        min: 0.95,
+        credit: 0.0,
+    };
+    let total = run(Some(floor), None);
+    assert!(!total.actions.is_empty());
+    // The relaxation holds it exactly; whole instances (rounded down) may move it a little.
+    let u = total_utilization(&total);
+    assert!(u >= 0.95 - 0.005, "total utilization {u}");
+    // A floor on every purchase is stricter than one on all of them together.
+    let per_pool = run(
+        None,
+        Some(MinUtilization {
+            level: 0.1,
+            min: 0.95,
+        }),
+    );
+    let cost = |p: &commitd::domain::Plan| p.expected.cost.to_f64();
+    assert!(
+        cost(&total) <= cost(&per_pool) * (1.0 + 1e-6),
+        "{} > {}",
+        cost(&total),
+        cost(&per_pool)
+    );
+    assert!(cost(&total) >= cost(&loose) * (1.0 - 1e-6));
+    // A credit as large as the whole window's cost lifts the floor.
+    let credited = run(
+        Some(TotalUtilization {
+            credit: 1e9,
+            ..floor
+        }),
+        None,
+    );
+    let rel = (cost(&credited) - cost(&loose)).abs() / cost(&loose);
+    assert!(rel < 1e-6, "{} vs {}", cost(&credited), cost(&loose));
+    // A negative credit is refused before anything is solved, naming the field.
+    let mut c = Constraints::one_year_only();
+    c.min_total_utilization = Some(TotalUtilization {
+        credit: -1.0,
+        ..floor
+    });
+    match optimize(&demand, &rates, &[], &c, &Options::default()) {
+        Err(OptimizeError::InvalidPolicy { field, .. }) => {
+            assert_eq!(field, "min_total_utilization.credit")
+        }
+        other => panic!("expected an invalid policy, got {other:?}"),
+    }
 }
 
 #[test]

@@ -33,9 +33,10 @@ pub struct Args {
     /// a share of the recent on-demand-equivalent spend per hour (see docs/backtest.md).
     #[arg(long)]
     pub max_new_per_decision: Option<String>,
-    /// commitd's planner: `ladder` (billing-driven quantile ladder), `optimize` (forecast
-    /// quantiles -> LP optimizer) or `lookback` (the optimizer on the recent look-back).
-    #[arg(long, value_enum, default_value_t = PlannerKind::Ladder)]
+    /// commitd's planner: `lookback` (the optimizer on the recent look-back; the default),
+    /// `ladder` (billing-driven quantile ladder) or `optimize` (forecast quantiles -> LP
+    /// optimizer). See docs/backtest.md.
+    #[arg(long, value_enum, default_value_t = PlannerKind::Lookback)]
     pub planner: PlannerKind,
     /// Ladder planner: quantile of the residual hourly usage that reservations cover
     /// (default: docs/backtest.md).
@@ -97,6 +98,10 @@ pub struct Args {
     /// Look-back planner: optimize the usage the held commitments leave uncovered (true/false).
     #[arg(long)]
     pub lookback_residual: Option<bool>,
+    /// Look-back planner: the whole portfolio (held and new commitments, money-weighted) must be
+    /// used at least this much (0..1) over the look-back (0 = no such floor).
+    #[arg(long)]
+    pub lookback_total_utilization: Option<f64>,
     /// Skip the baselines (only commitd's planner).
     #[arg(long)]
     pub no_baselines: bool,
@@ -208,6 +213,12 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
     }
     if let Some(r) = args.lookback_residual {
         lb.residual = r;
+    }
+    if let Some(u) = args.lookback_total_utilization {
+        if !(0.0..=1.0).contains(&u) {
+            anyhow::bail!("--lookback-total-utilization must be within 0..=1, got {u}");
+        }
+        lb.total_utilization = u;
     }
     if let Some(d) = args.lookback_resolve_days {
         if !(1..=366).contains(&d) {

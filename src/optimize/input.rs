@@ -193,6 +193,21 @@ pub struct MinUtilization {
     pub min: f64,
 }
 
+/// A floor on the utilization of the new commitments taken together (money-weighted) in one
+/// demand scenario, with a credit: the USD by which commitments already held are used above the
+/// same floor (the caller bills them). A pool may then run under the floor where the portfolio
+/// has room for it, and the portfolio as a whole stays at or above it; a per-commitment floor
+/// ([`MinUtilization`]) cannot say that.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TotalUtilization {
+    /// Quantile level of the scenario it is checked in (must be one of the demand's levels).
+    pub level: f64,
+    /// Minimum utilization, 0..=1.
+    pub min: f64,
+    /// USD over the window (in that scenario) the new commitments may fall short of `min`.
+    pub credit: f64,
+}
+
 /// The policy's guardrails for one run. The daemon fills it from `policies/`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Constraints {
@@ -203,6 +218,9 @@ pub struct Constraints {
     /// Cap on the summed upfront payments of new commitments.
     pub max_upfront: Option<Money>,
     pub min_utilization: Option<MinUtilization>,
+    /// A floor on the new commitments' utilization taken together (see [`TotalUtilization`]).
+    #[serde(default)]
+    pub min_total_utilization: Option<TotalUtilization>,
     /// Expected coverage (covered ODE / ODE) must stay at or below this share.
     pub max_coverage: Option<f64>,
     /// Expected coverage must reach this share (a target; infeasible if the caps forbid it).
@@ -233,6 +251,7 @@ impl Constraints {
             max_new_hourly: None,
             max_upfront: None,
             min_utilization: None,
+            min_total_utilization: None,
             max_coverage: None,
             min_coverage: None,
             three_year_min_extra_savings: 0.0,
@@ -316,14 +335,30 @@ impl Constraints {
                 format!("{} must be >= 0", self.three_year_min_extra_savings),
             );
         }
-        if let Some(mu) = self.min_utilization {
-            if !(0.0..=1.0).contains(&mu.min) {
+        let floors = self
+            .min_utilization
+            .map(|m| ("min_utilization", m.level, m.min))
+            .into_iter()
+            .chain(
+                self.min_total_utilization
+                    .map(|t| ("min_total_utilization", t.level, t.min)),
+            );
+        if let Some(t) = self.min_total_utilization {
+            if !(t.credit.is_finite() && t.credit >= 0.0) {
                 return bad(
-                    "min_utilization.min",
-                    format!("{} is not a share between 0 and 1", mu.min),
+                    "min_total_utilization.credit",
+                    format!("{} must be a finite amount >= 0", t.credit),
                 );
             }
-            if demand.scenario_at_level(mu.level).is_none() {
+        }
+        for (name, level, min) in floors {
+            if !(0.0..=1.0).contains(&min) {
+                return bad(
+                    &format!("{name}.min"),
+                    format!("{min} is not a share between 0 and 1"),
+                );
+            }
+            if demand.scenario_at_level(level).is_none() {
                 let levels: Vec<String> = demand
                     .scenarios
                     .iter()
@@ -333,10 +368,10 @@ impl Constraints {
                     })
                     .collect();
                 return bad(
-                    "min_utilization.level",
+                    &format!("{name}.level"),
                     format!(
                         "no demand scenario at quantile level {} (scenarios: {})",
-                        mu.level,
+                        level,
                         levels.join(", ")
                     ),
                 );

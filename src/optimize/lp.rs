@@ -119,9 +119,11 @@ pub(crate) struct SolveSpec<'a> {
     pub capacity: &'a [Capacity],
     /// Per exchange source (`Model::sources`); missing entries are free.
     pub shares: &'a [Share],
-    /// Whether to impose `min_coverage` (a target for the relaxation; rounding down may leave
-    /// coverage slightly below it, which is reported rather than treated as infeasible).
-    pub min_coverage: bool,
+    /// Whether this solve decides the capacities (the relaxation): only then are the targets
+    /// on the portfolio as a whole imposed, `min_coverage` and `min_total_utilization`. The
+    /// amounts rounded to whole instances can leave either slightly off (rounding down an RI
+    /// used above the floor lowers the total), which is reported rather than made infeasible.
+    pub relaxation: bool,
     /// Where the simplex starts (None: HiGHS's own start, after presolve).
     pub warm: Option<&'a WarmStart>,
 }
@@ -460,6 +462,38 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
                 }
             }
         }
+        if let (true, Some(tu)) = (
+            spec.relaxation,
+            constraints.min_total_utilization.filter(|t| t.min > 0.0),
+        ) {
+            if let Some(low) = spec.demand.scenario_at_level(tu.level) {
+                // In dollars, so that pools of different units add up: used capacity x unit
+                // cost against the floor x capacity x unit cost x active hours.
+                let mut expr = Expression::with_capacity(ys.len() / 2 + free.len());
+                for y in &ys {
+                    if points.scenario[y.point as usize] != low {
+                        continue;
+                    }
+                    let p = &pools[y.pool as usize];
+                    if let (Some(c), Some(_)) = (p.column(), x[y.pool as usize]) {
+                        let m = &p.members[y.member as usize];
+                        expr.add_mul(points.weight[y.point as usize] * m.a * c.unit_cost, y.var);
+                    }
+                }
+                for (pi, v) in &free {
+                    let p = &pools[*pi];
+                    let Some(c) = p.column() else { continue };
+                    let active_weight: f64 = (0..points.len())
+                        .filter(|&b| points.scenario[b] == low && p.is_active(points.hour[b]))
+                        .map(|b| points.weight[b])
+                        .sum();
+                    expr.add_mul(-tu.min * active_weight * c.unit_cost, *v);
+                }
+                let weight = spec.demand.weights().get(low).copied().unwrap_or(1.0);
+                problem.add_constraint(expr.geq(-tu.credit * weight));
+                rows += 1;
+            }
+        }
     }
     let coverage_expr = || {
         let mut expr = Expression::with_capacity(ys.len());
@@ -476,7 +510,7 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
         problem.add_constraint(coverage_expr().leq(cap * ode_total));
         rows += 1;
     }
-    if let (true, Some(floor)) = (spec.min_coverage, constraints.min_coverage) {
+    if let (true, Some(floor)) = (spec.relaxation, constraints.min_coverage) {
         problem.add_constraint(coverage_expr().geq(floor * ode_total));
         rows += 1;
     }
@@ -562,7 +596,7 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
 fn infeasibility_reason(spec: &SolveSpec<'_>) -> String {
     let c = spec.constraints;
     let mut parts = Vec::new();
-    if let (true, Some(v)) = (spec.min_coverage, c.min_coverage) {
+    if let (true, Some(v)) = (spec.relaxation, c.min_coverage) {
         parts.push(format!("min_coverage {:.1}%", v * 100.0));
     }
     if let Some(v) = c.max_coverage {
@@ -579,6 +613,14 @@ fn infeasibility_reason(spec: &SolveSpec<'_>) -> String {
             "min_utilization {:.1}% at P{:02}",
             mu.min * 100.0,
             (mu.level * 100.0).round()
+        ));
+    }
+    if let (true, Some(tu)) = (spec.relaxation, c.min_total_utilization) {
+        parts.push(format!(
+            "min_total_utilization {:.1}% at P{:02} (credit ${:.2})",
+            tu.min * 100.0,
+            (tu.level * 100.0).round(),
+            tu.credit
         ));
     }
     let allowed: Vec<String> = c

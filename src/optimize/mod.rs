@@ -31,6 +31,7 @@ pub mod synthetic;
 
 pub use input::{
     Constraints, DemandInput, GroupDemand, MinUtilization, Options, ProviderPolicy, Scenario,
+    TotalUtilization,
 };
 
 use crate::domain::{
@@ -237,7 +238,7 @@ impl Pass<'_> {
             options,
             capacity,
             shares,
-            min_coverage: false,
+            relaxation: false,
             warm: self.warm.as_ref(),
         }
     }
@@ -280,7 +281,7 @@ fn run_pass<'a>(
             options,
             capacity: &free,
             shares: &free_shares,
-            min_coverage: true,
+            relaxation: true,
             warm,
         })
     };
@@ -328,7 +329,7 @@ fn run_pass<'a>(
             options,
             capacity,
             shares,
-            min_coverage: false,
+            relaxation: false,
             warm: relaxed_warm.as_ref(),
         })
     };
@@ -353,7 +354,17 @@ fn run_pass<'a>(
     {
         solves += 1;
         if let Ok(r) = solve_fixed(&nearest, &nearest_shares) {
-            if r.objective < final_.objective {
+            // The total-utilization floor is imposed on the relaxation only (see
+            // `SolveSpec::relaxation`): a count rounded up must not break it where rounding
+            // down kept it, nor widen a shortfall rounding down left.
+            let slack = |cap: &[Capacity], res: &LpResult| {
+                total_floor_slack(&model, &points, demand, constraints, cap, res)
+            };
+            let floor_kept = match (slack(&nearest, &r), slack(&fixed, &final_)) {
+                (Some(near), Some(down)) => near >= 0.0 || near >= down,
+                _ => true,
+            };
+            if r.objective < final_.objective && floor_kept {
                 fixed = nearest;
                 shares = nearest_shares;
                 final_ = r;
@@ -710,6 +721,40 @@ fn within_caps(
         && constraints
             .max_upfront
             .is_none_or(|m| upfront <= m.to_f64() - 1e-6)
+}
+
+/// How far a solved plan's purchases clear `constraints.min_total_utilization` (USD over the
+/// window in its scenario, credit included; negative: short of it). None without that floor.
+fn total_floor_slack(
+    model: &Model,
+    points: &Points,
+    demand: &DemandInput,
+    constraints: &Constraints,
+    capacity: &[Capacity],
+    res: &LpResult,
+) -> Option<f64> {
+    let tu = constraints.min_total_utilization.filter(|t| t.min > 0.0)?;
+    let low = demand.scenario_at_level(tu.level)?;
+    let weight = demand.weights().get(low).copied().unwrap_or(1.0);
+    let mut slack = tu.credit * weight;
+    for (pi, p) in model.pools.iter().enumerate() {
+        let (Some(c), Some(Capacity::Fixed(v))) = (p.column(), capacity.get(pi)) else {
+            continue;
+        };
+        for b in (0..points.len()).filter(|&b| points.scenario[b] == low) {
+            if !p.is_active(points.hour[b]) {
+                continue;
+            }
+            let used = res
+                .used
+                .get(pi)
+                .and_then(|u| u.get(b))
+                .copied()
+                .unwrap_or(0.0);
+            slack += points.weight[b] * c.unit_cost * (used - tu.min * v);
+        }
+    }
+    Some(slack)
 }
 
 fn money(v: f64) -> Money {
