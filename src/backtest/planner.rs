@@ -773,8 +773,8 @@ impl Planner for LookbackPlanner {
                 c
             })
             .collect();
-        // What the held commitments are used above the total floor over the look-back (USD).
-        let mut credit = 0.0;
+        // What the held commitments are used above the total floor, per week of the look-back
+        // (USD; the last week may be partial).
         let mut weekly: Vec<f64> = Vec::new();
         let (series, existing): (Vec<(crate::domain::UsageGroup, Vec<f64>)>, &[Commitment]) =
             if self.config.residual {
@@ -798,7 +798,6 @@ impl Planner for LookbackPlanner {
                     let bill = engine.bill_all_active(&hour, &mut scratch);
                     let slack =
                         bill.used_commitment - self.config.total_utilization * bill.commitment_cost;
-                    credit += slack;
                     let week = i / (7 * 24);
                     if weekly.len() <= week {
                         weekly.push(0.0);
@@ -837,7 +836,8 @@ impl Planner for LookbackPlanner {
             .copied()
             .fold(f64::INFINITY, f64::min);
         let credit = if worst.is_finite() {
-            credit.min(worst * w as f64 / (7.0 * 24.0)).max(0.0)
+            let whole: f64 = weekly.iter().sum();
+            whole.min(worst * w as f64 / (7.0 * 24.0)).max(0.0)
         } else {
             0.0
         };

@@ -437,15 +437,18 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
             problem.add_constraint(expr.leq(max.to_f64()));
             rows += 1;
         }
-        if let Some(mu) = constraints.min_utilization.filter(|m| m.min > 0.0) {
-            if let Some(low) = spec.demand.scenario_at_level(mu.level) {
-                let mut by_pool: Vec<Vec<usize>> = vec![Vec::new(); pools.len()];
-                for (k, y) in ys.iter().enumerate() {
-                    if points.scenario[y.point as usize] == low {
-                        by_pool[y.pool as usize].push(k);
-                    }
+        // Per candidate pool, in scenario `low`: capacity used minus `min` x its capacity over
+        // its active hours. The per-pool floor holds each at >= 0; the total floor holds their
+        // sum in dollars (x unit cost, so that pools of different units add up) at >= -credit.
+        let floor_rows = |low: usize, min: f64| -> Vec<(usize, Expression)> {
+            let mut by_pool: Vec<Vec<usize>> = vec![Vec::new(); pools.len()];
+            for (k, y) in ys.iter().enumerate() {
+                if points.scenario[y.point as usize] == low {
+                    by_pool[y.pool as usize].push(k);
                 }
-                for (pi, v) in &free {
+            }
+            free.iter()
+                .map(|(pi, v)| {
                     let p = &pools[*pi];
                     let active_weight: f64 = (0..points.len())
                         .filter(|&b| points.scenario[b] == low && p.is_active(points.hour[b]))
@@ -456,7 +459,14 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
                         let m = &p.members[y.member as usize];
                         expr.add_mul(points.weight[y.point as usize] * m.a, y.var);
                     }
-                    expr.add_mul(-mu.min * active_weight, *v);
+                    expr.add_mul(-min * active_weight, *v);
+                    (*pi, expr)
+                })
+                .collect()
+        };
+        if let Some(mu) = constraints.min_utilization.filter(|m| m.min > 0.0) {
+            if let Some(low) = spec.demand.scenario_at_level(mu.level) {
+                for (_, expr) in floor_rows(low, mu.min) {
                     problem.add_constraint(expr.geq(0.0));
                     rows += 1;
                 }
@@ -467,30 +477,14 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
             constraints.min_total_utilization.filter(|t| t.min > 0.0),
         ) {
             if let Some(low) = spec.demand.scenario_at_level(tu.level) {
-                // In dollars, so that pools of different units add up: used capacity x unit
-                // cost against the floor x capacity x unit cost x active hours.
-                let mut expr = Expression::with_capacity(ys.len() / 2 + free.len());
-                for y in &ys {
-                    if points.scenario[y.point as usize] != low {
-                        continue;
+                let mut total = Expression::with_capacity(ys.len() / 2 + free.len());
+                for (pi, expr) in floor_rows(low, tu.min) {
+                    if let Some(c) = pools[pi].column() {
+                        total += expr * c.unit_cost;
                     }
-                    let p = &pools[y.pool as usize];
-                    if let (Some(c), Some(_)) = (p.column(), x[y.pool as usize]) {
-                        let m = &p.members[y.member as usize];
-                        expr.add_mul(points.weight[y.point as usize] * m.a * c.unit_cost, y.var);
-                    }
-                }
-                for (pi, v) in &free {
-                    let p = &pools[*pi];
-                    let Some(c) = p.column() else { continue };
-                    let active_weight: f64 = (0..points.len())
-                        .filter(|&b| points.scenario[b] == low && p.is_active(points.hour[b]))
-                        .map(|b| points.weight[b])
-                        .sum();
-                    expr.add_mul(-tu.min * active_weight * c.unit_cost, *v);
                 }
                 let weight = spec.demand.weights().get(low).copied().unwrap_or(1.0);
-                problem.add_constraint(expr.geq(-tu.credit * weight));
+                problem.add_constraint(total.geq(-tu.credit * weight));
                 rows += 1;
             }
         }
