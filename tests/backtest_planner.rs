@@ -26,10 +26,11 @@ fn group(t: &str) -> UsageGroup {
     UsageGroup::new(Provider::Aws, "us-east-1", t, None, "Linux", "Shared")
 }
 
-fn rates() -> RateCard {
+/// AWS's usual rate structure for each (group, on-demand rate).
+fn rates_for(groups: &[(UsageGroup, f64)]) -> RateCard {
     let mut card = RateCard::new();
-    for (t, od) in TYPES {
-        let p = group(t).product();
+    for (g, od) in groups {
+        let (p, od) = (g.product(), *od);
         let mut add = |instrument, term: Option<Term>, payment, factor: f64, share: i64| {
             card.insert(
                 p.clone(),
@@ -103,6 +104,15 @@ fn noise(seed: u64, i: usize) -> f64 {
 
 /// `demand(group index, hour index from history start)` in instances.
 fn scenario(name: &str, demand: impl Fn(usize, usize) -> f64) -> BacktestInput {
+    scenario_of(name, &TYPES.map(|(t, od)| (group(t), od)), demand)
+}
+
+/// [`scenario`] with other groups: (group, on-demand rate).
+fn scenario_of(
+    name: &str,
+    types: &[(UsageGroup, f64)],
+    demand: impl Fn(usize, usize) -> f64,
+) -> BacktestInput {
     let history_start = Hour::parse("2025-06-01T00:00:00Z").unwrap();
     let window = ScenarioWindow {
         history_start,
@@ -110,11 +120,11 @@ fn scenario(name: &str, demand: impl Fn(usize, usize) -> f64) -> BacktestInput {
         evaluation_end: history_start.plus((92 + 365) * 24),
     };
     let range = window.all();
-    let groups = TYPES
+    let groups = types
         .iter()
         .enumerate()
         .map(|(g, (t, od))| {
-            let mut s = GroupSeries::empty(group(t), range.len());
+            let mut s = GroupSeries::empty(t.clone(), range.len());
             for i in 0..range.len() {
                 let q = demand(g, i).max(0.0);
                 s.quantity[i] = q;
@@ -135,7 +145,7 @@ fn scenario(name: &str, demand: impl Fn(usize, usize) -> f64) -> BacktestInput {
             rows_read: 0,
             ignored: IgnoredRows::default(),
         },
-        rates: rates(),
+        rates: rates_for(types),
         existing: vec![],
     }
 }
@@ -368,4 +378,55 @@ fn lookback_total_floor_holds_the_portfolio_utilization() {
     assert!(util(&loose) < util(&strict));
     assert!(loose.total.coverage > strict.total.coverage);
     assert!(!strict.purchases.is_empty());
+}
+
+#[test]
+fn lookback_buys_usage_that_moved_region_at_its_new_place_at_once() {
+    // 20 m5.xlarge move from us-east-1 to us-west-2 on day 72 of 92 of history: three weeks
+    // before the decision, so the 56-day look-back still shows us-west-2 mostly empty.
+    let m5 =
+        |region: &str| UsageGroup::new(Provider::Aws, region, "m5.xlarge", None, "Linux", "Shared");
+    let types = [(m5("us-east-1"), 0.192), (m5("us-west-2"), 0.192)];
+    let moved_at = 72 * 24;
+    let input = scenario_of("region move", &types, |g, i| {
+        let here = (i >= moved_at) == (g == 1);
+        if here {
+            20.0 * (1.0 + 0.1 * diurnal(i) + 0.05 * noise(21 + g as u64, i))
+        } else {
+            0.0
+        }
+    });
+    let run_with = |follow_moves: bool| {
+        let config = LookbackConfig {
+            follow_moves,
+            ..LookbackConfig::default()
+        };
+        let (mut p, settings) = lookback_planner(
+            &input,
+            &Settings::default(),
+            PlannerConfig::default(),
+            config,
+        )
+        .unwrap();
+        run(&input, &mut p, &settings).unwrap()
+    };
+    let (follow, wait) = (run_with(true), run_with(false));
+    let first = |r: &RunResult| r.months[0].coverage;
+    eprintln!(
+        "follow: ESR {:.4}, first month coverage {:.3}; wait: ESR {:.4}, {:.3}",
+        follow.total.esr,
+        first(&follow),
+        wait.total.esr,
+        first(&wait)
+    );
+    // Bought on the first decisions, not once the look-back has filled with the new region.
+    assert!(first(&follow) > 0.75, "{}", first(&follow));
+    assert!(first(&follow) > first(&wait) + 0.2);
+    assert!(follow.total.esr > wait.total.esr);
+    assert!(follow.min_monthly_utilization.unwrap_or(0.0) >= 0.95);
+    // Nothing is bound to the region the usage left.
+    assert!(follow
+        .purchases
+        .iter()
+        .all(|p| p.region.as_deref() != Some("us-east-1")));
 }

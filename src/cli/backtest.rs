@@ -102,6 +102,10 @@ pub struct Args {
     /// used at least this much (0..1) over the look-back (0 = no such floor).
     #[arg(long)]
     pub lookback_total_utilization: Option<f64>,
+    /// Look-back planner: buy usage that moved between related groups (a newer generation, another
+    /// region) at its new place at once (true/false; default true).
+    #[arg(long)]
+    pub lookback_follow_moves: Option<bool>,
     /// Skip the baselines (only commitd's planner).
     #[arg(long)]
     pub no_baselines: bool,
@@ -210,6 +214,9 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
             anyhow::bail!("--lookback-haircut must be within 0..1, got {h}");
         }
         lb.haircut = h;
+    }
+    if let Some(m) = args.lookback_follow_moves {
+        lb.follow_moves = m;
     }
     if let Some(r) = args.lookback_residual {
         lb.residual = r;
