@@ -408,9 +408,12 @@ fn lookback_buys_usage_that_moved_region_at_its_new_place_at_once() {
             config,
         )
         .unwrap();
-        run(&input, &mut p, &settings).unwrap()
+        let r = run(&input, &mut p, &settings).unwrap();
+        (r, p.stats.moves_followed)
     };
-    let (follow, wait) = (run_with(true), run_with(false));
+    let ((follow, followed), (wait, waited)) = (run_with(true), run_with(false));
+    // The stats say why it bought.
+    assert!(followed > 0 && waited == 0, "{followed} {waited}");
     let first = |r: &RunResult| r.months[0].coverage;
     eprintln!(
         "follow: ESR {:.4}, first month coverage {:.3}; wait: ESR {:.4}, {:.3}",

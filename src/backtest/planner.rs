@@ -613,6 +613,9 @@ pub struct LookbackStats {
     pub lp_solves: usize,
     /// Solves the optimizer found infeasible (that decision bought nothing; see `decide`).
     pub infeasible: usize,
+    /// Groups planned, at a solve, on their last week because usage moved into them
+    /// ([`LookbackConfig::follow_moves`]), summed over the solves.
+    pub moves_followed: usize,
     /// Largest LP (columns, rows) and demand points after reduction, over the solves.
     pub max_columns: usize,
     pub max_rows: usize,
@@ -816,6 +819,7 @@ impl Planner for LookbackPlanner {
                 (fell / rose).min(1.0)
             })
             .collect();
+        self.stats.moves_followed += moved.iter().filter(|&&m| m > 0.0).count();
         let week = 7 * 24;
         let series: Vec<(crate::domain::UsageGroup, Vec<f64>)> = known
             .groups
