@@ -831,18 +831,20 @@ impl Planner for LookbackPlanner {
                 // Scaled down to the recent level (a drop: never up, so that growth is not
                 // bought ahead and a peak is not committed to), and by the decline the trend
                 // guard expects over its horizon.
+                let keep = 1.0 - self.config.haircut;
                 let mut f = if long > 0.0 {
                     (recent / long).min(1.0)
                 } else {
                     1.0
-                } * (1.0 - self.config.haircut);
+                } * keep;
                 if let Some(d) = self.ladder.decline(q) {
                     f *= 1.0 - d;
                 }
+                // The haircut applies to what moved in as well.
                 let lookback = (n - w..n).map(|h| {
                     // The same hour of the week in the last known week.
                     let last_week = q[n - week + (week - (n - h) % week) % week];
-                    (1.0 - moved) * q[h] * f + moved * last_week
+                    (1.0 - moved) * q[h] * f + moved * last_week * keep
                 });
                 (g.group.clone(), lookback.collect())
             })
