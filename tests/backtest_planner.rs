@@ -6,7 +6,7 @@
 
 use commitd::backtest::baselines::{CeQuarterly, ExistingOnly};
 use commitd::backtest::planner::{
-    commitd_planner, lookback_planner, LookbackConfig, PlannerConfig,
+    commitd_planner, lookback_planner, LookbackConfig, LookbackStats, PlannerConfig,
 };
 use commitd::backtest::{run, BacktestInput, RunResult, Settings};
 use commitd::domain::usage::{GroupSeries, IgnoredRows};
@@ -167,14 +167,20 @@ fn compare(input: &BacktestInput) -> (RunResult, RunResult) {
 
 /// The look-back optimizer planner (`--planner lookback`) with its defaults.
 fn lookback(input: &BacktestInput) -> RunResult {
+    lookback_with(input, LookbackConfig::default()).0
+}
+
+/// The look-back planner with `config`, and what it reports about its solves.
+fn lookback_with(input: &BacktestInput, config: LookbackConfig) -> (RunResult, LookbackStats) {
     let (mut p, settings) = lookback_planner(
         input,
         &Settings::default(),
         PlannerConfig::default(),
-        LookbackConfig::default(),
+        config,
     )
     .unwrap();
-    run(input, &mut p, &settings).unwrap()
+    let r = run(input, &mut p, &settings).unwrap();
+    (r, p.stats)
 }
 
 fn check(name: &str, commitd: &RunResult, ce: &RunResult, min_gain: f64) {
@@ -324,21 +330,15 @@ fn lookback_stops_buying_after_a_sudden_drop() {
 #[test]
 fn lookback_solves_only_when_the_uncovered_usage_grew() {
     let input = noisy_fleet();
-    let base = Settings::default();
     let solves = |trigger_share: f64, resolve_days: usize| {
         let config = LookbackConfig {
             trigger_share,
             resolve_days,
             ..LookbackConfig::default()
         };
-        let (mut p, settings) =
-            lookback_planner(&input, &base, PlannerConfig::default(), config).unwrap();
-        let r = run(&input, &mut p, &settings).unwrap();
-        eprintln!(
-            "trigger {trigger_share}: {:?}, ESR {:.4}",
-            p.stats, r.total.esr
-        );
-        (p.stats.solved, r.total.esr)
+        let (r, stats) = lookback_with(&input, config);
+        eprintln!("trigger {trigger_share}: {stats:?}, ESR {:.4}", r.total.esr);
+        (stats.solved, r.total.esr)
     };
     let (weekly, esr_weekly) = solves(0.0, 7);
     let (triggered, esr_triggered) = solves(0.01, 28);
@@ -351,21 +351,18 @@ fn lookback_solves_only_when_the_uncovered_usage_grew() {
 #[test]
 fn lookback_total_floor_holds_the_portfolio_utilization() {
     let input = noisy_fleet();
-    let base = Settings::default();
     let with_floor = |total_utilization: f64| {
         let config = LookbackConfig {
             total_utilization,
             min_utilization: 0.0,
             ..LookbackConfig::default()
         };
-        let (mut p, settings) =
-            lookback_planner(&input, &base, PlannerConfig::default(), config).unwrap();
-        let r = run(&input, &mut p, &settings).unwrap();
+        let (r, stats) = lookback_with(&input, config);
         eprintln!(
-            "total floor {total_utilization}: ESR {:.4}, utilization {:?}, min monthly {:?}, coverage {:.4}, {:?}",
-            r.total.esr, r.total.utilization, r.min_monthly_utilization, r.total.coverage, p.stats
+            "total floor {total_utilization}: ESR {:.4}, utilization {:?}, min monthly {:?}, coverage {:.4}, {stats:?}",
+            r.total.esr, r.total.utilization, r.min_monthly_utilization, r.total.coverage
         );
-        assert_eq!(p.stats.infeasible, 0);
+        assert_eq!(stats.infeasible, 0);
         r
     };
     let (strict, loose) = (with_floor(0.99), with_floor(0.8));
@@ -401,15 +398,8 @@ fn lookback_buys_usage_that_moved_region_at_its_new_place_at_once() {
             follow_moves,
             ..LookbackConfig::default()
         };
-        let (mut p, settings) = lookback_planner(
-            &input,
-            &Settings::default(),
-            PlannerConfig::default(),
-            config,
-        )
-        .unwrap();
-        let r = run(&input, &mut p, &settings).unwrap();
-        (r, p.stats.moves_followed)
+        let (r, stats) = lookback_with(&input, config);
+        (r, stats.moves_followed)
     };
     let ((follow, followed), (wait, waited)) = (run_with(true), run_with(false));
     // The stats say why it bought.

@@ -820,7 +820,7 @@ impl Planner for LookbackPlanner {
             })
             .collect();
         self.stats.moves_followed += moved.iter().filter(|&&m| m > 0.0).count();
-        let week = 7 * 24;
+        const WEEK: usize = 7 * 24;
         let series: Vec<(crate::domain::UsageGroup, Vec<f64>)> = known
             .groups
             .iter()
@@ -843,7 +843,7 @@ impl Planner for LookbackPlanner {
                 // The haircut applies to what moved in as well.
                 let lookback = (n - w..n).map(|h| {
                     // The same hour of the week in the last known week.
-                    let last_week = q[n - week + (week - (n - h) % week) % week];
+                    let last_week = q[n - WEEK + (WEEK - (n - h) % WEEK) % WEEK];
                     (1.0 - moved) * q[h] * f + moved * last_week * keep
                 });
                 (g.group.clone(), lookback.collect())
@@ -888,11 +888,10 @@ impl Planner for LookbackPlanner {
                     let bill = engine.bill_all_active(&hour, &mut scratch);
                     let slack =
                         bill.used_commitment - self.config.total_utilization * bill.commitment_cost;
-                    let week = i / (7 * 24);
-                    if weekly.len() <= week {
+                    if weekly.len() <= i / WEEK {
                         weekly.push(0.0);
                     }
-                    weekly[week] += slack;
+                    weekly[i / WEEK] += slack;
                     for (r, u) in residual.iter_mut().zip(&scratch.uncovered) {
                         r.push(*u);
                     }
@@ -919,7 +918,7 @@ impl Planner for LookbackPlanner {
         // The credit is what the held commitments clear the floor by in their worst whole week,
         // as if every week were that one: a peak (December, a long spike) lifts their use for a
         // few weeks, and would otherwise pay for new commitments idle once it is over.
-        let whole_weeks = (w / (7 * 24)).clamp(1, weekly.len().max(1));
+        let whole_weeks = (w / WEEK).clamp(1, weekly.len().max(1));
         let worst = weekly
             .iter()
             .take(whole_weeks)
@@ -927,7 +926,7 @@ impl Planner for LookbackPlanner {
             .fold(f64::INFINITY, f64::min);
         let credit = if worst.is_finite() {
             let whole: f64 = weekly.iter().sum();
-            whole.min(worst * w as f64 / (7.0 * 24.0)).max(0.0)
+            whole.min(worst * w as f64 / WEEK as f64).max(0.0)
         } else {
             0.0
         };
