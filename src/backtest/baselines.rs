@@ -10,7 +10,7 @@
 //!   subject to the same latency as every planner.
 //! * `hindsight_static` is the optimizer's hindsight mode, in [`super::planner`].
 
-use super::{buy_savings_plan, DecisionContext, Planner};
+use super::{buy_savings_plan, Decision, DecisionContext, Planner};
 use crate::billing::BillingEngine;
 use crate::domain::{Commitment, Instrument, Money, PaymentOption, Provider, Term};
 
@@ -23,8 +23,8 @@ impl Planner for ExistingOnly {
         "existing_only"
     }
 
-    fn decide(&mut self, _ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
-        Ok(Vec::new())
+    fn decide(&mut self, _ctx: &DecisionContext<'_>) -> Result<Decision, String> {
+        Ok(Decision::default())
     }
 }
 
@@ -53,7 +53,13 @@ impl Planner for CeQuarterly {
         "ce_quarterly"
     }
 
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
+    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
+        self.purchases(ctx).map(Decision::from)
+    }
+}
+
+impl CeQuarterly {
+    fn purchases(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
         let first = *self.first.get_or_insert(ctx.now);
         if ctx.now.since(first) % self.every_hours != 0 {
             return Ok(Vec::new());

@@ -10,7 +10,7 @@
 //! the micro-dollar once per period. Cost inside the window only: commitment hours after
 //! `evaluation_end` are reported separately as the liability left behind.
 
-use super::{BacktestError, BacktestInput};
+use super::{BacktestError, BacktestInput, ExchangeRecord};
 use crate::billing::{BillableGroup, BillingEngine, HourBill};
 use crate::domain::{Commitment, Hour, HourRange, Instrument, Money};
 use chrono::{Datelike, TimeZone, Utc};
@@ -42,6 +42,8 @@ pub struct Period {
     /// Purchases made in the period and the hourly commitment cost they added.
     pub purchases: usize,
     pub new_hourly_commitment: Money,
+    /// Exchanges made in the period.
+    pub exchanges: usize,
 }
 
 /// One day, for charts: per-hour averages in USD/h.
@@ -68,8 +70,9 @@ pub struct RunResult {
     /// New commitments bought during the window (existing ones excluded).
     pub purchases: Vec<Commitment>,
     pub decisions: usize,
-    /// Exchanges made (no planner exchanges yet: always 0, reported for the contract).
+    /// Exchanges made (the contract's count), and each as applied.
     pub exchanges: usize,
+    pub exchange_log: Vec<ExchangeRecord>,
     /// Lowest monthly utilization over months that paid for commitment.
     pub min_monthly_utilization: Option<f64>,
     /// Commitment cost still to run after `evaluation_end` (amortized), and the hourly cost
@@ -134,6 +137,14 @@ fn commitment_cost(portfolio: &[Commitment], range: HourRange) -> Money {
         .sum()
 }
 
+/// What a planner did over a replay.
+pub struct Actions {
+    /// New commitments bought during the window (existing ones excluded).
+    pub purchases: Vec<Commitment>,
+    pub exchanges: Vec<ExchangeRecord>,
+    pub decisions: usize,
+}
+
 struct MonthAcc {
     bill: HourBill,
     daily: Vec<DayPoint>,
@@ -146,9 +157,13 @@ pub fn evaluate(
     groups: &[BillableGroup],
     planner: &str,
     portfolio: &[Commitment],
-    purchases: Vec<Commitment>,
-    decisions: usize,
+    actions: Actions,
 ) -> Result<RunResult, BacktestError> {
+    let Actions {
+        purchases,
+        exchanges,
+        decisions,
+    } = actions;
     let window = input.window.evaluation();
     let usage = &input.usage;
     if usage.range.start > window.start || usage.range.end < window.end {
@@ -168,11 +183,20 @@ pub fn evaluate(
     let mut daily = Vec::new();
     let mut total_bill = HourBill::default();
     for ((label, range), acc) in periods.iter().zip(accs) {
-        month_periods.push(period(label, *range, &acc.bill, portfolio, &purchases));
+        month_periods.push(period(
+            label, *range, &acc.bill, portfolio, &purchases, &exchanges,
+        ));
         total_bill.add(&acc.bill);
         daily.extend(acc.daily);
     }
-    let total = period("total", window, &total_bill, portfolio, &purchases);
+    let total = period(
+        "total",
+        window,
+        &total_bill,
+        portfolio,
+        &purchases,
+        &exchanges,
+    );
     let min_monthly_utilization = month_periods
         .iter()
         .filter_map(|p| p.utilization)
@@ -198,7 +222,8 @@ pub fn evaluate(
         daily,
         purchases,
         decisions,
-        exchanges: 0,
+        exchanges: exchanges.len(),
+        exchange_log: exchanges,
         min_monthly_utilization,
         liability_after_window,
         hourly_commitment_at_end,
@@ -267,6 +292,7 @@ fn period(
     b: &HourBill,
     portfolio: &[Commitment],
     purchases: &[Commitment],
+    exchanges: &[ExchangeRecord],
 ) -> Period {
     let money = |v: f64| Money::from_f64(v).unwrap_or(Money::ZERO);
     let commitment = commitment_cost(portfolio, range);
@@ -307,5 +333,6 @@ fn period(
         lock_in_days: lock_in,
         purchases: bought.len(),
         new_hourly_commitment: bought.iter().map(|c| c.hourly_cost).sum(),
+        exchanges: exchanges.iter().filter(|e| range.contains(e.at)).count(),
     }
 }

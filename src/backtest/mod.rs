@@ -4,9 +4,11 @@
 //! The harness owns *time*. At each decision (every `cadence_hours` from `decision_time`), it
 //! gives the planner a [`DecisionContext`] whose usage model is a slice that **ends at
 //! `now - latency_hours`**: billing data arrives late (AWS CUR/FOCUS up to ~48 h), so a planner
-//! structurally cannot see an hour that has not been billed yet. The planner returns purchases;
-//! the harness checks them against the [`Policy`] (term, start at `now`, per-decision cap) and
-//! adds them to the portfolio. Purchases start at the decision time and run their full term.
+//! structurally cannot see an hour that has not been billed yet. The planner returns a
+//! [`Decision`]: purchases, and exchanges of the exchangeable commitments it holds. The harness
+//! checks them against the [`Policy`] (term, start at `now`, per-decision cap) and the
+//! providers' exchange rules ([`Exchange`]) and applies them to the portfolio. Purchases start
+//! at the decision time and run their full term; what an exchange gives up stops at it.
 //! After the last decision, [`metrics`] bills every hour of `[decision_time, evaluation_end)`
 //! with the whole portfolio (a commitment only counts in hours where it is active, so billing
 //! after the fact is the same as billing as we go) and aggregates monthly and overall figures.
@@ -21,10 +23,11 @@ pub mod report;
 
 use crate::billing::{BillableGroup, BillingError};
 use crate::domain::{
-    Commitment, CommitmentAmount, Hour, HourRange, Money, Offer, RateCard, ScenarioWindow, Term,
-    UsageGroup, UsageModel,
+    Commitment, CommitmentAmount, Hour, HourRange, Money, Offer, Provider, RateCard,
+    ScenarioWindow, Term, UsageGroup, UsageModel,
 };
 pub use metrics::{Period, RunResult};
+use serde::Serialize;
 
 /// Why a backtest cannot run or a decision is refused.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,15 @@ pub enum BacktestError {
         planner: String,
         at: Hour,
         id: String,
+        rule: String,
+    },
+    #[error(
+        "planner {planner} at {at}: exchange of {sources} breaks the provider's rules: {rule}"
+    )]
+    Exchange {
+        planner: String,
+        at: Hour,
+        sources: String,
         rule: String,
     },
     #[error("settings: {0}")]
@@ -140,11 +152,110 @@ impl DecisionContext<'_> {
     }
 }
 
+/// What a planner does at one decision.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Decision {
+    /// New commitments, each starting at the decision and running its full term.
+    pub purchases: Vec<Commitment>,
+    /// Exchanges of held exchangeable commitments, applied before the purchases.
+    pub exchanges: Vec<Exchange>,
+}
+
+impl From<Vec<Commitment>> for Decision {
+    fn from(purchases: Vec<Commitment>) -> Self {
+        Decision {
+            purchases,
+            exchanges: Vec::new(),
+        }
+    }
+}
+
+/// Instances of held exchangeable commitments given up, in one transaction, for new ones (the
+/// targets), under the providers' rules (`shared/domain.md`):
+/// - **AWS Convertible RIs**: sources and targets in one region, at least 24 hours left on every
+///   source; every target is a Convertible RI of the sources' term that ends when the latest
+///   source ends, and the targets are worth at least what is given up (hourly cost x hours
+///   left; the true-up is paid).
+/// - **Azure reservations**: every target is a reservation with a new term (one the policy
+///   allows) starting at the exchange, in any region or series, and the targets' lifetime
+///   commitment is at least the refund (the remaining value given up). Exchanges do not count
+///   against the refund cap.
+///
+/// Cost accounting: the part given up is paid for until the exchange and not after (its
+/// remaining value is refunded or carried into the targets); the targets are paid from then on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exchange {
+    pub sources: Vec<GivenUp>,
+    pub targets: Vec<Commitment>,
+}
+
+/// Instances of one held commitment that an exchange gives up.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GivenUp {
+    pub id: String,
+    pub count: u32,
+}
+
+/// An exchange as the harness applied it (in the backtest's JSON).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExchangeRecord {
+    pub at: Hour,
+    pub provider: Provider,
+    pub sources: Vec<GivenUp>,
+    /// Remaining value of what was given up: hourly cost x hours left (exact).
+    pub source_value: Money,
+    /// What the targets commit to: until the sources' end (AWS) or over their new term (Azure).
+    pub target_value: Money,
+    /// Amortized hourly cost given up, and taken on.
+    pub source_hourly: Money,
+    pub target_hourly: Money,
+    pub targets: Vec<Commitment>,
+}
+
+/// Splits `count` instances off a reservation at `now`: the part given up (its cost and upfront
+/// pro rata, rounded down to the micro-dollar, ending at `now`, id `{id}~{now}`) and what is
+/// kept (the rest, same id; None when all is given up). Both keep the original start, so that
+/// the hours before `now` bill as they did.
+pub fn split_off(
+    c: &Commitment,
+    count: u32,
+    now: Hour,
+) -> Result<(Commitment, Option<Commitment>), String> {
+    let CommitmentAmount::Instances(n) = c.amount else {
+        return Err(format!("{} is a savings plan, not a reservation", c.id));
+    };
+    if count == 0 || count > n {
+        return Err(format!(
+            "{}: cannot give up {count} of its {n} instances",
+            c.id
+        ));
+    }
+    let share =
+        |m: Money| Money::from_micros((m.micros() as i128 * count as i128 / n as i128) as i64);
+    let mut gone = c.clone();
+    gone.end = now.min(c.end);
+    gone.amount = CommitmentAmount::Instances(count);
+    gone.hourly_cost = share(c.hourly_cost);
+    gone.upfront = share(c.upfront);
+    let kept = (count < n).then(|| {
+        let mut k = c.clone();
+        k.amount = CommitmentAmount::Instances(n - count);
+        k.hourly_cost = c.hourly_cost - gone.hourly_cost;
+        k.upfront = c.upfront - gone.upfront;
+        k
+    });
+    if kept.is_some() {
+        gone.id = format!("{}~{}", c.id, now.0);
+    }
+    Ok((gone, kept))
+}
+
 /// A rolling decision maker: commitd's planner, a baseline, or a test double.
 pub trait Planner {
     fn name(&self) -> &str;
-    /// Purchases to make at `ctx.now`; each must start at `now` and run its full term.
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String>;
+    /// What to do at `ctx.now`: purchases (each starting at `now` and running its full term)
+    /// and exchanges.
+    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String>;
     /// What the planner did beyond its purchases (solves, skipped decisions, solver time), for
     /// profiling; `null` when it has nothing to report.
     fn stats(&self) -> serde_json::Value {
@@ -174,6 +285,7 @@ pub fn run(
     let groups = input.billable_groups()?;
     let mut portfolio = input.existing.clone();
     let mut purchases: Vec<Commitment> = Vec::new();
+    let mut exchanges: Vec<ExchangeRecord> = Vec::new();
     let mut decisions = 0usize;
     let mut now = w.decision_time;
     while now < w.evaluation_end {
@@ -191,17 +303,52 @@ pub fn run(
             portfolio: &portfolio,
             policy: &settings.policy,
         };
-        let bought = planner
+        let decision = planner
             .decide(&ctx)
             .map_err(|message| BacktestError::Planner {
                 planner: planner.name().to_string(),
                 at: now,
                 message,
             })?;
-        check_policy(planner.name(), now, &bought, &settings.policy)?;
+        // Checked in full before anything changes: a refused decision leaves the portfolio as
+        // it was (and ends the replay with the error).
+        let mut next = portfolio.clone();
+        let mut made = Vec::with_capacity(decision.exchanges.len());
+        for ex in &decision.exchanges {
+            let record = apply_exchange(&mut next, now, ex, &settings.policy).map_err(|rule| {
+                BacktestError::Exchange {
+                    planner: planner.name().to_string(),
+                    at: now,
+                    sources: ex
+                        .sources
+                        .iter()
+                        .map(|s| format!("{} x{}", s.id, s.count))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    rule,
+                }
+            })?;
+            made.push(record);
+        }
+        // The cap is on new hourly commitment: the purchases, and what the exchanges' targets
+        // cost per hour beyond what they give up.
+        let exchanged_new: Money = made
+            .iter()
+            .map(|r| (r.target_hourly - r.source_hourly).max(Money::ZERO))
+            .sum();
+        check_policy(
+            planner.name(),
+            now,
+            &decision.purchases,
+            exchanged_new,
+            &settings.policy,
+        )?;
+        next.extend(decision.purchases.iter().cloned());
+        check_unique_ids(planner.name(), now, &next)?;
+        portfolio = next;
         decisions += 1;
-        portfolio.extend(bought.iter().cloned());
-        purchases.extend(bought);
+        purchases.extend(decision.purchases);
+        exchanges.extend(made);
         now = now.plus(settings.cadence_hours);
     }
     metrics::evaluate(
@@ -209,15 +356,157 @@ pub fn run(
         &groups,
         planner.name(),
         &portfolio,
-        purchases,
-        decisions,
+        metrics::Actions {
+            purchases,
+            exchanges,
+            decisions,
+        },
     )
+}
+
+fn check_unique_ids(
+    planner: &str,
+    now: Hour,
+    portfolio: &[Commitment],
+) -> Result<(), BacktestError> {
+    let mut seen = std::collections::HashSet::with_capacity(portfolio.len());
+    for c in portfolio {
+        if !seen.insert(c.id.as_str()) {
+            return Err(BacktestError::Policy {
+                planner: planner.to_string(),
+                at: now,
+                id: c.id.clone(),
+                rule: "a commitment with this id is already held".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Applies one exchange to `portfolio` at `now` under the rules of [`Exchange`], or says which
+/// rule it breaks (the portfolio may then be partly changed: the caller works on a copy).
+fn apply_exchange(
+    portfolio: &mut Vec<Commitment>,
+    now: Hour,
+    ex: &Exchange,
+    policy: &Policy,
+) -> Result<ExchangeRecord, String> {
+    let first = ex.sources.first().ok_or("no source")?;
+    if ex.targets.is_empty() {
+        return Err("no target".into());
+    }
+    let find = |portfolio: &[Commitment], id: &str| {
+        portfolio
+            .iter()
+            .position(|c| c.id == id)
+            .ok_or_else(|| format!("{id} is not held"))
+    };
+    let lead = portfolio[find(portfolio, &first.id)?].clone();
+    let (provider, instrument) = (lead.provider, lead.instrument);
+    if !instrument.is_exchangeable() {
+        return Err(format!(
+            "{} is a {instrument}, which cannot be exchanged",
+            lead.id
+        ));
+    }
+    let mut source_value = Money::ZERO;
+    let mut source_hourly = Money::ZERO;
+    let mut latest_end = now;
+    for s in &ex.sources {
+        let i = find(portfolio, &s.id)?;
+        let c = portfolio[i].clone();
+        if !c.is_active(now) {
+            return Err(format!("{} is not active at {now}", c.id));
+        }
+        if c.instrument != instrument || c.region.is_none() {
+            return Err(format!(
+                "{} is a {} and {} a {instrument}: one exchange is of one instrument",
+                c.id, c.instrument, lead.id
+            ));
+        }
+        if provider == Provider::Aws {
+            if c.region != lead.region {
+                return Err(format!("{} and {} are in different regions", c.id, lead.id));
+            }
+            if c.end.since(now) < 24 {
+                return Err(format!("{} has less than 24 hours left", c.id));
+            }
+        }
+        let (gone, kept) = split_off(&c, s.count, now)?;
+        let left = c.end.since(now);
+        source_hourly += gone.hourly_cost;
+        source_value += gone.hourly_cost.times(left).ok_or("value out of range")?;
+        latest_end = latest_end.max(c.end);
+        portfolio[i] = gone;
+        portfolio.extend(kept);
+    }
+    let mut target_value = Money::ZERO;
+    let mut target_hourly = Money::ZERO;
+    for t in &ex.targets {
+        if t.instrument != instrument || t.provider != provider {
+            return Err(format!(
+                "target {} is a {}, not a {instrument}",
+                t.id, t.instrument
+            ));
+        }
+        if !matches!(t.amount, CommitmentAmount::Instances(n) if n > 0) {
+            return Err(format!("target {} has no instances", t.id));
+        }
+        if t.hourly_cost.is_negative() || t.start != now {
+            return Err(format!(
+                "target {} must start now and cost at least nothing",
+                t.id
+            ));
+        }
+        let hours = match provider {
+            Provider::Aws => {
+                if t.region != lead.region {
+                    return Err(format!("target {} leaves the sources' region", t.id));
+                }
+                if t.end != latest_end || t.term != lead.term {
+                    return Err(format!(
+                        "target {} must keep the sources' term and end ({latest_end})",
+                        t.id
+                    ));
+                }
+                latest_end.since(now)
+            }
+            Provider::Azure => {
+                if !policy.terms.contains(&t.term) || t.end != now.plus(t.term.hours()) {
+                    return Err(format!(
+                        "target {} must start a new {} term now",
+                        t.id, t.term
+                    ));
+                }
+                t.term.hours()
+            }
+        };
+        target_hourly += t.hourly_cost;
+        target_value += t.hourly_cost.times(hours).ok_or("value out of range")?;
+    }
+    if target_value < source_value {
+        return Err(format!(
+            "the targets are worth {target_value}, less than the {source_value} given up"
+        ));
+    }
+    portfolio.extend(ex.targets.iter().cloned());
+    Ok(ExchangeRecord {
+        at: now,
+        provider,
+        sources: ex.sources.clone(),
+        source_value,
+        target_value,
+        source_hourly,
+        target_hourly,
+        targets: ex.targets.clone(),
+    })
 }
 
 fn check_policy(
     planner: &str,
     now: Hour,
     bought: &[Commitment],
+    exchanged_new: Money,
     policy: &Policy,
 ) -> Result<(), BacktestError> {
     let refuse = |id: &str, rule: String| BacktestError::Policy {
@@ -226,7 +515,7 @@ fn check_policy(
         id: id.to_string(),
         rule,
     };
-    let mut new_cost = Money::ZERO;
+    let mut new_cost = exchanged_new;
     for c in bought {
         if c.start != now || c.end != now.plus(c.term.hours()) {
             return Err(refuse(

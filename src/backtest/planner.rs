@@ -18,8 +18,8 @@
 
 use super::baselines::{best_commitment, commitment_for_utilization};
 use super::{
-    buy_reservation, buy_savings_plan, BacktestError, BacktestInput, DecisionContext, Planner,
-    Settings,
+    buy_reservation, buy_savings_plan, split_off, BacktestError, BacktestInput, Decision,
+    DecisionContext, Exchange, GivenUp, Planner, Settings,
 };
 use crate::billing::BillingEngine;
 use crate::domain::{
@@ -147,7 +147,13 @@ impl Planner for HindsightStatic {
         "hindsight_static"
     }
 
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
+    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
+        self.purchases(ctx).map(Decision::from)
+    }
+}
+
+impl HindsightStatic {
+    fn purchases(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
         if self.done {
             return Ok(Vec::new());
         }
@@ -361,7 +367,13 @@ impl Planner for LadderPlanner {
         "commitd"
     }
 
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
+    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
+        self.purchases(ctx).map(Decision::from)
+    }
+}
+
+impl LadderPlanner {
+    fn purchases(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
         let longest = self.config.windows.iter().copied().max().unwrap_or(0);
         if ctx.known.range.len() < longest.min(7 * 24) {
             return Ok(Vec::new());
@@ -567,6 +579,11 @@ pub struct LookbackConfig {
     /// by the share of the rise that its related groups lost (see [`LookbackPlanner`]).
     /// Otherwise only a drop is followed, and a rise waits until the look-back shows it.
     pub follow_moves: bool,
+    /// Azure reservations that the last known week left idle are exchanged for the Azure
+    /// reservations a solve buys (their lifetime commitment absorbs the refund), and the hedges
+    /// no longer leave Azure groups to savings plans: a reservation bought there can follow
+    /// the usage into another series or region when it moves ([`idle_reservations`]).
+    pub exchanges: bool,
 }
 
 impl Default for LookbackConfig {
@@ -597,6 +614,7 @@ impl Default for LookbackConfig {
             // held-out seeds 41, 42: 9 of 22 either way, +0.28 point (docs/benchmarks/backtest.md,
             // "Usage that moved").
             follow_moves: true,
+            exchanges: true,
         }
     }
 }
@@ -616,6 +634,9 @@ pub struct LookbackStats {
     /// Groups planned, at a solve, on their last week because usage moved into them
     /// ([`LookbackConfig::follow_moves`]), summed over the solves.
     pub moves_followed: usize,
+    /// Exchanges made, and the reservation instances they gave up.
+    pub exchanges: usize,
+    pub instances_exchanged: u64,
     /// Largest LP (columns, rows) and demand points after reduction, over the solves.
     pub max_columns: usize,
     pub max_rows: usize,
@@ -631,7 +652,8 @@ pub struct LookbackStats {
 /// ladder's guards are kept: the trend guard scales the look-back down, and the hedges' groups
 /// get no family- or region-bound purchase (a savings plan from the ladder's stage 2 covers them).
 /// Usage that moved between related groups is bought at its new place at once
-/// ([`LookbackConfig::follow_moves`]).
+/// ([`LookbackConfig::follow_moves`]), and Azure reservations it left idle are exchanged for
+/// what is bought there ([`LookbackConfig::exchanges`]).
 pub struct LookbackPlanner {
     config: LookbackConfig,
     /// The ladder, for its guards and its savings-plan stage.
@@ -744,14 +766,14 @@ impl Planner for LookbackPlanner {
         serde_json::to_value(&self.stats).unwrap_or_default()
     }
 
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
+    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
         let known = ctx.known;
         let n = known.range.len();
-        let active = ctx.active();
-        let expired = active.len() < self.active_after;
-        self.active_after = active.len();
+        let held_now = ctx.active();
+        let expired = held_now.len() < self.active_after;
+        self.active_after = held_now.len();
         if n < 14 * 24 {
-            return Ok(Vec::new());
+            return Ok(Decision::default());
         }
         let due = match self.last_solve {
             None => true,
@@ -760,14 +782,14 @@ impl Planner for LookbackPlanner {
                     || expired
                     || ctx.now.since(at) >= self.config.resolve_days as i64 * 24
                     || (self.config.trigger_share > 0.0 && {
-                        let (value, ode) = uncovered_value(ctx, &active)?;
+                        let (value, ode) = uncovered_value(ctx, &held_now)?;
                         value - self.uncovered_after >= self.config.trigger_share * ode
                     })
             }
         };
         if !due {
             self.stats.skipped += 1;
-            return Ok(Vec::new());
+            return Ok(Decision::default());
         }
         self.stats.solved += 1;
         let w = (self.config.window_days * 24).min(n);
@@ -820,6 +842,15 @@ impl Planner for LookbackPlanner {
             })
             .collect();
         self.stats.moves_followed += moved.iter().filter(|&&m| m > 0.0).count();
+        // Idle Azure reservations are planned as given up: the solve covers what they still
+        // covered, and the Azure reservations it buys absorb their refund (`exchange_idle`).
+        let fell: Vec<bool> = change.iter().map(|&c| c < 0.0).collect();
+        let idle = if self.config.exchanges {
+            idle_reservations(ctx, &held_now, &fell)
+        } else {
+            Vec::new()
+        };
+        let active = give_up(&held_now, &idle, ctx.now)?;
         const WEEK: usize = 7 * 24;
         let series: Vec<(crate::domain::UsageGroup, Vec<f64>)> = known
             .groups
@@ -952,7 +983,7 @@ impl Planner for LookbackPlanner {
             Err(optimize::OptimizeError::Infeasible(_)) => {
                 self.stats.infeasible += 1;
                 self.last_solve = Some((ctx.now, true));
-                return Ok(Vec::new());
+                return Ok(Decision::default());
             }
             Err(e) => return Err(format!("look-back optimization: {e}")),
         };
@@ -967,12 +998,18 @@ impl Planner for LookbackPlanner {
         // moving away from; the ladder's savings-plan stage covers what that leaves. (Pricing
         // those groups without bound offers, so that the optimizer sizes their savings plan
         // together with the rest, was measured and not kept: docs/benchmarks/backtest.md.)
+        // An Azure reservation can follow its usage by an exchange, so it needs no hedge when
+        // exchanges are on.
+        let follows =
+            |c: &Commitment| self.config.exchanges && c.instrument == Instrument::AzureReservation;
         let before = out.len();
         out.retain(|c| {
-            !ctx.groups
-                .iter()
-                .enumerate()
-                .any(|(gi, bg)| binds(c, &bg.group) && hedged(&self.ladder.config, ctx, gi))
+            follows(c)
+                || !ctx
+                    .groups
+                    .iter()
+                    .enumerate()
+                    .any(|(gi, bg)| binds(c, &bg.group) && hedged(&self.ladder.config, ctx, gi))
         });
         let mut budget =
             self.ladder.cap.to_f64() - out.iter().map(|c| c.hourly_cost.to_f64()).sum::<f64>();
@@ -981,15 +1018,206 @@ impl Planner for LookbackPlanner {
             held.extend(out.iter().cloned());
             out.extend(self.ladder.savings_plans(ctx, &held, &mut budget)?);
         }
-        self.active_after += out.len();
         self.last_solve = Some((ctx.now, budget < 0.1 * self.ladder.cap.to_f64()));
+        let exchange = exchange_idle(ctx.now, &held_now, &idle, &mut out)?;
+        // What is held after this decision: the instances given up are gone, the rest of the
+        // idle ones (if the purchases could not absorb their refund) are still there.
+        let (given, exchanges) = match exchange {
+            Some((ex, given)) => {
+                self.stats.exchanges += 1;
+                self.stats.instances_exchanged += given.iter().map(|&(_, k)| k as u64).sum::<u64>();
+                (given, vec![ex])
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        let mut after = give_up(&held_now, &given, ctx.now)?;
+        after.extend(out.iter().cloned());
+        after.extend(
+            exchanges
+                .iter()
+                .flat_map(|e: &Exchange| e.targets.iter().cloned()),
+        );
+        self.active_after = after.len();
         if self.config.trigger_share > 0.0 {
-            let mut held = active;
-            held.extend(out.iter().cloned());
-            self.uncovered_after = uncovered_value(ctx, &held)?.0;
+            self.uncovered_after = uncovered_value(ctx, &after)?.0;
         }
-        Ok(out)
+        Ok(Decision {
+            purchases: out,
+            exchanges,
+        })
     }
+}
+
+/// The share of the recent hours in which the instances a reservation pool is said to leave
+/// idle may have been in use: only what stood idle in the other 80% of the hours is given up.
+const IDLE_QUANTILE: f64 = 0.2;
+
+/// Instances of the held Azure reservations that stood idle in almost every recent hour, as
+/// (index in `held`, instances). Per size-flexibility pool (region and series), the idle units
+/// of an hour are the pool's capacity minus its usage (reservations apply first, so this is
+/// what the bill shows unused). The recent hours are the last known week and, separately, its
+/// last two days (both must show the idle level, so that a pool whose usage came back keeps its
+/// reservations, and a weekend does not count); for a pool with a group whose level `fell` (by
+/// more than [`MOVE_SHARE`]: usage that moved away or dropped), the last two days alone, so
+/// that the reservations are given up while the usage's new place is being bought, not a week
+/// later. The pool gives up whole instances worth at most its idle level, the latest-ending
+/// reservations first (each gives up the most idle hours). Reservations with less than a week
+/// left run out instead.
+fn idle_reservations(
+    ctx: &DecisionContext<'_>,
+    held: &[Commitment],
+    fell: &[bool],
+) -> Vec<(usize, u32)> {
+    let n = ctx.known.range.len();
+    let mut pools: std::collections::BTreeMap<(String, String), Vec<usize>> = Default::default();
+    for (i, c) in held.iter().enumerate() {
+        if c.instrument != Instrument::AzureReservation || c.remaining_hours(ctx.now) < 7 * 24 {
+            continue;
+        }
+        if let (Some(region), Some(flex)) = (c.region.clone(), c.flex_group()) {
+            pools.entry((region, flex)).or_default().push(i);
+        }
+    }
+    let mut out = Vec::new();
+    for ((region, flex), mut members) in pools {
+        let capacity: f64 = members.iter().map(|&i| held[i].units()).sum();
+        let groups: Vec<(usize, f64)> = ctx
+            .groups
+            .iter()
+            .enumerate()
+            .filter_map(|(gi, bg)| {
+                let g = &bg.group;
+                let s = g.sizing();
+                (g.provider == Provider::Azure && g.region == region && s.flex_group == flex)
+                    .then_some((gi, s.units))
+            })
+            .collect();
+        let idle_at = |h: usize| {
+            let used: f64 = groups
+                .iter()
+                .map(|&(gi, units)| ctx.known.groups[gi].quantity[h].max(0.0) * units)
+                .sum();
+            (capacity - used).max(0.0)
+        };
+        let windows: &[usize] = if groups.iter().any(|&(gi, _)| fell[gi]) {
+            &[2 * 24]
+        } else {
+            &[7 * 24, 2 * 24]
+        };
+        let level = windows
+            .iter()
+            .map(|&len| {
+                let mut idle: Vec<f64> = (n.saturating_sub(len)..n).map(idle_at).collect();
+                quantile(&mut idle, IDLE_QUANTILE)
+            })
+            .fold(f64::INFINITY, f64::min);
+        if !(level.is_finite() && level > 0.0) {
+            continue;
+        }
+        members.sort_by(|&a, &b| held[b].end.cmp(&held[a].end).then(a.cmp(&b)));
+        // A hair over the level, so that float sums of whole units do not lose an instance.
+        let mut left = level + 1e-9;
+        for i in members {
+            let CommitmentAmount::Instances(count) = held[i].amount else {
+                continue;
+            };
+            let per = held[i].units() / count.max(1) as f64;
+            if per <= 0.0 {
+                continue;
+            }
+            let k = ((left / per).floor() as u32).min(count);
+            if k > 0 {
+                out.push((i, k));
+                left -= k as f64 * per;
+            }
+        }
+    }
+    out
+}
+
+/// `held` with the instances in `given` (index in `held`, instances) given up at `now`.
+fn give_up(
+    held: &[Commitment],
+    given: &[(usize, u32)],
+    now: Hour,
+) -> Result<Vec<Commitment>, String> {
+    let mut out = Vec::with_capacity(held.len());
+    for (i, c) in held.iter().enumerate() {
+        match given.iter().find(|&&(j, _)| j == i) {
+            Some(&(_, k)) => out.extend(split_off(c, k, now)?.1),
+            None => out.push(c.clone()),
+        }
+    }
+    Ok(out)
+}
+
+/// One Azure exchange: the idle instances `idle` (index in `held`, instances) for the Azure
+/// reservations among this decision's purchases `out`, which become its targets (taken out of
+/// `out`, the most valuable first, as many as the refund needs). The refund may be at most the
+/// targets' lifetime commitment, so when the purchases are worth less, only as many idle
+/// instances are given up as they absorb. None when nothing fits; else the exchange and the
+/// instances it gives up.
+#[allow(clippy::type_complexity)]
+fn exchange_idle(
+    now: Hour,
+    held: &[Commitment],
+    idle: &[(usize, u32)],
+    out: &mut Vec<Commitment>,
+) -> Result<Option<(Exchange, Vec<(usize, u32)>)>, String> {
+    let lifetime = |c: &Commitment| c.hourly_cost.times(c.term.hours()).unwrap_or(Money::ZERO);
+    let mut candidates: Vec<usize> = (0..out.len())
+        .filter(|&i| out[i].instrument == Instrument::AzureReservation)
+        .collect();
+    if idle.is_empty() || candidates.is_empty() {
+        return Ok(None);
+    }
+    candidates.sort_by_key(|&i| std::cmp::Reverse(lifetime(&out[i])));
+    let room: Money = candidates.iter().map(|&i| lifetime(&out[i])).sum();
+    let mut refund = Money::ZERO;
+    let mut given = Vec::new();
+    for &(i, count) in idle {
+        let c = &held[i];
+        let left = c.end.since(now);
+        let value = |k: u32| -> Result<Money, String> {
+            split_off(c, k, now)?
+                .0
+                .hourly_cost
+                .times(left)
+                .ok_or_else(|| format!("{}: value out of range", c.id))
+        };
+        // The most instances whose refund still fits (from an estimate, then down).
+        let per = value(1)?.micros().max(1);
+        let mut k = count.min(((room - refund).micros().max(0) / per).min(u32::MAX as i64) as u32);
+        while k > 0 && refund + value(k)? > room {
+            k -= 1;
+        }
+        if k > 0 {
+            refund += value(k)?;
+            given.push((i, k));
+        }
+    }
+    if given.is_empty() {
+        return Ok(None);
+    }
+    let mut chosen = Vec::new();
+    let mut worth = Money::ZERO;
+    for &i in &candidates {
+        if worth >= refund {
+            break;
+        }
+        worth += lifetime(&out[i]);
+        chosen.push(i);
+    }
+    chosen.sort_unstable_by(|a, b| b.cmp(a));
+    let targets: Vec<Commitment> = chosen.into_iter().map(|i| out.remove(i)).collect();
+    let sources = given
+        .iter()
+        .map(|&(i, count)| GivenUp {
+            id: held[i].id.clone(),
+            count,
+        })
+        .collect();
+    Ok(Some((Exchange { sources, targets }, given)))
 }
 
 /// Tuning of the forecast + optimize planner.
@@ -1063,7 +1291,13 @@ impl Planner for ForecastOptimizePlanner {
         "commitd"
     }
 
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
+    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
+        self.purchases(ctx).map(Decision::from)
+    }
+}
+
+impl ForecastOptimizePlanner {
+    fn purchases(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
         let known = ctx.known;
         if known.range.len() < 14 * 24 {
             return Ok(Vec::new());

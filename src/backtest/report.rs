@@ -97,6 +97,24 @@ impl Comparison {
                 "hourly_cost": c.hourly_cost.to_f64(),
                 "upfront": c.upfront.to_f64(),
             })).collect::<Vec<_>>(),
+            "exchange_list": r.exchange_log.iter().map(|e| json!({
+                "at": e.at,
+                "provider": e.provider,
+                "sources": e.sources,
+                "source_value": e.source_value.to_f64(),
+                "target_value": e.target_value.to_f64(),
+                "source_hourly_cost": e.source_hourly.to_f64(),
+                "target_hourly_cost": e.target_hourly.to_f64(),
+                "targets": e.targets.iter().map(|c| json!({
+                    "id": c.id,
+                    "instrument": c.instrument,
+                    "region": c.region,
+                    "instance_type": c.instance_type,
+                    "amount": c.amount,
+                    "end": c.end,
+                    "hourly_cost": c.hourly_cost.to_f64(),
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
         })
     }
 
@@ -150,20 +168,28 @@ impl Comparison {
         let _ = writeln!(s, "\ncommitd by month:");
         let _ = writeln!(
             s,
-            "{:<8} {:>12} {:>12} {:>7} {:>9} {:>12} {:>9}",
-            "month", "on-demand eq", "cost", "ESR", "coverage", "utilization", "purchases"
+            "{:<8} {:>12} {:>12} {:>7} {:>9} {:>12} {:>9} {:>9}",
+            "month",
+            "on-demand eq",
+            "cost",
+            "ESR",
+            "coverage",
+            "utilization",
+            "purchases",
+            "exchanges"
         );
         for m in &self.commitd.months {
             let _ = writeln!(
                 s,
-                "{:<8} {:>12} {:>12} {:>7} {:>9} {:>12} {:>9}",
+                "{:<8} {:>12} {:>12} {:>7} {:>9} {:>12} {:>9} {:>9}",
                 m.label,
                 usd(m.on_demand_equivalent),
                 usd(m.cost),
                 pct(m.esr),
                 pct(m.coverage),
                 m.utilization.map(pct).unwrap_or_else(|| "-".into()),
-                m.purchases
+                m.purchases,
+                m.exchanges
             );
         }
         let _ = writeln!(
@@ -284,7 +310,48 @@ with {} of amortized cost still to run (average remaining term {:.0} days).</p>"
                 r.purchases.len() - 400
             );
         }
-        h.push_str("</table><p class=\"note\">Definitions: on-demand equivalent = the eligible usage priced at list price. \
+        h.push_str("</table>");
+        if !r.exchange_log.is_empty() {
+            h.push_str("<h2>Exchanges</h2><p class=\"note\">Reservations left idle were exchanged for new ones where the usage went: \
+the part given up is paid for until the exchange and its remaining value moves into the new reservations, which must be worth at least as much \
+(an Azure exchange starts a new term; an AWS convertible RI exchange keeps the old end date).</p>\
+<table><tr><th>date</th><th>given up</th><th>remaining value</th><th>new</th><th>new commitment</th><th>cost per hour (old / new)</th></tr>");
+            for e in r.exchange_log.iter().take(200) {
+                let given: Vec<String> = e
+                    .sources
+                    .iter()
+                    .map(|s| format!("{} x{}", s.id, s.count))
+                    .collect();
+                let new: Vec<String> = e
+                    .targets
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} {} x{}",
+                            c.region.as_deref().unwrap_or(""),
+                            c.instance_type.as_deref().unwrap_or(""),
+                            match c.amount {
+                                crate::domain::CommitmentAmount::Instances(n) => n,
+                                crate::domain::CommitmentAmount::HourlySpend(_) => 0,
+                            }
+                        )
+                    })
+                    .collect();
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3} / {:.3}</td></tr>",
+                    &e.at.to_string()[..10],
+                    esc(&given.join(", ")),
+                    usd(e.source_value),
+                    esc(&new.join(", ")),
+                    usd(e.target_value),
+                    e.source_hourly.to_f64(),
+                    e.target_hourly.to_f64()
+                );
+            }
+            h.push_str("</table>");
+        }
+        h.push_str("<p class=\"note\">Definitions: on-demand equivalent = the eligible usage priced at list price. \
 Cost = amortized cost of every commitment inside the window, used or not, plus on-demand prices for uncovered usage. \
 Effective savings rate = 1 - cost / on-demand equivalent. Coverage = share of the on-demand equivalent covered by commitments. \
 Utilization = commitment used / commitment paid for. Lock-in = commitment-weighted average remaining term.</p></body></html>");
@@ -317,6 +384,7 @@ fn month_json(m: &Period) -> Value {
         "lock_in_days": m.lock_in_days,
         "purchases": m.purchases,
         "new_hourly_commitment": m.new_hourly_commitment.to_f64(),
+        "exchanges": m.exchanges,
     })
 }
 

@@ -106,6 +106,11 @@ pub struct Args {
     /// region) at its new place at once (true/false; default true).
     #[arg(long)]
     pub lookback_follow_moves: Option<bool>,
+    /// Look-back planner: exchange Azure reservations left idle for the reservations a decision
+    /// buys, and buy reservations for groups the hedges would leave to savings plans, since an
+    /// exchange can follow the usage when it moves (true/false; default true).
+    #[arg(long)]
+    pub lookback_exchanges: Option<bool>,
     /// Skip the baselines (only commitd's planner).
     #[arg(long)]
     pub no_baselines: bool,
@@ -217,6 +222,9 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
     }
     if let Some(m) = args.lookback_follow_moves {
         lb.follow_moves = m;
+    }
+    if let Some(x) = args.lookback_exchanges {
+        lb.exchanges = x;
     }
     if let Some(r) = args.lookback_residual {
         lb.residual = r;
