@@ -47,29 +47,45 @@ pub fn moto_binary() -> Option<PathBuf> {
     None
 }
 
+/// Serializes the starts within a test binary: two tests starting moto at once could be given
+/// the same free port, and the readiness check of the one whose server failed to bind would
+/// connect to the other's (seen once in CI: the test then lost its server mid-way).
+static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub fn start_moto() -> Option<Moto> {
     let binary = moto_binary()?;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(&binary)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-    let moto = Moto { child, port };
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "moto_server did not listen on {port} within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+    let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    for _attempt in 0..3 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let started = Instant::now();
+        loop {
+            // Our own server must be the one listening: if it exited (the port was taken
+            // meanwhile), try another port.
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Moto { child, port });
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto_server did not listen on {port} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("moto_server exited before listening on {port}; trying another port");
     }
-    Some(moto)
+    panic!("moto_server exited before listening, three times");
 }
 
 /// POSTs JSON to moto's own API (not an AWS call, so no SDK).
