@@ -233,10 +233,10 @@ fn good_exchanges() -> Vec<Exchange> {
     ]
 }
 
-/// Makes the given exchanges at the move, nothing else.
-struct ExchangeAtTheMove(Vec<Exchange>);
+/// Makes the given decision at the move, nothing else.
+struct AtTheMove(Decision);
 
-impl Planner for ExchangeAtTheMove {
+impl Planner for AtTheMove {
     fn name(&self) -> &str {
         "exchanger"
     }
@@ -245,11 +245,25 @@ impl Planner for ExchangeAtTheMove {
         if ctx.now != moved() {
             return Ok(Decision::default());
         }
-        Ok(Decision {
-            purchases: Vec::new(),
-            exchanges: std::mem::take(&mut self.0),
-        })
+        Ok(std::mem::take(&mut self.0))
     }
+}
+
+fn exchange_at_the_move(exchanges: Vec<Exchange>) -> AtTheMove {
+    AtTheMove(Decision {
+        exchanges,
+        ..Decision::default()
+    })
+}
+
+fn return_at_the_move(id: &str, count: u32) -> AtTheMove {
+    AtTheMove(Decision {
+        returns: vec![GivenUp {
+            id: id.into(),
+            count,
+        }],
+        ..Decision::default()
+    })
 }
 
 #[test]
@@ -257,7 +271,7 @@ fn an_exchange_stops_the_old_cost_and_starts_the_new_at_the_decision() {
     let input = input();
     let r = run(
         &input,
-        &mut ExchangeAtTheMove(good_exchanges()),
+        &mut exchange_at_the_move(good_exchanges()),
         &Settings::default(),
     )
     .unwrap();
@@ -319,7 +333,7 @@ fn an_exchange_stops_the_old_cost_and_starts_the_new_at_the_decision() {
 fn refused(ex: Exchange) -> String {
     match run(
         &input(),
-        &mut ExchangeAtTheMove(vec![ex]),
+        &mut exchange_at_the_move(vec![ex]),
         &Settings::default(),
     ) {
         Err(BacktestError::Exchange { rule, .. }) => rule,
@@ -399,7 +413,7 @@ fn an_exchange_counts_what_it_adds_per_hour_against_the_decision_cap() {
     };
     let err = run(
         &input(),
-        &mut ExchangeAtTheMove(vec![ex.clone()]),
+        &mut exchange_at_the_move(vec![ex.clone()]),
         &settings,
     )
     .unwrap_err();
@@ -408,7 +422,7 @@ fn an_exchange_counts_what_it_adds_per_hour_against_the_decision_cap() {
         "{err}"
     );
     settings.policy.max_new_hourly_cost_per_decision = Some(money("0.5"));
-    let r = run(&input(), &mut ExchangeAtTheMove(vec![ex]), &settings).unwrap();
+    let r = run(&input(), &mut exchange_at_the_move(vec![ex]), &settings).unwrap();
     assert_eq!(r.exchanges, 1);
 }
 
@@ -444,4 +458,44 @@ fn part_of_a_reservation_is_split_off_exactly() {
     assert_eq!((all.id.as_str(), all.end), ("r", moved()));
     assert!(split_off(&c, 8, moved()).is_err());
     assert!(split_off(&c, 0, moved()).is_err());
+}
+
+#[test]
+fn a_return_stops_the_cost_and_is_refunded_within_the_cap() {
+    let input = input();
+    let r = run(
+        &input,
+        &mut return_at_the_move("az", 3),
+        &Settings::default(),
+    )
+    .unwrap();
+    // Three of the four instances stop at the move (0.348 $/h); the fourth runs on.
+    let expected = money("0.464").times(240).unwrap()
+        + money("0.116").times(1464 - 240).unwrap()
+        + money("0.192").times(1464).unwrap();
+    assert_eq!(r.total.commitment_cost, expected);
+    assert_eq!(r.returns.len(), 1);
+    assert_eq!((r.months[0].returns, r.months[1].returns), (1, 0));
+    let left = hour("2026-07-01T00:00:00Z").since(moved());
+    assert_eq!(r.returns[0].refund, money("0.348").times(left).unwrap());
+    // Only Azure reservations, and only within the rolling cap.
+    let refused =
+        |planner: &mut AtTheMove, settings: &Settings| match run(&input, planner, settings) {
+            Err(BacktestError::Exchange { rule, .. }) => rule,
+            other => panic!("expected a refused return, got {other:?}"),
+        };
+    let rule = refused(&mut return_at_the_move("cri", 1), &Settings::default());
+    assert!(rule.contains("only Azure reservations"), "{rule}");
+    let tight = Settings {
+        policy: Policy {
+            azure_refund_cap: money("2000"),
+            ..Policy::default()
+        },
+        ..Settings::default()
+    };
+    let rule = refused(&mut return_at_the_move("az", 3), &tight);
+    assert!(rule.contains("exceeds the cap 2000"), "{rule}");
+    // One instance (a refund of $732.19) fits under that cap.
+    let r = run(&input, &mut return_at_the_move("az", 1), &tight).unwrap();
+    assert_eq!(r.returns[0].refund, money("0.116").times(left).unwrap());
 }

@@ -10,7 +10,7 @@
 //! the micro-dollar once per period. Cost inside the window only: commitment hours after
 //! `evaluation_end` are reported separately as the liability left behind.
 
-use super::{BacktestError, BacktestInput, ExchangeRecord};
+use super::{BacktestError, BacktestInput, ExchangeRecord, ReturnRecord};
 use crate::billing::{BillableGroup, BillingEngine, HourBill};
 use crate::domain::{Commitment, Hour, HourRange, Instrument, Money};
 use chrono::{Datelike, TimeZone, Utc};
@@ -42,8 +42,9 @@ pub struct Period {
     /// Purchases made in the period and the hourly commitment cost they added.
     pub purchases: usize,
     pub new_hourly_commitment: Money,
-    /// Exchanges made in the period.
+    /// Exchanges and returns made in the period.
     pub exchanges: usize,
+    pub returns: usize,
 }
 
 /// One day, for charts: per-hour averages in USD/h.
@@ -73,6 +74,8 @@ pub struct RunResult {
     /// Exchanges made (the contract's count), and each as applied.
     pub exchanges: usize,
     pub exchange_log: Vec<ExchangeRecord>,
+    /// Azure reservations returned for a refund, each as applied.
+    pub returns: Vec<ReturnRecord>,
     /// Lowest monthly utilization over months that paid for commitment.
     pub min_monthly_utilization: Option<f64>,
     /// Commitment cost still to run after `evaluation_end` (amortized), and the hourly cost
@@ -142,6 +145,7 @@ pub struct Actions {
     /// New commitments bought during the window (existing ones excluded).
     pub purchases: Vec<Commitment>,
     pub exchanges: Vec<ExchangeRecord>,
+    pub returns: Vec<ReturnRecord>,
     pub decisions: usize,
 }
 
@@ -162,6 +166,7 @@ pub fn evaluate(
     let Actions {
         purchases,
         exchanges,
+        returns,
         decisions,
     } = actions;
     let window = input.window.evaluation();
@@ -184,7 +189,12 @@ pub fn evaluate(
     let mut total_bill = HourBill::default();
     for ((label, range), acc) in periods.iter().zip(accs) {
         month_periods.push(period(
-            label, *range, &acc.bill, portfolio, &purchases, &exchanges,
+            label,
+            *range,
+            &acc.bill,
+            portfolio,
+            &purchases,
+            (&exchanges, &returns),
         ));
         total_bill.add(&acc.bill);
         daily.extend(acc.daily);
@@ -195,7 +205,7 @@ pub fn evaluate(
         &total_bill,
         portfolio,
         &purchases,
-        &exchanges,
+        (&exchanges, &returns),
     );
     let min_monthly_utilization = month_periods
         .iter()
@@ -224,6 +234,7 @@ pub fn evaluate(
         decisions,
         exchanges: exchanges.len(),
         exchange_log: exchanges,
+        returns,
         min_monthly_utilization,
         liability_after_window,
         hourly_commitment_at_end,
@@ -292,7 +303,7 @@ fn period(
     b: &HourBill,
     portfolio: &[Commitment],
     purchases: &[Commitment],
-    exchanges: &[ExchangeRecord],
+    (exchanges, returns): (&[ExchangeRecord], &[ReturnRecord]),
 ) -> Period {
     let money = |v: f64| Money::from_f64(v).unwrap_or(Money::ZERO);
     let commitment = commitment_cost(portfolio, range);
@@ -334,5 +345,6 @@ fn period(
         purchases: bought.len(),
         new_hourly_commitment: bought.iter().map(|c| c.hourly_cost).sum(),
         exchanges: exchanges.iter().filter(|e| range.contains(e.at)).count(),
+        returns: returns.iter().filter(|r| range.contains(r.at)).count(),
     }
 }

@@ -96,6 +96,10 @@ pub struct Policy {
     pub terms: Vec<Term>,
     /// Laddering: the most new amortized hourly commitment cost per decision (None: no cap).
     pub max_new_hourly_cost_per_decision: Option<Money>,
+    /// Azure refunds of returned reservations, at most this much in any rolling 12 months
+    /// (USD 50,000 per billing profile; returns before the window are not known, so none are
+    /// assumed).
+    pub azure_refund_cap: Money,
 }
 
 impl Default for Policy {
@@ -103,6 +107,7 @@ impl Default for Policy {
         Policy {
             terms: vec![Term::ONE_YEAR],
             max_new_hourly_cost_per_decision: None,
+            azure_refund_cap: Money::from_units(50_000),
         }
     }
 }
@@ -159,13 +164,16 @@ pub struct Decision {
     pub purchases: Vec<Commitment>,
     /// Exchanges of held exchangeable commitments, applied before the purchases.
     pub exchanges: Vec<Exchange>,
+    /// Instances of held Azure reservations returned for a refund of their remaining value
+    /// (within [`Policy::azure_refund_cap`]; Azure charges no early termination fee at present).
+    pub returns: Vec<GivenUp>,
 }
 
 impl From<Vec<Commitment>> for Decision {
     fn from(purchases: Vec<Commitment>) -> Self {
         Decision {
             purchases,
-            exchanges: Vec::new(),
+            ..Decision::default()
         }
     }
 }
@@ -212,8 +220,20 @@ pub struct ExchangeRecord {
     pub targets: Vec<Commitment>,
 }
 
+/// A return as the harness applied it (in the backtest's JSON).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReturnRecord {
+    pub at: Hour,
+    pub source: GivenUp,
+    /// Remaining value refunded: hourly cost x hours left (exact).
+    pub refund: Money,
+    /// Amortized hourly cost no longer paid.
+    pub hourly: Money,
+}
+
 /// Splits `count` instances off a reservation at `now`: the part given up (its cost and upfront
-/// pro rata, rounded down to the micro-dollar, ending at `now`, id `{id}~{now}`) and what is
+/// pro rata, rounded down to the micro-dollar, ending at `now`, id `{id}~{now}~{instances
+/// before}`) and what is
 /// kept (the rest, same id; None when all is given up). Both keep the original start, so that
 /// the hours before `now` bill as they did.
 pub fn split_off(
@@ -245,7 +265,9 @@ pub fn split_off(
         k
     });
     if kept.is_some() {
-        gone.id = format!("{}~{}", c.id, now.0);
+        // Unique even when one decision splits the same reservation twice (an exchange and a
+        // return): the instances held before the split differ each time.
+        gone.id = format!("{}~{}~{n}", c.id, now.0);
     }
     Ok((gone, kept))
 }
@@ -286,6 +308,7 @@ pub fn run(
     let mut portfolio = input.existing.clone();
     let mut purchases: Vec<Commitment> = Vec::new();
     let mut exchanges: Vec<ExchangeRecord> = Vec::new();
+    let mut returns: Vec<ReturnRecord> = Vec::new();
     let mut decisions = 0usize;
     let mut now = w.decision_time;
     while now < w.evaluation_end {
@@ -330,6 +353,20 @@ pub fn run(
             })?;
             made.push(record);
         }
+        let mut returned = Vec::with_capacity(decision.returns.len());
+        for g in &decision.returns {
+            let refunded = returns.iter().chain(&returned);
+            let record =
+                apply_return(&mut next, now, g, &settings.policy, refunded).map_err(|rule| {
+                    BacktestError::Exchange {
+                        planner: planner.name().to_string(),
+                        at: now,
+                        sources: format!("{} x{} (return)", g.id, g.count),
+                        rule,
+                    }
+                })?;
+            returned.push(record);
+        }
         // The cap is on new hourly commitment: the purchases, and what the exchanges' targets
         // cost per hour beyond what they give up.
         let exchanged_new: Money = made
@@ -349,6 +386,7 @@ pub fn run(
         decisions += 1;
         purchases.extend(decision.purchases);
         exchanges.extend(made);
+        returns.extend(returned);
         now = now.plus(settings.cadence_hours);
     }
     metrics::evaluate(
@@ -359,6 +397,7 @@ pub fn run(
         metrics::Actions {
             purchases,
             exchanges,
+            returns,
             decisions,
         },
     )
@@ -381,6 +420,53 @@ fn check_unique_ids(
         }
     }
     Ok(())
+}
+
+/// Applies one return to `portfolio` at `now`: held Azure reservation instances, refunded
+/// within the rolling 12-month cap given the refunds made so far; or says which rule it breaks.
+fn apply_return<'a>(
+    portfolio: &mut Vec<Commitment>,
+    now: Hour,
+    g: &GivenUp,
+    policy: &Policy,
+    refunded: impl Iterator<Item = &'a ReturnRecord>,
+) -> Result<ReturnRecord, String> {
+    let i = portfolio
+        .iter()
+        .position(|c| c.id == g.id)
+        .ok_or_else(|| format!("{} is not held", g.id))?;
+    let c = portfolio[i].clone();
+    if c.instrument != crate::domain::Instrument::AzureReservation {
+        return Err(format!(
+            "{} is a {}: only Azure reservations are returned here",
+            c.id, c.instrument
+        ));
+    }
+    if !c.is_active(now) {
+        return Err(format!("{} is not active at {now}", c.id));
+    }
+    let (gone, kept) = split_off(&c, g.count, now)?;
+    let refund = gone
+        .hourly_cost
+        .times(c.end.since(now))
+        .ok_or("refund out of range")?;
+    let year_ago = now.plus(-crate::domain::Term::ONE_YEAR.hours());
+    let used: Money = refunded.filter(|r| r.at > year_ago).map(|r| r.refund).sum();
+    if used + refund > policy.azure_refund_cap {
+        return Err(format!(
+            "a refund of {refund} after {used} in the last 12 months exceeds the cap {}",
+            policy.azure_refund_cap
+        ));
+    }
+    let hourly = gone.hourly_cost;
+    portfolio[i] = gone;
+    portfolio.extend(kept);
+    Ok(ReturnRecord {
+        at: now,
+        source: g.clone(),
+        refund,
+        hourly,
+    })
 }
 
 /// Applies one exchange to `portfolio` at `now` under the rules of [`Exchange`], or says which

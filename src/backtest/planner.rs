@@ -584,6 +584,9 @@ pub struct LookbackConfig {
     /// no longer leave Azure groups to savings plans: a reservation bought there can follow
     /// the usage into another series or region when it moves ([`idle_reservations`]).
     pub exchanges: bool,
+    /// Idle Azure reservation instances that no purchase absorbs by an exchange are returned
+    /// for a refund of their remaining value, within the policy's rolling refund cap.
+    pub returns: bool,
 }
 
 impl Default for LookbackConfig {
@@ -615,6 +618,7 @@ impl Default for LookbackConfig {
             // "Usage that moved").
             follow_moves: true,
             exchanges: true,
+            returns: true,
         }
     }
 }
@@ -637,6 +641,8 @@ pub struct LookbackStats {
     /// Exchanges made, and the reservation instances they gave up.
     pub exchanges: usize,
     pub instances_exchanged: u64,
+    /// Reservation instances returned for a refund.
+    pub instances_returned: u64,
     /// Largest LP (columns, rows) and demand points after reduction, over the solves.
     pub max_columns: usize,
     pub max_rows: usize,
@@ -653,7 +659,8 @@ pub struct LookbackStats {
 /// get no family- or region-bound purchase (a savings plan from the ladder's stage 2 covers them).
 /// Usage that moved between related groups is bought at its new place at once
 /// ([`LookbackConfig::follow_moves`]), and Azure reservations it left idle are exchanged for
-/// what is bought there ([`LookbackConfig::exchanges`]).
+/// what is bought there ([`LookbackConfig::exchanges`]) or, when nothing is bought, returned
+/// ([`LookbackConfig::returns`]).
 pub struct LookbackPlanner {
     config: LookbackConfig,
     /// The ladder, for its guards and its savings-plan stage.
@@ -664,6 +671,8 @@ pub struct LookbackPlanner {
     active_after: usize,
     /// [`uncovered_value`] just after the last solve (with its purchases), for the trigger.
     uncovered_after: f64,
+    /// Refunds of the returns made so far (time, amount), for the rolling cap.
+    refunds: Vec<(Hour, Money)>,
     pub stats: LookbackStats,
 }
 
@@ -690,6 +699,7 @@ pub fn lookback_planner(
             last_solve: None,
             active_after: 0,
             uncovered_after: 0.0,
+            refunds: Vec::new(),
             stats: LookbackStats::default(),
         },
         settings,
@@ -845,7 +855,7 @@ impl Planner for LookbackPlanner {
         // Idle Azure reservations are planned as given up: the solve covers what they still
         // covered, and the Azure reservations it buys absorb their refund (`exchange_idle`).
         let fell: Vec<bool> = change.iter().map(|&c| c < 0.0).collect();
-        let idle = if self.config.exchanges {
+        let idle = if self.config.exchanges || self.config.returns {
             idle_reservations(ctx, &held_now, &fell)
         } else {
             Vec::new()
@@ -1019,10 +1029,14 @@ impl Planner for LookbackPlanner {
             out.extend(self.ladder.savings_plans(ctx, &held, &mut budget)?);
         }
         self.last_solve = Some((ctx.now, budget < 0.1 * self.ladder.cap.to_f64()));
-        let exchange = exchange_idle(ctx.now, &held_now, &idle, &mut out)?;
+        let exchange = if self.config.exchanges {
+            exchange_idle(ctx.now, &held_now, &idle, &mut out)?
+        } else {
+            None
+        };
         // What is held after this decision: the instances given up are gone, the rest of the
         // idle ones (if the purchases could not absorb their refund) are still there.
-        let (given, exchanges) = match exchange {
+        let (mut given, exchanges) = match exchange {
             Some((ex, given)) => {
                 self.stats.exchanges += 1;
                 self.stats.instances_exchanged += given.iter().map(|&(_, k)| k as u64).sum::<u64>();
@@ -1030,6 +1044,46 @@ impl Planner for LookbackPlanner {
             }
             None => (Vec::new(), Vec::new()),
         };
+        // What no purchase absorbed is returned, as far as the refund cap allows.
+        let mut returns = Vec::new();
+        if self.config.returns {
+            let year_ago = ctx.now.plus(-Term::ONE_YEAR.hours());
+            let mut used: Money = self
+                .refunds
+                .iter()
+                .filter(|(at, _)| *at > year_ago)
+                .map(|(_, m)| *m)
+                .sum();
+            for &(i, count) in &idle {
+                let left = count - given.iter().find(|(j, _)| *j == i).map_or(0, |g| g.1);
+                let c = &held_now[i];
+                let refund = |k: u32| -> Result<Money, String> {
+                    split_off(c, k, ctx.now)?
+                        .0
+                        .hourly_cost
+                        .times(c.end.since(ctx.now))
+                        .ok_or_else(|| format!("{}: refund out of range", c.id))
+                };
+                let mut k = left;
+                while k > 0 && used + refund(k)? > ctx.policy.azure_refund_cap {
+                    k -= 1;
+                }
+                if k > 0 {
+                    let r = refund(k)?;
+                    used += r;
+                    self.refunds.push((ctx.now, r));
+                    self.stats.instances_returned += k as u64;
+                    returns.push(GivenUp {
+                        id: c.id.clone(),
+                        count: k,
+                    });
+                    match given.iter_mut().find(|(j, _)| *j == i) {
+                        Some(g) => g.1 += k,
+                        None => given.push((i, k)),
+                    }
+                }
+            }
+        }
         let mut after = give_up(&held_now, &given, ctx.now)?;
         after.extend(out.iter().cloned());
         after.extend(
@@ -1044,6 +1098,7 @@ impl Planner for LookbackPlanner {
         Ok(Decision {
             purchases: out,
             exchanges,
+            returns,
         })
     }
 }

@@ -60,6 +60,43 @@ impl Comparison {
                 )
             })
             .collect();
+        let return_list: Vec<Value> = r
+            .returns
+            .iter()
+            .map(|x| {
+                json!({
+                    "at": x.at,
+                    "id": x.source.id,
+                    "count": x.source.count,
+                    "refund": x.refund.to_f64(),
+                    "hourly_cost": x.hourly.to_f64(),
+                })
+            })
+            .collect::<Vec<_>>();
+        let exchange_list: Vec<Value> = r
+            .exchange_log
+            .iter()
+            .map(|e| {
+                json!({
+                    "at": e.at,
+                    "provider": e.provider,
+                    "sources": e.sources,
+                    "source_value": e.source_value.to_f64(),
+                    "target_value": e.target_value.to_f64(),
+                    "source_hourly_cost": e.source_hourly.to_f64(),
+                    "target_hourly_cost": e.target_hourly.to_f64(),
+                    "targets": e.targets.iter().map(|c| json!({
+                        "id": c.id,
+                        "instrument": c.instrument,
+                        "region": c.region,
+                        "instance_type": c.instance_type,
+                        "amount": c.amount,
+                        "end": c.end,
+                        "hourly_cost": c.hourly_cost.to_f64(),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect::<Vec<_>>();
         json!({
             "scenario": self.scenario,
             "hours": t.hours,
@@ -72,6 +109,8 @@ impl Comparison {
             "min_monthly_utilization": r.min_monthly_utilization.unwrap_or(1.0),
             "purchases": r.purchases.len(),
             "exchanges": r.exchanges,
+            "returns": r.returns.len(),
+            "refunds": r.returns.iter().map(|x| x.refund).sum::<crate::domain::Money>().to_f64(),
             "baselines": baselines,
             "cadence_hours": self.settings.cadence_hours,
             "latency_hours": self.settings.latency_hours,
@@ -97,24 +136,8 @@ impl Comparison {
                 "hourly_cost": c.hourly_cost.to_f64(),
                 "upfront": c.upfront.to_f64(),
             })).collect::<Vec<_>>(),
-            "exchange_list": r.exchange_log.iter().map(|e| json!({
-                "at": e.at,
-                "provider": e.provider,
-                "sources": e.sources,
-                "source_value": e.source_value.to_f64(),
-                "target_value": e.target_value.to_f64(),
-                "source_hourly_cost": e.source_hourly.to_f64(),
-                "target_hourly_cost": e.target_hourly.to_f64(),
-                "targets": e.targets.iter().map(|c| json!({
-                    "id": c.id,
-                    "instrument": c.instrument,
-                    "region": c.region,
-                    "instance_type": c.instance_type,
-                    "amount": c.amount,
-                    "end": c.end,
-                    "hourly_cost": c.hourly_cost.to_f64(),
-                })).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
+            "return_list": return_list,
+            "exchange_list": exchange_list,
         })
     }
 
@@ -351,6 +374,23 @@ the part given up is paid for until the exchange and its remaining value moves i
             }
             h.push_str("</table>");
         }
+        if !r.returns.is_empty() {
+            h.push_str("<h2>Returns</h2><p class=\"note\">Azure reservations left idle that no new purchase could absorb were returned: \
+paid for until the return, their remaining value refunded (at most USD 50,000 in any 12 months).</p>\
+<table><tr><th>date</th><th>reservation</th><th>instances</th><th>refund</th><th>cost per hour no longer paid</th></tr>");
+            for x in r.returns.iter().take(200) {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td></tr>",
+                    &x.at.to_string()[..10],
+                    esc(&x.source.id),
+                    x.source.count,
+                    usd(x.refund),
+                    x.hourly.to_f64()
+                );
+            }
+            h.push_str("</table>");
+        }
         h.push_str("<p class=\"note\">Definitions: on-demand equivalent = the eligible usage priced at list price. \
 Cost = amortized cost of every commitment inside the window, used or not, plus on-demand prices for uncovered usage. \
 Effective savings rate = 1 - cost / on-demand equivalent. Coverage = share of the on-demand equivalent covered by commitments. \
@@ -385,6 +425,7 @@ fn month_json(m: &Period) -> Value {
         "purchases": m.purchases,
         "new_hourly_commitment": m.new_hourly_commitment.to_f64(),
         "exchanges": m.exchanges,
+        "returns": m.returns,
     })
 }
 

@@ -111,6 +111,10 @@ pub struct Args {
     /// exchange can follow the usage when it moves (true/false; default true).
     #[arg(long)]
     pub lookback_exchanges: Option<bool>,
+    /// Look-back planner: return Azure reservations left idle that no purchase absorbs, for a
+    /// refund within the USD 50,000 rolling 12-month cap (true/false; default true).
+    #[arg(long)]
+    pub lookback_returns: Option<bool>,
     /// Skip the baselines (only commitd's planner).
     #[arg(long)]
     pub no_baselines: bool,
@@ -225,6 +229,9 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
     }
     if let Some(x) = args.lookback_exchanges {
         lb.exchanges = x;
+    }
+    if let Some(x) = args.lookback_returns {
+        lb.returns = x;
     }
     if let Some(r) = args.lookback_residual {
         lb.residual = r;
