@@ -358,9 +358,12 @@ fn exchanges_that_break_the_providers_rules_are_refused() {
     };
     // Azure: the new lifetime commitment must absorb the refund (one D4s_v5 for a year is
     // worth $1,016.16, the four given up $2,928.77).
-    let mut one = az.targets[0].clone();
-    one.amount = CommitmentAmount::Instances(1);
-    one.hourly_cost = money("0.116");
+    let resized = |t: &Commitment, count: u32, hourly: &str| Commitment {
+        amount: CommitmentAmount::Instances(count),
+        hourly_cost: money(hourly),
+        ..t.clone()
+    };
+    let one = resized(&az.targets[0], 1, "0.116");
     let rule = refused(with_targets(az, vec![one]));
     assert!(rule.contains("less than"), "{rule}");
     // Azure: a target starts a new term.
@@ -377,9 +380,7 @@ fn exchanges_that_break_the_providers_rules_are_refused() {
     longer.end = moved().plus(Term::ONE_YEAR.hours());
     let rule = refused(with_targets(cri, vec![longer]));
     assert!(rule.contains("end"), "{rule}");
-    let mut cheaper = cri.targets[0].clone();
-    cheaper.amount = CommitmentAmount::Instances(1);
-    cheaper.hourly_cost = money("0.066");
+    let cheaper = resized(&cri.targets[0], 1, "0.066");
     let rule = refused(with_targets(cri, vec![cheaper]));
     assert!(rule.contains("less than"), "{rule}");
     // A target of another instrument.

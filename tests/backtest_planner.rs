@@ -437,21 +437,23 @@ fn lookback_buys_usage_that_moved_region_at_its_new_place_at_once() {
         .all(|p| p.region.as_deref() != Some("us-east-1")));
 }
 
+/// Azure Standard_D4s_v5 (Linux, shared) in `region`.
+fn d4(region: &str) -> UsageGroup {
+    UsageGroup::new(
+        Provider::Azure,
+        region,
+        "Standard_D4s_v5",
+        None,
+        "Linux",
+        "Shared",
+    )
+}
+
 #[test]
 fn lookback_exchanges_azure_reservations_left_idle_by_a_region_move() {
     // 20 D4s_v5 run in eastus through the history and the first 120 days of the window, then
     // move to westeurope over a week. The reservations bought for eastus in the first months
     // strand there unless they are exchanged.
-    let d4 = |region: &str| {
-        UsageGroup::new(
-            Provider::Azure,
-            region,
-            "Standard_D4s_v5",
-            None,
-            "Linux",
-            "Shared",
-        )
-    };
     let types = [(d4("eastus"), 0.192), (d4("westeurope"), 0.192)];
     let start = EVAL_START + 120 * 24;
     let input = scenario_of("azure region move", &types, |g, i| {
@@ -501,16 +503,8 @@ fn lookback_exchanges_azure_reservations_left_idle_by_a_region_move() {
 fn lookback_returns_azure_reservations_left_idle_by_a_drop() {
     // 20 D4s_v5 in eastus drop to 8 on day 120 of the window, for good: the reservations bought
     // for the 20 idle unless they are returned (the refund is far under the USD 50,000 cap).
-    let d4 = UsageGroup::new(
-        Provider::Azure,
-        "eastus",
-        "Standard_D4s_v5",
-        None,
-        "Linux",
-        "Shared",
-    );
     let drop_at = EVAL_START + 120 * 24;
-    let input = scenario_of("azure drop", &[(d4, 0.192)], |_, i| {
+    let input = scenario_of("azure drop", &[(d4("eastus"), 0.192)], |_, i| {
         let level = if i < drop_at { 20.0 } else { 8.0 };
         level * (1.0 + 0.1 * diurnal(i) + 0.05 * noise(41, i))
     });
