@@ -191,7 +191,7 @@ impl Comparison {
         let _ = writeln!(s, "\ncommitd by month:");
         let _ = writeln!(
             s,
-            "{:<8} {:>12} {:>12} {:>7} {:>9} {:>12} {:>9} {:>9}",
+            "{:<8} {:>12} {:>12} {:>7} {:>9} {:>12} {:>9} {:>9} {:>7}",
             "month",
             "on-demand eq",
             "cost",
@@ -199,12 +199,13 @@ impl Comparison {
             "coverage",
             "utilization",
             "purchases",
-            "exchanges"
+            "exchanges",
+            "returns"
         );
         for m in &self.commitd.months {
             let _ = writeln!(
                 s,
-                "{:<8} {:>12} {:>12} {:>7} {:>9} {:>12} {:>9} {:>9}",
+                "{:<8} {:>12} {:>12} {:>7} {:>9} {:>12} {:>9} {:>9} {:>7}",
                 m.label,
                 usd(m.on_demand_equivalent),
                 usd(m.cost),
@@ -212,7 +213,8 @@ impl Comparison {
                 pct(m.coverage),
                 m.utilization.map(pct).unwrap_or_else(|| "-".into()),
                 m.purchases,
-                m.exchanges
+                m.exchanges,
+                m.returns
             );
         }
         let _ = writeln!(
