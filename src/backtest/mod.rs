@@ -144,6 +144,8 @@ pub struct DecisionContext<'a> {
     /// Every commitment owned so far (existing ones and earlier purchases), active or expired.
     pub portfolio: &'a [Commitment],
     pub policy: &'a Policy,
+    /// The returns made so far (for the rolling refund cap).
+    pub returned: &'a [ReturnRecord],
 }
 
 impl DecisionContext<'_> {
@@ -325,6 +327,7 @@ pub fn run(
             groups: &groups,
             portfolio: &portfolio,
             policy: &settings.policy,
+            returned: &returns,
         };
         let decision = planner
             .decide(&ctx)
@@ -356,8 +359,9 @@ pub fn run(
         let mut returned = Vec::with_capacity(decision.returns.len());
         for g in &decision.returns {
             let refunded = returns.iter().chain(&returned);
+            let used = refunded_in_the_last_year(refunded, now);
             let record =
-                apply_return(&mut next, now, g, &settings.policy, refunded).map_err(|rule| {
+                apply_return(&mut next, now, g, &settings.policy, used).map_err(|rule| {
                     BacktestError::Exchange {
                         planner: planner.name().to_string(),
                         at: now,
@@ -422,14 +426,38 @@ fn check_unique_ids(
     Ok(())
 }
 
+/// What the returns refunded in the 12 months up to `now` (the window of the refund cap).
+pub fn refunded_in_the_last_year<'a>(
+    returns: impl IntoIterator<Item = &'a ReturnRecord>,
+    now: Hour,
+) -> Money {
+    let year_ago = now.plus(-Term::ONE_YEAR.hours());
+    returns
+        .into_iter()
+        .filter(|r| r.at > year_ago)
+        .map(|r| r.refund)
+        .sum()
+}
+
+/// The remaining value of `count` instances of `c` given up at `now`: their share of its
+/// hourly cost (as [`split_off`] splits it) x the hours left. An exchange's sources are worth
+/// this, and a return refunds it.
+pub fn remaining_value(c: &Commitment, count: u32, now: Hour) -> Result<Money, String> {
+    split_off(c, count, now)?
+        .0
+        .hourly_cost
+        .times(c.end.since(now))
+        .ok_or_else(|| format!("{}: remaining value out of range", c.id))
+}
+
 /// Applies one return to `portfolio` at `now`: held Azure reservation instances, refunded
-/// within the rolling 12-month cap given the refunds made so far; or says which rule it breaks.
-fn apply_return<'a>(
+/// within the rolling 12-month cap given what was `used` of it; or says which rule it breaks.
+fn apply_return(
     portfolio: &mut Vec<Commitment>,
     now: Hour,
     g: &GivenUp,
     policy: &Policy,
-    refunded: impl Iterator<Item = &'a ReturnRecord>,
+    used: Money,
 ) -> Result<ReturnRecord, String> {
     let i = portfolio
         .iter()
@@ -445,13 +473,8 @@ fn apply_return<'a>(
     if !c.is_active(now) {
         return Err(format!("{} is not active at {now}", c.id));
     }
+    let refund = remaining_value(&c, g.count, now)?;
     let (gone, kept) = split_off(&c, g.count, now)?;
-    let refund = gone
-        .hourly_cost
-        .times(c.end.since(now))
-        .ok_or("refund out of range")?;
-    let year_ago = now.plus(-crate::domain::Term::ONE_YEAR.hours());
-    let used: Money = refunded.filter(|r| r.at > year_ago).map(|r| r.refund).sum();
     if used + refund > policy.azure_refund_cap {
         return Err(format!(
             "a refund of {refund} after {used} in the last 12 months exceeds the cap {}",
@@ -518,10 +541,9 @@ fn apply_exchange(
                 return Err(format!("{} has less than 24 hours left", c.id));
             }
         }
+        source_value += remaining_value(&c, s.count, now)?;
         let (gone, kept) = split_off(&c, s.count, now)?;
-        let left = c.end.since(now);
         source_hourly += gone.hourly_cost;
-        source_value += gone.hourly_cost.times(left).ok_or("value out of range")?;
         latest_end = latest_end.max(c.end);
         portfolio[i] = gone;
         portfolio.extend(kept);

@@ -18,8 +18,8 @@
 
 use super::baselines::{best_commitment, commitment_for_utilization};
 use super::{
-    buy_reservation, buy_savings_plan, split_off, BacktestError, BacktestInput, Decision,
-    DecisionContext, Exchange, GivenUp, Planner, Settings,
+    buy_reservation, buy_savings_plan, refunded_in_the_last_year, remaining_value, split_off,
+    BacktestError, BacktestInput, Decision, DecisionContext, Exchange, GivenUp, Planner, Settings,
 };
 use crate::billing::BillingEngine;
 use crate::domain::{
@@ -674,8 +674,6 @@ pub struct LookbackPlanner {
     active_after: usize,
     /// [`uncovered_value`] just after the last solve (with its purchases), for the trigger.
     uncovered_after: f64,
-    /// Refunds of the returns made so far (time, amount), for the rolling cap.
-    refunds: Vec<(Hour, Money)>,
     pub stats: LookbackStats,
 }
 
@@ -702,7 +700,6 @@ pub fn lookback_planner(
             last_solve: None,
             active_after: 0,
             uncovered_after: 0.0,
-            refunds: Vec::new(),
             stats: LookbackStats::default(),
         },
         settings,
@@ -1050,31 +1047,14 @@ impl Planner for LookbackPlanner {
         // What no purchase absorbed is returned, as far as the refund cap allows.
         let mut returns = Vec::new();
         if self.config.returns {
-            let year_ago = ctx.now.plus(-Term::ONE_YEAR.hours());
-            let mut used: Money = self
-                .refunds
-                .iter()
-                .filter(|(at, _)| *at > year_ago)
-                .map(|(_, m)| *m)
-                .sum();
+            let mut room =
+                ctx.policy.azure_refund_cap - refunded_in_the_last_year(ctx.returned, ctx.now);
             for &(i, count) in &idle {
                 let left = count - given.iter().find(|(j, _)| *j == i).map_or(0, |g| g.1);
                 let c = &held_now[i];
-                let refund = |k: u32| -> Result<Money, String> {
-                    split_off(c, k, ctx.now)?
-                        .0
-                        .hourly_cost
-                        .times(c.end.since(ctx.now))
-                        .ok_or_else(|| format!("{}: refund out of range", c.id))
-                };
-                let mut k = left;
-                while k > 0 && used + refund(k)? > ctx.policy.azure_refund_cap {
-                    k -= 1;
-                }
+                let (k, refund) = most_that_fit(c, left, ctx.now, room)?;
                 if k > 0 {
-                    let r = refund(k)?;
-                    used += r;
-                    self.refunds.push((ctx.now, r));
+                    room -= refund;
                     self.stats.instances_returned += k as u64;
                     returns.push(GivenUp {
                         id: c.id.clone(),
@@ -1209,6 +1189,35 @@ fn give_up(
     Ok(out)
 }
 
+/// The most of `count` instances of `c` whose remaining value at `now` is at most `room`, and
+/// that value: from an estimate at the value of one instance, then down (a share is rounded
+/// down to the micro-dollar, so k instances are worth at least k times one, and the estimate
+/// is never too low).
+fn most_that_fit(
+    c: &Commitment,
+    count: u32,
+    now: Hour,
+    room: Money,
+) -> Result<(u32, Money), String> {
+    if count == 0 {
+        return Ok((0, Money::ZERO));
+    }
+    let per = remaining_value(c, 1, now)?.micros();
+    let mut k = if per > 0 {
+        count.min((room.micros().max(0) / per).min(u32::MAX as i64) as u32)
+    } else {
+        count
+    };
+    while k > 0 {
+        let value = remaining_value(c, k, now)?;
+        if value <= room {
+            return Ok((k, value));
+        }
+        k -= 1;
+    }
+    Ok((0, Money::ZERO))
+}
+
 /// One Azure exchange: the idle instances `idle` (index in `held`, instances) for the Azure
 /// reservations among this decision's purchases `out`, which become its targets (taken out of
 /// `out`, the most valuable first, as many as the refund needs). The refund may be at most the
@@ -1234,23 +1243,9 @@ fn exchange_idle(
     let mut refund = Money::ZERO;
     let mut given = Vec::new();
     for &(i, count) in idle {
-        let c = &held[i];
-        let left = c.end.since(now);
-        let value = |k: u32| -> Result<Money, String> {
-            split_off(c, k, now)?
-                .0
-                .hourly_cost
-                .times(left)
-                .ok_or_else(|| format!("{}: value out of range", c.id))
-        };
-        // The most instances whose refund still fits (from an estimate, then down).
-        let per = value(1)?.micros().max(1);
-        let mut k = count.min(((room - refund).micros().max(0) / per).min(u32::MAX as i64) as u32);
-        while k > 0 && refund + value(k)? > room {
-            k -= 1;
-        }
+        let (k, value) = most_that_fit(&held[i], count, now, room - refund)?;
         if k > 0 {
-            refund += value(k)?;
+            refund += value;
             given.push((i, k));
         }
     }
