@@ -500,3 +500,127 @@ fn a_return_stops_the_cost_and_is_refunded_within_the_cap() {
     let r = run(&input, &mut return_at_the_move("az", 1), &tight).unwrap();
     assert_eq!(r.returns[0].refund, money("0.116").times(left).unwrap());
 }
+
+/// Lists the given instances at each of the given hours, nothing else.
+struct SellAt(Vec<(Hour, &'static str, u32)>);
+
+impl Planner for SellAt {
+    fn name(&self) -> &str {
+        "seller"
+    }
+
+    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
+        Ok(Decision {
+            sales: self
+                .0
+                .iter()
+                .filter(|(at, _, _)| *at == ctx.now)
+                .map(|&(_, id, count)| GivenUp {
+                    id: id.into(),
+                    count,
+                })
+                .collect(),
+            ..Decision::default()
+        })
+    }
+}
+
+/// The scenario with the standard RI paid all upfront (0.06 $/h amortized: 525.60 upfront).
+fn input_with_upfront_ri() -> BacktestInput {
+    let mut input = input();
+    for c in input.existing.iter_mut().filter(|c| c.id == "sri") {
+        c.payment = PaymentOption::AllUpfront;
+        c.upfront = money("525.6");
+    }
+    input
+}
+
+#[test]
+fn a_marketplace_sale_bills_until_it_sells_and_writes_off_what_it_does_not_bring_in() {
+    let input = input_with_upfront_ri();
+    let market = Policy::default().ri_marketplace;
+    assert_eq!(
+        (market.sale_delay_hours, market.price_bp, market.fee_bp),
+        (336, 9_000, 1_200)
+    );
+    let r = run(
+        &input,
+        &mut SellAt(vec![(moved(), "sri", 1)]),
+        &Settings::default(),
+    )
+    .unwrap();
+    // Listed at the move (hour 240 of the window), sold 14 days later (hour 576); it applies
+    // and bills until then.
+    let sold = moved().plus(336);
+    let end = hour("2026-07-01T00:00:00Z");
+    let left = end.since(sold); // 5,976 h: 8 whole months of 730 h
+    assert_eq!((left, left / 730), (5_976, 8));
+    // 525.60 x 8/12 x 0.90 x 0.88 = 277.5168; the upfront not yet amortized is
+    // 525.60 x 5,976 / 8,760 = 358.5600; written off: 81.0432.
+    let s = &r.sales[0];
+    assert_eq!((s.listed, s.sold), (moved(), sold));
+    assert_eq!(s.proceeds, money("277.5168"));
+    assert_eq!(s.write_off, money("81.0432"));
+    assert_eq!(s.hourly, money("0.06"));
+    let expected_commitments = money("0.464").times(1464).unwrap()
+        + money("0.132").times(1464).unwrap()
+        + money("0.06").times(576).unwrap();
+    assert_eq!(r.total.commitment_cost, expected_commitments);
+    // The write-off is cost in October (the month it sold), and not commitment paid for.
+    assert_eq!((r.months[0].sales, r.months[1].sales), (1, 0));
+    assert_eq!(r.months[0].sale_write_off, money("81.0432"));
+    assert_eq!(
+        r.months[0].cost,
+        r.months[0].commitment_cost + r.months[0].on_demand_cost + money("81.0432")
+    );
+    assert_eq!(
+        r.total.cost,
+        r.total.commitment_cost + r.total.on_demand_cost + money("81.0432")
+    );
+}
+
+#[test]
+fn the_marketplace_takes_only_standard_ris_old_enough_with_a_month_left_and_listed_once() {
+    let refused = |input: &BacktestInput, sales: Vec<(Hour, &'static str, u32)>| match run(
+        input,
+        &mut SellAt(sales),
+        &Settings::default(),
+    ) {
+        Err(BacktestError::Exchange { rule, .. }) => rule,
+        other => panic!("expected a refused sale, got {other:?}"),
+    };
+    let input = input_with_upfront_ri();
+    let rule = refused(&input, vec![(moved(), "cri", 1)]);
+    assert!(rule.contains("only Standard RIs"), "{rule}");
+    let rule = refused(&input, vec![(moved(), "az", 1)]);
+    assert!(rule.contains("only Standard RIs"), "{rule}");
+    // Listed once: the next day it is still waiting for its buyer.
+    let rule = refused(
+        &input,
+        vec![(moved(), "sri", 1), (moved().plus(24), "sri", 1)],
+    );
+    assert!(rule.contains("already listed"), "{rule}");
+    // Bought 20 days before the listing: under AWS's 30 days.
+    let mut young = input_with_upfront_ri();
+    for c in young.existing.iter_mut().filter(|c| c.id == "sri") {
+        c.start = moved().plus(-20 * 24);
+        c.end = c.start.plus(Term::ONE_YEAR.hours());
+    }
+    let rule = refused(&young, vec![(moved(), "sri", 1)]);
+    assert!(rule.contains("under the 30 days"), "{rule}");
+    // Less than a month left when it would sell.
+    let mut ending = input_with_upfront_ri();
+    for c in ending.existing.iter_mut().filter(|c| c.id == "sri") {
+        c.end = moved().plus(336 + 700);
+    }
+    let rule = refused(&ending, vec![(moved(), "sri", 1)]);
+    assert!(rule.contains("less than a month left"), "{rule}");
+    // A refused decision changes nothing: the same listing alone is accepted.
+    let r = run(
+        &input,
+        &mut SellAt(vec![(moved(), "sri", 1)]),
+        &Settings::default(),
+    )
+    .unwrap();
+    assert_eq!(r.sales.len(), 1);
+}

@@ -545,3 +545,60 @@ fn lookback_returns_azure_reservations_left_idle_by_a_drop() {
         late(&keep)
     );
 }
+
+#[test]
+fn lookback_sells_standard_ris_left_idle_by_a_drop() {
+    // Everything drops to 40 % on day 150 of the evaluation year, for good: the Standard RIs
+    // bought for the whole fleet idle unless they are sold on the Marketplace.
+    let drop_at = EVAL_START + 150 * 24;
+    let input = scenario("drop", |g, i| {
+        let base = [20.0, 12.0, 8.0][g] * if i >= drop_at { 0.4 } else { 1.0 };
+        base * (1.0 + 0.1 * diurnal(i) + 0.05 * noise(11 + g as u64, i))
+    });
+    let run_with = |sales: bool| {
+        lookback_with(
+            &input,
+            LookbackConfig {
+                sales,
+                ..LookbackConfig::default()
+            },
+        )
+    };
+    let ((sell, stats), (keep, kept_stats)) = (run_with(true), run_with(false));
+    eprintln!(
+        "sales: ESR {:.4}, min monthly utilization {:?}, {stats:?}\nnone: ESR {:.4}, {:?}",
+        sell.total.esr, sell.min_monthly_utilization, keep.total.esr, keep.min_monthly_utilization
+    );
+    for m in sell.months.iter().zip(&keep.months) {
+        eprintln!(
+            "{} {:?} {:?} sales {}",
+            m.0.label, m.0.utilization, m.1.utilization, m.0.sales
+        );
+    }
+    assert_eq!((kept_stats.instances_sold, keep.sales.len()), (0, 0));
+    assert!(stats.instances_sold > 0, "{stats:?}");
+    let drop_hour = input.usage.range.start.plus(drop_at as i64);
+    for s in &sell.sales {
+        // Listed once the idle shows in the bill (48 h late), sold 14 days later, at a loss.
+        assert!(s.listed >= drop_hour.plus(48), "{s:?}");
+        assert_eq!(s.sold, s.listed.plus(14 * 24));
+        assert!(
+            s.proceeds.to_f64() > 0.0 && s.write_off.to_f64() > 0.0,
+            "{s:?}"
+        );
+    }
+    assert!(sell.total.esr > keep.total.esr + 0.01);
+    // Two months after the drop the portfolio is used again.
+    let late = |r: &RunResult| {
+        r.months[7..]
+            .iter()
+            .map(|m| m.utilization.unwrap_or(1.0))
+            .fold(f64::INFINITY, f64::min)
+    };
+    assert!(
+        late(&sell) > late(&keep) + 0.1,
+        "{} vs {}",
+        late(&sell),
+        late(&keep)
+    );
+}

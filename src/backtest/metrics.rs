@@ -10,7 +10,7 @@
 //! the micro-dollar once per period. Cost inside the window only: commitment hours after
 //! `evaluation_end` are reported separately as the liability left behind.
 
-use super::{BacktestError, BacktestInput, ExchangeRecord, ReturnRecord};
+use super::{BacktestError, BacktestInput, ExchangeRecord, ReturnRecord, SaleRecord};
 use crate::billing::{BillableGroup, BillingEngine, HourBill};
 use crate::domain::{Commitment, Hour, HourRange, Instrument, Money};
 use chrono::{Datelike, TimeZone, Utc};
@@ -26,7 +26,8 @@ pub struct Period {
     pub end: Hour,
     pub hours: usize,
     pub on_demand_equivalent: Money,
-    /// Commitments' amortized cost (used or not) + on-demand cost of uncovered usage.
+    /// Commitments' amortized cost (used or not) + on-demand cost of uncovered usage + the
+    /// write-offs of Marketplace sales that closed in the period.
     pub cost: Money,
     pub commitment_cost: Money,
     pub on_demand_cost: Money,
@@ -45,6 +46,10 @@ pub struct Period {
     /// Exchanges and returns made in the period.
     pub exchanges: usize,
     pub returns: usize,
+    /// Marketplace sales that closed in the period, and what they wrote off (in `cost`; not in
+    /// `commitment_cost` or utilization, which are about the hours commitments were active).
+    pub sales: usize,
+    pub sale_write_off: Money,
 }
 
 /// One day, for charts: per-hour averages in USD/h.
@@ -76,6 +81,8 @@ pub struct RunResult {
     pub exchange_log: Vec<ExchangeRecord>,
     /// Azure reservations returned for a refund, each as applied.
     pub returns: Vec<ReturnRecord>,
+    /// AWS Standard RIs sold on the Marketplace, each as applied.
+    pub sales: Vec<SaleRecord>,
     /// Lowest monthly utilization over months that paid for commitment.
     pub min_monthly_utilization: Option<f64>,
     /// Commitment cost still to run after `evaluation_end` (amortized), and the hourly cost
@@ -146,6 +153,7 @@ pub struct Actions {
     pub purchases: Vec<Commitment>,
     pub exchanges: Vec<ExchangeRecord>,
     pub returns: Vec<ReturnRecord>,
+    pub sales: Vec<SaleRecord>,
     pub decisions: usize,
 }
 
@@ -167,6 +175,7 @@ pub fn evaluate(
         purchases,
         exchanges,
         returns,
+        sales,
         decisions,
     } = actions;
     let window = input.window.evaluation();
@@ -194,7 +203,7 @@ pub fn evaluate(
             &acc.bill,
             portfolio,
             &purchases,
-            (&exchanges, &returns),
+            (&exchanges, &returns, &sales),
         ));
         total_bill.add(&acc.bill);
         daily.extend(acc.daily);
@@ -205,7 +214,7 @@ pub fn evaluate(
         &total_bill,
         portfolio,
         &purchases,
-        (&exchanges, &returns),
+        (&exchanges, &returns, &sales),
     );
     let min_monthly_utilization = month_periods
         .iter()
@@ -219,7 +228,12 @@ pub fn evaluate(
                 .times(c.end.since(end.max(c.start)).max(0))
                 .unwrap_or(Money::ZERO)
         })
-        .sum();
+        .sum::<Money>()
+        + sales
+            .iter()
+            .filter(|s| s.sold >= end)
+            .map(|s| s.write_off)
+            .sum::<Money>();
     let hourly_commitment_at_end = portfolio
         .iter()
         .filter(|c| c.is_active(end))
@@ -235,6 +249,7 @@ pub fn evaluate(
         exchanges: exchanges.len(),
         exchange_log: exchanges,
         returns,
+        sales,
         min_monthly_utilization,
         liability_after_window,
         hourly_commitment_at_end,
@@ -303,12 +318,14 @@ fn period(
     b: &HourBill,
     portfolio: &[Commitment],
     purchases: &[Commitment],
-    (exchanges, returns): (&[ExchangeRecord], &[ReturnRecord]),
+    (exchanges, returns, sales): (&[ExchangeRecord], &[ReturnRecord], &[SaleRecord]),
 ) -> Period {
     let money = |v: f64| Money::from_f64(v).unwrap_or(Money::ZERO);
     let commitment = commitment_cost(portfolio, range);
     let on_demand = money(b.on_demand_cost);
-    let cost = commitment + on_demand;
+    let closed: Vec<&SaleRecord> = sales.iter().filter(|s| range.contains(s.sold)).collect();
+    let write_off: Money = closed.iter().map(|s| s.write_off).sum();
+    let cost = commitment + on_demand + write_off;
     let ode = money(b.ode);
     let ratio = |num: f64, den: f64| if den > 0.0 { num / den } else { 0.0 };
     let bought: Vec<&Commitment> = purchases
@@ -346,5 +363,7 @@ fn period(
         new_hourly_commitment: bought.iter().map(|c| c.hourly_cost).sum(),
         exchanges: exchanges.iter().filter(|e| range.contains(e.at)).count(),
         returns: returns.iter().filter(|r| range.contains(r.at)).count(),
+        sales: closed.len(),
+        sale_write_off: write_off,
     }
 }

@@ -100,6 +100,44 @@ pub struct Policy {
     /// (USD 50,000 per billing profile; returns before the window are not known, so none are
     /// assumed).
     pub azure_refund_cap: Money,
+    /// How the AWS Reserved Instance Marketplace is assumed to buy what is listed.
+    pub ri_marketplace: Marketplace,
+}
+
+/// The replay's model of the AWS Reserved Instance Marketplace. AWS's rules (`shared/domain.md`,
+/// the EC2 User Guide "Sell in the Reserved Instance Marketplace"): only Standard RIs, active
+/// for at least 30 days, with at least a month left; the seller sets the upfront price, the
+/// buyer takes over the recurring fee, the term is rounded down to whole months, and AWS keeps
+/// a 12% service fee on the upfront price. Whether and when a listing sells is the market's:
+/// the replay assumes every listing sells `sale_delay_hours` after it is listed (the RI keeps
+/// applying, and billing, until then) at `price_bp` of the upfront price that its whole months
+/// left are worth pro rata. Both are assumptions, stated in every report; AWS's USD 20,000 a
+/// year seller limit (raised on request) is not modelled.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Marketplace {
+    /// Hours from listing to sale.
+    pub sale_delay_hours: i64,
+    /// Asking price: basis points of the pro rata upfront of the whole months left at the sale.
+    pub price_bp: u32,
+    /// AWS's service fee: basis points of the upfront price (12%).
+    pub fee_bp: u32,
+}
+
+impl Marketplace {
+    /// Hours in the month of AWS's "at least one month left" and "rounded down to the month".
+    pub const MONTH_HOURS: i64 = 730;
+    /// AWS lets an RI be listed once it has been active this long (30 days).
+    pub const MIN_AGE_HOURS: i64 = 30 * 24;
+}
+
+impl Default for Marketplace {
+    fn default() -> Self {
+        Marketplace {
+            sale_delay_hours: 14 * 24,
+            price_bp: 9_000,
+            fee_bp: 1_200,
+        }
+    }
 }
 
 impl Default for Policy {
@@ -108,6 +146,7 @@ impl Default for Policy {
             terms: vec![Term::ONE_YEAR],
             max_new_hourly_cost_per_decision: None,
             azure_refund_cap: Money::from_units(50_000),
+            ri_marketplace: Marketplace::default(),
         }
     }
 }
@@ -146,6 +185,8 @@ pub struct DecisionContext<'a> {
     pub policy: &'a Policy,
     /// The returns made so far (for the rolling refund cap).
     pub returned: &'a [ReturnRecord],
+    /// The Marketplace sales made so far (listed instances are not listed twice).
+    pub sold: &'a [SaleRecord],
 }
 
 impl DecisionContext<'_> {
@@ -169,6 +210,9 @@ pub struct Decision {
     /// Instances of held Azure reservations returned for a refund of their remaining value
     /// (within [`Policy::azure_refund_cap`]; Azure charges no early termination fee at present).
     pub returns: Vec<GivenUp>,
+    /// Instances of held AWS Standard RIs listed on the Reserved Instance Marketplace, sold
+    /// as [`Policy::ri_marketplace`] assumes.
+    pub sales: Vec<GivenUp>,
 }
 
 impl From<Vec<Commitment>> for Decision {
@@ -230,6 +274,24 @@ pub struct ReturnRecord {
     /// Remaining value refunded: hourly cost x hours left (exact).
     pub refund: Money,
     /// Amortized hourly cost no longer paid.
+    pub hourly: Money,
+}
+
+/// A Marketplace sale as the harness applied it (in the backtest's JSON).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SaleRecord {
+    /// When it was listed, and when it sold (the listed instances apply and bill until then).
+    pub listed: Hour,
+    pub sold: Hour,
+    pub source: GivenUp,
+    /// The id the listed instances carry until they sell.
+    pub listed_id: String,
+    /// What the seller receives: the asking price less AWS's fee (exact, rounded down).
+    pub proceeds: Money,
+    /// The upfront not yet amortized at the sale, less the proceeds: charged as cost in the
+    /// month of the sale (the price of selling rather than keeping the instances idle).
+    pub write_off: Money,
+    /// Amortized hourly cost no longer paid once sold.
     pub hourly: Money,
 }
 
@@ -311,6 +373,7 @@ pub fn run(
     let mut purchases: Vec<Commitment> = Vec::new();
     let mut exchanges: Vec<ExchangeRecord> = Vec::new();
     let mut returns: Vec<ReturnRecord> = Vec::new();
+    let mut sales: Vec<SaleRecord> = Vec::new();
     let mut decisions = 0usize;
     let mut now = w.decision_time;
     while now < w.evaluation_end {
@@ -328,6 +391,7 @@ pub fn run(
             portfolio: &portfolio,
             policy: &settings.policy,
             returned: &returns,
+            sold: &sales,
         };
         let decision = planner
             .decide(&ctx)
@@ -371,6 +435,18 @@ pub fn run(
                 })?;
             returned.push(record);
         }
+        let mut sold = Vec::with_capacity(decision.sales.len());
+        for g in &decision.sales {
+            let listed = sales.iter().chain(&sold);
+            let record = apply_sale(&mut next, now, g, &settings.policy.ri_marketplace, listed)
+                .map_err(|rule| BacktestError::Exchange {
+                    planner: planner.name().to_string(),
+                    at: now,
+                    sources: format!("{} x{} (Marketplace sale)", g.id, g.count),
+                    rule,
+                })?;
+            sold.push(record);
+        }
         // The cap is on new hourly commitment: the purchases, and what the exchanges' targets
         // cost per hour beyond what they give up.
         let exchanged_new: Money = made
@@ -391,6 +467,7 @@ pub fn run(
         purchases.extend(decision.purchases);
         exchanges.extend(made);
         returns.extend(returned);
+        sales.extend(sold);
         now = now.plus(settings.cadence_hours);
     }
     metrics::evaluate(
@@ -402,6 +479,7 @@ pub fn run(
             purchases,
             exchanges,
             returns,
+            sales,
             decisions,
         },
     )
@@ -490,6 +568,81 @@ fn apply_return(
         refund,
         hourly,
     })
+}
+
+/// Applies one Marketplace sale to `portfolio` at `now` under AWS's rules and the market model
+/// of [`Marketplace`]; or says which rule it breaks. The listed instances are split off and
+/// end at the sale; the proceeds and the write-off are computed exactly (i128 micro-dollars,
+/// rounded down).
+fn apply_sale<'a>(
+    portfolio: &mut Vec<Commitment>,
+    now: Hour,
+    g: &GivenUp,
+    market: &Marketplace,
+    listed: impl IntoIterator<Item = &'a SaleRecord>,
+) -> Result<SaleRecord, String> {
+    let i = portfolio
+        .iter()
+        .position(|c| c.id == g.id)
+        .ok_or_else(|| format!("{} is not held", g.id))?;
+    let c = portfolio[i].clone();
+    if c.instrument != crate::domain::Instrument::StandardReservedInstance {
+        return Err(format!(
+            "{} is a {}: only Standard RIs are sold on the Marketplace",
+            c.id, c.instrument
+        ));
+    }
+    if !c.is_active(now) {
+        return Err(format!("{} is not active at {now}", c.id));
+    }
+    if listed
+        .into_iter()
+        .any(|s| s.listed_id == c.id && s.sold > now)
+    {
+        return Err(format!("{} is already listed", c.id));
+    }
+    if now.since(c.start) < Marketplace::MIN_AGE_HOURS {
+        return Err(format!(
+            "{} has been active {} h, under the 30 days AWS requires before a listing",
+            c.id,
+            now.since(c.start)
+        ));
+    }
+    let sold = now.plus(market.sale_delay_hours.max(0));
+    let months = c.end.since(sold) / Marketplace::MONTH_HOURS;
+    if months < 1 {
+        return Err(format!(
+            "{} would have less than a month left when it sells ({sold})",
+            c.id
+        ));
+    }
+    let (gone, kept) = split_off(&c, g.count, sold)?;
+    let term_hours = c.term.hours().max(1) as i128;
+    let term_months = (c.term.hours() / Marketplace::MONTH_HOURS).max(1) as i128;
+    let upfront = gone.upfront.micros() as i128;
+    let proceeds = upfront
+        * months as i128
+        * market.price_bp as i128
+        * (10_000 - market.fee_bp.min(10_000)) as i128
+        / (term_months * 100_000_000);
+    let unamortized = upfront * c.end.since(sold) as i128 / term_hours;
+    let micros = |v: i128| {
+        i64::try_from(v)
+            .map(Money::from_micros)
+            .map_err(|_| format!("{}: sale value out of range", c.id))
+    };
+    let record = SaleRecord {
+        listed: now,
+        sold,
+        source: g.clone(),
+        listed_id: gone.id.clone(),
+        proceeds: micros(proceeds)?,
+        write_off: micros(unamortized - proceeds)?,
+        hourly: gone.hourly_cost,
+    };
+    portfolio[i] = gone;
+    portfolio.extend(kept);
+    Ok(record)
 }
 
 /// Applies one exchange to `portfolio` at `now` under the rules of [`Exchange`], or says which

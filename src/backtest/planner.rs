@@ -587,6 +587,10 @@ pub struct LookbackConfig {
     /// Idle Azure reservation instances that no purchase absorbs by an exchange are returned
     /// for a refund of their remaining value, within the policy's rolling refund cap.
     pub returns: bool,
+    /// AWS Standard RIs left idle (judged as idle Azure reservations are) are listed on the
+    /// Reserved Instance Marketplace, sold as the policy's market model assumes
+    /// ([`crate::backtest::Marketplace`]).
+    pub sales: bool,
 }
 
 impl Default for LookbackConfig {
@@ -622,6 +626,7 @@ impl Default for LookbackConfig {
             // 29.21% -> 29.34% (docs/benchmarks/backtest.md, "Exchanges in the replay").
             exchanges: true,
             returns: true,
+            sales: true,
         }
     }
 }
@@ -646,6 +651,8 @@ pub struct LookbackStats {
     pub instances_exchanged: u64,
     /// Reservation instances returned for a refund.
     pub instances_returned: u64,
+    /// Standard RI instances listed on the Marketplace.
+    pub instances_sold: u64,
     /// Largest LP (columns, rows) and demand points after reduction, over the solves.
     pub max_columns: usize,
     pub max_rows: usize,
@@ -785,23 +792,6 @@ impl Planner for LookbackPlanner {
         if n < 14 * 24 {
             return Ok(Decision::default());
         }
-        let due = match self.last_solve {
-            None => true,
-            Some((at, capped)) => {
-                capped
-                    || expired
-                    || ctx.now.since(at) >= self.config.resolve_days as i64 * 24
-                    || (self.config.trigger_share > 0.0 && {
-                        let (value, ode) = uncovered_value(ctx, &held_now)?;
-                        value - self.uncovered_after >= self.config.trigger_share * ode
-                    })
-            }
-        };
-        if !due {
-            self.stats.skipped += 1;
-            return Ok(Decision::default());
-        }
-        self.stats.solved += 1;
         let w = (self.config.window_days * 24).min(n);
         // Each group's level over the look-back and over the last days.
         let levels: Vec<(f64, f64)> = known
@@ -833,6 +823,36 @@ impl Planner for LookbackPlanner {
                 }
             })
             .collect();
+        // Idle Azure reservations are planned as given up: the solve covers what they still
+        // covered, and the Azure reservations it buys absorb their refund (`exchange_idle`);
+        // idle Standard RIs are listed. Reservations standing idle make a decision due: a drop
+        // does not raise the uncovered usage that otherwise triggers a solve.
+        let fell: Vec<bool> = change.iter().map(|&c| c < 0.0).collect();
+        let idle = idle_reservations(
+            ctx,
+            &held_now,
+            &fell,
+            self.config.exchanges || self.config.returns,
+            self.config.sales,
+        );
+        let due = !idle.is_empty()
+            || match self.last_solve {
+                None => true,
+                Some((at, capped)) => {
+                    capped
+                        || expired
+                        || ctx.now.since(at) >= self.config.resolve_days as i64 * 24
+                        || (self.config.trigger_share > 0.0 && {
+                            let (value, ode) = uncovered_value(ctx, &held_now)?;
+                            value - self.uncovered_after >= self.config.trigger_share * ode
+                        })
+                }
+            };
+        if !due {
+            self.stats.skipped += 1;
+            return Ok(Decision::default());
+        }
+        self.stats.solved += 1;
         let moved: Vec<f64> = (0..ctx.groups.len())
             .map(|gi| {
                 if !self.config.follow_moves || change[gi] <= 0.0 {
@@ -852,14 +872,6 @@ impl Planner for LookbackPlanner {
             })
             .collect();
         self.stats.moves_followed += moved.iter().filter(|&&m| m > 0.0).count();
-        // Idle Azure reservations are planned as given up: the solve covers what they still
-        // covered, and the Azure reservations it buys absorb their refund (`exchange_idle`).
-        let fell: Vec<bool> = change.iter().map(|&c| c < 0.0).collect();
-        let idle = if self.config.exchanges || self.config.returns {
-            idle_reservations(ctx, &held_now, &fell)
-        } else {
-            Vec::new()
-        };
         let active = give_up(&held_now, &idle, ctx.now)?;
         const WEEK: usize = 7 * 24;
         let series: Vec<(crate::domain::UsageGroup, Vec<f64>)> = known
@@ -1029,6 +1041,10 @@ impl Planner for LookbackPlanner {
             out.extend(self.ladder.savings_plans(ctx, &held, &mut budget)?);
         }
         self.last_solve = Some((ctx.now, budget < 0.1 * self.ladder.cap.to_f64()));
+        // Idle Azure reservations are exchanged or returned, idle Standard RIs sold.
+        let (idle_ris, idle): (Vec<Given>, Vec<Given>) = idle
+            .into_iter()
+            .partition(|&(i, _)| held_now[i].instrument == Instrument::StandardReservedInstance);
         let exchange = if self.config.exchanges {
             exchange_idle(ctx.now, &held_now, &idle, &mut out)?
         } else {
@@ -1067,6 +1083,15 @@ impl Planner for LookbackPlanner {
                 }
             }
         }
+        let sales: Vec<GivenUp> = idle_ris
+            .iter()
+            .map(|&(i, count)| GivenUp {
+                id: held_now[i].id.clone(),
+                count,
+            })
+            .collect();
+        self.stats.instances_sold += idle_ris.iter().map(|&(_, k)| k as u64).sum::<u64>();
+        given.extend(idle_ris);
         let mut after = give_up(&held_now, &given, ctx.now)?;
         after.extend(out.iter().cloned());
         after.extend(
@@ -1082,6 +1107,7 @@ impl Planner for LookbackPlanner {
             purchases: out,
             exchanges,
             returns,
+            sales,
         })
     }
 }
@@ -1101,24 +1127,61 @@ const IDLE_QUANTILE: f64 = 0.2;
 /// later. The pool gives up whole instances worth at most its idle level, the latest-ending
 /// reservations first (each gives up the most idle hours). Reservations with less than a week
 /// left run out instead.
+///
+/// Azure reservations are judged when `azure`; AWS Standard RIs when `ris`, those the
+/// Marketplace would take ([`Marketplace`](crate::backtest::Marketplace): 30 days old, a whole
+/// month left when the listing sells). Instances listed earlier still apply until they sell:
+/// they count in the pool's capacity, and their units come off its idle level.
 fn idle_reservations(
     ctx: &DecisionContext<'_>,
     held: &[Commitment],
     fell: &[bool],
+    azure: bool,
+    ris: bool,
 ) -> Vec<(usize, u32)> {
+    use crate::backtest::Marketplace;
     let n = ctx.known.range.len();
-    let mut pools: std::collections::BTreeMap<(String, String), Vec<usize>> = Default::default();
+    let market = ctx.policy.ri_marketplace;
+    let listed = |c: &Commitment| {
+        ctx.sold
+            .iter()
+            .any(|s| s.listed_id == c.id && s.sold > ctx.now)
+    };
+    let sellable = |c: &Commitment| {
+        ctx.now.since(c.start) >= Marketplace::MIN_AGE_HOURS
+            && c.end.since(ctx.now.plus(market.sale_delay_hours)) >= Marketplace::MONTH_HOURS
+    };
+    // Per pool: the members that may be given up, the units of those too young to be listed,
+    // and of those already listed.
+    type Pool = (Vec<usize>, f64, f64);
+    let mut pools: std::collections::BTreeMap<(Provider, String, String), Pool> =
+        Default::default();
     for (i, c) in held.iter().enumerate() {
-        if c.instrument != Instrument::AzureReservation || c.remaining_hours(ctx.now) < 7 * 24 {
+        let judged = match c.instrument {
+            Instrument::AzureReservation => azure,
+            Instrument::StandardReservedInstance => ris,
+            _ => false,
+        };
+        if !judged || c.remaining_hours(ctx.now) < 7 * 24 {
             continue;
         }
-        if let (Some(region), Some(flex)) = (c.region.clone(), c.flex_group()) {
-            pools.entry((region, flex)).or_default().push(i);
+        let Some(key) = c.region.clone().zip(c.flex_group()) else {
+            continue;
+        };
+        let pool = pools.entry((c.provider, key.0, key.1)).or_default();
+        if c.instrument == Instrument::StandardReservedInstance && listed(c) {
+            pool.2 += c.units();
+        } else if c.instrument == Instrument::AzureReservation || sellable(c) {
+            pool.0.push(i);
+        } else if ctx.now.since(c.start) < Marketplace::MIN_AGE_HOURS {
+            pool.1 += c.units();
         }
     }
+    pools.retain(|_, (members, _, _)| !members.is_empty());
     let mut out = Vec::new();
-    for ((region, flex), mut members) in pools {
-        let capacity: f64 = members.iter().map(|&i| held[i].units()).sum();
+    for ((provider, region, flex), (mut members, young_units, listed_units)) in pools {
+        let capacity: f64 =
+            members.iter().map(|&i| held[i].units()).sum::<f64>() + young_units + listed_units;
         let groups: Vec<(usize, f64)> = ctx
             .groups
             .iter()
@@ -1126,7 +1189,7 @@ fn idle_reservations(
             .filter_map(|(gi, bg)| {
                 let g = &bg.group;
                 let s = g.sizing();
-                (g.provider == Provider::Azure && g.region == region && s.flex_group == flex)
+                (g.provider == provider && g.region == region && s.flex_group == flex)
                     .then_some((gi, s.units))
             })
             .collect();
@@ -1149,6 +1212,7 @@ fn idle_reservations(
                 quantile(&mut idle, IDLE_QUANTILE)
             })
             .fold(f64::INFINITY, f64::min);
+        let level = level - listed_units;
         if !(level.is_finite() && level > 0.0) {
             continue;
         }
@@ -1172,6 +1236,9 @@ fn idle_reservations(
     }
     out
 }
+
+/// Instances of a held commitment given up: (index in the held list, instances).
+type Given = (usize, u32);
 
 /// `held` with the instances in `given` (index in `held`, instances) given up at `now`.
 fn give_up(

@@ -73,6 +73,22 @@ impl Comparison {
                 })
             })
             .collect::<Vec<_>>();
+        let sale_list: Vec<Value> = r
+            .sales
+            .iter()
+            .map(|x| {
+                json!({
+                    "listed": x.listed,
+                    "sold": x.sold,
+                    "id": x.source.id,
+                    "count": x.source.count,
+                    "proceeds": x.proceeds.to_f64(),
+                    "write_off": x.write_off.to_f64(),
+                    "hourly_cost": x.hourly.to_f64(),
+                })
+            })
+            .collect::<Vec<_>>();
+        let market = self.settings.policy.ri_marketplace;
         let exchange_list: Vec<Value> = r
             .exchange_log
             .iter()
@@ -111,6 +127,14 @@ impl Comparison {
             "exchanges": r.exchanges,
             "returns": r.returns.len(),
             "refunds": r.returns.iter().map(|x| x.refund).sum::<crate::domain::Money>().to_f64(),
+            "sales": r.sales.len(),
+            "sale_proceeds": r.sales.iter().map(|x| x.proceeds).sum::<crate::domain::Money>().to_f64(),
+            "sale_write_off": r.sales.iter().map(|x| x.write_off).sum::<crate::domain::Money>().to_f64(),
+            "ri_marketplace": {
+                "sale_delay_hours": market.sale_delay_hours,
+                "price_share": market.price_bp as f64 / 10_000.0,
+                "fee_share": market.fee_bp as f64 / 10_000.0,
+            },
             "baselines": baselines,
             "cadence_hours": self.settings.cadence_hours,
             "latency_hours": self.settings.latency_hours,
@@ -137,6 +161,7 @@ impl Comparison {
                 "upfront": c.upfront.to_f64(),
             })).collect::<Vec<_>>(),
             "return_list": return_list,
+            "sale_list": sale_list,
             "exchange_list": exchange_list,
         })
     }
@@ -191,7 +216,7 @@ impl Comparison {
         let _ = writeln!(s, "\ncommitd by month:");
         let _ = writeln!(
             s,
-            "{:<8} {:>12} {:>12} {:>7} {:>9} {:>12} {:>9} {:>9} {:>7}",
+            "{:<8} {:>12} {:>12} {:>7} {:>9} {:>12} {:>9} {:>9} {:>7} {:>5}",
             "month",
             "on-demand eq",
             "cost",
@@ -200,12 +225,13 @@ impl Comparison {
             "utilization",
             "purchases",
             "exchanges",
-            "returns"
+            "returns",
+            "sales"
         );
         for m in &self.commitd.months {
             let _ = writeln!(
                 s,
-                "{:<8} {:>12} {:>12} {:>7} {:>9} {:>12} {:>9} {:>9} {:>7}",
+                "{:<8} {:>12} {:>12} {:>7} {:>9} {:>12} {:>9} {:>9} {:>7} {:>5}",
                 m.label,
                 usd(m.on_demand_equivalent),
                 usd(m.cost),
@@ -214,12 +240,26 @@ impl Comparison {
                 m.utilization.map(pct).unwrap_or_else(|| "-".into()),
                 m.purchases,
                 m.exchanges,
-                m.returns
+                m.returns,
+                m.sales
+            );
+        }
+        if !self.commitd.sales.is_empty() {
+            let market = self.settings.policy.ri_marketplace;
+            let _ = writeln!(
+                s,
+                "\nAWS Standard RIs sold on the Marketplace: {} (proceeds {}, written off {}). Assumed: every listing sells {} days after it is listed, at {:.0}% of the pro rata upfront of its whole months left, less AWS's {:.0}% fee.",
+                self.commitd.sales.len(),
+                usd(self.commitd.sales.iter().map(|x| x.proceeds).sum()),
+                usd(self.commitd.sales.iter().map(|x| x.write_off).sum()),
+                market.sale_delay_hours as f64 / 24.0,
+                market.price_bp as f64 / 100.0,
+                market.fee_bp as f64 / 100.0
             );
         }
         let _ = writeln!(
             s,
-            "\nESR = 1 - cost / on-demand equivalent. Cost = amortized commitments inside the window (used or not) + on-demand for uncovered usage.\n\"left after\" = commitment cost still to run after the window."
+            "\nESR = 1 - cost / on-demand equivalent. Cost = amortized commitments inside the window (used or not) + on-demand for uncovered usage (+ what RI sales wrote off).\n\"left after\" = commitment cost still to run after the window."
         );
         s
     }
@@ -393,6 +433,33 @@ paid for until the return, their remaining value refunded (at most USD 50,000 in
             }
             h.push_str("</table>");
         }
+        if !r.sales.is_empty() {
+            let market = self.settings.policy.ri_marketplace;
+            let _ = write!(
+                h,
+                "<h2>Reserved Instances sold</h2><p class=\"note\">AWS Standard RIs left idle were listed on the Reserved Instance Marketplace. \
+They apply, and are paid for, until they sell; the upfront not yet amortized, less what the sale brings in, is counted as cost in the month of the sale (written off). \
+Assumed, as no backtest can know the market: every listing sells {:.0} days after it is listed, at {:.0}% of the pro rata upfront of its whole months left, less AWS's {:.0}% fee.</p>\
+<table><tr><th>listed</th><th>sold</th><th>reservation</th><th>instances</th><th>proceeds</th><th>written off</th><th>cost per hour no longer paid</th></tr>",
+                market.sale_delay_hours as f64 / 24.0,
+                market.price_bp as f64 / 100.0,
+                market.fee_bp as f64 / 100.0
+            );
+            for x in r.sales.iter().take(200) {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td></tr>",
+                    &x.listed.to_string()[..10],
+                    &x.sold.to_string()[..10],
+                    esc(&x.source.id),
+                    x.source.count,
+                    usd(x.proceeds),
+                    usd(x.write_off),
+                    x.hourly.to_f64()
+                );
+            }
+            h.push_str("</table>");
+        }
         h.push_str("<p class=\"note\">Definitions: on-demand equivalent = the eligible usage priced at list price. \
 Cost = amortized cost of every commitment inside the window, used or not, plus on-demand prices for uncovered usage. \
 Effective savings rate = 1 - cost / on-demand equivalent. Coverage = share of the on-demand equivalent covered by commitments. \
@@ -428,6 +495,8 @@ fn month_json(m: &Period) -> Value {
         "new_hourly_commitment": m.new_hourly_commitment.to_f64(),
         "exchanges": m.exchanges,
         "returns": m.returns,
+        "sales": m.sales,
+        "sale_write_off": m.sale_write_off.to_f64(),
     })
 }
 

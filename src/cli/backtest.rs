@@ -4,7 +4,7 @@
 use crate::backtest::baselines::{CeQuarterly, ExistingOnly};
 use crate::backtest::planner::{self, PlannerConfig};
 use crate::backtest::report::Comparison;
-use crate::backtest::{run as run_backtest, BacktestInput, Planner, Policy, Settings};
+use crate::backtest::{run as run_backtest, BacktestInput, Marketplace, Planner, Policy, Settings};
 use crate::domain::Money;
 use crate::ingest::Scenario;
 use anyhow::Context;
@@ -115,6 +115,18 @@ pub struct Args {
     /// refund within the USD 50,000 rolling 12-month cap (true/false; default true).
     #[arg(long)]
     pub lookback_returns: Option<bool>,
+    /// Look-back planner: list AWS Standard RIs left idle on the Reserved Instance Marketplace
+    /// (true/false; default true). What a sale brings in is the market model's (below).
+    #[arg(long)]
+    pub lookback_sales: Option<bool>,
+    /// Marketplace model: days from listing an RI to its sale (it applies and bills until then).
+    /// An assumption: no backtest can know when a listing sells.
+    #[arg(long, default_value_t = 14)]
+    pub ri_sale_days: u32,
+    /// Marketplace model: asking price as a share (0..1) of the pro rata upfront of the RI's
+    /// whole months left; AWS keeps 12% of it. An assumption, like the delay.
+    #[arg(long, default_value_t = 0.9)]
+    pub ri_sale_price: f64,
     /// Skip the baselines (only commitd's planner).
     #[arg(long)]
     pub no_baselines: bool,
@@ -233,6 +245,9 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
     if let Some(x) = args.lookback_returns {
         lb.returns = x;
     }
+    if let Some(x) = args.lookback_sales {
+        lb.sales = x;
+    }
     if let Some(r) = args.lookback_residual {
         lb.residual = r;
     }
@@ -265,10 +280,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         existing: scenario.commitments,
     };
     let loaded = started.elapsed();
+    if !(0.0..=1.0).contains(&args.ri_sale_price) {
+        anyhow::bail!(
+            "--ri-sale-price must be a share between 0 and 1, got {}",
+            args.ri_sale_price
+        );
+    }
     let base = Settings {
         cadence_hours: args.cadence_hours,
         latency_hours: args.latency_hours,
-        policy: Policy::default(),
+        policy: Policy {
+            ri_marketplace: Marketplace {
+                sale_delay_hours: args.ri_sale_days as i64 * 24,
+                price_bp: (args.ri_sale_price * 10_000.0).round() as u32,
+                ..Marketplace::default()
+            },
+            ..Policy::default()
+        },
     };
     let (mut commitd, settings): (Box<dyn Planner>, Settings) = match args.planner {
         PlannerKind::Ladder => planner::commitd_planner(&input, &base, config)
