@@ -196,6 +196,26 @@ fn lookback_with(input: &BacktestInput, config: LookbackConfig) -> (RunResult, L
     (r, p.stats)
 }
 
+/// The look-back planner with one option on and off (`set` turns it on or off in the
+/// defaults): both results and stats, and a line for the test log.
+fn on_and_off(
+    input: &BacktestInput,
+    what: &str,
+    set: impl Fn(&mut LookbackConfig, bool),
+) -> ((RunResult, LookbackStats), (RunResult, LookbackStats)) {
+    let run_with = |on: bool| {
+        let mut config = LookbackConfig::default();
+        set(&mut config, on);
+        lookback_with(input, config)
+    };
+    let ((on, stats), off) = (run_with(true), run_with(false));
+    eprintln!(
+        "{what}: ESR {:.4}, min monthly utilization {:?}, {stats:?}\nnone: ESR {:.4}, {:?}",
+        on.total.esr, on.min_monthly_utilization, off.0.total.esr, off.0.min_monthly_utilization
+    );
+    ((on, stats), off)
+}
+
 fn check(name: &str, commitd: &RunResult, ce: &RunResult, min_gain: f64) {
     let (c, n) = (commitd.total.esr, ce.total.esr);
     eprintln!(
@@ -462,22 +482,11 @@ fn lookback_exchanges_azure_reservations_left_idle_by_a_region_move() {
         let share = if g == 1 { moved } else { 1.0 - moved };
         20.0 * share * (1.0 + 0.1 * diurnal(i) + 0.05 * noise(31 + g as u64, i))
     });
-    let run_with = |exchanges: bool| {
-        lookback_with(
-            &input,
-            LookbackConfig {
-                exchanges,
-                // Returns would give up the idle instances too: this test is about exchanges.
-                returns: false,
-                ..LookbackConfig::default()
-            },
-        )
-    };
-    let ((swap, stats), (keep, kept_stats)) = (run_with(true), run_with(false));
-    eprintln!(
-        "exchanges: ESR {:.4}, min monthly utilization {:?}, {stats:?}\nnone: ESR {:.4}, {:?}",
-        swap.total.esr, swap.min_monthly_utilization, keep.total.esr, keep.min_monthly_utilization
-    );
+    let ((swap, stats), (keep, kept_stats)) = on_and_off(&input, "exchanges", |c, on| {
+        c.exchanges = on;
+        // Returns would give up the idle instances too: this test is about exchanges.
+        c.returns = false;
+    });
     assert_eq!((kept_stats.exchanges, keep.exchanges), (0, 0));
     assert!(swap.exchanges > 0 && swap.exchanges == stats.exchanges);
     // Most of the 20 instances were given up for westeurope ones.
@@ -508,20 +517,7 @@ fn lookback_returns_azure_reservations_left_idle_by_a_drop() {
         let level = if i < drop_at { 20.0 } else { 8.0 };
         level * (1.0 + 0.1 * diurnal(i) + 0.05 * noise(41, i))
     });
-    let run_with = |returns: bool| {
-        lookback_with(
-            &input,
-            LookbackConfig {
-                returns,
-                ..LookbackConfig::default()
-            },
-        )
-    };
-    let ((give, stats), (keep, kept_stats)) = (run_with(true), run_with(false));
-    eprintln!(
-        "returns: ESR {:.4}, min monthly utilization {:?}, {stats:?}\nnone: ESR {:.4}, {:?}",
-        give.total.esr, give.min_monthly_utilization, keep.total.esr, keep.min_monthly_utilization
-    );
+    let ((give, stats), (keep, kept_stats)) = on_and_off(&input, "returns", |c, on| c.returns = on);
     assert_eq!((kept_stats.instances_returned, keep.returns.len()), (0, 0));
     // About the 12 instances the drop left idle (some hours of the diurnal trough excepted).
     assert!((9..=12).contains(&stats.instances_returned), "{stats:?}");
@@ -555,20 +551,7 @@ fn lookback_sells_standard_ris_left_idle_by_a_drop() {
         let base = [20.0, 12.0, 8.0][g] * if i >= drop_at { 0.4 } else { 1.0 };
         base * (1.0 + 0.1 * diurnal(i) + 0.05 * noise(11 + g as u64, i))
     });
-    let run_with = |sales: bool| {
-        lookback_with(
-            &input,
-            LookbackConfig {
-                sales,
-                ..LookbackConfig::default()
-            },
-        )
-    };
-    let ((sell, stats), (keep, kept_stats)) = (run_with(true), run_with(false));
-    eprintln!(
-        "sales: ESR {:.4}, min monthly utilization {:?}, {stats:?}\nnone: ESR {:.4}, {:?}",
-        sell.total.esr, sell.min_monthly_utilization, keep.total.esr, keep.min_monthly_utilization
-    );
+    let ((sell, stats), (keep, kept_stats)) = on_and_off(&input, "sales", |c, on| c.sales = on);
     for m in sell.months.iter().zip(&keep.months) {
         eprintln!(
             "{} {:?} {:?} sales {}",

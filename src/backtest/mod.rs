@@ -528,6 +528,29 @@ pub fn remaining_value(c: &Commitment, count: u32, now: Hour) -> Result<Money, S
         .ok_or_else(|| format!("{}: remaining value out of range", c.id))
 }
 
+/// The held commitment a return or a sale gives instances of (its index and a copy), if it is
+/// an `instrument` active at `now`; else the rule it breaks (`only` says which instruments may).
+fn held_of(
+    portfolio: &[Commitment],
+    now: Hour,
+    g: &GivenUp,
+    instrument: crate::domain::Instrument,
+    only: &str,
+) -> Result<(usize, Commitment), String> {
+    let i = portfolio
+        .iter()
+        .position(|c| c.id == g.id)
+        .ok_or_else(|| format!("{} is not held", g.id))?;
+    let c = portfolio[i].clone();
+    if c.instrument != instrument {
+        return Err(format!("{} is a {}: {only}", c.id, c.instrument));
+    }
+    if !c.is_active(now) {
+        return Err(format!("{} is not active at {now}", c.id));
+    }
+    Ok((i, c))
+}
+
 /// Applies one return to `portfolio` at `now`: held Azure reservation instances, refunded
 /// within the rolling 12-month cap given what was `used` of it; or says which rule it breaks.
 fn apply_return(
@@ -537,20 +560,13 @@ fn apply_return(
     policy: &Policy,
     used: Money,
 ) -> Result<ReturnRecord, String> {
-    let i = portfolio
-        .iter()
-        .position(|c| c.id == g.id)
-        .ok_or_else(|| format!("{} is not held", g.id))?;
-    let c = portfolio[i].clone();
-    if c.instrument != crate::domain::Instrument::AzureReservation {
-        return Err(format!(
-            "{} is a {}: only Azure reservations are returned here",
-            c.id, c.instrument
-        ));
-    }
-    if !c.is_active(now) {
-        return Err(format!("{} is not active at {now}", c.id));
-    }
+    let (i, c) = held_of(
+        portfolio,
+        now,
+        g,
+        crate::domain::Instrument::AzureReservation,
+        "only Azure reservations are returned here",
+    )?;
     let refund = remaining_value(&c, g.count, now)?;
     let (gone, kept) = split_off(&c, g.count, now)?;
     if used + refund > policy.azure_refund_cap {
@@ -581,20 +597,13 @@ fn apply_sale<'a>(
     market: &Marketplace,
     listed: impl IntoIterator<Item = &'a SaleRecord>,
 ) -> Result<SaleRecord, String> {
-    let i = portfolio
-        .iter()
-        .position(|c| c.id == g.id)
-        .ok_or_else(|| format!("{} is not held", g.id))?;
-    let c = portfolio[i].clone();
-    if c.instrument != crate::domain::Instrument::StandardReservedInstance {
-        return Err(format!(
-            "{} is a {}: only Standard RIs are sold on the Marketplace",
-            c.id, c.instrument
-        ));
-    }
-    if !c.is_active(now) {
-        return Err(format!("{} is not active at {now}", c.id));
-    }
+    let (i, c) = held_of(
+        portfolio,
+        now,
+        g,
+        crate::domain::Instrument::StandardReservedInstance,
+        "only Standard RIs are sold on the Marketplace",
+    )?;
     if listed
         .into_iter()
         .any(|s| s.listed_id == c.id && s.sold > now)
