@@ -291,12 +291,7 @@ fn migration_between_families_stops_reservations_for_the_family_that_leaves() {
 
 #[test]
 fn sudden_drop_stops_buying_within_days() {
-    // Everything drops to 40 % on day 150 of the evaluation year.
-    let drop_at = EVAL_START + 150 * 24;
-    let input = scenario("drop", |g, i| {
-        let base = [20.0, 12.0, 8.0][g] * if i >= drop_at { 0.4 } else { 1.0 };
-        base * (1.0 + 0.1 * diurnal(i) + 0.05 * noise(11 + g as u64, i))
-    });
+    let (input, drop_at) = dropping_fleet();
     let (c, n) = compare(&input);
     let existing = run(&input, &mut ExistingOnly, &Settings::default()).unwrap();
     assert_eq!(existing.total.esr, 0.0);
@@ -313,6 +308,16 @@ fn sudden_drop_stops_buying_within_days() {
     );
     // Usage collapses: commitd must not do worse than the native tool on utilization.
     check("drop", &c, &n, 0.0);
+}
+
+/// Everything drops to 40 % on day 150 of the evaluation year, for good; and that hour's index.
+fn dropping_fleet() -> (BacktestInput, usize) {
+    let drop_at = EVAL_START + 150 * 24;
+    let input = scenario("drop", |g, i| {
+        let base = [20.0, 12.0, 8.0][g] * if i >= drop_at { 0.4 } else { 1.0 };
+        base * (1.0 + 0.1 * diurnal(i) + 0.05 * noise(11 + g as u64, i))
+    });
+    (input, drop_at)
 }
 
 fn noisy_fleet() -> BacktestInput {
@@ -340,12 +345,7 @@ fn lookback_buys_on_a_steady_fleet_and_beats_the_native_tool() {
 
 #[test]
 fn lookback_stops_buying_after_a_sudden_drop() {
-    // Everything drops to 40 % on day 150 of the evaluation year.
-    let drop_at = EVAL_START + 150 * 24;
-    let input = scenario("drop", |g, i| {
-        let base = [20.0, 12.0, 8.0][g] * if i >= drop_at { 0.4 } else { 1.0 };
-        base * (1.0 + 0.1 * diurnal(i) + 0.05 * noise(11 + g as u64, i))
-    });
+    let (input, drop_at) = dropping_fleet();
     let c = lookback(&input);
     let ce = run(&input, &mut CeQuarterly::default(), &Settings::default()).unwrap();
     assert!(!c.purchases.is_empty());
@@ -544,13 +544,8 @@ fn lookback_returns_azure_reservations_left_idle_by_a_drop() {
 
 #[test]
 fn lookback_sells_standard_ris_left_idle_by_a_drop() {
-    // Everything drops to 40 % on day 150 of the evaluation year, for good: the Standard RIs
-    // bought for the whole fleet idle unless they are sold on the Marketplace.
-    let drop_at = EVAL_START + 150 * 24;
-    let input = scenario("drop", |g, i| {
-        let base = [20.0, 12.0, 8.0][g] * if i >= drop_at { 0.4 } else { 1.0 };
-        base * (1.0 + 0.1 * diurnal(i) + 0.05 * noise(11 + g as u64, i))
-    });
+    // The Standard RIs bought for the whole fleet idle after the drop unless they are sold.
+    let (input, drop_at) = dropping_fleet();
     let ((sell, stats), (keep, kept_stats)) = on_and_off(&input, "sales", |c, on| c.sales = on);
     for m in sell.months.iter().zip(&keep.months) {
         eprintln!(
