@@ -216,6 +216,14 @@ fn on_and_off(
     ((on, stats), off)
 }
 
+/// The lowest monthly utilization from month `first` of the window on.
+fn lowest_utilization_from(r: &RunResult, first: usize) -> f64 {
+    r.months[first..]
+        .iter()
+        .map(|m| m.utilization.unwrap_or(1.0))
+        .fold(f64::INFINITY, f64::min)
+}
+
 fn check(name: &str, commitd: &RunResult, ce: &RunResult, min_gain: f64) {
     let (c, n) = (commitd.total.esr, ce.total.esr);
     eprintln!(
@@ -527,12 +535,7 @@ fn lookback_returns_azure_reservations_left_idle_by_a_drop() {
     // on top of the reservations for the daily peaks cannot be returned, and reservations apply
     // first, so it is what stays partly idle (reservations are returned only while they are
     // idle themselves).
-    let late = |r: &RunResult| {
-        r.months[6..]
-            .iter()
-            .map(|m| m.utilization.unwrap_or(1.0))
-            .fold(f64::INFINITY, f64::min)
-    };
+    let late = |r: &RunResult| lowest_utilization_from(r, 6);
     assert!(late(&give) >= 0.85, "{}", late(&give));
     assert!(
         late(&give) > late(&keep) + 0.3,
@@ -567,12 +570,7 @@ fn lookback_sells_standard_ris_left_idle_by_a_drop() {
     }
     assert!(sell.total.esr > keep.total.esr + 0.01);
     // Two months after the drop the portfolio is used again.
-    let late = |r: &RunResult| {
-        r.months[7..]
-            .iter()
-            .map(|m| m.utilization.unwrap_or(1.0))
-            .fold(f64::INFINITY, f64::min)
-    };
+    let late = |r: &RunResult| lowest_utilization_from(r, 7);
     assert!(
         late(&sell) > late(&keep) + 0.1,
         "{} vs {}",

@@ -130,6 +130,34 @@ impl Marketplace {
     pub const MIN_AGE_HOURS: i64 = 30 * 24;
 }
 
+impl Marketplace {
+    /// When a listing of `c` made at `now` sells, and the whole months it then has left; or
+    /// which of AWS's rules it breaks (30 days active, a whole month left at the sale).
+    pub fn listing(&self, c: &Commitment, now: Hour) -> Result<(Hour, i64), String> {
+        if now.since(c.start) < Self::MIN_AGE_HOURS {
+            return Err(format!(
+                "{} has been active {} h, under the 30 days AWS requires before a listing",
+                c.id,
+                now.since(c.start)
+            ));
+        }
+        let sold = now.plus(self.sale_delay_hours.max(0));
+        let months = c.end.since(sold) / Self::MONTH_HOURS;
+        if months < 1 {
+            return Err(format!(
+                "{} would have less than a month left when it sells ({sold})",
+                c.id
+            ));
+        }
+        Ok((sold, months))
+    }
+}
+
+/// Whether instances carrying `id` are listed at `now` and not sold yet.
+pub fn is_listed<'a>(sales: impl IntoIterator<Item = &'a SaleRecord>, id: &str, now: Hour) -> bool {
+    sales.into_iter().any(|s| s.listed_id == id && s.sold > now)
+}
+
 impl Default for Marketplace {
     fn default() -> Self {
         Marketplace {
@@ -403,20 +431,21 @@ pub fn run(
         // Checked in full before anything changes: a refused decision leaves the portfolio as
         // it was (and ends the replay with the error).
         let mut next = portfolio.clone();
+        let refused = |sources: String, rule: String| BacktestError::Exchange {
+            planner: planner.name().to_string(),
+            at: now,
+            sources,
+            rule,
+        };
         let mut made = Vec::with_capacity(decision.exchanges.len());
         for ex in &decision.exchanges {
             let record = apply_exchange(&mut next, now, ex, &settings.policy).map_err(|rule| {
-                BacktestError::Exchange {
-                    planner: planner.name().to_string(),
-                    at: now,
-                    sources: ex
-                        .sources
-                        .iter()
-                        .map(|s| format!("{} x{}", s.id, s.count))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    rule,
-                }
+                let sources: Vec<String> = ex
+                    .sources
+                    .iter()
+                    .map(|s| format!("{} x{}", s.id, s.count))
+                    .collect();
+                refused(sources.join(", "), rule)
             })?;
             made.push(record);
         }
@@ -424,26 +453,16 @@ pub fn run(
         for g in &decision.returns {
             let refunded = returns.iter().chain(&returned);
             let used = refunded_in_the_last_year(refunded, now);
-            let record =
-                apply_return(&mut next, now, g, &settings.policy, used).map_err(|rule| {
-                    BacktestError::Exchange {
-                        planner: planner.name().to_string(),
-                        at: now,
-                        sources: format!("{} x{} (return)", g.id, g.count),
-                        rule,
-                    }
-                })?;
+            let record = apply_return(&mut next, now, g, &settings.policy, used)
+                .map_err(|rule| refused(format!("{} x{} (return)", g.id, g.count), rule))?;
             returned.push(record);
         }
         let mut sold = Vec::with_capacity(decision.sales.len());
         for g in &decision.sales {
             let listed = sales.iter().chain(&sold);
             let record = apply_sale(&mut next, now, g, &settings.policy.ri_marketplace, listed)
-                .map_err(|rule| BacktestError::Exchange {
-                    planner: planner.name().to_string(),
-                    at: now,
-                    sources: format!("{} x{} (Marketplace sale)", g.id, g.count),
-                    rule,
+                .map_err(|rule| {
+                    refused(format!("{} x{} (Marketplace sale)", g.id, g.count), rule)
                 })?;
             sold.push(record);
         }
@@ -604,27 +623,10 @@ fn apply_sale<'a>(
         crate::domain::Instrument::StandardReservedInstance,
         "only Standard RIs are sold on the Marketplace",
     )?;
-    if listed
-        .into_iter()
-        .any(|s| s.listed_id == c.id && s.sold > now)
-    {
+    if is_listed(listed, &c.id, now) {
         return Err(format!("{} is already listed", c.id));
     }
-    if now.since(c.start) < Marketplace::MIN_AGE_HOURS {
-        return Err(format!(
-            "{} has been active {} h, under the 30 days AWS requires before a listing",
-            c.id,
-            now.since(c.start)
-        ));
-    }
-    let sold = now.plus(market.sale_delay_hours.max(0));
-    let months = c.end.since(sold) / Marketplace::MONTH_HOURS;
-    if months < 1 {
-        return Err(format!(
-            "{} would have less than a month left when it sells ({sold})",
-            c.id
-        ));
-    }
+    let (sold, months) = market.listing(&c, now)?;
     let (gone, kept) = split_off(&c, g.count, sold)?;
     let term_hours = c.term.hours().max(1) as i128;
     let term_months = (c.term.hours() / Marketplace::MONTH_HOURS).max(1) as i128;

@@ -1142,18 +1142,11 @@ fn idle_reservations(
     azure: bool,
     ris: bool,
 ) -> Vec<(usize, u32)> {
-    use crate::backtest::Marketplace;
+    use crate::backtest::{is_listed, Marketplace};
     let n = ctx.known.range.len();
     let market = ctx.policy.ri_marketplace;
-    let listed = |c: &Commitment| {
-        ctx.sold
-            .iter()
-            .any(|s| s.listed_id == c.id && s.sold > ctx.now)
-    };
-    let sellable = |c: &Commitment| {
-        ctx.now.since(c.start) >= Marketplace::MIN_AGE_HOURS
-            && c.end.since(ctx.now.plus(market.sale_delay_hours)) >= Marketplace::MONTH_HOURS
-    };
+    let listed = |c: &Commitment| is_listed(ctx.sold, &c.id, ctx.now);
+    let sellable = |c: &Commitment| market.listing(c, ctx.now).is_ok();
     // Per pool: the members that may be given up, the units of those too young to be listed,
     // and of those already listed.
     type Pool = (Vec<usize>, f64, f64);
