@@ -130,6 +130,14 @@ pub struct Args {
     /// Skip the baselines (only commitd's planner).
     #[arg(long)]
     pub no_baselines: bool,
+    /// hindsight_static baseline: budget of coverage columns its year of hours is reduced to
+    /// before the LP is solved (more is closer to the exact optimum, and slower).
+    #[arg(long, default_value_t = planner::HindsightConfig::default().max_columns)]
+    pub hindsight_columns: usize,
+    /// hindsight_static baseline: rounds of refinement of the reduced hours around the
+    /// solution (0 = none).
+    #[arg(long, default_value_t = planner::HindsightConfig::default().refine_rounds)]
+    pub hindsight_refine: usize,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -266,6 +274,36 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
     Ok(lb)
 }
 
+/// commitd's planner of the kind `--planner` names, and the settings it replays under.
+fn commitd_planner(
+    args: &Args,
+    input: &BacktestInput,
+    base: &Settings,
+    config: PlannerConfig,
+    lb: planner::LookbackConfig,
+) -> anyhow::Result<(Box<dyn Planner>, Settings)> {
+    Ok(match args.planner {
+        PlannerKind::Ladder => {
+            planner::commitd_planner(input, base, config).context("setting up commitd's planner")?
+        }
+        PlannerKind::Optimize => {
+            let (p, s) = planner::forecast_optimize_planner(
+                input,
+                base,
+                planner::OptimizeConfig::default(),
+                config.cap_share,
+            )
+            .context("setting up commitd's planner")?;
+            (Box::new(p), s)
+        }
+        PlannerKind::Lookback => {
+            let (p, s) = planner::lookback_planner(input, base, config, lb)
+                .context("setting up commitd's planner")?;
+            (Box::new(p), s)
+        }
+    })
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let config = planner_config(&args)?;
@@ -298,48 +336,61 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..Policy::default()
         },
     };
-    let (mut commitd, settings): (Box<dyn Planner>, Settings) = match args.planner {
-        PlannerKind::Ladder => planner::commitd_planner(&input, &base, config)
-            .context("setting up commitd's planner")?,
-        PlannerKind::Optimize => {
-            let (p, s) = planner::forecast_optimize_planner(
-                &input,
-                &base,
-                planner::OptimizeConfig::default(),
-                config.cap_share,
-            )
-            .context("setting up commitd's planner")?;
-            (Box::new(p), s)
-        }
-        PlannerKind::Lookback => {
-            let (p, s) = planner::lookback_planner(&input, &base, config, lb)
-                .context("setting up commitd's planner")?;
-            (Box::new(p), s)
-        }
+    let hindsight = planner::HindsightConfig {
+        max_columns: args.hindsight_columns,
+        refine_rounds: args.hindsight_refine,
     };
-    let commitd_result = run_backtest(&input, commitd.as_mut(), &settings)
-        .context("backtest of commitd's planner")?;
-    let planned = started.elapsed();
-    let planner_stats = commitd.stats();
-
-    let mut baselines = Vec::new();
-    if !args.no_baselines {
-        let mut runs: Vec<Box<dyn Planner>> =
-            vec![Box::new(ExistingOnly), Box::new(CeQuarterly::default())];
-        if let Some(h) = planner::hindsight_static(&input) {
-            runs.push(h);
-        }
-        for mut p in runs {
-            let name = p.name().to_string();
-            let r = run_backtest(&input, p.as_mut(), &base)
-                .with_context(|| format!("backtest of baseline {name}"))?;
-            baselines.push((name, r));
-        }
-    }
+    // hindsight_static is one large LP and takes longer than everything else together, so it
+    // runs on its own thread while commitd and the other baselines replay on this one.
+    let (commitd, planner_stats, planned, mut baselines, hindsight_run) =
+        std::thread::scope(|scope| -> anyhow::Result<_> {
+            let oracle = (!args.no_baselines).then(|| {
+                let (input, base) = (&input, &base);
+                scope.spawn(move || -> anyhow::Result<_> {
+                    let t = Instant::now();
+                    let Some(mut p) = planner::hindsight_static(input, hindsight) else {
+                        return Ok(None);
+                    };
+                    let name = p.name().to_string();
+                    let r = run_backtest(input, p.as_mut(), base)
+                        .with_context(|| format!("backtest of baseline {name}"))?;
+                    Ok(Some((name, r, t.elapsed().as_secs_f64())))
+                })
+            });
+            let (mut commitd, settings) = commitd_planner(&args, &input, &base, config, lb)?;
+            let commitd_result = run_backtest(&input, commitd.as_mut(), &settings)
+                .context("backtest of commitd's planner")?;
+            let planned = started.elapsed();
+            let mut baselines = Vec::new();
+            if !args.no_baselines {
+                let runs: Vec<Box<dyn Planner>> =
+                    vec![Box::new(ExistingOnly), Box::new(CeQuarterly::default())];
+                for mut p in runs {
+                    let t = Instant::now();
+                    let name = p.name().to_string();
+                    let r = run_backtest(&input, p.as_mut(), &base)
+                        .with_context(|| format!("backtest of baseline {name}"))?;
+                    baselines.push((name, r, t.elapsed().as_secs_f64()));
+                }
+            }
+            let oracle = match oracle {
+                Some(h) => h.join().map_err(|_| {
+                    anyhow::anyhow!("the hindsight_static baseline's thread panicked")
+                })??,
+                None => None,
+            };
+            Ok((commitd_result, commitd.stats(), planned, baselines, oracle))
+        })?;
+    baselines.extend(hindsight_run);
+    let seconds: serde_json::Map<String, serde_json::Value> = baselines
+        .iter()
+        .map(|(name, _, s)| (name.clone(), serde_json::json!(s)))
+        .collect();
+    let baselines = baselines.into_iter().map(|(n, r, _)| (n, r)).collect();
     let cmp = Comparison {
         scenario: input.name.clone(),
         settings: base,
-        commitd: commitd_result,
+        commitd,
         baselines,
     };
     if let Some(path) = &args.report {
@@ -352,6 +403,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "load": loaded.as_secs_f64(),
             "commitd": (planned - loaded).as_secs_f64(),
             "total": started.elapsed().as_secs_f64(),
+            "baselines": seconds,
         });
         if !planner_stats.is_null() {
             j["planner_stats"] = planner_stats;
