@@ -583,6 +583,9 @@ pub struct LookbackConfig {
     /// quantile slices of the load-duration curve stand for 1,344 hours almost exactly.
     pub max_columns: usize,
     pub refine_rounds: usize,
+    /// At least this many look-back points per solve ([`Options::min_points`]): with hundreds
+    /// of groups the column budget is spent at once and this floor sets the points.
+    pub min_points: usize,
     /// Solve only when it can buy something new (0 = off: every `resolve_days`): when the
     /// uncovered usage of the last week (its median per group, at on-demand prices) rose by at
     /// least this share of the recent on-demand spend since just after the last solve, or a
@@ -641,6 +644,7 @@ impl Default for LookbackConfig {
             // (measured on the whole-usage mode, steady-8-7: ESR 32.95% vs 32.9%, minimum
             // monthly utilization 95.0% vs 95.1%) at a tenth of a second per solve, not ten.
             max_columns: 4_000,
+            min_points: Options::default().min_points,
             refine_rounds: 0,
             trigger_share: 0.01,
             haircut: 0.0,
@@ -1026,6 +1030,7 @@ impl Planner for LookbackPlanner {
             marginal_resolves: 0,
             max_coverage_columns: self.config.max_columns,
             refine_rounds: self.config.refine_rounds,
+            min_points: self.config.min_points,
             ..Options::default()
         };
         let started = std::time::Instant::now();

@@ -85,6 +85,10 @@ pub struct Args {
     /// Look-back planner: the optimizer's refinement rounds per solve.
     #[arg(long)]
     pub lookback_refine: Option<usize>,
+    /// Look-back planner: at least this many demand points per solve (the floor that sets the
+    /// LP's size once hundreds of groups spend the column budget).
+    #[arg(long)]
+    pub lookback_min_points: Option<usize>,
     /// Look-back planner: solve only when the uncovered usage rose by this share of the recent
     /// on-demand spend (0 = solve every `--lookback-resolve-days`).
     #[arg(long)]
@@ -228,6 +232,12 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
             anyhow::bail!("--lookback-columns must be positive");
         }
         lb.max_columns = c;
+    }
+    if let Some(p) = args.lookback_min_points {
+        if p == 0 {
+            anyhow::bail!("--lookback-min-points must be positive");
+        }
+        lb.min_points = p;
     }
     if let Some(r) = args.lookback_refine {
         lb.refine_rounds = r;
