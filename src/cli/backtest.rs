@@ -421,8 +421,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
         print!("{}", cmp.to_text());
+        let baselines: String = seconds
+            .iter()
+            .map(|(name, s)| format!(", {name} {:.1} s", s.as_f64().unwrap_or(0.0)))
+            .collect();
         eprintln!(
-            "(loaded in {:.1} s, commitd's replay {:.1} s, total {:.1} s)",
+            "(loaded in {:.1} s, commitd's replay {:.1} s{baselines}, total {:.1} s)",
             loaded.as_secs_f64(),
             (planned - loaded).as_secs_f64(),
             started.elapsed().as_secs_f64()
