@@ -396,6 +396,9 @@ fn lookback_total_floor_holds_the_portfolio_utilization() {
         let config = LookbackConfig {
             total_utilization,
             min_utilization: 0.0,
+            // The total floor's credit is what every held commitment is used in the residual's
+            // bill, so the held savings plans are billed there too.
+            residual_savings_plans: true,
             ..LookbackConfig::default()
         };
         let (r, stats) = lookback_with(&input, config);

@@ -23,7 +23,8 @@ use super::{
 };
 use crate::billing::BillingEngine;
 use crate::domain::{
-    Commitment, CommitmentAmount, Hour, Instrument, Money, Offer, Plan, Provider, Term,
+    Commitment, CommitmentAmount, CommitmentKind, Hour, Instrument, Money, Offer, Plan, Provider,
+    Term,
 };
 use crate::optimize::{self, Constraints, DemandInput, MinUtilization, Options, TotalUtilization};
 use crate::pipeline;
@@ -601,9 +602,14 @@ pub struct LookbackConfig {
     /// order), instead of the whole usage with the held commitments as existing ones, so that
     /// the utilization floor holds for what is bought (see [`LookbackPlanner`]).
     pub residual: bool,
+    /// Residual mode: the held savings plans are billed into the residual too (true), or handed
+    /// to the optimizer as existing commitments that it allocates (false), so that a
+    /// reservation bought now is seen taking their usage, as it does in the bill.
+    pub residual_savings_plans: bool,
     /// Residual mode: the whole portfolio (held and new, money-weighted) must be used at least
     /// this much (0..1) over the look-back; 0 = off. The held commitments' use above it is the
-    /// room the new ones may use under it ([`TotalUtilization`]).
+    /// room the new ones may use under it ([`TotalUtilization`]). Held savings plans count in
+    /// that room only when `residual_savings_plans` bills them into the residual.
     pub total_utilization: f64,
     /// Usage that moved between related groups (a newer generation of the family class in
     /// the region, the same instance type in another region) is bought at its new place at
@@ -632,9 +638,13 @@ impl Default for LookbackConfig {
         LookbackConfig {
             window_days: 56,
             level_days: 7,
-            // On the residual, each new pool is held to this over the look-back: 0.95 and 0.9
-            // gave up more ESR than they saved in utilization failures; 0.85 met the most.
-            min_utilization: 0.85,
+            // Each new pool is held to this over the look-back. With the held savings plans
+            // billed into the residual, 0.85 met the most (0.9 and 0.95 gave up more ESR than
+            // they saved in utilization failures); since the optimizer allocates the held
+            // savings plans (below), a new commitment can take their usage, and 0.95 keeps the
+            // portfolio's utilization where 0.85 kept it (docs/benchmarks/backtest.md, "Held
+            // savings plans allocated by the optimizer").
+            min_utilization: 0.95,
             // Solve when the uncovered usage rose by 1% of the recent spend (or a commitment
             // expired, or the cap held the last solve back), at least every 28 days: half the
             // solves of a weekly schedule, the same 20 of 33 tuning scenarios met, mean ESR
@@ -649,6 +659,11 @@ impl Default for LookbackConfig {
             trigger_share: 0.01,
             haircut: 0.0,
             residual: true,
+            // 8-group sets (143 scenarios): 79 met either way, mean ESR 30.44% -> 30.56%; 40 to
+            // 400 groups (7): 3 -> 5 met, ESR up on 5 (400 groups: +1.44 points) and within
+            // 0.02 point on 2; public: steady-growth 34.44% -> 34.71%, mixed-fleet 32.71% ->
+            // 33.46% (docs/benchmarks/backtest.md, "Held savings plans allocated").
+            residual_savings_plans: false,
             total_utilization: 0.0,
             // Tuning seeds 1-3, 21, 22: 32 of 55 met (30 without), mean ESR +0.34 point;
             // held-out seeds 41, 42: 9 of 22 either way, +0.28 point (docs/benchmarks/backtest.md,
@@ -955,6 +970,17 @@ impl Planner for LookbackPlanner {
         // What the held commitments are used above the total floor, per week of the look-back
         // (USD; the last week may be partial).
         let mut weekly: Vec<f64> = Vec::new();
+        // Held savings plans the optimizer allocates itself (`residual_savings_plans` off): a
+        // reservation bought now applies before them in the bill, and they move to other usage.
+        let (held_sps, held): (Vec<Commitment>, Vec<Commitment>) =
+            if self.config.residual && !self.config.residual_savings_plans {
+                let (sps, rest) = held
+                    .into_iter()
+                    .partition(|c| c.instrument.kind() == Some(CommitmentKind::Spend));
+                (pooled(sps), rest)
+            } else {
+                (Vec::new(), held)
+            };
         let (series, existing): (Vec<(crate::domain::UsageGroup, Vec<f64>)>, &[Commitment]) =
             if self.config.residual {
                 // The demand handed to the optimizer is what the held commitments leave
@@ -990,7 +1016,7 @@ impl Planner for LookbackPlanner {
                     .zip(residual)
                     .map(|((g, _), r)| (g, r))
                     .collect();
-                (series, &[])
+                (series, &held_sps)
             } else {
                 (series, &held)
             };
@@ -1147,6 +1173,36 @@ impl Planner for LookbackPlanner {
             sales,
         })
     }
+}
+
+/// Savings plans that cover the same usage at the same rates (provider, instrument, term,
+/// payment option, region and family) merged into one per kind, their hourly commitments and
+/// costs summed: the optimizer allocates them alike, and one pool per plan would multiply its
+/// columns by the plans held (at 400 groups, each plan is 400 columns per demand point). Every
+/// plan here runs through the look-back (see `held`), so their ends do not matter inside it.
+fn pooled(plans: Vec<Commitment>) -> Vec<Commitment> {
+    let mut out: Vec<Commitment> = Vec::new();
+    for c in plans {
+        let same = out.iter_mut().find(|o| {
+            (o.provider, o.instrument, o.term, o.payment)
+                == (c.provider, c.instrument, c.term, c.payment)
+                && o.region == c.region
+                && o.family == c.family
+        });
+        match (same, &c.amount) {
+            (Some(o), CommitmentAmount::HourlySpend(add)) => {
+                if let CommitmentAmount::HourlySpend(have) = &mut o.amount {
+                    *have += *add;
+                }
+                o.hourly_cost += c.hourly_cost;
+                o.upfront += c.upfront;
+                o.start = o.start.min(c.start);
+                o.end = o.end.min(c.end);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// The share of the recent hours in which the instances a reservation pool is said to leave
@@ -1502,7 +1558,61 @@ impl ForecastOptimizePlanner {
 
 #[cfg(test)]
 mod tests {
-    use super::{daily_median, family_generation};
+    use super::{daily_median, family_generation, pooled};
+    use crate::domain::{
+        Commitment, CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term,
+    };
+
+    fn plan(id: &str, instrument: Instrument, payment: PaymentOption, usd: i64) -> Commitment {
+        let start = Hour::parse("2025-01-01T00:00:00Z").unwrap();
+        Commitment {
+            id: id.into(),
+            provider: Provider::Aws,
+            instrument,
+            term: Term::ONE_YEAR,
+            payment,
+            start: start.plus(usd),
+            end: start.plus(8760 + usd),
+            region: None,
+            instance_type: None,
+            family: None,
+            amount: CommitmentAmount::HourlySpend(Money::from_micros(usd * 1_000_000)),
+            hourly_cost: Money::from_micros(usd * 1_000_000),
+            upfront: Money::ZERO,
+        }
+    }
+
+    #[test]
+    fn pooled_merges_only_plans_with_the_same_rates() {
+        use Instrument::{ComputeSavingsPlan as Csp, Ec2InstanceSavingsPlan as Isp};
+        use PaymentOption::{AllUpfront as All, NoUpfront as No};
+        let mut m5 = plan("isp-m5", Isp, All, 5);
+        m5.region = Some("us-east-1".into());
+        m5.family = Some("m5".into());
+        let mut c5 = m5.clone();
+        c5.id = "isp-c5".into();
+        c5.family = Some("c5".into());
+        let out = pooled(vec![
+            plan("a", Csp, All, 1),
+            plan("b", Csp, No, 2),
+            plan("c", Csp, All, 3),
+            m5,
+            c5,
+        ]);
+        // Two Compute SPs with the same payment option become one; a different payment option
+        // (other rates) and Instance SPs of other families stay apart.
+        assert_eq!(out.len(), 4);
+        let merged = out.iter().find(|c| c.id == "a").unwrap();
+        assert_eq!(
+            merged.amount,
+            CommitmentAmount::HourlySpend(Money::from_micros(4_000_000))
+        );
+        assert_eq!(merged.hourly_cost, Money::from_micros(4_000_000));
+        assert_eq!(merged.start, plan("a", Csp, All, 1).start);
+        assert_eq!(merged.end, plan("a", Csp, All, 1).end);
+        assert!(out.iter().any(|c| c.id == "b"));
+        assert_eq!(out.iter().filter(|c| c.instrument == Isp).count(), 2);
+    }
 
     #[test]
     fn daily_median_takes_whole_days_ending_at_the_end() {

@@ -102,6 +102,11 @@ pub struct Args {
     /// Look-back planner: optimize the usage the held commitments leave uncovered (true/false).
     #[arg(long)]
     pub lookback_residual: Option<bool>,
+    /// Look-back planner, residual mode: let the optimizer allocate the held savings plans as
+    /// existing commitments (false, the default: a reservation bought now takes their usage, as
+    /// in the bill) or bill them into the residual with the reservations (true).
+    #[arg(long)]
+    pub lookback_residual_savings_plans: Option<bool>,
     /// Look-back planner: the whole portfolio (held and new commitments, money-weighted) must be
     /// used at least this much (0..1) over the look-back (0 = no such floor).
     #[arg(long)]
@@ -265,6 +270,9 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
     }
     if let Some(x) = args.lookback_sales {
         lb.sales = x;
+    }
+    if let Some(r) = args.lookback_residual_savings_plans {
+        lb.residual_savings_plans = r;
     }
     if let Some(r) = args.lookback_residual {
         lb.residual = r;
