@@ -4,7 +4,9 @@
 use crate::backtest::baselines::{CeQuarterly, ExistingOnly};
 use crate::backtest::planner::{self, PlannerConfig};
 use crate::backtest::report::Comparison;
-use crate::backtest::{run as run_backtest, BacktestInput, Marketplace, Planner, Policy, Settings};
+use crate::backtest::{
+    run as run_backtest, BacktestInput, Marketplace, Planner, Policy, RunResult, Settings,
+};
 use crate::domain::Money;
 use crate::ingest::Scenario;
 use anyhow::Context;
@@ -292,8 +294,21 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
     Ok(lb)
 }
 
+/// One baseline's replay: its name, its result and the seconds it took.
+fn replay_baseline(
+    input: &BacktestInput,
+    mut baseline: Box<dyn Planner>,
+    base: &Settings,
+) -> anyhow::Result<(String, RunResult, f64)> {
+    let started = Instant::now();
+    let name = baseline.name().to_string();
+    let r = run_backtest(input, baseline.as_mut(), base)
+        .with_context(|| format!("backtest of baseline {name}"))?;
+    Ok((name, r, started.elapsed().as_secs_f64()))
+}
+
 /// commitd's planner of the kind `--planner` names, and the settings it replays under.
-fn commitd_planner(
+fn chosen_planner(
     args: &Args,
     input: &BacktestInput,
     base: &Settings,
@@ -364,18 +379,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::thread::scope(|scope| -> anyhow::Result<_> {
             let oracle = (!args.no_baselines).then(|| {
                 let (input, base) = (&input, &base);
-                scope.spawn(move || -> anyhow::Result<_> {
-                    let t = Instant::now();
-                    let Some(mut p) = planner::hindsight_static(input, hindsight) else {
-                        return Ok(None);
-                    };
-                    let name = p.name().to_string();
-                    let r = run_backtest(input, p.as_mut(), base)
-                        .with_context(|| format!("backtest of baseline {name}"))?;
-                    Ok(Some((name, r, t.elapsed().as_secs_f64())))
+                scope.spawn(move || {
+                    planner::hindsight_static(input, hindsight)
+                        .map(|p| replay_baseline(input, p, base))
+                        .transpose()
                 })
             });
-            let (mut commitd, settings) = commitd_planner(&args, &input, &base, config, lb)?;
+            let (mut commitd, settings) = chosen_planner(&args, &input, &base, config, lb)?;
             let commitd_result = run_backtest(&input, commitd.as_mut(), &settings)
                 .context("backtest of commitd's planner")?;
             let planned = started.elapsed();
@@ -383,12 +393,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if !args.no_baselines {
                 let runs: Vec<Box<dyn Planner>> =
                     vec![Box::new(ExistingOnly), Box::new(CeQuarterly::default())];
-                for mut p in runs {
-                    let t = Instant::now();
-                    let name = p.name().to_string();
-                    let r = run_backtest(&input, p.as_mut(), &base)
-                        .with_context(|| format!("backtest of baseline {name}"))?;
-                    baselines.push((name, r, t.elapsed().as_secs_f64()));
+                for p in runs {
+                    baselines.push(replay_baseline(&input, p, &base)?);
                 }
             }
             let oracle = match oracle {
