@@ -355,7 +355,9 @@ fn min_total_utilization_holds_for_the_purchases_together_and_credit_relaxes_it(
     // The relaxation holds it exactly; whole instances (rounded down) may move it a little.
     let u = total_utilization(&total);
     assert!(u >= 0.95 - 0.005, "total utilization {u}");
-    // A floor on every purchase is stricter than one on all of them together.
+    // A floor on every purchase is stricter than one on all of them together: in the relaxation
+    // (the LP's objective); the plans rounded to whole instances, and their savings plans sized
+    // again next to them, can land either way by a little.
     let per_pool = run(
         None,
         Some(MinUtilization {
@@ -363,14 +365,15 @@ fn min_total_utilization_holds_for_the_purchases_together_and_credit_relaxes_it(
             min: 0.95,
         }),
     );
-    let cost = |p: &commitd::domain::Plan| p.expected.cost.to_f64();
+    let relaxed = |p: &commitd::domain::Plan| p.solver.objective;
     assert!(
-        cost(&total) <= cost(&per_pool) * (1.0 + 1e-6),
+        relaxed(&total) <= relaxed(&per_pool) * (1.0 + 1e-6),
         "{} > {}",
-        cost(&total),
-        cost(&per_pool)
+        relaxed(&total),
+        relaxed(&per_pool)
     );
-    assert!(cost(&total) >= cost(&loose) * (1.0 - 1e-6));
+    assert!(relaxed(&total) >= relaxed(&loose) * (1.0 - 1e-6));
+    let cost = |p: &commitd::domain::Plan| p.expected.cost.to_f64();
     // A credit as large as the whole window's cost lifts the floor.
     let credited = run(
         Some(TotalUtilization {
@@ -573,4 +576,85 @@ fn sizes_with_proportional_prices_merge_without_changing_the_optimum() {
         .any(|n| n.contains("1 usage groups merged")));
     assert!((p_both.solver.objective - p_one.solver.objective).abs() < 1e-6);
     assert_eq!(p_both.expected.cost, p_one.expected.cost);
+}
+
+#[test]
+fn savings_plans_cover_what_whole_instances_leave_on_demand() {
+    // A steady 0.4 of an r6i.4xlarge (1.008 $/h on demand): the relaxation reserves 0.4 of an
+    // instance, the deepest discount, which rounds to no reservation at all. Sized again next
+    // to the whole instances, the Compute SP (bought anyway for 2 c5.xlarge, which have no
+    // reservation offer) grows to cover the 0.4 at its lesser discount.
+    let g = group("r6i.4xlarge");
+    let c5 = group("c5.xlarge");
+    let od = 1.008;
+    let mut rates = card(
+        &c5,
+        0.17,
+        &[(
+            Instrument::ComputeSavingsPlan,
+            PaymentOption::NoUpfront,
+            0.7 * 0.17,
+            0.0,
+        )],
+    );
+    let r6i = card(
+        &g,
+        od,
+        &[
+            (
+                Instrument::StandardReservedInstance,
+                PaymentOption::AllUpfront,
+                0.55 * od,
+                1.0,
+            ),
+            (
+                Instrument::ComputeSavingsPlan,
+                PaymentOption::NoUpfront,
+                0.7 * od,
+                0.0,
+            ),
+        ],
+    );
+    for o in r6i.offers(&g.product()) {
+        rates.insert(g.product(), o.clone());
+    }
+    let hours = 24 * 90;
+    let input = DemandInput::actual(START, vec![(g, vec![0.4; hours]), (c5, vec![2.0; hours])]);
+    let constraints = only(&[
+        Instrument::StandardReservedInstance,
+        Instrument::ComputeSavingsPlan,
+    ]);
+    let solve = |resize_plans: bool| {
+        optimize(
+            &input,
+            &rates,
+            &[],
+            &constraints,
+            &Options {
+                resize_plans,
+                ..full_model()
+            },
+        )
+        .unwrap()
+    };
+    let (resized, rounded) = (solve(true), solve(false));
+    let plan_amount = |p: &commitd::domain::Plan| -> f64 {
+        assert_eq!(p.actions.len(), 1, "{:#?}", p.actions);
+        assert_eq!(p.actions[0].instrument, Instrument::ComputeSavingsPlan);
+        p.actions[0].amount.to_f64().unwrap()
+    };
+    // Rounded down alone: the plan covers the c5s only (2 x 0.7 x 0.17 = 0.238 $/h).
+    let c5_only = 2.0 * 0.7 * 0.17;
+    assert!((plan_amount(&rounded) - c5_only).abs() < 1e-4);
+    // Resized: and the 0.4 r6i.4xlarge (0.4 x 0.7 x 1.008 = 0.28224 $/h), to AWS's step.
+    let amount = plan_amount(&resized);
+    assert!((amount - c5_only - 0.28224).abs() < 1e-4, "{amount}");
+    // 30 % off everything, fully used.
+    assert!(resized.expected.cost < rounded.expected.cost);
+    assert!(
+        (resized.expected.esr - 0.3).abs() < 1e-3,
+        "{}",
+        resized.expected.esr
+    );
+    assert!(resized.expected.utilization > 0.999);
 }

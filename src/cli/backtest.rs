@@ -130,6 +130,17 @@ pub struct Args {
     /// (true/false; default true). What a sale brings in is the market model's (below).
     #[arg(long)]
     pub lookback_sales: Option<bool>,
+    /// Look-back planner: scale a decision's new savings plans down until what they add to the
+    /// use of all savings plans over the look-back is at least this share of their commitment,
+    /// the held plans included (0 = off; default 0.85). The optimizer's own floor holds each new
+    /// plan alone, and could be met by leaving a held plan idle.
+    #[arg(long)]
+    pub lookback_trim_floor: Option<f64>,
+    /// Look-back planner: after rounding to whole instances, the optimizer sizes the savings
+    /// plans again next to them, so that usage a fraction of an instance wide is not left on
+    /// demand (true/false; default true).
+    #[arg(long)]
+    pub lookback_resize_plans: Option<bool>,
     /// Marketplace model: days from listing an RI to its sale (it applies and bills until then).
     /// An assumption: no backtest can know when a listing sells.
     #[arg(long, default_value_t = 14)]
@@ -272,6 +283,15 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
     }
     if let Some(x) = args.lookback_sales {
         lb.sales = x;
+    }
+    if let Some(x) = args.lookback_trim_floor {
+        if !(0.0..=1.0).contains(&x) {
+            anyhow::bail!("--lookback-trim-floor must be within 0..=1, got {x}");
+        }
+        lb.trim_floor = x;
+    }
+    if let Some(x) = args.lookback_resize_plans {
+        lb.resize_plans = x;
     }
     if let Some(r) = args.lookback_residual_savings_plans {
         lb.residual_savings_plans = r;

@@ -96,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         refine_share: args.refine_share,
         threads: args.threads,
         warm_start: args.warm_start,
+        ..Options::default()
     };
     let t1 = Instant::now();
     let plan = optimize::optimize(&demand, &rates, &[], &constraints, &options)?;
@@ -194,6 +195,7 @@ fn compare_on_scenario(dir: &std::path::Path, args: &Args) -> anyhow::Result<Exi
             refine_share: args.refine_share,
             threads: args.threads,
             warm_start: args.warm_start,
+            ..Options::default()
         };
         let t = Instant::now();
         // `hindsight` is `optimize` on one path; `optimize` takes the quantile paths too.

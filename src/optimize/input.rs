@@ -422,10 +422,18 @@ pub struct Options {
     /// the primal simplex from it was 3x slower); see docs/benchmarks/optimize.md.
     #[serde(default)]
     pub warm_start: bool,
+    /// After rounding to whole instances, size the new savings plans again next to the
+    /// instances actually bought (see `optimize::resized_plans`).
+    #[serde(default = "default_resize_plans")]
+    pub resize_plans: bool,
 }
 
 fn default_refine_share() -> f64 {
     0.25
+}
+
+fn default_resize_plans() -> bool {
+    true
 }
 
 impl Default for Options {
@@ -439,6 +447,7 @@ impl Default for Options {
             marginal_resolves: 5,
             threads: 2,
             warm_start: false,
+            resize_plans: default_resize_plans(),
         }
     }
 }

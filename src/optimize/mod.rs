@@ -371,6 +371,45 @@ fn run_pass<'a>(
             }
         }
     }
+    // The relaxation sized the savings plans next to fractional reservations: a group using 0.4
+    // of an r6i.4xlarge got 0.4 of a reservation, which rounds to none, and the usage it was
+    // to cover stays on demand although a savings plan would cover it at a lesser discount.
+    // Re-size the savings plans next to the whole instances (a solve with the instance counts
+    // fixed and the plans free), round them down, and keep that if it is cheaper.
+    if options.resize_plans {
+        if let Some(cap) = resized_plans(&model, &fixed, |cap| {
+            solves += 1;
+            lp::solve(&SolveSpec {
+                model: &model,
+                points: &points,
+                demand,
+                constraints,
+                options,
+                capacity: cap,
+                shares: &shares,
+                relaxation: false,
+                warm: relaxed_warm.as_ref(),
+            })
+            .ok()
+        }) {
+            if within_caps(&model, &cap, &shares, constraints) {
+                solves += 1;
+                if let Ok(r2) = solve_fixed(&cap, &shares) {
+                    let slack = |c: &[Capacity], res: &LpResult| {
+                        total_floor_slack(&model, &points, demand, constraints, c, res)
+                    };
+                    let floor_kept = match (slack(&cap, &r2), slack(&fixed, &final_)) {
+                        (Some(new), Some(old)) => new >= 0.0 || new >= old,
+                        _ => true,
+                    };
+                    if r2.objective < final_.objective - 1e-6 && floor_kept {
+                        fixed = cap;
+                        final_ = r2;
+                    }
+                }
+            }
+        }
+    }
     // Rounded to whole instances (exchange targets rounded up to keep the value rule), an
     // exchange or a return must still pay for itself; and so must each purchase under a
     // coverage cap (the cap can force paid capacity idle once the others are rounded) or next
@@ -560,6 +599,40 @@ fn purchasable(c: &model::NewColumn, x: f64) -> Decimal {
             }
         }
     }
+}
+
+/// The new savings plans sized again next to the instance counts in `fixed`: `solve` is given
+/// the capacities with every new savings plan free (the rest as fixed), and its plans are
+/// rounded down to what the provider accepts. None when there is no new savings plan to size,
+/// the solve failed, or nothing changed.
+fn resized_plans(
+    model: &Model,
+    fixed: &[Capacity],
+    mut solve: impl FnMut(&[Capacity]) -> Option<LpResult>,
+) -> Option<Vec<Capacity>> {
+    let plan = |pi: usize| {
+        let p = &model.pools[pi];
+        p.new_column().filter(|_| p.kind == CommitmentKind::Spend)
+    };
+    let free: Vec<Capacity> = (0..model.pools.len())
+        .map(|pi| match plan(pi) {
+            Some(_) => Capacity::Free,
+            None => fixed[pi],
+        })
+        .collect();
+    if free.as_slice() == fixed {
+        return None;
+    }
+    let r = solve(&free)?;
+    let sized: Vec<Capacity> = (0..model.pools.len())
+        .map(|pi| match plan(pi) {
+            Some(c) => Capacity::Fixed(
+                purchasable(c, r.capacity[pi]).to_f64().unwrap_or(0.0) * c.units_per_item,
+            ),
+            None => fixed[pi],
+        })
+        .collect();
+    (sized.as_slice() != fixed).then_some(sized)
 }
 
 /// Purchasable capacities: everything rounded down, or (`nearest`) instance counts rounded to

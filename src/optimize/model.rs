@@ -12,6 +12,7 @@
 
 use super::input::{Constraints, DemandInput};
 use super::OptimizeError;
+use crate::billing::sp_rate;
 use crate::domain::{
     ActionScope, Commitment, CommitmentAmount, CommitmentKind, Instrument, Offer, PaymentOption,
     Product, Provider, RateCard, Term,
@@ -487,9 +488,9 @@ pub(crate) fn prune_dominated(
         .collect()
 }
 
-/// Pools for existing commitments active in the window. Savings plans consume the rate card's
-/// rate for their own instrument, term and payment option; a group without such a rate is not
-/// covered by it (noted).
+/// Pools for existing commitments active in the window. Savings plans consume the rate the bill
+/// applies ([`sp_rate`]: their own instrument, term and payment option, else the nearest the
+/// rate card has); a group without any rate for the instrument is not covered by it (noted).
 pub(crate) fn existing_pools(
     groups: &[GroupInfo],
     rates: &RateCard,
@@ -544,19 +545,14 @@ pub(crate) fn existing_pools(
             }
             match kind {
                 CommitmentKind::Spend => {
-                    let offer = rates
-                        .offer(&g.product, c.instrument, Some(c.term), c.payment)
-                        .or_else(|| {
-                            rates
-                                .offers(&g.product)
-                                .iter()
-                                .find(|o| o.instrument == c.instrument && o.term == Some(c.term))
-                        });
-                    match offer {
-                        Some(o) if o.rate() > 0.0 => members.push(Member {
+                    // The rate the bill applies (`billing::sp_rate`): a held plan whose term or
+                    // payment option the rate card lacks still covers usage, and an optimizer
+                    // that thought it covered nothing would buy that usage a second time.
+                    match sp_rate(rates, &g.product, c.instrument, c.term, c.payment) {
+                        Some(rate) if rate > 0.0 => members.push(Member {
                             group: i,
-                            a: o.rate(),
-                            cost_equiv: o.rate(),
+                            a: rate,
+                            cost_equiv: rate,
                         }),
                         _ => unpriced += 1,
                     }
