@@ -598,49 +598,14 @@ fn lookback_buys_a_reservation_where_a_held_savings_plan_can_move_to_other_usage
     });
     let mut rates = RateCard::new();
     for ((g, od), (sp, ri)) in types.iter().zip([(0.6, 0.4), (0.7, 0.65)]) {
-        let mut add = |instrument, term, factor: f64, share: i64| {
-            rates.insert(
-                g.product(),
-                Offer {
-                    instrument,
-                    term,
-                    payment: PaymentOption::AllUpfront,
-                    effective_hourly_rate: Decimal::from_f64_retain(od * factor)
-                        .unwrap()
-                        .round_dp(6),
-                    upfront_share: Decimal::new(share, 1),
-                },
-            )
-        };
-        add(Instrument::OnDemand, None, 1.0, 0);
-        add(Instrument::ComputeSavingsPlan, Some(Term::ONE_YEAR), sp, 10);
-        add(
-            Instrument::StandardReservedInstance,
-            Some(Term::ONE_YEAR),
-            ri,
-            10,
-        );
+        all_upfront(&mut rates, g, *od, Instrument::OnDemand, 1.0);
+        all_upfront(&mut rates, g, *od, Instrument::ComputeSavingsPlan, sp);
+        all_upfront(&mut rates, g, *od, Instrument::StandardReservedInstance, ri);
     }
     input.rates = rates;
     // A 3-year plan bought before the history, running through the window: 10 m5.xlarge at its
     // savings plan rate.
-    let start = input.window.history_start.plus(-100 * 24);
-    let commitment = Money::parse("1.152").unwrap();
-    input.existing = vec![Commitment {
-        id: "held-csp".into(),
-        provider: Provider::Aws,
-        instrument: Instrument::ComputeSavingsPlan,
-        term: Term::THREE_YEARS,
-        payment: PaymentOption::AllUpfront,
-        start,
-        end: start.plus(Term::THREE_YEARS.hours()),
-        region: None,
-        instance_type: None,
-        family: None,
-        amount: CommitmentAmount::HourlySpend(commitment),
-        hourly_cost: commitment,
-        upfront: Money::ZERO,
-    }];
+    input.existing = vec![held_compute_sp(&input, "1.152")];
     let run_with = |residual_savings_plans: bool| {
         let config = LookbackConfig {
             residual_savings_plans,
@@ -701,45 +666,11 @@ fn lookback_trims_new_savings_plans_to_what_they_add_to_the_held_ones() {
         }
     });
     let mut rates = RateCard::new();
-    for (instrument, payment, factor, share) in [
-        (Instrument::OnDemand, PaymentOption::NoUpfront, 1.0, 0),
-        (
-            Instrument::ComputeSavingsPlan,
-            PaymentOption::AllUpfront,
-            0.66,
-            10,
-        ),
-    ] {
-        rates.insert(
-            m5.product(),
-            Offer {
-                instrument,
-                term: (instrument != Instrument::OnDemand).then_some(Term::ONE_YEAR),
-                payment,
-                effective_hourly_rate: Decimal::from_f64_retain(od * factor).unwrap().round_dp(6),
-                upfront_share: Decimal::new(share, 1),
-            },
-        );
-    }
+    all_upfront(&mut rates, &m5, od, Instrument::OnDemand, 1.0);
+    all_upfront(&mut rates, &m5, od, Instrument::ComputeSavingsPlan, 0.66);
     input.rates = rates;
-    let start = input.window.history_start.plus(-100 * 24);
     // 6 instances at the plan's rate: 6 x 0.12672.
-    let commitment = Money::parse("0.76032").unwrap();
-    input.existing = vec![Commitment {
-        id: "held-csp".into(),
-        provider: Provider::Aws,
-        instrument: Instrument::ComputeSavingsPlan,
-        term: Term::THREE_YEARS,
-        payment: PaymentOption::AllUpfront,
-        start,
-        end: start.plus(Term::THREE_YEARS.hours()),
-        region: None,
-        instance_type: None,
-        family: None,
-        amount: CommitmentAmount::HourlySpend(commitment),
-        hourly_cost: commitment,
-        upfront: Money::ZERO,
-    }];
+    input.existing = vec![held_compute_sp(&input, "0.76032")];
     let run_with = |trim_floor: f64| {
         let config = LookbackConfig {
             trim_floor,
@@ -769,4 +700,50 @@ fn lookback_trims_new_savings_plans_to_what_they_add_to_the_held_ones() {
     assert!(stats.savings_plans_trimmed > 0);
     assert!(bought(&trimmed) < 0.01, "{:?}", trimmed.purchases);
     assert!(util(&trimmed) > 0.999);
+}
+
+/// A 3-year Compute SP of `per_hour` bought before the history of `input`, running through its
+/// window.
+fn held_compute_sp(input: &BacktestInput, per_hour: &str) -> Commitment {
+    let start = input.window.history_start.plus(-100 * 24);
+    let commitment = Money::parse(per_hour).unwrap();
+    Commitment {
+        id: "held-csp".into(),
+        provider: Provider::Aws,
+        instrument: Instrument::ComputeSavingsPlan,
+        term: Term::THREE_YEARS,
+        payment: PaymentOption::AllUpfront,
+        start,
+        end: start.plus(Term::THREE_YEARS.hours()),
+        region: None,
+        instance_type: None,
+        family: None,
+        amount: CommitmentAmount::HourlySpend(commitment),
+        hourly_cost: commitment,
+        upfront: Money::ZERO,
+    }
+}
+
+/// Adds `g`'s 1-year all-upfront offer of `instrument` at `factor` x its on-demand rate `od`
+/// (on demand: no term, no upfront).
+fn all_upfront(rates: &mut RateCard, g: &UsageGroup, od: f64, instrument: Instrument, factor: f64) {
+    let commitment = instrument != Instrument::OnDemand;
+    rates.insert(
+        g.product(),
+        Offer {
+            instrument,
+            term: commitment.then_some(Term::ONE_YEAR),
+            payment: if commitment {
+                PaymentOption::AllUpfront
+            } else {
+                PaymentOption::NoUpfront
+            },
+            effective_hourly_rate: Decimal::from_f64_retain(od * factor).unwrap().round_dp(6),
+            upfront_share: if commitment {
+                Decimal::ONE
+            } else {
+                Decimal::ZERO
+            },
+        },
+    );
 }

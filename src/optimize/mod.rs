@@ -346,6 +346,18 @@ fn run_pass<'a>(
         }
         Err(e) => return Err(e),
     };
+    // The total-utilization floor is imposed on the relaxation only (see
+    // `SolveSpec::relaxation`): other amounts (a count rounded up, plans sized again) must not
+    // break it where the current ones kept it, nor widen a shortfall they left.
+    let floor_kept = |cap: &[Capacity], res: &LpResult, now: &[Capacity], now_res: &LpResult| {
+        let slack = |c: &[Capacity], r: &LpResult| {
+            total_floor_slack(&model, &points, demand, constraints, c, r)
+        };
+        match (slack(cap, res), slack(now, now_res)) {
+            (Some(new), Some(old)) => new >= 0.0 || new >= old,
+            _ => true,
+        }
+    };
     // Rounding every instance count down can leave a nearly whole instance unbought; try the
     // nearest counts too and keep them if they are cheaper and within the caps.
     let (nearest, nearest_shares) = round(&model, &relaxed, true);
@@ -354,17 +366,7 @@ fn run_pass<'a>(
     {
         solves += 1;
         if let Ok(r) = solve_fixed(&nearest, &nearest_shares) {
-            // The total-utilization floor is imposed on the relaxation only (see
-            // `SolveSpec::relaxation`): a count rounded up must not break it where rounding
-            // down kept it, nor widen a shortfall rounding down left.
-            let slack = |cap: &[Capacity], res: &LpResult| {
-                total_floor_slack(&model, &points, demand, constraints, cap, res)
-            };
-            let floor_kept = match (slack(&nearest, &r), slack(&fixed, &final_)) {
-                (Some(near), Some(down)) => near >= 0.0 || near >= down,
-                _ => true,
-            };
-            if r.objective < final_.objective && floor_kept {
+            if r.objective < final_.objective && floor_kept(&nearest, &r, &fixed, &final_) {
                 fixed = nearest;
                 shares = nearest_shares;
                 final_ = r;
@@ -379,30 +381,14 @@ fn run_pass<'a>(
     if options.resize_plans {
         if let Some(cap) = resized_plans(&model, &fixed, |cap| {
             solves += 1;
-            lp::solve(&SolveSpec {
-                model: &model,
-                points: &points,
-                demand,
-                constraints,
-                options,
-                capacity: cap,
-                shares: &shares,
-                relaxation: false,
-                warm: relaxed_warm.as_ref(),
-            })
-            .ok()
+            solve_fixed(cap, &shares).ok()
         }) {
             if within_caps(&model, &cap, &shares, constraints) {
                 solves += 1;
                 if let Ok(r2) = solve_fixed(&cap, &shares) {
-                    let slack = |c: &[Capacity], res: &LpResult| {
-                        total_floor_slack(&model, &points, demand, constraints, c, res)
-                    };
-                    let floor_kept = match (slack(&cap, &r2), slack(&fixed, &final_)) {
-                        (Some(new), Some(old)) => new >= 0.0 || new >= old,
-                        _ => true,
-                    };
-                    if r2.objective < final_.objective - 1e-6 && floor_kept {
+                    if r2.objective < final_.objective - 1e-6
+                        && floor_kept(&cap, &r2, &fixed, &final_)
+                    {
                         fixed = cap;
                         final_ = r2;
                     }
