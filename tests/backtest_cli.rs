@@ -124,3 +124,39 @@ fn a_missing_scenario_is_a_clear_error() {
         "the error names the scenario: {err}"
     );
 }
+
+#[test]
+fn the_savings_plan_trim_is_a_flag_with_a_checked_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = scenario(tmp.path());
+    let out = commitd(&[
+        "backtest",
+        "--scenario",
+        &dir,
+        "--json",
+        "--no-baselines",
+        "--lookback-trim-floor",
+        "1.5",
+    ]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "nothing on stdout for a refused run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--lookback-trim-floor") && err.contains("1.5"),
+        "the error names the flag and the value: {err}"
+    );
+    // Off, with the optimizer's resize off too: the run reports no plan trimmed.
+    let v: Value = serde_json::from_str(&ok(&[
+        "backtest",
+        "--scenario",
+        &dir,
+        "--json",
+        "--no-baselines",
+        "--lookback-trim-floor",
+        "0",
+        "--lookback-resize-plans",
+        "false",
+    ]))
+    .unwrap();
+    assert_eq!(f(&v, &["planner_stats", "savings_plans_trimmed"]), 0.0);
+}
