@@ -339,3 +339,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_series_is_billed_hour_by_hour_as_if_every_commitment_were_active() {
+    // The Compute SP of 0.20 $/h above, over three hours of 5 groups; the plan starts after
+    // Hour(100), so `bill_hour` there would not count it and the series bill does.
+    let mut plan = sp("csp", Instrument::ComputeSavingsPlan, "0.20");
+    plan.start = Hour(1_000);
+    let e = engine(&[plan]);
+    let c5 = [4.0, 0.0, 1.0];
+    let m5 = [2.0, 2.0, 0.0];
+    let zero = [0.0; 3];
+    let series: [&[f64]; 5] = [&m5, &zero, &c5, &zero, &zero];
+    let mut seen = Vec::new();
+    e.bill_all_active_series(&series, |h, b, left| seen.push((h, *b, left.to_vec())));
+    assert_eq!(seen.len(), 3);
+    for (h, b, left) in &seen {
+        let demand = [m5[*h], 0.0, c5[*h], 0.0, 0.0];
+        let mut s = e.scratch();
+        let alone = e.bill_all_active(&demand, &mut s);
+        assert_eq!(b, &alone, "hour {h}");
+        assert_eq!(left, &s.uncovered, "hour {h}");
+    }
+    // Hour 0 is the hand-computed hour above: c5 first, nothing left for m5.
+    close(seen[0].2[2], 4.0 - 0.20 / 0.0595);
+    close(seen[0].2[0], 2.0);
+    close(seen[0].1.used_commitment, 0.2);
+    // Hour 2: one c5.large uses 0.0595 of the plan.
+    close(seen[2].1.used_commitment, 0.0595);
+    close(seen[2].2[2], 0.0);
+}

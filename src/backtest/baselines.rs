@@ -74,16 +74,13 @@ impl CeQuarterly {
         let active = ctx.active();
         let engine = BillingEngine::new(ctx.groups.to_vec(), &active, ctx.rates)
             .map_err(|e| e.to_string())?;
-        let mut scratch = engine.scratch();
-        let mut demand = vec![0.0; known.groups.len()];
+        let series: Vec<&[f64]> = known
+            .groups
+            .iter()
+            .map(|g| &g.quantity[start..end])
+            .collect();
         let mut uncovered: Vec<Vec<f64>> = Vec::with_capacity(end - start);
-        for i in start..end {
-            for (d, g) in demand.iter_mut().zip(&known.groups) {
-                *d = g.quantity[i];
-            }
-            engine.bill_all_active(&demand, &mut scratch);
-            uncovered.push(scratch.uncovered.clone());
-        }
+        engine.bill_all_active_series(&series, |_, _, left| uncovered.push(left.to_vec()));
         let mut out = Vec::new();
         for (provider, instrument) in [
             (Provider::Aws, Instrument::ComputeSavingsPlan),

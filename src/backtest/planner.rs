@@ -373,16 +373,13 @@ impl LadderPlanner {
         let start = end.saturating_sub(hours);
         let engine = BillingEngine::new(ctx.groups.to_vec(), portfolio, ctx.rates)
             .map_err(|e| e.to_string())?;
-        let mut scratch = engine.scratch();
-        let mut demand = vec![0.0; known.groups.len()];
+        let series: Vec<&[f64]> = known
+            .groups
+            .iter()
+            .map(|g| &g.quantity[start..end])
+            .collect();
         let mut out = Vec::with_capacity(end - start);
-        for i in start..end {
-            for (d, g) in demand.iter_mut().zip(&known.groups) {
-                *d = g.quantity[i];
-            }
-            engine.bill_all_active(&demand, &mut scratch);
-            out.push(scratch.uncovered.clone());
-        }
+        engine.bill_all_active_series(&series, |_, _, left| out.push(left.to_vec()));
         Ok(out)
     }
 
@@ -995,10 +992,10 @@ impl Planner for LookbackPlanner {
             } else {
                 (Vec::new(), held)
             };
-        // The look-back as the optimizer is given it before the held commitments are billed,
-        // for the check of the savings plans bought (`trim_savings_plans`).
-        let lookback: Vec<Vec<f64>> = series.iter().map(|(_, q)| q.clone()).collect();
-        let (series, existing): (Vec<(crate::domain::UsageGroup, Vec<f64>)>, &[Commitment]) =
+        // `series` stays the look-back before the held commitments are billed, for the check of
+        // the savings plans bought (`trim_savings_plans`).
+        let lookback: Vec<&[f64]> = series.iter().map(|(_, q)| q.as_slice()).collect();
+        let (demand_series, existing): (Vec<(crate::domain::UsageGroup, Vec<f64>)>, &[Commitment]) =
             if self.config.residual {
                 // The demand handed to the optimizer is what the held commitments leave
                 // uncovered, billed in the providers' order, with nothing held: the LP allocates
@@ -1007,37 +1004,31 @@ impl Planner for LookbackPlanner {
                 // would end up under the floor (each re-solve on noisy usage adding one more).
                 let engine = BillingEngine::new(ctx.groups.to_vec(), &held, ctx.rates)
                     .map_err(|e| e.to_string())?;
-                let mut scratch = engine.scratch();
-                let mut hour = vec![0.0; series.len()];
                 let mut residual: Vec<Vec<f64>> = series
                     .iter()
                     .map(|(_, q)| Vec::with_capacity(q.len()))
                     .collect();
-                for i in 0..w {
-                    for (d, (_, q)) in hour.iter_mut().zip(&series) {
-                        *d = q[i];
-                    }
-                    let bill = engine.bill_all_active(&hour, &mut scratch);
+                engine.bill_all_active_series(&lookback, |i, bill, left| {
                     let slack =
                         bill.used_commitment - self.config.total_utilization * bill.commitment_cost;
                     if weekly.len() <= i / WEEK {
                         weekly.push(0.0);
                     }
                     weekly[i / WEEK] += slack;
-                    for (r, u) in residual.iter_mut().zip(&scratch.uncovered) {
+                    for (r, u) in residual.iter_mut().zip(left) {
                         r.push(*u);
                     }
-                }
-                let series = series
-                    .into_iter()
+                });
+                let residual = series
+                    .iter()
                     .zip(residual)
-                    .map(|((g, _), r)| (g, r))
+                    .map(|((g, _), r)| (g.clone(), r))
                     .collect();
-                (series, &held_sps)
+                (residual, &held_sps)
             } else {
-                (series, &held)
+                (series.clone(), &held)
             };
-        let demand = DemandInput::actual(ctx.now, series);
+        let demand = DemandInput::actual(ctx.now, demand_series);
         let mut constraints = Constraints::one_year_only();
         constraints.allow_exchanges = false;
         constraints.max_new_hourly = Some(self.ladder.cap);
@@ -1218,10 +1209,10 @@ fn trim_savings_plans(
     ctx: &DecisionContext<'_>,
     held: &[Commitment],
     out: &mut [Commitment],
-    lookback: &[Vec<f64>],
+    lookback: &[&[f64]],
     floor: f64,
 ) -> Result<usize, String> {
-    let hours = lookback.first().map_or(0, Vec::len);
+    let hours = lookback.first().map_or(0, |s| s.len());
     let mut trimmed = 0;
     for provider in [Provider::Aws, Provider::Azure] {
         let plans: Vec<usize> = (0..out.len())
@@ -1246,15 +1237,8 @@ fn trim_savings_plans(
             }
             let engine = BillingEngine::new(ctx.groups.to_vec(), &all, ctx.rates)
                 .map_err(|e| e.to_string())?;
-            let mut scratch = engine.scratch();
-            let mut hour = vec![0.0; lookback.len()];
             let mut sum = 0.0;
-            for h in 0..hours {
-                for (d, q) in hour.iter_mut().zip(lookback) {
-                    *d = q[h];
-                }
-                sum += engine.bill_all_active(&hour, &mut scratch).used_commitment;
-            }
+            engine.bill_all_active_series(lookback, |_, bill, _| sum += bill.used_commitment);
             Ok(sum)
         };
         let base = used(0.0)?;
@@ -1282,17 +1266,16 @@ fn trim_savings_plans(
 }
 
 /// A savings plan with its hourly commitment (and so its cost and upfront) scaled by `s`,
-/// rounded down to what the provider accepts (AWS: $0.00001, at least $0.001; Azure: a cent);
-/// zero under that minimum.
+/// rounded down to what the provider accepts ([`optimize::spend_step`], as the optimizer's own
+/// plans are); zero under that minimum.
 fn scaled_plan(c: &Commitment, s: f64) -> Commitment {
     let CommitmentAmount::HourlySpend(per_hour) = c.amount else {
         return c.clone();
     };
-    let (step, min) = match c.provider {
-        Provider::Aws => (10, 1_000),
-        Provider::Azure => (10_000, 10_000),
-    };
+    let (decimals, min) = optimize::spend_step(c.provider);
+    let step = 10i64.pow(6u32.saturating_sub(decimals));
     let micros = ((per_hour.micros() as f64 * s) as i64) / step * step;
+    let min = Money::from_decimal(min).map_or(0, Money::micros);
     let micros = if micros < min { 0 } else { micros };
     let ratio = if per_hour.micros() > 0 {
         micros as f64 / per_hour.micros() as f64

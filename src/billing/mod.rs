@@ -267,6 +267,27 @@ impl BillingEngine {
         self.bill_with(demand, scratch, |_| true)
     }
 
+    /// Bills every hour of `series` (one slice per group in the engine's order, all of one
+    /// length) as if every compiled commitment were active, handing each hour's index, bill and
+    /// what it left uncovered per group to `f`: "what would today's portfolio have covered over
+    /// these hours?", asked by the planners and the baselines.
+    pub fn bill_all_active_series(
+        &self,
+        series: &[&[f64]],
+        mut f: impl FnMut(usize, &HourBill, &[f64]),
+    ) {
+        let hours = series.first().map_or(0, |s| s.len());
+        let mut scratch = self.scratch();
+        let mut demand = vec![0.0; series.len()];
+        for h in 0..hours {
+            for (d, s) in demand.iter_mut().zip(series) {
+                *d = s[h];
+            }
+            let bill = self.bill_all_active(&demand, &mut scratch);
+            f(h, &bill, &scratch.uncovered);
+        }
+    }
+
     fn bill_with(
         &self,
         demand: &[f64],

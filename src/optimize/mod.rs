@@ -559,7 +559,7 @@ fn split_warm_start(
 
 /// Savings-plan commitment step and minimum: AWS takes up to 5 decimals and at least $0.001
 /// (CreateSavingsPlan); for Azure we round to the cent, a conservative assumption.
-fn spend_step(provider: Provider) -> (u32, Decimal) {
+pub(crate) fn spend_step(provider: Provider) -> (u32, Decimal) {
     match provider {
         Provider::Aws => (5, Decimal::new(1, 3)),
         Provider::Azure => (2, Decimal::new(1, 2)),
