@@ -126,26 +126,29 @@ fn a_missing_scenario_is_a_clear_error() {
 }
 
 #[test]
-fn the_savings_plan_trim_is_a_flag_with_a_checked_range() {
+fn the_lookback_shares_are_flags_with_a_checked_range() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = scenario(tmp.path());
-    let out = commitd(&[
-        "backtest",
-        "--scenario",
-        &dir,
-        "--json",
-        "--no-baselines",
-        "--lookback-trim-floor",
-        "1.5",
-    ]);
-    assert!(!out.status.success());
-    assert!(out.stdout.is_empty(), "nothing on stdout for a refused run");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--lookback-trim-floor") && err.contains("1.5"),
-        "the error names the flag and the value: {err}"
-    );
-    // Off, with the optimizer's resize off too: the run reports no plan trimmed.
+    for flag in ["--lookback-trim-floor", "--lookback-redundant-share"] {
+        let out = commitd(&[
+            "backtest",
+            "--scenario",
+            &dir,
+            "--json",
+            "--no-baselines",
+            flag,
+            "1.5",
+        ]);
+        assert!(!out.status.success(), "{flag} 1.5 was accepted");
+        assert!(out.stdout.is_empty(), "nothing on stdout for a refused run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(flag) && err.contains("1.5"),
+            "the error names the flag and the value: {err}"
+        );
+    }
+    // Off, with the optimizer's resize off too: the run reports no plan trimmed and no
+    // reservation given up for the rest of the portfolio.
     let v: Value = serde_json::from_str(&ok(&[
         "backtest",
         "--scenario",
@@ -156,7 +159,10 @@ fn the_savings_plan_trim_is_a_flag_with_a_checked_range() {
         "0",
         "--lookback-resize-plans",
         "false",
+        "--lookback-redundant-share",
+        "0",
     ]))
     .unwrap();
     assert_eq!(f(&v, &["planner_stats", "savings_plans_trimmed"]), 0.0);
+    assert_eq!(f(&v, &["planner_stats", "instances_redundant"]), 0.0);
 }

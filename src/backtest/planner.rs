@@ -633,6 +633,11 @@ pub struct LookbackConfig {
     /// The optimizer sizes the new savings plans again next to the whole instances it rounded
     /// to ([`Options::resize_plans`]).
     pub resize_plans: bool,
+    /// A held reservation is given up (returned, exchanged or sold, as idle ones are) when the
+    /// on-demand cost its usage would add, billed with the rest of the portfolio over the last
+    /// week, is at most this share of what giving it up saves ([`redundant_reservations`]);
+    /// 0 = off.
+    pub redundant_share: f64,
 }
 
 impl Default for LookbackConfig {
@@ -687,6 +692,7 @@ impl Default for LookbackConfig {
             // backtest.md, "Savings plans sized next to whole instances").
             trim_floor: 0.85,
             resize_plans: true,
+            redundant_share: 0.5,
         }
     }
 }
@@ -713,6 +719,9 @@ pub struct LookbackStats {
     pub instances_returned: u64,
     /// Standard RI instances listed on the Marketplace.
     pub instances_sold: u64,
+    /// Reservation instances given up because the rest of the portfolio covered their usage
+    /// ([`redundant_reservations`]); counted in the three above too.
+    pub instances_redundant: u64,
     /// New savings plans scaled down by [`trim_savings_plans`].
     pub savings_plans_trimmed: usize,
     /// Largest LP (columns, rows) and demand points after reduction, over the solves.
@@ -890,13 +899,24 @@ impl Planner for LookbackPlanner {
         // idle Standard RIs are listed. Reservations standing idle make a decision due: a drop
         // does not raise the uncovered usage that otherwise triggers a solve.
         let fell: Vec<bool> = change.iter().map(|&c| c < 0.0).collect();
-        let idle = idle_reservations(
+        let mut idle = idle_reservations(
             ctx,
             &held_now,
             &fell,
             self.config.exchanges || self.config.returns,
             self.config.sales,
         );
+        // Reservations whose usage the rest of the portfolio would cover anyway go the same way
+        // (checked daily: a weekly check, to save its bills on large fleets, met 2 fewer of 231
+        // generated scenarios).
+        self.stats.instances_redundant += redundant_reservations(
+            ctx,
+            &held_now,
+            &mut idle,
+            self.config.redundant_share,
+            self.config.exchanges || self.config.returns,
+            self.config.sales,
+        )?;
         let due = !idle.is_empty()
             || match self.last_solve {
                 None => true,
@@ -1439,6 +1459,163 @@ fn idle_reservations(
 
 /// Instances of a held commitment given up: (index in the held list, instances).
 type Given = (usize, u32);
+
+/// Reservation instances the rest of the portfolio covers anyway, added to `given` (the idle
+/// ones already chosen); returns how many instances were added.
+///
+/// After a drop or through a decline, a savings plan bought for the whole fleet has room in
+/// nearly every hour, while reservations keep the usage it could take: the portfolio covers
+/// everything and is partly idle, and no reservation looks idle on its own. Giving up such a
+/// reservation moves its usage onto the plan's idle commitment. An instance is given up when,
+/// over the last known week, the on-demand cost it would add (billed with everything else
+/// held) is at most `share` of what giving it up saves: its hourly cost, less what the exit
+/// loses (an Azure return is refunded at the remaining value; a Marketplace sale writes off
+/// the upfront not recovered, per the policy's market model). Judged only on reservations
+/// active at least 30 days (so that a purchase is not undone by the noise that follows it),
+/// with at least a week left, that may be given up today: Azure reservations when `azure`,
+/// within the refund cap left; AWS Standard RIs the Marketplace takes when `ris`.
+fn redundant_reservations(
+    ctx: &DecisionContext<'_>,
+    held: &[Commitment],
+    given: &mut Vec<Given>,
+    share: f64,
+    azure: bool,
+    ris: bool,
+) -> Result<u64, String> {
+    use crate::backtest::{is_listed, Marketplace};
+    const WEEK: usize = 7 * 24;
+    let n = ctx.known.range.len();
+    if n < WEEK || share <= 0.0 {
+        return Ok(0);
+    }
+    let market = ctx.policy.ri_marketplace;
+    let week: Vec<&[f64]> = ctx
+        .known
+        .groups
+        .iter()
+        .map(|g| &g.quantity[n - WEEK..n])
+        .collect();
+    // The on-demand cost of the week's usage left uncovered once `given` is given up, and the
+    // commitment idle in the hour at the 20th percentile. Instances listed earlier still apply
+    // until they sell, but they are leaving: the portfolio is judged without them (else each
+    // day would list one more for the same idle room).
+    let bill = |given: &[Given]| -> Result<(f64, f64), String> {
+        let mut portfolio = give_up(held, given, ctx.now)?;
+        portfolio.retain(|c| !is_listed(ctx.sold, &c.id, ctx.now));
+        let engine = BillingEngine::new(ctx.groups.to_vec(), &portfolio, ctx.rates)
+            .map_err(|e| e.to_string())?;
+        let (mut on_demand, mut unused) = (0.0, Vec::with_capacity(WEEK));
+        engine.bill_all_active_series(&week, |_, bill, _| {
+            on_demand += bill.on_demand_cost;
+            unused.push(bill.unused_commitment());
+        });
+        Ok((on_demand, quantile(&mut unused, IDLE_QUANTILE)))
+    };
+    let (mut base, idle) = bill(given)?;
+    // Nothing is idle in most hours: every reservation given up would go on demand.
+    if idle <= 0.0 {
+        return Ok(0);
+    }
+    let given_of = |given: &[Given], i: usize| given.iter().find(|g| g.0 == i).map_or(0, |g| g.1);
+    let mut room = ctx.policy.azure_refund_cap - refunded_in_the_last_year(ctx.returned, ctx.now);
+    for &(i, k) in given.iter() {
+        if held[i].instrument == Instrument::AzureReservation {
+            room -= remaining_value(&held[i], k, ctx.now)?;
+        }
+    }
+    // Candidates with the share of their cost an exit keeps: Azure returns first (nothing
+    // lost), then Standard RIs by what a sale loses; the latest-ending first within each.
+    let mut candidates: Vec<(usize, f64)> = held
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            c.remaining_hours(ctx.now) >= WEEK as i64
+                && ctx.now.since(c.start) >= Marketplace::MIN_AGE_HOURS
+        })
+        .filter_map(|(i, c)| match c.instrument {
+            Instrument::AzureReservation if azure => Some((i, 1.0)),
+            Instrument::StandardReservedInstance
+                if ris
+                    && !is_listed(ctx.sold, &c.id, ctx.now)
+                    && market.listing(c, ctx.now).is_ok() =>
+            {
+                let lifetime = c.hourly_cost.to_f64() * c.term.hours() as f64;
+                let upfront = if lifetime > 0.0 {
+                    c.upfront.to_f64() / lifetime
+                } else {
+                    0.0
+                };
+                let recovered = market.price_bp as f64 / 1e4 * (1.0 - market.fee_bp as f64 / 1e4);
+                Some((i, 1.0 - upfront.min(1.0) * (1.0 - recovered)))
+            }
+            _ => None,
+        })
+        .collect();
+    candidates.sort_by(|a, b| {
+        b.1.total_cmp(&a.1)
+            .then(held[b.0].end.cmp(&held[a.0].end))
+            .then(a.0.cmp(&b.0))
+    });
+    let mut added = 0;
+    for (i, keep) in candidates {
+        let c = &held[i];
+        let CommitmentAmount::Instances(count) = c.amount else {
+            continue;
+        };
+        let already = given_of(given, i);
+        let mut most = count.saturating_sub(already);
+        if c.instrument == Instrument::AzureReservation {
+            most = most_that_fit(c, most, ctx.now, room)?.0;
+        }
+        if most == 0 {
+            continue;
+        }
+        let saved_per = c.hourly_cost.to_f64() / count as f64 * keep * WEEK as f64;
+        // The on-demand cost k more instances given up add, and whether it is worth it. The
+        // added cost grows faster than linearly in k (the idle room fills up), so the k that
+        // pass form a range from 0: bisect its end.
+        let with = |k: u32, given: &[Given]| {
+            let mut g = given.to_vec();
+            match g.iter_mut().find(|g| g.0 == i) {
+                Some(e) => e.1 += k,
+                None => g.push((i, k)),
+            }
+            g
+        };
+        let worth = |k: u32| -> Result<Option<f64>, String> {
+            let (cost, _) = bill(&with(k, given))?;
+            Ok((cost - base <= share * saved_per * k as f64).then_some(cost))
+        };
+        let Some(mut cost) = worth(1)? else {
+            continue;
+        };
+        let (mut lo, mut hi) = (1, most);
+        if hi > 1 {
+            if let Some(c_hi) = worth(hi)? {
+                lo = hi;
+                cost = c_hi;
+            } else {
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    match worth(mid)? {
+                        Some(c_mid) => {
+                            lo = mid;
+                            cost = c_mid;
+                        }
+                        None => hi = mid,
+                    }
+                }
+            }
+        }
+        if c.instrument == Instrument::AzureReservation {
+            room -= remaining_value(c, lo, ctx.now)?;
+        }
+        *given = with(lo, given);
+        base = cost;
+        added += lo as u64;
+    }
+    Ok(added)
+}
 
 /// `held` with the instances in `given` (index in `held`, instances) given up at `now`.
 fn give_up(

@@ -141,6 +141,12 @@ pub struct Args {
     /// demand (true/false; default true).
     #[arg(long)]
     pub lookback_resize_plans: Option<bool>,
+    /// Look-back planner: give up a held reservation (return, exchange or sale, as for idle
+    /// ones) when the rest of the portfolio covers its usage: the on-demand cost it would add
+    /// over the last week is at most this share of what giving it up saves (0 = off; default
+    /// 0.5).
+    #[arg(long)]
+    pub lookback_redundant_share: Option<f64>,
     /// Marketplace model: days from listing an RI to its sale (it applies and bills until then).
     /// An assumption: no backtest can know when a listing sells.
     #[arg(long, default_value_t = 14)]
@@ -289,6 +295,12 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
             anyhow::bail!("--lookback-trim-floor must be within 0..=1, got {x}");
         }
         lb.trim_floor = x;
+    }
+    if let Some(x) = args.lookback_redundant_share {
+        if !(0.0..=1.0).contains(&x) {
+            anyhow::bail!("--lookback-redundant-share must be within 0..=1, got {x}");
+        }
+        lb.redundant_share = x;
     }
     if let Some(x) = args.lookback_resize_plans {
         lb.resize_plans = x;
