@@ -590,22 +590,11 @@ fn lookback_buys_a_reservation_where_a_held_savings_plan_can_move_to_other_usage
     // is a reservation on m5 with the plan moved onto c5: a reservation applies before the plan
     // in the bill, and the plan then covers the next usage in order of discount. Billing the
     // held plan into the residual shows only c5 uncovered, and buys c5's shallow reservation.
-    let m5 = group("m5.xlarge");
-    let c5 = group("c5.xlarge");
-    let types = [(m5.clone(), 0.192), (c5.clone(), 0.17)];
-    let mut input = scenario_of("held plan", &types, |g, i| {
-        10.0 * (1.0 + 0.02 * noise(31 + g as u64, i))
-    });
-    let mut rates = RateCard::new();
-    for ((g, od), (sp, ri)) in types.iter().zip([(0.6, 0.4), (0.7, 0.65)]) {
-        all_upfront(&mut rates, g, *od, Instrument::OnDemand, 1.0);
-        all_upfront(&mut rates, g, *od, Instrument::ComputeSavingsPlan, sp);
-        all_upfront(&mut rates, g, *od, Instrument::StandardReservedInstance, ri);
-    }
-    input.rates = rates;
     // A 3-year plan bought before the history, running through the window: 10 m5.xlarge at its
     // savings plan rate.
-    input.existing = vec![held_compute_sp(&input, "1.152")];
+    let input = m5_and_c5_with_a_held_plan("held plan", "1.152", |g, i| {
+        10.0 * (1.0 + 0.02 * noise(31 + g as u64, i))
+    });
     let run_with = |residual_savings_plans: bool| {
         let config = LookbackConfig {
             residual_savings_plans,
@@ -614,19 +603,6 @@ fn lookback_buys_a_reservation_where_a_held_savings_plan_can_move_to_other_usage
         lookback_with(&input, config).0
     };
     let (allocated, residual) = (run_with(false), run_with(true));
-    let reserved = |r: &RunResult, family: &str| -> u32 {
-        r.purchases
-            .iter()
-            .filter(|p| {
-                p.instrument == Instrument::StandardReservedInstance
-                    && p.family.as_deref() == Some(family)
-            })
-            .map(|p| match p.amount {
-                CommitmentAmount::Instances(n) => n,
-                CommitmentAmount::HourlySpend(_) => 0,
-            })
-            .sum()
-    };
     eprintln!(
         "allocated: ESR {:.4}, m5 RIs {}, c5 RIs {}, min util {:?}; residual: ESR {:.4}, m5 RIs {}, c5 RIs {}",
         allocated.total.esr,
@@ -709,38 +685,18 @@ fn lookback_sells_reservations_a_held_savings_plan_left_idle_by_a_drop_would_cov
     // On day 150 c5 falls to a tenth, for good: the plan has room in every hour, while the m5
     // RIs keep the usage it could take. No RI is idle on its own; the portfolio covers
     // everything and a third of it idles. Selling the m5 RIs moves their usage onto the plan.
-    let m5 = group("m5.xlarge");
-    let c5 = group("c5.xlarge");
-    let types = [(m5.clone(), 0.192), (c5.clone(), 0.17)];
     let drop_at = EVAL_START + 150 * 24;
-    let mut input = scenario_of("redundant", &types, |g, i| {
+    // The plan: 10 c5.xlarge at its rate (1.19 $/h); after the drop it has room for 9
+    // m5.xlarge (0.1152 $/h each at the plan's rate).
+    let input = m5_and_c5_with_a_held_plan("redundant", "1.19", |g, i| {
         let level = if g == 1 && i >= drop_at { 1.0 } else { 10.0 };
         level * (1.0 + 0.02 * noise(41 + g as u64, i))
     });
-    let mut rates = RateCard::new();
-    for ((g, od), (sp, ri)) in types.iter().zip([(0.6, 0.4), (0.7, 0.65)]) {
-        all_upfront(&mut rates, g, *od, Instrument::OnDemand, 1.0);
-        all_upfront(&mut rates, g, *od, Instrument::ComputeSavingsPlan, sp);
-        all_upfront(&mut rates, g, *od, Instrument::StandardReservedInstance, ri);
-    }
-    input.rates = rates;
-    // 10 c5.xlarge at the plan's rate (1.19 $/h); after the drop it has room for 9 m5.xlarge
-    // (0.1152 $/h each at the plan's rate).
-    input.existing = vec![held_compute_sp(&input, "1.19")];
     let ((sell, stats), (keep, kept)) = on_and_off(&input, "redundant", |c, on| {
         c.redundant_share = if on { 0.5 } else { 0.0 };
     });
     assert_eq!(kept.instances_redundant, 0);
-    let m5_ris = |r: &RunResult| -> u32 {
-        r.purchases
-            .iter()
-            .filter(|p| p.family.as_deref() == Some("m5"))
-            .map(|p| match p.amount {
-                CommitmentAmount::Instances(n) => n,
-                CommitmentAmount::HourlySpend(_) => 0,
-            })
-            .sum()
-    };
+    let m5_ris = |r: &RunResult| reserved(r, "m5");
     assert!(m5_ris(&keep) >= 9, "{:?}", keep.purchases);
     // Judged on the billed week after the drop, within the Marketplace's rules; 8 or 9 of
     // the 10 fit in the plan's room (the noise decides the ninth), and nothing is bought back.
@@ -761,6 +717,42 @@ fn lookback_sells_reservations_a_held_savings_plan_left_idle_by_a_drop_would_cov
     let late = |r: &RunResult| lowest_utilization_from(r, 7);
     assert!(late(&sell) > 0.95, "{}", late(&sell));
     assert!(late(&keep) < 0.8, "{}", late(&keep));
+}
+
+/// Two groups, m5.xlarge and c5.xlarge, with `demand(group, hour)` instances, 1-year
+/// all-upfront offers (m5: the plan at 60 % and RIs at 40 % of on demand; c5: 70 % and 65 %),
+/// and a held 3-year Compute SP of `per_hour`.
+fn m5_and_c5_with_a_held_plan(
+    name: &str,
+    per_hour: &str,
+    demand: impl Fn(usize, usize) -> f64,
+) -> BacktestInput {
+    let types = [(group("m5.xlarge"), 0.192), (group("c5.xlarge"), 0.17)];
+    let mut input = scenario_of(name, &types, demand);
+    let mut rates = RateCard::new();
+    for ((g, od), (sp, ri)) in types.iter().zip([(0.6, 0.4), (0.7, 0.65)]) {
+        all_upfront(&mut rates, g, *od, Instrument::OnDemand, 1.0);
+        all_upfront(&mut rates, g, *od, Instrument::ComputeSavingsPlan, sp);
+        all_upfront(&mut rates, g, *od, Instrument::StandardReservedInstance, ri);
+    }
+    input.rates = rates;
+    input.existing = vec![held_compute_sp(&input, per_hour)];
+    input
+}
+
+/// Standard RI instances of `family` a replay bought.
+fn reserved(r: &RunResult, family: &str) -> u32 {
+    r.purchases
+        .iter()
+        .filter(|p| {
+            p.instrument == Instrument::StandardReservedInstance
+                && p.family.as_deref() == Some(family)
+        })
+        .map(|p| match p.amount {
+            CommitmentAmount::Instances(n) => n,
+            CommitmentAmount::HourlySpend(_) => 0,
+        })
+        .sum()
 }
 
 /// A 3-year Compute SP of `per_hour` bought before the history of `input`, running through its
