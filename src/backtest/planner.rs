@@ -1169,7 +1169,7 @@ impl Planner for LookbackPlanner {
             let mut room =
                 ctx.policy.azure_refund_cap - refunded_in_the_last_year(ctx.returned, ctx.now);
             for &(i, count) in &idle {
-                let left = count - given.iter().find(|(j, _)| *j == i).map_or(0, |g| g.1);
+                let left = count - given_count(&given, i);
                 let c = &held_now[i];
                 let (k, refund) = most_that_fit(c, left, ctx.now, room)?;
                 if k > 0 {
@@ -1179,10 +1179,7 @@ impl Planner for LookbackPlanner {
                         id: c.id.clone(),
                         count: k,
                     });
-                    match given.iter_mut().find(|(j, _)| *j == i) {
-                        Some(g) => g.1 += k,
-                        None => given.push((i, k)),
-                    }
+                    give_more(&mut given, i, k);
                 }
             }
         }
@@ -1460,6 +1457,19 @@ fn idle_reservations(
 /// Instances of a held commitment given up: (index in the held list, instances).
 type Given = (usize, u32);
 
+/// How many instances of held commitment `i` `given` gives up.
+fn given_count(given: &[Given], i: usize) -> u32 {
+    given.iter().find(|g| g.0 == i).map_or(0, |g| g.1)
+}
+
+/// `k` more instances of held commitment `i` given up.
+fn give_more(given: &mut Vec<Given>, i: usize, k: u32) {
+    match given.iter_mut().find(|g| g.0 == i) {
+        Some(g) => g.1 += k,
+        None => given.push((i, k)),
+    }
+}
+
 /// Reservation instances the rest of the portfolio covers anyway, added to `given` (the idle
 /// ones already chosen); returns how many instances were added.
 ///
@@ -1516,7 +1526,6 @@ fn redundant_reservations(
     if idle <= 0.0 {
         return Ok(0);
     }
-    let given_of = |given: &[Given], i: usize| given.iter().find(|g| g.0 == i).map_or(0, |g| g.1);
     let mut room = ctx.policy.azure_refund_cap - refunded_in_the_last_year(ctx.returned, ctx.now);
     for &(i, k) in given.iter() {
         if held[i].instrument == Instrument::AzureReservation {
@@ -1562,8 +1571,7 @@ fn redundant_reservations(
         let CommitmentAmount::Instances(count) = c.amount else {
             continue;
         };
-        let already = given_of(given, i);
-        let mut most = count.saturating_sub(already);
+        let mut most = count.saturating_sub(given_count(given, i));
         if c.instrument == Instrument::AzureReservation {
             most = most_that_fit(c, most, ctx.now, room)?.0;
         }
@@ -1574,16 +1582,10 @@ fn redundant_reservations(
         // The on-demand cost k more instances given up add, and whether it is worth it. The
         // added cost grows faster than linearly in k (the idle room fills up), so the k that
         // pass form a range from 0: bisect its end.
-        let with = |k: u32, given: &[Given]| {
-            let mut g = given.to_vec();
-            match g.iter_mut().find(|g| g.0 == i) {
-                Some(e) => e.1 += k,
-                None => g.push((i, k)),
-            }
-            g
-        };
         let worth = |k: u32| -> Result<Option<f64>, String> {
-            let (cost, _) = bill(&with(k, given))?;
+            let mut more = given.clone();
+            give_more(&mut more, i, k);
+            let (cost, _) = bill(&more)?;
             Ok((cost - base <= share * saved_per * k as f64).then_some(cost))
         };
         let Some(mut cost) = worth(1)? else {
@@ -1610,7 +1612,7 @@ fn redundant_reservations(
         if c.instrument == Instrument::AzureReservation {
             room -= remaining_value(c, lo, ctx.now)?;
         }
-        *given = with(lo, given);
+        give_more(given, i, lo);
         base = cost;
         added += lo as u64;
     }

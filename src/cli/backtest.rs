@@ -179,15 +179,6 @@ pub enum PlannerKind {
 /// refused before anything runs.
 fn planner_config(args: &Args) -> anyhow::Result<PlannerConfig> {
     let mut c = PlannerConfig::default();
-    let share = |name: &str, v: Option<f64>, into: &mut f64| -> anyhow::Result<()> {
-        if let Some(v) = v {
-            if !(0.0..=1.0).contains(&v) {
-                anyhow::bail!("--{name} must be within 0..=1, got {v}");
-            }
-            *into = v;
-        }
-        Ok(())
-    };
     share(
         "reservation-quantile",
         args.reservation_quantile,
@@ -236,6 +227,18 @@ fn planner_config(args: &Args) -> anyhow::Result<PlannerConfig> {
     Ok(c)
 }
 
+/// Sets `into` to the flag `--name`'s value `v`, if given, when it is a share (0..=1); else the
+/// error names the flag and the value.
+fn share(name: &str, v: Option<f64>, into: &mut f64) -> anyhow::Result<()> {
+    if let Some(v) = v {
+        if !(0.0..=1.0).contains(&v) {
+            anyhow::bail!("--{name} must be within 0..=1, got {v}");
+        }
+        *into = v;
+    }
+    Ok(())
+}
+
 /// The look-back planner's tuning: its defaults, with what the flags override.
 fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
     let mut lb = planner::LookbackConfig::default();
@@ -245,12 +248,11 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
         }
         lb.window_days = d;
     }
-    if let Some(u) = args.lookback_min_utilization {
-        if !(0.0..=1.0).contains(&u) {
-            anyhow::bail!("--lookback-min-utilization must be within 0..=1, got {u}");
-        }
-        lb.min_utilization = u;
-    }
+    share(
+        "lookback-min-utilization",
+        args.lookback_min_utilization,
+        &mut lb.min_utilization,
+    )?;
     if let Some(c) = args.lookback_columns {
         if c == 0 {
             anyhow::bail!("--lookback-columns must be positive");
@@ -266,12 +268,11 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
     if let Some(r) = args.lookback_refine {
         lb.refine_rounds = r;
     }
-    if let Some(t) = args.lookback_trigger {
-        if !(0.0..=1.0).contains(&t) {
-            anyhow::bail!("--lookback-trigger must be within 0..=1, got {t}");
-        }
-        lb.trigger_share = t;
-    }
+    share(
+        "lookback-trigger",
+        args.lookback_trigger,
+        &mut lb.trigger_share,
+    )?;
     if let Some(h) = args.lookback_haircut {
         if !(0.0..1.0).contains(&h) {
             anyhow::bail!("--lookback-haircut must be within 0..1, got {h}");
@@ -290,18 +291,16 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
     if let Some(x) = args.lookback_sales {
         lb.sales = x;
     }
-    if let Some(x) = args.lookback_trim_floor {
-        if !(0.0..=1.0).contains(&x) {
-            anyhow::bail!("--lookback-trim-floor must be within 0..=1, got {x}");
-        }
-        lb.trim_floor = x;
-    }
-    if let Some(x) = args.lookback_redundant_share {
-        if !(0.0..=1.0).contains(&x) {
-            anyhow::bail!("--lookback-redundant-share must be within 0..=1, got {x}");
-        }
-        lb.redundant_share = x;
-    }
+    share(
+        "lookback-trim-floor",
+        args.lookback_trim_floor,
+        &mut lb.trim_floor,
+    )?;
+    share(
+        "lookback-redundant-share",
+        args.lookback_redundant_share,
+        &mut lb.redundant_share,
+    )?;
     if let Some(x) = args.lookback_resize_plans {
         lb.resize_plans = x;
     }
@@ -311,12 +310,11 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
     if let Some(r) = args.lookback_residual {
         lb.residual = r;
     }
-    if let Some(u) = args.lookback_total_utilization {
-        if !(0.0..=1.0).contains(&u) {
-            anyhow::bail!("--lookback-total-utilization must be within 0..=1, got {u}");
-        }
-        lb.total_utilization = u;
-    }
+    share(
+        "lookback-total-utilization",
+        args.lookback_total_utilization,
+        &mut lb.total_utilization,
+    )?;
     if let Some(d) = args.lookback_resolve_days {
         if !(1..=366).contains(&d) {
             anyhow::bail!("--lookback-resolve-days must be within 1..=366, got {d}");
@@ -373,6 +371,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let config = planner_config(&args)?;
     let lb = lookback_config(&args)?;
+    if !(0.0..=1.0).contains(&args.ri_sale_price) {
+        anyhow::bail!(
+            "--ri-sale-price must be a share between 0 and 1, got {}",
+            args.ri_sale_price
+        );
+    }
     let scenario = Scenario::load(&args.scenario)
         .with_context(|| format!("loading scenario {}", args.scenario.display()))?;
     let input = BacktestInput {
@@ -383,12 +387,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         existing: scenario.commitments,
     };
     let loaded = started.elapsed();
-    if !(0.0..=1.0).contains(&args.ri_sale_price) {
-        anyhow::bail!(
-            "--ri-sale-price must be a share between 0 and 1, got {}",
-            args.ri_sale_price
-        );
-    }
     let base = Settings {
         cadence_hours: args.cadence_hours,
         latency_hours: args.latency_hours,
