@@ -800,3 +800,59 @@ fn all_upfront(rates: &mut RateCard, g: &UsageGroup, od: f64, instrument: Instru
         },
     );
 }
+
+#[test]
+fn lookback_lists_standard_ris_while_usage_moves_region_not_after() {
+    // 20 m5.xlarge move from us-east-1 to us-west-2 (which runs 4 of its own) over four weeks
+    // from day 150 of the window. The Standard RIs bought for us-east-1 idle as the usage
+    // leaves; a listing sells two weeks after it is made, so listing on what is idle today
+    // leaves each instance idle for those two weeks, and the month of the move far under 95%.
+    let m5 =
+        |region: &str| UsageGroup::new(Provider::Aws, region, "m5.xlarge", None, "Linux", "Shared");
+    let types = [(m5("us-east-1"), 0.192), (m5("us-west-2"), 0.192)];
+    let start = EVAL_START + 150 * 24;
+    let input = scenario_of("region move, aws", &types, |g, i| {
+        let moved = ((i as f64 - start as f64) / (28.0 * 24.0)).clamp(0.0, 1.0);
+        let level = if g == 0 {
+            20.0 * (1.0 - moved)
+        } else {
+            4.0 + 20.0 * moved
+        };
+        level * (1.0 + 0.1 * diurnal(i) + 0.05 * noise(51 + g as u64, i))
+    });
+    let ((ahead, stats), (late, _)) =
+        on_and_off(&input, "anticipate moves", |c, on| c.anticipate_moves = on);
+    let start_hour = input.usage.range.start.plus(start as i64);
+    let listed = |r: &RunResult| -> Vec<Hour> { r.sales.iter().map(|s| s.listed).collect() };
+    eprintln!("ahead {:?}\nlate {:?}", listed(&ahead), listed(&late));
+    assert!(stats.instances_sold > 0, "{stats:?}");
+    // Every us-east-1 instance is listed while the usage is still leaving (the last one within
+    // the four weeks of the move, not after them).
+    let last = |r: &RunResult| listed(r).into_iter().max().unwrap();
+    assert!(
+        last(&ahead) < start_hour.plus(28 * 24),
+        "{:?}",
+        last(&ahead)
+    );
+    assert!(last(&ahead) < last(&late));
+    // The months of the move are used more, and the year costs less.
+    let low = |r: &RunResult| {
+        r.months[4..8]
+            .iter()
+            .map(|m| m.utilization.unwrap_or(1.0))
+            .fold(f64::INFINITY, f64::min)
+    };
+    assert!(
+        low(&ahead) > low(&late) + 0.03,
+        "{} vs {}",
+        low(&ahead),
+        low(&late)
+    );
+    assert!(ahead.total.esr > late.total.esr);
+    // Nothing is bought back where the usage leaves once it has started to leave.
+    assert!(ahead
+        .purchases
+        .iter()
+        .filter(|p| p.start > start_hour)
+        .all(|p| p.region.as_deref() != Some("us-east-1")));
+}

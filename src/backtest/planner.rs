@@ -638,6 +638,10 @@ pub struct LookbackConfig {
     /// week, is at most this share of what giving it up saves ([`redundant_reservations`]);
     /// 0 = off.
     pub redundant_share: f64,
+    /// Reservations of a group whose usage is moving to a related group are judged idle on the
+    /// group's fade projected to when giving them up takes effect (a sale: the Marketplace's
+    /// delay later), not on its last days ([`fade`]).
+    pub anticipate_moves: bool,
 }
 
 impl Default for LookbackConfig {
@@ -693,6 +697,7 @@ impl Default for LookbackConfig {
             trim_floor: 0.85,
             resize_plans: true,
             redundant_share: 0.5,
+            anticipate_moves: true,
         }
     }
 }
@@ -750,8 +755,9 @@ pub struct LookbackPlanner {
     last_solve: Option<(Hour, bool)>,
     /// Commitments active after the previous decision (an expiry since then triggers a solve).
     active_after: usize,
-    /// [`uncovered_value`] just after the last solve (with its purchases), for the trigger.
-    uncovered_after: f64,
+    /// [`uncovered_value`] per group just after the last solve (with its purchases), for the
+    /// trigger.
+    uncovered_after: Vec<f64>,
     pub stats: LookbackStats,
 }
 
@@ -777,26 +783,26 @@ pub fn lookback_planner(
             },
             last_solve: None,
             active_after: 0,
-            uncovered_after: 0.0,
+            uncovered_after: Vec::new(),
             stats: LookbackStats::default(),
         },
         settings,
     ))
 }
 
-/// On-demand value per hour of the usage `portfolio` leaves uncovered over the last known week
-/// (each group's median hour), and the recent on-demand-equivalent spend per hour.
+/// On-demand value per hour of the usage `portfolio` leaves uncovered over the last known week,
+/// per group (its median hour), and the recent on-demand-equivalent spend per hour.
 fn uncovered_value(
     ctx: &DecisionContext<'_>,
     portfolio: &[Commitment],
-) -> Result<(f64, f64), String> {
+) -> Result<(Vec<f64>, f64), String> {
     let residual = LadderPlanner::residual(ctx, portfolio, 7 * 24)?;
     let n = ctx.known.range.len();
     let from = n.saturating_sub(7 * 24);
-    let (mut value, mut ode) = (0.0, 0.0);
+    let (mut value, mut ode) = (Vec::with_capacity(ctx.groups.len()), 0.0);
     for (gi, bg) in ctx.groups.iter().enumerate() {
         let mut s: Vec<f64> = residual.iter().map(|h| h[gi]).collect();
-        value += quantile(&mut s, 0.5) * bg.on_demand_rate;
+        value.push(quantile(&mut s, 0.5) * bg.on_demand_rate);
         ode += ctx.known.groups[gi].quantity[from..n].iter().sum::<f64>() * bg.on_demand_rate
             / (n - from).max(1) as f64;
     }
@@ -899,10 +905,43 @@ impl Planner for LookbackPlanner {
         // idle Standard RIs are listed. Reservations standing idle make a decision due: a drop
         // does not raise the uncovered usage that otherwise triggers a solve.
         let fell: Vec<bool> = change.iter().map(|&c| c < 0.0).collect();
+        // A group whose usage is moving to a related one (below) is judged on where its fade
+        // will be when giving up takes effect, not where it is: a listing sells two weeks
+        // later, and the fade goes on meanwhile.
+        let fades: Vec<f64> = (0..ctx.groups.len())
+            .map(|gi| {
+                if !self.config.anticipate_moves || !fell[gi] {
+                    return 0.0;
+                }
+                let Some((rate, fall)) = fade(&known.groups[gi].quantity) else {
+                    return 0.0;
+                };
+                // Leaving: over the same days its related groups that rose are filling by at
+                // least half of what it loses (on-demand value per day), so that a season
+                // ending here and a spike there is not taken for a move.
+                let filling: f64 = change
+                    .iter()
+                    .enumerate()
+                    .filter(|&(gj, &c)| {
+                        gj != gi && c > 0.0 && related(&ctx.groups[gi].group, &ctx.groups[gj].group)
+                    })
+                    .filter_map(|(gj, _)| {
+                        daily_slope(&known.groups[gj].quantity)
+                            .map(|b| b.max(0.0) * ctx.groups[gj].on_demand_rate)
+                    })
+                    .sum();
+                if filling >= 0.5 * fall * ctx.groups[gi].on_demand_rate {
+                    rate
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         let mut idle = idle_reservations(
             ctx,
             &held_now,
             &fell,
+            &fades,
             self.config.exchanges || self.config.returns,
             self.config.sales,
         );
@@ -925,8 +964,23 @@ impl Planner for LookbackPlanner {
                         || expired
                         || ctx.now.since(at) >= self.config.resolve_days as i64 * 24
                         || (self.config.trigger_share > 0.0 && {
+                            // A group whose level fell (usage that dropped or moved away)
+                            // does not hide usage that rose elsewhere.
                             let (value, ode) = uncovered_value(ctx, &held_now)?;
-                            value - self.uncovered_after >= self.config.trigger_share * ode
+                            let rose: f64 = value
+                                .iter()
+                                .enumerate()
+                                .map(|(gi, v)| {
+                                    let d =
+                                        v - self.uncovered_after.get(gi).copied().unwrap_or(0.0);
+                                    if fell[gi] {
+                                        d.max(0.0)
+                                    } else {
+                                        d
+                                    }
+                                })
+                                .sum();
+                            rose >= self.config.trigger_share * ode
                         })
                 }
             };
@@ -961,7 +1015,8 @@ impl Planner for LookbackPlanner {
             .iter()
             .zip(&moved)
             .zip(&levels)
-            .map(|((g, &moved), &(long, recent))| {
+            .zip(&fades)
+            .map(|(((g, &moved), &(long, recent)), &fade)| {
                 let q = &g.quantity;
                 // Scaled down to the recent level (a drop: never up, so that growth is not
                 // bought ahead and a peak is not committed to), and by the decline the trend
@@ -974,6 +1029,11 @@ impl Planner for LookbackPlanner {
                 } * keep;
                 if let Some(d) = self.ladder.decline(q) {
                     f *= 1.0 - d;
+                }
+                // Usage moving away is planned where its reservations were judged idle: not
+                // bought back where it is leaving.
+                if fade > 0.0 {
+                    f *= faded(ctx, g.group.provider, fade);
                 }
                 // The haircut applies to what moved in as well.
                 let lookback = (n - w..n).map(|h| {
@@ -1118,12 +1178,10 @@ impl Planner for LookbackPlanner {
             |c: &Commitment| self.config.exchanges && c.instrument == Instrument::AzureReservation;
         let before = out.len();
         out.retain(|c| {
-            follows(c)
-                || !ctx
-                    .groups
-                    .iter()
-                    .enumerate()
-                    .any(|(gi, bg)| binds(c, &bg.group) && hedged(&self.ladder.config, ctx, gi))
+            !ctx.groups.iter().enumerate().any(|(gi, bg)| {
+                binds(c, &bg.group)
+                    && (fades[gi] > 0.0 || (!follows(c) && hedged(&self.ladder.config, ctx, gi)))
+            })
         });
         let mut budget =
             self.ladder.cap.to_f64() - out.iter().map(|c| c.hourly_cost.to_f64()).sum::<f64>();
@@ -1360,6 +1418,7 @@ fn idle_reservations(
     ctx: &DecisionContext<'_>,
     held: &[Commitment],
     fell: &[bool],
+    fades: &[f64],
     azure: bool,
     ris: bool,
 ) -> Vec<(usize, u32)> {
@@ -1410,10 +1469,15 @@ fn idle_reservations(
                     .then_some((gi, s.units))
             })
             .collect();
+        let keep: Vec<f64> = groups
+            .iter()
+            .map(|&(gi, _)| faded(ctx, provider, fades[gi]))
+            .collect();
         let idle_at = |h: usize| {
             let used: f64 = groups
                 .iter()
-                .map(|&(gi, units)| ctx.known.groups[gi].quantity[h].max(0.0) * units)
+                .zip(&keep)
+                .map(|(&(gi, units), k)| ctx.known.groups[gi].quantity[h].max(0.0) * units * k)
                 .sum();
             (capacity - used).max(0.0)
         };
@@ -1453,6 +1517,48 @@ fn idle_reservations(
     }
     out
 }
+
+/// The last [`FADE_DAYS`] daily means of an hourly series.
+fn last_days(series: &[f64]) -> Vec<f64> {
+    let whole = series.len() / 24 * 24;
+    let from = series.len() - whole.min(FADE_DAYS * 24);
+    series[from..]
+        .chunks(24)
+        .map(|d| d.iter().sum::<f64>() / d.len().max(1) as f64)
+        .collect()
+}
+
+/// The least-squares slope (per day) of a series' last [`FADE_DAYS`] daily means.
+fn daily_slope(series: &[f64]) -> Option<f64> {
+    slope(&last_days(series)).map(|(b, _, _)| b)
+}
+
+/// A fading series: the share of its current level it loses per hour (the least-squares slope
+/// of its last [`FADE_DAYS`] daily means, over the fitted last day) and what it loses per day,
+/// when the fall is clear (the slope at least [`FADE_T`] standard errors under zero).
+fn fade(series: &[f64]) -> Option<(f64, f64)> {
+    let daily = last_days(series);
+    let (b, se, mean) = slope(&daily)?;
+    let last = mean + b * (daily.len() as f64 - 1.0) / 2.0;
+    (b < -FADE_T * se && last > 0.0).then(|| (-b / last / 24.0, -b))
+}
+
+/// The share of a fading group's last known level left when giving up a reservation of
+/// `provider` takes effect: a return or an exchange at once, a sale when the listing sells
+/// (the last known hour is the billing latency behind).
+fn faded(ctx: &DecisionContext<'_>, provider: Provider, fade: f64) -> f64 {
+    let latency = ctx.now.since(ctx.known.range.end).max(0);
+    let effect = match provider {
+        Provider::Aws => latency + ctx.policy.ri_marketplace.sale_delay_hours.max(0),
+        _ => latency,
+    };
+    (1.0 - fade * effect as f64).max(0.0)
+}
+
+/// Days of daily means a fade's rate is fitted on.
+const FADE_DAYS: usize = 7;
+/// Standard errors under zero a fade's slope must be to count.
+const FADE_T: f64 = 2.0;
 
 /// Instances of a held commitment given up: (index in the held list, instances).
 type Given = (usize, u32);
@@ -1851,7 +1957,7 @@ impl ForecastOptimizePlanner {
 
 #[cfg(test)]
 mod tests {
-    use super::{daily_median, family_generation, pooled};
+    use super::{daily_median, daily_slope, fade, family_generation, pooled};
     use crate::domain::{
         Commitment, CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term,
     };
@@ -1873,6 +1979,35 @@ mod tests {
             hourly_cost: Money::from_micros(usd * 1_000_000),
             upfront: Money::ZERO,
         }
+    }
+
+    #[test]
+    fn a_fade_is_a_clear_fall_of_the_last_week_and_nothing_else() {
+        // Hourly series over 20 days: flat at 10 with a diurnal swing and hash noise, then the
+        // last 7 days falling from 10 to 3 (one instance a day).
+        let wobble = |h: usize| 0.5 * ((h % 24) as f64 / 24.0 * std::f64::consts::TAU).sin();
+        let noise = |h: usize| ((h * 7919 % 101) as f64 / 101.0 - 0.5) * 0.4;
+        let flat: Vec<f64> = (0..20 * 24).map(|h| 10.0 + wobble(h) + noise(h)).collect();
+        assert_eq!(fade(&flat), None);
+        let falling: Vec<f64> = (0..20 * 24)
+            .map(|h| {
+                let day = h as f64 / 24.0;
+                let level = if day < 13.0 {
+                    10.0
+                } else {
+                    10.0 - (day - 13.0)
+                };
+                level + wobble(h) + noise(h)
+            })
+            .collect();
+        let (rate, per_day) = fade(&falling).expect("a fade");
+        // One instance a day, from a last day of about 3.5: some 29% a day, 1.2% an hour.
+        assert!((per_day - 1.0).abs() < 0.1, "{per_day}");
+        assert!((rate * 24.0 - 1.0 / 3.5).abs() < 0.05, "{rate}");
+        // A rise is not a fade.
+        let rising: Vec<f64> = falling.iter().map(|q| 20.0 - q).collect();
+        assert_eq!(fade(&rising), None);
+        assert!(daily_slope(&rising).unwrap() > 0.9);
     }
 
     #[test]

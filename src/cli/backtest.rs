@@ -147,6 +147,12 @@ pub struct Args {
     /// 0.5).
     #[arg(long)]
     pub lookback_redundant_share: Option<f64>,
+    /// Look-back planner: when a group's usage is moving to a related group (another region,
+    /// a newer generation), judge its reservations idle on the fade projected to when giving
+    /// them up takes effect (a Marketplace sale: two weeks later), so that they are listed
+    /// while the move is under way (true/false; default true).
+    #[arg(long)]
+    pub lookback_anticipate_moves: Option<bool>,
     /// Marketplace model: days from listing an RI to its sale (it applies and bills until then).
     /// An assumption: no backtest can know when a listing sells.
     #[arg(long, default_value_t = 14)]
@@ -301,6 +307,9 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
         args.lookback_redundant_share,
         &mut lb.redundant_share,
     )?;
+    if let Some(x) = args.lookback_anticipate_moves {
+        lb.anticipate_moves = x;
+    }
     if let Some(x) = args.lookback_resize_plans {
         lb.resize_plans = x;
     }
