@@ -129,7 +129,11 @@ fn a_missing_scenario_is_a_clear_error() {
 fn the_lookback_shares_are_flags_with_a_checked_range() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = scenario(tmp.path());
-    for flag in ["--lookback-trim-floor", "--lookback-redundant-share"] {
+    for flag in [
+        "--lookback-trim-floor",
+        "--lookback-redundant-share",
+        "--lookback-utilization-target",
+    ] {
         let out = commitd(&[
             "backtest",
             "--scenario",

@@ -153,6 +153,11 @@ pub struct Args {
     /// while the move is under way (true/false; default true).
     #[arg(long)]
     pub lookback_anticipate_moves: Option<bool>,
+    /// Look-back planner: the utilization the portfolio is steered to; each solve's per-pool
+    /// floor moves by the gap between this and what the portfolio made of the last four known
+    /// weeks (0..=1, 0 = off; default 0.97).
+    #[arg(long)]
+    pub lookback_utilization_target: Option<f64>,
     /// Marketplace model: days from listing an RI to its sale (it applies and bills until then).
     /// An assumption: no backtest can know when a listing sells.
     #[arg(long, default_value_t = 14)]
@@ -306,6 +311,11 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
         "lookback-redundant-share",
         args.lookback_redundant_share,
         &mut lb.redundant_share,
+    )?;
+    share(
+        "lookback-utilization-target",
+        args.lookback_utilization_target,
+        &mut lb.utilization_target,
     )?;
     if let Some(x) = args.lookback_anticipate_moves {
         lb.anticipate_moves = x;
