@@ -368,18 +368,8 @@ impl LadderPlanner {
         portfolio: &[Commitment],
         hours: usize,
     ) -> Result<Vec<Vec<f64>>, String> {
-        let known = ctx.known;
-        let end = known.range.len();
-        let start = end.saturating_sub(hours);
-        let engine = BillingEngine::new(ctx.groups.to_vec(), portfolio, ctx.rates)
-            .map_err(|e| e.to_string())?;
-        let series: Vec<&[f64]> = known
-            .groups
-            .iter()
-            .map(|g| &g.quantity[start..end])
-            .collect();
-        let mut out = Vec::with_capacity(end - start);
-        engine.bill_all_active_series(&series, |_, _, left| out.push(left.to_vec()));
+        let mut out = Vec::with_capacity(hours.min(ctx.known.range.len()));
+        bill_recent(ctx, portfolio, hours, |_, left| out.push(left.to_vec()))?;
         Ok(out)
     }
 
@@ -819,13 +809,39 @@ fn uncovered_value(
 
 /// Median of the daily means of the last `days` whole days of `hourly`.
 fn daily_median(hourly: &[f64], days: usize) -> f64 {
-    let n = hourly.len() / 24 * 24;
-    let from = n.saturating_sub(days * 24);
-    let mut daily: Vec<f64> = hourly[hourly.len() - n + from..]
+    quantile(&mut daily_means(hourly, days), 0.5)
+}
+
+/// The means of the last `days` whole days of `hourly` (whole days ending at its end; fewer
+/// if it is shorter).
+fn daily_means(hourly: &[f64], days: usize) -> Vec<f64> {
+    let whole = hourly.len() / 24 * 24;
+    hourly[hourly.len() - whole.min(days * 24)..]
         .chunks(24)
         .map(|d| d.iter().sum::<f64>() / d.len().max(1) as f64)
+        .collect()
+}
+
+/// Bills `portfolio` (every commitment taken as active) over the last `hours` known hours,
+/// handing each hour's bill and what it left uncovered per group to `f`.
+fn bill_recent(
+    ctx: &DecisionContext<'_>,
+    portfolio: &[Commitment],
+    hours: usize,
+    mut f: impl FnMut(&crate::billing::HourBill, &[f64]),
+) -> Result<(), String> {
+    let end = ctx.known.range.len();
+    let start = end.saturating_sub(hours);
+    let series: Vec<&[f64]> = ctx
+        .known
+        .groups
+        .iter()
+        .map(|g| &g.quantity[start..end])
         .collect();
-    quantile(&mut daily, 0.5)
+    BillingEngine::new(ctx.groups.to_vec(), portfolio, ctx.rates)
+        .map_err(|e| e.to_string())?
+        .bill_all_active_series(&series, |_, bill, left| f(bill, left));
+    Ok(())
 }
 
 /// The least change of a group's level (as a share of the larger of its look-back and recent
@@ -1539,21 +1555,11 @@ fn recent_utilization(
     portfolio: &[Commitment],
     hours: usize,
 ) -> Result<Option<f64>, String> {
-    let n = ctx.known.range.len();
-    let from = n.saturating_sub(hours);
-    let recent: Vec<&[f64]> = ctx
-        .known
-        .groups
-        .iter()
-        .map(|g| &g.quantity[from..n])
-        .collect();
-    let engine =
-        BillingEngine::new(ctx.groups.to_vec(), portfolio, ctx.rates).map_err(|e| e.to_string())?;
     let (mut used, mut cost) = (0.0, 0.0);
-    engine.bill_all_active_series(&recent, |_, bill, _| {
+    bill_recent(ctx, portfolio, hours, |bill, _| {
         used += bill.used_commitment;
         cost += bill.commitment_cost;
-    });
+    })?;
     Ok((cost > 0.0).then(|| used / cost))
 }
 
@@ -1566,26 +1572,16 @@ fn steered_floor(base: f64, target: f64, realized: f64) -> f64 {
     (base + (target - realized)).clamp(0.8, 0.995)
 }
 
-/// The last [`FADE_DAYS`] daily means of an hourly series.
-fn last_days(series: &[f64]) -> Vec<f64> {
-    let whole = series.len() / 24 * 24;
-    let from = series.len() - whole.min(FADE_DAYS * 24);
-    series[from..]
-        .chunks(24)
-        .map(|d| d.iter().sum::<f64>() / d.len().max(1) as f64)
-        .collect()
-}
-
 /// The least-squares slope (per day) of a series' last [`FADE_DAYS`] daily means.
 fn daily_slope(series: &[f64]) -> Option<f64> {
-    slope(&last_days(series)).map(|(b, _, _)| b)
+    slope(&daily_means(series, FADE_DAYS)).map(|(b, _, _)| b)
 }
 
 /// A fading series: the share of its current level it loses per hour (the least-squares slope
 /// of its last [`FADE_DAYS`] daily means, over the fitted last day) and what it loses per day,
 /// when the fall is clear (the slope at least [`FADE_T`] standard errors under zero).
 fn fade(series: &[f64]) -> Option<(f64, f64)> {
-    let daily = last_days(series);
+    let daily = daily_means(series, FADE_DAYS);
     let (b, se, mean) = slope(&daily)?;
     let last = mean + b * (daily.len() as f64 - 1.0) / 2.0;
     (b < -FADE_T * se && last > 0.0).then(|| (-b / last / 24.0, -b))
@@ -1653,12 +1649,6 @@ fn redundant_reservations(
         return Ok(0);
     }
     let market = ctx.policy.ri_marketplace;
-    let week: Vec<&[f64]> = ctx
-        .known
-        .groups
-        .iter()
-        .map(|g| &g.quantity[n - WEEK..n])
-        .collect();
     // The on-demand cost of the week's usage left uncovered once `given` is given up, and the
     // commitment idle in the hour at the 20th percentile. Instances listed earlier still apply
     // until they sell, but they are leaving: the portfolio is judged without them (else each
@@ -1666,13 +1656,11 @@ fn redundant_reservations(
     let bill = |given: &[Given]| -> Result<(f64, f64), String> {
         let mut portfolio = give_up(held, given, ctx.now)?;
         portfolio.retain(|c| !is_listed(ctx.sold, &c.id, ctx.now));
-        let engine = BillingEngine::new(ctx.groups.to_vec(), &portfolio, ctx.rates)
-            .map_err(|e| e.to_string())?;
         let (mut on_demand, mut unused) = (0.0, Vec::with_capacity(WEEK));
-        engine.bill_all_active_series(&week, |_, bill, _| {
+        bill_recent(ctx, &portfolio, WEEK, |bill, _| {
             on_demand += bill.on_demand_cost;
             unused.push(bill.unused_commitment());
-        });
+        })?;
         Ok((on_demand, quantile(&mut unused, IDLE_QUANTILE)))
     };
     let (mut base, idle) = bill(given)?;
