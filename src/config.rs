@@ -88,6 +88,21 @@ pub enum Mode {
     Autopilot,
 }
 
+/// How a cycle decides what to buy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PlannerKind {
+    /// The planner `commitd backtest` replays and measures: the last 56 days of billed usage
+    /// sized by one LP with its floor steered by what the portfolio made of the last four
+    /// weeks, laddered by a cap per cycle (docs/backtest.md).
+    #[default]
+    Lookback,
+    /// Forecast quantiles (P10, P50, P90) per group and one LP over all instruments, terms and
+    /// payment options, with AWS savings plan returns and convertible RI exchanges
+    /// (`commitd plan`).
+    Forecast,
+}
+
 /// Where usage, prices and existing commitments come from.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -362,6 +377,9 @@ pub struct Config {
     /// Directory of policy files (`*.toml`).
     pub policies_dir: PathBuf,
     pub source: SourceConfig,
+    /// How a cycle decides: "lookback" (the default, what `commitd backtest` measures) or
+    /// "forecast".
+    pub planner: PlannerKind,
     /// Billing data latency in hours: the newest hours of a bill are incomplete.
     pub billing_latency_hours: u32,
     /// The service (`commitd run`).
@@ -378,6 +396,7 @@ impl Default for Config {
             mode: Mode::Datapilot,
             policies_dir: PathBuf::from("policies"),
             source: SourceConfig::default(),
+            planner: PlannerKind::default(),
             billing_latency_hours: 48,
             daemon: DaemonConfig::default(),
             aws: AwsConfig::default(),
@@ -721,6 +740,16 @@ mod tests {
             .to_string();
         assert!(e.contains(&f.path().display().to_string()), "{e}");
         assert!(e.contains("yolo"), "{e}");
+
+        let f = file("planner = \"crystal-ball\"\n");
+        let e = Config::load_with_env(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("crystal-ball") && e.contains("lookback"), "{e}");
+        let f = file("planner = \"forecast\"\n");
+        let c = Config::load_with_env(Some(f.path()), &env(&[])).unwrap();
+        assert_eq!(c.planner, PlannerKind::Forecast);
+        assert_eq!(Config::default().planner, PlannerKind::Lookback);
 
         let f = file("data_dir = \n");
         let e = Config::load_with_env(Some(f.path()), &env(&[]))

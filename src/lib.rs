@@ -13,8 +13,9 @@
 //!                              ├──> forecast   hourly quantiles + anomaly / level-shift signals
 //!                              ├──> optimize   one LP over all instruments -> Plan with rationale
 //!                              ├──> billing    the providers' discount order, hour by hour
-//!                              └──> backtest   rolling replay of forecast + optimize, billed
-//!                                               by `billing`, against the native baselines
+//!                              └──> backtest   rolling replay of the look-back planner (the
+//!                                               daemon's default) or forecast + optimize,
+//!                                               billed by `billing`, against the baselines
 //! every decision ──> audit (hash-chained events) ──> store (SQLite or PostgreSQL)
 //! ```
 //!

@@ -32,6 +32,7 @@ fn setup() -> (tempfile::TempDir, FocusPlanner) {
         rates: dir.path().join("rates.csv"),
         commitments: None,
         billing_latency_hours: 48,
+        method: commitd::config::PlannerKind::Forecast,
         bounds: commitd::optimize::Constraints::one_year_only(),
     };
     (dir, p)

@@ -130,6 +130,9 @@ fn the_scenario_planner_returns_a_returnable_plan_the_forecast_does_not_want() {
 
     let planner = ScenarioPlanner {
         dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/demo"),
+        // Savings plan returns are the forecast pipeline's.
+        method: commitd::config::PlannerKind::Forecast,
+        billing_latency_hours: 48,
         bounds: commitd::optimize::Constraints::one_year_only(),
     };
     // The demo scenario decides at 2025-12-01T00:00Z.

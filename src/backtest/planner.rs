@@ -98,25 +98,42 @@ pub fn commitd_planner(
     let mut settings = base.clone();
     let cap = match config.cap_per_decision {
         Some(c) => c,
-        None => {
-            // The cap scales with the organisation: a share of its on-demand-equivalent spend
-            // per hour over the history known at the first decision.
-            let hist = input.usage.slice(input.window.history());
-            let hours = hist.hours().max(1) as f64;
-            let ode: f64 = hist.groups.iter().map(|g| g.ode.iter().sum::<f64>()).sum();
-            Money::from_f64(config.cap_share * ode / hours)
-                .map_err(|e| BacktestError::Settings(e.to_string()))?
-        }
+        None => laddering_cap(&known_at_start(input, base), config.cap_share)?,
     };
     settings.policy.max_new_hourly_cost_per_decision = Some(cap);
     Ok((
         Box::new(LadderPlanner {
             config,
             cap,
+            bounds: Constraints::one_year_only(),
             bought: 0,
         }),
         settings,
     ))
+}
+
+/// The usage known at the first decision: billed before it, less the latency (the hours after
+/// are not known yet).
+fn known_at_start(input: &BacktestInput, base: &Settings) -> crate::domain::UsageModel {
+    let w = input.window;
+    let known_end = w
+        .decision_time
+        .plus(-base.latency_hours)
+        .max(w.history_start);
+    input
+        .usage
+        .slice(crate::domain::HourRange::new(w.history_start, known_end))
+}
+
+/// The laddering step: the most new hourly commitment one decision may take on, `share` of the
+/// on-demand-equivalent spend per hour over `known` (so it scales with the organisation).
+pub fn laddering_cap(
+    known: &crate::domain::UsageModel,
+    share: f64,
+) -> Result<Money, BacktestError> {
+    let hours = known.hours().max(1) as f64;
+    let ode: f64 = known.groups.iter().map(|g| g.ode.iter().sum::<f64>()).sum();
+    Money::from_f64(share * ode / hours).map_err(|e| BacktestError::Settings(e.to_string()))
 }
 
 /// The `hindsight_static` baseline: the optimizer's hindsight mode, one purchase at decision
@@ -237,14 +254,29 @@ pub fn plan_to_commitments(
 pub struct LadderPlanner {
     config: PlannerConfig,
     cap: Money,
+    /// What may be bought: the benchmark policy in the backtest, what `policies/` allow in the
+    /// daemon ([`LookbackPlanner::bounded`]).
+    bounds: Constraints,
     bought: usize,
 }
 
 /// The cheapest 1-year offer of `instrument` for a product (any payment option).
-fn cheapest<'a>(offers: &'a [Offer], instrument: Instrument, terms: &[Term]) -> Option<&'a Offer> {
+/// The cheapest offer of `instrument` with one of `terms` that `bounds` allow.
+fn cheapest<'a>(
+    offers: &'a [Offer],
+    provider: Provider,
+    instrument: Instrument,
+    terms: &[Term],
+    bounds: &Constraints,
+) -> Option<&'a Offer> {
     offers
         .iter()
-        .filter(|o| o.instrument == instrument && o.term.is_some_and(|t| terms.contains(&t)))
+        .filter(|o| o.instrument == instrument)
+        .filter(|o| {
+            o.term.is_some_and(|t| {
+                terms.contains(&t) && bounds.allows(provider, instrument, t, o.payment)
+            })
+        })
         .min_by(|a, b| a.rate().total_cmp(&b.rate()))
 }
 
@@ -423,7 +455,8 @@ impl LadderPlanner {
                 Provider::Azure => Instrument::AzureReservation,
             };
             let offers = ctx.rates.offers_for(&bg.group);
-            let Some(offer) = cheapest(offers, instrument, terms) else {
+            let Some(offer) = cheapest(offers, bg.group.provider, instrument, terms, &self.bounds)
+            else {
                 continue;
             };
             if offer.rate() >= bg.on_demand_rate {
@@ -491,7 +524,13 @@ impl LadderPlanner {
                 if bg.group.provider != provider {
                     continue;
                 }
-                if let Some(o) = cheapest(ctx.rates.offers_for(&bg.group), instrument, terms) {
+                if let Some(o) = cheapest(
+                    ctx.rates.offers_for(&bg.group),
+                    provider,
+                    instrument,
+                    terms,
+                    &self.bounds,
+                ) {
                     if o.rate() < bg.on_demand_rate {
                         items.push((gi, bg.on_demand_rate, o.rate()));
                         chosen.get_or_insert(o);
@@ -756,7 +795,51 @@ pub struct LookbackPlanner {
     /// [`uncovered_value`] per group just after the last solve (with its purchases), for the
     /// trigger.
     uncovered_after: Vec<f64>,
+    /// The LP's status at the last solve (None: no solve yet).
+    solver_status: Option<String>,
     pub stats: LookbackStats,
+}
+
+impl LookbackPlanner {
+    /// A planner that holds each decision's new hourly commitment to `cap` (the laddering
+    /// step), under the benchmark policy.
+    pub fn new(config: LookbackConfig, ladder: PlannerConfig, cap: Money) -> Self {
+        LookbackPlanner {
+            config,
+            ladder: LadderPlanner {
+                config: ladder,
+                cap,
+                bounds: Constraints::one_year_only(),
+                bought: 0,
+            },
+            last_solve: None,
+            active_after: 0,
+            uncovered_after: Vec::new(),
+            solver_status: None,
+            stats: LookbackStats::default(),
+        }
+    }
+
+    /// The same planner buying only what `bounds` allow (the instruments, terms and payment
+    /// options, the caps on new hourly commitment and upfront, the coverage ceiling); a
+    /// utilization floor in `bounds` is the least the steered floor may come down to.
+    pub fn bounded(mut self, bounds: Constraints) -> Self {
+        if let Some(m) = bounds.max_new_hourly {
+            self.ladder.cap = self.ladder.cap.min(m);
+        }
+        self.ladder.bounds = bounds;
+        self
+    }
+
+    /// The laddering step: the most new hourly commitment one decision takes on.
+    pub fn cap(&self) -> Money {
+        self.ladder.cap
+    }
+
+    /// The solver's status at the last solve; None when no decision has solved yet.
+    pub fn solver_status(&self) -> Option<&str> {
+        self.solver_status.as_deref()
+    }
 }
 
 /// The look-back optimizer under the benchmark policy (see [`commitd_planner`] for the cap).
@@ -771,21 +854,7 @@ pub fn lookback_planner(
         .policy
         .max_new_hourly_cost_per_decision
         .unwrap_or(Money::ZERO);
-    Ok((
-        LookbackPlanner {
-            config,
-            ladder: LadderPlanner {
-                config: ladder,
-                cap,
-                bought: 0,
-            },
-            last_solve: None,
-            active_after: 0,
-            uncovered_after: Vec::new(),
-            stats: LookbackStats::default(),
-        },
-        settings,
-    ))
+    Ok((LookbackPlanner::new(config, ladder, cap), settings))
 }
 
 /// On-demand value per hour of the usage `portfolio` leaves uncovered over the last known week,
@@ -824,7 +893,7 @@ fn daily_means(hourly: &[f64], days: usize) -> Vec<f64> {
 
 /// Bills `portfolio` (every commitment taken as active) over the last `hours` known hours,
 /// handing each hour's bill and what it left uncovered per group to `f`.
-fn bill_recent(
+pub fn bill_recent(
     ctx: &DecisionContext<'_>,
     portfolio: &[Commitment],
     hours: usize,
@@ -1133,9 +1202,13 @@ impl Planner for LookbackPlanner {
                 (series.clone(), &held)
             };
         let demand = DemandInput::actual(ctx.now, demand_series);
-        let mut constraints = Constraints::one_year_only();
+        // What a solve may buy: the benchmark policy (1-year terms, any instrument and payment
+        // option) in the backtest, what `policies/` allow in the daemon.
+        let mut constraints = self.ladder.bounds.clone();
         constraints.allow_exchanges = false;
         constraints.max_new_hourly = Some(self.ladder.cap);
+        // A policy's floor is a guardrail a person wrote: steering never goes under it.
+        let policy_floor = constraints.min_utilization.take();
         if self.config.min_utilization > 0.0 {
             // The floor is steered by what the portfolio (as it stands after this decision's
             // exits) made of the last four known weeks: one that runs above the target buys
@@ -1146,6 +1219,12 @@ impl Planner for LookbackPlanner {
                     min = steered_floor(min, self.config.utilization_target, u);
                 }
             }
+            constraints.min_utilization = Some(MinUtilization { level: 0.5, min });
+        }
+        if let Some(policy) = policy_floor {
+            let min = constraints
+                .min_utilization
+                .map_or(policy.min, |m| m.min.max(policy.min));
             constraints.min_utilization = Some(MinUtilization { level: 0.5, min });
         }
         // The credit is what the held commitments clear the floor by in their worst whole week,
@@ -1186,11 +1265,13 @@ impl Planner for LookbackPlanner {
             // nothing and the next day solves again, rather than the whole replay failing.
             Err(optimize::OptimizeError::Infeasible(_)) => {
                 self.stats.infeasible += 1;
+                self.solver_status = Some("infeasible".into());
                 self.last_solve = Some((ctx.now, true));
                 return Ok(Decision::default());
             }
             Err(e) => return Err(format!("look-back optimization: {e}")),
         };
+        self.solver_status = Some(plan.solver.status.clone());
         let st = &mut self.stats;
         st.solve_seconds += started.elapsed().as_secs_f64();
         st.lp_solves += plan.solver.solves;
@@ -1910,11 +1991,7 @@ pub fn forecast_optimize_planner(
     cap_share: f64,
 ) -> Result<(ForecastOptimizePlanner, Settings), BacktestError> {
     let mut settings = base.clone();
-    let hist = input.usage.slice(input.window.history());
-    let hours = hist.hours().max(1) as f64;
-    let ode: f64 = hist.groups.iter().map(|g| g.ode.iter().sum::<f64>()).sum();
-    let cap = Money::from_f64(cap_share * ode / hours)
-        .map_err(|e| BacktestError::Settings(e.to_string()))?;
+    let cap = laddering_cap(&known_at_start(input, base), cap_share)?;
     settings.policy.max_new_hourly_cost_per_decision = Some(cap);
     Ok((
         ForecastOptimizePlanner {

@@ -15,6 +15,7 @@
 //! completing approval) repeats step 1.
 
 pub mod lease;
+pub mod lookback;
 pub mod metrics;
 pub mod notify;
 pub mod optimizer;

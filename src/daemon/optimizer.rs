@@ -13,7 +13,7 @@
 //! and the provider's inventory at the start of the cycle (`held`), de-duplicated by id.
 
 use super::plan::{plan_id, CycleInputs, CyclePlan, Expectation, PlanError, Planner};
-use crate::config::Config;
+use crate::config::{Config, PlannerKind};
 use crate::domain::plan::{ActionKind, Plan};
 use crate::domain::{
     Commitment, Hour, Instrument, Money, Offer, PaymentOption, Provider, RateCard, UsageModel,
@@ -41,6 +41,8 @@ pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
     match (&config.source.scenario, &config.source.focus) {
         (Some(dir), _) => Ok(Arc::new(ScenarioPlanner {
             dir: dir.clone(),
+            method: config.planner,
+            billing_latency_hours: config.billing_latency_hours,
             bounds,
         })),
         (None, Some(path)) => {
@@ -55,6 +57,7 @@ pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
                 rates,
                 commitments: config.source.commitments.clone(),
                 billing_latency_hours: config.billing_latency_hours,
+                method: config.planner,
                 bounds,
             }))
         }
@@ -64,6 +67,7 @@ pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
                 rates: config.source.rates.clone(),
                 commitments: config.source.commitments.clone(),
                 billing_latency_hours: config.billing_latency_hours,
+                method: config.planner,
                 bounds,
             })),
             None => Err(
@@ -79,6 +83,10 @@ pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
 /// cycle still judges every action against `policies/` afterwards.
 pub struct ScenarioPlanner {
     pub dir: PathBuf,
+    pub method: PlannerKind,
+    /// With the look-back planner, the hours before the scenario's decision time it does not
+    /// know yet (as in the backtest's first decision).
+    pub billing_latency_hours: u32,
     /// What the policies allow ([`policy_bounds`]).
     pub bounds: Constraints,
 }
@@ -154,32 +162,84 @@ fn run_pipeline(
     .map_err(|e| PlanError::Failed(format!("planning {name} at {at}: {e}")))
 }
 
+/// How a planner decides: the method and what bounds it.
+struct Method<'a> {
+    kind: PlannerKind,
+    bounds: &'a Constraints,
+    latency_hours: u32,
+}
+
+/// The cycle plan at `at` by `method`: the look-back planner ([`super::lookback`]) or the
+/// forecast pipeline.
+#[allow(clippy::too_many_arguments)]
+fn decide(
+    method: &Method<'_>,
+    usage: &UsageModel,
+    at: Hour,
+    rates: &RateCard,
+    existing: &[Commitment],
+    inputs: &CycleInputs<'_>,
+    name: &str,
+    now: DateTime<Utc>,
+    digest: String,
+) -> Result<CyclePlan, PlanError> {
+    match method.kind {
+        PlannerKind::Lookback => super::lookback::cycle_plan(
+            &super::lookback::Moment {
+                usage,
+                at,
+                latency_hours: method.latency_hours,
+                rates,
+                existing,
+                bounds: method.bounds,
+            },
+            now,
+            digest,
+        ),
+        PlannerKind::Forecast => {
+            let plan = run_pipeline(
+                usage,
+                at,
+                rates,
+                existing,
+                method.bounds,
+                inputs.returnable,
+                name,
+            )?;
+            Ok(cycle_plan(&plan, now, digest, inputs.held))
+        }
+    }
+}
+
 impl Planner for ScenarioPlanner {
     fn plan_cycle(
         &self,
         now: DateTime<Utc>,
         inputs: &CycleInputs<'_>,
     ) -> Result<CyclePlan, PlanError> {
-        let CycleInputs {
-            held, returnable, ..
-        } = *inputs;
+        let CycleInputs { held, .. } = *inputs;
         let scenario = Scenario::load(&self.dir)
             .map_err(|e| PlanError::Failed(format!("loading {}: {e}", self.dir.display())))?;
         let at = scenario.window.decision_time;
         let existing = with_held(scenario.commitments.clone(), held);
         let mut rates = scenario.rates.clone();
         let offers_note = overlay_offers(&mut rates, inputs.offers);
-        let plan = run_pipeline(
+        let digest = inputs_digest(&scenario.name, at, &scenario.usage, &rates, &existing);
+        let mut out = decide(
+            &Method {
+                kind: self.method,
+                bounds: &self.bounds,
+                latency_hours: self.billing_latency_hours,
+            },
             &scenario.usage,
             at,
             &rates,
             &existing,
-            &self.bounds,
-            returnable,
+            inputs,
             &scenario.name,
+            now,
+            digest,
         )?;
-        let digest = inputs_digest(&scenario.name, at, &scenario.usage, &rates, &existing);
-        let mut out = cycle_plan(&plan, now, digest, held);
         out.notes.extend(offers_note);
         out.notes
             .push(format!("planned from scenario {}", scenario.name));
@@ -196,6 +256,7 @@ pub struct FocusPlanner {
     /// inferred from it.
     pub commitments: Option<PathBuf>,
     pub billing_latency_hours: u32,
+    pub method: PlannerKind,
     pub bounds: Constraints,
 }
 
@@ -282,6 +343,7 @@ impl Planner for FocusPlanner {
             &existing,
             notes,
             self.billing_latency_hours,
+            self.method,
             &self.bounds,
         )?;
         out.notes.push(format!(
@@ -306,6 +368,7 @@ pub struct CostExplorerPlanner {
     pub rates: Option<PathBuf>,
     pub commitments: Option<PathBuf>,
     pub billing_latency_hours: u32,
+    pub method: PlannerKind,
     pub bounds: Constraints,
 }
 
@@ -344,6 +407,7 @@ impl Planner for CostExplorerPlanner {
             &existing,
             notes,
             self.billing_latency_hours,
+            self.method,
             &self.bounds,
         )?;
         out.notes.push(format!(
@@ -371,6 +435,7 @@ fn plan_now(
     existing: &[Commitment],
     mut notes: Vec<String>,
     billing_latency_hours: u32,
+    kind: PlannerKind,
     bounds: &Constraints,
 ) -> Result<CyclePlan, PlanError> {
     notes.extend(overlay_offers(&mut rates, inputs.offers));
@@ -398,9 +463,22 @@ fn plan_now(
             usage.range.start.to_datetime().to_rfc3339()
         )));
     }
-    let plan = run_pipeline(usage, at, &rates, existing, bounds, inputs.returnable, name)?;
     let digest = inputs_digest(name, at, usage, &rates, existing);
-    let mut out = cycle_plan(&plan, now, digest, inputs.held);
+    let mut out = decide(
+        &Method {
+            kind,
+            bounds,
+            latency_hours: billing_latency_hours,
+        },
+        usage,
+        at,
+        &rates,
+        existing,
+        inputs,
+        name,
+        now,
+        digest,
+    )?;
     out.notes.extend(notes);
     Ok(out)
 }
