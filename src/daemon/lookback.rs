@@ -85,16 +85,8 @@ pub fn cycle_plan(
         ..LookbackConfig::default()
     };
     let mut planner = LookbackPlanner::new(config, ladder, cap).bounded(m.bounds.clone());
-    let mut terms: Vec<Term> = m
-        .bounds
-        .providers
-        .values()
-        .flat_map(|p| p.terms.iter().copied())
-        .collect();
-    terms.sort();
-    terms.dedup();
     let policy = Policy {
-        terms,
+        terms: m.bounds.terms(),
         max_new_hourly_cost_per_decision: Some(planner.cap()),
         ri_marketplace: Marketplace::default(),
         ..Policy::default()
@@ -268,19 +260,13 @@ fn spec_for(c: &Commitment, known: &UsageModel) -> PurchaseSpec {
             .max_by(|a, b| a.total_ode.cmp(&b.total_ode))
     });
     PurchaseSpec {
-        provider: c.provider,
-        account: None,
-        instrument: c.instrument,
-        term: c.term,
-        payment: c.payment,
-        region: c.region.clone(),
+        // A reservation is bought by instance type; its family is the bill's name for it.
         family: match c.amount {
             CommitmentAmount::Instances(_) => None,
             CommitmentAmount::HourlySpend(_) => c.family.clone(),
         },
-        instance_type: c.instance_type.clone(),
         os: group.map(|g| g.group.os.clone()),
         tenancy: group.map(|g| g.group.tenancy.clone()),
-        amount: c.amount,
+        ..super::optimizer::spec_of(c)
     }
 }

@@ -495,7 +495,7 @@ fn overlay_offers(rates: &mut RateCard, offers: Option<&RateCard>) -> Option<Str
 }
 
 /// The spec describing a held commitment (what a return gives back).
-fn spec_of(c: &Commitment) -> crate::providers::PurchaseSpec {
+pub(super) fn spec_of(c: &Commitment) -> crate::providers::PurchaseSpec {
     crate::providers::PurchaseSpec {
         provider: c.provider,
         account: None,

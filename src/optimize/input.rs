@@ -271,6 +271,18 @@ impl Constraints {
         c
     }
 
+    /// Every term some provider allows, in order.
+    pub fn terms(&self) -> Vec<Term> {
+        let mut terms: Vec<Term> = self
+            .providers
+            .values()
+            .flat_map(|p| p.terms.iter().copied())
+            .collect();
+        terms.sort();
+        terms.dedup();
+        terms
+    }
+
     pub fn allows(
         &self,
         provider: Provider,

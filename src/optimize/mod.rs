@@ -71,13 +71,7 @@ pub fn optimize(
     constraints.validate(demand)?;
     let (aggregated, merged) = aggregate::aggregate(demand, rates);
     let demand = &aggregated;
-    let mut terms: Vec<Term> = constraints
-        .providers
-        .values()
-        .flat_map(|p| p.terms.iter().copied())
-        .collect();
-    terms.sort();
-    terms.dedup();
+    let terms = constraints.terms();
 
     let mut solves = 0;
     let mut notes = Vec::new();
