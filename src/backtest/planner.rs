@@ -136,6 +136,9 @@ pub fn laddering_cap(
     Money::from_f64(share * ode / hours).map_err(|e| BacktestError::Settings(e.to_string()))
 }
 
+/// The least known usage a rolling planner decides on (two weeks): before, it buys nothing.
+pub const MIN_KNOWN_HOURS: usize = 14 * 24;
+
 /// The `hindsight_static` baseline: the optimizer's hindsight mode, one purchase at decision
 /// time knowing the actual demand of the whole window. It is an oracle on purpose (an upper
 /// reference), so it holds the evaluation window's usage itself instead of reading the
@@ -260,7 +263,6 @@ pub struct LadderPlanner {
     bought: usize,
 }
 
-/// The cheapest 1-year offer of `instrument` for a product (any payment option).
 /// The cheapest offer of `instrument` with one of `terms` that `bounds` allow.
 fn cheapest<'a>(
     offers: &'a [Offer],
@@ -959,7 +961,7 @@ impl Planner for LookbackPlanner {
         let held_now = ctx.active();
         let expired = held_now.len() < self.active_after;
         self.active_after = held_now.len();
-        if n < 14 * 24 {
+        if n < MIN_KNOWN_HOURS {
             return Ok(Decision::default());
         }
         let w = (self.config.window_days * 24).min(n);
@@ -1208,7 +1210,7 @@ impl Planner for LookbackPlanner {
         constraints.allow_exchanges = false;
         constraints.max_new_hourly = Some(self.ladder.cap);
         // A policy's floor is a guardrail a person wrote: steering never goes under it.
-        let policy_floor = constraints.min_utilization.take();
+        let mut floor = constraints.min_utilization.map(|p| p.min);
         if self.config.min_utilization > 0.0 {
             // The floor is steered by what the portfolio (as it stands after this decision's
             // exits) made of the last four known weeks: one that runs above the target buys
@@ -1219,14 +1221,9 @@ impl Planner for LookbackPlanner {
                     min = steered_floor(min, self.config.utilization_target, u);
                 }
             }
-            constraints.min_utilization = Some(MinUtilization { level: 0.5, min });
+            floor = Some(floor.map_or(min, |policy| min.max(policy)));
         }
-        if let Some(policy) = policy_floor {
-            let min = constraints
-                .min_utilization
-                .map_or(policy.min, |m| m.min.max(policy.min));
-            constraints.min_utilization = Some(MinUtilization { level: 0.5, min });
-        }
+        constraints.min_utilization = floor.map(|min| MinUtilization { level: 0.5, min });
         // The credit is what the held commitments clear the floor by in their worst whole week,
         // as if every week were that one: a peak (December, a long spike) lifts their use for a
         // few weeks, and would otherwise pay for new commitments idle once it is over.
@@ -2017,7 +2014,7 @@ impl Planner for ForecastOptimizePlanner {
 impl ForecastOptimizePlanner {
     fn purchases(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
         let known = ctx.known;
-        if known.range.len() < 14 * 24 {
+        if known.range.len() < MIN_KNOWN_HOURS {
             return Ok(Vec::new());
         }
         let active = ctx.active();

@@ -23,7 +23,7 @@
 
 use super::plan::{plan_id, CyclePlan, Expectation, PlanError};
 use crate::backtest::planner::{
-    bill_recent, laddering_cap, LookbackConfig, LookbackPlanner, PlannerConfig,
+    bill_recent, laddering_cap, LookbackConfig, LookbackPlanner, PlannerConfig, MIN_KNOWN_HOURS,
 };
 use crate::backtest::{DecisionContext, Marketplace, Planner as _, Policy};
 use crate::billing::BillableGroup;
@@ -114,9 +114,9 @@ pub fn cycle_plan(
         known_end.to_datetime().to_rfc3339(),
         planner.cap()
     )];
-    if known.hours() < 14 * 24 {
+    if known.hours() < MIN_KNOWN_HOURS {
         notes.push(format!(
-            "nothing planned: the look-back planner needs 14 days of billed usage, the source has {} hours",
+            "nothing planned: the look-back planner needs {MIN_KNOWN_HOURS} hours of billed usage, the source has {}",
             known.hours()
         ));
     }
@@ -128,12 +128,6 @@ pub fn cycle_plan(
             "the planner gave up reservations ({unexecuted} exchanges, returns or sales), which the daemon does not execute"
         )));
     }
-    let before: Vec<Commitment> = m
-        .existing
-        .iter()
-        .filter(|c| c.is_active(m.at))
-        .cloned()
-        .collect();
     // Each purchase is measured against what applies before it in the bill (reservations, then
     // EC2 Instance Savings Plans, then the flexible plans): what it adds there is its own use,
     // and a savings plan is not credited with usage a new reservation takes first. The
@@ -144,7 +138,7 @@ pub fn cycle_plan(
         i if i.kind() == Some(CommitmentKind::Spend) => 2,
         _ => 0,
     });
-    let mut portfolio = before.clone();
+    let mut portfolio = ctx.active();
     let mut last = measure(&ctx, &portfolio)?;
     let mut measured = vec![None; decision.purchases.len()];
     for &i in &order {
@@ -203,6 +197,7 @@ pub fn cycle_plan(
 }
 
 /// A portfolio's bill over the last [`MEASURE_HOURS`] known hours, per hour.
+#[derive(Default)]
 struct Measured {
     hours: usize,
     ode: f64,
@@ -214,14 +209,7 @@ struct Measured {
 }
 
 fn measure(ctx: &DecisionContext<'_>, portfolio: &[Commitment]) -> Result<Measured, PlanError> {
-    let mut m = Measured {
-        hours: 0,
-        ode: 0.0,
-        covered: 0.0,
-        cost: 0.0,
-        commitment: 0.0,
-        used: 0.0,
-    };
+    let mut m = Measured::default();
     bill_recent(ctx, portfolio, MEASURE_HOURS, |bill, _| {
         m.hours += 1;
         m.ode += bill.ode;
