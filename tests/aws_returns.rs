@@ -35,7 +35,7 @@ name = "aws"
 [scope]
 provider = "AWS"
 [allow]
-instruments = ["ComputeSavingsPlan", "ConvertibleReservedInstance"]
+instruments = ["ComputeSavingsPlan", "ConvertibleReservedInstance", "StandardReservedInstance"]
 terms = [1]
 payment_options = ["NoUpfront"]
 [limits]
@@ -212,6 +212,7 @@ fn return_action(plan_id: &str, hourly: &str) -> PlannedAction {
         operation: Operation::Return {
             commitment_id: plan_id.into(),
             hourly_cost_removed: Money::parse(hourly).unwrap(),
+            instances: None,
         },
         spec: spec(
             Instrument::ComputeSavingsPlan,
@@ -552,6 +553,7 @@ async fn a_queued_savings_plan_is_withdrawn_not_returned() {
             idempotency_key: "replay".into(),
             commitment_id: sp.clone(),
             account: None,
+            instances: None,
             at: now(),
         })
         .await
@@ -559,4 +561,138 @@ async fn a_queued_savings_plan_is_withdrawn_not_returned() {
     assert_eq!(again.state, "queued-deleted");
     assert_eq!(e.server.world().calls("DeleteQueuedSavingsPlan"), 1);
     assert!(e.audit.verify().await.unwrap().is_ok());
+}
+
+/// Forty days after `now`: a Standard RI bought at `now` may be listed (30 days active).
+fn forty_days_later() -> DateTime<Utc> {
+    now() + Duration::days(40)
+}
+
+/// A Standard RI is listed on the Marketplace under the proposal's client token: refused while
+/// it is under 30 days old, listed once after, and a crash between the listing and its record
+/// is reconciled by the token (DescribeReservedInstancesListings), not listed again.
+#[tokio::test]
+async fn a_standard_ri_is_listed_once_even_across_a_crash() {
+    let e = env().await;
+    let ri = e
+        .buy(
+            "std-1",
+            spec(
+                Instrument::StandardReservedInstance,
+                CommitmentAmount::Instances(3),
+                Some("m5.large"),
+            ),
+        )
+        .await;
+    let sale = |key: &str| commitd::providers::SaleRequest {
+        idempotency_key: key.into(),
+        commitment_id: ri.clone(),
+        account: None,
+        instances: 2,
+        price: Money::parse("123.456").unwrap(),
+        at: now(),
+    };
+    let err = e.market.sell(&sale("too-young")).await.unwrap_err();
+    assert!(err.to_string().contains("less than 30 days"), "{err}");
+    assert!(e.server.world().listings().is_empty());
+
+    e.server.world().set_now(forty_days_later());
+    let market = Arc::new(AwsMarket::with_clock(
+        clients(&e.server).await,
+        forty_days_later,
+    ));
+    let action = PlannedAction {
+        operation: Operation::Sell {
+            commitment_id: ri.clone(),
+            instances: 2,
+            hourly_cost_removed: Money::ZERO,
+            price: Money::parse("123.456").unwrap(),
+        },
+        spec: spec(
+            Instrument::StandardReservedInstance,
+            CommitmentAmount::Instances(2),
+            Some("m5.large"),
+        ),
+        hourly_cost: Money::ZERO,
+        upfront: Money::ZERO,
+        expected_savings: Money::from_units(50),
+        expected_utilization: None,
+        summary: "idle".into(),
+    };
+    let p = e
+        .proposals
+        .create(
+            &NewProposal {
+                plan_id: "plan-sale".into(),
+                index: 0,
+                proposer: "commitd".into(),
+                approvals_needed: 1,
+                policy: "aws".into(),
+                action,
+                max_age: Duration::hours(48),
+            },
+            forty_days_later(),
+        )
+        .await
+        .unwrap();
+    e.proposals
+        .approve(&p.id, "alice", forty_days_later(), None)
+        .await
+        .unwrap();
+    // The refused request above was one call.
+    let calls = || e.server.world().calls("CreateReservedInstancesListing");
+    assert_eq!(calls(), 1);
+    let crashing = e.executor(market.clone(), Some(Step::AfterPurchase));
+    assert!(crashing.execute_approved(forty_days_later()).await.is_err());
+    assert_eq!(calls(), 2);
+
+    let restarted = e.executor(market.clone(), None);
+    let out = restarted.reconcile(forty_days_later()).await.unwrap();
+    let Outcome::Executed {
+        commitment_id,
+        reconciled,
+        ..
+    } = &out[0]
+    else {
+        panic!("{out:?}")
+    };
+    assert!(reconciled);
+    assert_eq!(
+        calls(),
+        2,
+        "the restart found the listing by its client token"
+    );
+    let listings = e.server.world().listings().to_vec();
+    assert_eq!(listings.len(), 1);
+    assert_eq!(*commitment_id, listings[0].id);
+    assert_eq!(
+        (listings[0].ri_id.as_str(), listings[0].count),
+        (ri.as_str(), 2)
+    );
+    // The price is sent rounded down to the cent, for the 10 whole months left.
+    assert_eq!(listings[0].schedule, vec![(10, "123.45".parse().unwrap())]);
+    // The market reports the listing; the RI stays whole in the inventory until it sells.
+    let seen = market.listings().await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!((seen[0].state.as_str(), seen[0].instances), ("active", 2));
+    assert_eq!(
+        market.inventory().await.unwrap()[0].amount,
+        CommitmentAmount::Instances(3)
+    );
+    // A second listing of the same RI is refused while the first is open.
+    let err = market.sell(&sale("second")).await.unwrap_err();
+    assert!(
+        err.to_string().contains("already has an active listing"),
+        "{err}"
+    );
+    let executed = e.events(EventKind::Executed).await;
+    assert_eq!(executed.len(), 1);
+    assert_eq!(executed[0].rationale["operation"], "sale");
+    assert!(e.audit.verify().await.unwrap().is_ok());
+    // Once a buyer takes them, the RI keeps the instances not sold.
+    e.server.world().sell_listing(&listings[0].id).unwrap();
+    assert_eq!(
+        market.inventory().await.unwrap()[0].amount,
+        CommitmentAmount::Instances(1)
+    );
 }

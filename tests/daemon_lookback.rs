@@ -38,12 +38,14 @@ type Key = (
     Money,
 );
 
-#[test]
-fn the_daemon_proposes_the_backtests_first_decision() {
-    let scenario = Scenario::load(&demo()).unwrap();
+/// The replay's first decision at the scenario's decision time, with `held` beside its existing
+/// commitments, giving up idle reservations (returns and sales, never exchanges) when `gives_up`.
+fn replay_first_decision(
+    scenario: &Scenario,
+    held: &[commitd::domain::Commitment],
+    gives_up: bool,
+) -> backtest::RunResult {
     let at = scenario.window.decision_time;
-    // The replay, one decision long, as `commitd backtest` runs it, with nothing given up (what
-    // the daemon's markets cannot execute) and the benchmark policy.
     let mut window = scenario.window;
     window.evaluation_end = at.plus(1);
     let input = BacktestInput {
@@ -51,12 +53,12 @@ fn the_daemon_proposes_the_backtests_first_decision() {
         window,
         usage: scenario.usage.clone(),
         rates: scenario.rates.clone(),
-        existing: scenario.commitments.clone(),
+        existing: scenario.commitments.iter().chain(held).cloned().collect(),
     };
     let config = LookbackConfig {
         exchanges: false,
-        returns: false,
-        sales: false,
+        returns: gives_up,
+        sales: gives_up,
         ..LookbackConfig::default()
     };
     let (mut replay, settings) = lookback_planner(
@@ -68,22 +70,48 @@ fn the_daemon_proposes_the_backtests_first_decision() {
     .unwrap();
     let result = backtest::run(&input, &mut replay, &settings).unwrap();
     assert_eq!(result.decisions, 1);
-    let mut bought: Vec<Key> = result
-        .purchases
-        .iter()
-        .map(|c| {
-            (
-                c.instrument,
-                c.term,
-                c.payment,
-                c.region.clone(),
-                c.instance_type.clone(),
-                c.amount,
-                c.hourly_cost,
-                c.upfront,
-            )
-        })
-        .collect();
+    result
+}
+
+fn key_of(c: &commitd::domain::Commitment) -> Key {
+    (
+        c.instrument,
+        c.term,
+        c.payment,
+        c.region.clone(),
+        c.instance_type.clone(),
+        c.amount,
+        c.hourly_cost,
+        c.upfront,
+    )
+}
+
+fn proposed_key(a: &commitd::proposals::PlannedAction) -> Key {
+    (
+        a.spec.instrument,
+        a.spec.term,
+        a.spec.payment,
+        a.spec.region.clone(),
+        a.spec.instance_type.clone(),
+        a.spec.amount,
+        a.hourly_cost,
+        a.upfront,
+    )
+}
+
+fn sorted(mut keys: Vec<Key>) -> Vec<Key> {
+    keys.sort_by_key(|k| format!("{k:?}"));
+    keys
+}
+
+#[test]
+fn the_daemon_proposes_the_backtests_first_decision() {
+    let scenario = Scenario::load(&demo()).unwrap();
+    let at = scenario.window.decision_time;
+    // The replay, one decision long, as `commitd backtest` runs it, with nothing given up (what
+    // a market without returns or sales executes) and the benchmark policy.
+    let result = replay_first_decision(&scenario, &[], false);
+    let bought = sorted(result.purchases.iter().map(key_of).collect());
     assert!(
         !bought.is_empty(),
         "the demo's first decision buys something"
@@ -93,25 +121,10 @@ fn the_daemon_proposes_the_backtests_first_decision() {
     let plan = planner(Constraints::one_year_only())
         .plan(now, &[])
         .unwrap();
-    let mut proposed: Vec<Key> = plan
-        .actions
-        .iter()
-        .map(|a| {
-            assert_eq!(a.operation, Operation::Purchase);
-            (
-                a.spec.instrument,
-                a.spec.term,
-                a.spec.payment,
-                a.spec.region.clone(),
-                a.spec.instance_type.clone(),
-                a.spec.amount,
-                a.hourly_cost,
-                a.upfront,
-            )
-        })
-        .collect();
-    bought.sort_by_key(|k| format!("{k:?}"));
-    proposed.sort_by_key(|k| format!("{k:?}"));
+    for a in &plan.actions {
+        assert_eq!(a.operation, Operation::Purchase);
+    }
+    let proposed = sorted(plan.actions.iter().map(proposed_key).collect());
     assert_eq!(proposed, bought, "{}", plan.render());
 
     // Every purchase says what it would have done over the last known weeks, and the figures
@@ -161,4 +174,178 @@ fn the_lookback_plan_stays_within_the_policies_bounds() {
     }
     let hourly: Money = plan.actions.iter().map(|a| a.hourly_cost).sum();
     assert!(hourly <= cap, "{hourly} over the cap {cap}");
+}
+
+/// An idle reservation held at the market: `n` instances of `instance_type` in a region where
+/// the demo has no usage, bought 60 days before `at`.
+fn idle(
+    id: &str,
+    provider: Provider,
+    instrument: Instrument,
+    region: &str,
+    instance_type: &str,
+    n: u32,
+    at: commitd::domain::Hour,
+) -> commitd::domain::Commitment {
+    let start = at.plus(-60 * 24);
+    commitd::domain::Commitment {
+        id: id.into(),
+        provider,
+        instrument,
+        term: Term::ONE_YEAR,
+        payment: PaymentOption::PartialUpfront,
+        start,
+        end: start.plus(Term::ONE_YEAR.hours()),
+        region: Some(region.into()),
+        instance_type: Some(instance_type.into()),
+        family: None,
+        amount: CommitmentAmount::Instances(n),
+        hourly_cost: Money::parse("0.1").unwrap().times(i64::from(n)).unwrap(),
+        upfront: Money::from_units(438).times(i64::from(n)).unwrap(),
+    }
+}
+
+#[test]
+fn the_daemon_gives_up_idle_reservations_only_where_the_market_executes_it() {
+    use commitd::daemon::plan::{CycleInputs, GivesUp};
+    let scenario = Scenario::load(&demo()).unwrap();
+    let at = scenario.window.decision_time;
+    let held = vec![
+        idle(
+            "az-idle",
+            Provider::Azure,
+            Instrument::AzureReservation,
+            "westus2",
+            "Standard_D4s_v5",
+            4,
+            at,
+        ),
+        idle(
+            "ri-idle",
+            Provider::Aws,
+            Instrument::StandardReservedInstance,
+            "eu-central-1",
+            "m5.large",
+            3,
+            at,
+        ),
+    ];
+    let none = std::collections::BTreeSet::new();
+    let plan_with = |gives_up: GivesUp, listings: &[commitd::providers::Listed]| {
+        planner(Constraints::one_year_only())
+            .plan_cycle(
+                at.to_datetime(),
+                &CycleInputs {
+                    held: &held,
+                    returnable: &none,
+                    offers: None,
+                    usage: None,
+                    gives_up,
+                    listings,
+                },
+            )
+            .unwrap()
+    };
+    let both = GivesUp {
+        returns: true,
+        sales: true,
+    };
+    let plan = plan_with(both, &[]);
+    let given: Vec<&Operation> = plan
+        .actions
+        .iter()
+        .map(|a| &a.operation)
+        .filter(|o| !matches!(o, Operation::Purchase))
+        .collect();
+    assert_eq!(given.len(), 2, "{}", plan.render());
+    for a in plan
+        .actions
+        .iter()
+        .filter(|a| a.operation != Operation::Purchase)
+    {
+        // Giving up commits nothing new, and saves what the idle instances cost.
+        assert_eq!((a.hourly_cost, a.upfront), (Money::ZERO, Money::ZERO));
+        assert!(a.expected_savings > Money::ZERO, "{}", plan.render());
+        match &a.operation {
+            Operation::Return {
+                commitment_id,
+                instances,
+                hourly_cost_removed,
+            } => {
+                assert_eq!(commitment_id, "az-idle");
+                assert_eq!(*instances, Some(4));
+                assert_eq!(*hourly_cost_removed, Money::parse("0.4").unwrap());
+                assert_eq!(a.spec.amount, CommitmentAmount::Instances(4));
+            }
+            Operation::Sell {
+                commitment_id,
+                instances,
+                price,
+                ..
+            } => {
+                assert_eq!((commitment_id.as_str(), *instances), ("ri-idle", 3));
+                // 90% of the upfront's share of the 9 whole months left when it sells
+                // (the listing sells 14 days after the decision, 74 days into the term).
+                assert_eq!(*price, Money::parse("886.95").unwrap(), "{}", plan.render());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // What the replay does at its first decision with the same reservations held: the same
+    // purchases (sized knowing that idle reservations can be given up), returns and sales.
+    let replay = replay_first_decision(&scenario, &held, true);
+    let bought = sorted(replay.purchases.iter().map(key_of).collect());
+    let proposed = sorted(
+        plan.actions
+            .iter()
+            .filter(|a| a.operation == Operation::Purchase)
+            .map(proposed_key)
+            .collect(),
+    );
+    assert_eq!(proposed, bought, "{}", plan.render());
+    let given: Vec<(String, u32)> = replay
+        .returns
+        .iter()
+        .map(|r| (r.source.id.clone(), r.source.count))
+        .chain(
+            replay
+                .sales
+                .iter()
+                .map(|s| (s.source.id.clone(), s.source.count)),
+        )
+        .collect();
+    assert_eq!(
+        given,
+        vec![("az-idle".to_string(), 4), ("ri-idle".to_string(), 3)]
+    );
+    // A market that gives nothing up gets no such proposal.
+    let kept = plan_with(GivesUp::default(), &[]);
+    assert!(
+        kept.actions
+            .iter()
+            .all(|a| a.operation == Operation::Purchase),
+        "{}",
+        kept.render()
+    );
+    // Instances listed already are not listed again while the listing is open.
+    let open = commitd::providers::Listed {
+        idempotency_key: "k".into(),
+        listing_id: "ril-1".into(),
+        request_id: "r".into(),
+        commitment_id: "ri-idle".into(),
+        instances: 3,
+        state: "active".into(),
+        listed_at: at.plus(-24),
+        sells_at: None,
+        listed_id: None,
+    };
+    let again = plan_with(both, &[open]);
+    assert!(
+        !again
+            .actions
+            .iter()
+            .any(|a| matches!(a.operation, Operation::Sell { .. })),
+        "{}",
+        again.render()
+    );
 }

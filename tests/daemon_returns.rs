@@ -175,6 +175,8 @@ fn the_scenario_planner_returns_a_returnable_plan_the_forecast_does_not_want() {
                 returnable: &returnable,
                 offers: None,
                 usage: None,
+                gives_up: Default::default(),
+                listings: &[],
             },
         )
         .unwrap();

@@ -182,6 +182,45 @@ const RETURN_SP: &str = "ReturnSavingsPlan";
 const DELETE_QUEUED: &str = "DeleteQueuedSavingsPlan";
 const QUOTE: &str = "GetReservedInstancesExchangeQuote";
 const ACCEPT: &str = "AcceptReservedInstancesExchangeQuote";
+const LIST_RI: &str = "CreateReservedInstancesListing";
+const DESCRIBE_LISTINGS: &str = "DescribeReservedInstancesListings";
+
+/// A Reserved Instance Marketplace listing as AWS describes it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ListingRecord {
+    pub id: String,
+    pub reserved_instances_id: String,
+    pub client_token: Option<String>,
+    /// "active", "pending", "cancelled" or "closed".
+    pub status: String,
+    pub created: Option<DateTime<Utc>>,
+    /// Instances still listed, and sold.
+    pub available: u32,
+    pub sold: u32,
+}
+
+fn listing_record(l: &aws_sdk_ec2::types::ReservedInstancesListing) -> Option<ListingRecord> {
+    let count = |state: &str| {
+        l.instance_counts()
+            .iter()
+            .filter(|c| c.state().is_some_and(|s| s.as_str() == state))
+            .filter_map(|c| c.instance_count())
+            .map(|n| n.max(0) as u32)
+            .sum()
+    };
+    Some(ListingRecord {
+        id: l.reserved_instances_listing_id()?.to_string(),
+        reserved_instances_id: l.reserved_instances_id()?.to_string(),
+        client_token: l.client_token().map(str::to_string),
+        status: l
+            .status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        created: l.create_date().and_then(convert::datetime_from_smithy),
+        available: count("available"),
+        sold: count("sold"),
+    })
+}
 
 fn money_field(
     op: &'static str,
@@ -407,6 +446,67 @@ impl AwsClients {
                 })
                 .collect()
         }))
+    }
+
+    /// Lists `count` instances of a Standard RI on the Reserved Instance Marketplace at `price`
+    /// (USD, rounded down to the cent) for its `months` whole months left. The client token
+    /// derived from `key` makes a resent request return the listing already made.
+    pub async fn create_reserved_instances_listing(
+        &self,
+        reserved_instances_id: &str,
+        count: u32,
+        price: Money,
+        months: i64,
+        key: &str,
+    ) -> Result<Called<ListingRecord>, AwsError> {
+        let cents = price
+            .to_decimal()
+            .round_dp_with_strategy(2, RoundingStrategy::ToZero);
+        let out = self
+            .ec2
+            .create_reserved_instances_listing()
+            .reserved_instances_id(reserved_instances_id)
+            .instance_count(i32::try_from(count).unwrap_or(i32::MAX))
+            .client_token(client_token(key))
+            .price_schedules(
+                aws_sdk_ec2::types::PriceScheduleSpecification::builder()
+                    .term(months)
+                    .price(cents.to_f64().unwrap_or(0.0))
+                    .currency_code(aws_sdk_ec2::types::CurrencyCodeValues::Usd)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| from_sdk(LIST_RI, self.deadline, e))?;
+        let rid = aws_sdk_ec2::operation::RequestId::request_id(&out);
+        let listing = out
+            .reserved_instances_listings()
+            .iter()
+            .find_map(listing_record)
+            .ok_or_else(|| AwsError::bad(LIST_RI, "reservedInstancesListingsSet", "empty", rid))?;
+        Ok(Called::new(listing, rid))
+    }
+
+    /// The account's Marketplace listings (of one RI, or all).
+    pub async fn describe_reserved_instances_listings(
+        &self,
+        reserved_instances_id: Option<&str>,
+    ) -> Result<Called<Vec<ListingRecord>>, AwsError> {
+        let out = self
+            .ec2
+            .describe_reserved_instances_listings()
+            .set_reserved_instances_id(reserved_instances_id.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| from_sdk(DESCRIBE_LISTINGS, self.deadline, e))?;
+        let rid = aws_sdk_ec2::operation::RequestId::request_id(&out);
+        Ok(Called::new(
+            out.reserved_instances_listings()
+                .iter()
+                .filter_map(listing_record)
+                .collect(),
+            rid,
+        ))
     }
 
     /// AWS's quote for exchanging convertible RIs for targets.

@@ -20,6 +20,9 @@
 //!   token). `find_exchange`: every source is `retired` before its end date, which only an
 //!   exchange does; the targets are the active RIs of the target type and count ending when the
 //!   latest source would have (AWS gives exchanged RIs the sources' end).
+//! * `sell`: CreateReservedInstancesListing with the key's client token, priced for the whole
+//!   months the RI has left; `find_sale` finds the listing by that token; `listings` describes
+//!   them all. A listed RI stays in the inventory, whole, until AWS reports the sale.
 
 use super::client::AwsClients;
 use super::error::AwsError;
@@ -34,12 +37,28 @@ use crate::domain::{
 };
 use crate::providers::{
     check_exchange_quote, BoxFuture, CommitmentMarket, ExchangeQuote, ExchangeRequest, Exchanged,
-    ProviderError, Purchase, PurchaseRequest, PurchaseSpec, Quote, ReturnRequest, Returned,
+    Listed, ProviderError, Purchase, PurchaseRequest, PurchaseSpec, Quote, ReturnRequest, Returned,
+    SaleRequest,
 };
 use chrono::{DateTime, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
 
 const NAME: &str = "aws";
+
+fn listed(l: &super::execute::ListingRecord, key: &str, request_id: String) -> Listed {
+    Listed {
+        idempotency_key: key.to_string(),
+        listing_id: l.id.clone(),
+        request_id,
+        commitment_id: l.reserved_instances_id.clone(),
+        instances: l.available + l.sold,
+        state: l.status.clone(),
+        listed_at: l.created.map(Hour::from_datetime).unwrap_or(Hour(0)),
+        // AWS does not say when a buyer will come; the listed instances stay in the RI.
+        sells_at: None,
+        listed_id: None,
+    }
+}
 
 /// The AWS market of one account (one [`AwsClients`]).
 pub struct AwsMarket {
@@ -287,6 +306,15 @@ impl AwsMarket {
     }
 
     async fn give_back(&self, r: &ReturnRequest) -> Result<Returned, ProviderError> {
+        if r.instances.is_some() {
+            return Err(ProviderError::Refused {
+                provider: "aws".into(),
+                message: format!(
+                    "{}: AWS returns whole savings plans, not instances of a reservation",
+                    r.commitment_id
+                ),
+            });
+        }
         let state = self.plan_state(&r.commitment_id).await?;
         if let Some(done) = given_back(r, state.as_ref()) {
             return Ok(done);
@@ -362,6 +390,78 @@ impl AwsMarket {
             target_value: q.target_total_value,
             request_id: rid,
         })
+    }
+
+    /// The listing made under `r`'s key, found by its client token.
+    async fn found_sale(&self, r: &SaleRequest) -> Result<Option<Listed>, ProviderError> {
+        let token = super::execute::client_token(&r.idempotency_key);
+        let all = self
+            .clients
+            .describe_reserved_instances_listings(Some(&r.commitment_id))
+            .await
+            .map_err(provider_error)?;
+        let rid = all.request_id().unwrap_or_default().to_string();
+        Ok(all
+            .value
+            .iter()
+            .find(|l| l.client_token.as_deref() == Some(token.as_str()))
+            .map(|l| listed(l, &r.idempotency_key, rid.clone())))
+    }
+
+    /// CreateReservedInstancesListing for the whole months the RI has left at the market's
+    /// clock (AWS checks its own rules again: Standard, 30 days active, a month left).
+    async fn list(&self, r: &SaleRequest) -> Result<Listed, ProviderError> {
+        if let Some(done) = self.found_sale(r).await? {
+            return Ok(done);
+        }
+        let ris = self
+            .clients
+            .describe_reserved_instances()
+            .await
+            .map_err(provider_error)?;
+        let ri = ris
+            .value
+            .iter()
+            .find(|ri| ri.id == r.commitment_id)
+            .ok_or_else(|| ProviderError::Refused {
+                provider: NAME.into(),
+                message: format!("no Reserved Instances {} in this account", r.commitment_id),
+            })?;
+        let months =
+            (ri.end - (self.clock)()).num_hours() / crate::backtest::Marketplace::MONTH_HOURS;
+        let made = self
+            .clients
+            .create_reserved_instances_listing(
+                &r.commitment_id,
+                r.instances,
+                r.price,
+                months,
+                &r.idempotency_key,
+            )
+            .await
+            .map_err(provider_error)?;
+        let rid = made.request_ids.join(",");
+        Ok(listed(&made.value, &r.idempotency_key, rid))
+    }
+
+    async fn listing_records(&self) -> Result<Vec<Listed>, ProviderError> {
+        let all = self
+            .clients
+            .describe_reserved_instances_listings(None)
+            .await
+            .map_err(provider_error)?;
+        let rid = all.request_id().unwrap_or_default().to_string();
+        Ok(all
+            .value
+            .iter()
+            .map(|l| {
+                listed(
+                    l,
+                    l.client_token.as_deref().unwrap_or_default(),
+                    rid.clone(),
+                )
+            })
+            .collect())
     }
 
     /// The sources of `r` in this account (empty: none of them is here).
@@ -609,6 +709,28 @@ impl CommitmentMarket for AwsMarket {
     ) -> BoxFuture<'a, Result<Option<Exchanged>, ProviderError>> {
         Box::pin(self.found_exchange(request))
     }
+
+    fn sell<'a>(
+        &'a self,
+        request: &'a SaleRequest,
+    ) -> BoxFuture<'a, Result<Listed, ProviderError>> {
+        Box::pin(self.list(request))
+    }
+
+    fn find_sale<'a>(
+        &'a self,
+        request: &'a SaleRequest,
+    ) -> BoxFuture<'a, Result<Option<Listed>, ProviderError>> {
+        Box::pin(self.found_sale(request))
+    }
+
+    fn listings(&self) -> BoxFuture<'_, Result<Vec<Listed>, ProviderError>> {
+        Box::pin(self.listing_records())
+    }
+
+    fn sells_reservations(&self) -> bool {
+        true
+    }
 }
 
 /// The AWS market of an organization: the payer account and linked accounts, each reached
@@ -773,5 +895,37 @@ impl CommitmentMarket for AwsOrganization {
         request: &'a ExchangeRequest,
     ) -> BoxFuture<'a, Result<Option<Exchanged>, ProviderError>> {
         Box::pin(self.first_found(move |m| Box::pin(m.found_exchange(request))))
+    }
+
+    fn sell<'a>(
+        &'a self,
+        request: &'a SaleRequest,
+    ) -> BoxFuture<'a, Result<Listed, ProviderError>> {
+        Box::pin(async move {
+            self.account(request.account.as_deref())?
+                .list(request)
+                .await
+        })
+    }
+
+    fn find_sale<'a>(
+        &'a self,
+        request: &'a SaleRequest,
+    ) -> BoxFuture<'a, Result<Option<Listed>, ProviderError>> {
+        Box::pin(self.first_found(move |m| Box::pin(m.found_sale(request))))
+    }
+
+    fn listings(&self) -> BoxFuture<'_, Result<Vec<Listed>, ProviderError>> {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            for m in self.all() {
+                all.extend(m.listing_records().await?);
+            }
+            Ok(all)
+        })
+    }
+
+    fn sells_reservations(&self) -> bool {
+        true
     }
 }

@@ -151,6 +151,30 @@ impl Marketplace {
         }
         Ok((sold, months))
     }
+
+    /// The asking price of `count` instances of `c` listed with `months` whole months left at
+    /// the sale: `price_bp` of their share of its upfront, pro rata over those months (rounded
+    /// down to the micro-dollar). What the daemon asks when it lists.
+    pub fn asking_price(&self, c: &Commitment, count: u32, months: i64) -> Result<Money, String> {
+        let CommitmentAmount::Instances(n) = c.amount else {
+            return Err(format!("{} is a savings plan, not a reservation", c.id));
+        };
+        let term_months = (c.term.hours() / Self::MONTH_HOURS).max(1) as i128;
+        let price =
+            c.upfront.micros() as i128 * count as i128 * months as i128 * self.price_bp as i128
+                / (n.max(1) as i128 * term_months * 10_000);
+        i64::try_from(price)
+            .map(Money::from_micros)
+            .map_err(|_| format!("{}: asking price out of range", c.id))
+    }
+
+    /// What the seller receives for `price`: the price less AWS's fee (rounded down).
+    pub fn proceeds(&self, price: Money) -> Money {
+        let kept = 10_000 - i128::from(self.fee_bp.min(10_000));
+        Money::from_micros(
+            i64::try_from(i128::from(price.micros()) * kept / 10_000).unwrap_or(i64::MAX),
+        )
+    }
 }
 
 /// Whether instances carrying `id` are listed at `now` and not sold yet.

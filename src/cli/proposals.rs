@@ -131,6 +131,14 @@ fn print(p: &Proposal) {
             "  gives up {source_value} USD of remaining value; true-up planned {true_up} USD, approved up to {} USD",
             p.action.upfront
         ),
+        Operation::Sell {
+            instances,
+            hourly_cost_removed,
+            price,
+            ..
+        } => println!(
+            "  lists {instances} instances on the RI Marketplace asking {price} USD (less AWS's 12% fee); once sold, {hourly_cost_removed} USD/h of cost stops"
+        ),
     }
     println!(
         "  plan {}, policy {}, proposed by {} at {}, expires {}",

@@ -7,25 +7,35 @@
 //! the existing and held commitments, the laddering cap (35% of the history's
 //! on-demand-equivalent spend per hour) and the policies' bounds. Two differences from the
 //! replay, both because of what the daemon can execute and how it proposes:
-//! * idle reservations are not given up: no market executes Azure exchanges or returns, and
-//!   listing RIs on the Marketplace is not in the market trait; purchases sized on the
-//!   assumption that they are given up would under-buy (`--lookback-exchanges false
-//!   --lookback-returns false --lookback-sales false` replays this);
-//! * every cycle solves: a cycle's plan supersedes the previous one's open proposals, so a
+//! * idle reservations are given up only as the market executes it
+//!   ([`GivesUp`]): Azure reservations returned in part (the simulated market), Standard RIs
+//!   listed on the Marketplace (the simulated market and AWS); Azure exchanges never, since no
+//!   market swaps Azure reservations. Purchases sized on giving up what is then not given up
+//!   would under-buy, so the planner is told exactly what the market does
+//!   (`--lookback-exchanges false` replays the simulated market's daemon);
+//! * every cycle solves: a cycle's plan supersedes the previous cycle's open proposals, so a
 //!   cycle that skipped (the replay's trigger) would withdraw what people have not approved yet
 //!   (`--lookback-resolve-days 1` replays this).
 //!
-//! A purchase's expected figures are measured on the bill, not on the LP's allocation: the last
-//! four known weeks billed with what is held and the plan's purchases that apply before it in
-//! the providers' order, without and with it. Its utilization is what it adds to the commitment
-//! used, per hour of its cost (what the policies' `min_expected_utilization` judges); its
-//! savings, what it takes off the bill per hour, over its term.
+//! Open Marketplace listings (the market's [`Listed`]) keep their instances from being listed
+//! again. The rolling Azure refund cap is judged by the market when the return executes.
+//!
+//! An action's expected figures are measured on the bill, not on the LP's allocation: the last
+//! four known weeks billed with what is held, less what is given up, and the plan's purchases
+//! that apply before it in the providers' order, without and with it. A purchase's utilization
+//! is what it adds to the commitment used, per hour of its cost (what the policies'
+//! `min_expected_utilization` judges); its savings, what it takes off the bill per hour, over
+//! its term. Giving up saves what it takes off the bill per hour from when it takes effect (a
+//! return at once, a sale when the listing sells) to the reservation's end, less, for a sale,
+//! the upfront not yet amortized that the proceeds do not recover.
 
-use super::plan::{plan_id, CyclePlan, Expectation, PlanError};
+use super::plan::{plan_id, CyclePlan, Expectation, GivesUp, PlanError};
 use crate::backtest::planner::{
     bill_recent, laddering_cap, LookbackConfig, LookbackPlanner, PlannerConfig, MIN_KNOWN_HOURS,
 };
-use crate::backtest::{DecisionContext, Marketplace, Planner as _, Policy};
+use crate::backtest::{
+    split_off, DecisionContext, GivenUp, Marketplace, Planner as _, Policy, SaleRecord,
+};
 use crate::billing::BillableGroup;
 use crate::domain::{
     Commitment, CommitmentAmount, CommitmentKind, Hour, HourRange, Instrument, Money, RateCard,
@@ -33,7 +43,7 @@ use crate::domain::{
 };
 use crate::optimize::Constraints;
 use crate::proposals::PlannedAction;
-use crate::providers::{Operation, PurchaseSpec};
+use crate::providers::{Listed, Operation, PurchaseSpec};
 use chrono::{DateTime, Utc};
 
 /// The hours of bill a purchase's expected figures are measured on: four weeks, as the
@@ -53,6 +63,12 @@ pub struct Moment<'a> {
     pub existing: &'a [Commitment],
     /// What the policies allow ([`crate::policy::PolicySet::planning_bounds`]).
     pub bounds: &'a Constraints,
+    /// What the market executes of giving up reservations.
+    pub gives_up: GivesUp,
+    /// The market's Marketplace listings.
+    pub listings: &'a [Listed],
+    /// What the market holds (part of `existing`): only those can be given up there.
+    pub held: &'a [Commitment],
 }
 
 /// The look-back planner's decision at `m.at`, as the daemon's cycle plan.
@@ -80,11 +96,36 @@ pub fn cycle_plan(
     let cap = laddering_cap(&known, ladder.cap_share).map_err(|e| failed(e.to_string()))?;
     let config = LookbackConfig {
         exchanges: false,
-        returns: false,
-        sales: false,
+        returns: m.gives_up.returns,
+        sales: m.gives_up.sales,
         ..LookbackConfig::default()
     };
     let mut planner = LookbackPlanner::new(config, ladder, cap).bounded(m.bounds.clone());
+    // Listings still open keep their instances from being listed again. AWS does not say when
+    // they will sell, so they count as listed until the market says they closed.
+    let sold: Vec<SaleRecord> = m
+        .listings
+        .iter()
+        .filter(|l| match l.sells_at {
+            Some(sells) => sells > m.at,
+            None => l.state == "active",
+        })
+        .map(|l| SaleRecord {
+            listed: l.listed_at,
+            sold: l.sells_at.unwrap_or(Hour(i64::MAX / 2)),
+            source: GivenUp {
+                id: l.commitment_id.clone(),
+                count: l.instances,
+            },
+            listed_id: l
+                .listed_id
+                .clone()
+                .unwrap_or_else(|| l.commitment_id.clone()),
+            proceeds: Money::ZERO,
+            write_off: Money::ZERO,
+            hourly: Money::ZERO,
+        })
+        .collect();
     let policy = Policy {
         terms: m.bounds.terms(),
         max_new_hourly_cost_per_decision: Some(planner.cap()),
@@ -103,8 +144,9 @@ pub fn cycle_plan(
         groups: &groups,
         portfolio: m.existing,
         policy: &policy,
+        // The refund cap is judged by the market at execution (its ledger knows the refunds).
         returned: &[],
-        sold: &[],
+        sold: &sold,
     };
     let decision = planner.decide(&ctx).map_err(failed)?;
     let mut notes = vec![format!(
@@ -120,26 +162,123 @@ pub fn cycle_plan(
             known.hours()
         ));
     }
-    // The planner was built with nothing to give up (see the module's comment); anything else
-    // would be a change there that the daemon does not execute.
-    let unexecuted = decision.exchanges.len() + decision.returns.len() + decision.sales.len();
-    if unexecuted > 0 {
+    // Azure exchanges are not executed (no market swaps Azure reservations): the planner was
+    // built without them, and anything else would be a change there that the daemon misses.
+    if !decision.exchanges.is_empty() {
         return Err(failed(format!(
-            "the planner gave up reservations ({unexecuted} exchanges, returns or sales), which the daemon does not execute"
+            "the planner exchanged reservations ({} exchanges), which the daemon does not execute",
+            decision.exchanges.len()
         )));
     }
-    // Each purchase is measured against what applies before it in the bill (reservations, then
-    // EC2 Instance Savings Plans, then the flexible plans): what it adds there is its own use,
-    // and a savings plan is not credited with usage a new reservation takes first. The
-    // savings add up to the plan's.
+    // What is given up goes first, as in the replay; each is measured on the bill without the
+    // instances it gives up. Then each purchase is measured against what applies before it in
+    // the bill (reservations, then EC2 Instance Savings Plans, then the flexible plans): what
+    // it adds there is its own use, and a savings plan is not credited with usage a new
+    // reservation takes first. The savings add up to the plan's.
+    let mut portfolio = ctx.active();
+    let mut last = measure(&ctx, &portfolio)?;
+    let mut actions = Vec::new();
+    let given = decision
+        .returns
+        .iter()
+        .map(|g| (g, false))
+        .chain(decision.sales.iter().map(|g| (g, true)));
+    for (g, sale) in given {
+        if !m.held.iter().any(|c| c.id == g.id) {
+            notes.push(format!(
+                "{} of {} not {}: the market does not hold it (only the source lists it)",
+                g.count,
+                g.id,
+                if sale { "listed for sale" } else { "returned" }
+            ));
+            continue;
+        }
+        let i = portfolio
+            .iter()
+            .position(|c| c.id == g.id)
+            .ok_or_else(|| failed(format!("{} is not held", g.id)))?;
+        let c = portfolio[i].clone();
+        // A sale takes effect when the listing sells; a return at once.
+        let (effective, price) = if sale {
+            let market = policy.ri_marketplace;
+            let (sold, months) = market.listing(&c, m.at).map_err(&failed)?;
+            (
+                sold,
+                Some(market.asking_price(&c, g.count, months).map_err(&failed)?),
+            )
+        } else {
+            (m.at, None)
+        };
+        let (gone, kept) = split_off(&c, g.count, effective).map_err(&failed)?;
+        portfolio.remove(i);
+        portfolio.extend(kept);
+        let next = measure(&ctx, &portfolio)?;
+        let saved = last.cost - next.cost;
+        last = next;
+        let hours_after = c.end.since(effective).max(0);
+        // Amortized, as the replay charges it: the cost no longer paid after it takes effect,
+        // less (for a sale) the upfront not yet amortized that the proceeds do not recover.
+        let mut value = saved * hours_after as f64;
+        if let Some(price) = price {
+            let unamortized = gone.upfront.to_f64() * hours_after as f64 / c.term.hours() as f64;
+            value -= unamortized - policy.ri_marketplace.proceeds(price).to_f64();
+        }
+        let spec = PurchaseSpec {
+            amount: CommitmentAmount::Instances(g.count),
+            ..spec_for(&c, &known)
+        };
+        let (operation, verb) = match price {
+            Some(price) => (
+                Operation::Sell {
+                    commitment_id: c.id.clone(),
+                    instances: g.count,
+                    hourly_cost_removed: gone.hourly_cost,
+                    price,
+                },
+                format!(
+                    "listed on the RI Marketplace (sold, as the backtest assumes, by {})",
+                    effective.to_datetime().to_rfc3339()
+                ),
+            ),
+            None => (
+                Operation::Return {
+                    commitment_id: c.id.clone(),
+                    hourly_cost_removed: gone.hourly_cost,
+                    instances: Some(g.count),
+                },
+                format!(
+                    "returned for a refund of {} USD",
+                    gone.hourly_cost.times(hours_after).unwrap_or(Money::ZERO)
+                ),
+            ),
+        };
+        actions.push(PlannedAction {
+            operation,
+            summary: format!(
+                "{} of {} instances of {} {verb}: without them the last {} known days would have cost {:.2} USD/h less",
+                g.count,
+                match c.amount {
+                    CommitmentAmount::Instances(n) => n,
+                    CommitmentAmount::HourlySpend(_) => 0,
+                },
+                c.id,
+                last.hours / 24,
+                saved
+            ),
+            spec,
+            // Giving up commits nothing new: policy limits on new spend see zero.
+            hourly_cost: Money::ZERO,
+            upfront: Money::ZERO,
+            expected_savings: Money::from_f64(value).unwrap_or(Money::ZERO),
+            expected_utilization: None,
+        });
+    }
     let mut order: Vec<usize> = (0..decision.purchases.len()).collect();
     order.sort_by_key(|&i| match decision.purchases[i].instrument {
         Instrument::Ec2InstanceSavingsPlan => 1,
         i if i.kind() == Some(CommitmentKind::Spend) => 2,
         _ => 0,
     });
-    let mut portfolio = ctx.active();
-    let mut last = measure(&ctx, &portfolio)?;
     let mut measured = vec![None; decision.purchases.len()];
     for &i in &order {
         let c = &decision.purchases[i];
@@ -155,7 +294,6 @@ pub fn cycle_plan(
         last = next;
     }
     let all = last;
-    let mut actions = Vec::with_capacity(decision.purchases.len());
     for (c, m) in decision.purchases.iter().zip(measured) {
         let (utilization, saved) = m.unwrap_or((0.0, 0.0));
         let expected_savings =

@@ -27,7 +27,7 @@ use crate::audit::{AuditError, AuditLog, NewEvent, PlanComputed, PolicyBlocked};
 use crate::config::Mode;
 use crate::domain::Hour;
 use crate::execute::{journal, ExecuteError, Executor, Outcome};
-use crate::policy::{ActionFacts, PolicySet, Verdict};
+use crate::policy::{PolicySet, Verdict};
 use crate::proposals::{NewProposal, Proposal, ProposalError, ProposalStore};
 use chrono::{DateTime, Duration, Utc};
 use metrics::{Metrics, Tally};
@@ -202,6 +202,12 @@ impl Daemon {
             .await
             .map_err(DaemonError::Inventory)?;
         let returnable = self.returnable(&held, now).await?;
+        let gives_up = plan::GivesUp::of(self.market.as_ref());
+        let listings = self
+            .market
+            .listings()
+            .await
+            .map_err(DaemonError::Inventory)?;
         // The market's offers price the plan as the purchase will be priced. Without them
         // (an outage of the offering API) the source rate card still prices it, and the plan
         // says so: a quote above the approved price is refused at execution anyway.
@@ -247,6 +253,8 @@ impl Daemon {
                     returnable: &returnable,
                     offers: offers.as_ref(),
                     usage: usage.as_ref(),
+                    gives_up,
+                    listings: &listings,
                 },
             )
         })
@@ -284,16 +292,7 @@ impl Daemon {
         let mut recent = self.proposals.recent_spend(now).await?;
         let hour = Hour::from_datetime(now);
         for (index, action) in plan.actions.iter().enumerate() {
-            let facts = ActionFacts {
-                provider: action.spec.provider,
-                account: action.spec.account.clone(),
-                instrument: action.spec.instrument,
-                term: action.spec.term,
-                payment: action.spec.payment,
-                hourly_commitment: action.hourly_cost,
-                upfront: action.upfront,
-                expected_utilization: action.expected_utilization,
-            };
+            let facts = action.facts();
             let decision = self.policies.evaluate(&facts, &recent, hour, self.mode);
             match decision.verdict {
                 Verdict::Block => {

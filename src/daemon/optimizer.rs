@@ -128,7 +128,8 @@ fn with_held(mut source: Vec<Commitment>, held: &[Commitment]) -> Vec<Commitment
 }
 
 /// Whether the plan may exchange: the daemon's markets (the simulator and AWS) execute AWS
-/// convertible RI exchanges, but no market executes Azure exchanges or returns, and purchases
+/// convertible RI exchanges, but no market executes Azure exchanges (and this planner does not
+/// propose Azure returns), and purchases
 /// sized on the assumption that those happen would under-buy. So exchanges are planned only
 /// when no held commitment is an exchangeable Azure reservation.
 fn exchanges_executable(existing: &[Commitment]) -> bool {
@@ -192,6 +193,9 @@ fn decide(
                 rates,
                 existing,
                 bounds: method.bounds,
+                gives_up: inputs.gives_up,
+                listings: inputs.listings,
+                held: inputs.held,
             },
             now,
             digest,
@@ -495,7 +499,7 @@ fn overlay_offers(rates: &mut RateCard, offers: Option<&RateCard>) -> Option<Str
 }
 
 /// The spec describing a held commitment (what a return gives back).
-pub(super) fn spec_of(c: &Commitment) -> crate::providers::PurchaseSpec {
+pub(crate) fn spec_of(c: &Commitment) -> crate::providers::PurchaseSpec {
     crate::providers::PurchaseSpec {
         provider: c.provider,
         account: None,
@@ -538,7 +542,8 @@ fn inputs_digest(
 /// The optimizer's plan in the daemon's form: AWS purchases, AWS savings plan returns and AWS
 /// convertible RI exchanges become proposals. `held` is the market's inventory: only what it
 /// holds can be given up (a commitment only the source lists is a note, not a proposal).
-/// Azure exchanges and returns stay notes: no market executes them. An AWS exchange is
+/// Azure exchanges and returns stay notes: no market executes Azure exchanges, and Azure
+/// returns are proposed by the look-back planner only. An AWS exchange is
 /// proposed when it gives up whole reservations for one target configuration (AWS exchanges
 /// whole RIs; splitting one first is not something commitd does), otherwise it is a note.
 pub fn cycle_plan(
@@ -572,7 +577,7 @@ pub fn cycle_plan(
             }
             ActionKind::Return { source_id, .. } if a.provider != Provider::Aws => {
                 notes.push(format!(
-                    "return of {} instances of {source_id} not proposed: no market executes {} returns",
+                    "return of {} instances of {source_id} not proposed: the forecast planner leaves {} returns to the look-back planner (planner = \"lookback\")",
                     a.amount, a.provider
                 ));
                 continue;
@@ -588,6 +593,7 @@ pub fn cycle_plan(
                     operation: Operation::Return {
                         commitment_id: c.id.clone(),
                         hourly_cost_removed: c.hourly_cost,
+                        instances: None,
                     },
                     spec: spec_of(c),
                     // A return commits nothing: policy limits on new spend see zero.
@@ -793,6 +799,7 @@ mod tests {
             Operation::Return {
                 commitment_id: "sp-1".into(),
                 hourly_cost_removed: Money::from_units(2),
+                instances: None,
             }
         );
         assert_eq!(r.hourly_cost, Money::ZERO, "a return commits nothing");
@@ -818,7 +825,7 @@ mod tests {
         assert!(
             out.notes
                 .iter()
-                .any(|n| n.contains("az-1") && n.contains("no market executes")),
+                .any(|n| n.contains("az-1") && n.contains("not proposed")),
             "{:?}",
             out.notes
         );

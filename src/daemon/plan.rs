@@ -128,6 +128,27 @@ impl<'a> CycleInputs<'a> {
             returnable: &NONE,
             offers: None,
             usage: None,
+            gives_up: GivesUp::default(),
+            listings: &[],
+        }
+    }
+}
+
+/// What the market executes of giving up reservations: the planner gives up idle ones only
+/// where it does, since purchases sized on giving them up would otherwise under-buy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GivesUp {
+    /// Azure reservations returned in part ([`crate::providers::CommitmentMarket::returns_reservations`]).
+    pub returns: bool,
+    /// Standard RIs listed on the Marketplace ([`crate::providers::CommitmentMarket::sells_reservations`]).
+    pub sales: bool,
+}
+
+impl GivesUp {
+    pub fn of(market: &dyn crate::providers::CommitmentMarket) -> GivesUp {
+        GivesUp {
+            returns: market.returns_reservations(),
+            sales: market.sells_reservations(),
         }
     }
 }
@@ -147,6 +168,10 @@ pub struct CycleInputs<'a> {
     /// The market's usage records, when the planner asked for them
     /// ([`Planner::market_usage_days`]).
     pub usage: Option<&'a crate::providers::UsageHistory>,
+    /// What the market executes of giving up reservations.
+    pub gives_up: GivesUp,
+    /// The market's Marketplace listings (instances listed are not listed again).
+    pub listings: &'a [crate::providers::Listed],
 }
 
 /// The file form of a plan: the actions, and optionally the solver's figures.

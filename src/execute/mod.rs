@@ -22,7 +22,9 @@
 //! returned plan, retired sources) even when the API takes no client token. A return commits
 //! nothing new; an exchange's true-up is bounded by the approved `upfront` (the same per-run
 //! upfront limit policy applies to purchases), and a quote that is invalid or above it fails
-//! the proposal with the quote's reason and the quote itself in the audit event.
+//! the proposal with the quote's reason and the quote itself in the audit event. A
+//! Marketplace sale is found by its key ([`CommitmentMarket::find_sale`]; AWS keeps the
+//! listing's client token), and its audit amount is the asking price.
 
 pub mod journal;
 
@@ -32,11 +34,11 @@ use crate::audit::{
 };
 use crate::config::Mode;
 use crate::domain::Hour;
-use crate::policy::{ActionFacts, PolicySet, Verdict};
+use crate::policy::{PolicySet, Verdict};
 use crate::proposals::{Proposal, ProposalError, ProposalState, ProposalStore};
 use crate::providers::{
     CommitmentMarket, ExchangeRequest, Operation, ProviderError, Purchase, PurchaseRequest,
-    ReturnRequest,
+    ReturnRequest, SaleRequest,
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -238,17 +240,7 @@ impl Executor {
     /// Executes one approved proposal.
     pub async fn execute(&self, p: &Proposal, now: DateTime<Utc>) -> Result<Outcome, ExecuteError> {
         let recent = self.proposals.recent_spend(now).await?;
-        let a = &p.action;
-        let facts = ActionFacts {
-            provider: a.spec.provider,
-            account: a.spec.account.clone(),
-            instrument: a.spec.instrument,
-            term: a.spec.term,
-            payment: a.spec.payment,
-            hourly_commitment: a.hourly_cost,
-            upfront: a.upfront,
-            expected_utilization: a.expected_utilization,
-        };
+        let facts = p.action.facts();
         // Approval already happened; what is judged again is everything that can change
         // between approval and execution: kill switch, blackouts, limits, the scope's mode.
         let decision = self
@@ -365,17 +357,90 @@ impl Executor {
     ) -> Result<Outcome, ExecuteError> {
         match &p.action.operation {
             Operation::Purchase => self.buy(p, now, resuming).await,
-            Operation::Return { commitment_id, .. } => {
-                self.give_back(p, commitment_id, now, resuming).await
+            Operation::Return {
+                commitment_id,
+                instances,
+                ..
+            } => {
+                self.give_back(p, commitment_id, *instances, now, resuming)
+                    .await
             }
             Operation::Exchange { source_ids, .. } => self.swap(p, source_ids, now, resuming).await,
+            Operation::Sell {
+                commitment_id,
+                instances,
+                price,
+                ..
+            } => {
+                let request = SaleRequest {
+                    idempotency_key: p.idempotency_key.clone().unwrap_or_default(),
+                    commitment_id: commitment_id.clone(),
+                    account: p.action.spec.account.clone(),
+                    instances: *instances,
+                    price: *price,
+                    at: now,
+                };
+                self.sell(p, &request, now, resuming).await
+            }
         }
+    }
+
+    async fn sell(
+        &self,
+        p: &Proposal,
+        request: &SaleRequest,
+        now: DateTime<Utc>,
+        resuming: bool,
+    ) -> Result<Outcome, ExecuteError> {
+        let key = request.idempotency_key.clone();
+        // Ask first: a listing made before a crash is found by its client token.
+        let found = match self.market.find_sale(request).await {
+            Ok(found) => found,
+            Err(e) => return self.provider_failed(p, &key, e, now).await,
+        };
+        let (listed, reconciled) = match found {
+            Some(l) => (l, true),
+            None => match self.market.sell(request).await {
+                Ok(l) => (l, false),
+                Err(e) => return self.provider_failed(p, &key, e, now).await,
+            },
+        };
+        self.failpoint.check(Step::AfterPurchase)?;
+        let rationale = json!({
+            "provider": self.market.name(),
+            "operation": "sale",
+            "reconciled": reconciled,
+            "listing_id": listed.listing_id,
+            "state": listed.state,
+            "instances": listed.instances,
+            "asking_price": request.price,
+            "sells_at": listed.sells_at.map(|h| h.to_datetime().to_rfc3339()),
+            "operation_detail": p.action.operation,
+            "expected_savings": p.action.expected_savings,
+        });
+        self.record_executed(
+            p,
+            &key,
+            &listed.request_id,
+            &listed.listing_id,
+            rationale,
+            Some(request.price),
+            now,
+            resuming,
+        )
+        .await?;
+        Ok(Outcome::Executed {
+            proposal_id: p.id.clone(),
+            commitment_id: listed.listing_id,
+            reconciled,
+        })
     }
 
     async fn give_back(
         &self,
         p: &Proposal,
         commitment_id: &str,
+        instances: Option<u32>,
         now: DateTime<Utc>,
         resuming: bool,
     ) -> Result<Outcome, ExecuteError> {
@@ -384,6 +449,7 @@ impl Executor {
             idempotency_key: key.clone(),
             commitment_id: commitment_id.to_string(),
             account: p.action.spec.account.clone(),
+            instances,
             at: now,
         };
         // Ask first: a return made before a crash shows as the plan's state at the provider.
@@ -412,6 +478,7 @@ impl Executor {
             "reconciled": reconciled,
             "state": returned.state,
             "hourly_cost_removed": removed,
+            "instances": instances,
             "expected_savings": p.action.expected_savings,
         });
         self.record_executed(

@@ -322,6 +322,7 @@ min_expected_utilization = 0.9
         a.operation = Operation::Return {
             commitment_id: sp.into(),
             hourly_cost_removed: Money::parse("2.5").unwrap(),
+            instances: None,
         };
         a.hourly_cost = Money::ZERO;
         a.expected_utilization = None;
@@ -396,6 +397,85 @@ min_expected_utilization = 0.9
                 assert_eq!(w.count(EventKind::Executed).await, 1);
                 assert!(w.audit.verify().await.unwrap().is_ok());
             }
+        }
+    }
+
+    /// Lists 2 of 5 Standard m6i.large RIs bought 40 days before t(0).
+    async fn sale(w: &World) -> (String, PlannedAction) {
+        let mut ri = crate::providers::sim::tests::sp_request("1");
+        ri.idempotency_key = "k-std".into();
+        ri.spec.instrument = Instrument::StandardReservedInstance;
+        ri.spec.payment = PaymentOption::PartialUpfront;
+        ri.spec.region = Some("eu-west-1".into());
+        ri.spec.instance_type = Some("m6i.large".into());
+        ri.spec.amount = CommitmentAmount::Instances(5);
+        ri.start = Hour::from_datetime(t(-24 * 40));
+        let ri = w.market.purchase(&ri).await.unwrap().commitment;
+        let mut a = action("0");
+        a.operation = Operation::Sell {
+            commitment_id: ri.id.clone(),
+            instances: 2,
+            hourly_cost_removed: Money::from_micros(ri.hourly_cost.micros() * 2 / 5),
+            price: Money::from_units(300),
+        };
+        a.spec = crate::daemon::optimizer::spec_of(&ri);
+        a.spec.amount = CommitmentAmount::Instances(2);
+        a.hourly_cost = Money::ZERO;
+        a.upfront = Money::ZERO;
+        a.expected_utilization = None;
+        (ri.id, a)
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_any_two_steps_lists_a_sale_exactly_once() {
+        for step in Step::ALL {
+            let w = world().await;
+            let (ri, a) = sale(&w).await;
+            let p = approve(&w, a).await;
+            let e = executor(&w, Some(step))
+                .execute_approved(t(1))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, ExecuteError::Crashed(s) if s == step), "{e}");
+            let exec = executor(&w, None);
+            let out = exec.reconcile(t(2)).await.unwrap();
+            assert!(
+                matches!(&out[0], Outcome::Executed { .. }),
+                "{step:?}: {out:?}"
+            );
+            assert!(exec.execute_approved(t(2)).await.unwrap().is_empty());
+            // One listing of 2 instances; they apply until they sell, the other 3 stay held.
+            let listings = w.market.listings().await.unwrap();
+            assert_eq!(listings.len(), 1, "{step:?}: {listings:?}");
+            assert_eq!(
+                (listings[0].commitment_id.as_str(), listings[0].instances),
+                (ri.as_str(), 2)
+            );
+            let mut held: Vec<_> = w
+                .market
+                .inventory()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.amount)
+                .collect();
+            held.sort_by_key(|a| format!("{a:?}"));
+            assert_eq!(
+                held,
+                vec![
+                    CommitmentAmount::Instances(2),
+                    CommitmentAmount::Instances(3)
+                ],
+                "{step:?}"
+            );
+            let done = w.proposals.get(&p.id).await.unwrap().unwrap();
+            assert_eq!(done.state, ProposalState::Executed, "{step:?}");
+            assert_eq!(
+                done.commitment_id.as_deref(),
+                Some(listings[0].listing_id.as_str())
+            );
+            assert_eq!(w.count(EventKind::Executed).await, 1);
+            assert!(w.audit.verify().await.unwrap().is_ok());
         }
     }
 

@@ -330,6 +330,12 @@ pub struct ActionFacts {
     pub upfront: Money,
     /// Expected utilization at the policy's low demand quantile, if the plan computed it.
     pub expected_utilization: Option<f64>,
+    /// The action gives up a held commitment (a return or a Marketplace sale) and buys
+    /// nothing: the allow lists, which say what may be bought, do not judge it (a 3-year
+    /// reservation bought by hand may be returned under a 1-year policy); the kill switch,
+    /// blackouts, limits, mode and approvals do.
+    #[serde(default)]
+    pub gives_up: bool,
 }
 
 /// What was already committed in the windows the limits look at (from the audit store).
@@ -462,6 +468,7 @@ impl PolicySet {
                             hourly_commitment: Money::ZERO,
                             upfront: Money::ZERO,
                             expected_utilization: None,
+                            gives_up: false,
                         };
                         let ok = self.governing(&facts).is_some_and(|p| {
                             !p.kill_switch
@@ -569,8 +576,17 @@ pub fn evaluate(
         },
     );
     let a = &policy.allow;
-    check(
-        "allow.instruments",
+    let allowed = |listed: bool, what: String| {
+        if action.gives_up {
+            (
+                true,
+                format!("{what}: not judged, the action gives up a held commitment"),
+            )
+        } else {
+            (listed, what)
+        }
+    };
+    let (ok, detail) = allowed(
         a.instruments.contains(&action.instrument),
         format!(
             "{} {}",
@@ -578,13 +594,13 @@ pub fn evaluate(
             allowed_word(&a.instruments, &action.instrument)
         ),
     );
-    check(
-        "allow.terms",
+    check("allow.instruments", ok, detail);
+    let (ok, detail) = allowed(
         a.terms.contains(&action.term),
         format!("{} {}", action.term, allowed_word(&a.terms, &action.term)),
     );
-    check(
-        "allow.payment_options",
+    check("allow.terms", ok, detail);
+    let (ok, detail) = allowed(
         a.payment_options.contains(&action.payment),
         format!(
             "{} {}",
@@ -592,6 +608,7 @@ pub fn evaluate(
             allowed_word(&a.payment_options, &action.payment)
         ),
     );
+    check("allow.payment_options", ok, detail);
     let l = &policy.limits;
     if let Some(u) = action.expected_utilization {
         check(
@@ -741,6 +758,7 @@ last_days_of_month = 7
             hourly_commitment: Money::from_units(hourly),
             upfront: Money::ZERO,
             expected_utilization: Some(0.99),
+            gives_up: false,
         }
     }
 
@@ -882,6 +900,33 @@ last_days_of_month = 7
             Mode::Autopilot,
         );
         assert_eq!(d.blocking_rule().unwrap().rule, "kill_switch");
+    }
+
+    #[test]
+    fn giving_up_is_not_judged_by_the_allow_lists_but_by_the_kill_switch() {
+        // Returning a 3-year All Upfront plan: neither is allowed to be bought here.
+        let mut a = action(0);
+        a.term = Term::THREE_YEARS;
+        a.payment = PaymentOption::AllUpfront;
+        a.expected_utilization = None;
+        let judged = |a: &ActionFacts, p: &Policy| {
+            evaluate(p, a, &RecentSpend::default(), mid_month(), Mode::Autopilot)
+        };
+        let d = judged(&a, &policy());
+        assert_eq!(d.blocking_rule().unwrap().rule, "allow.terms", "{d:?}");
+        a.gives_up = true;
+        let d = judged(&a, &policy());
+        assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
+        assert!(d
+            .checks
+            .iter()
+            .any(|c| c.rule == "allow.terms" && c.detail.contains("not judged")));
+        let mut off = policy();
+        off.kill_switch = true;
+        assert_eq!(
+            judged(&a, &off).blocking_rule().unwrap().rule,
+            "kill_switch"
+        );
     }
 
     #[test]

@@ -113,6 +113,24 @@ pub struct PlannedAction {
 }
 
 impl PlannedAction {
+    /// What policy judges of it.
+    pub fn facts(&self) -> crate::policy::ActionFacts {
+        crate::policy::ActionFacts {
+            provider: self.spec.provider,
+            account: self.spec.account.clone(),
+            instrument: self.spec.instrument,
+            term: self.spec.term,
+            payment: self.spec.payment,
+            hourly_commitment: self.hourly_cost,
+            upfront: self.upfront,
+            expected_utilization: self.expected_utilization,
+            gives_up: matches!(
+                self.operation,
+                Operation::Return { .. } | Operation::Sell { .. }
+            ),
+        }
+    }
+
     /// One line for people, naming the operation: "buy AWS ...", "return sp-1 (AWS ...)",
     /// "exchange ri-1 into AWS ...".
     pub fn describe(&self) -> String {
@@ -121,6 +139,10 @@ impl PlannedAction {
             Operation::Return { commitment_id, .. } => {
                 format!("return {commitment_id} ({})", self.spec.describe())
             }
+            Operation::Sell { commitment_id, .. } => format!(
+                "list {commitment_id} on the RI Marketplace ({})",
+                self.spec.describe()
+            ),
             Operation::Exchange { source_ids, .. } => format!(
                 "exchange {} into {}",
                 source_ids.join("+"),

@@ -128,6 +128,22 @@ pub enum Operation {
         commitment_id: String,
         /// Amortized USD/h no longer paid once it is returned.
         hourly_cost_removed: Money,
+        /// Instances of a reservation returned (Azure returns part of a reservation); None:
+        /// the whole commitment (an AWS savings plan, or proposals stored before partial
+        /// returns existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instances: Option<u32>,
+    },
+    /// List instances of an AWS Standard RI on the Reserved Instance Marketplace. They keep
+    /// applying, and are paid for, until a buyer takes them; the action's spec describes the
+    /// listed instances and commits nothing new.
+    Sell {
+        commitment_id: String,
+        instances: u32,
+        /// Amortized USD/h no longer paid once they sell.
+        hourly_cost_removed: Money,
+        /// The asking price for the listed instances, before AWS's 12% fee.
+        price: Money,
     },
     /// Exchange existing commitments (AWS convertible RIs, whole reservations) into the
     /// action's spec; the action's `upfront` is the approved true-up ceiling.
@@ -146,6 +162,7 @@ impl Operation {
             Operation::Purchase => "purchase",
             Operation::Return { .. } => "return",
             Operation::Exchange { .. } => "exchange",
+            Operation::Sell { .. } => "sale",
         }
     }
 }
@@ -159,7 +176,47 @@ pub struct ReturnRequest {
     /// Account the commitment lives in; None = the payer (organizations ask every account).
     #[serde(default)]
     pub account: Option<String>,
+    /// Instances of a reservation to return (Azure); None: the whole commitment.
+    #[serde(default)]
+    pub instances: Option<u32>,
     pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A Reserved Instance Marketplace listing request: instances of one Standard RI, under the
+/// proposal's key (AWS `ClientToken`), at an asking price for their remaining term.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SaleRequest {
+    pub idempotency_key: String,
+    pub commitment_id: String,
+    /// Account the RI lives in; None = the payer.
+    #[serde(default)]
+    pub account: Option<String>,
+    pub instances: u32,
+    /// Asking price (USD, upfront, for the listed instances' remaining term).
+    pub price: Money,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A listing on the Reserved Instance Marketplace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Listed {
+    pub idempotency_key: String,
+    /// The provider's listing id.
+    pub listing_id: String,
+    pub request_id: String,
+    /// The RI whose instances are listed.
+    pub commitment_id: String,
+    pub instances: u32,
+    /// "active" (listed, not sold yet), "closed" (sold) or "cancelled".
+    pub state: String,
+    pub listed_at: Hour,
+    /// When the listed instances sell, if the market knows (the simulated market sells them
+    /// after the backtest's Marketplace delay; AWS does not say in advance).
+    pub sells_at: Option<Hour>,
+    /// The commitment the listed instances apply as until they sell, if the market shows them
+    /// apart from the rest of the RI (the simulated market splits them off).
+    #[serde(default)]
+    pub listed_id: Option<String>,
 }
 
 /// A completed return.
@@ -345,6 +402,43 @@ pub trait CommitmentMarket: Send + Sync {
     ) -> BoxFuture<'_, Result<Option<UsageHistory>, ProviderError>> {
         let _ = (now, days);
         Box::pin(async { Ok(None) })
+    }
+
+    /// Lists RI instances on the Marketplace, idempotently per `request.idempotency_key`.
+    fn sell<'a>(
+        &'a self,
+        request: &'a SaleRequest,
+    ) -> BoxFuture<'a, Result<Listed, ProviderError>> {
+        let _ = request;
+        let refused = ProviderError::unsupported(self.name(), "listing RIs for sale");
+        Box::pin(async move { Err(refused) })
+    }
+
+    /// The listing `request` describes, if it was made (reconciliation after a crash).
+    fn find_sale<'a>(
+        &'a self,
+        request: &'a SaleRequest,
+    ) -> BoxFuture<'a, Result<Option<Listed>, ProviderError>> {
+        let _ = request;
+        let refused = ProviderError::unsupported(self.name(), "listing RIs for sale");
+        Box::pin(async move { Err(refused) })
+    }
+
+    /// Every Marketplace listing of ours, so that a planner lists nothing twice. Markets that
+    /// cannot list have none.
+    fn listings(&self) -> BoxFuture<'_, Result<Vec<Listed>, ProviderError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Whether the market returns Azure reservations (in part): the daemon's planner returns
+    /// idle reservations only where the market executes it.
+    fn returns_reservations(&self) -> bool {
+        false
+    }
+
+    /// Whether the market lists Standard RIs on the Marketplace ([`CommitmentMarket::sell`]).
+    fn sells_reservations(&self) -> bool {
+        false
     }
 
     /// The exchange `request` describes, if it already happened (its sources are gone).

@@ -16,10 +16,11 @@
 use super::sql;
 use super::{
     check_exchange_quote, BoxFuture, CommitmentMarket, ExchangeQuote, ExchangeRequest, Exchanged,
-    ProviderError, Purchase, PurchaseRequest, PurchaseSpec, Quote, ReturnRequest, Returned,
+    Listed, ProviderError, Purchase, PurchaseRequest, PurchaseSpec, Quote, ReturnRequest, Returned,
+    SaleRequest,
 };
 use crate::domain::{
-    sizing, Commitment, CommitmentAmount, Hour, Instrument, Money, Product, RateCard,
+    sizing, Commitment, CommitmentAmount, Hour, Instrument, Money, Product, RateCard, Term,
 };
 use crate::store::Store;
 use rust_decimal::Decimal;
@@ -219,26 +220,10 @@ impl SimMarket {
             upfront: quote.upfront,
         };
         let request_id = format!("sim-req-{}", &digest[16..32]);
-        let inserted = sql::execute(
-            &self.store,
-            "INSERT INTO sim_commitments (id, idempotency_key, request_id, commitment, provider, \
-             instrument, hourly_cost_micros, upfront_micros, purchased_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (idempotency_key) DO NOTHING",
-            &[
-                commitment.id.clone().into(),
-                request.idempotency_key.clone().into(),
-                request_id.clone().into(),
-                serde_json::to_string(&commitment).map_err(ledger)?.into(),
-                commitment.provider.as_str().into(),
-                commitment.instrument.as_str().into(),
-                commitment.hourly_cost.micros().into(),
-                commitment.upfront.micros().into(),
-                (self.clock)().into(),
-            ],
-        )
-        .await
-        .map_err(ledger)?;
-        if inserted == 0 {
+        let inserted = self
+            .record(&request.idempotency_key, &request_id, &commitment)
+            .await?;
+        if !inserted {
             // A concurrent call with the same key won the race: report its purchase.
             return self
                 .find(&request.idempotency_key)
@@ -312,23 +297,31 @@ impl SimMarket {
             .collect()
     }
 
+    /// Takes a commitment out of the inventory under `key`, at `at` (and with the refund of a
+    /// reservation return, which the rolling refund cap counts).
     async fn retire(
         &self,
         commitment_id: &str,
         key: &str,
         operation: &str,
         request_id: &str,
+        at: Hour,
+        refund: Option<Money>,
     ) -> Result<(), ProviderError> {
         sql::execute(
             &self.store,
             "INSERT INTO sim_retired (commitment_id, idempotency_key, operation, request_id, \
-             retired_at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (commitment_id) DO NOTHING",
+             retired_at_ms, at_hour, refund_micros) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (commitment_id) DO NOTHING",
             &[
                 commitment_id.into(),
                 key.into(),
                 operation.into(),
                 request_id.into(),
                 (self.clock)().into(),
+                at.0.into(),
+                // An integer, never NULL: PostgreSQL types an untyped NULL parameter as text.
+                refund.unwrap_or(Money::ZERO).micros().into(),
             ],
         )
         .await
@@ -359,10 +352,21 @@ impl SimMarket {
             .held(&r.commitment_id)
             .await?
             .ok_or_else(|| refused(format!("no held commitment {}", r.commitment_id)))?;
-        super::check_savings_plan_return(&c, r.at).map_err(refused)?;
+        let at = Hour::from_datetime(r.at);
         let request_id = operation_request_id("return", &r.idempotency_key);
-        self.retire(&c.id, &r.idempotency_key, "return", &request_id)
-            .await?;
+        if c.instrument == Instrument::AzureReservation {
+            self.return_reservation(r, &c, &request_id).await?;
+        } else {
+            if r.instances.is_some() {
+                return Err(refused(format!(
+                    "{} is a {}: only reservations are returned in part",
+                    c.id, c.instrument
+                )));
+            }
+            super::check_savings_plan_return(&c, r.at).map_err(refused)?;
+            self.retire(&c.id, &r.idempotency_key, "return", &request_id, at, None)
+                .await?;
+        }
         // Another key may have returned it first (ON CONFLICT): report what the ledger says.
         self.found_return(r).await?.ok_or_else(|| {
             refused(format!(
@@ -482,7 +486,8 @@ impl SimMarket {
         // Half done (target recorded, a source not yet retired): finish, do not re-price.
         if let Some(target) = self.find(&r.idempotency_key).await? {
             for id in &r.source_ids {
-                self.retire(id, &r.idempotency_key, "exchange", &request_id)
+                let at = Hour::from_datetime(r.at);
+                self.retire(id, &r.idempotency_key, "exchange", &request_id, at, None)
                     .await?;
             }
             return self.found_exchange(r).await?.ok_or_else(|| {
@@ -516,27 +521,10 @@ impl SimMarket {
             hourly_cost: price.hourly_cost,
             upfront: quote.payment_due,
         };
-        sql::execute(
-            &self.store,
-            "INSERT INTO sim_commitments (id, idempotency_key, request_id, commitment, provider, \
-             instrument, hourly_cost_micros, upfront_micros, purchased_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (idempotency_key) DO NOTHING",
-            &[
-                target.id.clone().into(),
-                r.idempotency_key.clone().into(),
-                request_id.clone().into(),
-                serde_json::to_string(&target).map_err(ledger)?.into(),
-                target.provider.as_str().into(),
-                target.instrument.as_str().into(),
-                target.hourly_cost.micros().into(),
-                target.upfront.micros().into(),
-                (self.clock)().into(),
-            ],
-        )
-        .await
-        .map_err(ledger)?;
+        self.record(&r.idempotency_key, &request_id, &target)
+            .await?;
         for id in &r.source_ids {
-            self.retire(id, &r.idempotency_key, "exchange", &request_id)
+            self.retire(id, &r.idempotency_key, "exchange", &request_id, at, None)
                 .await?;
         }
         let mut done = self
@@ -545,6 +533,240 @@ impl SimMarket {
             .ok_or_else(|| refused("a source was returned or exchanged by another request"))?;
         done.quote = Some(quote);
         Ok(done)
+    }
+}
+
+impl SimMarket {
+    /// Records `c` in the ledger under `key` (a purchase, an exchange's target, or the part of a
+    /// reservation kept or listed when part of it is given up). A second call with the same key
+    /// changes nothing; returns whether this call inserted it.
+    async fn record(
+        &self,
+        key: &str,
+        request_id: &str,
+        c: &Commitment,
+    ) -> Result<bool, ProviderError> {
+        let inserted = sql::execute(
+            &self.store,
+            "INSERT INTO sim_commitments (id, idempotency_key, request_id, commitment, provider, \
+             instrument, hourly_cost_micros, upfront_micros, purchased_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (idempotency_key) DO NOTHING",
+            &[
+                c.id.clone().into(),
+                key.into(),
+                request_id.into(),
+                serde_json::to_string(c).map_err(ledger)?.into(),
+                c.provider.as_str().into(),
+                c.instrument.as_str().into(),
+                c.hourly_cost.micros().into(),
+                c.upfront.micros().into(),
+                (self.clock)().into(),
+            ],
+        )
+        .await
+        .map_err(ledger)?;
+        Ok(inserted > 0)
+    }
+
+    /// Part of a reservation that stays held (or is listed) when the rest is given up: a new
+    /// ledger row, keyed by the operation's key and the part's role, so a retry finds it.
+    async fn record_part(
+        &self,
+        key: &str,
+        role: &str,
+        request_id: &str,
+        part: &Commitment,
+    ) -> Result<Commitment, ProviderError> {
+        let part_key = format!("{key}:{role}");
+        let digest = hex::encode(Sha256::digest(part_key.as_bytes()));
+        let part = Commitment {
+            id: format!("sim-{}", &digest[..16]),
+            ..part.clone()
+        };
+        self.record(&part_key, request_id, &part).await?;
+        Ok(part)
+    }
+
+    /// Refunds already made in the 12 months before `at` (Azure's rolling cap counts them).
+    async fn refunded_before(&self, at: Hour) -> Result<Money, ProviderError> {
+        let rows = sql::fetch(
+            &self.store,
+            "SELECT refund_micros FROM sim_retired WHERE operation = 'return' \
+             AND at_hour > $1 AND at_hour <= $2",
+            &[at.plus(-Term::ONE_YEAR.hours()).0.into(), at.0.into()],
+        )
+        .await
+        .map_err(ledger)?;
+        rows.iter()
+            .map(|r| {
+                r.opt_int(0)
+                    .map(|m| Money::from_micros(m.unwrap_or(0)))
+                    .map_err(ledger)
+            })
+            .sum()
+    }
+
+    /// Returns instances of an Azure reservation for a refund of their remaining value (their
+    /// share of its hourly cost x the hours left), within the rolling refund cap; the rest of
+    /// the reservation stays held as a new ledger row. Azure charges no early termination fee
+    /// at present.
+    async fn return_reservation(
+        &self,
+        r: &ReturnRequest,
+        c: &Commitment,
+        request_id: &str,
+    ) -> Result<(), ProviderError> {
+        let at = Hour::from_datetime(r.at);
+        if !c.is_active(at) {
+            return Err(refused(format!("{} is not active at {}", c.id, r.at)));
+        }
+        let all = match c.amount {
+            CommitmentAmount::Instances(n) => n,
+            CommitmentAmount::HourlySpend(_) => 0,
+        };
+        let count = r.instances.unwrap_or(all);
+        let refund = crate::backtest::remaining_value(c, count, at).map_err(refused)?;
+        let used = self.refunded_before(at).await?;
+        let cap = crate::backtest::Policy::default().azure_refund_cap;
+        if used + refund > cap {
+            return Err(refused(format!(
+                "a refund of {refund} USD after {used} USD in the last 12 months exceeds Azure's {cap} USD cap"
+            )));
+        }
+        let (_, kept) = crate::backtest::split_off(c, count, at).map_err(refused)?;
+        if let Some(kept) = kept {
+            self.record_part(&r.idempotency_key, "kept", request_id, &kept)
+                .await?;
+        }
+        self.retire(
+            &c.id,
+            &r.idempotency_key,
+            "return",
+            request_id,
+            at,
+            Some(refund),
+        )
+        .await
+    }
+
+    async fn found_sale(&self, r: &SaleRequest) -> Result<Option<Listed>, ProviderError> {
+        let retired = self.retired_by(&r.idempotency_key, "sale").await?;
+        if !retired.iter().any(|(id, _)| *id == r.commitment_id) {
+            return Ok(None);
+        }
+        Ok(self
+            .listing_rows(Some(&r.idempotency_key))
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn listing_rows(&self, key: Option<&str>) -> Result<Vec<Listed>, ProviderError> {
+        let rows = sql::fetch(
+            &self.store,
+            "SELECT idempotency_key, listing_id, request_id, source_id, listed_id, instances, \
+             listed_hour, sold_hour FROM sim_listings \
+             WHERE ($1 IS NULL OR idempotency_key = $1) ORDER BY listed_hour, idempotency_key",
+            &[key.into()],
+        )
+        .await
+        .map_err(ledger)?;
+        let now = Hour::from_datetime(
+            chrono::DateTime::from_timestamp_millis((self.clock)()).unwrap_or_default(),
+        );
+        rows.iter()
+            .map(|row| {
+                let sold = Hour(row.int(7).map_err(ledger)?);
+                Ok(Listed {
+                    idempotency_key: row.text(0).map_err(ledger)?,
+                    listing_id: row.text(1).map_err(ledger)?,
+                    request_id: row.text(2).map_err(ledger)?,
+                    commitment_id: row.text(3).map_err(ledger)?,
+                    listed_id: Some(row.text(4).map_err(ledger)?),
+                    instances: u32::try_from(row.int(5).map_err(ledger)?).map_err(ledger)?,
+                    listed_at: Hour(row.int(6).map_err(ledger)?),
+                    sells_at: Some(sold),
+                    state: if sold <= now { "closed" } else { "active" }.into(),
+                })
+            })
+            .collect()
+    }
+
+    /// Lists instances of a Standard RI under AWS's rules (active for 30 days, a whole month
+    /// left when it sells) and sells them as the backtest's Marketplace model does: after its
+    /// delay, at the asking price less AWS's 12% fee. Until then they apply, and bill, as a
+    /// ledger row of their own that ends at the sale; the rest of the RI is another row.
+    async fn do_sale(&self, r: &SaleRequest) -> Result<Listed, ProviderError> {
+        self.outage()?;
+        if let Some(done) = self.found_sale(r).await? {
+            return Ok(done);
+        }
+        let c = self
+            .held(&r.commitment_id)
+            .await?
+            .ok_or_else(|| refused(format!("no held commitment {}", r.commitment_id)))?;
+        let at = Hour::from_datetime(r.at);
+        if c.provider != crate::domain::Provider::Aws
+            || c.instrument != Instrument::StandardReservedInstance
+        {
+            return Err(refused(format!(
+                "{} is a {} {}: only AWS Standard RIs are sold on the Marketplace",
+                c.id, c.provider, c.instrument
+            )));
+        }
+        if !c.is_active(at) {
+            return Err(refused(format!("{} is not active at {}", c.id, r.at)));
+        }
+        if self
+            .listing_rows(None)
+            .await?
+            .iter()
+            .any(|l| l.listed_id.as_deref() == Some(c.id.as_str()) && l.sells_at > Some(at))
+        {
+            return Err(refused(format!("{} is already listed", c.id)));
+        }
+        let market = crate::backtest::Marketplace::default();
+        let (sold, _) = market.listing(&c, at).map_err(refused)?;
+        let (listed, kept) = crate::backtest::split_off(&c, r.instances, sold).map_err(refused)?;
+        let request_id = operation_request_id("sale", &r.idempotency_key);
+        let listed = self
+            .record_part(&r.idempotency_key, "listed", &request_id, &listed)
+            .await?;
+        if let Some(kept) = kept {
+            self.record_part(&r.idempotency_key, "kept", &request_id, &kept)
+                .await?;
+        }
+        let proceeds = market.proceeds(r.price);
+        let digest = hex::encode(Sha256::digest(r.idempotency_key.as_bytes()));
+        sql::execute(
+            &self.store,
+            "INSERT INTO sim_listings (idempotency_key, listing_id, request_id, source_id, \
+             listed_id, instances, listed_hour, sold_hour, price_micros, proceeds_micros) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+            &[
+                r.idempotency_key.clone().into(),
+                format!("sim-ril-{}", &digest[..16]).into(),
+                request_id.clone().into(),
+                c.id.clone().into(),
+                listed.id.clone().into(),
+                i64::from(r.instances).into(),
+                at.0.into(),
+                sold.0.into(),
+                r.price.micros().into(),
+                proceeds.micros().into(),
+            ],
+        )
+        .await
+        .map_err(ledger)?;
+        self.retire(&c.id, &r.idempotency_key, "sale", &request_id, at, None)
+            .await?;
+        self.found_sale(r).await?.ok_or_else(|| {
+            refused(format!(
+                "{} was returned, exchanged or sold by another request",
+                c.id
+            ))
+        })
     }
 }
 
@@ -652,6 +874,38 @@ impl CommitmentMarket for SimMarket {
             self.found_exchange(request).await
         })
     }
+
+    fn sell<'a>(
+        &'a self,
+        request: &'a SaleRequest,
+    ) -> BoxFuture<'a, Result<Listed, ProviderError>> {
+        Box::pin(self.do_sale(request))
+    }
+
+    fn find_sale<'a>(
+        &'a self,
+        request: &'a SaleRequest,
+    ) -> BoxFuture<'a, Result<Option<Listed>, ProviderError>> {
+        Box::pin(async move {
+            self.outage()?;
+            self.found_sale(request).await
+        })
+    }
+
+    fn listings(&self) -> BoxFuture<'_, Result<Vec<Listed>, ProviderError>> {
+        Box::pin(async move {
+            self.outage()?;
+            self.listing_rows(None).await
+        })
+    }
+
+    fn returns_reservations(&self) -> bool {
+        true
+    }
+
+    fn sells_reservations(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
@@ -727,6 +981,51 @@ pub(crate) mod tests {
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::connect(&url).await.unwrap();
         (dir, SimMarket::new(store, rate_card()))
+    }
+
+    /// The market on SQLite and, when `COMMITD_TEST_DATABASE_URL` names a PostgreSQL server,
+    /// on a throwaway database there too (the ledger's SQL must hold on both).
+    async fn markets() -> Vec<(Option<tempfile::TempDir>, SimMarket, Option<String>)> {
+        use sqlx::Connection as _;
+        let (dir, m) = market().await;
+        let mut out = vec![(Some(dir), m, None)];
+        let Ok(admin) = std::env::var("COMMITD_TEST_DATABASE_URL") else {
+            return out;
+        };
+        let Some(slash) = admin.rfind('/').filter(|_| !admin.contains('?')) else {
+            return out;
+        };
+        let db = format!(
+            "commitd_sim_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let store = Store::connect(&format!("{}/{db}", &admin[..slash]))
+            .await
+            .unwrap();
+        out.push((None, SimMarket::new(store, rate_card()), Some(db)));
+        out
+    }
+
+    /// Closes the market's store and drops its throwaway PostgreSQL database, if any.
+    async fn done(m: SimMarket, db: Option<String>) {
+        use sqlx::Connection as _;
+        m.store.close().await;
+        if let (Some(db), Ok(admin)) = (db, std::env::var("COMMITD_TEST_DATABASE_URL")) {
+            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {db}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
     }
 
     /// A 1-year No Upfront compute savings plan request under key "k-1" (other tests).
@@ -863,6 +1162,7 @@ pub(crate) mod tests {
             idempotency_key: key.into(),
             commitment_id: id.into(),
             account: None,
+            instances: None,
             at: at(when),
         };
         let r = ret(&plan.id, "ret-1", "2026-03-06T12:00:00Z");
@@ -1006,5 +1306,160 @@ pub(crate) mod tests {
             done.target_ids
         );
         assert_eq!(m.inventory().await.unwrap().len(), 1);
+    }
+
+    /// A held reservation in the ledger, started at `start` (seeded directly: the test rate
+    /// card has no Azure offers, and a sale needs an RI bought 30 days ago).
+    async fn seed(
+        m: &SimMarket,
+        id: &str,
+        instrument: Instrument,
+        n: u32,
+        start: Hour,
+    ) -> Commitment {
+        let provider = match instrument {
+            Instrument::AzureReservation => Provider::Azure,
+            _ => Provider::Aws,
+        };
+        let c = Commitment {
+            id: id.into(),
+            provider,
+            instrument,
+            term: Term::ONE_YEAR,
+            payment: PaymentOption::PartialUpfront,
+            start,
+            end: start.plus(Term::ONE_YEAR.hours()),
+            region: Some("eu-west-1".into()),
+            instance_type: Some("m6i.large".into()),
+            family: Some("m6i".into()),
+            amount: CommitmentAmount::Instances(n),
+            // 0.1 USD/h per instance, half of it upfront (438 USD per instance).
+            hourly_cost: Money::parse("0.1").unwrap().times(i64::from(n)).unwrap(),
+            upfront: Money::from_units(438).times(i64::from(n)).unwrap(),
+        };
+        assert!(m.record(&format!("seed-{id}"), "seed", &c).await.unwrap());
+        c
+    }
+
+    #[tokio::test]
+    async fn returns_part_of_an_azure_reservation_within_the_refund_cap_and_once() {
+        for (_d, m, db) in markets().await {
+            returns_part_of_an_azure_reservation(&m).await;
+            done(m, db).await;
+        }
+    }
+
+    async fn returns_part_of_an_azure_reservation(m: &SimMarket) {
+        let start = Hour::from_datetime(at("2026-01-01T00:00:00Z"));
+        seed(m, "az-1", Instrument::AzureReservation, 4, start).await;
+        let when = at("2026-07-02T00:00:00Z");
+        let hours_left = start.plus(8_760).since(Hour::from_datetime(when));
+        let ret = |key: &str, n: u32| ReturnRequest {
+            idempotency_key: key.into(),
+            commitment_id: "az-1".into(),
+            account: None,
+            instances: Some(n),
+            at: when,
+        };
+        assert!(m.find_return(&ret("r-1", 3)).await.unwrap().is_none());
+        let done = m.return_commitment(&ret("r-1", 3)).await.unwrap();
+        assert_eq!(done.commitment_id, "az-1");
+        // Asked again under the same key: the same return, nothing more given back.
+        assert_eq!(m.return_commitment(&ret("r-1", 3)).await.unwrap(), done);
+        assert_eq!(m.find_return(&ret("r-1", 3)).await.unwrap(), Some(done));
+        // The one instance kept stays held, as a reservation of its own with the same end.
+        let held = m.inventory().await.unwrap();
+        assert_eq!(held.len(), 1, "{held:#?}");
+        assert_eq!(held[0].amount, CommitmentAmount::Instances(1));
+        assert_eq!(held[0].hourly_cost, Money::parse("0.1").unwrap());
+        assert_eq!(held[0].end, start.plus(8_760));
+        // The refund counted against the cap: 3 x 0.1 USD/h x the hours left.
+        let refunded = m.refunded_before(Hour::from_datetime(when)).await.unwrap();
+        assert_eq!(
+            refunded,
+            Money::parse("0.3").unwrap().times(hours_left).unwrap()
+        );
+        // A savings plan is not returned in part; a gone reservation not at all.
+        let mut plan = sp("1", PaymentOption::NoUpfront);
+        plan.start = Hour::from_datetime(when);
+        let plan = m.purchase(&plan).await.unwrap().commitment;
+        let part = ReturnRequest {
+            commitment_id: plan.id.clone(),
+            ..ret("r-2", 1)
+        };
+        let e = m.return_commitment(&part).await.unwrap_err().to_string();
+        assert!(e.contains("only reservations are returned in part"), "{e}");
+        let e = m.return_commitment(&ret("r-3", 1)).await.unwrap_err();
+        assert!(e.to_string().contains("no held commitment az-1"), "{e}");
+        // Azure's rolling 50,000 USD cap: a refund beyond it is refused and changes nothing.
+        let big = seed(m, "az-big", Instrument::AzureReservation, 60_000, start).await;
+        let over = ReturnRequest {
+            commitment_id: big.id.clone(),
+            ..ret("r-4", 60_000)
+        };
+        let e = m.return_commitment(&over).await.unwrap_err().to_string();
+        assert!(e.contains("exceeds Azure's 50000"), "{e}");
+        assert!(m.held("az-big").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn lists_standard_ri_instances_once_and_sells_them_after_the_delay() {
+        for (_d, m, db) in markets().await {
+            lists_standard_ri_instances(&m).await;
+            done(m, db).await;
+        }
+    }
+
+    async fn lists_standard_ri_instances(m: &SimMarket) {
+        let start = Hour::from_datetime(at("2026-01-01T00:00:00Z"));
+        seed(m, "ri-1", Instrument::StandardReservedInstance, 5, start).await;
+        let sale = |key: &str, n: u32, when: &str| SaleRequest {
+            idempotency_key: key.into(),
+            commitment_id: "ri-1".into(),
+            account: None,
+            instances: n,
+            price: Money::from_units(100),
+            at: at(when),
+        };
+        // AWS lets an RI be listed once it has been active 30 days.
+        let e = m
+            .sell(&sale("s-0", 2, "2026-01-20T00:00:00Z"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("under the 30 days"), "{e}");
+        let s = sale("s-1", 2, "2026-03-01T00:00:00Z");
+        assert!(m.find_sale(&s).await.unwrap().is_none());
+        let listed = m.sell(&s).await.unwrap();
+        assert_eq!(m.sell(&s).await.unwrap(), listed, "the same key lists once");
+        assert_eq!(m.find_sale(&s).await.unwrap(), Some(listed.clone()));
+        assert_eq!(listed.commitment_id, "ri-1");
+        assert_eq!(listed.instances, 2);
+        let sells = Hour::from_datetime(at("2026-03-15T00:00:00Z"));
+        assert_eq!(listed.sells_at, Some(sells));
+        // The listed instances apply until they sell; the other three stay held.
+        let held = m.inventory().await.unwrap();
+        assert_eq!(held.len(), 2, "{held:#?}");
+        let part = |id: &str| held.iter().find(|c| c.id == id).unwrap().clone();
+        let gone = part(listed.listed_id.as_deref().unwrap());
+        assert_eq!(gone.amount, CommitmentAmount::Instances(2));
+        assert_eq!(gone.end, sells);
+        let kept = held.iter().find(|c| c.end != sells).unwrap();
+        assert_eq!(kept.amount, CommitmentAmount::Instances(3));
+        assert_eq!(m.listings().await.unwrap(), vec![listed.clone()]);
+        // Listed instances are not listed again while the listing is open.
+        let again = SaleRequest {
+            commitment_id: gone.id.clone(),
+            ..sale("s-2", 1, "2026-03-02T00:00:00Z")
+        };
+        let e = m.sell(&again).await.unwrap_err().to_string();
+        assert!(e.contains("already listed"), "{e}");
+        // Only AWS Standard RIs are sold.
+        seed(m, "az-1", Instrument::AzureReservation, 1, start).await;
+        let azure = SaleRequest {
+            commitment_id: "az-1".into(),
+            ..sale("s-3", 1, "2026-03-01T00:00:00Z")
+        };
+        let e = m.sell(&azure).await.unwrap_err().to_string();
+        assert!(e.contains("only AWS Standard RIs"), "{e}");
     }
 }

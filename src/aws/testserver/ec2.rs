@@ -5,7 +5,7 @@
 //! </Errors><RequestID/></Response>`. A successful dry run is the error `DryRunOperation`
 //! (HTTP 412), as on AWS.
 
-use super::world::{ApiError, Quote, World};
+use super::world::{ApiError, Listing, Quote, World};
 use super::Reply;
 use crate::aws::convert::datetime_from_str;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -166,6 +166,8 @@ pub fn reply(world: &mut World, action: &str, p: &Params, request_id: &str) -> R
         "GetReservedInstancesExchangeQuote" => quote(world, p),
         "AcceptReservedInstancesExchangeQuote" => accept(world, p),
         "CreateTags" => create_tags(world, p),
+        "CreateReservedInstancesListing" => create_listing(world, p),
+        "DescribeReservedInstancesListings" => describe_listings(world, p),
         other => Err(ApiError::new(
             400,
             "InvalidAction",
@@ -407,6 +409,92 @@ fn accept(world: &mut World, p: &Params) -> Result<Xml, ApiError> {
     let id = world.accept_exchange(&ids, &t)?;
     let mut x = Xml(String::new());
     x.el("exchangeId", id);
+    Ok(x)
+}
+
+fn listing_xml(x: &mut Xml, l: &Listing, world: &World) {
+    x.open("item")
+        .el("reservedInstancesListingId", &l.id)
+        .el("reservedInstancesId", &l.ri_id)
+        .el("createDate", ts(l.created))
+        .el("updateDate", ts(world.now()))
+        .el("status", &l.status)
+        .el("statusMessage", l.status.to_uppercase());
+    x.open("instanceCounts");
+    let sold = if l.status == "closed" { l.count } else { 0 };
+    for (state, n) in [("available", l.count - sold), ("sold", sold)] {
+        x.open("item")
+            .el("state", state)
+            .el("instanceCount", n)
+            .close("item");
+    }
+    x.close("instanceCounts").open("priceSchedules");
+    for (term, price) in &l.schedule {
+        x.open("item")
+            .el("term", term)
+            .el("price", price.normalize())
+            .el("currencyCode", "USD")
+            .el("active", l.status == "active")
+            .close("item");
+    }
+    x.close("priceSchedules")
+        .open("tagSet")
+        .close("tagSet")
+        .el("clientToken", &l.client_token)
+        .close("item");
+}
+
+fn create_listing(world: &mut World, p: &Params) -> Result<Xml, ApiError> {
+    let ri_id = p
+        .get("ReservedInstancesId")
+        .ok_or_else(|| missing("ReservedInstancesId"))?
+        .clone();
+    let count = int(p, "InstanceCount")?.ok_or_else(|| missing("InstanceCount"))?;
+    let token = p
+        .get("ClientToken")
+        .ok_or_else(|| missing("ClientToken"))?
+        .clone();
+    let mut schedule = Vec::new();
+    for i in 1.. {
+        let Some(term) = int(p, &format!("PriceSchedules.{i}.Term"))? else {
+            break;
+        };
+        let name = format!("PriceSchedules.{i}.Price");
+        let price = p.get(&name).ok_or_else(|| missing(&name))?;
+        let price = Decimal::from_str(price)
+            .or_else(|_| Decimal::from_scientific(price))
+            .map_err(|_| invalid(&name, price))?;
+        if let Some(c) = p.get(&format!("PriceSchedules.{i}.CurrencyCode")) {
+            if c != "USD" {
+                return Err(invalid(&format!("PriceSchedules.{i}.CurrencyCode"), c));
+            }
+        }
+        schedule.push((term, price));
+    }
+    let listing = world.create_listing(&ri_id, count, &token, schedule)?;
+    let mut x = Xml(String::new());
+    x.open("reservedInstancesListingsSet");
+    listing_xml(&mut x, &listing, world);
+    x.close("reservedInstancesListingsSet");
+    Ok(x)
+}
+
+fn describe_listings(world: &mut World, p: &Params) -> Result<Xml, ApiError> {
+    let ri = p.get("ReservedInstancesId");
+    let id = p.get("ReservedInstancesListingId");
+    let f = filters(p);
+    let mut x = Xml(String::new());
+    x.open("reservedInstancesListingsSet");
+    for l in world.listings().to_vec() {
+        if ri.is_some_and(|r| *r != l.ri_id) || id.is_some_and(|i| *i != l.id) {
+            continue;
+        }
+        if f.get("status").is_some_and(|s| !s.contains(&l.status)) {
+            continue;
+        }
+        listing_xml(&mut x, &l, world);
+    }
+    x.close("reservedInstancesListingsSet");
     Ok(x)
 }
 

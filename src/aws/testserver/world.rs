@@ -123,6 +123,21 @@ pub struct Ri {
     pub tags: BTreeMap<String, String>,
 }
 
+/// A Reserved Instance Marketplace listing. The test server has no buyers: a listing stays
+/// active until a test sells it ([`World::sell_listing`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listing {
+    pub id: String,
+    pub ri_id: String,
+    pub count: u32,
+    pub client_token: String,
+    /// (months left, price) as the request's price schedule gave them.
+    pub schedule: Vec<(i64, Decimal)>,
+    pub created: DateTime<Utc>,
+    /// "active", "closed" (sold) or "cancelled".
+    pub status: String,
+}
+
 /// What one CreateSavingsPlan asked for (kept per client token to detect reuse).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CreatePlan {
@@ -161,6 +176,7 @@ pub struct World {
     pub page_size: usize,
     plans: Vec<Plan>,
     ris: Vec<Ri>,
+    listings: Vec<Listing>,
     create_tokens: HashMap<String, (CreatePlan, String)>,
     return_tokens: HashMap<String, String>,
     now: Option<DateTime<Utc>>,
@@ -221,6 +237,7 @@ impl World {
             page_size: 1000,
             plans: Vec::new(),
             ris: Vec::new(),
+            listings: Vec::new(),
             create_tokens: HashMap::new(),
             return_tokens: HashMap::new(),
             now: None,
@@ -894,6 +911,123 @@ impl World {
         }
         self.purchases += 1;
         Ok(format!("riex-{}", &self.new_id("exchange")[..17]))
+    }
+
+    /// CreateReservedInstancesListing under AWS's rules: an active Standard RI, bought at
+    /// least 30 days ago, with at least a month left, not listed already, at most its instance
+    /// count, priced in USD for at most the months it has left. The same client token returns
+    /// the listing it made (a different request under it is refused).
+    pub fn create_listing(
+        &mut self,
+        ri_id: &str,
+        count: i64,
+        client_token: &str,
+        schedule: Vec<(i64, Decimal)>,
+    ) -> Result<Listing, ApiError> {
+        if let Some(l) = self
+            .listings
+            .iter()
+            .find(|l| l.client_token == client_token)
+        {
+            if l.ri_id != ri_id || i64::from(l.count) != count || l.schedule != schedule {
+                return Err(ApiError::new(
+                    400,
+                    "IdempotentParameterMismatch",
+                    format!("The client token {client_token} was used with different parameters."),
+                ));
+            }
+            return Ok(l.clone());
+        }
+        let bad = |m: String| ApiError::new(400, "InvalidParameterValue", m);
+        let r = self
+            .ris
+            .iter()
+            .find(|r| r.id == ri_id)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(
+                    400,
+                    "InvalidReservedInstancesId",
+                    format!("Reserved Instances ID '{ri_id}' not found."),
+                )
+            })?;
+        let offering = self.ri_offering(&r.offering_id).cloned();
+        if offering.as_ref().map(|o| o.class.as_str()) != Some("standard") {
+            return Err(bad(format!(
+                "{ri_id} is not a Standard Reserved Instance; only those can be sold."
+            )));
+        }
+        if self.ri_state(&r) != "active" {
+            return Err(bad(format!("{ri_id} is not active.")));
+        }
+        let now = self.now();
+        if now - r.start < ChronoDuration::days(30) {
+            return Err(bad(format!(
+                "{ri_id} has been active for less than 30 days and cannot be listed yet."
+            )));
+        }
+        let months_left = (r.end - now).num_days() / 30;
+        if months_left < 1 {
+            return Err(bad(format!(
+                "{ri_id} has less than a month left and cannot be listed."
+            )));
+        }
+        if !(1..=i64::from(r.count)).contains(&count) {
+            return Err(bad(format!(
+                "Value ({count}) for parameter instanceCount is invalid: {ri_id} has {} instances.",
+                r.count
+            )));
+        }
+        if self
+            .listings
+            .iter()
+            .any(|l| l.ri_id == ri_id && l.status == "active")
+        {
+            return Err(bad(format!("{ri_id} already has an active listing.")));
+        }
+        if schedule.is_empty()
+            || schedule
+                .iter()
+                .any(|(term, price)| *term < 1 || *term > months_left || *price < Decimal::ZERO)
+        {
+            return Err(bad(format!(
+                "The price schedule must give non-negative prices for 1 to {months_left} months left."
+            )));
+        }
+        let listing = Listing {
+            id: self.new_id("listing"),
+            ri_id: ri_id.to_string(),
+            count: count as u32,
+            client_token: client_token.to_string(),
+            schedule,
+            created: now,
+            status: "active".to_string(),
+        };
+        self.listings.push(listing.clone());
+        Ok(listing)
+    }
+
+    /// Listings, oldest first.
+    pub fn listings(&self) -> &[Listing] {
+        &self.listings
+    }
+
+    /// A buyer takes a listing (tests only): it closes, and its instances leave the RI.
+    pub fn sell_listing(&mut self, listing_id: &str) -> Result<(), ApiError> {
+        let l = self
+            .listings
+            .iter_mut()
+            .find(|l| l.id == listing_id && l.status == "active")
+            .ok_or_else(|| ApiError::not_found(format!("no active listing {listing_id}")))?;
+        l.status = "closed".to_string();
+        let (ri_id, count) = (l.ri_id.clone(), l.count);
+        if let Some(r) = self.ris.iter_mut().find(|r| r.id == ri_id) {
+            r.count -= count.min(r.count);
+            if r.count == 0 {
+                r.state = "retired".to_string();
+            }
+        }
+        Ok(())
     }
 }
 
