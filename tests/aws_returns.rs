@@ -151,6 +151,16 @@ impl Env {
     }
 
     async fn approved(&self, index: usize, action: PlannedAction) -> Proposal {
+        self.approved_at(index, action, now()).await
+    }
+
+    /// Proposed and approved by alice at `at`.
+    async fn approved_at(
+        &self,
+        index: usize,
+        action: PlannedAction,
+        at: DateTime<Utc>,
+    ) -> Proposal {
         let p = self
             .proposals
             .create(
@@ -163,12 +173,12 @@ impl Env {
                     action,
                     max_age: Duration::hours(48),
                 },
-                now(),
+                at,
             )
             .await
             .unwrap();
         self.proposals
-            .approve(&p.id, "alice", now(), None)
+            .approve(&p.id, "alice", at, None)
             .await
             .unwrap()
             .proposal
@@ -619,26 +629,7 @@ async fn a_standard_ri_is_listed_once_even_across_a_crash() {
         expected_utilization: None,
         summary: "idle".into(),
     };
-    let p = e
-        .proposals
-        .create(
-            &NewProposal {
-                plan_id: "plan-sale".into(),
-                index: 0,
-                proposer: "commitd".into(),
-                approvals_needed: 1,
-                policy: "aws".into(),
-                action,
-                max_age: Duration::hours(48),
-            },
-            forty_days_later(),
-        )
-        .await
-        .unwrap();
-    e.proposals
-        .approve(&p.id, "alice", forty_days_later(), None)
-        .await
-        .unwrap();
+    e.approved_at(0, action, forty_days_later()).await;
     // The refused request above was one call.
     let calls = || e.server.world().calls("CreateReservedInstancesListing");
     assert_eq!(calls(), 1);

@@ -231,7 +231,9 @@ fn the_daemon_gives_up_idle_reservations_only_where_the_market_executes_it() {
         ),
     ];
     let none = std::collections::BTreeSet::new();
-    let plan_with = |gives_up: GivesUp, listings: &[commitd::providers::Listed]| {
+    let plan_with = |gives_up: GivesUp,
+                     listings: &[commitd::providers::Listed],
+                     refunds: &[(commitd::domain::Hour, Money)]| {
         planner(Constraints::one_year_only())
             .plan_cycle(
                 at.to_datetime(),
@@ -242,6 +244,7 @@ fn the_daemon_gives_up_idle_reservations_only_where_the_market_executes_it() {
                     usage: None,
                     gives_up,
                     listings,
+                    refunds,
                 },
             )
             .unwrap()
@@ -250,7 +253,7 @@ fn the_daemon_gives_up_idle_reservations_only_where_the_market_executes_it() {
         returns: true,
         sales: true,
     };
-    let plan = plan_with(both, &[]);
+    let plan = plan_with(both, &[], &[]);
     let given: Vec<&Operation> = plan
         .actions
         .iter()
@@ -319,7 +322,7 @@ fn the_daemon_gives_up_idle_reservations_only_where_the_market_executes_it() {
         vec![("az-idle".to_string(), 4), ("ri-idle".to_string(), 3)]
     );
     // A market that gives nothing up gets no such proposal.
-    let kept = plan_with(GivesUp::default(), &[]);
+    let kept = plan_with(GivesUp::default(), &[], &[]);
     assert!(
         kept.actions
             .iter()
@@ -327,6 +330,21 @@ fn the_daemon_gives_up_idle_reservations_only_where_the_market_executes_it() {
         "{}",
         kept.render()
     );
+    // With Azure's rolling USD 50,000 refund cap used up by the market's past refunds, nothing
+    // is returned (the RI is still listed).
+    let capped = plan_with(both, &[], &[(at.plus(-24), Money::from_units(50_000))]);
+    assert!(
+        !capped
+            .actions
+            .iter()
+            .any(|a| matches!(a.operation, Operation::Return { .. })),
+        "{}",
+        capped.render()
+    );
+    assert!(capped
+        .actions
+        .iter()
+        .any(|a| matches!(a.operation, Operation::Sell { .. })));
     // Instances listed already are not listed again while the listing is open.
     let open = commitd::providers::Listed {
         idempotency_key: "k".into(),
@@ -339,7 +357,7 @@ fn the_daemon_gives_up_idle_reservations_only_where_the_market_executes_it() {
         sells_at: None,
         listed_id: None,
     };
-    let again = plan_with(both, &[open]);
+    let again = plan_with(both, &[open], &[]);
     assert!(
         !again
             .actions

@@ -177,6 +177,7 @@ fn the_scenario_planner_returns_a_returnable_plan_the_forecast_does_not_want() {
                 usage: None,
                 gives_up: Default::default(),
                 listings: &[],
+                refunds: &[],
             },
         )
         .unwrap();

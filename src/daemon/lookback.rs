@@ -18,7 +18,8 @@
 //!   (`--lookback-resolve-days 1` replays this).
 //!
 //! Open Marketplace listings (the market's [`Listed`]) keep their instances from being listed
-//! again. The rolling Azure refund cap is judged by the market when the return executes.
+//! again, and the market's past refunds count against Azure's rolling refund cap (which the
+//! market judges again when the return executes).
 //!
 //! An action's expected figures are measured on the bill, not on the LP's allocation: the last
 //! four known weeks billed with what is held, less what is given up, and the plan's purchases
@@ -34,7 +35,8 @@ use crate::backtest::planner::{
     bill_recent, laddering_cap, LookbackConfig, LookbackPlanner, PlannerConfig, MIN_KNOWN_HOURS,
 };
 use crate::backtest::{
-    split_off, DecisionContext, GivenUp, Marketplace, Planner as _, Policy, SaleRecord,
+    split_off, DecisionContext, GivenUp, Marketplace, Planner as _, Policy, ReturnRecord,
+    SaleRecord,
 };
 use crate::billing::BillableGroup;
 use crate::domain::{
@@ -69,6 +71,8 @@ pub struct Moment<'a> {
     pub listings: &'a [Listed],
     /// What the market holds (part of `existing`): only those can be given up there.
     pub held: &'a [Commitment],
+    /// The market's reservation refunds, as (hour, amount).
+    pub refunds: &'a [(Hour, Money)],
 }
 
 /// The look-back planner's decision at `m.at`, as the daemon's cycle plan.
@@ -126,6 +130,20 @@ pub fn cycle_plan(
             hourly: Money::ZERO,
         })
         .collect();
+    // Past refunds, for Azure's rolling cap (the planner reads only their hour and amount).
+    let returned: Vec<ReturnRecord> = m
+        .refunds
+        .iter()
+        .map(|&(at, refund)| ReturnRecord {
+            at,
+            source: GivenUp {
+                id: String::new(),
+                count: 0,
+            },
+            refund,
+            hourly: Money::ZERO,
+        })
+        .collect();
     let policy = Policy {
         terms: m.bounds.terms(),
         max_new_hourly_cost_per_decision: Some(planner.cap()),
@@ -144,8 +162,7 @@ pub fn cycle_plan(
         groups: &groups,
         portfolio: m.existing,
         policy: &policy,
-        // The refund cap is judged by the market at execution (its ledger knows the refunds).
-        returned: &[],
+        returned: &returned,
         sold: &sold,
     };
     let decision = planner.decide(&ctx).map_err(failed)?;

@@ -208,6 +208,11 @@ impl Daemon {
             .listings()
             .await
             .map_err(DaemonError::Inventory)?;
+        let refunds = self
+            .market
+            .refunds()
+            .await
+            .map_err(DaemonError::Inventory)?;
         // The market's offers price the plan as the purchase will be priced. Without them
         // (an outage of the offering API) the source rate card still prices it, and the plan
         // says so: a quote above the approved price is refused at execution anyway.
@@ -255,6 +260,7 @@ impl Daemon {
                     usage: usage.as_ref(),
                     gives_up,
                     listings: &listings,
+                    refunds: &refunds,
                 },
             )
         })

@@ -196,6 +196,7 @@ fn decide(
                 gives_up: inputs.gives_up,
                 listings: inputs.listings,
                 held: inputs.held,
+                refunds: inputs.refunds,
             },
             now,
             digest,

@@ -130,6 +130,7 @@ impl<'a> CycleInputs<'a> {
             usage: None,
             gives_up: GivesUp::default(),
             listings: &[],
+            refunds: &[],
         }
     }
 }
@@ -172,6 +173,9 @@ pub struct CycleInputs<'a> {
     pub gives_up: GivesUp,
     /// The market's Marketplace listings (instances listed are not listed again).
     pub listings: &'a [crate::providers::Listed],
+    /// The market's reservation refunds, as (hour, amount): returns stay within Azure's
+    /// rolling cap.
+    pub refunds: &'a [(crate::domain::Hour, crate::domain::Money)],
 }
 
 /// The file form of a plan: the actions, and optionally the solver's figures.

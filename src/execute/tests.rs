@@ -423,6 +423,8 @@ min_expected_utilization = 0.9
         a.hourly_cost = Money::ZERO;
         a.upfront = Money::ZERO;
         a.expected_utilization = None;
+        // Stored as the operations' nouns are (and read back by every step below).
+        assert_eq!(serde_json::to_value(&a.operation).unwrap()["kind"], "sale");
         (ri.id, a)
     }
 

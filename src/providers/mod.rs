@@ -136,7 +136,9 @@ pub enum Operation {
     },
     /// List instances of an AWS Standard RI on the Reserved Instance Marketplace. They keep
     /// applying, and are paid for, until a buyer takes them; the action's spec describes the
-    /// listed instances and commits nothing new.
+    /// listed instances and commits nothing new. `{"kind": "sale", ...}` in JSON, like the
+    /// other operations' nouns.
+    #[serde(rename = "sale")]
     Sell {
         commitment_id: String,
         instances: u32,
@@ -427,6 +429,13 @@ pub trait CommitmentMarket: Send + Sync {
     /// Every Marketplace listing of ours, so that a planner lists nothing twice. Markets that
     /// cannot list have none.
     fn listings(&self) -> BoxFuture<'_, Result<Vec<Listed>, ProviderError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// The reservation refunds made in the last year, as (hour, amount): Azure's rolling cap
+    /// counts them, and the planner returns no more than it leaves. Markets that return no
+    /// reservations have none.
+    fn refunds(&self) -> BoxFuture<'_, Result<Vec<(Hour, Money)>, ProviderError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
 

@@ -587,23 +587,36 @@ impl SimMarket {
         Ok(part)
     }
 
-    /// Refunds already made in the 12 months before `at` (Azure's rolling cap counts them).
-    async fn refunded_before(&self, at: Hour) -> Result<Money, ProviderError> {
+    /// The reservation refunds recorded, as (hour, amount), oldest first.
+    async fn refund_rows(&self) -> Result<Vec<(Hour, Money)>, ProviderError> {
         let rows = sql::fetch(
             &self.store,
-            "SELECT refund_micros FROM sim_retired WHERE operation = 'return' \
-             AND at_hour > $1 AND at_hour <= $2",
-            &[at.plus(-Term::ONE_YEAR.hours()).0.into(), at.0.into()],
+            "SELECT at_hour, refund_micros FROM sim_retired WHERE operation = 'return' \
+             AND refund_micros > 0 ORDER BY at_hour",
+            &[],
         )
         .await
         .map_err(ledger)?;
         rows.iter()
             .map(|r| {
-                r.opt_int(0)
-                    .map(|m| Money::from_micros(m.unwrap_or(0)))
-                    .map_err(ledger)
+                Ok((
+                    Hour(r.opt_int(0).map_err(ledger)?.unwrap_or(0)),
+                    Money::from_micros(r.int(1).map_err(ledger)?),
+                ))
             })
-            .sum()
+            .collect()
+    }
+
+    /// Refunds already made in the 12 months before `at` (Azure's rolling cap counts them).
+    async fn refunded_before(&self, at: Hour) -> Result<Money, ProviderError> {
+        let year_ago = at.plus(-Term::ONE_YEAR.hours());
+        Ok(self
+            .refund_rows()
+            .await?
+            .into_iter()
+            .filter(|(h, _)| *h > year_ago && *h <= at)
+            .map(|(_, m)| m)
+            .sum())
     }
 
     /// Returns instances of an Azure reservation for a refund of their remaining value (their
@@ -896,6 +909,13 @@ impl CommitmentMarket for SimMarket {
         Box::pin(async move {
             self.outage()?;
             self.listing_rows(None).await
+        })
+    }
+
+    fn refunds(&self) -> BoxFuture<'_, Result<Vec<(Hour, Money)>, ProviderError>> {
+        Box::pin(async move {
+            self.outage()?;
+            self.refund_rows().await
         })
     }
 
@@ -1378,6 +1398,11 @@ pub(crate) mod tests {
         assert_eq!(
             refunded,
             Money::parse("0.3").unwrap().times(hours_left).unwrap()
+        );
+        assert_eq!(
+            m.refunds().await.unwrap(),
+            vec![(Hour::from_datetime(when), refunded)],
+            "the market tells the planner"
         );
         // A savings plan is not returned in part; a gone reservation not at all.
         let mut plan = sp("1", PaymentOption::NoUpfront);
