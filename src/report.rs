@@ -8,6 +8,9 @@
 //!   end, commitment id, request id), and who approved it (the `approved` events' actors);
 //! * **committed spend**: the month's purchases' hourly commitment, upfront and total over the
 //!   term;
+//! * **given up**: every return and RI Marketplace listing executed in the month (they buy
+//!   nothing, so they are neither purchases nor committed spend), with the cost they stop and,
+//!   for a listing, its asking price;
 //! * **portfolio in the month**: every commitment commitd bought (in any month) that was active
 //!   during the month, its amortized cost for the hours it was active, and its expected savings
 //!   pro-rated to those hours (expected savings are stated over the whole term);
@@ -148,6 +151,8 @@ pub struct MonthlyReport {
     pub until: DateTime<Utc>,
     pub bought: Vec<Purchase>,
     pub totals: Totals,
+    /// Returns and Marketplace listings executed in the month.
+    pub given_up: Vec<GivenUp>,
     pub portfolio: Portfolio,
     /// The whole portfolio's realized savings in the month (every commitment in the bill),
     /// or None without a FOCUS bill: see `realized_savings_note`.
@@ -155,6 +160,27 @@ pub struct MonthlyReport {
     pub realized_savings_note: String,
     /// The detail, when a FOCUS bill was read.
     pub realized: Option<Realized>,
+}
+
+/// A commitment (or part of one) given up: returned, or listed on the RI Marketplace.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GivenUp {
+    pub executed_at: DateTime<Utc>,
+    pub proposal_id: String,
+    /// "return" or "sale".
+    pub operation: String,
+    pub provider: String,
+    /// What the proposal described ("return sim-1 (...)", "list ri-1 on the RI Marketplace").
+    pub what: String,
+    /// The returned commitment, or the listing's id.
+    pub id: String,
+    pub provider_request_id: String,
+    /// Amortized cost per hour no longer paid once it takes effect.
+    pub hourly_cost_removed: Option<Money>,
+    /// A listing's asking price (before AWS's fee).
+    pub asking_price: Option<Money>,
+    pub expected_savings: Money,
+    pub approved_by: Vec<String>,
 }
 
 pub const REALIZED_NOTE: &str = "not computed: the audit log holds plans and purchases, not \
@@ -267,8 +293,15 @@ pub fn build(month: Month, events: &[Event], bill: Option<&MonthBill<'_>>) -> Mo
     let (from, until) = (month.start(), month.end());
     let mut proposed = BTreeMap::new();
     let mut approvers: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    // What each execution was asked to do, as people read it ("return ...", "list ...").
+    let mut asked: BTreeMap<&str, String> = BTreeMap::new();
     for e in events {
         match &e.body {
+            EventBody::ExecutionRequested(x) => {
+                if let Some(what) = text(&e.rationale, "what") {
+                    asked.insert(x.proposal_id.as_str(), what);
+                }
+            }
             EventBody::ActionProposed(p) => {
                 proposed.insert(p.proposal_id.as_str(), p);
             }
@@ -280,12 +313,39 @@ pub fn build(month: Month, events: &[Event], bill: Option<&MonthBill<'_>>) -> Mo
         }
     }
     let mut all = Vec::new();
+    let mut given_up = Vec::new();
     for e in events {
         let EventBody::Executed(x) = &e.body else {
             continue;
         };
         let p = proposed.get(x.proposal_id.as_str());
         let r = &e.rationale;
+        let approved_by = approvers
+            .get(x.proposal_id.as_str())
+            .cloned()
+            .unwrap_or_default();
+        if let Some(operation @ ("return" | "sale")) = r["operation"].as_str() {
+            if e.time >= from && e.time < until {
+                given_up.push(GivenUp {
+                    executed_at: e.time,
+                    proposal_id: x.proposal_id.clone(),
+                    operation: operation.to_string(),
+                    provider: text(r, "provider").unwrap_or_default(),
+                    what: asked
+                        .get(x.proposal_id.as_str())
+                        .cloned()
+                        .unwrap_or_default(),
+                    id: x.commitment_id.clone(),
+                    provider_request_id: x.provider_request_id.clone(),
+                    hourly_cost_removed: money(r, "hourly_cost_removed")
+                        .or_else(|| money(&r["operation_detail"], "hourly_cost_removed")),
+                    asking_price: money(r, "asking_price"),
+                    expected_savings: money(r, "expected_savings").unwrap_or(Money::ZERO),
+                    approved_by,
+                });
+            }
+            continue;
+        }
         let term = p.map(|p| p.term);
         let hourly_cost = money(r, "hourly_cost")
             .or(p.map(|p| p.hourly_commitment))
@@ -318,10 +378,7 @@ pub fn build(month: Month, events: &[Event], bill: Option<&MonthBill<'_>>) -> Mo
             expected_savings: money(r, "expected_savings")
                 .or(p.map(|p| p.expected_savings))
                 .unwrap_or(Money::ZERO),
-            approved_by: approvers
-                .get(x.proposal_id.as_str())
-                .cloned()
-                .unwrap_or_default(),
+            approved_by,
         });
     }
 
@@ -362,6 +419,7 @@ pub fn build(month: Month, events: &[Event], bill: Option<&MonthBill<'_>>) -> Mo
         until,
         bought,
         totals,
+        given_up,
         portfolio,
         realized_savings: realized.as_ref().map(|r| r.portfolio.realized_savings),
         realized_savings_note: if realized.is_some() {
@@ -502,6 +560,32 @@ impl MonthlyReport {
             "Expected savings of this month's purchases (over their terms): {} USD\n",
             self.totals.expected_savings
         ));
+        if !self.given_up.is_empty() {
+            out.push_str(&format!(
+                "\nCommitments given up: {} (they buy nothing: not in the spend above)\n",
+                self.given_up.len()
+            ));
+            for g in &self.given_up {
+                out.push_str(&format!(
+                    "  {} {:<6} {}\n      {} (request {}); stops {} USD/hour{}; expected savings {} USD; approved by {}\n",
+                    g.executed_at.format("%Y-%m-%d %H:%M"),
+                    g.operation,
+                    g.what,
+                    g.id,
+                    g.provider_request_id,
+                    g.hourly_cost_removed.map(|m| m.to_string()).unwrap_or_else(|| "?".into()),
+                    g.asking_price
+                        .map(|m| format!(" once sold, asking {m} USD"))
+                        .unwrap_or_default(),
+                    g.expected_savings,
+                    if g.approved_by.is_empty() {
+                        "-".to_string()
+                    } else {
+                        g.approved_by.join(", ")
+                    }
+                ));
+            }
+        }
         out.push_str(&format!(
             "\nPortfolio active in {} (bought by commitd, any month): {} commitment(s)\n",
             self.month, self.portfolio.commitments
@@ -703,6 +787,63 @@ impl Realized {
 mod tests {
     use super::*;
     use chrono::Datelike;
+
+    #[test]
+    fn returns_and_listings_are_given_up_not_bought() {
+        use crate::audit::{Amount, Executed, ExecutionRequested};
+        let at = Utc.with_ymd_and_hms(2026, 10, 5, 6, 0, 0).unwrap();
+        let event = |id: i64, body: EventBody, rationale: serde_json::Value, amount| Event {
+            id,
+            time: at,
+            actor: "commitd".into(),
+            subject: "p-1".into(),
+            amount,
+            rationale,
+            body,
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        let events = vec![
+            event(
+                1,
+                EventBody::ExecutionRequested(ExecutionRequested {
+                    proposal_id: "p-1".into(),
+                    idempotency_key: "k".into(),
+                }),
+                serde_json::json!({"what": "list ri-1 on the RI Marketplace (AWS ...)"}),
+                None,
+            ),
+            event(
+                2,
+                EventBody::Executed(Executed {
+                    proposal_id: "p-1".into(),
+                    idempotency_key: "k".into(),
+                    provider_request_id: "req-1".into(),
+                    commitment_id: "ril-1".into(),
+                }),
+                serde_json::json!({
+                    "provider": "aws", "operation": "sale", "asking_price": "886.95",
+                    "operation_detail": {"kind": "sale", "hourly_cost_removed": "0.3"},
+                    "expected_savings": "120"
+                }),
+                Some(Amount::usd(Money::parse("886.95").unwrap())),
+            ),
+        ];
+        let r = build(Month::parse("2026-10").unwrap(), &events, None);
+        // A listing buys nothing: no purchase, no committed spend.
+        assert!(r.bought.is_empty());
+        assert_eq!(r.totals.term_total, Money::ZERO);
+        assert_eq!(r.given_up.len(), 1);
+        let g = &r.given_up[0];
+        assert_eq!((g.operation.as_str(), g.id.as_str()), ("sale", "ril-1"));
+        assert_eq!(g.hourly_cost_removed, Money::parse("0.3").ok());
+        assert_eq!(g.asking_price, Money::parse("886.95").ok());
+        let text = r.render();
+        assert!(
+            text.contains("Commitments given up: 1") && text.contains("list ri-1"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn months_parse_strictly_and_name_the_bad_value() {
