@@ -27,6 +27,10 @@
 //! * [`backtest`]: replays the core over a scenario's evaluation window.
 //! * [`store`]: sqlx pools and migrations; [`audit`]: the append-only, hash-chained event log.
 //! * [`config`]: the TOML file and `COMMITD_` environment overrides.
+//! * [`daemon`] -> [`policy`] -> [`proposals`] -> [`execute`] -> [`providers`] / [`aws`]: the
+//!   service. A cycle plans (the backtest's look-back planner by default), policy judges each
+//!   action, people approve, and the executor buys, returns, exchanges or lists on the RI
+//!   Marketplace through a market (simulated or AWS), exactly once per idempotency key.
 //! * [`cli`]: the composition root; the only place that wires I/O to the core.
 //!
 //! See `docs/ARCHITECTURE.md` for which module may depend on which.

@@ -13,6 +13,12 @@
 //! retired), because some of those APIs (AWS AcceptReservedInstancesExchangeQuote) take no
 //! client token and must never be resent blindly. Markets that cannot do them keep the default
 //! methods, which refuse with a clear "not supported" error (final, not retried).
+//!
+//! Giving up reservations: an Azure reservation is returned in part ([`ReturnRequest::instances`])
+//! and a Standard RI's instances are listed on the RI Marketplace ([`CommitmentMarket::sell`],
+//! found again by [`CommitmentMarket::find_sale`]). A market says which of those it executes
+//! ([`CommitmentMarket::returns_reservations`], [`CommitmentMarket::sells_reservations`]), and
+//! the daemon's planner gives up reservations only where it does.
 
 pub mod sim;
 pub mod sql;
