@@ -790,9 +790,12 @@ mod tests {
 
     #[test]
     fn returns_and_listings_are_given_up_not_bought() {
-        use crate::audit::{Amount, Executed, ExecutionRequested};
+        use crate::audit::{Executed, ExecutionRequested};
         let at = Utc.with_ymd_and_hms(2026, 10, 5, 6, 0, 0).unwrap();
-        let event = |id: i64, body: EventBody, rationale: serde_json::Value, amount| Event {
+        let event = |id: i64,
+                     body: EventBody,
+                     rationale: serde_json::Value,
+                     amount: Option<crate::audit::Amount>| Event {
             id,
             time: at,
             actor: "commitd".into(),
@@ -826,7 +829,7 @@ mod tests {
                     "operation_detail": {"kind": "sale", "hourly_cost_removed": "0.3"},
                     "expected_savings": "120"
                 }),
-                Some(Amount::usd(Money::parse("886.95").unwrap())),
+                None,
             ),
         ];
         let r = build(Month::parse("2026-10").unwrap(), &events, None);

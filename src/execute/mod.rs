@@ -24,7 +24,8 @@
 //! upfront limit policy applies to purchases), and a quote that is invalid or above it fails
 //! the proposal with the quote's reason and the quote itself in the audit event. A
 //! Marketplace sale is found by its key ([`CommitmentMarket::find_sale`]; AWS keeps the
-//! listing's client token), and its audit amount is the asking price.
+//! listing's client token); its event carries the asking price in the rationale, and no amount
+//! (an event's amount is money paid).
 
 pub mod journal;
 
@@ -424,7 +425,9 @@ impl Executor {
             &listed.request_id,
             &listed.listing_id,
             rationale,
-            Some(request.price),
+            // No amount: the event's amount is money paid, and a listing pays nothing (its
+            // asking price, money that may come in, is in the rationale).
+            None,
             now,
             resuming,
         )
