@@ -121,6 +121,18 @@ impl Failpoint {
     }
 }
 
+/// What a return, an exchange or a sale left at the provider, for its `Executed` event.
+struct Completed {
+    request_id: String,
+    /// The commitment returned or created, or the listing.
+    commitment_id: String,
+    /// Found at the provider after a crash rather than made now.
+    reconciled: bool,
+    rationale: serde_json::Value,
+    /// Money paid (an exchange's true-up), if any.
+    amount: Option<crate::domain::Money>,
+}
+
 /// What happened to one proposal.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
@@ -419,24 +431,16 @@ impl Executor {
             "operation_detail": p.action.operation,
             "expected_savings": p.action.expected_savings,
         });
-        self.record_executed(
-            p,
-            &key,
-            &listed.request_id,
-            &listed.listing_id,
+        let done = Completed {
+            request_id: listed.request_id,
+            commitment_id: listed.listing_id,
+            reconciled,
             rationale,
             // No amount: the event's amount is money paid, and a listing pays nothing (its
             // asking price, money that may come in, is in the rationale).
-            None,
-            now,
-            resuming,
-        )
-        .await?;
-        Ok(Outcome::Executed {
-            proposal_id: p.id.clone(),
-            commitment_id: listed.listing_id,
-            reconciled,
-        })
+            amount: None,
+        };
+        self.record_executed(p, &key, done, now, resuming).await
     }
 
     async fn give_back(
@@ -484,22 +488,14 @@ impl Executor {
             "instances": instances,
             "expected_savings": p.action.expected_savings,
         });
-        self.record_executed(
-            p,
-            &key,
-            &returned.request_id,
-            &returned.commitment_id,
-            rationale,
-            None,
-            now,
-            resuming,
-        )
-        .await?;
-        Ok(Outcome::Executed {
-            proposal_id: p.id.clone(),
+        let done = Completed {
+            request_id: returned.request_id,
             commitment_id: returned.commitment_id,
             reconciled,
-        })
+            rationale,
+            amount: None,
+        };
+        self.record_executed(p, &key, done, now, resuming).await
     }
 
     async fn swap(
@@ -554,38 +550,33 @@ impl Executor {
             "approved_true_up": p.action.upfront,
             "expected_savings": p.action.expected_savings,
         });
-        let amount = done.quote.as_ref().map(|q| q.payment_due);
-        self.record_executed(
-            p,
-            &key,
-            &done.request_id,
-            &commitment_id,
-            rationale,
-            amount,
-            now,
-            resuming,
-        )
-        .await?;
-        Ok(Outcome::Executed {
-            proposal_id: p.id.clone(),
+        let done = Completed {
+            amount: done.quote.as_ref().map(|q| q.payment_due),
+            request_id: done.request_id,
             commitment_id,
             reconciled,
-        })
+            rationale,
+        };
+        self.record_executed(p, &key, done, now, resuming).await
     }
 
-    /// The `Executed` event (unless a resumed execution already wrote it) and the final state.
-    #[allow(clippy::too_many_arguments)]
+    /// The `Executed` event (unless a resumed execution already wrote it) and the final state
+    /// of a return, an exchange or a sale.
     async fn record_executed(
         &self,
         p: &Proposal,
         key: &str,
-        request_id: &str,
-        commitment_id: &str,
-        rationale: serde_json::Value,
-        amount: Option<crate::domain::Money>,
+        done: Completed,
         now: DateTime<Utc>,
         resuming: bool,
-    ) -> Result<(), ExecuteError> {
+    ) -> Result<Outcome, ExecuteError> {
+        let Completed {
+            request_id,
+            commitment_id,
+            reconciled,
+            rationale,
+            amount,
+        } = done;
         let already =
             resuming && journal::has_event(&self.audit, EventKind::Executed, &p.id).await?;
         if !already {
@@ -596,8 +587,8 @@ impl Executor {
                 Executed {
                     proposal_id: p.id.clone(),
                     idempotency_key: key.to_string(),
-                    provider_request_id: request_id.to_string(),
-                    commitment_id: commitment_id.to_string(),
+                    provider_request_id: request_id.clone(),
+                    commitment_id: commitment_id.clone(),
                 },
             )
             .with_rationale(rationale);
@@ -608,9 +599,13 @@ impl Executor {
         }
         self.failpoint.check(Step::AfterExecutedEvent)?;
         self.proposals
-            .finish_execution(&p.id, commitment_id, request_id, now)
+            .finish_execution(&p.id, &commitment_id, &request_id, now)
             .await?;
-        Ok(())
+        Ok(Outcome::Executed {
+            proposal_id: p.id.clone(),
+            commitment_id,
+            reconciled,
+        })
     }
 
     async fn buy(
