@@ -352,7 +352,8 @@ fn the_daemon_gives_up_idle_reservations_only_where_the_market_executes_it() {
         request_id: "r".into(),
         commitment_id: "ri-idle".into(),
         instances: 3,
-        state: "active".into(),
+        // AWS says "pending" before "active": open either way.
+        state: "pending".into(),
         listed_at: at.plus(-24),
         sells_at: None,
         listed_id: None,

@@ -106,13 +106,13 @@ pub fn cycle_plan(
     };
     let mut planner = LookbackPlanner::new(config, ladder, cap).bounded(m.bounds.clone());
     // Listings still open keep their instances from being listed again. AWS does not say when
-    // they will sell, so they count as listed until the market says they closed.
+    // they will sell, so they count as listed while the market says they are active or pending.
     let sold: Vec<SaleRecord> = m
         .listings
         .iter()
         .filter(|l| match l.sells_at {
             Some(sells) => sells > m.at,
-            None => l.state == "active",
+            None => matches!(l.state.as_str(), "active" | "pending"),
         })
         .map(|l| SaleRecord {
             listed: l.listed_at,

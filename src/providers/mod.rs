@@ -215,7 +215,7 @@ pub struct Listed {
     /// The RI whose instances are listed.
     pub commitment_id: String,
     pub instances: u32,
-    /// "active" (listed, not sold yet), "closed" (sold) or "cancelled".
+    /// "active" or "pending" (listed, not sold yet), "closed" (sold) or "cancelled".
     pub state: String,
     pub listed_at: Hour,
     /// When the listed instances sell, if the market knows (the simulated market sells them
