@@ -337,8 +337,7 @@ pub fn build(month: Month, events: &[Event], bill: Option<&MonthBill<'_>>) -> Mo
                         .unwrap_or_default(),
                     id: x.commitment_id.clone(),
                     provider_request_id: x.provider_request_id.clone(),
-                    hourly_cost_removed: money(r, "hourly_cost_removed")
-                        .or_else(|| money(&r["operation_detail"], "hourly_cost_removed")),
+                    hourly_cost_removed: money(r, "hourly_cost_removed"),
                     asking_price: money(r, "asking_price"),
                     expected_savings: money(r, "expected_savings").unwrap_or(Money::ZERO),
                     approved_by,
@@ -826,7 +825,7 @@ mod tests {
                 }),
                 serde_json::json!({
                     "provider": "aws", "operation": "sale", "asking_price": "886.95",
-                    "operation_detail": {"kind": "sale", "hourly_cost_removed": "0.3"},
+                    "hourly_cost_removed": "0.3",
                     "expected_savings": "120"
                 }),
                 None,

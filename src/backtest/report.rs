@@ -395,10 +395,7 @@ the part given up is paid for until the exchange and its remaining value moves i
                             "{} {} x{}",
                             c.region.as_deref().unwrap_or(""),
                             c.instance_type.as_deref().unwrap_or(""),
-                            match c.amount {
-                                crate::domain::CommitmentAmount::Instances(n) => n,
-                                crate::domain::CommitmentAmount::HourlySpend(_) => 0,
-                            }
+                            c.amount.instances().unwrap_or(0)
                         )
                     })
                     .collect();

@@ -274,10 +274,7 @@ pub fn cycle_plan(
             summary: format!(
                 "{} of {} instances of {} {verb}: without them the last {} known days would have cost {:.2} USD/h less",
                 g.count,
-                match c.amount {
-                    CommitmentAmount::Instances(n) => n,
-                    CommitmentAmount::HourlySpend(_) => 0,
-                },
+                c.amount.instances().unwrap_or(0),
                 c.id,
                 last.hours / 24,
                 saved

@@ -16,6 +16,16 @@ pub enum CommitmentAmount {
     Instances(u32),
 }
 
+impl CommitmentAmount {
+    /// The number of instances of a reservation; None for a savings plan.
+    pub fn instances(self) -> Option<u32> {
+        match self {
+            CommitmentAmount::Instances(n) => Some(n),
+            CommitmentAmount::HourlySpend(_) => None,
+        }
+    }
+}
+
 /// One commitment, existing or planned.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Commitment {

@@ -428,7 +428,7 @@ impl Executor {
             "instances": listed.instances,
             "asking_price": request.price,
             "sells_at": listed.sells_at.map(|h| h.to_datetime().to_rfc3339()),
-            "operation_detail": p.action.operation,
+            "hourly_cost_removed": p.action.operation.hourly_cost_removed(),
             "expected_savings": p.action.expected_savings,
         });
         let done = Completed {
@@ -472,19 +472,12 @@ impl Executor {
             },
         };
         self.failpoint.check(Step::AfterPurchase)?;
-        let removed = match &p.action.operation {
-            Operation::Return {
-                hourly_cost_removed,
-                ..
-            } => Some(*hourly_cost_removed),
-            _ => None,
-        };
         let rationale = json!({
             "provider": self.market.name(),
             "operation": "return",
             "reconciled": reconciled,
             "state": returned.state,
-            "hourly_cost_removed": removed,
+            "hourly_cost_removed": p.action.operation.hourly_cost_removed(),
             "instances": instances,
             "expected_savings": p.action.expected_savings,
         });

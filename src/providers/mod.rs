@@ -173,6 +173,22 @@ impl Operation {
             Operation::Sell { .. } => "sale",
         }
     }
+
+    /// The amortized cost per hour a return or a sale stops paying; None for what gives
+    /// nothing up.
+    pub fn hourly_cost_removed(&self) -> Option<Money> {
+        match self {
+            Operation::Return {
+                hourly_cost_removed,
+                ..
+            }
+            | Operation::Sell {
+                hourly_cost_removed,
+                ..
+            } => Some(*hourly_cost_removed),
+            Operation::Purchase | Operation::Exchange { .. } => None,
+        }
+    }
 }
 
 /// A return request: which commitment, under which key, at what time (the return window is

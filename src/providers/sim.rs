@@ -633,11 +633,7 @@ impl SimMarket {
         if !c.is_active(at) {
             return Err(refused(format!("{} is not active at {}", c.id, r.at)));
         }
-        let all = match c.amount {
-            CommitmentAmount::Instances(n) => n,
-            CommitmentAmount::HourlySpend(_) => 0,
-        };
-        let count = r.instances.unwrap_or(all);
+        let count = r.instances.or(c.amount.instances()).unwrap_or(0);
         let refund = crate::backtest::remaining_value(c, count, at).map_err(refused)?;
         let used = self.refunded_before(at).await?;
         let cap = crate::backtest::Policy::default().azure_refund_cap;
