@@ -6,9 +6,12 @@
 
 use commitd::backtest::baselines::{CeQuarterly, ExistingOnly};
 use commitd::backtest::planner::{
-    commitd_planner, lookback_planner, LookbackConfig, LookbackStats, PlannerConfig,
+    commitd_planner, lookback_planner, LookbackConfig, LookbackMemory, LookbackPlanner,
+    LookbackStats, PlannerConfig,
 };
-use commitd::backtest::{run, BacktestInput, RunResult, Settings};
+use commitd::backtest::{
+    run, BacktestInput, Decision, DecisionContext, Planner, RunResult, Settings,
+};
 use commitd::domain::usage::{GroupSeries, IgnoredRows};
 use commitd::domain::{
     Commitment, CommitmentAmount, Hour, Instrument, Money, Offer, PaymentOption, Provider,
@@ -881,4 +884,111 @@ fn lookback_steers_the_floor_by_what_the_portfolio_made_of_the_last_weeks() {
     assert!(on.total.esr > off.total.esr);
     let lowest = |r: &RunResult| r.min_monthly_utilization.unwrap_or(0.0);
     assert!(lowest(&on) >= 0.95 && lowest(&on) >= lowest(&off));
+}
+
+/// The daemon's way of running the look-back planner: a new planner at every decision (a cycle
+/// builds it from the policies and the history known then), continuing from what the previous
+/// one left when `remember`, from nothing otherwise (the daemon before it kept the memory).
+struct Rebuilt {
+    cap: Money,
+    config: LookbackConfig,
+    memory: Option<LookbackMemory>,
+    remember: bool,
+    solved: usize,
+}
+
+impl Planner for Rebuilt {
+    fn name(&self) -> &str {
+        "commitd"
+    }
+
+    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
+        let mut p = LookbackPlanner::new(self.config.clone(), PlannerConfig::default(), self.cap);
+        if let Some(m) = self.memory.take().filter(|_| self.remember) {
+            p = p.remembering(m);
+        }
+        let mut d = p.decide(ctx)?;
+        self.solved += p.stats.solved;
+        self.memory = Some(p.memory().clone());
+        // Each new planner numbers its purchases from 1; the replay needs unique ids.
+        for c in &mut d.purchases {
+            c.id = format!("{}-{}", ctx.now.0, c.id);
+        }
+        Ok(d)
+    }
+}
+
+/// A fleet whose usage jumps by half for a few days every two to four weeks.
+fn spiky_fleet() -> BacktestInput {
+    scenario("spiky", |g, i| {
+        let base = [20.0, 12.0, 8.0][g];
+        let day = i / 24;
+        let period = 14 + (noise(90 + g as u64, day / 30).abs() * 14.0) as usize;
+        let spike = if day % period < 4 { 1.5 } else { 1.0 };
+        base * spike * (1.0 + 0.2 * diurnal(i) + 0.1 * noise(g as u64 + 7, i))
+    })
+}
+
+#[test]
+fn lookback_rebuilt_every_decision_with_its_memory_decides_as_one_kept_throughout() {
+    let input = spiky_fleet();
+    // What the daemon runs: no exchanges (no market swaps Azure reservations).
+    let config = LookbackConfig {
+        exchanges: false,
+        ..LookbackConfig::default()
+    };
+    let (mut kept, settings) = lookback_planner(
+        &input,
+        &Settings::default(),
+        PlannerConfig::default(),
+        config.clone(),
+    )
+    .unwrap();
+    let cap = kept.cap();
+    let whole = run(&input, &mut kept, &settings).unwrap();
+    let rebuilt = |remember: bool| {
+        let mut p = Rebuilt {
+            cap,
+            config: config.clone(),
+            memory: None,
+            remember,
+            solved: 0,
+        };
+        let r = run(&input, &mut p, &settings).unwrap();
+        (r, p.solved)
+    };
+    let key = |r: &RunResult| -> Vec<String> {
+        r.purchases
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {:?} {:?} {:?} {}",
+                    c.start, c.instrument, c.payment, c.amount, c.hourly_cost
+                )
+            })
+            .collect()
+    };
+    let (remembered, solved) = rebuilt(true);
+    assert_eq!(key(&remembered), key(&whole));
+    assert_eq!(remembered.total.esr, whole.total.esr);
+    assert_eq!(solved, kept.stats.solved);
+    assert!(
+        solved < whole.decisions / 2,
+        "{solved} of {}",
+        whole.decisions
+    );
+
+    // Without the memory every decision solves (the daemon before).
+    let (forgetful, every) = rebuilt(false);
+    assert_eq!(every, whole.decisions);
+    eprintln!(
+        "kept: ESR {:.4}, {} purchases, {solved} solves, min util {:?}; \
+         forgetful: ESR {:.4}, {} purchases, min util {:?}",
+        whole.total.esr,
+        whole.purchases.len(),
+        whole.min_monthly_utilization,
+        forgetful.total.esr,
+        forgetful.purchases.len(),
+        forgetful.min_monthly_utilization
+    );
 }

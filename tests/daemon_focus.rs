@@ -34,6 +34,7 @@ fn setup() -> (tempfile::TempDir, FocusPlanner) {
         billing_latency_hours: 48,
         method: commitd::config::PlannerKind::Forecast,
         bounds: commitd::optimize::Constraints::one_year_only(),
+        memory: Default::default(),
     };
     (dir, p)
 }

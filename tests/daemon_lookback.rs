@@ -1,6 +1,7 @@
 //! The daemon runs what the backtest measures: its default planner (`planner = "lookback"`)
 //! proposes, at a scenario's decision time, the purchases the backtest's replay makes at its
-//! first decision, and stays within what the policies allow.
+//! first decision, solves again at a later cycle exactly when the replay would, and stays within
+//! what the policies allow.
 
 use commitd::backtest::planner::{lookback_planner, LookbackConfig, PlannerConfig};
 use commitd::backtest::{self, BacktestInput, Settings};
@@ -23,6 +24,7 @@ fn planner(bounds: Constraints) -> ScenarioPlanner {
         method: PlannerKind::Lookback,
         billing_latency_hours: 48,
         bounds,
+        memory: Default::default(),
     }
 }
 
@@ -144,6 +146,53 @@ fn the_daemon_proposes_the_backtests_first_decision() {
         e.esr > 0.0 && e.coverage > 0.0 && e.utilization > 0.9,
         "{e:?}"
     );
+}
+
+#[test]
+fn a_cycle_solves_again_only_when_a_replay_decision_would() {
+    // One planner across cycles, as the service keeps it: the trigger's memory carries over.
+    let scenario = Scenario::load(&demo()).unwrap();
+    let at = scenario.window.decision_time;
+    let now = at.to_datetime();
+    let p = planner(Constraints::one_year_only());
+    let first = p.plan(now, &[]).unwrap();
+    assert!(first.unchanged.is_none(), "{}", first.render());
+    let proposed = sorted(first.actions.iter().map(proposed_key).collect());
+    assert!(!proposed.is_empty(), "{}", first.render());
+
+    // The market now holds what the first cycle proposed (the replay's purchases are the same,
+    // as the test above checks): nothing changed since, so the next cycle does not solve,
+    // proposes nothing, and leaves earlier proposals standing.
+    let bought = replay_first_decision(&scenario, &[], false).purchases;
+    assert_eq!(sorted(bought.iter().map(key_of).collect()), proposed);
+    let second = p.plan(now, &bought).unwrap();
+    let why = second.unchanged.as_deref().unwrap_or_else(|| {
+        panic!(
+            "a cycle with nothing new solved again:\n{}",
+            second.render()
+        )
+    });
+    assert!(
+        why.contains("open proposals of earlier cycles stand"),
+        "{why}"
+    );
+    assert!(second.actions.is_empty(), "{}", second.render());
+    assert!(second.notes.iter().any(|n| n == why), "{:?}", second.notes);
+
+    // Purchases the market does not hold (not approved, or failed) make the next cycle solve,
+    // and it proposes them again.
+    let third = p.plan(now, &[]).unwrap();
+    assert!(third.unchanged.is_none(), "{}", third.render());
+    assert_eq!(
+        sorted(third.actions.iter().map(proposed_key).collect()),
+        proposed
+    );
+
+    // A planner without that memory (a restart, a new leader) solves at its first cycle.
+    let fresh = planner(Constraints::one_year_only())
+        .plan(now, &bought)
+        .unwrap();
+    assert!(fresh.unchanged.is_none(), "{}", fresh.render());
 }
 
 #[test]
@@ -367,4 +416,111 @@ fn the_daemon_gives_up_idle_reservations_only_where_the_market_executes_it() {
         "{}",
         again.render()
     );
+}
+
+/// Every AWS and Azure action allowed in Autopilot, so that a cycle executes what it plans.
+const PERMISSIVE: &[(&str, &str, &str)] = &[
+    (
+        "aws",
+        "AWS",
+        r#"["ComputeSavingsPlan", "EC2InstanceSavingsPlan", "StandardReservedInstance", "ConvertibleReservedInstance"]"#,
+    ),
+    (
+        "azure",
+        "Microsoft",
+        r#"["AzureReservation", "AzureSavingsPlan"]"#,
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_cycle_with_nothing_new_buys_nothing_and_leaves_proposals_open() {
+    use commitd::proposals::{NewProposal, ProposalState};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    for (name, provider, instruments) in PERMISSIVE {
+        std::fs::write(
+            dir.path().join(format!("policies/{name}.toml")),
+            format!(
+                "name = \"{name}\"\n[scope]\nprovider = \"{provider}\"\n[allow]\n\
+                 instruments = {instruments}\nterms = [1]\n\
+                 payment_options = [\"NoUpfront\", \"PartialUpfront\", \"AllUpfront\"]\n\
+                 [approval]\nautopilot_max_hourly_commitment = \"1000\"\n\
+                 autopilot_max_upfront = \"10000000\"\n"
+            ),
+        )
+        .unwrap();
+    }
+    let path = dir.path().join("commitd.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "data_dir = \"state\"\nmode = \"autopilot\"\npolicies_dir = \"policies\"\n\
+             [source]\nscenario = \"{}\"\n",
+            demo().display()
+        ),
+    )
+    .unwrap();
+    let config = commitd::config::Config::load_with_env(Some(&path), &Default::default()).unwrap();
+    let built = commitd::daemon::service::build(&config).await.unwrap();
+    let daemon = &built.daemon;
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-10T06:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    // The first cycles buy (a solve the laddering cap held back solves again the next
+    // cycle); then nothing is new.
+    let mut cycles = 0;
+    let report = loop {
+        let now = start + chrono::Duration::days(cycles);
+        let report = daemon.cycle(now).await.unwrap();
+        let plan = report.plan.clone().unwrap();
+        cycles += 1;
+        if plan.unchanged.is_some() {
+            break (now, report);
+        }
+        assert!(!plan.actions.is_empty(), "{}", plan.render());
+        assert!(cycles < 5, "still solving after {cycles} cycles");
+    };
+    let (at, report) = report;
+    assert!(cycles >= 2);
+    let executed = daemon
+        .proposals
+        .list(Some(ProposalState::Executed))
+        .await
+        .unwrap()
+        .len();
+    assert!(executed > 0);
+    assert!(report.proposed.is_empty() && report.outcomes.is_empty());
+
+    // A proposal open when a cycle finds nothing new stands (it would be superseded by a
+    // cycle that solves).
+    let action: commitd::proposals::PlannedAction = serde_json::from_value(serde_json::json!({
+        "spec": {"provider": "AWS", "instrument": "ComputeSavingsPlan", "term": 1,
+                 "payment": "NoUpfront", "amount": {"unit": "hourly_spend", "value": "0.5"}},
+        "hourly_cost": "0.5", "upfront": "0", "expected_savings": "100",
+        "expected_utilization": 0.99, "summary": "by hand"}))
+    .unwrap();
+    let open = daemon
+        .proposals
+        .create(
+            &NewProposal {
+                plan_id: "plan-by-hand".into(),
+                index: 0,
+                proposer: "test".into(),
+                approvals_needed: 2,
+                policy: "aws".into(),
+                action,
+                max_age: chrono::Duration::days(30),
+            },
+            at,
+        )
+        .await
+        .unwrap();
+    let later = daemon.cycle(at + chrono::Duration::hours(1)).await.unwrap();
+    let plan = later.plan.unwrap();
+    assert!(plan.unchanged.is_some(), "{}", plan.render());
+    assert_eq!(later.expired, 0);
+    let still = daemon.proposals.get(&open.id).await.unwrap().unwrap();
+    assert_eq!(still.state, ProposalState::Proposed);
+    let sum = |s| async move { daemon.proposals.list(Some(s)).await.unwrap().len() };
+    assert_eq!(sum(ProposalState::Executed).await, executed);
 }

@@ -134,6 +134,7 @@ fn the_scenario_planner_returns_a_returnable_plan_the_forecast_does_not_want() {
         method: commitd::config::PlannerKind::Forecast,
         billing_latency_hours: 48,
         bounds: commitd::optimize::Constraints::one_year_only(),
+        memory: Default::default(),
     };
     // The demo scenario decides at 2025-12-01T00:00Z.
     let decision = Hour::from_datetime(

@@ -774,6 +774,26 @@ pub struct LookbackStats {
     pub max_points: usize,
 }
 
+/// What the look-back planner carries from one decision to the next, for its trigger
+/// ([`LookbackConfig::trigger_share`]). The replay keeps it in the planner; the daemon keeps it
+/// between its cycles ([`LookbackPlanner::remembering`], [`LookbackPlanner::memory`]), so that a
+/// cycle solves exactly when a replay's decision would. Without it every decision solves, and a
+/// daily solve on spiky usage ratchets: each day's look-back holds different spikes, a marginal
+/// instance clears the floor on some of them, and what one day buys is never undone by the next.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LookbackMemory {
+    /// (time, capped) of the last solve: capped when the laddering cap held it back, which
+    /// makes the next decision solve again.
+    pub last_solve: Option<(Hour, bool)>,
+    /// Commitments the previous decision left active (with its purchases, less what it gave
+    /// up): fewer now means one expired, or (in the daemon) that a purchase was not executed,
+    /// and either makes the decision solve.
+    pub active_after: usize,
+    /// [`uncovered_value`] per group just after the last solve (with its purchases). Keyed by
+    /// group, since the daemon's groups can change between cycles (a new instance type billed).
+    pub uncovered_after: std::collections::BTreeMap<crate::domain::UsageGroup, f64>,
+}
+
 /// The look-back optimizer: at a decision it runs the portfolio optimizer in hindsight mode on
 /// the last `window_days` of known usage, scaled down to the recent level, as if that were the
 /// demand to come, and buys what it adds: by default on what the commitments active now leave
@@ -790,13 +810,8 @@ pub struct LookbackPlanner {
     config: LookbackConfig,
     /// The ladder, for its guards and its savings-plan stage.
     ladder: LadderPlanner,
-    /// (time, capped) of the last solve.
-    last_solve: Option<(Hour, bool)>,
-    /// Commitments active after the previous decision (an expiry since then triggers a solve).
-    active_after: usize,
-    /// [`uncovered_value`] per group just after the last solve (with its purchases), for the
-    /// trigger.
-    uncovered_after: Vec<f64>,
+    /// What the previous decisions leave to this one, for the trigger.
+    memory: LookbackMemory,
     /// The LP's status at the last solve (None: no solve yet).
     solver_status: Option<String>,
     pub stats: LookbackStats,
@@ -814,9 +829,7 @@ impl LookbackPlanner {
                 bounds: Constraints::one_year_only(),
                 bought: 0,
             },
-            last_solve: None,
-            active_after: 0,
-            uncovered_after: Vec::new(),
+            memory: LookbackMemory::default(),
             solver_status: None,
             stats: LookbackStats::default(),
         }
@@ -841,6 +854,18 @@ impl LookbackPlanner {
     /// The solver's status at the last solve; None when no decision has solved yet.
     pub fn solver_status(&self) -> Option<&str> {
         self.solver_status.as_deref()
+    }
+
+    /// The same planner, continuing from where earlier decisions left off (the daemon's
+    /// previous cycle).
+    pub fn remembering(mut self, memory: LookbackMemory) -> Self {
+        self.memory = memory;
+        self
+    }
+
+    /// What the decisions so far leave to the next one.
+    pub fn memory(&self) -> &LookbackMemory {
+        &self.memory
     }
 }
 
@@ -959,8 +984,8 @@ impl Planner for LookbackPlanner {
         let known = ctx.known;
         let n = known.range.len();
         let held_now = ctx.active();
-        let expired = held_now.len() < self.active_after;
-        self.active_after = held_now.len();
+        let expired = held_now.len() < self.memory.active_after;
+        self.memory.active_after = held_now.len();
         if n < MIN_KNOWN_HOURS {
             return Ok(Decision::default());
         }
@@ -1052,7 +1077,7 @@ impl Planner for LookbackPlanner {
             self.config.sales,
         )?;
         let due = !idle.is_empty()
-            || match self.last_solve {
+            || match self.memory.last_solve {
                 None => true,
                 Some((at, capped)) => {
                     capped
@@ -1066,8 +1091,13 @@ impl Planner for LookbackPlanner {
                                 .iter()
                                 .enumerate()
                                 .map(|(gi, v)| {
-                                    let d =
-                                        v - self.uncovered_after.get(gi).copied().unwrap_or(0.0);
+                                    let after = self
+                                        .memory
+                                        .uncovered_after
+                                        .get(&ctx.groups[gi].group)
+                                        .copied()
+                                        .unwrap_or(0.0);
+                                    let d = v - after;
                                     if fell[gi] {
                                         d.max(0.0)
                                     } else {
@@ -1263,7 +1293,7 @@ impl Planner for LookbackPlanner {
             Err(optimize::OptimizeError::Infeasible(_)) => {
                 self.stats.infeasible += 1;
                 self.solver_status = Some("infeasible".into());
-                self.last_solve = Some((ctx.now, true));
+                self.memory.last_solve = Some((ctx.now, true));
                 return Ok(Decision::default());
             }
             Err(e) => return Err(format!("look-back optimization: {e}")),
@@ -1309,7 +1339,7 @@ impl Planner for LookbackPlanner {
             budget =
                 self.ladder.cap.to_f64() - out.iter().map(|c| c.hourly_cost.to_f64()).sum::<f64>();
         }
-        self.last_solve = Some((ctx.now, budget < 0.1 * self.ladder.cap.to_f64()));
+        self.memory.last_solve = Some((ctx.now, budget < 0.1 * self.ladder.cap.to_f64()));
         // Idle Azure reservations are exchanged or returned, idle Standard RIs sold.
         let (idle_ris, idle): (Vec<Given>, Vec<Given>) = idle
             .into_iter()
@@ -1365,9 +1395,15 @@ impl Planner for LookbackPlanner {
                 .iter()
                 .flat_map(|e: &Exchange| e.targets.iter().cloned()),
         );
-        self.active_after = after.len();
+        self.memory.active_after = after.len();
         if self.config.trigger_share > 0.0 {
-            self.uncovered_after = uncovered_value(ctx, &after)?.0;
+            let (value, _) = uncovered_value(ctx, &after)?;
+            self.memory.uncovered_after = ctx
+                .groups
+                .iter()
+                .map(|g| g.group.clone())
+                .zip(value)
+                .collect();
         }
         Ok(Decision {
             purchases: out,

@@ -13,9 +13,13 @@
 //!   market swaps Azure reservations. Purchases sized on giving up what is then not given up
 //!   would under-buy, so the planner is told exactly what the market does
 //!   (`--lookback-exchanges false` replays the simulated market's daemon);
-//! * every cycle solves: a cycle's plan supersedes the previous cycle's open proposals, so a
-//!   cycle that skipped (the replay's trigger) would withdraw what people have not approved yet
-//!   (`--lookback-resolve-days 1` replays this).
+//! * nothing else: the planner's trigger ([`LookbackMemory`]) is carried from one cycle to the
+//!   next, so a cycle solves exactly when a replay's decision would (the usage left uncovered
+//!   rose, a commitment expired or a purchase was not executed, the cap held the last solve
+//!   back, idle reservations, or 28 days). A cycle that does not solve proposes nothing and
+//!   leaves the open proposals of earlier cycles standing ([`CyclePlan::unchanged`]); one that
+//!   solves supersedes them. The memory is the service's, not the store's: after a restart (or
+//!   on a new leader) the first cycle solves, as a replay's first decision does.
 //!
 //! Open Marketplace listings (the market's [`Listed`]) keep their instances from being listed
 //! again, and the market's past refunds count against Azure's rolling refund cap (which the
@@ -32,7 +36,8 @@
 
 use super::plan::{plan_id, CyclePlan, Expectation, GivesUp, PlanError};
 use crate::backtest::planner::{
-    bill_recent, laddering_cap, LookbackConfig, LookbackPlanner, PlannerConfig, MIN_KNOWN_HOURS,
+    bill_recent, laddering_cap, LookbackConfig, LookbackMemory, LookbackPlanner, PlannerConfig,
+    MIN_KNOWN_HOURS,
 };
 use crate::backtest::{
     split_off, DecisionContext, GivenUp, Marketplace, Planner as _, Policy, ReturnRecord,
@@ -73,6 +78,8 @@ pub struct Moment<'a> {
     pub held: &'a [Commitment],
     /// The market's reservation refunds, as (hour, amount).
     pub refunds: &'a [(Hour, Money)],
+    /// What the planner's earlier cycles left to this one; updated by the cycle.
+    pub memory: &'a std::sync::Mutex<LookbackMemory>,
 }
 
 /// The look-back planner's decision at `m.at`, as the daemon's cycle plan.
@@ -104,7 +111,13 @@ pub fn cycle_plan(
         sales: m.gives_up.sales,
         ..LookbackConfig::default()
     };
-    let mut planner = LookbackPlanner::new(config, ladder, cap).bounded(m.bounds.clone());
+    let (trigger_share, resolve_days) = (config.trigger_share, config.resolve_days);
+    // A poisoned lock only means an earlier cycle panicked while planning: its memory is
+    // still a whole value (it is replaced, never edited in place).
+    let remembered = m.memory.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut planner = LookbackPlanner::new(config, ladder, cap)
+        .bounded(m.bounds.clone())
+        .remembering(remembered);
     // Listings still open keep their instances from being listed again. AWS does not say when
     // they will sell, so they count as listed while the market says they are active or pending.
     let sold: Vec<SaleRecord> = m
@@ -166,6 +179,20 @@ pub fn cycle_plan(
         sold: &sold,
     };
     let decision = planner.decide(&ctx).map_err(failed)?;
+    let unchanged = (planner.stats.skipped > 0).then(|| {
+        format!(
+            "no new decision: nothing changed enough since the last solve at {} (no commitment \
+             expired or went missing, the cap did not hold it back, no reservation idles, the \
+             usage left uncovered rose by less than {}% of the recent on-demand spend, and it is \
+             less than {resolve_days} days old); the open proposals of earlier cycles stand",
+            planner
+                .memory()
+                .last_solve
+                .map_or_else(String::new, |(at, _)| at.to_datetime().to_rfc3339()),
+            trigger_share * 100.0
+        )
+    });
+    *m.memory.lock().unwrap_or_else(|e| e.into_inner()) = planner.memory().clone();
     let mut notes = vec![format!(
         "look-back planner: {} known hours of {} groups (billed before {}), laddering cap {} USD/h",
         known.hours(),
@@ -173,6 +200,7 @@ pub fn cycle_plan(
         known_end.to_datetime().to_rfc3339(),
         planner.cap()
     )];
+    notes.extend(unchanged.clone());
     if known.hours() < MIN_KNOWN_HOURS {
         notes.push(format!(
             "nothing planned: the look-back planner needs {MIN_KNOWN_HOURS} hours of billed usage, the source has {}",
@@ -345,6 +373,7 @@ pub fn cycle_plan(
         }),
         actions,
         notes,
+        unchanged,
     })
 }
 

@@ -5,7 +5,8 @@
 //! 1. reconcile `executing` proposals and execute `approved` ones (before planning, so that a
 //!    fresh plan does not supersede what people approved since the last cycle);
 //! 2. expire proposals past their age;
-//! 3. plan, record `PlanComputed`, expire the previous plan's open proposals (superseded);
+//! 3. plan, record `PlanComputed`, expire the previous plan's open proposals (superseded),
+//!    unless the planner found nothing new to decide (`CyclePlan::unchanged`);
 //! 4. judge each action by policy: Datapilot records a recommendation; a blocked action records
 //!    `PolicyBlocked` with the rule; Copilot (or Autopilot above its limits) creates a proposal
 //!    and notifies chat; Autopilot within its limits approves on the policy's authority;
@@ -286,10 +287,17 @@ impl Daemon {
                     "mode": self.mode,
                     "expected": plan.expected,
                     "notes": plan.notes,
+                    "unchanged": plan.unchanged,
                 })),
             )
             .await?;
-        for p in self.proposals.supersede(&plan.plan_id, now).await? {
+        // A plan that decided nothing new leaves earlier proposals standing: withdrawing them
+        // would make people approve the same purchase again each cycle.
+        let superseded = match plan.unchanged {
+            None => self.proposals.supersede(&plan.plan_id, now).await?,
+            Some(_) => Vec::new(),
+        };
+        for p in superseded {
             self.audit
                 .append(journal::expired(&p, Some(&plan.plan_id), now))
                 .await?;

@@ -13,6 +13,7 @@
 //! and the provider's inventory at the start of the cycle (`held`), de-duplicated by id.
 
 use super::plan::{plan_id, CycleInputs, CyclePlan, Expectation, PlanError, Planner};
+use crate::backtest::planner::LookbackMemory;
 use crate::config::{Config, PlannerKind};
 use crate::domain::plan::{ActionKind, Plan};
 use crate::domain::{
@@ -44,6 +45,7 @@ pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
             method: config.planner,
             billing_latency_hours: config.billing_latency_hours,
             bounds,
+            memory: Memory::default(),
         })),
         (None, Some(path)) => {
             let rates = config.source.rates.clone().ok_or_else(|| {
@@ -59,6 +61,7 @@ pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
                 billing_latency_hours: config.billing_latency_hours,
                 method: config.planner,
                 bounds,
+                memory: Memory::default(),
             }))
         }
         (None, None) => match config.source.cost_explorer_days {
@@ -69,6 +72,7 @@ pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
                 billing_latency_hours: config.billing_latency_hours,
                 method: config.planner,
                 bounds,
+                memory: Memory::default(),
             })),
             None => Err(
                 "no [source] configured: set [source] scenario, [source] focus (with rates), \
@@ -89,7 +93,12 @@ pub struct ScenarioPlanner {
     pub billing_latency_hours: u32,
     /// What the policies allow ([`policy_bounds`]).
     pub bounds: Constraints,
+    /// The look-back planner's memory between cycles.
+    pub memory: Memory,
 }
+
+/// What the look-back planner carries from one cycle to the next ([`super::lookback`]).
+pub type Memory = std::sync::Mutex<LookbackMemory>;
 
 /// What the policy files allow, as the optimizer's constraints ([`PolicySet::planning_bounds`],
 /// the utilization floor judged at the P10 scenario, the lowest demand quantile the pipeline
@@ -163,11 +172,12 @@ fn run_pipeline(
     .map_err(|e| PlanError::Failed(format!("planning {name} at {at}: {e}")))
 }
 
-/// How a planner decides: the method and what bounds it.
+/// How a planner decides: the method, what bounds it, and what earlier cycles left to it.
 struct Method<'a> {
     kind: PlannerKind,
     bounds: &'a Constraints,
     latency_hours: u32,
+    memory: &'a Memory,
 }
 
 /// The cycle plan at `at` by `method`: the look-back planner ([`super::lookback`]) or the
@@ -197,6 +207,7 @@ fn decide(
                 listings: inputs.listings,
                 held: inputs.held,
                 refunds: inputs.refunds,
+                memory: method.memory,
             },
             now,
             digest,
@@ -235,6 +246,7 @@ impl Planner for ScenarioPlanner {
                 kind: self.method,
                 bounds: &self.bounds,
                 latency_hours: self.billing_latency_hours,
+                memory: &self.memory,
             },
             &scenario.usage,
             at,
@@ -263,6 +275,8 @@ pub struct FocusPlanner {
     pub billing_latency_hours: u32,
     pub method: PlannerKind,
     pub bounds: Constraints,
+    /// The look-back planner's memory between cycles.
+    pub memory: Memory,
 }
 
 impl FocusPlanner {
@@ -347,9 +361,12 @@ impl Planner for FocusPlanner {
             rates,
             &existing,
             notes,
-            self.billing_latency_hours,
-            self.method,
-            &self.bounds,
+            &Method {
+                kind: self.method,
+                bounds: &self.bounds,
+                latency_hours: self.billing_latency_hours,
+                memory: &self.memory,
+            },
         )?;
         out.notes.push(format!(
             "planned from FOCUS {name}: {} rows, {} usage groups, billed hours {} to {}",
@@ -375,6 +392,8 @@ pub struct CostExplorerPlanner {
     pub billing_latency_hours: u32,
     pub method: PlannerKind,
     pub bounds: Constraints,
+    /// The look-back planner's memory between cycles.
+    pub memory: Memory,
 }
 
 impl Planner for CostExplorerPlanner {
@@ -411,9 +430,12 @@ impl Planner for CostExplorerPlanner {
             rates,
             &existing,
             notes,
-            self.billing_latency_hours,
-            self.method,
-            &self.bounds,
+            &Method {
+                kind: self.method,
+                bounds: &self.bounds,
+                latency_hours: self.billing_latency_hours,
+                memory: &self.memory,
+            },
         )?;
         out.notes.push(format!(
             "planned from AWS Cost Explorer: {} days, {} requests ({}), {} usage groups",
@@ -439,9 +461,7 @@ fn plan_now(
     mut rates: RateCard,
     existing: &[Commitment],
     mut notes: Vec<String>,
-    billing_latency_hours: u32,
-    kind: PlannerKind,
-    bounds: &Constraints,
+    method: &Method<'_>,
 ) -> Result<CyclePlan, PlanError> {
     notes.extend(overlay_offers(&mut rates, inputs.offers));
     let at = Hour::from_datetime(now);
@@ -453,13 +473,14 @@ fn plan_now(
     // Hours after the last billed one are unknown to the forecaster (not zero usage); but
     // a source that stopped arriving would have the autopilot buy on old data. Refuse.
     let behind = at.since(last.plus(1));
-    let allowed = i64::from(billing_latency_hours) + STALE_SLACK_HOURS;
+    let allowed = i64::from(method.latency_hours) + STALE_SLACK_HOURS;
     if behind > allowed {
         return Err(PlanError::Failed(format!(
             "{source}: the newest billed hour is {} ({behind} hours before now), \
-             more than billing_latency_hours = {billing_latency_hours} + {STALE_SLACK_HOURS}: \
+             more than billing_latency_hours = {} + {STALE_SLACK_HOURS}: \
              the data looks stale; not planning on old data",
             last.to_datetime().to_rfc3339(),
+            method.latency_hours,
         )));
     }
     if at <= usage.range.start {
@@ -470,19 +491,7 @@ fn plan_now(
     }
     let digest = inputs_digest(name, at, usage, &rates, existing);
     let mut out = decide(
-        &Method {
-            kind,
-            bounds,
-            latency_hours: billing_latency_hours,
-        },
-        usage,
-        at,
-        &rates,
-        existing,
-        inputs,
-        name,
-        now,
-        digest,
+        method, usage, at, &rates, existing, inputs, name, now, digest,
     )?;
     out.notes.extend(notes);
     Ok(out)
@@ -673,6 +682,7 @@ pub fn cycle_plan(
         }),
         actions,
         notes,
+        unchanged: None,
     }
 }
 

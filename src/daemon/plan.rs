@@ -48,6 +48,10 @@ pub struct CyclePlan {
     pub expected: Option<Expectation>,
     pub actions: Vec<PlannedAction>,
     pub notes: Vec<String>,
+    /// Some(why): the planner found nothing new to decide since its last cycle, so this plan
+    /// has no actions and does not supersede the open proposals of earlier cycles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unchanged: Option<String>,
 }
 
 impl CyclePlan {
@@ -241,6 +245,7 @@ impl PlanFile {
             expected: body.expected,
             actions: body.actions,
             notes: vec![format!("plan read from {}", path.display())],
+            unchanged: None,
         })
     }
 }
