@@ -888,12 +888,11 @@ fn lookback_steers_the_floor_by_what_the_portfolio_made_of_the_last_weeks() {
 
 /// The daemon's way of running the look-back planner: a new planner at every decision (a cycle
 /// builds it from the policies and the history known then), continuing from what the previous
-/// one left when `remember`, from nothing otherwise (the daemon before it kept the memory).
+/// one left.
 struct Rebuilt {
     cap: Money,
     config: LookbackConfig,
-    memory: Option<LookbackMemory>,
-    remember: bool,
+    memory: LookbackMemory,
     solved: usize,
 }
 
@@ -903,13 +902,11 @@ impl Planner for Rebuilt {
     }
 
     fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
-        let mut p = LookbackPlanner::new(self.config.clone(), PlannerConfig::default(), self.cap);
-        if let Some(m) = self.memory.take().filter(|_| self.remember) {
-            p = p.remembering(m);
-        }
+        let mut p = LookbackPlanner::new(self.config.clone(), PlannerConfig::default(), self.cap)
+            .remembering(std::mem::take(&mut self.memory));
         let mut d = p.decide(ctx)?;
         self.solved += p.stats.solved;
-        self.memory = Some(p.memory().clone());
+        self.memory = p.memory().clone();
         // Each new planner numbers its purchases from 1; the replay needs unique ids.
         for c in &mut d.purchases {
             c.id = format!("{}-{}", ctx.now.0, c.id);
@@ -946,17 +943,14 @@ fn lookback_rebuilt_every_decision_with_its_memory_decides_as_one_kept_throughou
     .unwrap();
     let cap = kept.cap();
     let whole = run(&input, &mut kept, &settings).unwrap();
-    let rebuilt = |remember: bool| {
-        let mut p = Rebuilt {
-            cap,
-            config: config.clone(),
-            memory: None,
-            remember,
-            solved: 0,
-        };
-        let r = run(&input, &mut p, &settings).unwrap();
-        (r, p.solved)
+    let mut rebuilt = Rebuilt {
+        cap,
+        config,
+        memory: LookbackMemory::default(),
+        solved: 0,
     };
+    let remembered = run(&input, &mut rebuilt, &settings).unwrap();
+    let solved = rebuilt.solved;
     let key = |r: &RunResult| -> Vec<String> {
         r.purchases
             .iter()
@@ -968,7 +962,6 @@ fn lookback_rebuilt_every_decision_with_its_memory_decides_as_one_kept_throughou
             })
             .collect()
     };
-    let (remembered, solved) = rebuilt(true);
     assert_eq!(key(&remembered), key(&whole));
     assert_eq!(remembered.total.esr, whole.total.esr);
     assert_eq!(solved, kept.stats.solved);
@@ -976,19 +969,5 @@ fn lookback_rebuilt_every_decision_with_its_memory_decides_as_one_kept_throughou
         solved < whole.decisions / 2,
         "{solved} of {}",
         whole.decisions
-    );
-
-    // Without the memory every decision solves (the daemon before).
-    let (forgetful, every) = rebuilt(false);
-    assert_eq!(every, whole.decisions);
-    eprintln!(
-        "kept: ESR {:.4}, {} purchases, {solved} solves, min util {:?}; \
-         forgetful: ESR {:.4}, {} purchases, min util {:?}",
-        whole.total.esr,
-        whole.purchases.len(),
-        whole.min_monthly_utilization,
-        forgetful.total.esr,
-        forgetful.purchases.len(),
-        forgetful.min_monthly_utilization
     );
 }

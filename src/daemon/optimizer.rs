@@ -233,11 +233,15 @@ impl Planner for ScenarioPlanner {
         now: DateTime<Utc>,
         inputs: &CycleInputs<'_>,
     ) -> Result<CyclePlan, PlanError> {
-        let CycleInputs { held, .. } = *inputs;
         let scenario = Scenario::load(&self.dir)
             .map_err(|e| PlanError::Failed(format!("loading {}: {e}", self.dir.display())))?;
         let at = scenario.window.decision_time;
-        let existing = with_held(scenario.commitments.clone(), held);
+        let held = held_at(inputs.held, at);
+        let inputs = &CycleInputs {
+            held: &held,
+            ..*inputs
+        };
+        let existing = with_held(scenario.commitments.clone(), &held);
         let mut rates = scenario.rates.clone();
         let offers_note = overlay_offers(&mut rates, inputs.offers);
         let digest = inputs_digest(&scenario.name, at, &scenario.usage, &rates, &existing);
@@ -262,6 +266,23 @@ impl Planner for ScenarioPlanner {
             .push(format!("planned from scenario {}", scenario.name));
         Ok(out)
     }
+}
+
+/// The market's inventory as held at a scenario's decision time `at`. A scenario describes one
+/// moment, in the past, while the market buys at the cycle's own time: a commitment bought by an
+/// earlier cycle starts after `at` and would not count as held there, so every cycle would buy
+/// it again. It counts from `at` instead, for its whole term (ids unchanged).
+fn held_at(held: &[Commitment], at: Hour) -> Vec<Commitment> {
+    held.iter()
+        .map(|c| {
+            let mut c = c.clone();
+            if c.start > at {
+                c.end = at.plus(c.end.since(c.start));
+                c.start = at;
+            }
+            c
+        })
+        .collect()
 }
 
 /// Plans from FOCUS exports (a file or a directory tree, re-read every cycle) priced by a rate
