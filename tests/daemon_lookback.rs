@@ -550,6 +550,11 @@ async fn a_service_cycle_with_nothing_new_buys_nothing_and_leaves_proposals_open
     assert_eq!(later.expired, 0);
     let still = daemon.proposals.get(&open.id).await.unwrap().unwrap();
     assert_eq!(still.state, ProposalState::Proposed);
-    let sum = |s| async move { daemon.proposals.list(Some(s)).await.unwrap().len() };
-    assert_eq!(sum(ProposalState::Executed).await, executed);
+    let executed_after = daemon
+        .proposals
+        .list(Some(ProposalState::Executed))
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(executed_after, executed);
 }
