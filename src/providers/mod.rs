@@ -306,9 +306,16 @@ pub enum ProviderError {
     },
     #[error("{provider}: request refused: {message}")]
     Refused { provider: String, message: String },
-    /// Network errors, throttling, 5xx: the same request may be retried with the same key.
+    /// Network errors, throttling, 5xx: the request was not applied, or it carries a client
+    /// token the provider deduplicates, so the same request may be retried with the same key.
     #[error("{provider}: temporarily unavailable: {message}")]
     Unavailable { provider: String, message: String },
+    /// The call may or may not have been applied (a lost answer, a timeout, a 5xx on a call
+    /// without a client token). Nothing may be sent again before the provider's own state has
+    /// been looked up ([`CommitmentMarket::find_purchase`] and its siblings); if that lookup
+    /// cannot establish the outcome, the executor parks the proposal as `needs_review`.
+    #[error("{provider}: outcome unknown: {message}")]
+    OutcomeUnknown { provider: String, message: String },
     #[error("{provider}: ledger: {message}")]
     Ledger { provider: String, message: String },
     /// The exchange was not made: the quote was invalid or its true-up above the approval.
@@ -338,6 +345,33 @@ impl ProviderError {
             ProviderError::Unavailable { .. } | ProviderError::Ledger { .. }
         )
     }
+
+    /// Whether the call may have been applied although it reported an error: the outcome must
+    /// be looked up at the provider before anything else happens.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, ProviderError::OutcomeUnknown { .. })
+    }
+}
+
+/// What a reconciliation lookup established about an earlier call.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Found<T> {
+    /// It happened: here is what the provider holds.
+    Yes(T),
+    /// The provider shows no trace of it.
+    No,
+    /// The provider's state cannot tell (for example two untagged Reserved Instances that
+    /// match the request): a person must look. The text says what was seen.
+    Unclear(String),
+}
+
+impl<T> From<Option<T>> for Found<T> {
+    fn from(v: Option<T>) -> Found<T> {
+        match v {
+            Some(t) => Found::Yes(t),
+            None => Found::No,
+        }
+    }
 }
 
 /// A place where commitments are bought. Implementations: [`sim::SimMarket`]; AWS and Azure
@@ -364,6 +398,34 @@ pub trait CommitmentMarket: Send + Sync {
         &'a self,
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<Purchase>, ProviderError>>;
+
+    /// The purchase `request` asked for, if it happened, looked up by everything the provider
+    /// shows: the key first, then (for calls without a client token, whose key is only a tag
+    /// written afterwards) what an untagged purchase since `since` would look like: type,
+    /// scope, count, offering. The default is the key lookup alone, which is exact for markets
+    /// whose every purchase carries the key.
+    fn find_purchase<'a>(
+        &'a self,
+        request: &'a PurchaseRequest,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'a, Result<Found<Purchase>, ProviderError>> {
+        let _ = since;
+        Box::pin(async move {
+            Ok(self
+                .find_by_idempotency_key(&request.idempotency_key)
+                .await?
+                .into())
+        })
+    }
+
+    /// Whether the provider deduplicates a resent `operation` of `spec` by its client token,
+    /// so that resending it after an unknown outcome cannot act twice. False (AWS
+    /// PurchaseReservedInstancesOffering, AcceptReservedInstancesExchangeQuote) means an
+    /// unknown outcome is settled only by looking it up, never by sending again.
+    fn deduplicates(&self, operation: &Operation, spec: &PurchaseSpec) -> bool {
+        let _ = (operation, spec);
+        true
+    }
 
     /// Returns a commitment, idempotently per `request.idempotency_key`.
     fn return_commitment<'a>(
