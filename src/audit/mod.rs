@@ -19,7 +19,7 @@ pub mod log;
 pub use canonical::{EventRecord, GENESIS_HASH};
 pub use event::{
     ActionProposed, Amount, Approved, Event, EventBody, EventKind, Executed, ExecutionRequested,
-    Failed, NewEvent, PlanComputed, PolicyBlocked, ProposalExpired, Rejected,
+    Failed, NeedsReview, NewEvent, PlanComputed, PolicyBlocked, ProposalExpired, Rejected,
 };
 pub use export::ExportFormat;
 pub use log::{Anchor, AuditError, AuditLog, BadEvent, EventFilter, Problem, VerifyReport};

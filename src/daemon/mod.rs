@@ -15,7 +15,6 @@
 //! Between cycles, an execution tick (its own schedule, or at once when the API records a
 //! completing approval) repeats step 1.
 
-pub mod lease;
 pub mod lookback;
 pub mod metrics;
 pub mod notify;
@@ -24,11 +23,13 @@ pub mod plan;
 pub mod schedule;
 pub mod service;
 
+pub use crate::execute::lease;
+
 use crate::audit::{AuditError, AuditLog, NewEvent, PlanComputed, PolicyBlocked};
 use crate::config::Mode;
 use crate::domain::Hour;
-use crate::execute::{journal, ExecuteError, Executor, Outcome};
-use crate::policy::{PolicySet, Verdict};
+use crate::execute::{ExecuteError, Executor, Outcome};
+use crate::policy::Verdict;
 use crate::proposals::{NewProposal, Proposal, ProposalError, ProposalStore};
 use chrono::{DateTime, Duration, Utc};
 use metrics::{Metrics, Tally};
@@ -80,8 +81,9 @@ pub struct Daemon {
     pub planner: Arc<dyn Planner>,
     /// Where purchases are made; its inventory is what the planner counts as already held.
     pub market: Arc<dyn crate::providers::CommitmentMarket>,
-    pub policies: PolicySet,
-    pub lease: lease::Lease,
+    /// The policies in force, reloaded when their files change (shared with the executor).
+    pub policies: Arc<crate::execute::policies::PolicySource>,
+    pub lease: Arc<lease::Lease>,
     pub metrics: Arc<Metrics>,
     pub proposal_max_age: Duration,
     /// Chat webhook, the public base URL for links, and the client that posts (built once: it
@@ -124,12 +126,10 @@ impl Daemon {
             .collect())
     }
 
-    async fn lead(&self, now: DateTime<Utc>) -> Result<bool, DaemonError> {
-        let leader = self
-            .lease
-            .try_acquire(now)
-            .await
-            .map_err(DaemonError::Lease)?;
+    /// Takes or renews the executor lease (on the database's clock; `now` is the cycle's
+    /// business time and plays no part).
+    pub async fn lead(&self, _now: DateTime<Utc>) -> Result<bool, DaemonError> {
+        let leader = self.lease.try_acquire().await.map_err(DaemonError::Lease)?;
         self.metrics.set_leader(leader);
         Ok(leader)
     }
@@ -144,9 +144,8 @@ impl Daemon {
             out.extend(self.executor.execute_approved(now).await?);
         }
         self.count(&out);
-        for p in self.proposals.expire_aged(now).await? {
-            self.audit.append(journal::expired(&p, None, now)).await?;
-        }
+        // Each expiry commits with its event.
+        self.proposals.expire_aged(now).await?;
         Ok(out)
     }
 
@@ -155,7 +154,7 @@ impl Daemon {
         for o in outcomes {
             match o {
                 Outcome::Executed { .. } => t.executed += 1,
-                Outcome::Failed { .. } => t.failed += 1,
+                Outcome::Failed { .. } | Outcome::NeedsReview { .. } => t.failed += 1,
                 Outcome::Blocked { .. } => t.blocked += 1,
                 Outcome::Skipped { .. } => {}
             }
@@ -293,21 +292,21 @@ impl Daemon {
             .await?;
         // A plan that decided nothing new leaves earlier proposals standing: withdrawing them
         // would make people approve the same purchase again each cycle.
-        let superseded = match plan.unchanged {
-            None => self.proposals.supersede(&plan.plan_id, now).await?,
-            Some(_) => Vec::new(),
-        };
-        for p in superseded {
-            self.audit
-                .append(journal::expired(&p, Some(&plan.plan_id), now))
-                .await?;
-            report.expired += 1;
+        // Each supersession commits with its event.
+        if plan.unchanged.is_none() {
+            report.expired += self.proposals.supersede(&plan.plan_id, now).await?.len();
         }
+        // The policies in force now; a broken policy file stops the cycle here rather than
+        // judging the plan by stale or default rules.
+        let policies = self
+            .policies
+            .current()
+            .map_err(|e| PlanError::Failed(format!("policies: {e}")))?;
         let mut recent = self.proposals.recent_spend(now).await?;
         let hour = Hour::from_datetime(now);
         for (index, action) in plan.actions.iter().enumerate() {
             let facts = action.facts();
-            let decision = self.policies.evaluate(&facts, &recent, hour, self.mode);
+            let decision = policies.evaluate(&facts, &recent, hour, self.mode);
             match decision.verdict {
                 Verdict::Block => {
                     let rule = decision.blocking_rule().cloned();
@@ -315,7 +314,7 @@ impl Daemon {
                         // Datapilot (globally or for this scope): a recommendation, recorded.
                         let id = format!("rec-{}-{}", plan.plan_id, index + 1);
                         self.audit
-                            .append(journal::proposed(
+                            .append(crate::proposals::journal::proposed(
                                 &id,
                                 &plan.plan_id,
                                 action,
@@ -360,9 +359,10 @@ impl Daemon {
                         Verdict::NeedsApproval { approvers } => approvers,
                         _ => 1,
                     };
+                    // The proposal and its `action_proposed` event commit together.
                     let p = self
                         .proposals
-                        .create(
+                        .create_with(
                             &NewProposal {
                                 plan_id: plan.plan_id.clone(),
                                 index,
@@ -373,38 +373,19 @@ impl Daemon {
                                 max_age: self.proposal_max_age,
                             },
                             now,
-                        )
-                        .await?;
-                    self.audit
-                        .append(
-                            journal::proposed(
-                                &p.id,
-                                &plan.plan_id,
-                                action,
-                                &decision.policy,
-                                Some(needed),
-                                now,
-                            )
-                            .with_rationale(json!({
+                            json!({
                                 "what": action.describe(),
                                 "verdict": decision.verdict,
                                 "checks": decision.checks,
                                 "summary": action.summary,
-                            })),
+                            }),
                         )
                         .await?;
                     let p = if decision.verdict == Verdict::Allow {
                         // Autopilot within the policy's limits: approved on its authority.
                         let actor = format!("autopilot:{}", decision.policy);
+                        // The approval and its event commit together.
                         let p = self.proposals.approve_by_policy(&p.id, &actor, now).await?;
-                        self.audit
-                            .append(journal::approved(
-                                &p,
-                                &actor,
-                                Some("within the policy's autopilot limits"),
-                                now,
-                            ))
-                            .await?;
                         // Later actions of this plan see this one as committed.
                         recent.hourly_commitment_today += action.hourly_cost;
                         recent.hourly_commitment_30_days += action.hourly_cost;
