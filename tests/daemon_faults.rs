@@ -36,7 +36,7 @@ two_approvers_from_hourly_commitment = "50"
 /// server's prices; AWS has no client token for it).
 const RI_PLAN: &str = r#"{"actions": [
  {"spec": {"provider": "AWS", "instrument": "StandardReservedInstance", "term": 1, "payment": "NoUpfront",
-           "region": "eu-west-1", "instance_type": "m5.large", "os": "Linux", "tenancy": "default",
+           "region": "eu-west-1", "instance_type": "m5.large", "os": "Linux", "tenancy": "Shared",
            "amount": {"unit": "instances", "value": 2}},
   "hourly_cost": "0.12", "upfront": "0", "expected_savings": "700", "expected_utilization": 0.99,
   "summary": "2 x m5.large"}
@@ -263,4 +263,77 @@ fn a_kill_switch_flipped_between_two_attempts_stops_the_retry() {
         "{blocked:?}"
     );
     s.verify_audit();
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Two replicas on one PostgreSQL database against the AWS peer. The leader is paused
+/// (SIGSTOP) past its lease; the standby takes over on the database's clock and executes the
+/// approval; the old leader, resumed, finds its fence gone and calls nothing.
+#[test]
+fn a_paused_leader_is_fenced_out_and_the_standby_buys_once() {
+    let peer = peer();
+    let Some(s) =
+        Setup::with_daemon_settings("copilot", true, &aws_section(&peer.server.endpoint()))
+    else {
+        assert!(
+            std::env::var("COMMITD_REQUIRE_POSTGRES").is_err(),
+            "COMMITD_REQUIRE_POSTGRES is set but COMMITD_TEST_DATABASE_URL is not"
+        );
+        eprintln!("COMMITD_TEST_DATABASE_URL not set: paused-leader test skipped");
+        return;
+    };
+    std::fs::write(s.path("policies/aws.toml"), RI_POLICY).unwrap();
+    std::fs::write(s.path("plan.json"), SP_PLAN).unwrap();
+    let out = s.commitd_env(&["run", "--once"], AWS_ENV);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = s.proposals()[0]["id"].as_str().unwrap().to_string();
+    let alice = s.token("alice", "approver");
+    let leader = |d: &daemon_support::Daemon| {
+        d.get("/metrics", None)
+            .1
+            .contains("commitd_executor_leader 1\n")
+    };
+    let a = s.spawn_env(AWS_ENV);
+    daemon_support::eventually(10, || leader(&a).then_some(()));
+    let b = s.spawn_env(AWS_ENV);
+    signal(a.child.id(), "STOP");
+    // The lease's TTL is 3 s on the database's clock: b takes over.
+    daemon_support::eventually(15, || leader(&b).then_some(()));
+    let (code, body) = b.post(
+        &format!("/api/v1/proposals/{id}/approve"),
+        Some(&alice),
+        "{}",
+    );
+    assert_eq!(code, 200, "{body}");
+    daemon_support::eventually(20, || {
+        (s.proposal(&id)["state"] == "executed").then_some(())
+    });
+    signal(a.child.id(), "CONT");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!leader(&a), "the resumed replica must not hold the lease");
+    assert!(leader(&b));
+    assert_eq!(peer.server.world().plans().len(), 1);
+    assert_eq!(s.events("executed").len(), 1);
+    let requests = s.events("execution_requested");
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    // b's token: larger than a's first one.
+    assert!(requests[0]["rationale"]["fencing_token"].as_i64().unwrap() >= 2);
+    let (sa, _) = a.terminate();
+    let (sb, _) = b.terminate();
+    assert!(sa.success() && sb.success());
+    s.verify_audit();
+    eprintln!("paused leader: 1 fault (SIGSTOP), 1 takeover, 1 purchase");
 }

@@ -144,6 +144,7 @@ impl Daemon {
             out.extend(self.executor.execute_approved(now).await?);
         }
         self.count(&out);
+        self.alert(&out).await;
         // Each expiry commits with its event.
         self.proposals.expire_aged(now).await?;
         Ok(out)
@@ -403,10 +404,40 @@ impl Daemon {
         if !self.stopping() {
             let out = self.executor.execute_approved(now).await?;
             self.count(&out);
+            self.alert(&out).await;
             report.outcomes.extend(out);
         }
         report.plan = Some(plan);
         Ok(report)
+    }
+
+    /// Alerts chat about executions parked as `needs_review`: a person must check the
+    /// provider's console (they are also in the log at error level, the audit log and
+    /// `commitd_proposals{state="needs_review"}`).
+    async fn alert(&self, outcomes: &[Outcome]) {
+        let Some((url, base, client)) = &self.webhook else {
+            return;
+        };
+        for o in outcomes {
+            if let Outcome::NeedsReview {
+                proposal_id,
+                reason,
+            } = o
+            {
+                let text = format!(
+                    ":warning: commitd could not establish whether proposal {proposal_id} was executed: {reason}. \
+                     Check the provider's console, then `commitd proposals resolve {proposal_id} --bought ID | --not-bought --reason ...` \
+                     ({}/api/v1/proposals/{proposal_id}). commitd will not retry it.",
+                    base.trim_end_matches('/')
+                );
+                if let Err(e) = client
+                    .post_json(url.expose(), &json!({ "text": text }))
+                    .await
+                {
+                    tracing::warn!(proposal = %proposal_id, error = %e, "needs_review alert failed");
+                }
+            }
+        }
     }
 
     /// Posts a new proposal to chat. A failed notification is logged, never fatal: the
