@@ -124,10 +124,24 @@ impl PlannedAction {
             hourly_commitment: self.hourly_cost,
             upfront: self.upfront,
             expected_utilization: self.expected_utilization,
-            gives_up: matches!(
-                self.operation,
-                Operation::Return { .. } | Operation::Sell { .. }
-            ),
+            operation: match self.operation {
+                Operation::Purchase => crate::policy::OperationKind::Purchase,
+                Operation::Return { .. } => crate::policy::OperationKind::Return,
+                Operation::Sell { .. } => crate::policy::OperationKind::Sale,
+                Operation::Exchange { .. } => crate::policy::OperationKind::Exchange,
+            },
+            hourly_given_up: match &self.operation {
+                Operation::Purchase => Money::ZERO,
+                // An exchange carries its sources' remaining value, not their hourly cost. AWS
+                // exchanges into a target worth at least that value over the sources' remaining
+                // term (the target keeps their end date), so the target's hourly cost bounds
+                // the sources' from above: the give-up caps and thresholds err on the side of
+                // asking a human.
+                Operation::Exchange { .. } => self.hourly_cost,
+                Operation::Return { .. } | Operation::Sell { .. } => {
+                    self.operation.hourly_cost_removed().unwrap_or(Money::ZERO)
+                }
+            },
         }
     }
 
@@ -837,6 +851,10 @@ impl ProposalStore {
             hourly_commitment_30_days: hourly_30,
             upfront_today,
             upfront_30_days: upfront_30,
+            // Filled from the store by the execute/proposals owner (issue #24): until then the
+            // give-up caps see only the give-ups of the current cycle.
+            hourly_given_up_today: Money::ZERO,
+            hourly_given_up_30_days: Money::ZERO,
         })
     }
 }
