@@ -40,8 +40,8 @@ const IAM_PREFIX: &[(&str, &str)] = &[
 /// AWS API operations start with one of these verbs; anything else called on a client field
 /// must be listed in [`NOT_OPERATIONS`], so that nothing is skipped silently.
 const VERBS: &[&str] = &[
-    "accept", "cancel", "create", "delete", "describe", "get", "list", "modify", "purchase",
-    "put", "return", "start", "stop", "tag", "untag", "update",
+    "accept", "cancel", "create", "delete", "describe", "get", "list", "modify", "purchase", "put",
+    "return", "start", "stop", "tag", "untag", "update",
 ];
 
 /// Methods on a client (or on a field of the same name) that call no AWS API.
@@ -128,7 +128,13 @@ fn actions_the_code_calls() -> BTreeMap<String, String> {
         let code: String = std::fs::read_to_string(file)
             .unwrap()
             .lines()
-            .map(|l| if l.trim_start().starts_with("//") { "" } else { l })
+            .map(|l| {
+                if l.trim_start().starts_with("//") {
+                    ""
+                } else {
+                    l
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n");
         for (field, prefix) in &fields {
@@ -252,9 +258,15 @@ fn the_iam_policy_grants_exactly_the_aws_calls_the_code_makes() {
     let mut granted = BTreeSet::new();
     for s in statements(&policy) {
         assert_eq!(s["Effect"], "Allow", "{s}");
-        assert!(s.get("NotAction").is_none() && s.get("NotResource").is_none(), "{s}");
+        assert!(
+            s.get("NotAction").is_none() && s.get("NotResource").is_none(),
+            "{s}"
+        );
         for a in strings(&s["Action"]) {
-            assert!(!a.contains('*'), "a wildcard action grants more than the code calls: {a}");
+            assert!(
+                !a.contains('*'),
+                "a wildcard action grants more than the code calls: {a}"
+            );
             granted.insert(a);
         }
     }
@@ -368,7 +380,11 @@ fn the_azure_role_is_a_well_formed_custom_role() {
 
 fn version(text: &str) -> Option<(u32, u32, u32)> {
     let mut parts = text.split('.').map(|p| p.parse::<u32>().ok());
-    Some((parts.next()??, parts.next()??, parts.next().unwrap_or(Some(0))?))
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().unwrap_or(Some(0))?,
+    ))
 }
 
 /// The crate's `rust-version` (Cargo.toml).
@@ -585,7 +601,9 @@ fn systemd_keeps_state_in_the_state_directory_and_reads_etc() {
     // ...and nothing else is opened for writing.
     for (k, v) in &settings {
         assert!(
-            k != "ReadWritePaths" || v.split_whitespace().all(|p| p.starts_with("/var/lib/commitd")),
+            k != "ReadWritePaths"
+                || v.split_whitespace()
+                    .all(|p| p.starts_with("/var/lib/commitd")),
             "{k}={v}: commitd writes only its state directory"
         );
     }
@@ -609,7 +627,11 @@ fn systemd_keeps_state_in_the_state_directory_and_reads_etc() {
         let c = commitd::config::Config::load_with_env(Some(&config), &env)
             .unwrap_or_else(|e| panic!("{}: {e}", config.display()));
         assert_eq!(c.data_dir, Path::new("/var/lib/commitd"), "{env:?}");
-        assert!(c.policies_dir.starts_with("/etc/commitd"), "{:?}", c.policies_dir);
+        assert!(
+            c.policies_dir.starts_with("/etc/commitd"),
+            "{:?}",
+            c.policies_dir
+        );
     }
 }
 
@@ -629,18 +651,26 @@ fn block(yaml: &str, key: &str) -> String {
 fn kubernetes_writes_only_to_its_data_volume_and_ships_a_valid_policy() {
     let yaml = read("deploy/kubernetes/commitd.yaml");
     let config = block(&yaml, "commitd.toml");
-    let config: toml::Table = config.parse().expect("the ConfigMap's commitd.toml is TOML");
+    let config: toml::Table = config
+        .parse()
+        .expect("the ConfigMap's commitd.toml is TOML");
     let data_dir = config["data_dir"].as_str().expect("data_dir");
     // The root file system is read-only; the data directory must be a writable volume.
     assert!(yaml.contains("readOnlyRootFilesystem: true"));
     let mount = yaml
         .lines()
-        .find(|l| l.contains(&format!("mountPath: {data_dir}}}")) || l.contains(&format!("mountPath: {data_dir},")))
+        .find(|l| {
+            l.contains(&format!("mountPath: {data_dir}}}"))
+                || l.contains(&format!("mountPath: {data_dir},"))
+        })
         .unwrap_or_else(|| panic!("no volume mounted at data_dir {data_dir}"));
     assert!(!mount.contains("readOnly: true"), "{mount}");
     let policy = block(&yaml, "aws.toml");
-    commitd::policy::Policy::parse(&policy, Path::new("deploy/kubernetes/commitd.yaml (aws.toml)"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    commitd::policy::Policy::parse(
+        &policy,
+        Path::new("deploy/kubernetes/commitd.yaml (aws.toml)"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -669,15 +699,39 @@ fn shipped_policies_parse_and_every_threshold_can_apply() {
             l.max_hourly_given_up_per_30_days,
         );
         for (what, threshold, cap) in [
-            ("two_approvers_from_hourly_commitment", a.two_approvers_from_hourly_commitment, hourly),
-            ("autopilot_max_hourly_commitment", a.autopilot_max_hourly_commitment, hourly),
-            ("two_approvers_from_upfront", a.two_approvers_from_upfront, upfront),
+            (
+                "two_approvers_from_hourly_commitment",
+                a.two_approvers_from_hourly_commitment,
+                hourly,
+            ),
+            (
+                "autopilot_max_hourly_commitment",
+                a.autopilot_max_hourly_commitment,
+                hourly,
+            ),
+            (
+                "two_approvers_from_upfront",
+                a.two_approvers_from_upfront,
+                upfront,
+            ),
             ("autopilot_max_upfront", a.autopilot_max_upfront, upfront),
-            ("two_approvers_from_hourly_given_up", a.two_approvers_from_hourly_given_up, given_up),
-            ("autopilot_max_hourly_given_up", a.autopilot_max_hourly_given_up, given_up),
+            (
+                "two_approvers_from_hourly_given_up",
+                a.two_approvers_from_hourly_given_up,
+                given_up,
+            ),
+            (
+                "autopilot_max_hourly_given_up",
+                a.autopilot_max_hourly_given_up,
+                given_up,
+            ),
         ] {
             if let (Some(t), Some(c)) = (threshold, cap) {
-                assert!(t <= c, "{}: {what} {t} can never apply under the cap {c}", p.name);
+                assert!(
+                    t <= c,
+                    "{}: {what} {t} can never apply under the cap {c}",
+                    p.name
+                );
             }
         }
         // The shipped examples say what may be given up, and how fast, explicitly.
@@ -787,6 +841,8 @@ fn ci_fails_when_postgresql_does_not_answer() {
 
     // CI runs the decision before the tests.
     let run = read(".ci/run");
-    let source = run.find("source .ci/postgres.sh").expect(".ci/run sources it");
+    let source = run
+        .find("source .ci/postgres.sh")
+        .expect(".ci/run sources it");
     assert!(source < run.find("cargo test --locked").expect("the test step"));
 }

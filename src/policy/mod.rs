@@ -287,9 +287,7 @@ impl At {
 
 /// The table a `[name]` or `[[name]]` header line opens.
 fn header(line: &str) -> Option<&str> {
-    let rest = line
-        .strip_prefix("[[")
-        .or_else(|| line.strip_prefix('['))?;
+    let rest = line.strip_prefix("[[").or_else(|| line.strip_prefix('['))?;
     rest.split(']').next().map(str::trim)
 }
 
@@ -456,7 +454,11 @@ impl Policy {
                 l.max_new_hourly_commitment_per_30_days,
             ),
             ("limits", "max_upfront_per_day", l.max_upfront_per_day),
-            ("limits", "max_upfront_per_30_days", l.max_upfront_per_30_days),
+            (
+                "limits",
+                "max_upfront_per_30_days",
+                l.max_upfront_per_30_days,
+            ),
             (
                 "limits",
                 "max_hourly_given_up_per_day",
@@ -472,7 +474,11 @@ impl Policy {
                 "autopilot_max_hourly_commitment",
                 ap.autopilot_max_hourly_commitment,
             ),
-            ("approval", "autopilot_max_upfront", ap.autopilot_max_upfront),
+            (
+                "approval",
+                "autopilot_max_upfront",
+                ap.autopilot_max_upfront,
+            ),
             (
                 "approval",
                 "two_approvers_from_hourly_commitment",
@@ -495,7 +501,11 @@ impl Policy {
             ),
         ] {
             if value.is_some_and(Money::is_negative) {
-                return Err(err(table, key, format!("{table}.{key} must not be negative")));
+                return Err(err(
+                    table,
+                    key,
+                    format!("{table}.{key} must not be negative"),
+                ));
             }
         }
         // A per-day cap above the 30-day one is a typo: the 30-day cap would always bind first.
@@ -530,13 +540,12 @@ impl Policy {
         // large is blocked by the cap, so the humans the threshold asks for are never asked,
         // and the file says something it does not do (the shipped policies once asked for two
         // approvers from $50/h under a $25/h daily cap). Equal is reachable (a cap is `<=`).
-        let caps = |day: Option<Money>, month: Option<Money>, day_key, month_key| {
-            match (day, month) {
-                (Some(d), Some(m)) if m < d => Some((m, month_key)),
-                (Some(d), _) => Some((d, day_key)),
-                (None, Some(m)) => Some((m, month_key)),
-                (None, None) => None,
-            }
+        let caps = |day: Option<Money>, month: Option<Money>, day_key, month_key| match (day, month)
+        {
+            (Some(d), Some(m)) if m < d => Some((m, month_key)),
+            (Some(d), _) => Some((d, day_key)),
+            (None, Some(m)) => Some((m, month_key)),
+            (None, None) => None,
         };
         let hourly_cap = caps(
             l.max_new_hourly_commitment_per_day,
@@ -567,7 +576,11 @@ impl Policy {
                 ap.two_approvers_from_hourly_commitment,
                 hourly_cap,
             ),
-            ("autopilot_max_upfront", ap.autopilot_max_upfront, upfront_cap),
+            (
+                "autopilot_max_upfront",
+                ap.autopilot_max_upfront,
+                upfront_cap,
+            ),
             (
                 "two_approvers_from_upfront",
                 ap.two_approvers_from_upfront,
@@ -635,7 +648,10 @@ impl Policy {
             };
             match (b.from, b.to, b.last_days_of_month) {
                 (Some(from), Some(to), _) if from >= to => {
-                    return Err(err(format!("blackout '{}': from must be before to", b.name)))
+                    return Err(err(format!(
+                        "blackout '{}': from must be before to",
+                        b.name
+                    )))
                 }
                 (Some(_), None, _) | (None, Some(_), _) => {
                     return Err(err(format!("blackout '{}': give both from and to", b.name)))
@@ -1128,10 +1144,8 @@ pub fn evaluate(
             Mode::Copilot => Verdict::NeedsApproval { approvers },
             Mode::Autopilot => {
                 let above = (buys
-                    && (at_least(
-                        ap.autopilot_max_hourly_commitment,
-                        action.hourly_commitment,
-                    ) || at_least(ap.autopilot_max_upfront, action.upfront)))
+                    && (at_least(ap.autopilot_max_hourly_commitment, action.hourly_commitment)
+                        || at_least(ap.autopilot_max_upfront, action.upfront)))
                     || (gives_up
                         && at_least(ap.autopilot_max_hourly_given_up, action.hourly_given_up));
                 if above || two {
@@ -1435,7 +1449,11 @@ last_days_of_month = 7
                 assert_eq!(d.verdict, Verdict::Block, "{op}: {d:?}");
                 let rule = d.blocking_rule().unwrap();
                 assert_eq!(rule.rule, "allow.give_up");
-                assert!(rule.detail.contains("sale is not allowed"), "{}", rule.detail);
+                assert!(
+                    rule.detail.contains("sale is not allowed"),
+                    "{}",
+                    rule.detail
+                );
             } else {
                 assert_eq!(d.verdict, Verdict::Allow, "{op}: {d:?}");
             }
@@ -1471,7 +1489,13 @@ last_days_of_month = 7
         // Its target must be allowed to be bought: a 3-year target is not, here.
         let mut x = give_up(OperationKind::Exchange, "0.5");
         x.term = Term::THREE_YEARS;
-        let d = evaluate(&p, &x, &RecentSpend::default(), mid_month(), Mode::Autopilot);
+        let d = evaluate(
+            &p,
+            &x,
+            &RecentSpend::default(),
+            mid_month(),
+            Mode::Autopilot,
+        );
         assert_eq!(d.blocking_rule().unwrap().rule, "allow.terms", "{d:?}");
         // And it counts against the caps on new money ($10/h a day here).
         let spent = RecentSpend {
@@ -1493,7 +1517,13 @@ last_days_of_month = 7
         // purchase of it would ($5/h autopilot, $8/h two approvers).
         let mut big = give_up(OperationKind::Exchange, "0.5");
         big.hourly_commitment = Money::from_units(8);
-        let d = evaluate(&p, &big, &RecentSpend::default(), mid_month(), Mode::Autopilot);
+        let d = evaluate(
+            &p,
+            &big,
+            &RecentSpend::default(),
+            mid_month(),
+            Mode::Autopilot,
+        );
         assert_eq!(d.verdict, Verdict::NeedsApproval { approvers: 2 }, "{d:?}");
     }
 
@@ -1508,7 +1538,13 @@ last_days_of_month = 7
                 hourly_given_up_30_days: Money::parse("3.5").unwrap(),
                 ..RecentSpend::default()
             };
-            let d = evaluate(&p, &give_up(op, "0.5"), &today, mid_month(), Mode::Autopilot);
+            let d = evaluate(
+                &p,
+                &give_up(op, "0.5"),
+                &today,
+                mid_month(),
+                Mode::Autopilot,
+            );
             assert_eq!(d.verdict, Verdict::Allow, "{op}: {d:?}");
             // One micro-dollar more is over it.
             let d = evaluate(
@@ -1520,13 +1556,23 @@ last_days_of_month = 7
             );
             let rule = d.blocking_rule().unwrap();
             assert_eq!(rule.rule, "limits.max_hourly_given_up_per_day", "{op}");
-            assert!(rule.detail.contains("3.5 already + 0.500001"), "{}", rule.detail);
+            assert!(
+                rule.detail.contains("3.5 already + 0.500001"),
+                "{}",
+                rule.detail
+            );
             // Nothing today, but $5.75/h in the last 30 days: the $6/h 30-day cap binds.
             let month = RecentSpend {
                 hourly_given_up_30_days: Money::parse("5.75").unwrap(),
                 ..RecentSpend::default()
             };
-            let d = evaluate(&p, &give_up(op, "0.5"), &month, mid_month(), Mode::Autopilot);
+            let d = evaluate(
+                &p,
+                &give_up(op, "0.5"),
+                &month,
+                mid_month(),
+                Mode::Autopilot,
+            );
             assert_eq!(
                 d.blocking_rule().unwrap().rule,
                 "limits.max_hourly_given_up_per_30_days",
@@ -1656,10 +1702,7 @@ last_days_of_month = 7
         )
         .unwrap_err()
         .to_string();
-        assert!(
-            e.starts_with("p/x.toml: line 6: allow.give_up"),
-            "{e}"
-        );
+        assert!(e.starts_with("p/x.toml: line 6: allow.give_up"), "{e}");
         let e = Policy::parse(
             "name = \"x\"\n[allow]\ninstruments = []\nterms = [1]\npayment_options = []\ngive_up = [\"refund\"]\n",
             Path::new("p/x.toml"),
@@ -1677,7 +1720,9 @@ last_days_of_month = 7
         .unwrap_err()
         .to_string();
         assert!(
-            e.starts_with("p/x.toml: line 3: limits.max_hourly_given_up_per_day must not be negative"),
+            e.starts_with(
+                "p/x.toml: line 3: limits.max_hourly_given_up_per_day must not be negative"
+            ),
             "{e}"
         );
         // A value of the wrong type names its key and line too.
