@@ -21,6 +21,50 @@ fn shipped_policies_are_valid() {
     );
     assert!(stdout.contains("2 valid policies"), "{stdout}");
     assert!(stdout.contains("quarter-end freeze"), "{stdout}");
+    // What each may give up, and how fast.
+    assert!(
+        stdout
+            .contains("gives up:  return, sale, exchange; $/h given up per day $10 / 30 days $40"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("gives up:  return, exchange; $/h given up per day $5 / 30 days $20"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_threshold_above_its_cap_fails_the_check_with_file_line_and_key() {
+    // The shipped AWS policy as it was: two approvers from 50 USD/h under a 25 USD/h daily cap,
+    // a rule that could never apply.
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/aws.toml")).unwrap();
+    let old = shipped.replace(
+        "two_approvers_from_hourly_commitment = \"20\"",
+        "two_approvers_from_hourly_commitment = \"50\"",
+    );
+    assert_ne!(
+        old, shipped,
+        "the shipped policy sets the threshold this test raises"
+    );
+    std::fs::write(dir.path().join("aws.toml"), &old).unwrap();
+    let line = old
+        .lines()
+        .position(|l| l.starts_with("two_approvers_from_hourly_commitment"))
+        .unwrap()
+        + 1;
+    let out = commitd()
+        .args(["policy", "check", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("aws.toml: line {line}: approval.two_approvers_from_hourly_commitment (50) is above limits.max_new_hourly_commitment_per_day (25)")),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -75,6 +75,16 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         let show =
             |m: Option<crate::domain::Money>| m.map(|m| format!("${m}")).unwrap_or("-".into());
         println!(
+            "  gives up:  {}; $/h given up per day {} / 30 days {}",
+            if p.allow.give_up.is_empty() {
+                "nothing".to_string()
+            } else {
+                join(&p.allow.give_up)
+            },
+            show(l.max_hourly_given_up_per_day),
+            show(l.max_hourly_given_up_per_30_days)
+        );
+        println!(
             "  limits:    new $/h per day {} / 30 days {}; upfront per day {} / 30 days {}",
             show(l.max_new_hourly_commitment_per_day),
             show(l.max_new_hourly_commitment_per_30_days),

@@ -387,11 +387,9 @@ impl Daemon {
                         let actor = format!("autopilot:{}", decision.policy);
                         // The approval and its event commit together.
                         let p = self.proposals.approve_by_policy(&p.id, &actor, now).await?;
-                        // Later actions of this plan see this one as committed.
-                        recent.hourly_commitment_today += action.hourly_cost;
-                        recent.hourly_commitment_30_days += action.hourly_cost;
-                        recent.upfront_today += action.upfront;
-                        recent.upfront_30_days += action.upfront;
+                        // Later actions of this plan see this one as committed (and what it
+                        // gives up as given up, for the give-up caps).
+                        recent.add(&facts);
                         p
                     } else {
                         self.notify(&p).await;

@@ -170,7 +170,7 @@ impl<'a> Model<'a> {
     /// Index of the day that ends at hour `o` (if `o` is a day boundary of the grid).
     fn day_ending_at(&self, o: usize) -> Option<usize> {
         let n = self.len();
-        if o > n || (n - o) % DAY != 0 {
+        if o > n || !(n - o).is_multiple_of(DAY) {
             return None;
         }
         let back = (n - o) / DAY;

@@ -183,7 +183,7 @@ pub fn generate(spec: &Spec) -> (DemandInput, RateCard) {
         let azure = i % 10 == 9;
         let (group, od) = if azure {
             let (region, t, od) = AZURE[az_i % AZURE.len()];
-            let os = if (az_i / AZURE.len()) % 2 == 0 {
+            let os = if (az_i / AZURE.len()).is_multiple_of(2) {
                 "Linux"
             } else {
                 "Windows"
@@ -203,7 +203,7 @@ pub fn generate(spec: &Spec) -> (DemandInput, RateCard) {
             let region = AWS_REGIONS[aws_i % r];
             let (family, per_unit) = AWS_FAMILIES[(aws_i / r) % f];
             let (size, units) = AWS_SIZES[(aws_i / (r * f)) % s];
-            let os = if (aws_i / (r * f * s)) % 2 == 0 {
+            let os = if (aws_i / (r * f * s)).is_multiple_of(2) {
                 "Linux"
             } else {
                 "Windows"

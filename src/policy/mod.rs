@@ -6,6 +6,15 @@
 //! switch. Pure: evaluation takes the action, what was already committed in the windows (read from
 //! the audit store by the caller, so limits hold at execution time and not only at planning time)
 //! and the current hour, and returns a verdict that names the rule behind it.
+//!
+//! Giving up is spending: a return, an RI Marketplace listing or an exchange stops paying for a
+//! held commitment whose money is then gone (a return forfeits the rest of the term's discount, a
+//! sale sells below value, an exchange locks the value into another commitment). So they are
+//! judged like purchases, on the hourly commitment they give up: `allow.give_up` lists which
+//! operations may give anything up, `limits.max_hourly_given_up_per_day` / `_per_30_days` cap
+//! how fast, and `approval.autopilot_max_hourly_given_up` / `two_approvers_from_hourly_given_up`
+//! say when humans must look. An exchange both buys (its target, judged as a purchase) and gives
+//! up (its sources), so both sets of rules judge it.
 
 use crate::domain::{Hour, Instrument, Money, PaymentOption, Provider, Term};
 use serde::{Deserialize, Serialize};
@@ -18,8 +27,14 @@ pub enum PolicyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    /// A policy file that does not parse or whose values contradict each other. `line` is the
+    /// 1-based line where TOML stopped or of the offending key, when it can be found.
+    #[error("{}{}: {message}", .path.display(), .line.map(|l| format!(": line {l}")).unwrap_or_default())]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
     #[error("{dir}: no policy files (*.toml)")]
     Empty { dir: PathBuf },
     #[error("policy '{name}' is defined twice: {first} and {second}")]
@@ -49,6 +64,22 @@ pub struct Allow {
     /// Term lengths in years (1, 3).
     pub terms: Vec<Term>,
     pub payment_options: Vec<PaymentOption>,
+    /// Which operations may give up a held commitment: "return", "sale" (an RI Marketplace
+    /// listing), "exchange" (its sources). `[]` gives nothing up. Left out: all three, which is
+    /// what commitd did before this key existed, so a policy file written then keeps its
+    /// meaning; the caps and thresholds on the hourly commitment given up still apply.
+    #[serde(default = "Allow::every_give_up")]
+    pub give_up: Vec<OperationKind>,
+}
+
+impl Allow {
+    fn every_give_up() -> Vec<OperationKind> {
+        vec![
+            OperationKind::Return,
+            OperationKind::Sale,
+            OperationKind::Exchange,
+        ]
+    }
 }
 
 impl Default for Allow {
@@ -61,7 +92,40 @@ impl Default for Allow {
                 .collect(),
             terms: vec![Term::ONE_YEAR],
             payment_options: PaymentOption::ALL.to_vec(),
+            give_up: Allow::every_give_up(),
         }
+    }
+}
+
+/// What an action does to commitments, as policy sees it (the `allow.give_up` vocabulary).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    /// Buys a new commitment and gives nothing up.
+    #[default]
+    Purchase,
+    /// Gives a held commitment back (AWS savings plan return, Azure reservation return).
+    Return,
+    /// Lists held RI instances on the RI Marketplace.
+    Sale,
+    /// Gives up its sources and buys its target.
+    Exchange,
+}
+
+impl OperationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::Purchase => "purchase",
+            OperationKind::Return => "return",
+            OperationKind::Sale => "sale",
+            OperationKind::Exchange => "exchange",
+        }
+    }
+}
+
+impl std::fmt::Display for OperationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -77,6 +141,11 @@ pub struct Limits {
     pub max_upfront_per_day: Option<Money>,
     /// Upfront payments per rolling 30 days.
     pub max_upfront_per_30_days: Option<Money>,
+    /// Hourly commitment given up (USD/hour, amortized; returns, sales, exchanges' sources) per
+    /// UTC day.
+    pub max_hourly_given_up_per_day: Option<Money>,
+    /// Hourly commitment given up per rolling 30 days.
+    pub max_hourly_given_up_per_30_days: Option<Money>,
     /// Minimum expected utilization of a new commitment at `utilization_quantile` of demand.
     pub min_expected_utilization: f64,
     /// The low demand quantile the utilization floor is judged at (0.10 = P10).
@@ -94,6 +163,8 @@ impl Default for Limits {
             max_new_hourly_commitment_per_30_days: None,
             max_upfront_per_day: None,
             max_upfront_per_30_days: None,
+            max_hourly_given_up_per_day: None,
+            max_hourly_given_up_per_30_days: None,
             min_expected_utilization: 0.95,
             utilization_quantile: 0.10,
             coverage_target: None,
@@ -114,6 +185,11 @@ pub struct Approval {
     pub two_approvers_from_hourly_commitment: Option<Money>,
     /// At or above this upfront payment, two distinct approvers are needed.
     pub two_approvers_from_upfront: Option<Money>,
+    /// In autopilot, give-ups (returns, sales, exchanges) at or above this hourly commitment
+    /// given up wait for approval instead.
+    pub autopilot_max_hourly_given_up: Option<Money>,
+    /// At or above this hourly commitment given up, two distinct approvers are needed.
+    pub two_approvers_from_hourly_given_up: Option<Money>,
 }
 
 /// A period in which nothing is bought (e.g. a quarter-end freeze).
@@ -161,6 +237,100 @@ fn days_in_month(year: i32, month: u32) -> u32 {
         .unwrap_or(30)
 }
 
+/// A validation error and the key it is about, so the loader can name the key's line.
+struct FieldError {
+    at: At,
+    message: String,
+}
+
+/// Where a validated value sits in a policy file.
+enum At {
+    /// `key` in `[table]` ("" = the top level).
+    Key {
+        table: &'static str,
+        key: &'static str,
+    },
+    /// The `index`-th (0-based) `[[table]]` header.
+    ArrayTable { table: &'static str, index: usize },
+}
+
+impl At {
+    /// The 1-based line in `text`. Policy files are flat tables of `key = value` lines (no
+    /// inline or dotted tables are needed), so a line scan finds them; when it finds nothing
+    /// (a key left at its default), the error still names the file and the key.
+    fn line_in(&self, text: &str) -> Option<usize> {
+        let mut table = String::new();
+        let mut seen = 0;
+        for (n, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if let Some(name) = header(line) {
+                table = name.to_string();
+                if let At::ArrayTable { table: t, index } = self {
+                    if line.starts_with("[[") && name == *t {
+                        if seen == *index {
+                            return Some(n + 1);
+                        }
+                        seen += 1;
+                    }
+                }
+                continue;
+            }
+            if let (At::Key { table: t, key }, Some(k)) = (self, key_of(line)) {
+                if table == *t && k == *key {
+                    return Some(n + 1);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The table a `[name]` or `[[name]]` header line opens.
+fn header(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("[[").or_else(|| line.strip_prefix('['))?;
+    rest.split(']').next().map(str::trim)
+}
+
+/// The key of a `key = value` line.
+fn key_of(line: &str) -> Option<&str> {
+    if line.starts_with('#') {
+        return None;
+    }
+    let (key, _) = line.split_once('=')?;
+    Some(key.trim().trim_matches('"'))
+}
+
+/// The 1-based line of a byte offset.
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// The dotted name (`limits.max_upfront_per_day`) of the key on a 1-based line, if it has one.
+fn key_at_line(text: &str, wanted: usize) -> Option<String> {
+    let mut table = "";
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(name) = header(line) {
+            table = name;
+        } else if n + 1 == wanted {
+            let key = key_of(line)?;
+            return Some(if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            });
+        }
+        if n + 1 >= wanted {
+            break;
+        }
+    }
+    None
+}
+
 /// One policy file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,78 +359,270 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Parses and validates one policy file's text. Errors name the file, and TOML errors the
-    /// line and column.
+    /// Parses and validates one policy file's text. Errors name the file, the line (of the key
+    /// at fault, or where TOML stopped) and the field.
     pub fn parse(text: &str, path: &Path) -> Result<Policy, PolicyError> {
-        let invalid = |message: String| PolicyError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        };
-        let mut policy: Policy =
-            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let mut policy: Policy = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| line_at(text, span.start));
+            // toml names an unknown field but not the key whose value has the wrong type;
+            // the key on the line it points at does.
+            let field = line.and_then(|l| key_at_line(text, l));
+            // One line, like every other error commitd prints.
+            let message = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            PolicyError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                message: match field {
+                    Some(f) if !message.contains(&f) => format!("{f}: {message}"),
+                    _ => message,
+                },
+            }
+        })?;
         policy.source = path.to_path_buf();
-        policy.validate().map_err(invalid)?;
+        policy.validate().map_err(|e| PolicyError::Invalid {
+            path: path.to_path_buf(),
+            line: e.at.line_in(text),
+            message: e.message,
+        })?;
         Ok(policy)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), FieldError> {
+        let err = |table: &'static str, key: &'static str, message: String| FieldError {
+            at: At::Key { table, key },
+            message,
+        };
         if self.name.trim().is_empty() {
-            return Err("name must not be empty".into());
+            return Err(err("", "name", "name must not be empty".into()));
         }
         let l = &self.limits;
         if !(0.0..=1.0).contains(&l.min_expected_utilization) {
-            return Err(format!(
-                "limits.min_expected_utilization = {} must be between 0 and 1",
-                l.min_expected_utilization
+            return Err(err(
+                "limits",
+                "min_expected_utilization",
+                format!(
+                    "limits.min_expected_utilization = {} must be between 0 and 1",
+                    l.min_expected_utilization
+                ),
             ));
         }
         if !(0.0 < l.utilization_quantile && l.utilization_quantile < 1.0) {
-            return Err(format!(
-                "limits.utilization_quantile = {} must be strictly between 0 and 1",
-                l.utilization_quantile
+            return Err(err(
+                "limits",
+                "utilization_quantile",
+                format!(
+                    "limits.utilization_quantile = {} must be strictly between 0 and 1",
+                    l.utilization_quantile
+                ),
             ));
         }
         if let Some(c) = l.coverage_target {
             if !(0.0..=1.0).contains(&c) {
-                return Err(format!(
-                    "limits.coverage_target = {c} must be between 0 and 1"
+                return Err(err(
+                    "limits",
+                    "coverage_target",
+                    format!("limits.coverage_target = {c} must be between 0 and 1"),
                 ));
             }
         }
         if !(0.0..=1.0).contains(&l.three_year_min_extra_savings) {
-            return Err(format!(
-                "limits.three_year_min_extra_savings = {} must be between 0 and 1",
-                l.three_year_min_extra_savings
+            return Err(err(
+                "limits",
+                "three_year_min_extra_savings",
+                format!(
+                    "limits.three_year_min_extra_savings = {} must be between 0 and 1",
+                    l.three_year_min_extra_savings
+                ),
             ));
         }
-        for (key, value) in [
+        let ap = &self.approval;
+        for (table, key, value) in [
             (
-                "limits.max_new_hourly_commitment_per_day",
+                "limits",
+                "max_new_hourly_commitment_per_day",
                 l.max_new_hourly_commitment_per_day,
             ),
             (
-                "limits.max_new_hourly_commitment_per_30_days",
+                "limits",
+                "max_new_hourly_commitment_per_30_days",
                 l.max_new_hourly_commitment_per_30_days,
             ),
-            ("limits.max_upfront_per_day", l.max_upfront_per_day),
-            ("limits.max_upfront_per_30_days", l.max_upfront_per_30_days),
+            ("limits", "max_upfront_per_day", l.max_upfront_per_day),
+            (
+                "limits",
+                "max_upfront_per_30_days",
+                l.max_upfront_per_30_days,
+            ),
+            (
+                "limits",
+                "max_hourly_given_up_per_day",
+                l.max_hourly_given_up_per_day,
+            ),
+            (
+                "limits",
+                "max_hourly_given_up_per_30_days",
+                l.max_hourly_given_up_per_30_days,
+            ),
+            (
+                "approval",
+                "autopilot_max_hourly_commitment",
+                ap.autopilot_max_hourly_commitment,
+            ),
+            (
+                "approval",
+                "autopilot_max_upfront",
+                ap.autopilot_max_upfront,
+            ),
+            (
+                "approval",
+                "two_approvers_from_hourly_commitment",
+                ap.two_approvers_from_hourly_commitment,
+            ),
+            (
+                "approval",
+                "two_approvers_from_upfront",
+                ap.two_approvers_from_upfront,
+            ),
+            (
+                "approval",
+                "autopilot_max_hourly_given_up",
+                ap.autopilot_max_hourly_given_up,
+            ),
+            (
+                "approval",
+                "two_approvers_from_hourly_given_up",
+                ap.two_approvers_from_hourly_given_up,
+            ),
         ] {
             if value.is_some_and(Money::is_negative) {
-                return Err(format!("{key} must not be negative"));
-            }
-        }
-        if let (Some(day), Some(month)) = (
-            l.max_new_hourly_commitment_per_day,
-            l.max_new_hourly_commitment_per_30_days,
-        ) {
-            if day > month {
-                return Err(format!(
-                    "limits.max_new_hourly_commitment_per_day ({day}) exceeds the 30-day limit ({month})"
+                return Err(err(
+                    table,
+                    key,
+                    format!("{table}.{key} must not be negative"),
                 ));
             }
         }
+        // A per-day cap above the 30-day one is a typo: the 30-day cap would always bind first.
+        for (day_key, day, month) in [
+            (
+                "max_new_hourly_commitment_per_day",
+                l.max_new_hourly_commitment_per_day,
+                l.max_new_hourly_commitment_per_30_days,
+            ),
+            (
+                "max_upfront_per_day",
+                l.max_upfront_per_day,
+                l.max_upfront_per_30_days,
+            ),
+            (
+                "max_hourly_given_up_per_day",
+                l.max_hourly_given_up_per_day,
+                l.max_hourly_given_up_per_30_days,
+            ),
+        ] {
+            if let (Some(day), Some(month)) = (day, month) {
+                if day > month {
+                    return Err(err(
+                        "limits",
+                        day_key,
+                        format!("limits.{day_key} ({day}) exceeds the 30-day limit ({month})"),
+                    ));
+                }
+            }
+        }
+        // A threshold above the cap on the same figure can never be reached: every action that
+        // large is blocked by the cap, so the humans the threshold asks for are never asked,
+        // and the file says something it does not do (the shipped policies once asked for two
+        // approvers from $50/h under a $25/h daily cap). Equal is reachable (a cap is `<=`).
+        let caps = |day: Option<Money>, month: Option<Money>, day_key, month_key| match (day, month)
+        {
+            (Some(d), Some(m)) if m < d => Some((m, month_key)),
+            (Some(d), _) => Some((d, day_key)),
+            (None, Some(m)) => Some((m, month_key)),
+            (None, None) => None,
+        };
+        let hourly_cap = caps(
+            l.max_new_hourly_commitment_per_day,
+            l.max_new_hourly_commitment_per_30_days,
+            "max_new_hourly_commitment_per_day",
+            "max_new_hourly_commitment_per_30_days",
+        );
+        let upfront_cap = caps(
+            l.max_upfront_per_day,
+            l.max_upfront_per_30_days,
+            "max_upfront_per_day",
+            "max_upfront_per_30_days",
+        );
+        let given_up_cap = caps(
+            l.max_hourly_given_up_per_day,
+            l.max_hourly_given_up_per_30_days,
+            "max_hourly_given_up_per_day",
+            "max_hourly_given_up_per_30_days",
+        );
+        for (key, threshold, cap) in [
+            (
+                "autopilot_max_hourly_commitment",
+                ap.autopilot_max_hourly_commitment,
+                hourly_cap,
+            ),
+            (
+                "two_approvers_from_hourly_commitment",
+                ap.two_approvers_from_hourly_commitment,
+                hourly_cap,
+            ),
+            (
+                "autopilot_max_upfront",
+                ap.autopilot_max_upfront,
+                upfront_cap,
+            ),
+            (
+                "two_approvers_from_upfront",
+                ap.two_approvers_from_upfront,
+                upfront_cap,
+            ),
+            (
+                "autopilot_max_hourly_given_up",
+                ap.autopilot_max_hourly_given_up,
+                given_up_cap,
+            ),
+            (
+                "two_approvers_from_hourly_given_up",
+                ap.two_approvers_from_hourly_given_up,
+                given_up_cap,
+            ),
+        ] {
+            if let (Some(t), Some((cap, cap_key))) = (threshold, cap) {
+                if t > cap {
+                    return Err(err(
+                        "approval",
+                        key,
+                        format!(
+                            "approval.{key} ({t}) is above limits.{cap_key} ({cap}): every action that large is blocked by the limit, so the threshold can never apply; lower it to at most {cap} or raise the limit"
+                        ),
+                    ));
+                }
+            }
+        }
         if self.allow.instruments.contains(&Instrument::OnDemand) {
-            return Err("allow.instruments: OnDemand is not a commitment".into());
+            return Err(err(
+                "allow",
+                "instruments",
+                "allow.instruments: OnDemand is not a commitment".into(),
+            ));
+        }
+        if self.allow.give_up.contains(&OperationKind::Purchase) {
+            return Err(err(
+                "allow",
+                "give_up",
+                "allow.give_up: a purchase gives nothing up (use \"return\", \"sale\" or \"exchange\")"
+                    .into(),
+            ));
         }
         if let Some(p) = self.scope.provider {
             if let Some(i) = self
@@ -269,29 +631,41 @@ impl Policy {
                 .iter()
                 .find(|i| i.provider() != Some(p))
             {
-                return Err(format!(
-                    "allow.instruments: {i} is not sold by {p}, the provider in scope"
+                return Err(err(
+                    "allow",
+                    "instruments",
+                    format!("allow.instruments: {i} is not sold by {p}, the provider in scope"),
                 ));
             }
         }
-        for b in &self.blackouts {
+        for (index, b) in self.blackouts.iter().enumerate() {
+            let err = |message: String| FieldError {
+                at: At::ArrayTable {
+                    table: "blackout",
+                    index,
+                },
+                message,
+            };
             match (b.from, b.to, b.last_days_of_month) {
                 (Some(from), Some(to), _) if from >= to => {
-                    return Err(format!("blackout '{}': from must be before to", b.name))
+                    return Err(err(format!(
+                        "blackout '{}': from must be before to",
+                        b.name
+                    )))
                 }
                 (Some(_), None, _) | (None, Some(_), _) => {
-                    return Err(format!("blackout '{}': give both from and to", b.name))
+                    return Err(err(format!("blackout '{}': give both from and to", b.name)))
                 }
                 (None, None, None) => {
-                    return Err(format!(
+                    return Err(err(format!(
                         "blackout '{}': give from/to or last_days_of_month",
                         b.name
-                    ))
+                    )))
                 }
                 _ => {}
             }
             if let Some(m) = b.months.iter().find(|m| !(1..=12).contains(*m)) {
-                return Err(format!("blackout '{}': month {m} is not 1-12", b.name));
+                return Err(err(format!("blackout '{}': month {m} is not 1-12", b.name)));
             }
         }
         Ok(())
@@ -330,21 +704,67 @@ pub struct ActionFacts {
     pub upfront: Money,
     /// Expected utilization at the policy's low demand quantile, if the plan computed it.
     pub expected_utilization: Option<f64>,
-    /// The action gives up a held commitment (a return or a Marketplace sale) and buys
-    /// nothing: the allow lists, which say what may be bought, do not judge it (a 3-year
-    /// reservation bought by hand may be returned under a 1-year policy); the kill switch,
-    /// blackouts, limits, mode and approvals do.
+    /// What the action does: a purchase buys, a return or a sale gives a held commitment up
+    /// (the instrument, term and payment above are then the given-up commitment's), an
+    /// exchange does both (they are its target's).
     #[serde(default)]
-    pub gives_up: bool,
+    pub operation: OperationKind,
+    /// Amortized USD per hour of held commitment the action stops paying: a return's or a
+    /// sale's `Operation::hourly_cost_removed`; for an exchange, an upper bound on its sources'
+    /// (see `PlannedAction::facts`); zero for a purchase.
+    #[serde(default)]
+    pub hourly_given_up: Money,
 }
 
-/// What was already committed in the windows the limits look at (from the audit store).
+impl ActionFacts {
+    /// It buys a commitment (a purchase, or an exchange's target): the allow lists on what may
+    /// be bought, the caps on new money and the purchase thresholds judge it.
+    pub fn buys(&self) -> bool {
+        matches!(
+            self.operation,
+            OperationKind::Purchase | OperationKind::Exchange
+        )
+    }
+
+    /// It gives a held commitment up (a return, a sale, or an exchange's sources):
+    /// `allow.give_up`, the caps on hourly commitment given up and the give-up thresholds
+    /// judge it.
+    pub fn gives_up(&self) -> bool {
+        self.operation != OperationKind::Purchase
+    }
+}
+
+/// What was already committed, and given up, in the windows the limits look at (from the
+/// store: proposals executing or executed).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RecentSpend {
     pub hourly_commitment_today: Money,
     pub hourly_commitment_30_days: Money,
     pub upfront_today: Money,
     pub upfront_30_days: Money,
+    /// Hourly commitment given up (returns, sales, exchanges' sources) since the start of the
+    /// UTC day.
+    pub hourly_given_up_today: Money,
+    /// Hourly commitment given up in the last 30 days.
+    pub hourly_given_up_30_days: Money,
+}
+
+impl RecentSpend {
+    /// Counts an action approved in this cycle, so that the next action of the same plan is
+    /// judged with it already spent (and given up).
+    pub fn add(&mut self, action: &ActionFacts) {
+        if action.buys() {
+            self.hourly_commitment_today += action.hourly_commitment;
+            self.hourly_commitment_30_days += action.hourly_commitment;
+            self.upfront_today += action.upfront;
+            self.upfront_30_days += action.upfront;
+        }
+        if action.gives_up() {
+            self.hourly_given_up_today += action.hourly_given_up;
+            self.hourly_given_up_30_days += action.hourly_given_up;
+        }
+    }
 }
 
 /// The outcome for one action.
@@ -392,10 +812,6 @@ impl PolicySet {
     /// Loads and validates every `*.toml` in `dir` (sorted by name). Nothing is returned unless
     /// every file is valid: a broken policy must never leave the others half in force.
     pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
-        let read = |path: &Path| PolicyError::Read {
-            path: path.to_path_buf(),
-            source: std::io::Error::other("unreadable"),
-        };
         let entries = std::fs::read_dir(dir).map_err(|source| PolicyError::Read {
             path: dir.to_path_buf(),
             source,
@@ -413,7 +829,10 @@ impl PolicySet {
         }
         let mut set = PolicySet::default();
         for path in paths {
-            let text = std::fs::read_to_string(&path).map_err(|_| read(&path))?;
+            let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Read {
+                path: path.clone(),
+                source,
+            })?;
             let policy = Policy::parse(&text, &path)?;
             if let Some(other) = set.policies.iter().find(|p| p.name == policy.name) {
                 return Err(PolicyError::Duplicate {
@@ -468,7 +887,8 @@ impl PolicySet {
                             hourly_commitment: Money::ZERO,
                             upfront: Money::ZERO,
                             expected_utilization: None,
-                            gives_up: false,
+                            operation: OperationKind::Purchase,
+                            hourly_given_up: Money::ZERO,
                         };
                         let ok = self.governing(&facts).is_some_and(|p| {
                             !p.kill_switch
@@ -512,8 +932,8 @@ impl PolicySet {
         c
     }
 
-    /// Judges one action. With no governing policy, nothing may be bought: commitd never spends
-    /// money no human has written a rule for.
+    /// Judges one action. With no governing policy, nothing may be bought or given up:
+    /// commitd never spends money no human has written a rule for.
     pub fn evaluate(
         &self,
         action: &ActionFacts,
@@ -530,8 +950,8 @@ impl PolicySet {
                     rule: "scope".into(),
                     passed: false,
                     detail: format!(
-                        "no policy governs {} {} purchases",
-                        action.provider, action.instrument
+                        "no policy governs {} {} {}s",
+                        action.provider, action.instrument, action.operation
                     ),
                 }],
             },
@@ -575,15 +995,20 @@ pub fn evaluate(
             None => "outside every blackout window".into(),
         },
     );
+    let (buys, gives_up) = (action.buys(), action.gives_up());
     let a = &policy.allow;
+    // The allow lists say what may be bought. A return or a sale buys nothing: what it gives
+    // up was bought earlier, maybe by hand and on terms this policy would not buy today (a
+    // 3-year reservation returned under a 1-year policy), so they do not judge it;
+    // `allow.give_up` and the scope (a policy can govern one instrument) do.
     let allowed = |listed: bool, what: String| {
-        if action.gives_up {
+        if buys {
+            (listed, what)
+        } else {
             (
                 true,
                 format!("{what}: not judged, the action gives up a held commitment"),
             )
-        } else {
-            (listed, what)
         }
     };
     let (ok, detail) = allowed(
@@ -609,6 +1034,18 @@ pub fn evaluate(
         ),
     );
     check("allow.payment_options", ok, detail);
+    if gives_up {
+        check(
+            "allow.give_up",
+            a.give_up.contains(&action.operation),
+            format!(
+                "{} {} to give up {} USD/h",
+                action.operation,
+                allowed_word(&a.give_up, &action.operation),
+                action.hourly_given_up
+            ),
+        );
+    }
     let l = &policy.limits;
     if let Some(u) = action.expected_utilization {
         check(
@@ -632,39 +1069,64 @@ pub fn evaluate(
             );
         }
     };
-    limit(
-        "limits.max_new_hourly_commitment_per_day",
-        recent.hourly_commitment_today,
-        action.hourly_commitment,
-        l.max_new_hourly_commitment_per_day,
-    );
-    limit(
-        "limits.max_new_hourly_commitment_per_30_days",
-        recent.hourly_commitment_30_days,
-        action.hourly_commitment,
-        l.max_new_hourly_commitment_per_30_days,
-    );
-    limit(
-        "limits.max_upfront_per_day",
-        recent.upfront_today,
-        action.upfront,
-        l.max_upfront_per_day,
-    );
-    limit(
-        "limits.max_upfront_per_30_days",
-        recent.upfront_30_days,
-        action.upfront,
-        l.max_upfront_per_30_days,
-    );
+    // Caps on new money judge what buys; a return or a sale commits nothing new, and must not
+    // be stopped by purchases that filled today's budget (giving up has its own caps).
+    if buys {
+        limit(
+            "limits.max_new_hourly_commitment_per_day",
+            recent.hourly_commitment_today,
+            action.hourly_commitment,
+            l.max_new_hourly_commitment_per_day,
+        );
+        limit(
+            "limits.max_new_hourly_commitment_per_30_days",
+            recent.hourly_commitment_30_days,
+            action.hourly_commitment,
+            l.max_new_hourly_commitment_per_30_days,
+        );
+        limit(
+            "limits.max_upfront_per_day",
+            recent.upfront_today,
+            action.upfront,
+            l.max_upfront_per_day,
+        );
+        limit(
+            "limits.max_upfront_per_30_days",
+            recent.upfront_30_days,
+            action.upfront,
+            l.max_upfront_per_30_days,
+        );
+    }
+    if gives_up {
+        limit(
+            "limits.max_hourly_given_up_per_day",
+            recent.hourly_given_up_today,
+            action.hourly_given_up,
+            l.max_hourly_given_up_per_day,
+        );
+        limit(
+            "limits.max_hourly_given_up_per_30_days",
+            recent.hourly_given_up_30_days,
+            action.hourly_given_up,
+            l.max_hourly_given_up_per_30_days,
+        );
+    }
 
     let blocked = checks.iter().any(|c| !c.passed);
     let ap = &policy.approval;
-    let two = ap
-        .two_approvers_from_hourly_commitment
-        .is_some_and(|t| action.hourly_commitment >= t)
-        || ap
-            .two_approvers_from_upfront
-            .is_some_and(|t| action.upfront >= t);
+    let at_least = |threshold: Option<Money>, value: Money| threshold.is_some_and(|t| value >= t);
+    // An exchange is judged on both sides: two approvers when either its target or what it
+    // gives up reaches a two-approver threshold.
+    let two = (buys
+        && (at_least(
+            ap.two_approvers_from_hourly_commitment,
+            action.hourly_commitment,
+        ) || at_least(ap.two_approvers_from_upfront, action.upfront)))
+        || (gives_up
+            && at_least(
+                ap.two_approvers_from_hourly_given_up,
+                action.hourly_given_up,
+            ));
     let approvers = if two { 2 } else { 1 };
     // A policy's mode overrides the global one, except that a global datapilot is absolute:
     // a deployment started to observe must never spend, whatever a policy file says (a
@@ -681,12 +1143,11 @@ pub fn evaluate(
             Mode::Datapilot => Verdict::Block,
             Mode::Copilot => Verdict::NeedsApproval { approvers },
             Mode::Autopilot => {
-                let above = ap
-                    .autopilot_max_hourly_commitment
-                    .is_some_and(|t| action.hourly_commitment >= t)
-                    || ap
-                        .autopilot_max_upfront
-                        .is_some_and(|t| action.upfront >= t);
+                let above = (buys
+                    && (at_least(ap.autopilot_max_hourly_commitment, action.hourly_commitment)
+                        || at_least(ap.autopilot_max_upfront, action.upfront)))
+                    || (gives_up
+                        && at_least(ap.autopilot_max_hourly_given_up, action.hourly_given_up));
                 if above || two {
                     Verdict::NeedsApproval { approvers }
                 } else {
@@ -758,7 +1219,8 @@ last_days_of_month = 7
             hourly_commitment: Money::from_units(hourly),
             upfront: Money::ZERO,
             expected_utilization: Some(0.99),
-            gives_up: false,
+            operation: OperationKind::Purchase,
+            hourly_given_up: Money::ZERO,
         }
     }
 
@@ -914,7 +1376,7 @@ last_days_of_month = 7
         };
         let d = judged(&a, &policy());
         assert_eq!(d.blocking_rule().unwrap().rule, "allow.terms", "{d:?}");
-        a.gives_up = true;
+        a.operation = OperationKind::Return;
         let d = judged(&a, &policy());
         assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
         assert!(d
@@ -927,6 +1389,361 @@ last_days_of_month = 7
             judged(&a, &off).blocking_rule().unwrap().rule,
             "kill_switch"
         );
+    }
+
+    /// The example policy with rules on giving up: returns and exchanges may give up, sales
+    /// may not; at most $4/h a day and $6/h in 30 days; autopilot up to $1/h given up, two
+    /// approvers from $3/h.
+    fn give_up_policy(give_up: &str) -> Policy {
+        let text = EXAMPLE
+            .replace(
+                "payment_options = [\"NoUpfront\", \"AllUpfront\"]",
+                &format!("payment_options = [\"NoUpfront\", \"AllUpfront\"]\ngive_up = {give_up}"),
+            )
+            .replace(
+                "max_upfront_per_day = \"20000\"",
+                "max_upfront_per_day = \"20000\"\nmax_hourly_given_up_per_day = \"4\"\nmax_hourly_given_up_per_30_days = \"6\"",
+            )
+            .replace(
+                "two_approvers_from_hourly_commitment = \"8\"",
+                "two_approvers_from_hourly_commitment = \"8\"\nautopilot_max_hourly_given_up = \"1\"\ntwo_approvers_from_hourly_given_up = \"3\"",
+            );
+        Policy::parse(&text, Path::new("policies/aws.toml")).unwrap()
+    }
+
+    /// Giving up `hourly` USD/h by `operation`. A return and a sale buy nothing (hourly
+    /// commitment zero); an exchange buys a $0.5/h target.
+    fn give_up(operation: OperationKind, hourly: &str) -> ActionFacts {
+        let mut a = action(0);
+        a.operation = operation;
+        a.hourly_given_up = Money::parse(hourly).unwrap();
+        if operation == OperationKind::Exchange {
+            a.hourly_commitment = Money::parse("0.5").unwrap();
+        } else {
+            a.expected_utilization = None;
+            // Given up: a 3-year RI this policy would not buy.
+            a.instrument = Instrument::StandardReservedInstance;
+            a.term = Term::THREE_YEARS;
+        }
+        a
+    }
+
+    const GIVE_UPS: [OperationKind; 3] = [
+        OperationKind::Return,
+        OperationKind::Sale,
+        OperationKind::Exchange,
+    ];
+
+    #[test]
+    fn give_ups_need_their_operation_in_allow_give_up() {
+        let p = give_up_policy("[\"return\", \"exchange\"]");
+        for op in GIVE_UPS {
+            let d = evaluate(
+                &p,
+                &give_up(op, "0.5"),
+                &RecentSpend::default(),
+                mid_month(),
+                Mode::Autopilot,
+            );
+            if op == OperationKind::Sale {
+                assert_eq!(d.verdict, Verdict::Block, "{op}: {d:?}");
+                let rule = d.blocking_rule().unwrap();
+                assert_eq!(rule.rule, "allow.give_up");
+                assert!(
+                    rule.detail.contains("sale is not allowed"),
+                    "{}",
+                    rule.detail
+                );
+            } else {
+                assert_eq!(d.verdict, Verdict::Allow, "{op}: {d:?}");
+            }
+        }
+        // `[]` gives nothing up; a purchase is not judged by the list at all.
+        let none = give_up_policy("[]");
+        for op in GIVE_UPS {
+            let d = evaluate(
+                &none,
+                &give_up(op, "0.5"),
+                &RecentSpend::default(),
+                mid_month(),
+                Mode::Autopilot,
+            );
+            assert_eq!(d.blocking_rule().unwrap().rule, "allow.give_up", "{op}");
+        }
+        let d = evaluate(
+            &none,
+            &action(1),
+            &RecentSpend::default(),
+            mid_month(),
+            Mode::Autopilot,
+        );
+        assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
+        assert!(d.checks.iter().all(|c| c.rule != "allow.give_up"));
+        // Left out, the list is every give-up (what policies written before it meant).
+        assert_eq!(policy().allow.give_up.len(), 3);
+    }
+
+    #[test]
+    fn an_exchange_is_judged_as_a_purchase_of_its_target_too() {
+        let p = give_up_policy("[\"return\", \"sale\", \"exchange\"]");
+        // Its target must be allowed to be bought: a 3-year target is not, here.
+        let mut x = give_up(OperationKind::Exchange, "0.5");
+        x.term = Term::THREE_YEARS;
+        let d = evaluate(
+            &p,
+            &x,
+            &RecentSpend::default(),
+            mid_month(),
+            Mode::Autopilot,
+        );
+        assert_eq!(d.blocking_rule().unwrap().rule, "allow.terms", "{d:?}");
+        // And it counts against the caps on new money ($10/h a day here).
+        let spent = RecentSpend {
+            hourly_commitment_today: Money::parse("9.75").unwrap(),
+            ..RecentSpend::default()
+        };
+        let x = give_up(OperationKind::Exchange, "0.5");
+        let d = evaluate(&p, &x, &spent, mid_month(), Mode::Autopilot);
+        assert_eq!(
+            d.blocking_rule().unwrap().rule,
+            "limits.max_new_hourly_commitment_per_day",
+            "{d:?}"
+        );
+        // A return buys nothing: the same spent budget does not stop it.
+        let r = give_up(OperationKind::Return, "0.5");
+        let d = evaluate(&p, &r, &spent, mid_month(), Mode::Autopilot);
+        assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
+        // The exchange's target reaching a purchase threshold asks for approval like a
+        // purchase of it would ($5/h autopilot, $8/h two approvers).
+        let mut big = give_up(OperationKind::Exchange, "0.5");
+        big.hourly_commitment = Money::from_units(8);
+        let d = evaluate(
+            &p,
+            &big,
+            &RecentSpend::default(),
+            mid_month(),
+            Mode::Autopilot,
+        );
+        assert_eq!(d.verdict, Verdict::NeedsApproval { approvers: 2 }, "{d:?}");
+    }
+
+    #[test]
+    fn give_ups_are_capped_per_day_and_per_30_days() {
+        let p = give_up_policy("[\"return\", \"sale\", \"exchange\"]");
+        for op in GIVE_UPS {
+            // $3.5/h given up today + $0.5/h = the $4/h daily cap: allowed, and without a
+            // human ($0.5/h is below the $1/h autopilot threshold).
+            let today = RecentSpend {
+                hourly_given_up_today: Money::parse("3.5").unwrap(),
+                hourly_given_up_30_days: Money::parse("3.5").unwrap(),
+                ..RecentSpend::default()
+            };
+            let d = evaluate(
+                &p,
+                &give_up(op, "0.5"),
+                &today,
+                mid_month(),
+                Mode::Autopilot,
+            );
+            assert_eq!(d.verdict, Verdict::Allow, "{op}: {d:?}");
+            // One micro-dollar more is over it.
+            let d = evaluate(
+                &p,
+                &give_up(op, "0.500001"),
+                &today,
+                mid_month(),
+                Mode::Autopilot,
+            );
+            let rule = d.blocking_rule().unwrap();
+            assert_eq!(rule.rule, "limits.max_hourly_given_up_per_day", "{op}");
+            assert!(
+                rule.detail.contains("3.5 already + 0.500001"),
+                "{}",
+                rule.detail
+            );
+            // Nothing today, but $5.75/h in the last 30 days: the $6/h 30-day cap binds.
+            let month = RecentSpend {
+                hourly_given_up_30_days: Money::parse("5.75").unwrap(),
+                ..RecentSpend::default()
+            };
+            let d = evaluate(
+                &p,
+                &give_up(op, "0.5"),
+                &month,
+                mid_month(),
+                Mode::Autopilot,
+            );
+            assert_eq!(
+                d.blocking_rule().unwrap().rule,
+                "limits.max_hourly_given_up_per_30_days",
+                "{op}"
+            );
+            // Purchases are not judged by the give-up caps, however much was given up.
+            let d = evaluate(&p, &action(1), &month, mid_month(), Mode::Autopilot);
+            assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn give_ups_have_autopilot_and_two_approver_thresholds() {
+        let p = give_up_policy("[\"return\", \"sale\", \"exchange\"]");
+        let judge = |a: &ActionFacts, mode| {
+            evaluate(&p, a, &RecentSpend::default(), mid_month(), mode).verdict
+        };
+        for op in GIVE_UPS {
+            assert_eq!(
+                judge(&give_up(op, "0.999999"), Mode::Autopilot),
+                Verdict::Allow,
+                "{op}"
+            );
+            // At the $1/h autopilot threshold a human must approve.
+            assert_eq!(
+                judge(&give_up(op, "1"), Mode::Autopilot),
+                Verdict::NeedsApproval { approvers: 1 },
+                "{op}"
+            );
+            assert_eq!(
+                judge(&give_up(op, "2.999999"), Mode::Copilot),
+                Verdict::NeedsApproval { approvers: 1 },
+                "{op}"
+            );
+            // From $3/h two distinct approvers, in copilot and in autopilot.
+            for mode in [Mode::Copilot, Mode::Autopilot] {
+                assert_eq!(
+                    judge(&give_up(op, "3"), mode),
+                    Verdict::NeedsApproval { approvers: 2 },
+                    "{op} {mode:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn recent_spend_counts_what_an_action_buys_and_gives_up() {
+        let mut r = RecentSpend::default();
+        r.add(&give_up(OperationKind::Return, "2"));
+        r.add(&give_up(OperationKind::Exchange, "1"));
+        let mut bought = action(3);
+        bought.upfront = Money::from_units(100);
+        r.add(&bought);
+        assert_eq!(r.hourly_given_up_today, Money::from_units(3));
+        assert_eq!(r.hourly_given_up_30_days, Money::from_units(3));
+        // The exchange's $0.5/h target and the $3/h purchase.
+        assert_eq!(r.hourly_commitment_today, Money::parse("3.5").unwrap());
+        assert_eq!(r.upfront_30_days, Money::from_units(100));
+    }
+
+    #[test]
+    fn thresholds_above_the_cap_they_can_never_reach_are_refused() {
+        for (limits, approval, key) in [
+            (
+                "max_new_hourly_commitment_per_day = \"25\"",
+                "two_approvers_from_hourly_commitment = \"50\"",
+                "two_approvers_from_hourly_commitment",
+            ),
+            (
+                "max_new_hourly_commitment_per_30_days = \"20\"",
+                "autopilot_max_hourly_commitment = \"21\"",
+                "autopilot_max_hourly_commitment",
+            ),
+            (
+                "max_upfront_per_day = \"50000\"",
+                "two_approvers_from_upfront = \"100000\"",
+                "two_approvers_from_upfront",
+            ),
+            (
+                "max_upfront_per_30_days = \"100\"",
+                "autopilot_max_upfront = \"100.01\"",
+                "autopilot_max_upfront",
+            ),
+            (
+                "max_hourly_given_up_per_day = \"4\"",
+                "two_approvers_from_hourly_given_up = \"5\"",
+                "two_approvers_from_hourly_given_up",
+            ),
+            (
+                "max_hourly_given_up_per_day = \"4\"\nmax_hourly_given_up_per_30_days = \"3\"",
+                "autopilot_max_hourly_given_up = \"1\"",
+                "max_hourly_given_up_per_day",
+            ),
+            (
+                "max_hourly_given_up_per_30_days = \"3\"",
+                "autopilot_max_hourly_given_up = \"3.5\"",
+                "autopilot_max_hourly_given_up",
+            ),
+        ] {
+            let text = format!("name = \"x\"\n\n[limits]\n{limits}\n\n[approval]\n{approval}\n");
+            let e = Policy::parse(&text, Path::new("p/x.toml"))
+                .unwrap_err()
+                .to_string();
+            let line = text
+                .lines()
+                .position(|l| l.starts_with(&format!("{key} =")))
+                .unwrap()
+                + 1;
+            assert!(
+                e.starts_with(&format!("p/x.toml: line {line}: ")) && e.contains(key),
+                "{e}"
+            );
+        }
+        // At the cap is reachable, so allowed.
+        Policy::parse(
+            "name = \"x\"\n[limits]\nmax_hourly_given_up_per_day = \"4\"\n[approval]\ntwo_approvers_from_hourly_given_up = \"4\"\nautopilot_max_hourly_given_up = \"4\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn give_up_rules_are_validated_with_file_line_and_field() {
+        let e = Policy::parse(
+            "name = \"x\"\n[allow]\ninstruments = []\nterms = [1]\npayment_options = []\ngive_up = [\"purchase\"]\n",
+            Path::new("p/x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("p/x.toml: line 6: allow.give_up"), "{e}");
+        let e = Policy::parse(
+            "name = \"x\"\n[allow]\ninstruments = []\nterms = [1]\npayment_options = []\ngive_up = [\"refund\"]\n",
+            Path::new("p/x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("p/x.toml: line 6: allow.give_up") && e.contains("refund"),
+            "{e}"
+        );
+        let e = Policy::parse(
+            "name = \"x\"\n[limits]\nmax_hourly_given_up_per_day = \"-1\"\n",
+            Path::new("p/x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "p/x.toml: line 3: limits.max_hourly_given_up_per_day must not be negative"
+            ),
+            "{e}"
+        );
+        // A value of the wrong type names its key and line too.
+        let e = Policy::parse(
+            "name = \"x\"\n[approval]\nautopilot_max_hourly_given_up = true\n",
+            Path::new("p/x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("p/x.toml: line 3: approval.autopilot_max_hourly_given_up"),
+            "{e}"
+        );
+        // A blackout's error points at its own [[blackout]] header.
+        let e = Policy::parse(
+            "name = \"x\"\n[[blackout]]\nname = \"a\"\nlast_days_of_month = 3\n[[blackout]]\nname = \"b\"\n",
+            Path::new("p/x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("p/x.toml: line 5: blackout 'b'"), "{e}");
     }
 
     #[test]

@@ -7,7 +7,6 @@ use crate::audit::{
 use crate::audit::{AuditError, AuditLog};
 use crate::domain::Money;
 use crate::proposals::{PlannedAction, Proposal};
-use crate::providers::Operation;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -29,25 +28,8 @@ fn action_facts(action: &PlannedAction) -> serde_json::Value {
         "summary": action.summary,
         "spec": action.spec,
         "operation": action.operation,
-        "hourly_given_up": given_up_hourly(action),
+        "hourly_given_up": action.facts().hourly_given_up,
     })
-}
-
-/// The amortized USD/h an action stops paying: a return's or a sale's commitment removed, and
-/// for an exchange the sources' value spread over the target's term (what it gives up to buy
-/// the target). Zero for a purchase.
-pub fn given_up_hourly(action: &PlannedAction) -> Money {
-    match &action.operation {
-        Operation::Purchase => Money::ZERO,
-        Operation::Return { .. } | Operation::Sell { .. } => action
-            .operation
-            .hourly_cost_removed()
-            .unwrap_or(Money::ZERO),
-        Operation::Exchange { source_value, .. } => {
-            let hours = action.spec.term.hours().max(1);
-            Money::from_micros(source_value.micros() / hours)
-        }
-    }
 }
 
 /// An action that became a proposal (`proposal_id` = the proposal) or, in Datapilot, a

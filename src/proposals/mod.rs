@@ -134,10 +134,24 @@ impl PlannedAction {
             hourly_commitment: self.hourly_cost,
             upfront: self.upfront,
             expected_utilization: self.expected_utilization,
-            gives_up: matches!(
-                self.operation,
-                Operation::Return { .. } | Operation::Sell { .. }
-            ),
+            operation: match self.operation {
+                Operation::Purchase => crate::policy::OperationKind::Purchase,
+                Operation::Return { .. } => crate::policy::OperationKind::Return,
+                Operation::Sell { .. } => crate::policy::OperationKind::Sale,
+                Operation::Exchange { .. } => crate::policy::OperationKind::Exchange,
+            },
+            hourly_given_up: match &self.operation {
+                Operation::Purchase => Money::ZERO,
+                // An exchange carries its sources' remaining value, not their hourly cost. AWS
+                // exchanges into a target worth at least that value over the sources' remaining
+                // term (the target keeps their end date), so the target's hourly cost bounds
+                // the sources' from above: the give-up caps and thresholds err on the side of
+                // asking a human.
+                Operation::Exchange { .. } => self.hourly_cost,
+                Operation::Return { .. } | Operation::Sell { .. } => {
+                    self.operation.hourly_cost_removed().unwrap_or(Money::ZERO)
+                }
+            },
         }
     }
 
@@ -459,7 +473,7 @@ impl ProposalStore {
                 action.into(),
                 a.describe().into(),
                 proposal.action_digest.clone().into(),
-                journal::given_up_hourly(a).micros().into(),
+                a.facts().hourly_given_up.micros().into(),
             ],
         )
         .await
@@ -1127,13 +1141,17 @@ impl ProposalStore {
                 ))
             }
         };
-        let (hourly_today, upfront_today, _given_up_today) = sum(day_start).await?;
-        let (hourly_30, upfront_30, _given_up_30) = sum(now - Duration::days(30)).await?;
+        let (hourly_today, upfront_today, given_up_today) = sum(day_start).await?;
+        let (hourly_30, upfront_30, given_up_30) = sum(now - Duration::days(30)).await?;
         Ok(RecentSpend {
             hourly_commitment_today: hourly_today,
             hourly_commitment_30_days: hourly_30,
             upfront_today,
             upfront_30_days: upfront_30,
+            // Filled from the store by the execute/proposals owner (issue #24): until then the
+            // give-up caps see only the give-ups of the current cycle.
+            hourly_given_up_today: given_up_today,
+            hourly_given_up_30_days: given_up_30,
         })
     }
 }

@@ -277,3 +277,45 @@ async fn the_digest_binds_what_is_bought_and_its_price_not_the_explanation() {
     d.spec.region = Some("eu-west-1".into());
     assert_ne!(a.digest(), d.digest());
 }
+
+/// What a return gives up counts against the give-up caps from the moment its call is
+/// recorded, like a purchase's commitment does.
+#[tokio::test]
+async fn a_return_in_flight_counts_as_given_up() {
+    let (_d, store) = sqlite().await;
+    let s = ProposalStore::new(store);
+    let mut a = action("0");
+    a.operation = Operation::Return {
+        commitment_id: "sp-1".into(),
+        hourly_cost_removed: Money::parse("1.25").unwrap(),
+        instances: None,
+    };
+    let mut n = new("plan-1", 0, 1);
+    n.action = a;
+    let p = s.create(&n, t(0)).await.unwrap();
+    s.approve(&p.id, "alice", t(1), None).await.unwrap();
+    let before = s.recent_spend(t(1)).await.unwrap();
+    assert_eq!(before.hourly_given_up_today, Money::ZERO);
+    s.start_call(&p.id, None, "k", ProposalState::Approved, t(1), |q| {
+        crate::audit::NewEvent::new(
+            t(1),
+            "commitd",
+            &q.id,
+            crate::audit::ExecutionRequested {
+                proposal_id: q.id.clone(),
+                idempotency_key: "k".into(),
+                attempt: Some(1),
+            },
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let after = s.recent_spend(t(2)).await.unwrap();
+    assert_eq!(after.hourly_given_up_today, Money::parse("1.25").unwrap());
+    assert_eq!(after.hourly_given_up_30_days, Money::parse("1.25").unwrap());
+    assert_eq!(after.hourly_commitment_today, Money::ZERO);
+    // Judging the same proposal again leaves it out.
+    let except = s.recent_spend_except(t(2), Some(&p.id)).await.unwrap();
+    assert_eq!(except.hourly_given_up_today, Money::ZERO);
+}

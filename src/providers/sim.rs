@@ -1005,10 +1005,25 @@ pub(crate) mod tests {
         use sqlx::Connection as _;
         let (dir, m) = market().await;
         let mut out = vec![(Some(dir), m, None)];
-        let Ok(admin) = std::env::var("COMMITD_TEST_DATABASE_URL") else {
+        // Under COMMITD_REQUIRE_POSTGRES=1 (CI) a missing or unusable URL fails the test
+        // instead of leaving it on SQLite only (the twin of tests/pg_support).
+        let required = std::env::var("COMMITD_REQUIRE_POSTGRES")
+            .is_ok_and(|r| matches!(r.trim(), "1" | "true" | "yes"));
+        let Some(admin) = std::env::var("COMMITD_TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+        else {
+            assert!(
+                !required,
+                "COMMITD_REQUIRE_POSTGRES=1 but COMMITD_TEST_DATABASE_URL is not set"
+            );
             return out;
         };
         let Some(slash) = admin.rfind('/').filter(|_| !admin.contains('?')) else {
+            assert!(
+                !required,
+                "COMMITD_TEST_DATABASE_URL has query parameters: these tests need postgres://HOST/DB"
+            );
             return out;
         };
         let db = format!(

@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+#[path = "../pg_support/mod.rs"]
+mod pg_support;
+pub use pg_support::postgres_url;
+
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use commitd::audit::{
     ActionProposed, Amount, Approved, AuditLog, EventBody, NewEvent, PlanComputed,
@@ -101,28 +105,27 @@ pub async fn databases() -> Vec<TestDb> {
         _dir: Some(dir),
         pg: None,
     }];
-    if let Ok(admin_url) = std::env::var("COMMITD_TEST_DATABASE_URL") {
-        if !admin_url.trim().is_empty() {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos();
-            let db = format!("commitd_test_{}_{}_{}", std::process::id(), nanos, n);
-            let mut conn = sqlx::PgConnection::connect(&admin_url)
-                .await
-                .expect("COMMITD_TEST_DATABASE_URL must accept connections");
-            sqlx::query(&format!("CREATE DATABASE {db}"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            let _ = conn.close().await;
-            dbs.push(TestDb {
-                name: "postgres",
-                url: with_database(&admin_url, &db),
-                _dir: None,
-                pg: Some((admin_url, db)),
-            });
-        }
+    // Fails instead when COMMITD_REQUIRE_POSTGRES=1 and no server is named (CI).
+    if let Some(admin_url) = postgres_url() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let db = format!("commitd_test_{}_{}_{}", std::process::id(), nanos, n);
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("COMMITD_TEST_DATABASE_URL must accept connections");
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let _ = conn.close().await;
+        dbs.push(TestDb {
+            name: "postgres",
+            url: with_database(&admin_url, &db),
+            _dir: None,
+            pg: Some((admin_url, db)),
+        });
     }
     dbs
 }

@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+#[path = "../pg_support/mod.rs"]
+mod pg_support;
+pub use pg_support::postgres_url;
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -89,7 +93,8 @@ pub struct Setup {
 
 impl Setup {
     /// `mode`: datapilot, copilot or autopilot. `postgres`: a throwaway PostgreSQL database
-    /// (None when COMMITD_TEST_DATABASE_URL is not set: the caller skips).
+    /// (None when COMMITD_TEST_DATABASE_URL is not set: the caller skips; a panic instead under
+    /// COMMITD_REQUIRE_POSTGRES=1, see [`postgres_url`]).
     pub fn new(mode: &str, postgres: bool) -> Option<Setup> {
         Setup::with_daemon_settings(mode, postgres, "")
     }
@@ -98,7 +103,7 @@ impl Setup {
     pub fn with_daemon_settings(mode: &str, postgres: bool, extra: &str) -> Option<Setup> {
         let dir = tempfile::tempdir().unwrap();
         let (database_url, pg) = if postgres {
-            let admin = std::env::var("COMMITD_TEST_DATABASE_URL").ok()?;
+            let admin = postgres_url()?;
             let db = format!(
                 "commitd_daemon_test_{}_{}",
                 std::process::id(),
