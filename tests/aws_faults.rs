@@ -140,13 +140,18 @@ fn bought_outside(server: &TestServer, instance_type: &str, class: &str, count: 
 async fn a_failing_create_tags_still_reports_the_purchase_and_it_is_found_untagged() {
     let (server, m) = market().await;
     // IAM refuses CreateTags (final, not retried by the SDK), on every call.
-    server.world().inject_always("CreateTags", Fault::Unauthorized);
+    server
+        .world()
+        .inject_always("CreateTags", Fault::Unauthorized);
     let since = now();
     let r = request("tags-fail", standard());
     let bought = m.purchase(&r).await.expect("the purchase happened: Ok");
     let ledger = ledger_ris(&server);
     assert_eq!(ledger.len(), 1, "{ledger:?}");
-    assert_eq!(bought.commitment.id, ledger[0].0, "the RI's id, from the answer");
+    assert_eq!(
+        bought.commitment.id, ledger[0].0,
+        "the RI's id, from the answer"
+    );
     assert_eq!(ledger[0].3, None, "the tag failed");
     assert_eq!(bought.commitment.amount, CommitmentAmount::Instances(2));
     assert_eq!(
@@ -156,7 +161,11 @@ async fn a_failing_create_tags_still_reports_the_purchase_and_it_is_found_untagg
     );
 
     // Not findable by the key (no tag) ...
-    assert!(m.find_by_idempotency_key("tags-fail").await.unwrap().is_none());
+    assert!(m
+        .find_by_idempotency_key("tags-fail")
+        .await
+        .unwrap()
+        .is_none());
     // ... but by what was bought since the attempt began.
     let Found::Yes(found) = m.find_purchase(&r, since).await.unwrap() else {
         panic!("the untagged purchase is found")
@@ -167,7 +176,10 @@ async fn a_failing_create_tags_still_reports_the_purchase_and_it_is_found_untagg
     // Once tagging works again, finding it claims it with the key: another proposal of the
     // same spec never takes it for its own.
     server.world().clear_faults(None);
-    assert!(matches!(m.find_purchase(&r, since).await.unwrap(), Found::Yes(_)));
+    assert!(matches!(
+        m.find_purchase(&r, since).await.unwrap(),
+        Found::Yes(_)
+    ));
     assert_eq!(ledger_ris(&server)[0].3.as_deref(), Some("tags-fail"));
     let other = request("someone-else", standard());
     assert_eq!(m.find_purchase(&other, since).await.unwrap(), Found::No);
@@ -234,7 +246,11 @@ async fn a_purchase_refused_before_it_was_applied_is_found_absent() {
         // From the client's side a 5xx or a silence may follow a purchase: unknown ...
         assert!(err.outcome_unknown(), "{fault:?}: {err}");
         // ... and the account says it did not happen.
-        assert_eq!(m.find_purchase(&r, since).await.unwrap(), Found::No, "{fault:?}");
+        assert_eq!(
+            m.find_purchase(&r, since).await.unwrap(),
+            Found::No,
+            "{fault:?}"
+        );
         assert!(ledger_ris(&server).is_empty(), "{fault:?}");
         assert_eq!(server.world().purchases(), 0);
     }
@@ -253,7 +269,9 @@ async fn throttling_of_an_ri_purchase_is_retryable_because_aws_throttles_before_
     );
     assert!(ledger_ris(&server).is_empty());
     // A dry run that fails buys nothing, whatever the failure: never an unknown outcome.
-    server.world().inject(PURCHASE_RI, Fault::DropAfterCommit, 3);
+    server
+        .world()
+        .inject(PURCHASE_RI, Fault::DropAfterCommit, 3);
     let err = m.purchase(&r).await.unwrap_err();
     assert!(!err.outcome_unknown() && err.retryable(), "{err}");
     assert!(ledger_ris(&server).is_empty());
@@ -293,7 +311,11 @@ async fn two_untagged_matches_are_unclear_and_other_purchases_do_not_match() {
         .filter_map(|r| r.3)
         .collect();
     assert_eq!(tagged, ["theirs"]);
-    assert_eq!(server.world().calls("CreateTags"), 1, "only the purchase's own tag");
+    assert_eq!(
+        server.world().calls("CreateTags"),
+        1,
+        "only the purchase's own tag"
+    );
 }
 
 #[tokio::test]
@@ -324,12 +346,19 @@ async fn a_throttling_storm_on_create_savings_plan_buys_one_plan() {
         Err(e) => panic!("a 5xx on CreateSavingsPlan is retried by the SDK: {e}"),
     };
     let w = server.world();
-    assert_eq!(w.calls("CreateSavingsPlan"), 8, "3 + 3 throttled/served + 2");
+    assert_eq!(
+        w.calls("CreateSavingsPlan"),
+        8,
+        "3 + 3 throttled/served + 2"
+    );
     let plans = w.ledger().savings_plans;
     assert_eq!(plans.len(), 2, "{plans:?}");
     assert_eq!(plans[0].id, bought.commitment.id);
     assert_eq!(plans[1].id, second.commitment.id);
-    assert_eq!(plans[0].tags.get(KEY_TAG).map(String::as_str), Some("storm"));
+    assert_eq!(
+        plans[0].tags.get(KEY_TAG).map(String::as_str),
+        Some("storm")
+    );
     assert_eq!(w.purchases(), 2);
 }
 
@@ -344,13 +373,19 @@ async fn a_purchase_is_reported_when_reading_it_back_fails() {
         .world()
         .inject_always("DescribeReservedInstances", Fault::ServerError);
     let q = m.quote(&standard()).await.unwrap();
-    let bought = m.purchase(&request("no-readback", standard())).await.unwrap();
+    let bought = m
+        .purchase(&request("no-readback", standard()))
+        .await
+        .unwrap();
     server.world().clear_faults(None);
     let ledger = ledger_ris(&server);
     assert_eq!(ledger.len(), 1);
     assert_eq!(bought.commitment.id, ledger[0].0);
     assert_eq!(bought.commitment.amount, CommitmentAmount::Instances(2));
-    assert_eq!(bought.commitment.hourly_cost, q.hourly_cost, "from the quote");
+    assert_eq!(
+        bought.commitment.hourly_cost, q.hourly_cost,
+        "from the quote"
+    );
     assert_eq!(bought.commitment.start, Hour::from_datetime(now()));
     assert_eq!(
         bought.commitment.end,
@@ -359,11 +394,16 @@ async fn a_purchase_is_reported_when_reading_it_back_fails() {
     assert_eq!(ledger[0].3.as_deref(), Some("no-readback"));
 
     // A savings plan likewise.
-    server.world().inject("DescribeSavingsPlans", Fault::Pass, 1);
+    server
+        .world()
+        .inject("DescribeSavingsPlans", Fault::Pass, 1);
     server
         .world()
         .inject_always("DescribeSavingsPlans", Fault::ServerError);
-    let plan = m.purchase(&request("sp-no-readback", plan_spec("0.75"))).await.unwrap();
+    let plan = m
+        .purchase(&request("sp-no-readback", plan_spec("0.75")))
+        .await
+        .unwrap();
     server.world().clear_faults(None);
     let plans = server.world().ledger().savings_plans;
     assert_eq!(plans.len(), 1);
@@ -372,7 +412,10 @@ async fn a_purchase_is_reported_when_reading_it_back_fails() {
         plan.commitment.amount,
         CommitmentAmount::HourlySpend(Money::parse("0.75").unwrap())
     );
-    assert_eq!(plan.commitment.region, None, "a Compute plan is not regional");
+    assert_eq!(
+        plan.commitment.region, None,
+        "a Compute plan is not regional"
+    );
 }
 
 #[tokio::test]
@@ -423,7 +466,7 @@ async fn an_exchange_whose_accept_answer_is_lost_is_found() {
             .iter()
             .find(|ri| ri.instance_type == "m5.xlarge")
             .unwrap();
-        assert_eq!(found.target_ids, [target.id.clone()]);
+        assert_eq!(found.target_ids, std::slice::from_ref(&target.id));
         let src = ledger
             .reserved_instances
             .iter()
@@ -495,7 +538,10 @@ async fn an_organization_asks_the_account_the_purchase_went_to() {
     // The same request aimed at the payer finds nothing there.
     let mut at_payer = r.clone();
     at_payer.spec.account = None;
-    assert_eq!(org.find_purchase(&at_payer, now()).await.unwrap(), Found::No);
+    assert_eq!(
+        org.find_purchase(&at_payer, now()).await.unwrap(),
+        Found::No
+    );
 
     assert!(!org.deduplicates(&Operation::Purchase, &spec));
     assert!(org.deduplicates(&Operation::Purchase, &plan_spec("1")));
@@ -563,15 +609,19 @@ async fn the_control_api_sets_permanent_and_slow_faults_clears_them_and_shows_th
 
     let r = request("via-http", standard());
     m.purchase(&r).await.unwrap();
-    m.purchase(&request("via-http-2", ri_spec(Instrument::StandardReservedInstance, "c5.large", 1)))
-        .await
-        .unwrap();
+    m.purchase(&request(
+        "via-http-2",
+        ri_spec(Instrument::StandardReservedInstance, "c5.large", 1),
+    ))
+    .await
+    .unwrap();
     let (_, body) = raw(&server, get("/_commitd/ledger")).await;
     let ledger: serde_json::Value = serde_json::from_str(&body).unwrap();
     let ris = ledger["reserved_instances"].as_array().unwrap();
     assert_eq!(ris.len(), 2, "{ledger}");
     assert!(
-        ris.iter().all(|ri| ri["tags"].as_object().unwrap().is_empty()),
+        ris.iter()
+            .all(|ri| ri["tags"].as_object().unwrap().is_empty()),
         "CreateTags failed every time: {ledger}"
     );
     assert_eq!(ris[0]["instance_type"], "m5.large");
@@ -584,7 +634,10 @@ async fn the_control_api_sets_permanent_and_slow_faults_clears_them_and_shows_th
     )
     .await;
     assert!(status.contains(" 200 "), "{status}");
-    assert!(matches!(m.find_purchase(&r, now()).await.unwrap(), Found::Yes(_)));
+    assert!(matches!(
+        m.find_purchase(&r, now()).await.unwrap(),
+        Found::Yes(_)
+    ));
     let (_, body) = raw(&server, get("/_commitd/ledger")).await;
     let ledger: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(

@@ -141,7 +141,8 @@ impl AwsError {
     /// True for AWS's throttling answers: AWS refuses those before acting on the request.
     pub fn is_throttling(&self) -> bool {
         match self {
-            AwsError::Unavailable { code, status, .. } | AwsError::Rejected { code, status, .. } => {
+            AwsError::Unavailable { code, status, .. }
+            | AwsError::Rejected { code, status, .. } => {
                 *status == 429 || THROTTLING_CODES.contains(&code.as_str())
             }
             _ => false,

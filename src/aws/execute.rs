@@ -409,7 +409,11 @@ impl AwsClients {
 
     /// Writes the idempotency key as a tag on Reserved Instances (after a purchase, or when
     /// reconciliation claims an untagged purchase for its proposal).
-    pub async fn tag_reserved_instances(&self, id: &str, key: &str) -> Result<Called<()>, AwsError> {
+    pub async fn tag_reserved_instances(
+        &self,
+        id: &str,
+        key: &str,
+    ) -> Result<Called<()>, AwsError> {
         let out = self
             .ec2
             .create_tags()

@@ -229,7 +229,12 @@ impl AwsMarket {
         let key = &request.idempotency_key;
         // What the purchase is, before AWS says more: the fallback when reading it back fails.
         let requested = |id: String| {
-            requested_commitment(id, spec, &quote, Hour::from_datetime(purchase_time.unwrap_or(now)))
+            requested_commitment(
+                id,
+                spec,
+                &quote,
+                Hour::from_datetime(purchase_time.unwrap_or(now)),
+            )
         };
         // Every error below the buying call is after AWS accepted the purchase: the purchase
         // is reported (with its id and request id) whatever fails afterwards, because an error
@@ -338,7 +343,11 @@ impl AwsMarket {
             request_id: request_id.clone(),
             commitment: ri.to_commitment(),
         };
-        if let Some(ri) = all.value.iter().find(|ri| ri.idempotency_key() == Some(key)) {
+        if let Some(ri) = all
+            .value
+            .iter()
+            .find(|ri| ri.idempotency_key() == Some(key))
+        {
             return Ok(Found::Yes(purchase(ri)));
         }
         let candidates: Vec<&ReservedInstanceRecord> = all
@@ -351,7 +360,14 @@ impl AwsMarket {
             .collect();
         let described = |ris: &[&ReservedInstanceRecord]| {
             ris.iter()
-                .map(|ri| format!("{} ({}, started {})", ri.id, ri.state, ri.start.to_rfc3339()))
+                .map(|ri| {
+                    format!(
+                        "{} ({}, started {})",
+                        ri.id,
+                        ri.state,
+                        ri.start.to_rfc3339()
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -418,11 +434,10 @@ pub fn matches_purchase(
 /// reports when AWS accepted the purchase but reading it back failed. `start` is the purchase
 /// time sent (queued) or the market's hour of the purchase.
 fn requested_commitment(id: String, spec: &PurchaseSpec, quote: &Quote, start: Hour) -> Commitment {
-    let family = spec.family.clone().or_else(|| {
-        spec.instance_type
-            .as_deref()
-            .map(super::convert::family_of)
-    });
+    let family = spec
+        .family
+        .clone()
+        .or_else(|| spec.instance_type.as_deref().map(super::convert::family_of));
     Commitment {
         id,
         provider: Provider::Aws,
@@ -1181,7 +1196,7 @@ impl CommitmentMarket for AwsOrganization {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Term};
+    use crate::domain::Term;
 
     const PURCHASE_RI: &str = "PurchaseReservedInstancesOffering";
     const ACCEPT: &str = "AcceptReservedInstancesExchangeQuote";
@@ -1364,7 +1379,12 @@ mod tests {
         assert!(matches_purchase(&ok, &request, since, "us-east-1"));
         // The clock tolerance: 5 minutes before the attempt, not more.
         let skew = chrono::Duration::seconds(RECONCILE_SKEW_SECONDS);
-        assert!(matches_purchase(&record(since - skew), &request, since, "us-east-1"));
+        assert!(matches_purchase(
+            &record(since - skew),
+            &request,
+            since,
+            "us-east-1"
+        ));
         assert!(!matches_purchase(
             &record(since - skew - chrono::Duration::seconds(1)),
             &request,
@@ -1372,15 +1392,42 @@ mod tests {
             "us-east-1"
         ));
         let differs: Vec<ReservedInstanceRecord> = vec![
-            ReservedInstanceRecord { count: 3, ..ok.clone() },
-            ReservedInstanceRecord { instance_type: "m5.xlarge".into(), ..ok.clone() },
-            ReservedInstanceRecord { availability_zone: Some("us-east-1a".into()), ..ok.clone() },
-            ReservedInstanceRecord { region: "eu-west-1".into(), ..ok.clone() },
-            ReservedInstanceRecord { instrument: Instrument::ConvertibleReservedInstance, ..ok.clone() },
-            ReservedInstanceRecord { term: Term::THREE_YEARS, ..ok.clone() },
-            ReservedInstanceRecord { payment: PaymentOption::AllUpfront, ..ok.clone() },
-            ReservedInstanceRecord { os: "Windows".into(), ..ok.clone() },
-            ReservedInstanceRecord { tenancy: "Dedicated".into(), ..ok.clone() },
+            ReservedInstanceRecord {
+                count: 3,
+                ..ok.clone()
+            },
+            ReservedInstanceRecord {
+                instance_type: "m5.xlarge".into(),
+                ..ok.clone()
+            },
+            ReservedInstanceRecord {
+                availability_zone: Some("us-east-1a".into()),
+                ..ok.clone()
+            },
+            ReservedInstanceRecord {
+                region: "eu-west-1".into(),
+                ..ok.clone()
+            },
+            ReservedInstanceRecord {
+                instrument: Instrument::ConvertibleReservedInstance,
+                ..ok.clone()
+            },
+            ReservedInstanceRecord {
+                term: Term::THREE_YEARS,
+                ..ok.clone()
+            },
+            ReservedInstanceRecord {
+                payment: PaymentOption::AllUpfront,
+                ..ok.clone()
+            },
+            ReservedInstanceRecord {
+                os: "Windows".into(),
+                ..ok.clone()
+            },
+            ReservedInstanceRecord {
+                tenancy: "Dedicated".into(),
+                ..ok.clone()
+            },
         ];
         for d in &differs {
             assert!(!matches_purchase(d, &request, since, "us-east-1"), "{d:?}");

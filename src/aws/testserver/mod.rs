@@ -19,7 +19,9 @@ pub mod savingsplans;
 pub mod sts;
 pub mod world;
 
-pub use world::{ApiError, Fault, Ledger, LedgerListing, LedgerPlan, LedgerRi, Session, Stats, World};
+pub use world::{
+    ApiError, Fault, Ledger, LedgerListing, LedgerPlan, LedgerRi, Session, Stats, World,
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
