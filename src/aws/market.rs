@@ -358,41 +358,56 @@ impl AwsMarket {
                     && matches_purchase(ri, r, since, &self.clients.region)
             })
             .collect();
-        let described = |ris: &[&ReservedInstanceRecord]| {
-            ris.iter()
-                .map(|ri| {
-                    format!(
-                        "{} ({}, started {})",
-                        ri.id,
-                        ri.state,
-                        ri.start.to_rfc3339()
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        match candidates.as_slice() {
-            [] => Ok(Found::No),
-            [ri] if ri.is_covering() => {
+        match settle_untagged(&candidates, r, since) {
+            Found::Yes(ri) => {
                 if let Err(e) = self.clients.tag_reserved_instances(&ri.id, key).await {
                     tracing::warn!(reserved_instances_id = %ri.id, key = %key, error = %e, "found the untagged purchase, but could not tag it with its key");
                 }
                 Ok(Found::Yes(purchase(ri)))
             }
-            [ri] => Ok(Found::Unclear(format!(
-                "one untagged Reserved Instance matches {} since {}, but it is not active or queued: {}",
-                r.spec.describe(),
-                since.to_rfc3339(),
-                described(&[*ri])
-            ))),
-            many => Ok(Found::Unclear(format!(
-                "{} untagged Reserved Instances match {} since {}: {}; which (if any) this purchase made cannot be told from AWS",
-                many.len(),
-                r.spec.describe(),
-                since.to_rfc3339(),
-                described(many)
-            ))),
+            Found::No => Ok(Found::No),
+            Found::Unclear(why) => Ok(Found::Unclear(why)),
         }
+    }
+}
+
+/// What the untagged RIs matching `r` since `since` establish: none, no purchase; exactly one
+/// that is active, queued or payment-pending, this purchase; one in another state
+/// (payment-failed) or several, a person must look (the text names each id, state and start).
+fn settle_untagged<'a>(
+    candidates: &[&'a ReservedInstanceRecord],
+    r: &PurchaseRequest,
+    since: DateTime<Utc>,
+) -> Found<&'a ReservedInstanceRecord> {
+    let described = |ris: &[&ReservedInstanceRecord]| {
+        ris.iter()
+            .map(|ri| {
+                format!(
+                    "{} ({}, started {})",
+                    ri.id,
+                    ri.state,
+                    ri.start.to_rfc3339()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match candidates {
+        [] => Found::No,
+        [ri] if ri.is_covering() => Found::Yes(ri),
+        [ri] => Found::Unclear(format!(
+            "one untagged Reserved Instance matches {} since {}, but it is not active or queued: {}",
+            r.spec.describe(),
+            since.to_rfc3339(),
+            described(&[*ri])
+        )),
+        many => Found::Unclear(format!(
+            "{} untagged Reserved Instances match {} since {}: {}; which (if any) this purchase made cannot be told from AWS",
+            many.len(),
+            r.spec.describe(),
+            since.to_rfc3339(),
+            described(many)
+        )),
     }
 }
 
@@ -1432,6 +1447,28 @@ mod tests {
         for d in &differs {
             assert!(!matches_purchase(d, &request, since, "us-east-1"), "{d:?}");
         }
+        // One candidate that did not become a commitment (payment failed) is not claimed.
+        let failed = ReservedInstanceRecord {
+            state: "payment-failed".into(),
+            ..ok.clone()
+        };
+        let Found::Unclear(why) = settle_untagged(&[&failed], &request, since) else {
+            panic!("a payment-failed match is for a person to judge")
+        };
+        assert!(why.contains("ri-1 (payment-failed"), "{why}");
+        assert_eq!(settle_untagged(&[&ok], &request, since), Found::Yes(&ok));
+        assert_eq!(settle_untagged(&[], &request, since), Found::No);
+        let other = ReservedInstanceRecord {
+            id: "ri-2".into(),
+            ..ok.clone()
+        };
+        let Found::Unclear(why) = settle_untagged(&[&ok, &other], &request, since) else {
+            panic!("two matches")
+        };
+        assert!(
+            why.starts_with("2 untagged") && why.contains("ri-2"),
+            "{why}"
+        );
         // A savings plan request matches no RI.
         let sp = PurchaseRequest {
             spec: spec(CommitmentAmount::HourlySpend(Money::from_units(1))),
