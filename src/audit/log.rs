@@ -334,34 +334,16 @@ impl AuditLog {
         let mut expected_prev = GENESIS_HASH.to_string();
         let mut expected_id = 1;
         self.walk(&EventFilter::default(), |rec| {
-            let problem = if rec.id != expected_id {
-                Some(Problem::Gap { expected_id })
-            } else if rec.prev_hash != expected_prev {
-                Some(Problem::BrokenLink {
-                    expected_prev: expected_prev.clone(),
-                    stored_prev: rec.prev_hash.clone(),
-                })
-            } else {
-                match canonical::compute_hash(&rec) {
-                    Err(e) => Some(Problem::Unreadable {
-                        reason: e.to_string(),
-                    }),
-                    Ok(computed) if computed != rec.hash => Some(Problem::HashMismatch {
+            let problem = check_link(&rec, expected_id, &expected_prev).or_else(|| match anchor {
+                Some(a) if a.id == rec.id => {
+                    anchor_seen = true;
+                    (a.hash != rec.hash).then(|| Problem::AnchorMismatch {
+                        anchored: a.hash.clone(),
                         stored: rec.hash.clone(),
-                        computed,
-                    }),
-                    Ok(_) => match anchor {
-                        Some(a) if a.id == rec.id => {
-                            anchor_seen = true;
-                            (a.hash != rec.hash).then(|| Problem::AnchorMismatch {
-                                anchored: a.hash.clone(),
-                                stored: rec.hash.clone(),
-                            })
-                        }
-                        _ => None,
-                    },
+                    })
                 }
-            };
+                _ => None,
+            });
             if let Some(problem) = problem {
                 report.first_bad = Some(BadEvent {
                     id: rec.id,
@@ -387,6 +369,55 @@ impl AuditLog {
             }
         }
         Ok(report)
+    }
+
+    /// Calls `visit` for every stored record after event `after_id`, in chain order, one page
+    /// in memory at a time (the checkpointer verifies only what was appended since its last
+    /// checkpoint). `visit` returns false to stop.
+    pub async fn walk_after(
+        &self,
+        after_id: i64,
+        mut visit: impl FnMut(EventRecord) -> Result<bool, AuditError>,
+    ) -> Result<(), AuditError> {
+        let mut after_id = after_id;
+        loop {
+            let page = self
+                .records(&Query {
+                    after_id,
+                    limit: PAGE,
+                    ..Query::default()
+                })
+                .await?;
+            let full = page.len() as i64 == PAGE;
+            for rec in page {
+                after_id = rec.id;
+                if !visit(rec)? {
+                    return Ok(());
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The last event's id and hash, as stored (not verified).
+    pub async fn head(&self) -> Result<Option<(i64, String)>, AuditError> {
+        let row = match &self.store {
+            Store::Sqlite(pool) => sqlx::query(HEAD_SQL)
+                .fetch_optional(pool)
+                .await
+                .map_err(db("read chain head"))?
+                .map(|r| head_of(&r))
+                .transpose()?,
+            Store::Postgres(pool) => sqlx::query(HEAD_SQL)
+                .fetch_optional(pool)
+                .await
+                .map_err(db("read chain head"))?
+                .map(|r| head_of(&r))
+                .transpose()?,
+        };
+        Ok(row)
     }
 
     async fn records(&self, q: &Query) -> Result<Vec<EventRecord>, AuditError> {
@@ -436,6 +467,30 @@ impl AuditLog {
                 rows.iter().map(record_of).collect()
             }
         }
+    }
+}
+
+/// The checks of one record against its expected position in the chain, in the order
+/// documented in docs/audit.md: id (gap), link, then hash (or unreadable).
+pub(crate) fn check_link(rec: &EventRecord, expected_id: i64, expected_prev: &str) -> Option<Problem> {
+    if rec.id != expected_id {
+        return Some(Problem::Gap { expected_id });
+    }
+    if rec.prev_hash != expected_prev {
+        return Some(Problem::BrokenLink {
+            expected_prev: expected_prev.to_string(),
+            stored_prev: rec.prev_hash.clone(),
+        });
+    }
+    match canonical::compute_hash(rec) {
+        Err(e) => Some(Problem::Unreadable {
+            reason: e.to_string(),
+        }),
+        Ok(computed) if computed != rec.hash => Some(Problem::HashMismatch {
+            stored: rec.hash.clone(),
+            computed,
+        }),
+        Ok(_) => None,
     }
 }
 
