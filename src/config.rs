@@ -335,8 +335,12 @@ impl Default for AuditConfig {
 impl AuditConfig {
     /// `checkpoint_every` as a duration.
     pub fn checkpoint_interval(&self) -> Result<std::time::Duration, String> {
-        parse_interval(&self.checkpoint_every)
-            .map_err(|m| format!("[audit] checkpoint_every = '{}': {m}", self.checkpoint_every))
+        parse_interval(&self.checkpoint_every).map_err(|m| {
+            format!(
+                "[audit] checkpoint_every = '{}': {m}",
+                self.checkpoint_every
+            )
+        })
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -980,11 +984,17 @@ mod tests {
                 .map(|_| ())
         };
         for (text, want) in [
-            ("[audit]\ncheckpoint_every = \"15 minutes\"\n", "unknown unit"),
+            (
+                "[audit]\ncheckpoint_every = \"15 minutes\"\n",
+                "unknown unit",
+            ),
             ("[audit]\ncheckpoint_every = \"0s\"\n", "between 1s and 1d"),
             ("[audit]\ncheckpoint_every = \"2d\"\n", "between 1s and 1d"),
             ("[audit]\ncheckpoint_every = \"m\"\n", "whole number"),
-            ("[audit]\ncheckpoint_public_key = \"abc\"\n", "64 hex digits"),
+            (
+                "[audit]\ncheckpoint_public_key = \"abc\"\n",
+                "64 hex digits",
+            ),
             (
                 "[audit]\ncheckpoint_webhook_url = \"https://h/x\"\n",
                 "no checkpoint_key",

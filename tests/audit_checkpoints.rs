@@ -148,7 +148,11 @@ async fn a_rewritten_and_rehashed_chain_passes_plain_verify_but_fails_the_checkp
 
         let o = verify(&db.url, &cps, &public);
         assert!(o.status.success(), "{}: {}", db.name, out(&o));
-        assert!(out(&o).contains("checkpoints: 2 of 2 passed"), "{}", out(&o));
+        assert!(
+            out(&o).contains("checkpoints: 2 of 2 passed"),
+            "{}",
+            out(&o)
+        );
 
         // The attack: drop the trigger, make event 5's approver someone else, re-hash from
         // there, put the trigger back.
@@ -166,7 +170,11 @@ async fn a_rewritten_and_rehashed_chain_passes_plain_verify_but_fails_the_checkp
         // With the checkpoints: the first (event 3) still passes, the second names event 6.
         let o = verify(&db.url, &cps, &public);
         let text = out(&o);
-        assert!(!o.status.success(), "{}: rewrite not detected: {text}", db.name);
+        assert!(
+            !o.status.success(),
+            "{}: rewrite not detected: {text}",
+            db.name
+        );
         assert!(
             text.contains("line 2 (event 6 at")
                 && text.contains("FAILED: event 6 has hash")
@@ -232,11 +240,7 @@ async fn forged_or_foreign_checkpoints_fail_and_name_their_line() {
     assert!(checkpoint(&db.url, &other_key, &other_cps).status.success());
     let o = verify(&db.url, &other_cps, &public);
     assert!(!o.status.success());
-    assert!(
-        out(&o).contains("not a trusted public key"),
-        "{}",
-        out(&o)
-    );
+    assert!(out(&o).contains("not a trusted public key"), "{}", out(&o));
     // A key given without checkpoints, or checkpoints without a key, is a usage error.
     let o = commitd(&[
         "audit",
@@ -626,7 +630,12 @@ fn run_verifier(py: &str, export: &Path, cps: &Path, public: &str) -> Output {
     Command::new(py)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/verify-audit.py"))
         .arg(export)
-        .args(["--checkpoints", cps.to_str().unwrap(), "--public-key", public])
+        .args([
+            "--checkpoints",
+            cps.to_str().unwrap(),
+            "--public-key",
+            public,
+        ])
         .output()
         .unwrap()
 }
@@ -663,8 +672,16 @@ async fn the_independent_python_verifier_agrees() {
 
     let o = run_verifier(&py, &export, &cps, &public);
     assert!(o.status.success(), "{}", out(&o));
-    assert!(out(&o).contains("audit chain OK: 7 events verified"), "{}", out(&o));
-    assert!(out(&o).contains("checkpoints: 1 of 1 passed"), "{}", out(&o));
+    assert!(
+        out(&o).contains("audit chain OK: 7 events verified"),
+        "{}",
+        out(&o)
+    );
+    assert!(
+        out(&o).contains("checkpoints: 1 of 1 passed"),
+        "{}",
+        out(&o)
+    );
 
     // Tampered export: an approver renamed in the hashed fields.
     let text = std::fs::read_to_string(&export).unwrap();
@@ -696,12 +713,19 @@ async fn the_independent_python_verifier_agrees() {
     let o = run_verifier(&py, &rewritten, &cps, &public);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     let text = out(&o);
-    assert!(text.contains("audit chain OK") && text.contains("rewritten"), "{text}");
+    assert!(
+        text.contains("audit chain OK") && text.contains("rewritten"),
+        "{text}"
+    );
 
     // A forged checkpoint line.
     let forged = dir.path().join("forged.jsonl");
     let line = std::fs::read_to_string(&cps).unwrap();
-    std::fs::write(&forged, line.replacen("\"event_id\":7", "\"event_id\":6", 1)).unwrap();
+    std::fs::write(
+        &forged,
+        line.replacen("\"event_id\":7", "\"event_id\":6", 1),
+    )
+    .unwrap();
     let o = run_verifier(&py, &export, &forged, &public);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     assert!(out(&o).contains("bad signature"), "{}", out(&o));

@@ -26,7 +26,14 @@ fn keygen(s: &Setup) -> String {
 /// Every event of the log (the chain's length).
 fn event_count(s: &Setup) -> i64 {
     let o = Command::new(bin())
-        .args(["audit", "export", "--format", "jsonl", "--database", &s.database_url])
+        .args([
+            "audit",
+            "export",
+            "--format",
+            "jsonl",
+            "--database",
+            &s.database_url,
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -40,7 +47,9 @@ fn append_event(s: &Setup) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let store = commitd::store::Store::connect(&s.database_url).await.unwrap();
+        let store = commitd::store::Store::connect(&s.database_url)
+            .await
+            .unwrap();
         let log = commitd::audit::AuditLog::open(store.clone());
         log.append(commitd::audit::NewEvent::new(
             chrono::Utc::now(),
@@ -102,7 +111,11 @@ fn the_daemon_checkpoints_at_start_periodically_and_on_shutdown() {
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(o.status.success(), "{text}");
     assert!(
-        text.contains(&format!("checkpoints: {} of {} passed", all.len(), all.len())),
+        text.contains(&format!(
+            "checkpoints: {} of {} passed",
+            all.len(),
+            all.len()
+        )),
         "{text}"
     );
 }

@@ -375,10 +375,9 @@ impl SignedCheckpoint {
     /// True when the signature is the named public key's signature of the canonical form.
     /// (Whether that key is trusted is the caller's question.)
     pub fn signature_ok(&self) -> bool {
-        self.checkpoint.public_key.verifies(
-            self.checkpoint.canonical_form().as_bytes(),
-            &self.signature,
-        )
+        self.checkpoint
+            .public_key
+            .verifies(self.checkpoint.canonical_form().as_bytes(), &self.signature)
     }
 }
 
@@ -516,7 +515,11 @@ mod tests {
             ("commitd.audit.checkpoint", "other", "field 'type'"),
             ("\"event_id\":3", "\"event_id\":\"3\"", "not an integer"),
             ("\"event_id\":3", "\"event_id\":0", "not an event id"),
-            ("\"v\":1", "\"v\":1,\"extra\":true", "unexpected field 'extra'"),
+            (
+                "\"v\":1",
+                "\"v\":1,\"extra\":true",
+                "unexpected field 'extra'",
+            ),
             ("cdcd", "CDCD", "lower-case hex"),
             (".000000Z", "Z", "not canonical"),
         ] {
@@ -555,11 +558,17 @@ mod tests {
         std::fs::write(&bad, "not a key\n").unwrap();
         std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
         let err = SigningKey::load(&bad).unwrap_err().to_string();
-        assert!(err.contains("malformed") && err.contains("bad.key"), "{err}");
+        assert!(
+            err.contains("malformed") && err.contains("bad.key"),
+            "{err}"
+        );
         let err = SigningKey::load(&dir.path().join("missing.key"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("missing.key") && err.contains("cannot read"), "{err}");
+        assert!(
+            err.contains("missing.key") && err.contains("cannot read"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -87,7 +87,8 @@ impl Sink {
 /// O_APPEND keeps concurrent writers (two replicas on one file) from interleaving lines.
 pub fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let with_path = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let with_path =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
     let existed = path.exists();
     let mut file = std::fs::OpenOptions::new()
         .append(true)
@@ -229,7 +230,9 @@ impl Checkpointer {
         let head = match self.verify_new().await {
             Ok(head) => head,
             Err(e) => {
-                self.health.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+                self.health
+                    .consecutive_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 return Err(e);
             }
         };
@@ -250,7 +253,8 @@ impl Checkpointer {
         if failed.is_empty() {
             h.written.fetch_add(1, Ordering::Relaxed);
             h.consecutive_failures.store(0, Ordering::Relaxed);
-            h.last_success_unix.store(now.timestamp(), Ordering::Relaxed);
+            h.last_success_unix
+                .store(now.timestamp(), Ordering::Relaxed);
             h.last_event_id.store(id, Ordering::Relaxed);
         } else {
             h.sink_failures
@@ -346,7 +350,10 @@ mod tests {
             "{\"a\":1}\n{\"a\":2}\n"
         );
         // A crash left half a line: the next line still starts on its own.
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b"{\"a\":").unwrap();
         append_line(&path, "{\"a\":3}").unwrap();
         let text = std::fs::read_to_string(&path).unwrap();

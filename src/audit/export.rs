@@ -143,7 +143,8 @@ impl AuditLog {
             }
             ExportFormat::Jsonl => {
                 self.walk(filter, |rec| {
-                    let (payload_json, rationale_json) = (rec.payload.clone(), rec.rationale.clone());
+                    let (payload_json, rationale_json) =
+                        (rec.payload.clone(), rec.rationale.clone());
                     let event = decode(rec)?;
                     let mut line = event_json(&event);
                     // The stored text, byte for byte, that the hash covers: `payload` above is

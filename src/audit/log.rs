@@ -472,7 +472,11 @@ impl AuditLog {
 
 /// The checks of one record against its expected position in the chain, in the order
 /// documented in docs/audit.md: id (gap), link, then hash (or unreadable).
-pub(crate) fn check_link(rec: &EventRecord, expected_id: i64, expected_prev: &str) -> Option<Problem> {
+pub(crate) fn check_link(
+    rec: &EventRecord,
+    expected_id: i64,
+    expected_prev: &str,
+) -> Option<Problem> {
     if rec.id != expected_id {
         return Some(Problem::Gap { expected_id });
     }

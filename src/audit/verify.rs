@@ -125,8 +125,7 @@ pub async fn trigger_problems(store: &Store) -> Result<Vec<String>, AuditError> 
                 .collect();
             for op in ["update", "delete"] {
                 let guarded = sql.iter().any(|s| {
-                    s.contains(&format!("before {op} on audit_events"))
-                        && s.contains("raise(abort")
+                    s.contains(&format!("before {op} on audit_events")) && s.contains("raise(abort")
                 });
                 if !guarded {
                     problems.push(format!(
@@ -161,7 +160,11 @@ pub async fn trigger_problems(store: &Store) -> Result<Vec<String>, AuditError> 
                     )
                 })
                 .collect();
-            for (op, bit, row_level) in [("UPDATE", 16, true), ("DELETE", 8, true), ("TRUNCATE", 32, false)] {
+            for (op, bit, row_level) in [
+                ("UPDATE", 16, true),
+                ("DELETE", 8, true),
+                ("TRUNCATE", 32, false),
+            ] {
                 let guarded = triggers.iter().any(|(tgtype, enabled, body)| {
                     tgtype & bit != 0
                         && tgtype & 2 != 0

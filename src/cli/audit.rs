@@ -4,8 +4,8 @@
 use crate::audit::checkpoint::{check_lines, PublicKey, SigningKey};
 use crate::audit::export::event_json;
 use crate::audit::verify::{
-    open_read_only, trigger_problems, verify_with_checkpoints, CheckpointResult,
-    CheckpointStatus, ReadOnlyMode,
+    open_read_only, trigger_problems, verify_with_checkpoints, CheckpointResult, CheckpointStatus,
+    ReadOnlyMode,
 };
 use crate::audit::{Anchor, AuditLog, Event, EventFilter, EventKind, ExportFormat};
 use crate::config::Config;
@@ -216,7 +216,11 @@ async fn run_async(cmd: Command) -> anyhow::Result<ExitCode> {
             no_checkpoints,
         } => {
             let config = Config::load(db.config.as_deref())?;
-            let url = database_url(db.database_url.as_deref(), db.data_dir.as_deref(), config.clone());
+            let url = database_url(
+                db.database_url.as_deref(),
+                db.data_dir.as_deref(),
+                config.clone(),
+            );
             let (store, mode) = open_read_only(&url).await?;
             if mode == ReadOnlyMode::Immutable {
                 eprintln!("note: opened immutable (read-only directory): only for a copy that nobody writes");
@@ -229,7 +233,11 @@ async fn run_async(cmd: Command) -> anyhow::Result<ExitCode> {
             };
             let ok = verify(&log, anchor.as_ref(), checkpoints).await?;
             log.store().close().await;
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Keygen { out } => {
             let key = SigningKey::generate_file(&out)?;
@@ -257,14 +265,21 @@ async fn run_async(cmd: Command) -> anyhow::Result<ExitCode> {
             if config.audit.checkpoint_key.is_none() {
                 bail!("no checkpoint key: pass --key FILE, or set [audit] checkpoint_key or COMMITD_AUDIT_KEY_FILE");
             }
-            if config.audit.checkpoint_file.is_none() && config.audit.checkpoint_webhook_url.is_none() {
+            if config.audit.checkpoint_file.is_none()
+                && config.audit.checkpoint_webhook_url.is_none()
+            {
                 bail!("nowhere to write the checkpoint: pass --checkpoint-file FILE, or set [audit] checkpoint_file or checkpoint_webhook_url");
             }
-            let url = database_url(db.database_url.as_deref(), db.data_dir.as_deref(), config.clone());
+            let url = database_url(
+                db.database_url.as_deref(),
+                db.data_dir.as_deref(),
+                config.clone(),
+            );
             // Reading is all a checkpoint needs: the database is not migrated nor written.
             let (store, _) = open_read_only(&url).await?;
             let log = AuditLog::open(store);
-            let Some((mut writer, _)) = crate::daemon::service::checkpointer(&config, log.clone())? else {
+            let Some((mut writer, _)) = crate::daemon::service::checkpointer(&config, log.clone())?
+            else {
                 bail!("no checkpoint key configured");
             };
             let outcome = writer.checkpoint(Utc::now()).await;
@@ -281,7 +296,11 @@ async fn run_async(cmd: Command) -> anyhow::Result<ExitCode> {
                 }
             }
             println!("{}", signed.to_line());
-            Ok(if outcome.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if outcome.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Export {
             db,
@@ -403,7 +422,9 @@ async fn verify(
         for r in &results {
             if r.status == CheckpointStatus::Passed {
                 passed += 1;
-                if newest.is_none_or(|n| r.checkpoint.checkpoint.event_id >= n.checkpoint.checkpoint.event_id) {
+                if newest.is_none_or(|n| {
+                    r.checkpoint.checkpoint.event_id >= n.checkpoint.checkpoint.event_id
+                }) {
                     newest = Some(r);
                 }
             } else {
