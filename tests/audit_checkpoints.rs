@@ -153,6 +153,29 @@ async fn a_rewritten_and_rehashed_chain_passes_plain_verify_but_fails_the_checkp
             "{}",
             out(&o)
         );
+        assert!(
+            out(&o).contains("the newest that passed is line 2 (event 6 at"),
+            "{}",
+            out(&o)
+        );
+        assert!(!out(&o).contains(": OK"), "{}", out(&o));
+        let o = commitd(&[
+            "audit",
+            "verify",
+            "--database",
+            &db.url,
+            "--checkpoints",
+            cps.to_str().unwrap(),
+            "--public-key",
+            &public,
+            "--verbose",
+        ]);
+        let text = out(&o);
+        assert!(
+            text.contains("line 1 (event 3 at") && text.contains("line 2 (event 6 at"),
+            "{text}"
+        );
+        assert_eq!(text.matches(": OK").count(), 2, "{text}");
 
         // The attack: drop the trigger, make event 5's approver someone else, re-hash from
         // there, put the trigger back.
@@ -317,6 +340,14 @@ async fn verify_on_a_read_only_sqlite_copy_writes_nothing() {
     {
         let log = AuditLog::open(commitd::store::Store::connect(&url).await.unwrap());
         fill(&log, 5).await;
+        // Everything into the main file before it is copied (closing the pool alone does not
+        // guarantee that the last connection's checkpoint already ran).
+        if let commitd::store::Store::Sqlite(pool) = log.store() {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(pool)
+                .await
+                .unwrap();
+        }
         log.store().close().await;
     }
     let copy_dir = dir.path().join("copy");

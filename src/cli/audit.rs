@@ -106,6 +106,10 @@ pub enum Command {
         /// Check the chain and the triggers only, even when checkpoints are configured.
         #[arg(long, conflicts_with_all = ["checkpoints", "public_keys"])]
         no_checkpoints: bool,
+        /// Also print one line for every checkpoint that passed (by default: failures and a
+        /// summary naming the newest that passed).
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Write a new ed25519 key for signing checkpoints (mode 0600; never overwrites) and print
     /// its public key, which verifiers need.
@@ -214,6 +218,7 @@ async fn run_async(cmd: Command) -> anyhow::Result<ExitCode> {
             checkpoints,
             public_keys,
             no_checkpoints,
+            verbose,
         } => {
             let config = Config::load(db.config.as_deref())?;
             let url = database_url(
@@ -231,7 +236,7 @@ async fn run_async(cmd: Command) -> anyhow::Result<ExitCode> {
             } else {
                 checkpoint_source(&config, checkpoints, &public_keys)?
             };
-            let ok = verify(&log, anchor.as_ref(), checkpoints).await?;
+            let ok = verify(&log, anchor.as_ref(), checkpoints, verbose).await?;
             log.store().close().await;
             Ok(if ok {
                 ExitCode::SUCCESS
@@ -368,6 +373,7 @@ async fn verify(
     log: &AuditLog,
     anchor: Option<&Anchor>,
     checkpoints: Option<(PathBuf, Vec<PublicKey>)>,
+    verbose: bool,
 ) -> anyhow::Result<bool> {
     let mut ok = true;
     let mut checked = Vec::new();
@@ -422,6 +428,9 @@ async fn verify(
         for r in &results {
             if r.status == CheckpointStatus::Passed {
                 passed += 1;
+                if verbose {
+                    println!("{file_shown}: {r}");
+                }
                 if newest.is_none_or(|n| {
                     r.checkpoint.checkpoint.event_id >= n.checkpoint.checkpoint.event_id
                 }) {
