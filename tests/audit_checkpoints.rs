@@ -257,6 +257,12 @@ async fn forged_or_foreign_checkpoints_fail_and_name_their_line() {
         "{}",
         out(&o)
     );
+    // The refused line counts in the summary: a file of forgeries is not "no checkpoints".
+    assert!(
+        out(&o).contains("checkpoints: 0 of 1 passed"),
+        "{}",
+        out(&o)
+    );
     // A checkpoint signed with another key is not trusted.
     let (other_key, _) = keygen(&dir.path().join("other").tap_mkdir());
     let other_cps = dir.path().join("other.jsonl");

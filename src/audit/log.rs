@@ -287,9 +287,19 @@ impl AuditLog {
     pub async fn walk(
         &self,
         filter: &EventFilter,
+        visit: impl FnMut(EventRecord) -> Result<bool, AuditError>,
+    ) -> Result<(), AuditError> {
+        self.walk_from(filter, 0, visit).await
+    }
+
+    /// [`walk`](Self::walk) over the events after `after_id` only.
+    async fn walk_from(
+        &self,
+        filter: &EventFilter,
+        after_id: i64,
         mut visit: impl FnMut(EventRecord) -> Result<bool, AuditError>,
     ) -> Result<(), AuditError> {
-        let mut after_id = 0;
+        let mut after_id = after_id;
         loop {
             let page = self
                 .records(&Query {
@@ -377,28 +387,10 @@ impl AuditLog {
     pub async fn walk_after(
         &self,
         after_id: i64,
-        mut visit: impl FnMut(EventRecord) -> Result<bool, AuditError>,
+        visit: impl FnMut(EventRecord) -> Result<bool, AuditError>,
     ) -> Result<(), AuditError> {
-        let mut after_id = after_id;
-        loop {
-            let page = self
-                .records(&Query {
-                    after_id,
-                    limit: PAGE,
-                    ..Query::default()
-                })
-                .await?;
-            let full = page.len() as i64 == PAGE;
-            for rec in page {
-                after_id = rec.id;
-                if !visit(rec)? {
-                    return Ok(());
-                }
-            }
-            if !full {
-                return Ok(());
-            }
-        }
+        self.walk_from(&EventFilter::default(), after_id, visit)
+            .await
     }
 
     /// The last event's id and hash, as stored (not verified).

@@ -378,11 +378,17 @@ async fn verify(
     let mut ok = true;
     let mut checked = Vec::new();
     let mut file_shown = String::new();
+    let mut unreadable = false;
+    // Every checkpoint line of the file, including the ones refused before the chain walk
+    // (bad signature, foreign key, malformed): the summary counts them all.
+    let mut lines_total = 0usize;
     if let Some((file, keys)) = &checkpoints {
         file_shown = file.display().to_string();
         match std::fs::read_to_string(file) {
             Ok(text) => {
-                for line in check_lines(&text, keys) {
+                let lines = check_lines(&text, keys);
+                lines_total = lines.len();
+                for line in lines {
                     match line.outcome {
                         Ok(c) => checked.push((line.line, c)),
                         Err(e) => {
@@ -394,6 +400,7 @@ async fn verify(
             }
             Err(e) => {
                 ok = false;
+                unreadable = true;
                 println!("checkpoints {file_shown}: FAILED: cannot read: {e}");
             }
         }
@@ -441,7 +448,7 @@ async fn verify(
                 println!("{file_shown}: {r}");
             }
         }
-        let total = results.len();
+        let total = lines_total;
         match newest {
             Some(n) => {
                 let c = &n.checkpoint.checkpoint;
@@ -454,7 +461,7 @@ async fn verify(
                     (head - c.event_id).max(0)
                 );
             }
-            None if total == 0 => {
+            None if total == 0 && !unreadable => {
                 println!("checkpoints: none in {file_shown}: nothing anchors the chain outside the database yet")
             }
             None => println!("checkpoints: 0 of {total} passed ({file_shown})"),
