@@ -791,3 +791,62 @@ async fn the_service_refuses_a_key_without_a_sink_and_a_bad_key() {
     let e = error(&config);
     assert!(e.contains("nope.key") && e.contains("cannot read"), "{e}");
 }
+
+/// A copy in a directory the verifying user cannot write (so SQLite cannot create the WAL
+/// index beside it): `mode=ro` cannot open it, the `immutable=1` fallback does, and says so.
+/// As root (CI), the command runs as `nobody` through setpriv, since root ignores permissions.
+#[tokio::test]
+async fn verify_falls_back_to_immutable_in_a_read_only_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let src = dir.path().join("live.db");
+    {
+        let log = AuditLog::open(
+            commitd::store::Store::connect(&format!("sqlite://{}", src.display()))
+                .await
+                .unwrap(),
+        );
+        fill(&log, 3).await;
+        if let commitd::store::Store::Sqlite(pool) = log.store() {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        log.store().close().await;
+    }
+    let copy_dir = dir.path().join("copy");
+    std::fs::create_dir(&copy_dir).unwrap();
+    let copy = copy_dir.join("commitd.db");
+    std::fs::copy(&src, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(&copy_dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    // The binary where another user may run it.
+    let bin = dir.path().join("commitd");
+    std::fs::copy(env!("CARGO_BIN_EXE_commitd"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let url = format!("sqlite://{}", copy.display());
+    let args = ["audit", "verify", "--database", url.as_str()];
+    let root = unsafe { libc::geteuid() } == 0;
+    let o = if root {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args(args)
+            .output()
+            .expect("setpriv (util-linux) runs the check as nobody")
+    } else {
+        Command::new(&bin).args(args).output().unwrap()
+    };
+    std::fs::set_permissions(&copy_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let text = out(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("OK: 3 events verified"), "{text}");
+    assert!(text.contains("opened immutable"), "{text}");
+    let left: Vec<_> = std::fs::read_dir(&copy_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "files beside the copy: {left:?}");
+}
