@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 pub const MIN_COST_EXPLORER_DAYS: u32 = 14;
 pub const MAX_COST_EXPLORER_DAYS: u32 = 365;
 
+/// The environment variable naming the audit checkpoint key file (overrides
+/// `[audit] checkpoint_key`).
+pub const AUDIT_KEY_FILE_ENV: &str = "COMMITD_AUDIT_KEY_FILE";
+
 /// Environment variables with the prefix that are not configuration keys (CLI flags, tests).
 const NOT_CONFIG_KEYS: &[&str] = &[
     "COMMITD_LOG",
@@ -27,6 +31,9 @@ const NOT_CONFIG_KEYS: &[&str] = &[
     "COMMITD_REQUIRE_POSTGRES",
     "COMMITD_FAILPOINT",
     "COMMITD_MOTO",
+    // The checkpoint key's file (docs/audit.md): applied to `[audit] checkpoint_key` by hand,
+    // since its name is the one operators know, not `COMMITD_AUDIT__CHECKPOINT_KEY`.
+    "COMMITD_AUDIT_KEY_FILE",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -294,6 +301,95 @@ impl AwsConfig {
     }
 }
 
+/// Signed checkpoints of the audit chain's head, written outside the database
+/// (docs/audit.md, "Checkpoints").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The ed25519 private key file (`commitd audit keygen --out FILE`, mode 0600); env
+    /// `COMMITD_AUDIT_KEY_FILE` overrides. Set: the daemon writes checkpoints.
+    pub checkpoint_key: Option<PathBuf>,
+    /// The public key (64 hex digits) `commitd audit verify` checks checkpoints against.
+    pub checkpoint_public_key: Option<String>,
+    /// Append-only JSON lines, one signed checkpoint per line.
+    pub checkpoint_file: Option<PathBuf>,
+    /// POST each checkpoint as JSON here, https:// (or http:// for a local relay); trusts
+    /// `[daemon] webhook_ca_file` too.
+    pub checkpoint_webhook_url: Option<Secret>,
+    /// How often the daemon writes one: "90s", "15m", "1h" (1 s to 1 day); also at start and
+    /// on shutdown.
+    pub checkpoint_every: String,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            checkpoint_key: None,
+            checkpoint_public_key: None,
+            checkpoint_file: None,
+            checkpoint_webhook_url: None,
+            checkpoint_every: "15m".into(),
+        }
+    }
+}
+
+impl AuditConfig {
+    /// `checkpoint_every` as a duration.
+    pub fn checkpoint_interval(&self) -> Result<std::time::Duration, String> {
+        parse_interval(&self.checkpoint_every).map_err(|m| {
+            format!(
+                "[audit] checkpoint_every = '{}': {m}",
+                self.checkpoint_every
+            )
+        })
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.checkpoint_interval()?;
+        if let Some(pk) = &self.checkpoint_public_key {
+            let t = pk.trim();
+            if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "[audit] checkpoint_public_key = '{t}': expected 64 hex digits (an ed25519 public key, as printed by `commitd audit keygen`)"
+                ));
+            }
+        }
+        if let Some(url) = &self.checkpoint_webhook_url {
+            let u = url.expose();
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                return Err("[audit] checkpoint_webhook_url must start with https:// (or http:// for a local relay)".into());
+            }
+        }
+        // A key without a sink is not refused here: `audit checkpoint --checkpoint-file` gives
+        // the sink on the command line; the daemon refuses it when it starts.
+        if self.checkpoint_webhook_url.is_some() && self.checkpoint_key.is_none() {
+            return Err("[audit] checkpoint_webhook_url is set but there is no checkpoint_key (or COMMITD_AUDIT_KEY_FILE) to sign with".into());
+        }
+        Ok(())
+    }
+}
+
+/// "90s", "15m", "2h", "1d": a whole number and a unit, 1 s to 1 day.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| "expected a whole number and a unit, like 15m (s, m, h or d)".to_string())?;
+    let seconds = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => return Err(format!("unknown unit '{unit}': use s, m, h or d, like 15m")),
+    };
+    match seconds {
+        Some(s) if (1..=86_400).contains(&s) => Ok(std::time::Duration::from_secs(s)),
+        _ => Err("must be between 1s and 1d".into()),
+    }
+}
+
 /// A role ARN (`arn:aws:iam::123456789012:role/NAME`) and the STS limits on its parameters.
 fn check_role(key: &str, role: &crate::aws::AssumeRole) -> Result<(), (String, String)> {
     let parts: Vec<&str> = role.role_arn.splitn(6, ':').collect();
@@ -387,6 +483,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// The AWS provider (used when `[daemon] provider = "aws"`).
     pub aws: AwsConfig,
+    /// Signed checkpoints of the audit chain.
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -401,6 +499,7 @@ impl Default for Config {
             billing_latency_hours: 48,
             daemon: DaemonConfig::default(),
             aws: AwsConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -458,7 +557,7 @@ impl Config {
             (None, false) => format!("environment ({})", overridden.join(", ")),
             (None, true) => "defaults".to_string(),
         };
-        let config: Config = match toml::Value::Table(table).try_into() {
+        let mut config: Config = match toml::Value::Table(table).try_into() {
             Ok(c) => c,
             Err(e) => {
                 let e: toml::de::Error = e;
@@ -476,6 +575,16 @@ impl Config {
                 });
             }
         };
+        // The key file's own variable; relative to the working directory, like any path
+        // given on the command line, so it is applied after the file's paths are rebased.
+        let key_file = env
+            .get(AUDIT_KEY_FILE_ENV)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        if key_file.is_some() {
+            config.audit.checkpoint_key.clone_from(&key_file);
+        }
         config.validate().map_err(|message| ConfigError::Invalid {
             origin: origin.clone(),
             message,
@@ -493,10 +602,14 @@ impl Config {
             });
         }
         // Relative paths in a file are relative to the file, as a reader of the file expects.
-        Ok(match path.and_then(Path::parent) {
+        let mut config = match path.and_then(Path::parent) {
             Some(base) => config.rebased(base),
             None => config,
-        })
+        };
+        if key_file.is_some() {
+            config.audit.checkpoint_key = key_file;
+        }
+        Ok(config)
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -552,6 +665,7 @@ impl Config {
                 self.daemon.provider
             ));
         }
+        self.audit.validate()?;
         if self.billing_latency_hours > 24 * 31 {
             return Err(format!(
                 "billing_latency_hours = {} is more than a month; bills arrive within days",
@@ -576,6 +690,8 @@ impl Config {
             &mut self.source.commitments,
             &mut self.daemon.plan_file,
             &mut self.daemon.webhook_ca_file,
+            &mut self.audit.checkpoint_key,
+            &mut self.audit.checkpoint_file,
         ]
         .into_iter()
         .flatten()
@@ -831,6 +947,71 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("plan_shedule"), "{e}");
+    }
+
+    #[test]
+    fn audit_section_has_defaults_paths_env_key_and_checks() {
+        let c = Config::load_with_env(None, &env(&[])).unwrap();
+        assert_eq!(c.audit.checkpoint_every, "15m");
+        assert_eq!(
+            c.audit.checkpoint_interval().unwrap(),
+            std::time::Duration::from_secs(900)
+        );
+        assert!(c.audit.checkpoint_key.is_none());
+
+        let f = file(
+            "[audit]\ncheckpoint_key = \"k/audit.key\"\ncheckpoint_file = \"cp.jsonl\"\ncheckpoint_every = \"1h\"\n",
+        );
+        let base = f.path().parent().unwrap();
+        let c = Config::load_with_env(Some(f.path()), &env(&[])).unwrap();
+        assert_eq!(c.audit.checkpoint_key, Some(base.join("k/audit.key")));
+        assert_eq!(c.audit.checkpoint_file, Some(base.join("cp.jsonl")));
+        assert_eq!(c.audit.checkpoint_interval().unwrap().as_secs(), 3600);
+        // COMMITD_AUDIT_KEY_FILE wins over the file, and is not rebased onto the file's folder.
+        let c = Config::load_with_env(
+            Some(f.path()),
+            &env(&[("COMMITD_AUDIT_KEY_FILE", "/run/secrets/audit.key")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.audit.checkpoint_key.as_deref(),
+            Some(Path::new("/run/secrets/audit.key"))
+        );
+
+        let load = |text: &str| {
+            let f = file(text);
+            Config::load_with_env(Some(f.path()), &env(&[]))
+                .map_err(|e| e.to_string())
+                .map(|_| ())
+        };
+        for (text, want) in [
+            (
+                "[audit]\ncheckpoint_every = \"15 minutes\"\n",
+                "unknown unit",
+            ),
+            ("[audit]\ncheckpoint_every = \"0s\"\n", "between 1s and 1d"),
+            ("[audit]\ncheckpoint_every = \"2d\"\n", "between 1s and 1d"),
+            ("[audit]\ncheckpoint_every = \"m\"\n", "whole number"),
+            (
+                "[audit]\ncheckpoint_public_key = \"abc\"\n",
+                "64 hex digits",
+            ),
+            (
+                "[audit]\ncheckpoint_webhook_url = \"https://h/x\"\n",
+                "no checkpoint_key",
+            ),
+            (
+                "[audit]\ncheckpoint_key = \"k\"\ncheckpoint_webhook_url = \"ftp://h/secret\"\n",
+                "must start with https://",
+            ),
+            ("[audit]\ncheckpoint_fiel = \"x\"\n", "checkpoint_fiel"),
+        ] {
+            let e = load(text).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+        assert!(load("[audit]\ncheckpoint_file = \"cp.jsonl\"\n").is_ok());
+        assert!(load("[audit]\ncheckpoint_every = \"90s\"\n").is_ok());
     }
 
     #[test]

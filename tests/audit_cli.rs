@@ -146,6 +146,25 @@ async fn list_show_verify_export_and_detect_tampering() {
 fn default_database_is_created_in_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("state");
+    // verify opens read-only: it never creates a database, and a missing one is an error
+    // rather than an empty, "OK" log (a typo in a path must not look like a clean audit).
+    let out = Command::new(env!("CARGO_BIN_EXE_commitd"))
+        .args(["audit", "verify"])
+        .env_remove("COMMITD_DATABASE_URL")
+        .env("COMMITD_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert!(!data.exists());
+    let out = Command::new(env!("CARGO_BIN_EXE_commitd"))
+        .args(["audit", "list"])
+        .env_remove("COMMITD_DATABASE_URL")
+        .env("COMMITD_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(data.join("commitd.db").is_file());
     let out = Command::new(env!("CARGO_BIN_EXE_commitd"))
         .args(["audit", "verify"])
         .env_remove("COMMITD_DATABASE_URL")
@@ -154,21 +173,20 @@ fn default_database_is_created_in_the_data_dir() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("OK: empty"));
-    assert!(data.join("commitd.db").is_file());
 
     // A configuration file's data_dir is relative to the file.
     let conf_dir = dir.path().join("etc");
     std::fs::create_dir_all(&conf_dir).unwrap();
     let conf = conf_dir.join("commitd.toml");
     std::fs::write(&conf, "data_dir = \"var\"\n").unwrap();
-    let out = commitd(&["audit", "verify", "--config", conf.to_str().unwrap()]);
+    let out = commitd(&["audit", "list", "--config", conf.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(conf_dir.join("var").join("commitd.db").is_file());
     // ... and --data-dir overrides it.
     let flag_dir = dir.path().join("flag");
     let out = commitd(&[
         "audit",
-        "verify",
+        "list",
         "--config",
         conf.to_str().unwrap(),
         "--data-dir",

@@ -143,8 +143,16 @@ impl AuditLog {
             }
             ExportFormat::Jsonl => {
                 self.walk(filter, |rec| {
+                    let (payload_json, rationale_json) =
+                        (rec.payload.clone(), rec.rationale.clone());
                     let event = decode(rec)?;
-                    writeln!(out, "{}", event_json(&event)).map_err(io)?;
+                    let mut line = event_json(&event);
+                    // The stored text, byte for byte, that the hash covers: `payload` above is
+                    // re-printed from the typed struct and may differ in bytes (a field added
+                    // since, a float's spelling), so an independent verifier hashes these.
+                    line["payload_json"] = Value::String(payload_json);
+                    line["rationale_json"] = Value::String(rationale_json);
+                    writeln!(out, "{line}").map_err(io)?;
                     count += 1;
                     Ok(true)
                 })

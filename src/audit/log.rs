@@ -300,9 +300,19 @@ impl AuditLog {
     pub async fn walk(
         &self,
         filter: &EventFilter,
+        visit: impl FnMut(EventRecord) -> Result<bool, AuditError>,
+    ) -> Result<(), AuditError> {
+        self.walk_from(filter, 0, visit).await
+    }
+
+    /// [`walk`](Self::walk) over the events after `after_id` only.
+    async fn walk_from(
+        &self,
+        filter: &EventFilter,
+        after_id: i64,
         mut visit: impl FnMut(EventRecord) -> Result<bool, AuditError>,
     ) -> Result<(), AuditError> {
-        let mut after_id = 0;
+        let mut after_id = after_id;
         loop {
             let page = self
                 .records(&Query {
@@ -347,34 +357,16 @@ impl AuditLog {
         let mut expected_prev = GENESIS_HASH.to_string();
         let mut expected_id = 1;
         self.walk(&EventFilter::default(), |rec| {
-            let problem = if rec.id != expected_id {
-                Some(Problem::Gap { expected_id })
-            } else if rec.prev_hash != expected_prev {
-                Some(Problem::BrokenLink {
-                    expected_prev: expected_prev.clone(),
-                    stored_prev: rec.prev_hash.clone(),
-                })
-            } else {
-                match canonical::compute_hash(&rec) {
-                    Err(e) => Some(Problem::Unreadable {
-                        reason: e.to_string(),
-                    }),
-                    Ok(computed) if computed != rec.hash => Some(Problem::HashMismatch {
+            let problem = check_link(&rec, expected_id, &expected_prev).or_else(|| match anchor {
+                Some(a) if a.id == rec.id => {
+                    anchor_seen = true;
+                    (a.hash != rec.hash).then(|| Problem::AnchorMismatch {
+                        anchored: a.hash.clone(),
                         stored: rec.hash.clone(),
-                        computed,
-                    }),
-                    Ok(_) => match anchor {
-                        Some(a) if a.id == rec.id => {
-                            anchor_seen = true;
-                            (a.hash != rec.hash).then(|| Problem::AnchorMismatch {
-                                anchored: a.hash.clone(),
-                                stored: rec.hash.clone(),
-                            })
-                        }
-                        _ => None,
-                    },
+                    })
                 }
-            };
+                _ => None,
+            });
             if let Some(problem) = problem {
                 report.first_bad = Some(BadEvent {
                     id: rec.id,
@@ -434,6 +426,37 @@ impl AuditLog {
         rows.into_iter().map(decode).collect()
     }
 
+    /// Calls `visit` for every stored record after event `after_id`, in chain order, one page
+    /// in memory at a time (the checkpointer verifies only what was appended since its last
+    /// checkpoint). `visit` returns false to stop.
+    pub async fn walk_after(
+        &self,
+        after_id: i64,
+        visit: impl FnMut(EventRecord) -> Result<bool, AuditError>,
+    ) -> Result<(), AuditError> {
+        self.walk_from(&EventFilter::default(), after_id, visit)
+            .await
+    }
+
+    /// The last event's id and hash, as stored (not verified).
+    pub async fn head(&self) -> Result<Option<(i64, String)>, AuditError> {
+        let row = match &self.store {
+            Store::Sqlite(pool) => sqlx::query(HEAD_SQL)
+                .fetch_optional(pool)
+                .await
+                .map_err(db("read chain head"))?
+                .map(|r| head_of(&r))
+                .transpose()?,
+            Store::Postgres(pool) => sqlx::query(HEAD_SQL)
+                .fetch_optional(pool)
+                .await
+                .map_err(db("read chain head"))?
+                .map(|r| head_of(&r))
+                .transpose()?,
+        };
+        Ok(row)
+    }
+
     async fn records(&self, q: &Query) -> Result<Vec<EventRecord>, AuditError> {
         let kind = q.filter.kind.map(|k| k.as_str());
         let since = q.filter.since.map(canonical::format_time);
@@ -481,6 +504,34 @@ impl AuditLog {
                 rows.iter().map(record_of).collect()
             }
         }
+    }
+}
+
+/// The checks of one record against its expected position in the chain, in the order
+/// documented in docs/audit.md: id (gap), link, then hash (or unreadable).
+pub(crate) fn check_link(
+    rec: &EventRecord,
+    expected_id: i64,
+    expected_prev: &str,
+) -> Option<Problem> {
+    if rec.id != expected_id {
+        return Some(Problem::Gap { expected_id });
+    }
+    if rec.prev_hash != expected_prev {
+        return Some(Problem::BrokenLink {
+            expected_prev: expected_prev.to_string(),
+            stored_prev: rec.prev_hash.clone(),
+        });
+    }
+    match canonical::compute_hash(rec) {
+        Err(e) => Some(Problem::Unreadable {
+            reason: e.to_string(),
+        }),
+        Ok(computed) if computed != rec.hash => Some(Problem::HashMismatch {
+            stored: rec.hash.clone(),
+            computed,
+        }),
+        Ok(_) => None,
     }
 }
 

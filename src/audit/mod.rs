@@ -9,12 +9,19 @@
 //! editing the file) is detected by [`AuditLog::verify`], which names the first event whose
 //! hash or link does not match. See `docs/audit.md`.
 //!
+//! The chain is anchored outside the database by signed checkpoints of its head
+//! ([`checkpoint`]: the signed form and keys, pure; [`checkpointer`]: verify, sign, write to a
+//! file or webhook; [`verify`]: checkpoints against the chain, the triggers, read-only opening).
+//!
 //! The log never reads the clock: callers pass each event's time.
 
 pub mod canonical;
+pub mod checkpoint;
+pub mod checkpointer;
 pub mod event;
 pub mod export;
 pub mod log;
+pub mod verify;
 
 pub use canonical::{EventRecord, GENESIS_HASH};
 pub use event::{

@@ -1,6 +1,12 @@
-//! `commitd audit`: list, show, verify and export the audit log.
+//! `commitd audit`: list, show, verify and export the audit log; keys and signed checkpoints
+//! that anchor it outside the database.
 
+use crate::audit::checkpoint::{check_lines, PublicKey, SigningKey};
 use crate::audit::export::event_json;
+use crate::audit::verify::{
+    open_read_only, trigger_problems, verify_with_checkpoints, CheckpointResult, CheckpointStatus,
+    ReadOnlyMode,
+};
 use crate::audit::{Anchor, AuditLog, Event, EventFilter, EventKind, ExportFormat};
 use crate::config::Config;
 use crate::store::Store;
@@ -79,7 +85,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Walk the hash chain; exits non-zero and names the first bad event if it is broken.
+    /// Walk the hash chain, check the signed checkpoints against it and the append-only
+    /// triggers; one line per problem, non-zero exit on any. Opens the database read-only
+    /// (no migrations, no writes): works on a copy and with a read-only role.
     Verify {
         #[command(flatten)]
         db: DbArgs,
@@ -87,6 +95,40 @@ pub enum Command {
         /// verify and kept elsewhere): detects events removed from the end of the log.
         #[arg(long, value_name = "ID:HASH")]
         anchor: Option<Anchor>,
+        /// Signed checkpoints to check (JSON lines, as the daemon writes them)
+        /// [default: [audit] checkpoint_file].
+        #[arg(long, value_name = "FILE")]
+        checkpoints: Option<PathBuf>,
+        /// Trusted checkpoint public key, 64 hex digits; repeat for rotated keys
+        /// [default: [audit] checkpoint_public_key].
+        #[arg(long = "public-key", value_name = "HEX")]
+        public_keys: Vec<String>,
+        /// Check the chain and the triggers only, even when checkpoints are configured.
+        #[arg(long, conflicts_with_all = ["checkpoints", "public_keys"])]
+        no_checkpoints: bool,
+        /// Also print one line for every checkpoint that passed (by default: failures and a
+        /// summary naming the newest that passed).
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Write a new ed25519 key for signing checkpoints (mode 0600; never overwrites) and print
+    /// its public key, which verifiers need.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Verify the chain, sign its head and write the checkpoint to the configured sinks
+    /// ([audit] checkpoint_file, checkpoint_webhook_url) now.
+    Checkpoint {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The private key [default: [audit] checkpoint_key, env COMMITD_AUDIT_KEY_FILE].
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Append to this file instead of [audit] checkpoint_file.
+        #[arg(long = "checkpoint-file", value_name = "FILE")]
+        checkpoint_file: Option<PathBuf>,
     },
     /// Export events for finance as CSV or JSONL.
     Export {
@@ -170,24 +212,100 @@ async fn run_async(cmd: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { db, anchor } => {
-            let log = open(&db).await?;
-            let report = log.verify_anchored(anchor.as_ref()).await?;
-            match (&report.first_bad, &report.head) {
-                (None, None) => println!("audit chain OK: empty"),
-                (None, Some((id, hash))) => println!(
-                    "audit chain OK: {} events verified; head is event {id} with hash {hash}",
-                    report.verified
-                ),
-                (Some(bad), _) => {
-                    println!(
-                        "audit chain BROKEN at event {}: {bad} ({} events before it verified)",
-                        bad.id, report.verified
-                    );
-                    return Ok(ExitCode::FAILURE);
+        Command::Verify {
+            db,
+            anchor,
+            checkpoints,
+            public_keys,
+            no_checkpoints,
+            verbose,
+        } => {
+            let config = Config::load(db.config.as_deref())?;
+            let url = database_url(
+                db.database_url.as_deref(),
+                db.data_dir.as_deref(),
+                config.clone(),
+            );
+            let (store, mode) = open_read_only(&url).await?;
+            if mode == ReadOnlyMode::Immutable {
+                eprintln!("note: opened immutable (read-only directory): only for a copy that nobody writes");
+            }
+            let log = AuditLog::open(store);
+            let checkpoints = if no_checkpoints {
+                None
+            } else {
+                checkpoint_source(&config, checkpoints, &public_keys)?
+            };
+            let ok = verify(&log, anchor.as_ref(), checkpoints, verbose).await?;
+            log.store().close().await;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Keygen { out } => {
+            let key = SigningKey::generate_file(&out)?;
+            eprintln!(
+                "wrote a new ed25519 checkpoint key to {} (mode 0600). Configure it as [audit] checkpoint_key \
+                 (or COMMITD_AUDIT_KEY_FILE), and give verifiers the public key below \
+                 ([audit] checkpoint_public_key, or audit verify --public-key):",
+                out.display()
+            );
+            println!("{}", key.public_key());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Checkpoint {
+            db,
+            key,
+            checkpoint_file,
+        } => {
+            let mut config = Config::load(db.config.as_deref())?;
+            if key.is_some() {
+                config.audit.checkpoint_key = key;
+            }
+            if checkpoint_file.is_some() {
+                config.audit.checkpoint_file = checkpoint_file;
+            }
+            if config.audit.checkpoint_key.is_none() {
+                bail!("no checkpoint key: pass --key FILE, or set [audit] checkpoint_key or COMMITD_AUDIT_KEY_FILE");
+            }
+            if config.audit.checkpoint_file.is_none()
+                && config.audit.checkpoint_webhook_url.is_none()
+            {
+                bail!("nowhere to write the checkpoint: pass --checkpoint-file FILE, or set [audit] checkpoint_file or checkpoint_webhook_url");
+            }
+            let url = database_url(
+                db.database_url.as_deref(),
+                db.data_dir.as_deref(),
+                config.clone(),
+            );
+            // Reading is all a checkpoint needs: the database is not migrated nor written.
+            let (store, _) = open_read_only(&url).await?;
+            let log = AuditLog::open(store);
+            let Some((mut writer, _)) = crate::daemon::service::checkpointer(&config, log.clone())?
+            else {
+                bail!("no checkpoint key configured");
+            };
+            let outcome = writer.checkpoint(Utc::now()).await;
+            log.store().close().await;
+            let outcome = outcome?;
+            let Some(signed) = outcome.signed else {
+                println!("audit log is empty: nothing to checkpoint");
+                return Ok(ExitCode::SUCCESS);
+            };
+            for sink in writer.sinks() {
+                match outcome.failed.iter().find(|(name, _)| *name == sink.name()) {
+                    Some((name, e)) => println!("checkpoint NOT written to {name}: {e}"),
+                    None => eprintln!("checkpoint written to {}", sink.name()),
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            println!("{}", signed.to_line());
+            Ok(if outcome.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Export {
             db,
@@ -216,6 +334,144 @@ async fn run_async(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The checkpoint file and the trusted keys to check it with: the flags, else `[audit]`.
+/// None when no checkpoint file is given or configured (the chain and triggers are still
+/// checked). A file without a key is an error: an unverified signature proves nothing.
+fn checkpoint_source(
+    config: &Config,
+    file: Option<PathBuf>,
+    keys: &[String],
+) -> anyhow::Result<Option<(PathBuf, Vec<PublicKey>)>> {
+    let Some(file) = file.or_else(|| config.audit.checkpoint_file.clone()) else {
+        if !keys.is_empty() {
+            bail!("--public-key given but no checkpoint file: pass --checkpoints FILE or set [audit] checkpoint_file");
+        }
+        return Ok(None);
+    };
+    let texts: Vec<String> = if keys.is_empty() {
+        config.audit.checkpoint_public_key.iter().cloned().collect()
+    } else {
+        keys.to_vec()
+    };
+    if texts.is_empty() {
+        bail!(
+            "checkpoints in {} but no public key to check them: pass --public-key HEX or set [audit] checkpoint_public_key",
+            file.display()
+        );
+    }
+    let keys = texts
+        .iter()
+        .map(|t| t.parse::<PublicKey>())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((file, keys)))
+}
+
+/// Prints one line per finding and returns whether everything passed.
+async fn verify(
+    log: &AuditLog,
+    anchor: Option<&Anchor>,
+    checkpoints: Option<(PathBuf, Vec<PublicKey>)>,
+    verbose: bool,
+) -> anyhow::Result<bool> {
+    let mut ok = true;
+    let mut checked = Vec::new();
+    let mut file_shown = String::new();
+    let mut unreadable = false;
+    // Every checkpoint line of the file, including the ones refused before the chain walk
+    // (bad signature, foreign key, malformed): the summary counts them all.
+    let mut lines_total = 0usize;
+    if let Some((file, keys)) = &checkpoints {
+        file_shown = file.display().to_string();
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                let lines = check_lines(&text, keys);
+                lines_total = lines.len();
+                for line in lines {
+                    match line.outcome {
+                        Ok(c) => checked.push((line.line, c)),
+                        Err(e) => {
+                            ok = false;
+                            println!("checkpoint {file_shown} line {}: FAILED: {e}", line.line);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                ok = false;
+                unreadable = true;
+                println!("checkpoints {file_shown}: FAILED: cannot read: {e}");
+            }
+        }
+    }
+    let (mut report, results) = if checkpoints.is_some() {
+        let (report, results) = verify_with_checkpoints(log, &checked).await?;
+        (report, Some(results))
+    } else {
+        (log.verify_anchored(anchor).await?, None)
+    };
+    if anchor.is_some() && results.is_some() {
+        // The anchor is checked by its own walk (rare: a person passing --anchor as well).
+        report = log.verify_anchored(anchor).await?;
+    }
+    match (&report.first_bad, &report.head) {
+        (None, None) => println!("audit chain OK: empty"),
+        (None, Some((id, hash))) => println!(
+            "audit chain OK: {} events verified; head is event {id} with hash {hash}",
+            report.verified
+        ),
+        (Some(bad), _) => {
+            ok = false;
+            println!(
+                "audit chain BROKEN at event {}: {bad} ({} events before it verified)",
+                bad.id, report.verified
+            );
+        }
+    }
+    if let Some(results) = results {
+        let mut passed = 0usize;
+        let mut newest: Option<&CheckpointResult> = None;
+        for r in &results {
+            if r.status == CheckpointStatus::Passed {
+                passed += 1;
+                if verbose {
+                    println!("{file_shown}: {r}");
+                }
+                if newest.is_none_or(|n| {
+                    r.checkpoint.checkpoint.event_id >= n.checkpoint.checkpoint.event_id
+                }) {
+                    newest = Some(r);
+                }
+            } else {
+                ok = false;
+                println!("{file_shown}: {r}");
+            }
+        }
+        let total = lines_total;
+        match newest {
+            Some(n) => {
+                let c = &n.checkpoint.checkpoint;
+                let head = report.head.as_ref().map_or(0, |h| h.0);
+                println!(
+                    "checkpoints: {passed} of {total} passed ({file_shown}); the newest that passed is line {} (event {} at {}); {} events after it are not yet covered",
+                    n.line,
+                    c.event_id,
+                    c.time,
+                    (head - c.event_id).max(0)
+                );
+            }
+            None if total == 0 && !unreadable => {
+                println!("checkpoints: none in {file_shown}: nothing anchors the chain outside the database yet")
+            }
+            None => println!("checkpoints: 0 of {total} passed ({file_shown})"),
+        }
+    }
+    for problem in trigger_problems(log.store()).await? {
+        ok = false;
+        println!("{problem}");
+    }
+    Ok(ok)
 }
 
 /// Writes to `PATH.partial` and renames on success, so finance never picks up half a file.

@@ -19,6 +19,8 @@ use super::schedule::{Schedule, ScheduleError};
 use super::{CycleReport, Daemon, DaemonError};
 use crate::api::auth::TokenStore;
 use crate::api::server::{router, AppState};
+use crate::audit::checkpoint::SigningKey;
+use crate::audit::checkpointer::{post_json, Checkpointer, Sink};
 use crate::audit::AuditLog;
 use crate::aws::market::{AwsMarket, AwsOrganization};
 use crate::aws::AwsClients;
@@ -204,6 +206,48 @@ pub async fn build(config: &Config) -> Result<Built, ServiceError> {
     Ok(Built { daemon, api, store })
 }
 
+/// The checkpoint writer `[audit]` asks for, and how often it runs; None when no
+/// `checkpoint_key` is configured. A key that is missing, unreadable, malformed or readable by
+/// others, or a webhook client that cannot be built, is an error: the service does not start
+/// without the anchor it was told to keep. Also used by `commitd audit checkpoint`.
+pub fn checkpointer(
+    config: &Config,
+    log: AuditLog,
+) -> Result<Option<(Checkpointer, std::time::Duration)>, ServiceError> {
+    let Some(key_path) = &config.audit.checkpoint_key else {
+        return Ok(None);
+    };
+    let key = SigningKey::load(key_path).map_err(|e| ServiceError::Config(e.to_string()))?;
+    let every = config
+        .audit
+        .checkpoint_interval()
+        .map_err(ServiceError::Config)?;
+    let mut sinks = Vec::new();
+    if let Some(path) = &config.audit.checkpoint_file {
+        sinks.push(Sink::File(path.clone()));
+    }
+    if let Some(url) = config.audit.checkpoint_webhook_url.clone() {
+        let client =
+            crate::api::webhook::WebhookClient::new(config.daemon.webhook_ca_file.as_deref())
+                .map_err(|e| ServiceError::Config(format!("[audit] checkpoint webhook: {e}")))?;
+        sinks.push(Sink::Webhook(post_json(move |body| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                client
+                    .post_json(url.expose(), &body)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        })));
+    }
+    if sinks.is_empty() {
+        return Err(ServiceError::Config(
+            "[audit] checkpoint_key is set but checkpoints have nowhere to go: set checkpoint_file and/or checkpoint_webhook_url".into(),
+        ));
+    }
+    Ok(Some((Checkpointer::new(log, key, sinks), every)))
+}
+
 /// One cycle now (`commitd run --once`).
 pub async fn run_once(built: &Built) -> Result<CycleReport, ServiceError> {
     let report = built.daemon.cycle(Utc::now()).await?;
@@ -230,6 +274,26 @@ pub async fn serve(
     let notifier = Notifier::from_env();
     let daemon = built.daemon.clone();
     let api = built.api.clone();
+    // Checkpoints of the audit chain, outside the database: one now, one every period, one
+    // after the last step on shutdown. Its sink failures are logged and retried by the task
+    // itself; they never stop the service.
+    let (checkpoint_stop, checkpoint_stopped) = tokio::sync::watch::channel(false);
+    let checkpoints = match checkpointer(config, built.api.audit.clone())? {
+        Some((writer, every)) => {
+            tracing::info!(
+                every_seconds = every.as_secs(),
+                sinks = ?writer.sinks(),
+                "audit checkpoints on"
+            );
+            Some(tokio::spawn(writer.run(every, checkpoint_stopped)))
+        }
+        None => {
+            tracing::warn!(
+                "audit checkpoints off ([audit] checkpoint_key not set): the audit chain is not anchored outside the database"
+            );
+            None
+        }
+    };
 
     let http_stop = Arc::new(Notify::new());
     let http = match listen.or_else(|| config.daemon.listen.clone()) {
@@ -403,6 +467,18 @@ pub async fn serve(
     renewal.abort();
     if let Err(e) = daemon.lease.release().await {
         tracing::warn!(error = %e, "releasing the executor lease");
+    }
+    // The last checkpoint covers everything the finished step appended. Bounded: a hanging
+    // sink must not keep the process from exiting (the webhook itself times out at 10 s).
+    let _ = checkpoint_stop.send(true);
+    if let Some(task) = checkpoints {
+        let wait = match stop {
+            Stop::Graceful => grace.max(std::time::Duration::from_secs(15)),
+            Stop::Fast => std::time::Duration::from_secs(15),
+        };
+        if tokio::time::timeout(wait, task).await.is_err() {
+            tracing::error!("the shutdown audit checkpoint did not finish in time");
+        }
     }
     http_stop.notify_waiters();
     if let Some(h) = http {
