@@ -144,6 +144,12 @@ impl Daemon {
             out.extend(self.executor.execute_approved(now).await?);
         }
         self.count(&out);
+        // A purchase changed the inventory: refresh what /metrics shows (it never reads it).
+        if out.iter().any(|o| matches!(o, Outcome::Executed { .. })) {
+            if let Ok(held) = self.market.inventory().await {
+                self.metrics.set_inventory(&held, now.timestamp());
+            }
+        }
         for p in self.proposals.expire_aged(now).await? {
             self.audit.append(journal::expired(&p, None, now)).await?;
         }
@@ -202,6 +208,7 @@ impl Daemon {
             .inventory()
             .await
             .map_err(DaemonError::Inventory)?;
+        self.metrics.set_inventory(&held, now.timestamp());
         let returnable = self.returnable(&held, now).await?;
         let gives_up = plan::GivesUp::of(self.market.as_ref());
         let listings = self

@@ -19,6 +19,7 @@ use super::schedule::{Schedule, ScheduleError};
 use super::{CycleReport, Daemon, DaemonError};
 use crate::api::auth::TokenStore;
 use crate::api::server::{router, AppState};
+use crate::api::transport::{self, Transport};
 use crate::audit::AuditLog;
 use crate::aws::market::{AwsMarket, AwsOrganization};
 use crate::aws::AwsClients;
@@ -49,6 +50,8 @@ pub enum ServiceError {
     Daemon(#[from] DaemonError),
     #[error("configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -63,6 +66,8 @@ pub struct Built {
     pub daemon: Arc<Daemon>,
     pub api: AppState,
     pub store: Store,
+    /// How the API is served (`[api]`: TLS, timeouts, connection limit), checked at build.
+    pub transport: Transport,
 }
 
 /// The replica's name in the lease: host and process id.
@@ -194,11 +199,18 @@ pub async fn build(config: &Config) -> Result<Built, ServiceError> {
         audit,
         tokens: TokenStore::new(store.clone()),
         metrics,
-        market,
         wake: Arc::new(Notify::new()),
         ready: Arc::new(AtomicBool::new(false)),
+        max_body_bytes: config.api.max_body_bytes,
     };
-    Ok(Built { daemon, api, store })
+    // A missing or bad certificate stops the service now, naming the file.
+    let transport = Transport::from_config(&config.api)?;
+    Ok(Built {
+        daemon,
+        api,
+        store,
+        transport,
+    })
 }
 
 /// One cycle now (`commitd run --once`).
@@ -244,13 +256,18 @@ pub async fn serve(
                     source,
                 })?;
             // Tests and scripts read this line to find a port chosen by the OS (":0").
-            println!("commitd: listening on http://{local}");
+            println!(
+                "commitd: listening on {}://{local}",
+                built.transport.scheme()
+            );
             let stop = http_stop.clone();
             let app = router(api.clone());
+            let transport = built.transport.clone();
             Some(tokio::spawn(async move {
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.notified().await })
-                    .await;
+                transport::serve(listener, app, transport, async move {
+                    stop.notified().await
+                })
+                .await;
             }))
         }
         None => None,
