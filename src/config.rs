@@ -223,7 +223,10 @@ impl ApiConfig {
             );
         }
         for (key, v) in [
-            ("api.header_read_timeout_seconds", self.header_read_timeout_seconds),
+            (
+                "api.header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+            ),
             ("api.request_timeout_seconds", self.request_timeout_seconds),
         ] {
             if !(1..=600).contains(&v) {
@@ -1092,9 +1095,15 @@ mod tests {
         let e = load("[identity]\nos_users = { mallory = \"autopilot:aws\" }\n");
         assert!(e.contains("identity.os_users.mallory"), "{e}");
         let e = load("[api]\ntls_cert = \"c.pem\"\n");
-        assert!(e.contains("api.tls_key") && e.contains("go together"), "{e}");
+        assert!(
+            e.contains("api.tls_key") && e.contains("go together"),
+            "{e}"
+        );
         let e = load("[api]\nmax_body_bytes = 10\n");
-        assert!(e.contains("api.max_body_bytes") && e.contains("line 2"), "{e}");
+        assert!(
+            e.contains("api.max_body_bytes") && e.contains("line 2"),
+            "{e}"
+        );
         let e = load("[api]\nheader_read_timeout_seconds = 0\n");
         assert!(e.contains("api.header_read_timeout_seconds"), "{e}");
         let e = load("[identity]\ntoken_ttl_days = 1000\n");

@@ -13,7 +13,10 @@ fn stderr(out: &std::process::Output) -> String {
 
 /// The login of the user running the tests, as commitd finds it (from the uid, not $USER).
 fn login() -> String {
-    let out = std::process::Command::new("id").arg("-un").output().unwrap();
+    let out = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -32,7 +35,11 @@ fn cli_decisions_need_a_proven_identity() {
     for name in ["alice", "commitd"] {
         let out = s.commitd(&["proposals", "approve", &id, "--as", name]);
         assert!(!out.status.success());
-        assert!(stderr(&out).contains("--as is no longer accepted"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--as is no longer accepted"),
+            "{}",
+            stderr(&out)
+        );
     }
     // No token and no mapping: the error says how to identify.
     let out = s.commitd(&["proposals", "approve", &id]);
@@ -44,21 +51,31 @@ fn cli_decisions_need_a_proven_identity() {
     assert!(!out.status.success());
     // A viewer token cannot approve; a forged one is unknown.
     let viewer = s.token("vic", "viewer");
-    let out = s.commitd_env(&["proposals", "approve", &id], &[("COMMITD_TOKEN", &viewer)]);
+    let out = s.commitd_env(
+        &["proposals", "approve", &id],
+        &[("COMMITD_TOKEN", &viewer)],
+    );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("role viewer"), "{}", stderr(&out));
     let out = s.commitd_env(
         &["proposals", "approve", &id],
         &[("COMMITD_TOKEN", "cd_forged")],
     );
-    assert!(stderr(&out).contains("unknown, expired or revoked"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown, expired or revoked"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(s.proposal(&id)["state"], "proposed");
     assert!(s.events("approved").is_empty());
     // An approver token in a file: the token's name is the actor recorded.
     let alice = s.token("alice", "approver");
     let file = s.path("alice.token");
     std::fs::write(&file, format!("{alice}\n")).unwrap();
-    s.ok(&[
+    // Readable by others: it works, with a warning to chmod it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = s.commitd(&[
         "proposals",
         "approve",
         &id,
@@ -67,12 +84,26 @@ fn cli_decisions_need_a_proven_identity() {
         "--reason",
         "fits",
     ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("readable by other users"),
+        "{}",
+        stderr(&out)
+    );
     let approved = s.events("approved");
     assert_eq!(approved.len(), 1);
     assert_eq!(approved[0]["actor"], "alice");
     assert_eq!(s.proposal(&id)["state"], "approved");
     // A missing token file is named.
-    let out = s.commitd(&["proposals", "reject", &id, "--token-file", "/nonexistent/t", "--reason", "x"]);
+    let out = s.commitd(&[
+        "proposals",
+        "reject",
+        &id,
+        "--token-file",
+        "/nonexistent/t",
+        "--reason",
+        "x",
+    ]);
     assert!(stderr(&out).contains("/nonexistent/t"), "{}", stderr(&out));
     s.verify_audit();
 }
@@ -98,7 +129,10 @@ fn a_mapped_os_user_decides_under_its_mapped_identity() {
     let out = bad.commitd(&["proposals", "list"]);
     assert!(!out.status.success());
     let e = stderr(&out);
-    assert!(e.contains("identity.os_users") && e.contains("reserved"), "{e}");
+    assert!(
+        e.contains("identity.os_users") && e.contains("reserved"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -107,7 +141,11 @@ fn reserved_names_cannot_be_tokens() {
     for name in ["commitd", "Commitd-admin", "system", "autopilot"] {
         let out = s.commitd(&["tokens", "create", name, "--role", "admin"]);
         assert!(!out.status.success(), "{name}");
-        assert!(stderr(&out).contains("reserved"), "{name}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("reserved"),
+            "{name}: {}",
+            stderr(&out)
+        );
     }
     assert!(s.events("token_created").is_empty());
 }
@@ -116,7 +154,9 @@ fn reserved_names_cannot_be_tokens() {
 fn tokens_expire_rotate_and_revoke_with_an_audit_trail() {
     let (s, id) = one_proposal("");
     // Created with a lifetime of 2 s: it works, then it does not.
-    let short = s.ok(&["tokens", "create", "brief", "--role", "approver", "--ttl", "2s"]);
+    let short = s.ok(&[
+        "tokens", "create", "brief", "--role", "approver", "--ttl", "2s",
+    ]);
     let short = short.trim().to_string();
     std::thread::sleep(std::time::Duration::from_millis(2500));
     let out = s.commitd_env(&["proposals", "approve", &id], &[("COMMITD_TOKEN", &short)]);
@@ -131,11 +171,12 @@ fn tokens_expire_rotate_and_revoke_with_an_audit_trail() {
     assert!(!out.status.success(), "the rotated-away secret still works");
     // With a grace period the previous secret keeps working until it ends.
     let newer = s
-        .ok(&["tokens", "rotate", "carol", "--grace", "10m", "--ttl", "30d"])
+        .ok(&[
+            "tokens", "rotate", "carol", "--grace", "10m", "--ttl", "30d",
+        ])
         .trim()
         .to_string();
-    let listed: Vec<Value> =
-        serde_json::from_str(&s.ok(&["tokens", "list", "--json"])).unwrap();
+    let listed: Vec<Value> = serde_json::from_str(&s.ok(&["tokens", "list", "--json"])).unwrap();
     let carol = listed.iter().find(|t| t["name"] == "carol").unwrap();
     assert!(carol["previous_valid_until"].is_string(), "{carol}");
     assert!(!s.ok(&["tokens", "list"]).contains("cd_"));
@@ -157,10 +198,16 @@ fn tokens_expire_rotate_and_revoke_with_an_audit_trail() {
         &[("COMMITD_TOKEN", &gina)],
     );
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("this needs admin"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("this needs admin"),
+        "{}",
+        stderr(&out)
+    );
     let admin = s.token("root-ops", "admin");
     s.ok_env(
-        &["tokens", "create", "erin", "--role", "viewer", "--ttl", "7d"],
+        &[
+            "tokens", "create", "erin", "--role", "viewer", "--ttl", "7d",
+        ],
         &[("COMMITD_TOKEN", &admin)],
     );
 
@@ -191,13 +238,19 @@ fn tokens_expire_rotate_and_revoke_with_an_audit_trail() {
 fn the_api_refuses_expired_tokens() {
     let (s, id) = one_proposal("");
     let brief = s
-        .ok(&["tokens", "create", "brief", "--role", "approver", "--ttl", "2s"])
+        .ok(&[
+            "tokens", "create", "brief", "--role", "approver", "--ttl", "2s",
+        ])
         .trim()
         .to_string();
     let d = s.spawn();
     assert_eq!(d.get("/api/v1/proposals", Some(&brief)).0, 200);
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    let (code, body) = d.post(&format!("/api/v1/proposals/{id}/approve"), Some(&brief), "{}");
+    let (code, body) = d.post(
+        &format!("/api/v1/proposals/{id}/approve"),
+        Some(&brief),
+        "{}",
+    );
     assert_eq!(code, 401, "{body}");
     d.terminate();
 }

@@ -181,7 +181,10 @@ fn a_slowloris_client_is_closed_within_the_header_timeout() {
                 break;
             }
         }
-        if slow.write_all(format!("X-Slow-{i}: a\r\n").as_bytes()).is_err() {
+        if slow
+            .write_all(format!("X-Slow-{i}: a\r\n").as_bytes())
+            .is_err()
+        {
             closed_after = Some(started.elapsed());
             break;
         }
@@ -375,7 +378,10 @@ fn bad_certificate_files_are_named() {
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("empty.pem") && e.contains("no CERTIFICATE"), "{e}");
+    assert!(
+        e.contains("empty.pem") && e.contains("no CERTIFICATE"),
+        "{e}"
+    );
     // A key that is not the certificate's.
     let e = transport::tls_acceptor(&pki("server.pem"), &pki("ca.pem"))
         .err()

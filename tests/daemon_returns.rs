@@ -95,7 +95,10 @@ fn return_flow(postgres: bool) {
         .find(|p| p["state"] == "proposed")
         .expect("the replayed return");
     let again = again["id"].as_str().unwrap().to_string();
-    s.ok_env(&["proposals", "approve", &again], &[("COMMITD_TOKEN", &alice)]);
+    s.ok_env(
+        &["proposals", "approve", &again],
+        &[("COMMITD_TOKEN", &alice)],
+    );
     s.ok(&["run", "--once"]);
     let failed = s.proposal(&again);
     assert_eq!(failed["state"], "failed", "{failed}");

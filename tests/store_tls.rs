@@ -88,15 +88,31 @@ fn cluster() -> Option<Cluster> {
     let d = data.to_str().unwrap();
     let out = pg_tool(
         as_postgres,
-        &["initdb", "-D", d, "-U", "postgres", "-A", "trust", "--no-sync"],
+        &[
+            "initdb",
+            "-D",
+            d,
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+        ],
     );
-    assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "initdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::copy(pki("server.pem"), data.join("server.pem")).unwrap();
     std::fs::copy(pki("server.key"), data.join("server.key")).unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600))
-            .unwrap();
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -127,7 +143,17 @@ fn cluster() -> Option<Cluster> {
     }
     let out = pg_tool(
         as_postgres,
-        &["pg_ctl", "-D", d, "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"],
+        &[
+            "pg_ctl",
+            "-D",
+            d,
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
     );
     assert!(
         out.status.success(),
@@ -156,12 +182,15 @@ async fn uses_tls(store: &Store) -> bool {
 #[tokio::test]
 async fn postgresql_over_tls_with_each_sslmode() {
     let Some(c) = cluster() else { return };
-    let url = |host: &str, query: &str| format!("postgres://postgres@{host}:{}/postgres?{query}", c.port);
+    let url =
+        |host: &str, query: &str| format!("postgres://postgres@{host}:{}/postgres?{query}", c.port);
     let ca = pki("ca.pem");
     let other = pki("other-ca.pem");
 
     // require: encrypted (unverified, as libpq); the migrations run over it.
-    let store = Store::connect(&url("127.0.0.1", "sslmode=require")).await.unwrap();
+    let store = Store::connect(&url("127.0.0.1", "sslmode=require"))
+        .await
+        .unwrap();
     assert!(uses_tls(&store).await);
     store.close().await;
 

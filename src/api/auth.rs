@@ -88,7 +88,10 @@ pub enum AuthError {
 /// without case, since people read these names.
 pub fn is_reserved(name: &str) -> bool {
     let n = name.trim().to_ascii_lowercase();
-    n.starts_with("commitd") || n.starts_with("autopilot") || n == "system" || n.starts_with("system:")
+    n.starts_with("commitd")
+        || n.starts_with("autopilot")
+        || n == "system"
+        || n.starts_with("system:")
 }
 
 /// Checks a name that becomes an actor in the audit log (a token's name, a mapped OS user).
@@ -503,7 +506,11 @@ mod tests {
                 role: Role::Approver
             }
         );
-        assert!(tokens.authenticate("cd_wrong", now).await.unwrap().is_none());
+        assert!(tokens
+            .authenticate("cd_wrong", now)
+            .await
+            .unwrap()
+            .is_none());
         // Only the hash is stored.
         let rows = sql::fetch(&store, "SELECT token_sha256 FROM api_tokens", &[])
             .await
@@ -512,7 +519,9 @@ mod tests {
         assert_ne!(stored, t);
         assert_eq!(stored, digest(&t));
         assert!(matches!(
-            tokens.create("alice", Role::Viewer, ttl(), "ops", now).await,
+            tokens
+                .create("alice", Role::Viewer, ttl(), "ops", now)
+                .await,
             Err(AuthError::Exists(_))
         ));
         assert!(matches!(
@@ -646,9 +655,17 @@ mod tests {
             .secret;
         let within = now + Duration::minutes(9);
         let after = now + Duration::minutes(11);
-        assert!(tokens.authenticate(&second.secret, within).await.unwrap().is_some());
+        assert!(tokens
+            .authenticate(&second.secret, within)
+            .await
+            .unwrap()
+            .is_some());
         assert!(tokens.authenticate(&third, within).await.unwrap().is_some());
-        assert!(tokens.authenticate(&second.secret, after).await.unwrap().is_none());
+        assert!(tokens
+            .authenticate(&second.secret, after)
+            .await
+            .unwrap()
+            .is_none());
         assert!(tokens.authenticate(&third, after).await.unwrap().is_some());
         // The secret of two rotations ago is out.
         assert!(tokens.authenticate(&first, within).await.unwrap().is_none());
@@ -672,7 +689,11 @@ mod tests {
             .secret;
         tokens.revoke("ci", "ops", now).await.unwrap();
         assert!(tokens.authenticate(&third, within).await.unwrap().is_none());
-        assert!(tokens.authenticate(&fourth, within).await.unwrap().is_none());
+        assert!(tokens
+            .authenticate(&fourth, within)
+            .await
+            .unwrap()
+            .is_none());
     }
 
     #[tokio::test]

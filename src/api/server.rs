@@ -211,7 +211,11 @@ async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<B
 }
 
 /// The decision's body, read after `authorize`.
-async fn body(s: &AppState, headers: &HeaderMap, request: Request) -> Result<DecisionBody, ApiError> {
+async fn body(
+    s: &AppState,
+    headers: &HeaderMap,
+    request: Request,
+) -> Result<DecisionBody, ApiError> {
     let bytes = read_limited(headers, request.into_body(), s.max_body_bytes).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(DecisionBody::default());

@@ -125,8 +125,10 @@ fn timed_out() -> Response<Body> {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
-    r.headers_mut()
-        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
     r
 }
 
@@ -202,8 +204,12 @@ pub async fn serve(
     let _ = slots.acquire_many(limit as u32).await;
 }
 
-async fn connection<I>(io: TokioIo<I>, app: Router, transport: &Transport, mut stop: watch::Receiver<bool>)
-where
+async fn connection<I>(
+    io: TokioIo<I>,
+    app: Router,
+    transport: &Transport,
+    mut stop: watch::Receiver<bool>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let tower = hyper_util::service::TowerToHyperService::new(app);

@@ -55,6 +55,18 @@ fn presented_token(args: &IdentityArgs) -> anyhow::Result<Option<(String, String
     if let Some(path) = &args.token_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("--token-file {}", path.display()))?;
+        // Like ssh with a private key: say so when others may read the secret (not fatal:
+        // the token may be on a single-user machine or a mounted secret).
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                eprintln!(
+                    "warning: --token-file {} is readable by other users (mode {:o}); chmod 600 it",
+                    path.display(),
+                    meta.permissions().mode() & 0o777
+                );
+            }
+        }
         let token = text.trim();
         if token.is_empty() {
             bail!("--token-file {}: the file is empty", path.display());
@@ -142,9 +154,9 @@ pub fn parse_duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
         .find(|c: char| !c.is_ascii_digit())
         .with_context(|| format!("{flag} {text}: give a unit, e.g. 30d, 12h, 10m or 45s"))?;
     let (number, unit) = t.split_at(unit_at);
-    let n: i64 = number
-        .parse()
-        .with_context(|| format!("{flag} {text}: expected a whole number and a unit (d, h, m, s)"))?;
+    let n: i64 = number.parse().with_context(|| {
+        format!("{flag} {text}: expected a whole number and a unit (d, h, m, s)")
+    })?;
     let d = match unit {
         "d" => Duration::try_days(n),
         "h" => Duration::try_hours(n),
@@ -328,7 +340,10 @@ mod tests {
             parse_duration("--grace", "10m").unwrap(),
             Duration::minutes(10)
         );
-        assert_eq!(parse_duration("--grace", "45s").unwrap(), Duration::seconds(45));
+        assert_eq!(
+            parse_duration("--grace", "45s").unwrap(),
+            Duration::seconds(45)
+        );
         for bad in ["30", "d", "3w", "-1d", "1.5d", ""] {
             let e = parse_duration("--ttl", bad).unwrap_err().to_string();
             assert!(e.starts_with("--ttl"), "{bad}: {e}");
@@ -388,11 +403,20 @@ mod tests {
             .await
             .unwrap_err()
             .to_string();
-        assert!(e.contains("role viewer") && e.contains("needs approver"), "{e}");
-        let e = resolve_actor(&config, &store, &file("f", "cd_forged"), Role::Approver, now)
-            .await
-            .unwrap_err()
-            .to_string();
+        assert!(
+            e.contains("role viewer") && e.contains("needs approver"),
+            "{e}"
+        );
+        let e = resolve_actor(
+            &config,
+            &store,
+            &file("f", "cd_forged"),
+            Role::Approver,
+            now,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("unknown, expired or revoked"), "{e}");
         // Expired: the same token a day later.
         let e = resolve_actor(

@@ -288,7 +288,11 @@ mod tests {
         let m = Metrics::default();
         // Active at hour 100: the first two; the third starts later.
         m.set_inventory(
-            &[held("a", 0, "1.5"), held("b", 50, "2.25"), held("c", 200, "9")],
+            &[
+                held("a", 0, "1.5"),
+                held("b", 50, "2.25"),
+                held("c", 200, "9"),
+            ],
             1_800_000_000,
         );
         let text = m.render(&[], Hour(100));

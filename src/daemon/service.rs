@@ -166,7 +166,18 @@ pub async fn build(config: &Config) -> Result<Built, ServiceError> {
         .daemon
         .public_url
         .clone()
-        .or_else(|| config.daemon.listen.as_ref().map(|l| format!("http://{l}")))
+        .or_else(|| {
+            let scheme = if config.api.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            config
+                .daemon
+                .listen
+                .as_ref()
+                .map(|l| format!("{scheme}://{l}"))
+        })
         .unwrap_or_else(|| "http://localhost:8080".into());
     // Built at start so a bad webhook_ca_file or an empty root store stops the service now,
     // not silently at the first proposal.
@@ -264,9 +275,12 @@ pub async fn serve(
             let app = router(api.clone());
             let transport = built.transport.clone();
             Some(tokio::spawn(async move {
-                transport::serve(listener, app, transport, async move {
-                    stop.notified().await
-                })
+                transport::serve(
+                    listener,
+                    app,
+                    transport,
+                    async move { stop.notified().await },
+                )
                 .await;
             }))
         }

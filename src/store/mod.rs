@@ -240,7 +240,11 @@ async fn connect_sqlite(url: &str, shown: &str) -> Result<SqlitePool, StoreError
 /// The connection options with TLS arranged: plaintext options for `disable`/`allow` (and for
 /// `prefer` when the server offers no TLS, with a warning), else options that reach the server
 /// through a TLS relay ([`pgtls::start_relay`]) after one direct handshake proved it works.
-async fn with_tls(url: &str, shown: &str, options: PgConnectOptions) -> Result<PgConnectOptions, StoreError> {
+async fn with_tls(
+    url: &str,
+    shown: &str,
+    options: PgConnectOptions,
+) -> Result<PgConnectOptions, StoreError> {
     let tls_err = |source| StoreError::Tls {
         url: shown.to_string(),
         source,
@@ -267,7 +271,8 @@ async fn with_tls(url: &str, shown: &str, options: PgConnectOptions) -> Result<P
             return Ok(plain);
         }
     }
-    let tls = pgtls::Tls::new(mode, &host, port, &pgtls::TlsFiles::from_url(url)).map_err(tls_err)?;
+    let tls =
+        pgtls::Tls::new(mode, &host, port, &pgtls::TlsFiles::from_url(url)).map_err(tls_err)?;
     // One handshake now: a server without TLS or with an untrusted certificate is reported
     // with its cause, here, rather than as connections that close.
     drop(tls.open().await.map_err(tls_err)?);

@@ -26,7 +26,9 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use sqlx::postgres::PgSslMode;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,7 +68,9 @@ pub enum TlsError {
         path: PathBuf,
         message: String,
     },
-    #[error("sslmode={mode}: no trusted root certificate (set sslrootcert to the server's CA file)")]
+    #[error(
+        "sslmode={mode}: no trusted root certificate (set sslrootcert to the server's CA file)"
+    )]
     NoRoots { mode: &'static str },
     #[error("'{0}' is not a host name or IP address a certificate can be checked against")]
     BadHost(String),
@@ -160,7 +164,12 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -169,7 +178,12 @@ impl ServerCertVerifier for EncryptOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -306,7 +320,8 @@ impl Tls {
                 ))
             }
         };
-        let name = ServerName::try_from(host.to_string()).map_err(|_| TlsError::BadHost(host.into()))?;
+        let name =
+            ServerName::try_from(host.to_string()).map_err(|_| TlsError::BadHost(host.into()))?;
         Ok(Tls {
             mode,
             host: host.to_string(),
@@ -324,7 +339,8 @@ impl Tls {
             return Err(TlsError::NotOffered { mode: m });
         }
         let connector = tokio_rustls::TlsConnector::from(self.config.clone());
-        match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(self.name.clone(), tcp)).await {
+        match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(self.name.clone(), tcp)).await
+        {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(source)) => Err(TlsError::Handshake {
                 mode: m,
@@ -340,7 +356,11 @@ impl Tls {
 }
 
 /// Connects and asks for TLS; returns the socket and whether the server agreed ('S').
-pub async fn offers_tls(host: &str, port: u16, mode: &'static str) -> Result<(TcpStream, bool), TlsError> {
+pub async fn offers_tls(
+    host: &str,
+    port: u16,
+    mode: &'static str,
+) -> Result<(TcpStream, bool), TlsError> {
     let ask = async {
         let mut tcp = TcpStream::connect((host, port)).await?;
         tcp.write_all(&SSL_REQUEST).await?;
