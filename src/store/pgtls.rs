@@ -398,29 +398,57 @@ impl Drop for DirGuard {
     }
 }
 
-/// Starts the relay: a Unix socket `<dir>/.s.PGSQL.<port>` (what sqlx opens for
-/// `socket(dir)` and `port`) whose every connection is carried to the server over TLS.
-/// Returns the directory. The relay runs as long as the tokio runtime that started it.
-pub fn start_relay(tls: Tls) -> Result<PathBuf, TlsError> {
+/// Binds the relay's socket `<dir>/.s.PGSQL.<port>` in a fresh private directory (mode 0700,
+/// created here, so it cannot be someone else's) under the first of `bases` where that works.
+/// Returns the listener and the directory's guard.
+fn bind_private(
+    bases: &[PathBuf],
+    port: u16,
+) -> Result<(tokio::net::UnixListener, DirGuard), TlsError> {
     use std::os::unix::fs::DirBuilderExt;
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let dir = std::env::temp_dir().join(format!(
-        "commitd-pgtls-{}-{}-{nanos:x}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    // 0700 and created here (it must not exist): only this user reaches the socket.
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .map_err(TlsError::Relay)?;
-    let guard = DirGuard(dir.clone());
-    let socket = dir.join(format!(".s.PGSQL.{}", tls.port));
-    let listener = tokio::net::UnixListener::bind(&socket).map_err(TlsError::Relay)?;
+    let mut tried = Vec::new();
+    for base in bases {
+        let dir = base.join(format!(
+            "commitd-pgtls-{}-{}-{nanos:x}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            tried.push(format!("{}: {e}", base.display()));
+            continue;
+        }
+        let guard = DirGuard(dir.clone());
+        match tokio::net::UnixListener::bind(dir.join(format!(".s.PGSQL.{port}"))) {
+            Ok(listener) => return Ok((listener, guard)),
+            // e.g. a path longer than a socket address holds: try the next base.
+            Err(e) => tried.push(format!("{}: {e}", dir.display())),
+        }
+    }
+    Err(TlsError::Relay(std::io::Error::other(format!(
+        "no writable directory for its socket (tried {})",
+        tried.join("; ")
+    ))))
+}
+
+/// Starts the relay: a Unix socket `<dir>/.s.PGSQL.<port>` (what sqlx opens for
+/// `socket(dir)` and `port`) whose every connection is carried to the server over TLS.
+/// Returns the directory. The relay runs as long as the tokio runtime that started it.
+///
+/// The directory goes in `$TMPDIR` (or /tmp), else in the working directory: a container
+/// with a read-only root file system has no writable /tmp, but its working directory is
+/// the data volume (deploy/Dockerfile, and `WorkingDirectory=` under systemd).
+pub fn start_relay(tls: Tls) -> Result<PathBuf, TlsError> {
+    let mut bases = vec![std::env::temp_dir()];
+    if let Ok(cwd) = std::env::current_dir() {
+        bases.push(cwd);
+    }
+    let (listener, guard) = bind_private(&bases, tls.port)?;
+    let dir = guard.0.clone();
     tokio::spawn(async move {
         let _guard = guard;
         loop {
@@ -446,4 +474,34 @@ pub fn start_relay(tls: Tls) -> Result<PathBuf, TlsError> {
         }
     });
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_relay_socket_goes_in_the_first_writable_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let writable = tempfile::tempdir().unwrap();
+        let bases = vec![
+            PathBuf::from("/nonexistent/read-only-tmp"),
+            writable.path().to_path_buf(),
+        ];
+        let (_listener, guard) = bind_private(&bases, 5432).unwrap();
+        let dir = guard.0.clone();
+        assert!(dir.starts_with(writable.path()), "{}", dir.display());
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert!(dir.join(".s.PGSQL.5432").exists());
+        drop(guard);
+        assert!(!dir.exists(), "the directory is removed with its guard");
+        let e = bind_private(&[PathBuf::from("/nonexistent/a")], 5432)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("/nonexistent/a"), "{e}");
+    }
 }
