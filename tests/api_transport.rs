@@ -16,7 +16,7 @@ use commitd::proposals::ProposalStore;
 use commitd::store::Store;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -387,5 +387,39 @@ fn bad_certificate_files_are_named() {
         .err()
         .unwrap()
         .to_string();
+    assert!(e.contains("tls_key") && e.contains("ca.pem"), "{e}");
+}
+
+#[test]
+fn check_config_loads_the_api_certificate_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("commitd.toml");
+    let check = |key: &Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "[api]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+                pki("server.pem").display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_commitd"))
+            .args(["check-config", "--quiet", "--config"])
+            .arg(&config)
+            .env_remove("COMMITD_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let good = check(&pki("server.key"));
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    // The CA's certificate file holds no private key.
+    let bad = check(&pki("ca.pem"));
+    assert!(!bad.status.success());
+    let e = String::from_utf8_lossy(&bad.stderr);
     assert!(e.contains("tls_key") && e.contains("ca.pem"), "{e}");
 }
