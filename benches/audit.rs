@@ -32,6 +32,7 @@ fn event(i: i64) -> NewEvent {
             upfront: Money::ZERO,
             expected_savings: Money::from_micros(3_141_592_653),
             expected_utilization: Some(0.97),
+            action_digest: None,
         },
     )
     .with_amount(Amount::usd(Money::from_micros(21_900_000_000 + i)))

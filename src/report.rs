@@ -811,6 +811,7 @@ mod tests {
                 EventBody::ExecutionRequested(ExecutionRequested {
                     proposal_id: "p-1".into(),
                     idempotency_key: "k".into(),
+                    attempt: None,
                 }),
                 serde_json::json!({"what": "list ri-1 on the RI Marketplace (AWS ...)"}),
                 None,

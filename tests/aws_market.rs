@@ -217,13 +217,13 @@ async fn executor_buys_on_aws_and_audits_the_request_id() {
     let proposals = ProposalStore::new(store.clone());
     let audit = AuditLog::open(store.clone());
     let policies = || {
-        PolicySet {
+        std::sync::Arc::new(commitd::execute::policies::PolicySource::fixed(PolicySet {
         policies: vec![Policy::parse(
             "name = \"aws\"\n[scope]\nprovider = \"AWS\"\n[allow]\ninstruments = [\"ComputeSavingsPlan\"]\nterms = [1]\npayment_options = [\"NoUpfront\"]\n[limits]\nmax_new_hourly_commitment_per_day = \"10\"\n",
             std::path::Path::new("policies/aws.toml"),
         )
         .unwrap()],
-    }
+    }))
     };
     let action = |hourly: &str| PlannedAction {
         operation: Default::default(),

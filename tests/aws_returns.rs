@@ -121,7 +121,7 @@ impl Env {
             self.proposals.clone(),
             self.audit.clone(),
             market,
-            policies(),
+            std::sync::Arc::new(commitd::execute::policies::PolicySource::fixed(policies())),
         )
         .with_failpoint(Failpoint {
             at: crash,

@@ -22,7 +22,6 @@ use super::auth::{Principal, Role, TokenStore};
 use crate::audit::AuditLog;
 use crate::daemon::metrics::Metrics;
 use crate::domain::Hour;
-use crate::execute::journal;
 use crate::proposals::{ProposalError, ProposalState, ProposalStore};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
@@ -113,9 +112,10 @@ fn proposal_error(e: ProposalError) -> Response {
         | ProposalError::AlreadyDecided { .. } => StatusCode::CONFLICT,
         ProposalError::SelfApproval { .. } => StatusCode::FORBIDDEN,
         ProposalError::NoReason(_) => StatusCode::BAD_REQUEST,
-        ProposalError::Database { .. } | ProposalError::Corrupt { .. } => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        ProposalError::Database { .. }
+        | ProposalError::Corrupt { .. }
+        | ProposalError::Audit(_)
+        | ProposalError::Fenced(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e.to_string())
 }
@@ -245,23 +245,14 @@ async fn approve(
         .approve(&id, &who.name, now, b.reason.as_deref())
         .await
     {
+        // The approval committed with its `approved` event (one transaction).
         Ok(a) => {
-            let event = journal::approved(&a.proposal, &who.name, b.reason.as_deref(), now);
-            if let Err(e) = s.audit.append(event).await {
-                return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-            }
             if a.complete {
                 s.wake.notify_one();
             }
             Json(a.proposal).into_response()
         }
-        Err(ProposalError::Expired { id, expires_at }) => {
-            // The refusal expired it: record that too.
-            if let Ok(Some(p)) = s.proposals.get(&id).await {
-                let _ = s.audit.append(journal::expired(&p, None, now)).await;
-            }
-            proposal_error(ProposalError::Expired { id, expires_at })
-        }
+        // An expired refusal committed the expiry with its event.
         Err(e) => proposal_error(e),
     }
 }
@@ -283,16 +274,8 @@ async fn reject(
     let reason = b.reason.unwrap_or_default();
     let now = chrono::Utc::now();
     match s.proposals.reject(&id, &who.name, now, &reason).await {
-        Ok(p) => {
-            if let Err(e) = s
-                .audit
-                .append(journal::rejected(&p, &who.name, &reason, now))
-                .await
-            {
-                return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-            }
-            Json(p).into_response()
-        }
+        // The rejection committed with its `rejected` event.
+        Ok(p) => Json(p).into_response(),
         Err(e) => proposal_error(e),
     }
 }

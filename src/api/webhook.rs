@@ -281,6 +281,10 @@ mod tests {
             provider_request_id: None,
             outcome: None,
             decisions: vec![],
+            action_digest: None,
+            attempts: 0,
+            first_call_at: None,
+            call_started_at: None,
         }
     }
 

@@ -85,6 +85,9 @@ event_kinds! {
     Failed => "failed",
     /// A policy rule blocked an action.
     PolicyBlocked => "policy_blocked",
+    /// A provider call's outcome could not be established: parked for a person, never retried
+    /// automatically.
+    NeedsReview => "needs_review",
     /// An API token was created; the actor is who created it.
     TokenCreated => "token_created",
     /// An API token got a new secret; the actor is who rotated it.
@@ -135,12 +138,20 @@ pub struct ActionProposed {
     pub expected_savings: Money,
     /// Expected utilization over the term, 0..=1 (a forecast, hence a float).
     pub expected_utilization: Option<f64>,
+    /// SHA-256 of the exact action (operation, spec, price ceilings): what approvals bind to.
+    /// Absent in events recorded before digests existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_digest: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Approved {
     pub proposal_id: String,
     pub reason: Option<String>,
+    /// The action digest this approval covers (see [`ActionProposed::action_digest`]); execution
+    /// counts only approvals of the digest it is about to execute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_digest: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -162,6 +173,19 @@ pub struct ExecutionRequested {
     pub proposal_id: String,
     /// Sent to the provider so that a retried call cannot buy twice.
     pub idempotency_key: String,
+    /// Which provider call this is (1 for the first); absent in events recorded before
+    /// every call was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+}
+
+/// A provider call whose outcome the provider's state could not establish: the proposal waits
+/// for a person (`commitd proposals resolve`), and is never retried on its own.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NeedsReview {
+    pub proposal_id: String,
+    pub idempotency_key: Option<String>,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -307,7 +331,7 @@ mod tests {
             assert_eq!(EventKind::parse(kind.as_str()), Some(*kind));
         }
         assert_eq!(EventKind::parse("Approved"), None);
-        assert_eq!(EventKind::ALL.len(), 12);
+        assert_eq!(EventKind::ALL.len(), 13);
     }
 
     #[test]
@@ -325,6 +349,7 @@ mod tests {
             upfront: Money::ZERO,
             expected_savings: Money::from_micros(98_765_432_101),
             expected_utilization: Some(0.97),
+            action_digest: None,
         });
         let payload = body.payload().unwrap();
         assert_eq!(payload["hourly_commitment"], "12.345678");

@@ -232,6 +232,19 @@ impl AuditLog {
         decode(record)
     }
 
+    /// Appends inside a [`Tx`](crate::providers::sql::Tx): the event joins the chain only if
+    /// the caller's state change commits with it.
+    pub async fn append_in(
+        tx: &mut crate::providers::sql::Tx,
+        new: NewEvent,
+    ) -> Result<Event, AuditError> {
+        use crate::providers::sql::Tx;
+        match tx {
+            Tx::Sqlite(tx) => Self::append_in_sqlite_tx(tx, new).await,
+            Tx::Postgres(tx) => Self::append_in_postgres_tx(tx, new).await,
+        }
+    }
+
     /// One event by id.
     pub async fn get(&self, id: i64) -> Result<Option<Event>, AuditError> {
         if id < 1 {
@@ -387,6 +400,38 @@ impl AuditLog {
             }
         }
         Ok(report)
+    }
+
+    /// Every event about `subject` (a proposal id, a plan id), oldest first, decoded. The
+    /// executor reads a proposal's `action_proposed` and `approved` events here: the log, not
+    /// the proposals table, is what authorizes spending.
+    pub async fn about(&self, subject: &str) -> Result<Vec<Event>, AuditError> {
+        let rows = match &self.store {
+            Store::Sqlite(pool) => sqlx::query(
+                "SELECT id, occurred_at, kind, actor, subject, amount_micros, currency, payload, rationale, prev_hash, hash \
+                 FROM audit_events WHERE subject = ?1 ORDER BY id",
+            )
+            .bind(subject)
+            .fetch_all(pool)
+            .await
+            .map_err(db("read events"))?
+            .iter()
+            .map(record_of)
+            .collect::<Result<Vec<_>, _>>()?,
+            Store::Postgres(pool) => sqlx::query(
+                "SELECT id, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS occurred_at, \
+                        kind, actor, subject, amount_micros, currency, payload, rationale, prev_hash, hash \
+                 FROM audit_events WHERE subject = $1 ORDER BY id",
+            )
+            .bind(subject)
+            .fetch_all(pool)
+            .await
+            .map_err(db("read events"))?
+            .iter()
+            .map(record_of)
+            .collect::<Result<Vec<_>, _>>()?,
+        };
+        rows.into_iter().map(decode).collect()
     }
 
     async fn records(&self, q: &Query) -> Result<Vec<EventRecord>, AuditError> {

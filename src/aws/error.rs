@@ -124,6 +124,53 @@ impl AwsError {
         )
     }
 
+    /// The AWS operation the error belongs to (None: configuration).
+    pub fn operation(&self) -> Option<&'static str> {
+        match self {
+            AwsError::Rejected { operation, .. }
+            | AwsError::Unavailable { operation, .. }
+            | AwsError::DeadlineExceeded { operation, .. }
+            | AwsError::NoResponse { operation, .. }
+            | AwsError::BadResponse { operation, .. }
+            | AwsError::Refused { operation, .. }
+            | AwsError::Invalid { operation, .. } => Some(operation),
+            AwsError::Config(_) => None,
+        }
+    }
+
+    /// True for AWS's throttling answers: AWS refuses those before acting on the request.
+    pub fn is_throttling(&self) -> bool {
+        match self {
+            AwsError::Unavailable { code, status, .. }
+            | AwsError::Rejected { code, status, .. } => {
+                *status == 429 || THROTTLING_CODES.contains(&code.as_str())
+            }
+            _ => false,
+        }
+    }
+
+    /// True when the call may have been applied although it reported an error, on a call AWS
+    /// does not deduplicate ([`Resend::Repeats`]): no answer (lost connection, deadline), a
+    /// server error (AWS may fail after acting), or an answer that arrived but could not be
+    /// used. Throttling is not: AWS throttles before acting. On every other call such errors
+    /// are merely transient: a read changed nothing, and a deduplicated call resent with its
+    /// client token cannot act twice.
+    pub fn may_have_applied(&self) -> bool {
+        let Some(operation) = self.operation() else {
+            return false;
+        };
+        if resend_rule(operation) != Resend::Repeats {
+            return false;
+        }
+        match self {
+            AwsError::NoResponse { .. }
+            | AwsError::DeadlineExceeded { .. }
+            | AwsError::BadResponse { .. } => true,
+            AwsError::Unavailable { status, .. } => *status >= 500 && !self.is_throttling(),
+            _ => false,
+        }
+    }
+
     /// True when a later attempt may succeed (throttling, 5xx, deadline, lost response).
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -161,6 +208,42 @@ impl AwsError {
             message: message.into(),
             request_id: request_id.map(str::to_string),
         }
+    }
+}
+
+/// The name of the dry run of PurchaseReservedInstancesOffering in errors: a dry run never
+/// buys, so its failures are never ambiguous (see [`resend_rule`]).
+pub const PURCHASE_RI_DRY_RUN: &str = "PurchaseReservedInstancesOffering (dry run)";
+
+/// What a second copy of a call does at AWS, which decides what an unanswered call may have
+/// done. The one table of it: [`AwsError::may_have_applied`] and the market's
+/// `deduplicates` follow it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resend {
+    /// Reads, quotes and dry runs: they change nothing.
+    Harmless,
+    /// Mutations AWS deduplicates by a client token (CreateSavingsPlan, ReturnSavingsPlan,
+    /// CreateReservedInstancesListing), or that are idempotent by state (DeleteQueuedSavingsPlan
+    /// of a plan already deleted is refused, CreateTags writes the same tag again): the same
+    /// request resent cannot act twice.
+    Deduplicated,
+    /// Mutations without a client token (PurchaseReservedInstancesOffering,
+    /// AcceptReservedInstancesExchangeQuote): a second copy acts a second time, so after an
+    /// unknown outcome the account must be looked at, never the call resent. Any operation
+    /// not known to be harmless or deduplicated is taken to be one of these.
+    Repeats,
+}
+
+pub fn resend_rule(operation: &str) -> Resend {
+    match operation {
+        "CreateSavingsPlan"
+        | "ReturnSavingsPlan"
+        | "CreateReservedInstancesListing"
+        | "DeleteQueuedSavingsPlan"
+        | "CreateTags" => Resend::Deduplicated,
+        PURCHASE_RI_DRY_RUN | "AssumeRole" => Resend::Harmless,
+        op if op.starts_with("Describe") || op.starts_with("Get") => Resend::Harmless,
+        _ => Resend::Repeats,
     }
 }
 

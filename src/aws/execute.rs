@@ -7,9 +7,10 @@
 //! * PurchaseReservedInstancesOffering has no client token: it is always dry-run first (which
 //!   checks permissions and the offering without buying), sent once (the SDK's automatic
 //!   retry is switched off for it, as for AcceptReservedInstancesExchangeQuote), then tagged
-//!   with the idempotency key. A lost response must be reconciled with
-//!   [`AwsClients::find_reserved_instances_by_key`] / [`AwsClients::find_reserved_instances_since`]
-//!   before any retry.
+//!   with the idempotency key (a tag failure is logged and reported as `tagged: false`, never
+//!   as an error: the RIs were bought). A lost response must be reconciled before any retry:
+//!   the market's `find_purchase` looks for the key, then for the untagged RIs the purchase
+//!   would have created.
 //! * ReturnSavingsPlan is checked against the return window locally first
 //!   ([`check_return_window`]), so the refusal names the rule rather than a bare 400.
 //! * A convertible RI exchange is accepted only when AWS's quote says it is valid and the
@@ -17,7 +18,7 @@
 
 use super::client::AwsClients;
 use super::convert;
-use super::error::{from_sdk, AwsError, Called};
+use super::error::{from_sdk, AwsError, Called, PURCHASE_RI_DRY_RUN};
 use super::inventory::{ReservedInstanceRecord, SavingsPlanRecord, IDEMPOTENCY_TAG};
 use crate::domain::{Money, PaymentOption, Term};
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, Utc};
@@ -184,6 +185,7 @@ const QUOTE: &str = "GetReservedInstancesExchangeQuote";
 const ACCEPT: &str = "AcceptReservedInstancesExchangeQuote";
 const LIST_RI: &str = "CreateReservedInstancesListing";
 const DESCRIBE_LISTINGS: &str = "DescribeReservedInstancesListings";
+const CREATE_TAGS: &str = "CreateTags";
 
 /// A Reserved Instance Marketplace listing as AWS describes it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -344,7 +346,9 @@ impl AwsClients {
         };
         // A successful dry run is an error response with the code DryRunOperation.
         let dry_run_rid = match request(true).send().await {
-            Err(e) => match from_sdk(PURCHASE_RI, self.deadline, e) {
+            // Named apart from the purchase: a dry run never buys, so its failures are never
+            // an unknown outcome (error::resend_rule).
+            Err(e) => match from_sdk(PURCHASE_RI_DRY_RUN, self.deadline, e) {
                 AwsError::Rejected {
                     code, request_id, ..
                 } if code == "DryRunOperation" => request_id,
@@ -383,25 +387,11 @@ impl AwsClients {
                 )
             })?
             .to_string();
-        let tag = self
-            .ec2
-            .create_tags()
-            .resources(&id)
-            .tags(
-                aws_sdk_ec2::types::Tag::builder()
-                    .key(IDEMPOTENCY_TAG)
-                    .value(&p.idempotency_key)
-                    .build(),
-            )
-            .send()
-            .await;
-        let (tagged, tag_rid) = match tag {
-            Ok(out) => (
-                true,
-                aws_sdk_ec2::operation::RequestId::request_id(&out).map(str::to_string),
-            ),
+        // From here on the purchase happened: a failure to tag it is logged and reported in
+        // `tagged`, never returned as an error (the caller would take the purchase for failed).
+        let (tagged, tag_rid) = match self.tag_reserved_instances(&id, &p.idempotency_key).await {
+            Ok(called) => (true, called.request_id().map(str::to_string)),
             Err(e) => {
-                let e = from_sdk("CreateTags", self.deadline, e);
                 tracing::warn!(reserved_instances_id = %id, error = %e, "bought, but could not tag with the idempotency key");
                 (false, e.request_id().map(str::to_string))
             }
@@ -415,6 +405,32 @@ impl AwsClients {
             },
             request_ids: dry_run_rid.into_iter().chain(rid).chain(tag_rid).collect(),
         })
+    }
+
+    /// Writes the idempotency key as a tag on Reserved Instances (after a purchase, or when
+    /// reconciliation claims an untagged purchase for its proposal).
+    pub async fn tag_reserved_instances(
+        &self,
+        id: &str,
+        key: &str,
+    ) -> Result<Called<()>, AwsError> {
+        let out = self
+            .ec2
+            .create_tags()
+            .resources(id)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key(IDEMPOTENCY_TAG)
+                    .value(key)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| from_sdk(CREATE_TAGS, self.deadline, e))?;
+        Ok(Called::new(
+            (),
+            aws_sdk_ec2::operation::RequestId::request_id(&out),
+        ))
     }
 
     /// The Reserved Instances commitd bought under `key` (tagged after the purchase).

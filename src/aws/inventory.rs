@@ -396,9 +396,19 @@ impl AwsClients {
     pub async fn describe_reserved_instances(
         &self,
     ) -> Result<Called<Vec<ReservedInstanceRecord>>, AwsError> {
+        self.describe_reserved_instances_by_id(&[]).await
+    }
+
+    /// The Reserved Instances with these ids (all of them when `ids` is empty). Reading a
+    /// purchase back by its id needs no tag, so it works when tagging failed.
+    pub async fn describe_reserved_instances_by_id(
+        &self,
+        ids: &[String],
+    ) -> Result<Called<Vec<ReservedInstanceRecord>>, AwsError> {
         let out = self
             .ec2
             .describe_reserved_instances()
+            .set_reserved_instances_ids((!ids.is_empty()).then(|| ids.to_vec()))
             .send()
             .await
             .map_err(|e| from_sdk(DESCRIBE_RI, self.deadline, e))?;

@@ -9,8 +9,15 @@
 //! * `purchase`: looks the key up first (a purchase already made is returned, not repeated),
 //!   refuses a price above the approval, then buys: CreateSavingsPlan with the key's client token
 //!   (queued when the request starts in the future), or PurchaseReservedInstancesOffering (dry
-//!   run first, `LimitPrice` = the approved upfront, tagged with the key).
+//!   run first, `LimitPrice` = the approved upfront, tagged with the key). Once AWS accepted
+//!   the purchase nothing is reported as an error: a failed tag or read-back still returns the
+//!   purchase (read back by id, else as requested).
 //! * `find_by_idempotency_key`: the tag commitd writes on every purchase.
+//! * `find_purchase`: the key, then (RIs) the one untagged RI that matches the request since
+//!   the attempt began ([`matches_purchase`], [`RECONCILE_SKEW_SECONDS`]), claimed with the
+//!   key; several are [`Found::Unclear`]. `deduplicates`: [`aws_deduplicates`].
+//! * Errors: [`provider_error`] says, per operation, whether an error is an unknown outcome
+//!   (the call may have acted and AWS does not deduplicate it), retryable, or final.
 //! * `return_commitment`: ReturnSavingsPlan (window checked locally at the market's clock
 //!   first, with a client token), then the plan described again for its new state.
 //!   `find_return`: the plan's state is `returned` or `pending-return`.
@@ -25,7 +32,7 @@
 //!   them all. A listed RI stays in the inventory, whole, until AWS reports the sale.
 
 use super::client::AwsClients;
-use super::error::AwsError;
+use super::error::{resend_rule, AwsError, Resend};
 use super::execute::{
     api_commitment, partial_upfront_amount, ExchangeTarget, ReservedInstancePurchase,
     SavingsPlanPurchase,
@@ -37,8 +44,8 @@ use crate::domain::{
 };
 use crate::providers::{
     check_exchange_quote, BoxFuture, CommitmentMarket, ExchangeQuote, ExchangeRequest, Exchanged,
-    Listed, ProviderError, Purchase, PurchaseRequest, PurchaseSpec, Quote, ReturnRequest, Returned,
-    SaleRequest,
+    Found, Listed, Operation, ProviderError, Purchase, PurchaseRequest, PurchaseSpec, Quote,
+    ReturnRequest, Returned, SaleRequest,
 };
 use chrono::{DateTime, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -219,51 +226,258 @@ impl AwsMarket {
         let start = request.start.to_datetime();
         // A start in the future queues the purchase; otherwise it starts now.
         let purchase_time = (Hour::from_datetime(now) < request.start).then_some(start);
-        let request_id = match spec.amount {
-            CommitmentAmount::HourlySpend(hourly) => self
-                .clients
-                .create_savings_plan(&SavingsPlanPurchase {
-                    idempotency_key: request.idempotency_key.clone(),
-                    offering_id: quote.offering.clone(),
-                    commitment: hourly,
-                    payment: spec.payment,
-                    term: spec.term,
-                    purchase_time,
+        let key = &request.idempotency_key;
+        // What the purchase is, before AWS says more: the fallback when reading it back fails.
+        let requested = |id: String| {
+            requested_commitment(
+                id,
+                spec,
+                &quote,
+                Hour::from_datetime(purchase_time.unwrap_or(now)),
+            )
+        };
+        // Every error below the buying call is after AWS accepted the purchase: the purchase
+        // is reported (with its id and request id) whatever fails afterwards, because an error
+        // here would make the executor take a purchase that happened for one that did not.
+        match spec.amount {
+            CommitmentAmount::HourlySpend(hourly) => {
+                let called = self
+                    .clients
+                    .create_savings_plan(&SavingsPlanPurchase {
+                        idempotency_key: key.clone(),
+                        offering_id: quote.offering.clone(),
+                        commitment: hourly,
+                        payment: spec.payment,
+                        term: spec.term,
+                        purchase_time,
+                    })
+                    .await
+                    .map_err(provider_error)?;
+                let request_id = called.request_id().map(str::to_string);
+                let plan_id = called.value;
+                // Read back what AWS recorded (start, end, exact amounts); the plan carries
+                // the key from the CreateSavingsPlan request itself.
+                let found = match self.find(key).await {
+                    Ok(Some(found)) if found.commitment.id == plan_id => Some(found),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!(savings_plan_id = %plan_id, error = %e, "bought, but could not read the plan back; reporting it as requested");
+                        None
+                    }
+                };
+                Ok(match found {
+                    Some(found) => Purchase {
+                        request_id: request_id.unwrap_or(found.request_id),
+                        ..found
+                    },
+                    None => Purchase {
+                        idempotency_key: key.clone(),
+                        request_id: request_id.unwrap_or_default(),
+                        commitment: requested(plan_id),
+                    },
                 })
-                .await
-                .map_err(provider_error)?
-                .request_id()
-                .map(str::to_string),
+            }
             CommitmentAmount::Instances(n) => {
-                self.clients
+                let called = self
+                    .clients
                     .purchase_reserved_instances(&ReservedInstancePurchase {
-                        idempotency_key: request.idempotency_key.clone(),
+                        idempotency_key: key.clone(),
                         offering_id: quote.offering.clone(),
                         count: n,
                         limit_price: Some(request.max_upfront),
                         purchase_time,
                     })
                     .await
-                    .map_err(provider_error)?
-                    .value
-                    .purchase_request_id
+                    .map_err(provider_error)?;
+                let bought = called.value;
+                let id = bought.reserved_instances_id;
+                // Read back by id, not by tag: the tag may have failed (bought.tagged).
+                let recorded = match self
+                    .clients
+                    .describe_reserved_instances_by_id(std::slice::from_ref(&id))
+                    .await
+                {
+                    Ok(d) => d.value.into_iter().find(|ri| ri.id == id),
+                    Err(e) => {
+                        tracing::warn!(reserved_instances_id = %id, error = %e, "bought, but could not read the Reserved Instances back; reporting them as requested");
+                        None
+                    }
+                };
+                Ok(Purchase {
+                    idempotency_key: key.clone(),
+                    request_id: bought.purchase_request_id.unwrap_or_default(),
+                    commitment: match recorded {
+                        Some(ri) => ri.to_commitment(),
+                        None => requested(id),
+                    },
+                })
             }
-        };
-        // Read back what AWS recorded (start, end, exact amounts), by the key just written.
-        let found = self.find(&request.idempotency_key).await?.ok_or_else(|| {
-            ProviderError::Unavailable {
-                provider: NAME.into(),
-                message: format!(
-                    "bought under key {} but the inventory does not show it yet",
-                    request.idempotency_key
-                ),
-            }
-        })?;
-        Ok(Purchase {
-            request_id: request_id.unwrap_or(found.request_id),
-            ..found
-        })
+        }
     }
+
+    /// The purchase `r` asked for, if AWS shows it: by the key's tag first; then, for Reserved
+    /// Instances (whose key is only a tag written after the purchase, so a lost answer or a
+    /// failed CreateTags leaves them untagged), the untagged RIs that match what the request
+    /// would have created since `since` ([`matches_purchase`]). Exactly one: it is this
+    /// purchase, and it is tagged with the key so that no other proposal can claim it (a tag
+    /// failure is logged: the purchase is still found). Several: [`Found::Unclear`], naming
+    /// them. RIs tagged with another key are never claimed.
+    async fn found_purchase(
+        &self,
+        r: &PurchaseRequest,
+        since: DateTime<Utc>,
+    ) -> Result<Found<Purchase>, ProviderError> {
+        let key = &r.idempotency_key;
+        if let CommitmentAmount::HourlySpend(_) = r.spec.amount {
+            // CreateSavingsPlan writes the key in the same request that buys: no tag, no plan.
+            return Ok(self.find(key).await?.into());
+        }
+        let all = self
+            .clients
+            .describe_reserved_instances()
+            .await
+            .map_err(provider_error)?;
+        let request_id = all.request_id().unwrap_or_default().to_string();
+        let purchase = |ri: &ReservedInstanceRecord| Purchase {
+            idempotency_key: key.clone(),
+            request_id: request_id.clone(),
+            commitment: ri.to_commitment(),
+        };
+        if let Some(ri) = all
+            .value
+            .iter()
+            .find(|ri| ri.idempotency_key() == Some(key))
+        {
+            return Ok(Found::Yes(purchase(ri)));
+        }
+        let candidates: Vec<&ReservedInstanceRecord> = all
+            .value
+            .iter()
+            .filter(|ri| {
+                ri.idempotency_key().is_none()
+                    && matches_purchase(ri, r, since, &self.clients.region)
+            })
+            .collect();
+        let described = |ris: &[&ReservedInstanceRecord]| {
+            ris.iter()
+                .map(|ri| {
+                    format!(
+                        "{} ({}, started {})",
+                        ri.id,
+                        ri.state,
+                        ri.start.to_rfc3339()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match candidates.as_slice() {
+            [] => Ok(Found::No),
+            [ri] if ri.is_covering() => {
+                if let Err(e) = self.clients.tag_reserved_instances(&ri.id, key).await {
+                    tracing::warn!(reserved_instances_id = %ri.id, key = %key, error = %e, "found the untagged purchase, but could not tag it with its key");
+                }
+                Ok(Found::Yes(purchase(ri)))
+            }
+            [ri] => Ok(Found::Unclear(format!(
+                "one untagged Reserved Instance matches {} since {}, but it is not active or queued: {}",
+                r.spec.describe(),
+                since.to_rfc3339(),
+                described(&[*ri])
+            ))),
+            many => Ok(Found::Unclear(format!(
+                "{} untagged Reserved Instances match {} since {}: {}; which (if any) this purchase made cannot be told from AWS",
+                many.len(),
+                r.spec.describe(),
+                since.to_rfc3339(),
+                described(many)
+            ))),
+        }
+    }
+}
+
+/// How long before the attempt began an RI's start may lie and still be the attempt's
+/// purchase: 5 minutes. `since` comes from commitd's clock and the RI's start from AWS's; AWS
+/// refuses SigV4-signed requests from a clock more than 5 minutes off its own
+/// (RequestTimeTooSkewed), so any host whose purchase AWS accepted is within 5 minutes of AWS.
+pub const RECONCILE_SKEW_SECONDS: i64 = 300;
+
+/// Whether `ri` is what `request` would have created if AWS applied it at or after `since`
+/// (less [`RECONCILE_SKEW_SECONDS`]): the instance type and count, a regional RI (commitd buys
+/// no zonal ones) of the request's region (`region`: the account's, when the spec names none),
+/// the offering class, term, payment option, platform and tenancy. A queued purchase starts at
+/// the request's start, which is after `since` too. DescribeReservedInstances does not name the
+/// offering id, so the offering is matched by those fields.
+pub fn matches_purchase(
+    ri: &ReservedInstanceRecord,
+    request: &PurchaseRequest,
+    since: DateTime<Utc>,
+    region: &str,
+) -> bool {
+    let spec = &request.spec;
+    let CommitmentAmount::Instances(count) = spec.amount else {
+        return false;
+    };
+    ri.count == count
+        && spec.instance_type.as_deref() == Some(ri.instance_type.as_str())
+        && ri.availability_zone.is_none()
+        && ri.region == spec.region.as_deref().unwrap_or(region)
+        && ri.instrument == spec.instrument
+        && ri.term == spec.term
+        && ri.payment == spec.payment
+        && ri.os == spec.os.as_deref().unwrap_or("Linux")
+        && ri.tenancy == spec.tenancy.as_deref().unwrap_or("Shared")
+        && ri.start >= since - chrono::Duration::seconds(RECONCILE_SKEW_SECONDS)
+}
+
+/// The commitment a purchase made, as the request and the quote describe it: what `buy`
+/// reports when AWS accepted the purchase but reading it back failed. `start` is the purchase
+/// time sent (queued) or the market's hour of the purchase.
+fn requested_commitment(id: String, spec: &PurchaseSpec, quote: &Quote, start: Hour) -> Commitment {
+    let family = spec
+        .family
+        .clone()
+        .or_else(|| spec.instance_type.as_deref().map(super::convert::family_of));
+    Commitment {
+        id,
+        provider: Provider::Aws,
+        instrument: spec.instrument,
+        term: spec.term,
+        payment: spec.payment,
+        start,
+        end: start.plus(spec.term.hours()),
+        // A Compute plan applies in every region.
+        region: match spec.instrument {
+            Instrument::ComputeSavingsPlan => None,
+            _ => spec.region.clone(),
+        },
+        instance_type: spec.instance_type.clone(),
+        family,
+        amount: match spec.amount {
+            // The commitment AWS was sent: rounded down to 5 decimals, as the quote says.
+            CommitmentAmount::HourlySpend(_) => CommitmentAmount::HourlySpend(quote.hourly_cost),
+            instances => instances,
+        },
+        hourly_cost: quote.hourly_cost,
+        upfront: quote.upfront,
+    }
+}
+
+/// Whether AWS deduplicates a resent `operation` of `spec`: the rule ([`resend_rule`]) of the
+/// call that acts. A savings plan purchase, a return (ReturnSavingsPlan with a client token,
+/// or DeleteQueuedSavingsPlan, idempotent by the plan's state) and a Marketplace listing
+/// (client token) are; an RI purchase and an exchange accept (no client token) are not.
+pub fn aws_deduplicates(operation: &Operation, spec: &PurchaseSpec) -> bool {
+    let call = match operation {
+        Operation::Purchase => match spec.amount {
+            CommitmentAmount::Instances(_) => "PurchaseReservedInstancesOffering",
+            CommitmentAmount::HourlySpend(_) => "CreateSavingsPlan",
+        },
+        Operation::Return { .. } => "ReturnSavingsPlan",
+        Operation::Sell { .. } => "CreateReservedInstancesListing",
+        Operation::Exchange { .. } => "AcceptReservedInstancesExchangeQuote",
+    };
+    resend_rule(call) == Resend::Deduplicated
 }
 
 /// A plan given back: returned (or on its way), or a queued plan deleted before it started.
@@ -322,7 +536,8 @@ impl AwsMarket {
         // A queued plan has not started: it is withdrawn (DeleteQueuedSavingsPlan, free at
         // any time before its start), not returned. Otherwise AWS judges the return window by
         // its own clock: so does the local check.
-        let request_id = if state.is_some_and(|(s, _)| s == "queued") {
+        let withdrawn = state.is_some_and(|(s, _)| s == "queued");
+        let request_id = if withdrawn {
             self.clients
                 .delete_queued_savings_plan(&r.commitment_id)
                 .await
@@ -335,10 +550,20 @@ impl AwsMarket {
         }
         .map_err(provider_error)?
         .unwrap_or_default();
-        // What AWS now says (pending-return, then returned); the return itself is done.
-        let state = match self.plan_state(&r.commitment_id).await? {
-            Some((state, _)) => state,
-            None => "returned".into(),
+        // What AWS now says (pending-return, then returned). The return itself is done, so a
+        // failure to read it back is logged and the state inferred, never reported as an error.
+        let state = match self.plan_state(&r.commitment_id).await {
+            Ok(Some((state, _))) => state,
+            Ok(None) => "returned".into(),
+            Err(e) => {
+                tracing::warn!(savings_plan_id = %r.commitment_id, error = %e, "given back, but could not read the plan's state back");
+                let inferred = if withdrawn {
+                    "queued-deleted"
+                } else {
+                    "pending-return"
+                };
+                inferred.to_string()
+            }
         };
         Ok(Returned {
             idempotency_key: r.idempotency_key.clone(),
@@ -584,20 +809,25 @@ fn money(d: Decimal) -> Result<Money, ProviderError> {
     })
 }
 
-/// Final answers become `Refused`; anything that may succeed later (throttling, 5xx, a lost
-/// answer, a deadline) becomes `Unavailable`, which the executor reconciles and retries.
+/// Turns an [`AwsError`] into what the executor may do next, per operation
+/// ([`super::error::resend_rule`]):
+/// * the call may have been applied and AWS does not deduplicate it (no answer, a deadline, a
+///   5xx or an unusable answer on PurchaseReservedInstancesOffering or
+///   AcceptReservedInstancesExchangeQuote): `OutcomeUnknown`; the account is looked at before
+///   anything else, and the call is never resent blindly;
+/// * anything else that may succeed later (throttling, which AWS answers before acting; 5xx,
+///   lost answers and deadlines on reads and on calls resent with the same client token):
+///   `Unavailable`, retried with the same key;
+/// * final answers (4xx, local refusals): `Refused`.
 pub fn provider_error(e: AwsError) -> ProviderError {
     let message = e.to_string();
-    if e.is_transient() {
-        ProviderError::Unavailable {
-            provider: NAME.into(),
-            message,
-        }
+    let provider = NAME.to_string();
+    if e.may_have_applied() {
+        ProviderError::OutcomeUnknown { provider, message }
+    } else if e.is_transient() {
+        ProviderError::Unavailable { provider, message }
     } else {
-        ProviderError::Refused {
-            provider: NAME.into(),
-            message,
-        }
+        ProviderError::Refused { provider, message }
     }
 }
 
@@ -673,6 +903,18 @@ impl CommitmentMarket for AwsMarket {
         key: &'a str,
     ) -> BoxFuture<'a, Result<Option<Purchase>, ProviderError>> {
         Box::pin(self.find(key))
+    }
+
+    fn find_purchase<'a>(
+        &'a self,
+        request: &'a PurchaseRequest,
+        since: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Found<Purchase>, ProviderError>> {
+        Box::pin(self.found_purchase(request, since))
+    }
+
+    fn deduplicates(&self, operation: &Operation, spec: &PurchaseSpec) -> bool {
+        aws_deduplicates(operation, spec)
     }
 
     fn return_commitment<'a>(
@@ -853,6 +1095,27 @@ impl CommitmentMarket for AwsOrganization {
         Box::pin(self.first_found(move |m| Box::pin(m.find(key))))
     }
 
+    /// Asked of the account the purchase went to (the spec's; None: the payer), the only one
+    /// `purchase` sends it to.
+    fn find_purchase<'a>(
+        &'a self,
+        request: &'a PurchaseRequest,
+        since: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Found<Purchase>, ProviderError>> {
+        Box::pin(async move {
+            self.account(request.spec.account.as_deref())?
+                .found_purchase(request, since)
+                .await
+        })
+    }
+
+    /// Every account follows AWS's rules; an account that is not configured is answered
+    /// `false`, the answer that never resends.
+    fn deduplicates(&self, operation: &Operation, spec: &PurchaseSpec) -> bool {
+        self.account(spec.account.as_deref())
+            .is_ok_and(|m| m.deduplicates(operation, spec))
+    }
+
     fn return_commitment<'a>(
         &'a self,
         request: &'a ReturnRequest,
@@ -927,5 +1190,258 @@ impl CommitmentMarket for AwsOrganization {
 
     fn sells_reservations(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Term;
+
+    const PURCHASE_RI: &str = "PurchaseReservedInstancesOffering";
+    const ACCEPT: &str = "AcceptReservedInstancesExchangeQuote";
+
+    fn unavailable(operation: &'static str, status: u16, code: &str) -> AwsError {
+        AwsError::Unavailable {
+            operation,
+            code: code.into(),
+            message: "m".into(),
+            status,
+            request_id: Some("rid".into()),
+        }
+    }
+
+    fn no_response(operation: &'static str) -> AwsError {
+        AwsError::NoResponse {
+            operation,
+            message: "connection closed".into(),
+        }
+    }
+
+    fn kind(e: AwsError) -> &'static str {
+        match provider_error(e) {
+            ProviderError::OutcomeUnknown { .. } => "unknown",
+            ProviderError::Unavailable { .. } => "unavailable",
+            ProviderError::Refused { .. } => "refused",
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn an_error_is_an_unknown_outcome_only_where_aws_may_have_acted_without_deduplicating() {
+        // No answer, a deadline, a 5xx or an unusable answer on the calls without a client
+        // token: the purchase or exchange may have happened.
+        for op in [PURCHASE_RI, ACCEPT] {
+            assert_eq!(kind(no_response(op)), "unknown", "{op}");
+            assert_eq!(
+                kind(AwsError::DeadlineExceeded {
+                    operation: op,
+                    deadline: None
+                }),
+                "unknown",
+                "{op}"
+            );
+            assert_eq!(kind(unavailable(op, 500, "InternalError")), "unknown");
+            assert_eq!(kind(unavailable(op, 502, "Unknown")), "unknown");
+            assert_eq!(
+                kind(AwsError::bad(op, "reservedInstancesId", "missing", None)),
+                "unknown"
+            );
+            // Throttling is answered before AWS acts (EC2's is a 503).
+            assert_eq!(
+                kind(unavailable(op, 503, "RequestLimitExceeded")),
+                "unavailable"
+            );
+            assert_eq!(kind(unavailable(op, 429, "Whatever")), "unavailable");
+            // 4xx and local refusals are final.
+            assert_eq!(
+                kind(AwsError::Rejected {
+                    operation: op,
+                    code: "InvalidParameterValue".into(),
+                    message: "m".into(),
+                    status: 400,
+                    request_id: None,
+                }),
+                "refused"
+            );
+            assert_eq!(
+                kind(AwsError::Refused {
+                    operation: op,
+                    reason: "true-up".into(),
+                    request_id: None
+                }),
+                "refused"
+            );
+        }
+        // Deduplicated calls (client token) and reads: retryable with the same key.
+        for op in [
+            "CreateSavingsPlan",
+            "ReturnSavingsPlan",
+            "CreateReservedInstancesListing",
+            "DeleteQueuedSavingsPlan",
+            "CreateTags",
+            "DescribeReservedInstances",
+            "GetReservedInstancesExchangeQuote",
+            super::super::error::PURCHASE_RI_DRY_RUN,
+        ] {
+            assert_eq!(kind(no_response(op)), "unavailable", "{op}");
+            assert_eq!(kind(unavailable(op, 500, "InternalError")), "unavailable");
+        }
+        // An unusable answer to a read is not something to retry blindly either way.
+        assert_eq!(
+            kind(AwsError::bad("DescribeReservedInstances", "f", "m", None)),
+            "refused"
+        );
+        // A mutation nobody classified is taken as not deduplicated.
+        assert_eq!(
+            super::super::error::resend_rule("ModifyReservedInstances"),
+            Resend::Repeats
+        );
+    }
+
+    fn spec(amount: CommitmentAmount) -> PurchaseSpec {
+        PurchaseSpec {
+            provider: Provider::Aws,
+            account: None,
+            instrument: Instrument::StandardReservedInstance,
+            term: Term::ONE_YEAR,
+            payment: PaymentOption::NoUpfront,
+            region: Some("us-east-1".into()),
+            family: None,
+            instance_type: Some("m5.large".into()),
+            os: None,
+            tenancy: None,
+            amount,
+        }
+    }
+
+    #[test]
+    fn resending_is_safe_for_savings_plans_returns_and_listings_only() {
+        let ri = spec(CommitmentAmount::Instances(2));
+        let sp = spec(CommitmentAmount::HourlySpend(Money::from_units(1)));
+        assert!(!aws_deduplicates(&Operation::Purchase, &ri));
+        assert!(aws_deduplicates(&Operation::Purchase, &sp));
+        let exchange = Operation::Exchange {
+            source_ids: vec!["ri-1".into()],
+            source_value: Money::ZERO,
+            true_up: Money::ZERO,
+        };
+        assert!(!aws_deduplicates(&exchange, &ri));
+        let ret = Operation::Return {
+            commitment_id: "sp-1".into(),
+            hourly_cost_removed: Money::from_units(1),
+            instances: None,
+        };
+        assert!(aws_deduplicates(&ret, &sp));
+        let sale = Operation::Sell {
+            commitment_id: "ri-1".into(),
+            instances: 1,
+            hourly_cost_removed: Money::ZERO,
+            price: Money::from_units(10),
+        };
+        assert!(aws_deduplicates(&sale, &ri));
+    }
+
+    fn record(start: DateTime<Utc>) -> ReservedInstanceRecord {
+        ReservedInstanceRecord {
+            id: "ri-1".into(),
+            state: "active".into(),
+            instrument: Instrument::StandardReservedInstance,
+            payment: PaymentOption::NoUpfront,
+            term: Term::ONE_YEAR,
+            instance_type: "m5.large".into(),
+            count: 2,
+            os: "Linux".into(),
+            tenancy: "Shared".into(),
+            region: "us-east-1".into(),
+            availability_zone: None,
+            start,
+            end: start + chrono::Duration::days(365),
+            fixed_price: Decimal::ZERO,
+            hourly_price: Decimal::new(6, 2),
+            tags: Default::default(),
+        }
+    }
+
+    #[test]
+    fn an_untagged_ri_matches_by_what_the_request_would_create() {
+        let since = DateTime::parse_from_rfc3339("2025-03-05T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let request = PurchaseRequest {
+            idempotency_key: "k".into(),
+            spec: spec(CommitmentAmount::Instances(2)),
+            start: Hour::from_datetime(since),
+            max_hourly_cost: Money::from_units(1),
+            max_upfront: Money::ZERO,
+        };
+        let ok = record(since);
+        assert!(matches_purchase(&ok, &request, since, "us-east-1"));
+        // The clock tolerance: 5 minutes before the attempt, not more.
+        let skew = chrono::Duration::seconds(RECONCILE_SKEW_SECONDS);
+        assert!(matches_purchase(
+            &record(since - skew),
+            &request,
+            since,
+            "us-east-1"
+        ));
+        assert!(!matches_purchase(
+            &record(since - skew - chrono::Duration::seconds(1)),
+            &request,
+            since,
+            "us-east-1"
+        ));
+        let differs: Vec<ReservedInstanceRecord> = vec![
+            ReservedInstanceRecord {
+                count: 3,
+                ..ok.clone()
+            },
+            ReservedInstanceRecord {
+                instance_type: "m5.xlarge".into(),
+                ..ok.clone()
+            },
+            ReservedInstanceRecord {
+                availability_zone: Some("us-east-1a".into()),
+                ..ok.clone()
+            },
+            ReservedInstanceRecord {
+                region: "eu-west-1".into(),
+                ..ok.clone()
+            },
+            ReservedInstanceRecord {
+                instrument: Instrument::ConvertibleReservedInstance,
+                ..ok.clone()
+            },
+            ReservedInstanceRecord {
+                term: Term::THREE_YEARS,
+                ..ok.clone()
+            },
+            ReservedInstanceRecord {
+                payment: PaymentOption::AllUpfront,
+                ..ok.clone()
+            },
+            ReservedInstanceRecord {
+                os: "Windows".into(),
+                ..ok.clone()
+            },
+            ReservedInstanceRecord {
+                tenancy: "Dedicated".into(),
+                ..ok.clone()
+            },
+        ];
+        for d in &differs {
+            assert!(!matches_purchase(d, &request, since, "us-east-1"), "{d:?}");
+        }
+        // A savings plan request matches no RI.
+        let sp = PurchaseRequest {
+            spec: spec(CommitmentAmount::HourlySpend(Money::from_units(1))),
+            ..request.clone()
+        };
+        assert!(!matches_purchase(&ok, &sp, since, "us-east-1"));
+        // No region in the spec: the account's.
+        let mut anywhere = request;
+        anywhere.spec.region = None;
+        assert!(matches_purchase(&ok, &anywhere, since, "us-east-1"));
+        assert!(!matches_purchase(&ok, &anywhere, since, "eu-west-1"));
     }
 }

@@ -3,7 +3,6 @@
 
 use super::tokens::{resolve_actor, IdentityArgs, AS_REFUSED};
 use crate::api::auth::Role;
-use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::execute::journal;
 use crate::proposals::{Proposal, ProposalError, ProposalState, ProposalStore};
@@ -33,7 +32,8 @@ pub enum Command {
     List {
         #[command(flatten)]
         config: ConfigArg,
-        /// Only this state: proposed, approved, rejected, expired, executing, executed, failed.
+        /// Only this state: proposed, approved, rejected, expired, executing, executed, failed,
+        /// needs_review (a provider call whose outcome commitd could not establish).
         #[arg(long)]
         state: Option<String>,
         #[arg(long)]
@@ -72,6 +72,38 @@ pub enum Command {
         /// Refused: a typed name proves nothing (kept only to say what to do instead).
         #[arg(long = "as", value_name = "NAME", hide = true)]
         actor: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Settle a proposal in `needs_review` after checking the provider's console: either it
+    /// was bought (give the commitment id) or it was not. commitd never retries it by itself.
+    ///
+    /// Examples:
+    ///   commitd proposals resolve p-1a2b3c --bought 4d5e6f7a-... --reason "found in the console"
+    ///   commitd proposals resolve p-1a2b3c --not-bought --reason "no RI since the request"
+    ///
+    /// Identity as for approve (an approver token or a mapped OS user).
+    Resolve {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        identity: IdentityArgs,
+        id: String,
+        /// Refused: a typed name proves nothing (kept only to say what to do instead).
+        #[arg(long = "as", value_name = "NAME", hide = true)]
+        actor: Option<String>,
+        /// The commitment the provider shows for it (RI id, savings plan id, listing id).
+        #[arg(
+            long,
+            value_name = "COMMITMENT_ID",
+            conflicts_with = "not_bought",
+            required_unless_present = "not_bought"
+        )]
+        bought: Option<String>,
+        /// The provider shows nothing: the proposal fails, and a later plan may propose again.
+        #[arg(long)]
+        not_bought: bool,
+        /// What was checked (goes to the audit log).
         #[arg(long)]
         reason: String,
     },
@@ -231,21 +263,9 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             } => {
                 let now = chrono::Utc::now();
                 let (who, store) = decider(&config, &identity, typed, now).await?;
-                let proposals = ProposalStore::new(store.clone());
-                let audit = AuditLog::open(store);
-                let a = match proposals.approve(&id, &who, now, reason.as_deref()).await {
-                    Ok(a) => a,
-                    Err(ProposalError::Expired { id, expires_at }) => {
-                        if let Some(p) = proposals.get(&id).await? {
-                            audit.append(journal::expired(&p, None, now)).await?;
-                        }
-                        return Err(ProposalError::Expired { id, expires_at }.into());
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                audit
-                    .append(journal::approved(&a.proposal, &who, reason.as_deref(), now))
-                    .await?;
+                let proposals = ProposalStore::new(store);
+                // The approval (or the expiry that refuses it) commits with its audit event.
+                let a = proposals.approve(&id, &who, now, reason.as_deref()).await?;
                 print(&a.proposal);
                 if !a.complete {
                     println!("waiting for one more approver");
@@ -260,12 +280,82 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             } => {
                 let now = chrono::Utc::now();
                 let (who, store) = decider(&config, &identity, typed, now).await?;
-                let proposals = ProposalStore::new(store.clone());
+                let proposals = ProposalStore::new(store);
                 let p = proposals.reject(&id, &who, now, &reason).await?;
-                AuditLog::open(store)
-                    .append(journal::rejected(&p, &who, &reason, now))
-                    .await?;
                 print(&p);
+            }
+            Command::Resolve {
+                config,
+                identity,
+                id,
+                actor: typed,
+                bought,
+                not_bought: _,
+                reason,
+            } => {
+                if reason.trim().is_empty() {
+                    bail!("--reason: say what was checked at the provider");
+                }
+                let now = chrono::Utc::now();
+                let (who, store) = decider(&config, &identity, typed, now).await?;
+                let proposals = ProposalStore::new(store);
+                let p = proposals
+                    .get(&id)
+                    .await?
+                    .ok_or_else(|| ProposalError::NotFound(id.clone()))?;
+                if p.state != ProposalState::NeedsReview {
+                    bail!(
+                        "proposal {id} is {}, not needs_review: nothing to resolve",
+                        p.state
+                    );
+                }
+                let key = p.idempotency_key.clone();
+                let done = match &bought {
+                    Some(commitment) => {
+                        let event = crate::audit::NewEvent::new(
+                            now,
+                            &who,
+                            &id,
+                            crate::audit::Executed {
+                                proposal_id: id.clone(),
+                                idempotency_key: key.unwrap_or_default(),
+                                provider_request_id: "resolved-by-hand".into(),
+                                commitment_id: commitment.clone(),
+                            },
+                        )
+                        .with_amount(crate::audit::Amount::usd(journal::term_total(&p.action)))
+                        .with_rationale(serde_json::json!({
+                            "resolved_by_hand": true,
+                            "reason": reason,
+                            "what": p.action.describe(),
+                        }));
+                        proposals
+                            .finish_execution(&id, commitment, "resolved-by-hand", now, event)
+                            .await?
+                    }
+                    None => {
+                        let why = format!("not bought (checked by {who}): {reason}");
+                        let event = crate::audit::NewEvent::new(
+                            now,
+                            &who,
+                            &id,
+                            crate::audit::Failed {
+                                proposal_id: id.clone(),
+                                idempotency_key: key,
+                                error: why.clone(),
+                                retryable: false,
+                            },
+                        )
+                        .with_rationale(serde_json::json!({"resolved_by_hand": true}));
+                        proposals.fail(&id, &why, now, event).await?
+                    }
+                };
+                if !done {
+                    bail!("proposal {id} changed state meanwhile; look again");
+                }
+                if let Some(p) = proposals.get(&id).await? {
+                    print(&p);
+                }
             }
         }
         Ok(ExitCode::SUCCESS)

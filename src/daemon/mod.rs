@@ -15,7 +15,6 @@
 //! Between cycles, an execution tick (its own schedule, or at once when the API records a
 //! completing approval) repeats step 1.
 
-pub mod lease;
 pub mod lookback;
 pub mod metrics;
 pub mod notify;
@@ -24,11 +23,13 @@ pub mod plan;
 pub mod schedule;
 pub mod service;
 
+pub use crate::execute::lease;
+
 use crate::audit::{AuditError, AuditLog, NewEvent, PlanComputed, PolicyBlocked};
 use crate::config::Mode;
 use crate::domain::Hour;
-use crate::execute::{journal, ExecuteError, Executor, Outcome};
-use crate::policy::{PolicySet, Verdict};
+use crate::execute::{ExecuteError, Executor, Outcome};
+use crate::policy::Verdict;
 use crate::proposals::{NewProposal, Proposal, ProposalError, ProposalStore};
 use chrono::{DateTime, Duration, Utc};
 use metrics::{Metrics, Tally};
@@ -80,8 +81,9 @@ pub struct Daemon {
     pub planner: Arc<dyn Planner>,
     /// Where purchases are made; its inventory is what the planner counts as already held.
     pub market: Arc<dyn crate::providers::CommitmentMarket>,
-    pub policies: PolicySet,
-    pub lease: lease::Lease,
+    /// The policies in force, reloaded when their files change (shared with the executor).
+    pub policies: Arc<crate::execute::policies::PolicySource>,
+    pub lease: Arc<lease::Lease>,
     pub metrics: Arc<Metrics>,
     pub proposal_max_age: Duration,
     /// Chat webhook, the public base URL for links, and the client that posts (built once: it
@@ -124,12 +126,10 @@ impl Daemon {
             .collect())
     }
 
-    async fn lead(&self, now: DateTime<Utc>) -> Result<bool, DaemonError> {
-        let leader = self
-            .lease
-            .try_acquire(now)
-            .await
-            .map_err(DaemonError::Lease)?;
+    /// Takes or renews the executor lease (on the database's clock; `now` is the cycle's
+    /// business time and plays no part).
+    pub async fn lead(&self, _now: DateTime<Utc>) -> Result<bool, DaemonError> {
+        let leader = self.lease.try_acquire().await.map_err(DaemonError::Lease)?;
         self.metrics.set_leader(leader);
         Ok(leader)
     }
@@ -150,9 +150,9 @@ impl Daemon {
                 self.metrics.set_inventory(&held, now.timestamp());
             }
         }
-        for p in self.proposals.expire_aged(now).await? {
-            self.audit.append(journal::expired(&p, None, now)).await?;
-        }
+        self.alert(&out).await;
+        // Each expiry commits with its event.
+        self.proposals.expire_aged(now).await?;
         Ok(out)
     }
 
@@ -161,7 +161,7 @@ impl Daemon {
         for o in outcomes {
             match o {
                 Outcome::Executed { .. } => t.executed += 1,
-                Outcome::Failed { .. } => t.failed += 1,
+                Outcome::Failed { .. } | Outcome::NeedsReview { .. } => t.failed += 1,
                 Outcome::Blocked { .. } => t.blocked += 1,
                 Outcome::Skipped { .. } => {}
             }
@@ -300,21 +300,21 @@ impl Daemon {
             .await?;
         // A plan that decided nothing new leaves earlier proposals standing: withdrawing them
         // would make people approve the same purchase again each cycle.
-        let superseded = match plan.unchanged {
-            None => self.proposals.supersede(&plan.plan_id, now).await?,
-            Some(_) => Vec::new(),
-        };
-        for p in superseded {
-            self.audit
-                .append(journal::expired(&p, Some(&plan.plan_id), now))
-                .await?;
-            report.expired += 1;
+        // Each supersession commits with its event.
+        if plan.unchanged.is_none() {
+            report.expired += self.proposals.supersede(&plan.plan_id, now).await?.len();
         }
+        // The policies in force now; a broken policy file stops the cycle here rather than
+        // judging the plan by stale or default rules.
+        let policies = self
+            .policies
+            .current()
+            .map_err(|e| PlanError::Failed(format!("policies: {e}")))?;
         let mut recent = self.proposals.recent_spend(now).await?;
         let hour = Hour::from_datetime(now);
         for (index, action) in plan.actions.iter().enumerate() {
             let facts = action.facts();
-            let decision = self.policies.evaluate(&facts, &recent, hour, self.mode);
+            let decision = policies.evaluate(&facts, &recent, hour, self.mode);
             match decision.verdict {
                 Verdict::Block => {
                     let rule = decision.blocking_rule().cloned();
@@ -322,7 +322,7 @@ impl Daemon {
                         // Datapilot (globally or for this scope): a recommendation, recorded.
                         let id = format!("rec-{}-{}", plan.plan_id, index + 1);
                         self.audit
-                            .append(journal::proposed(
+                            .append(crate::proposals::journal::proposed(
                                 &id,
                                 &plan.plan_id,
                                 action,
@@ -367,9 +367,10 @@ impl Daemon {
                         Verdict::NeedsApproval { approvers } => approvers,
                         _ => 1,
                     };
+                    // The proposal and its `action_proposed` event commit together.
                     let p = self
                         .proposals
-                        .create(
+                        .create_with(
                             &NewProposal {
                                 plan_id: plan.plan_id.clone(),
                                 index,
@@ -380,38 +381,19 @@ impl Daemon {
                                 max_age: self.proposal_max_age,
                             },
                             now,
-                        )
-                        .await?;
-                    self.audit
-                        .append(
-                            journal::proposed(
-                                &p.id,
-                                &plan.plan_id,
-                                action,
-                                &decision.policy,
-                                Some(needed),
-                                now,
-                            )
-                            .with_rationale(json!({
+                            json!({
                                 "what": action.describe(),
                                 "verdict": decision.verdict,
                                 "checks": decision.checks,
                                 "summary": action.summary,
-                            })),
+                            }),
                         )
                         .await?;
                     let p = if decision.verdict == Verdict::Allow {
                         // Autopilot within the policy's limits: approved on its authority.
                         let actor = format!("autopilot:{}", decision.policy);
+                        // The approval and its event commit together.
                         let p = self.proposals.approve_by_policy(&p.id, &actor, now).await?;
-                        self.audit
-                            .append(journal::approved(
-                                &p,
-                                &actor,
-                                Some("within the policy's autopilot limits"),
-                                now,
-                            ))
-                            .await?;
                         // Later actions of this plan see this one as committed.
                         recent.hourly_commitment_today += action.hourly_cost;
                         recent.hourly_commitment_30_days += action.hourly_cost;
@@ -429,10 +411,40 @@ impl Daemon {
         if !self.stopping() {
             let out = self.executor.execute_approved(now).await?;
             self.count(&out);
+            self.alert(&out).await;
             report.outcomes.extend(out);
         }
         report.plan = Some(plan);
         Ok(report)
+    }
+
+    /// Alerts chat about executions parked as `needs_review`: a person must check the
+    /// provider's console (they are also in the log at error level, the audit log and
+    /// `commitd_proposals{state="needs_review"}`).
+    async fn alert(&self, outcomes: &[Outcome]) {
+        let Some((url, base, client)) = &self.webhook else {
+            return;
+        };
+        for o in outcomes {
+            if let Outcome::NeedsReview {
+                proposal_id,
+                reason,
+            } = o
+            {
+                let text = format!(
+                    ":warning: commitd could not establish whether proposal {proposal_id} was executed: {reason}. \
+                     Check the provider's console, then `commitd proposals resolve {proposal_id} --bought ID | --not-bought --reason ...` \
+                     ({}/api/v1/proposals/{proposal_id}). commitd will not retry it.",
+                    base.trim_end_matches('/')
+                );
+                if let Err(e) = client
+                    .post_json(url.expose(), &json!({ "text": text }))
+                    .await
+                {
+                    tracing::warn!(proposal = %proposal_id, error = %e, "needs_review alert failed");
+                }
+            }
+        }
     }
 
     /// Posts a new proposal to chat. A failed notification is logged, never fatal: the

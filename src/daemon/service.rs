@@ -26,7 +26,7 @@ use crate::aws::AwsClients;
 use crate::config::Config;
 use crate::execute::{Executor, Failpoint};
 use crate::ingest::{read_rate_card, IngestError, ScenarioFile};
-use crate::policy::{PolicyError, PolicySet};
+use crate::policy::PolicyError;
 use crate::proposals::ProposalStore;
 use crate::providers::sim::SimMarket;
 use crate::providers::CommitmentMarket;
@@ -135,7 +135,9 @@ fn planner(config: &Config) -> Result<Arc<dyn Planner>, ServiceError> {
 /// Opens the store, loads policies, the rate card and the planner.
 pub async fn build(config: &Config) -> Result<Built, ServiceError> {
     let store = Store::connect(config.database_url().expose()).await?;
-    let policies = PolicySet::load_dir(&config.policies_dir)?;
+    let policies = Arc::new(crate::execute::policies::PolicySource::watch(
+        &config.policies_dir,
+    )?);
     let market: Arc<dyn CommitmentMarket> = match config.daemon.provider.as_str() {
         "sim" => Arc::new(SimMarket::new(store.clone(), rate_card(config)?)),
         "aws" => Arc::new(aws_market(config).await?),
@@ -148,6 +150,12 @@ pub async fn build(config: &Config) -> Result<Built, ServiceError> {
     let proposals = ProposalStore::new(store.clone());
     let audit = AuditLog::open(store.clone());
     let metrics = Arc::new(Metrics::default());
+    let lease = Arc::new(Lease::new(
+        store.clone(),
+        EXECUTOR_LEASE,
+        &replica_id(),
+        Duration::seconds(config.daemon.lease_ttl_seconds.max(1) as i64),
+    ));
     let executor = Executor::new(
         proposals.clone(),
         audit.clone(),
@@ -155,13 +163,8 @@ pub async fn build(config: &Config) -> Result<Built, ServiceError> {
         policies.clone(),
     )
     .with_mode(config.mode)
+    .with_lease(lease.clone())
     .with_failpoint(Failpoint::from_env());
-    let lease = Lease::new(
-        store.clone(),
-        EXECUTOR_LEASE,
-        &replica_id(),
-        Duration::seconds(config.daemon.lease_ttl_seconds.max(1) as i64),
-    );
     let base = config
         .daemon
         .public_url
@@ -289,6 +292,45 @@ pub async fn serve(
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServiceError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServiceError::Signal)?;
+    // SIGHUP reloads the policies now (they also reload by themselves when their files change,
+    // at the next check).
+    let mut sighup = signal(SignalKind::hangup()).map_err(ServiceError::Signal)?;
+    {
+        let policies = daemon.policies.clone();
+        tokio::spawn(async move {
+            while sighup.recv().await.is_some() {
+                match policies.reload() {
+                    Ok(set) => {
+                        tracing::info!(policies = set.policies.len(), "SIGHUP: policies reloaded")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: policies do not load; execution stopped until they do")
+                    }
+                }
+            }
+        });
+    }
+    // The lease is renewed by its own task, also while a step runs: a long step (a slow
+    // provider, a hanging webhook) keeps it, and a replica that cannot renew (paused, cut off
+    // from the database) loses its fence before another can take over.
+    let renew_every = std::time::Duration::from_millis(
+        (config.daemon.lease_ttl_seconds.max(1) * 1000 / 3).max(200),
+    );
+    let renewal = {
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(renew_every);
+            loop {
+                tick.tick().await;
+                if d.stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Err(e) = d.lead(Utc::now()).await {
+                    tracing::warn!(error = %e, "renewing the executor lease");
+                }
+            }
+        })
+    };
     // The watchdog is pinged by its own task only while the database answers: a wedged
     // runtime or a lost database gets the service restarted by systemd.
     if let Some(every) = notifier.watchdog_interval() {
@@ -313,8 +355,6 @@ pub async fn serve(
         "commitd running"
     );
 
-    let renew_every = std::time::Duration::from_secs((config.daemon.lease_ttl_seconds / 3).max(1));
-    let mut renew = tokio::time::interval(renew_every);
     let stop = loop {
         let now = Utc::now();
         let until = |next: Option<chrono::DateTime<Utc>>| {
@@ -328,13 +368,11 @@ pub async fn serve(
         enum Job {
             Cycle,
             Execute,
-            Renew,
         }
         let job = tokio::select! {
             _ = tokio::time::sleep_until(next_plan) => Job::Cycle,
             _ = tokio::time::sleep_until(next_exec) => Job::Execute,
             _ = api.wake.notified() => Job::Execute,
-            _ = renew.tick() => Job::Renew,
             _ = sigterm.recv() => break Stop::Graceful,
             _ = sigint.recv() => break Stop::Fast,
         };
@@ -356,7 +394,6 @@ pub async fn serve(
                         tracing::info!(outcomes = ?o, "execution tick");
                     }
                 }),
-                Job::Renew => d.lead(now).await.map(|_| ()),
             }
         });
         tokio::pin!(task);
@@ -394,6 +431,7 @@ pub async fn serve(
     daemon.stopping.store(true, Ordering::SeqCst);
     notifier.stopping();
     api.ready.store(false, Ordering::SeqCst);
+    renewal.abort();
     if let Err(e) = daemon.lease.release().await {
         tracing::warn!(error = %e, "releasing the executor lease");
     }

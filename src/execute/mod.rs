@@ -1,47 +1,55 @@
-//! Execution: approved proposals become purchases, exactly once, with every step in the audit
-//! log and the policy limits checked again at execution time.
+//! Execution: approved proposals become purchases (or returns, exchanges, Marketplace
+//! listings), never twice, never without a valid approval, never against the policies in force,
+//! with every provider call in the audit log.
 //!
-//! The order of steps is what makes a crash harmless:
+//! Before **every** provider call, first attempt, retry or resume alike:
 //!
-//! 1. policy check against what the store says was already committed today / in 30 days
-//!    (`executing` proposals count: their purchase may have happened);
-//! 2. `approved -> executing` with the idempotency key, one compare-and-set (a second executor
-//!    loses here), then the `ExecutionRequested` audit event; both are durable before
-//! 3. the provider is asked whether the key was already used, and only if not, the purchase is
-//!    made with that key (providers treat a repeated key as the same purchase);
-//! 4. the `Executed` event, then `executing -> executed`.
+//! 1. **Authorization from the log.** The action's digest ([`PlannedAction::digest`]) must be
+//!    the one proposed, and the audit log must hold as many `approved` events of that digest by
+//!    distinct people as the proposal needs. Editing the proposals table (an amount, a state, the
+//!    approvals needed) therefore buys nothing: the hash-chained log is the authority.
+//! 2. **The policies in force now** ([`policies::PolicySource`], reloaded when the files change;
+//!    broken files stop everything): kill switch, blackouts, mode, limits, allow lists. A block
+//!    fails the proposal with the rule.
+//! 3. **Retry caps**: at most [`RetryLimits::max_attempts`] calls, none after
+//!    [`RetryLimits::max_age`] from the first request.
+//! 4. **The fenced intent**: one transaction checks this replica's lease token on the
+//!    database's clock ([`lease`]), moves the proposal to `executing`, counts the attempt, sets
+//!    `call_started_at` and writes `execution_requested`. A replica that lost the lease, was
+//!    paused past its TTL or whose clock jumped records nothing and calls nothing.
+//! 5. The call, then one transaction for its outcome and event: `executed` (with the cloud
+//!    ids), a retryable failure that was not applied (`call_started_at` cleared), a final
+//!    failure, or `needs_review`.
 //!
-//! A crash anywhere leaves the proposal `approved` (nothing happened) or `executing` (intent
-//! recorded). [`Executor::reconcile`] resumes every `executing` proposal from step 3, adding
-//! whichever audit event the crash prevented, so the log is complete and nothing is bought
-//! twice. The key is derived from the proposal id, so no retry can ever invent a new one.
-//!
-//! Returns and exchanges (the proposal's [`Operation`]) take exactly the same steps; step 3
-//! asks [`CommitmentMarket::find_return`] / [`CommitmentMarket::find_exchange`] instead of
-//! the key lookup, because a provider's return or exchange is visible in its inventory (a
-//! returned plan, retired sources) even when the API takes no client token. A return commits
-//! nothing new; an exchange's true-up is bounded by the approved `upfront` (the same per-run
-//! upfront limit policy applies to purchases), and a quote that is invalid or above it fails
-//! the proposal with the quote's reason and the quote itself in the audit event. A
-//! Marketplace sale is found by its key ([`CommitmentMarket::find_sale`]; AWS keeps the
-//! listing's client token); its event carries the asking price in the rationale, and no amount
-//! (an event's amount is money paid).
+//! **Unknown outcomes are looked up, never resent blindly.** A call that may have been applied
+//! (a lost answer, a timeout, a crash after step 4: `call_started_at` still set) is settled by
+//! asking the provider what it holds ([`CommitmentMarket::find_purchase`], `find_return`,
+//! `find_exchange`, `find_sale`) before anything else. Found: `executed`. Unclear: parked as
+//! `needs_review` for a person. No trace: sent again only if the provider deduplicates the
+//! call by its client token ([`CommitmentMarket::deduplicates`]); otherwise (AWS RI purchases
+//! and exchanges have no client token) parked as `needs_review`. The key is derived from the
+//! proposal id, so no retry can ever invent a new one.
 
-pub mod journal;
+pub mod lease;
+pub mod policies;
+
+pub use crate::proposals::journal;
 
 use crate::audit::{
-    Amount, AuditError, AuditLog, EventKind, Executed, ExecutionRequested, Failed, NewEvent,
-    PolicyBlocked,
+    Amount, AuditError, AuditLog, EventBody, Executed, ExecutionRequested, Failed, NeedsReview,
+    NewEvent, PolicyBlocked,
 };
 use crate::config::Mode;
-use crate::domain::Hour;
-use crate::policy::{PolicySet, Verdict};
+use crate::domain::{Hour, Money};
+use crate::policy::Verdict;
 use crate::proposals::{Proposal, ProposalError, ProposalState, ProposalStore};
 use crate::providers::{
-    CommitmentMarket, ExchangeRequest, Operation, ProviderError, Purchase, PurchaseRequest,
+    CommitmentMarket, ExchangeRequest, Found, Operation, ProviderError, Purchase, PurchaseRequest,
     ReturnRequest, SaleRequest,
 };
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
+use lease::Lease;
+use policies::PolicySource;
 use serde::Serialize;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,13 +70,14 @@ pub enum ExecuteError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
-    /// After `executing` was stored, before the `ExecutionRequested` event.
+    /// After the intent (`executing` and `execution_requested`) committed, before the call.
     AfterBeginExecution,
-    /// After `ExecutionRequested`, before the provider call.
+    /// The same point (kept for harnesses that name it): the intent and its event are one
+    /// transaction now.
     AfterExecutionRequested,
-    /// After the provider bought, before the `Executed` event.
+    /// After the provider acted, before its outcome was recorded.
     AfterPurchase,
-    /// After the `Executed` event, before the proposal became `executed`.
+    /// After the outcome was recorded.
     AfterExecutedEvent,
 }
 
@@ -121,16 +130,33 @@ impl Failpoint {
     }
 }
 
-/// What a return, an exchange or a sale left at the provider, for its `Executed` event.
+/// How often and how long an execution is retried before it fails for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryLimits {
+    /// Provider calls at most (the first included).
+    pub max_attempts: u32,
+    /// No call later than this after the first request.
+    pub max_age: Duration,
+}
+
+impl Default for RetryLimits {
+    fn default() -> Self {
+        RetryLimits {
+            max_attempts: 5,
+            max_age: Duration::hours(24),
+        }
+    }
+}
+
+/// What one provider operation left at the provider, for its `executed` event.
+#[derive(Clone, Debug)]
 struct Completed {
     request_id: String,
-    /// The commitment returned or created, or the listing.
+    /// The commitment bought, returned or created, or the listing.
     commitment_id: String,
-    /// Found at the provider after a crash rather than made now.
-    reconciled: bool,
     rationale: serde_json::Value,
-    /// Money paid (an exchange's true-up), if any.
-    amount: Option<crate::domain::Money>,
+    /// Money paid (a purchase's term total, an exchange's true-up), if any.
+    amount: Option<Money>,
 }
 
 /// What happened to one proposal.
@@ -140,8 +166,8 @@ pub enum Outcome {
     Executed {
         proposal_id: String,
         commitment_id: String,
-        /// True when the purchase was found at the provider (made before a crash) rather
-        /// than made now.
+        /// True when it was found at the provider (made by an earlier call) rather than made
+        /// by this one.
         reconciled: bool,
     },
     Blocked {
@@ -155,7 +181,9 @@ pub enum Outcome {
         error: String,
         retryable: bool,
     },
-    /// Another executor moved it first.
+    /// The provider call's outcome could not be established: a person must look.
+    NeedsReview { proposal_id: String, reason: String },
+    /// Another executor moved it first, or this replica no longer holds the lease.
     Skipped { proposal_id: String },
 }
 
@@ -163,13 +191,17 @@ pub struct Executor {
     proposals: ProposalStore,
     audit: AuditLog,
     market: Arc<dyn CommitmentMarket>,
-    policies: PolicySet,
+    policies: Arc<PolicySource>,
     failpoint: Failpoint,
     /// Set on shutdown: no new proposal is started (the one in flight finishes).
     stop: Arc<AtomicBool>,
     /// The daemon's global mode: a datapilot deployment executes nothing, even a proposal
     /// approved earlier under another mode.
     mode: Mode,
+    /// The executor lease whose fence every provider call presents (None: unfenced, for
+    /// in-process tests of a single executor; the service always sets it).
+    lease: Option<Arc<Lease>>,
+    retry: RetryLimits,
 }
 
 /// The actor recorded for the daemon's own steps.
@@ -180,7 +212,7 @@ impl Executor {
         proposals: ProposalStore,
         audit: AuditLog,
         market: Arc<dyn CommitmentMarket>,
-        policies: PolicySet,
+        policies: Arc<PolicySource>,
     ) -> Executor {
         Executor {
             proposals,
@@ -190,6 +222,8 @@ impl Executor {
             failpoint: Failpoint::default(),
             stop: Arc::new(AtomicBool::new(false)),
             mode: Mode::Copilot,
+            lease: None,
+            retry: RetryLimits::default(),
         }
     }
 
@@ -209,13 +243,28 @@ impl Executor {
         self
     }
 
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+    /// Fences every provider call with this lease.
+    pub fn with_lease(mut self, lease: Arc<Lease>) -> Executor {
+        self.lease = Some(lease);
+        self
+    }
+
+    pub fn with_retry_limits(mut self, retry: RetryLimits) -> Executor {
+        self.retry = retry;
+        self
     }
 
     pub fn with_failpoint(mut self, failpoint: Failpoint) -> Executor {
         self.failpoint = failpoint;
         self
+    }
+
+    pub fn policies(&self) -> &Arc<PolicySource> {
+        &self.policies
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
     }
 
     /// The idempotency key of a proposal's purchase. Derived, never random: a retry after any
@@ -224,7 +273,7 @@ impl Executor {
         format!("commitd-{proposal_id}")
     }
 
-    /// Resumes every `executing` proposal (after a crash or a provider outage).
+    /// Resumes every `executing` proposal (after a crash, an unknown answer or an outage).
     pub async fn reconcile(&self, now: DateTime<Utc>) -> Result<Vec<Outcome>, ExecuteError> {
         let mut out = Vec::new();
         for p in self.proposals.list(Some(ProposalState::Executing)).await? {
@@ -252,279 +301,603 @@ impl Executor {
 
     /// Executes one approved proposal.
     pub async fn execute(&self, p: &Proposal, now: DateTime<Utc>) -> Result<Outcome, ExecuteError> {
-        let recent = self.proposals.recent_spend(now).await?;
-        let facts = p.action.facts();
-        // Approval already happened; what is judged again is everything that can change
-        // between approval and execution: kill switch, blackouts, limits, the scope's mode.
-        let decision = self
-            .policies
-            .evaluate(&facts, &recent, Hour::from_datetime(now), self.mode);
-        if decision.verdict == Verdict::Block {
-            let (rule, reason) = decision
-                .blocking_rule()
-                .map(|c| (c.rule.clone(), c.detail.clone()))
-                .unwrap_or_else(|| ("policy".into(), "blocked".into()));
-            let outcome = format!(
-                "blocked at execution by {} {rule}: {reason}",
-                decision.policy
-            );
-            if !self.proposals.fail(&p.id, &outcome, now).await? {
+        if let Some(stop) = self.may_call(p, now).await? {
+            return Ok(stop);
+        }
+        self.start_and_call(p, ProposalState::Approved, now).await
+    }
+
+    /// Continues an `executing` proposal: settle a call whose outcome is not recorded by asking
+    /// the provider, then (if nothing happened and a resend is safe) call again under the same
+    /// checks as a first call.
+    async fn resume(&self, p: &Proposal, now: DateTime<Utc>) -> Result<Outcome, ExecuteError> {
+        if p.call_started_at.is_some() {
+            match self.settle(p, now).await? {
+                Settled::Done(outcome) => return Ok(outcome),
+                Settled::NotApplied => {}
+            }
+        }
+        let p = match self.proposals.get(&p.id).await? {
+            Some(p) if p.state == ProposalState::Executing && p.call_started_at.is_none() => p,
+            _ => {
                 return Ok(Outcome::Skipped {
                     proposal_id: p.id.clone(),
-                });
+                })
             }
-            self.audit
-                .append(
-                    NewEvent::new(
-                        now,
-                        DAEMON_ACTOR,
-                        &p.id,
-                        PolicyBlocked {
-                            proposal_id: Some(p.id.clone()),
-                            policy: decision.policy.clone(),
-                            rule: rule.clone(),
-                            reason: reason.clone(),
-                        },
-                    )
-                    .with_rationale(
-                        json!({"at": "execution", "checks": decision.checks, "recent": recent}),
-                    ),
-                )
-                .await?;
-            return Ok(Outcome::Blocked {
-                proposal_id: p.id.clone(),
-                policy: decision.policy,
-                rule,
-                reason,
-            });
+        };
+        if p.attempts >= self.retry.max_attempts {
+            let why = format!(
+                "gave up after {} provider calls (limit {})",
+                p.attempts, self.retry.max_attempts
+            );
+            return self.give_up(&p, why, now).await;
         }
-        let key = Self::idempotency_key(&p.id);
-        if !self.proposals.begin_execution(&p.id, &key, now).await? {
-            return Ok(Outcome::Skipped {
-                proposal_id: p.id.clone(),
-            });
+        if let Some(first) = p.requested_at {
+            if now - first > self.retry.max_age {
+                let why = format!(
+                    "gave up: first requested {} ago, past the {} h retry window",
+                    humanize(now - first),
+                    self.retry.max_age.num_hours()
+                );
+                return self.give_up(&p, why, now).await;
+            }
         }
-        self.failpoint.check(Step::AfterBeginExecution)?;
-        self.request_event(p, &key, now, false).await?;
-        self.failpoint.check(Step::AfterExecutionRequested)?;
-        let mut p = p.clone();
-        p.idempotency_key = Some(key);
-        p.state = ProposalState::Executing;
-        p.requested_at = Some(now);
-        self.act(&p, now, false).await
+        if let Some(stop) = self.may_call(&p, now).await? {
+            return Ok(stop);
+        }
+        self.start_and_call(&p, ProposalState::Executing, now).await
     }
 
-    async fn request_event(
+    /// Steps 1-2 of every call: the log authorizes exactly this action, and the policies in
+    /// force allow it now. Some(outcome) when the call must not be made.
+    async fn may_call(
         &self,
         p: &Proposal,
-        key: &str,
         now: DateTime<Utc>,
-        recovered: bool,
-    ) -> Result<(), ExecuteError> {
-        self.audit
-            .append(
-                NewEvent::new(
-                    now,
-                    DAEMON_ACTOR,
-                    &p.id,
-                    ExecutionRequested {
-                        proposal_id: p.id.clone(),
-                        idempotency_key: key.into(),
-                    },
-                )
-                .with_amount(Amount::usd(journal::term_total(&p.action)))
-                .with_rationale(json!({
-                    "provider": self.market.name(),
-                    "what": p.action.describe(),
-                    "operation": p.action.operation,
-                    "hourly_cost": p.action.hourly_cost,
-                    "upfront": p.action.upfront,
-                    "recovered_after_crash": recovered,
-                })),
-            )
-            .await?;
-        Ok(())
+    ) -> Result<Option<Outcome>, ExecuteError> {
+        if let Err(why) = self.authorized(p).await? {
+            tracing::error!(proposal = %p.id, reason = %why, "execution refused: the approvals do not cover this action");
+            let error = format!("refused: {why}");
+            let event = self.failed_event(p, &error, false, now);
+            self.proposals.fail(&p.id, &error, now, event).await?;
+            return Ok(Some(Outcome::Failed {
+                proposal_id: p.id.clone(),
+                error,
+                retryable: false,
+            }));
+        }
+        let policies = match self.policies.current() {
+            Ok(set) => set,
+            Err(e) => {
+                // No fallback: nothing executes under rules that do not load. The proposal
+                // stays where it is and runs once the files are fixed.
+                tracing::error!(proposal = %p.id, error = %e, "policies do not load: execution stopped");
+                return Ok(Some(Outcome::Skipped {
+                    proposal_id: p.id.clone(),
+                }));
+            }
+        };
+        let exclude = (p.state == ProposalState::Executing).then_some(p.id.as_str());
+        let recent = self.proposals.recent_spend_except(now, exclude).await?;
+        let facts = p.action.facts();
+        let decision = policies.evaluate(&facts, &recent, Hour::from_datetime(now), self.mode);
+        if decision.verdict != Verdict::Block {
+            return Ok(None);
+        }
+        let (rule, reason) = decision
+            .blocking_rule()
+            .map(|c| (c.rule.clone(), c.detail.clone()))
+            .unwrap_or_else(|| ("policy".into(), "blocked".into()));
+        let outcome = format!(
+            "blocked at execution by {} {rule}: {reason}",
+            decision.policy
+        );
+        let event = NewEvent::new(
+            now,
+            DAEMON_ACTOR,
+            &p.id,
+            PolicyBlocked {
+                proposal_id: Some(p.id.clone()),
+                policy: decision.policy.clone(),
+                rule: rule.clone(),
+                reason: reason.clone(),
+            },
+        )
+        .with_rationale(json!({
+            "at": "execution",
+            "attempt": p.attempts + 1,
+            "checks": decision.checks,
+            "recent": recent,
+        }));
+        if !self.proposals.fail(&p.id, &outcome, now, event).await? {
+            return Ok(Some(Outcome::Skipped {
+                proposal_id: p.id.clone(),
+            }));
+        }
+        Ok(Some(Outcome::Blocked {
+            proposal_id: p.id.clone(),
+            policy: decision.policy,
+            rule,
+            reason,
+        }))
     }
 
-    /// Continues an `executing` proposal: complete the audit trail, look the key up at the
-    /// provider, buy only if it was never used, record the result.
-    async fn resume(&self, p: &Proposal, now: DateTime<Utc>) -> Result<Outcome, ExecuteError> {
+    /// Whether the audit log authorizes exactly this action: Ok(Err(why)) when it does not.
+    async fn authorized(&self, p: &Proposal) -> Result<Result<(), String>, ExecuteError> {
+        let digest = p.action.digest();
+        match &p.action_digest {
+            Some(stored) if *stored == digest => {}
+            Some(stored) => {
+                return Ok(Err(format!(
+                    "the action was changed after it was proposed (digest {} now, {} proposed)",
+                    &digest[..12],
+                    &stored[..stored.len().min(12)]
+                )))
+            }
+            None => {
+                return Ok(Err(
+                    "proposed before approvals were bound to the action's digest; let the next cycle propose it again"
+                        .into(),
+                ))
+            }
+        }
+        let events = self.audit.about(&p.id).await?;
+        let mut proposed = false;
+        let mut needed = usize::from(p.approvals_needed.max(1));
+        let mut approvers = std::collections::BTreeSet::new();
+        for e in &events {
+            match &e.body {
+                EventBody::ActionProposed(a) if a.action_digest.as_deref() == Some(&digest) => {
+                    proposed = true;
+                    // The log's count of approvals needed wins over the table's if larger.
+                    if let Some(n) = e.rationale.get("approvals_needed").and_then(|v| v.as_u64()) {
+                        needed = needed.max(usize::try_from(n).unwrap_or(usize::MAX));
+                    }
+                }
+                EventBody::Approved(a)
+                    if a.action_digest.as_deref() == Some(&digest) && e.actor != p.proposer =>
+                {
+                    approvers.insert(e.actor.clone());
+                }
+                _ => {}
+            }
+        }
+        if !proposed {
+            return Ok(Err(format!(
+                "the audit log holds no proposal of this action (digest {})",
+                &digest[..12]
+            )));
+        }
+        if approvers.len() < needed {
+            return Ok(Err(format!(
+                "the audit log holds {} approval(s) of this action by distinct people; it needs {needed}",
+                approvers.len()
+            )));
+        }
+        Ok(Ok(()))
+    }
+
+    /// Steps 4-5: the fenced intent, the call, its outcome.
+    async fn start_and_call(
+        &self,
+        p: &Proposal,
+        from: ProposalState,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, ExecuteError> {
+        let skipped = || Outcome::Skipped {
+            proposal_id: p.id.clone(),
+        };
+        let fence = match &self.lease {
+            Some(lease) => match lease.fence() {
+                Some(f) => Some(f),
+                None => {
+                    tracing::warn!(proposal = %p.id, "executor lease not held (or about to lapse): no provider call");
+                    return Ok(skipped());
+                }
+            },
+            None => None,
+        };
         let key = p
             .idempotency_key
             .clone()
             .unwrap_or_else(|| Self::idempotency_key(&p.id));
-        if !journal::has_event(&self.audit, EventKind::ExecutionRequested, &p.id).await? {
-            self.request_event(p, &key, now, true).await?;
+        let provider = self.market.name().to_string();
+        let started = self
+            .proposals
+            .start_call(&p.id, fence.as_ref(), &key, from, now, |q| {
+                NewEvent::new(
+                    now,
+                    DAEMON_ACTOR,
+                    &q.id,
+                    ExecutionRequested {
+                        proposal_id: q.id.clone(),
+                        idempotency_key: key.clone(),
+                        attempt: Some(q.attempts),
+                    },
+                )
+                .with_amount(Amount::usd(journal::term_total(&q.action)))
+                .with_rationale(json!({
+                    "provider": provider,
+                    "what": q.action.describe(),
+                    "operation": q.action.operation,
+                    "hourly_cost": q.action.hourly_cost,
+                    "upfront": q.action.upfront,
+                    "action_digest": q.action.digest(),
+                    "attempt": q.attempts,
+                    "fencing_token": fence.as_ref().map(|f| f.token),
+                }))
+            })
+            .await;
+        let p = match started {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(skipped()),
+            Err(ProposalError::Fenced(id)) => {
+                tracing::warn!(proposal = %id, "executor lease lost before the call: nothing called");
+                return Ok(skipped());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.failpoint.check(Step::AfterBeginExecution)?;
+        self.failpoint.check(Step::AfterExecutionRequested)?;
+        let result = self.send(&p, now).await;
+        match result {
+            Ok(done) => {
+                self.failpoint.check(Step::AfterPurchase)?;
+                self.record_executed(&p, done, false, now).await
+            }
+            Err(e) if e.outcome_unknown() => {
+                tracing::warn!(proposal = %p.id, error = %e, "provider call outcome unknown: looking it up");
+                match self.settle(&p, now).await? {
+                    Settled::Done(outcome) => Ok(outcome),
+                    Settled::NotApplied => Ok(Outcome::Failed {
+                        proposal_id: p.id.clone(),
+                        error: e.to_string(),
+                        retryable: true,
+                    }),
+                }
+            }
+            Err(e) => self.provider_failed(&p, e, now).await,
         }
-        let mut p = p.clone();
-        p.idempotency_key = Some(key);
-        self.act(&p, now, true).await
     }
 
-    /// Step 3 onwards, for the proposal's operation.
-    async fn act(
+    /// Settles a call whose outcome is not recorded by asking the provider. `Done` when the
+    /// proposal reached an outcome (executed, needs_review, or still unknown because the lookup
+    /// itself failed); `NotApplied` when the provider shows no trace and a resend is safe (the
+    /// in-flight mark has been cleared).
+    async fn settle(&self, p: &Proposal, now: DateTime<Utc>) -> Result<Settled, ExecuteError> {
+        let found = match self.lookup(p, now).await {
+            Ok(found) => found,
+            Err(e) => {
+                // Still unknown. Lookups change nothing, so the next tick asks again; past the
+                // retry window a person must look.
+                let age = p
+                    .requested_at
+                    .map(|r| now - r)
+                    .unwrap_or_else(Duration::zero);
+                if age > self.retry.max_age {
+                    let why = format!(
+                        "the outcome of the provider call is unknown and looking it up kept failing for {}: {e}",
+                        humanize(age)
+                    );
+                    return Ok(Settled::Done(self.park(p, why, now).await?));
+                }
+                tracing::warn!(proposal = %p.id, error = %e, "looking up an unknown outcome failed; will ask again");
+                return Ok(Settled::Done(Outcome::Failed {
+                    proposal_id: p.id.clone(),
+                    error: format!("outcome unknown; lookup failed: {e}"),
+                    retryable: true,
+                }));
+            }
+        };
+        match found {
+            Found::Yes(done) => Ok(Settled::Done(
+                self.record_executed(p, done, true, now).await?,
+            )),
+            Found::Unclear(what) => Ok(Settled::Done(
+                self.park(
+                    p,
+                    format!("the provider's state cannot tell whether the call was applied: {what}"),
+                    now,
+                )
+                .await?,
+            )),
+            Found::No if self.market.deduplicates(&p.action.operation, &p.action.spec) => {
+                let note = "no trace of the earlier call at the provider; its client token makes a resend safe";
+                let event = self.failed_event(p, note, true, now);
+                self.proposals
+                    .call_not_applied(&p.id, note, now, event)
+                    .await?;
+                Ok(Settled::NotApplied)
+            }
+            Found::No => Ok(Settled::Done(
+                self.park(
+                    p,
+                    format!(
+                        "no trace of the {} at the provider, but the call may still have been applied (its API has no client token, so it is never sent again): check the provider's console",
+                        p.action.operation.name()
+                    ),
+                    now,
+                )
+                .await?,
+            )),
+        }
+    }
+
+    async fn park(
         &self,
         p: &Proposal,
+        reason: String,
         now: DateTime<Utc>,
-        resuming: bool,
     ) -> Result<Outcome, ExecuteError> {
+        tracing::error!(proposal = %p.id, reason = %reason, "execution needs review");
+        let event = NewEvent::new(
+            now,
+            DAEMON_ACTOR,
+            &p.id,
+            NeedsReview {
+                proposal_id: p.id.clone(),
+                idempotency_key: p.idempotency_key.clone(),
+                reason: reason.clone(),
+            },
+        )
+        .with_rationale(json!({
+            "provider": self.market.name(),
+            "operation": p.action.operation,
+            "what": p.action.describe(),
+            "attempts": p.attempts,
+            "first_call_at": p.first_call_at.map(|t| t.to_rfc3339()),
+        }));
+        if !self.proposals.park(&p.id, &reason, now, event).await? {
+            return Ok(Outcome::Skipped {
+                proposal_id: p.id.clone(),
+            });
+        }
+        Ok(Outcome::NeedsReview {
+            proposal_id: p.id.clone(),
+            reason,
+        })
+    }
+
+    async fn give_up(
+        &self,
+        p: &Proposal,
+        why: String,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, ExecuteError> {
+        let event = self.failed_event(p, &why, false, now);
+        if !self.proposals.fail(&p.id, &why, now, event).await? {
+            return Ok(Outcome::Skipped {
+                proposal_id: p.id.clone(),
+            });
+        }
+        Ok(Outcome::Failed {
+            proposal_id: p.id.clone(),
+            error: why,
+            retryable: false,
+        })
+    }
+
+    fn key(p: &Proposal) -> String {
+        p.idempotency_key
+            .clone()
+            .unwrap_or_else(|| Self::idempotency_key(&p.id))
+    }
+
+    fn purchase_request(p: &Proposal, now: DateTime<Utc>) -> PurchaseRequest {
+        PurchaseRequest {
+            idempotency_key: Self::key(p),
+            spec: p.action.spec.clone(),
+            start: Hour::from_datetime(now),
+            max_hourly_cost: p.action.hourly_cost,
+            max_upfront: p.action.upfront,
+        }
+    }
+
+    fn return_request(
+        p: &Proposal,
+        commitment_id: &str,
+        instances: Option<u32>,
+        now: DateTime<Utc>,
+    ) -> ReturnRequest {
+        ReturnRequest {
+            idempotency_key: Self::key(p),
+            commitment_id: commitment_id.to_string(),
+            account: p.action.spec.account.clone(),
+            instances,
+            at: now,
+        }
+    }
+
+    fn sale_request(p: &Proposal, now: DateTime<Utc>) -> Option<SaleRequest> {
         match &p.action.operation {
-            Operation::Purchase => self.buy(p, now, resuming).await,
-            Operation::Return {
-                commitment_id,
-                instances,
-                ..
-            } => {
-                self.give_back(p, commitment_id, *instances, now, resuming)
-                    .await
-            }
-            Operation::Exchange { source_ids, .. } => self.swap(p, source_ids, now, resuming).await,
             Operation::Sell {
                 commitment_id,
                 instances,
                 price,
                 ..
-            } => {
-                let request = SaleRequest {
-                    idempotency_key: p.idempotency_key.clone().unwrap_or_default(),
-                    commitment_id: commitment_id.clone(),
-                    account: p.action.spec.account.clone(),
-                    instances: *instances,
-                    price: *price,
-                    at: now,
-                };
-                self.sell(p, &request, now, resuming).await
-            }
+            } => Some(SaleRequest {
+                idempotency_key: Self::key(p),
+                commitment_id: commitment_id.clone(),
+                account: p.action.spec.account.clone(),
+                instances: *instances,
+                price: *price,
+                at: now,
+            }),
+            _ => None,
         }
     }
 
-    async fn sell(
-        &self,
-        p: &Proposal,
-        request: &SaleRequest,
-        now: DateTime<Utc>,
-        resuming: bool,
-    ) -> Result<Outcome, ExecuteError> {
-        let key = request.idempotency_key.clone();
-        // Ask first: a listing made before a crash is found by its client token.
-        let found = match self.market.find_sale(request).await {
-            Ok(found) => found,
-            Err(e) => return self.provider_failed(p, &key, e, now).await,
-        };
-        let (listed, reconciled) = match found {
-            Some(l) => (l, true),
-            None => match self.market.sell(request).await {
-                Ok(l) => (l, false),
-                Err(e) => return self.provider_failed(p, &key, e, now).await,
-            },
-        };
-        self.failpoint.check(Step::AfterPurchase)?;
-        let rationale = json!({
-            "provider": self.market.name(),
-            "operation": "sale",
-            "reconciled": reconciled,
-            "listing_id": listed.listing_id,
-            "state": listed.state,
-            "instances": listed.instances,
-            "asking_price": request.price,
-            "sells_at": listed.sells_at.map(|h| h.to_datetime().to_rfc3339()),
-            "hourly_cost_removed": p.action.operation.hourly_cost_removed(),
-            "expected_savings": p.action.expected_savings,
-        });
-        let done = Completed {
-            request_id: listed.request_id,
-            commitment_id: listed.listing_id,
-            reconciled,
-            rationale,
-            // No amount: the event's amount is money paid, and a listing pays nothing (its
-            // asking price, money that may come in, is in the rationale).
-            amount: None,
-        };
-        self.record_executed(p, &key, done, now, resuming).await
-    }
-
-    async fn give_back(
-        &self,
-        p: &Proposal,
-        commitment_id: &str,
-        instances: Option<u32>,
-        now: DateTime<Utc>,
-        resuming: bool,
-    ) -> Result<Outcome, ExecuteError> {
-        let key = p.idempotency_key.clone().unwrap_or_default();
-        let request = ReturnRequest {
-            idempotency_key: key.clone(),
-            commitment_id: commitment_id.to_string(),
-            account: p.action.spec.account.clone(),
-            instances,
-            at: now,
-        };
-        // Ask first: a return made before a crash shows as the plan's state at the provider.
-        let found = match self.market.find_return(&request).await {
-            Ok(found) => found,
-            Err(e) => return self.provider_failed(p, &key, e, now).await,
-        };
-        let (returned, reconciled) = match found {
-            Some(r) => (r, true),
-            None => match self.market.return_commitment(&request).await {
-                Ok(r) => (r, false),
-                Err(e) => return self.provider_failed(p, &key, e, now).await,
-            },
-        };
-        self.failpoint.check(Step::AfterPurchase)?;
-        let rationale = json!({
-            "provider": self.market.name(),
-            "operation": "return",
-            "reconciled": reconciled,
-            "state": returned.state,
-            "hourly_cost_removed": p.action.operation.hourly_cost_removed(),
-            "instances": instances,
-            "expected_savings": p.action.expected_savings,
-        });
-        let done = Completed {
-            request_id: returned.request_id,
-            commitment_id: returned.commitment_id,
-            reconciled,
-            rationale,
-            amount: None,
-        };
-        self.record_executed(p, &key, done, now, resuming).await
-    }
-
-    async fn swap(
-        &self,
-        p: &Proposal,
-        source_ids: &[String],
-        now: DateTime<Utc>,
-        resuming: bool,
-    ) -> Result<Outcome, ExecuteError> {
-        let key = p.idempotency_key.clone().unwrap_or_default();
-        let request = ExchangeRequest {
-            idempotency_key: key.clone(),
+    fn exchange_request(p: &Proposal, source_ids: &[String], at: DateTime<Utc>) -> ExchangeRequest {
+        ExchangeRequest {
+            idempotency_key: Self::key(p),
             source_ids: source_ids.to_vec(),
             target: p.action.spec.clone(),
             // The approved upfront is the true-up ceiling: policy limited it like any upfront.
             max_true_up: p.action.upfront,
-            // Reconciliation looks for targets created since the request was recorded.
-            at: p.requested_at.unwrap_or(now),
-        };
-        // Ask first: AcceptReservedInstancesExchangeQuote has no client token, so an exchange
-        // whose answer was lost is only visible as retired sources; never send it twice.
-        let found = match self.market.find_exchange(&request).await {
-            Ok(found) => found,
-            Err(e) => return self.provider_failed(p, &key, e, now).await,
-        };
-        let (done, reconciled) = match found {
-            Some(x) => (x, true),
-            None => {
-                let request = ExchangeRequest { at: now, ..request };
-                match self.market.exchange(&request).await {
-                    Ok(x) => (x, false),
-                    Err(e) => return self.provider_failed(p, &key, e, now).await,
+            at,
+        }
+    }
+
+    /// What any earlier call for this proposal left at the provider.
+    async fn lookup(
+        &self,
+        p: &Proposal,
+        now: DateTime<Utc>,
+    ) -> Result<Found<Completed>, ProviderError> {
+        // Anything an earlier call created started at or after its first call.
+        let since = p.first_call_at.or(p.requested_at).unwrap_or(now);
+        Ok(match &p.action.operation {
+            Operation::Purchase => {
+                let request = Self::purchase_request(p, now);
+                match self.market.find_purchase(&request, since).await? {
+                    Found::Yes(purchase) => Found::Yes(self.bought(p, purchase, true)),
+                    Found::No => Found::No,
+                    Found::Unclear(s) => Found::Unclear(s),
                 }
             }
-        };
-        self.failpoint.check(Step::AfterPurchase)?;
+            Operation::Return {
+                commitment_id,
+                instances,
+                ..
+            } => {
+                let request = Self::return_request(p, commitment_id, *instances, now);
+                self.market
+                    .find_return(&request)
+                    .await?
+                    .map(|r| self.returned(p, r, *instances, true))
+                    .into()
+            }
+            Operation::Sell { .. } => {
+                let Some(request) = Self::sale_request(p, now) else {
+                    return Ok(Found::No);
+                };
+                self.market
+                    .find_sale(&request)
+                    .await?
+                    .map(|l| self.listed(p, &request, l, true))
+                    .into()
+            }
+            Operation::Exchange { source_ids, .. } => {
+                let request = Self::exchange_request(p, source_ids, since);
+                self.market
+                    .find_exchange(&request)
+                    .await?
+                    .map(|x| self.exchanged(p, x, true))
+                    .into()
+            }
+        })
+    }
+
+    /// The provider call itself.
+    async fn send(&self, p: &Proposal, now: DateTime<Utc>) -> Result<Completed, ProviderError> {
+        Ok(match &p.action.operation {
+            Operation::Purchase => {
+                let request = Self::purchase_request(p, now);
+                let purchase = self.market.purchase(&request).await?;
+                self.bought(p, purchase, false)
+            }
+            Operation::Return {
+                commitment_id,
+                instances,
+                ..
+            } => {
+                let request = Self::return_request(p, commitment_id, *instances, now);
+                let r = self.market.return_commitment(&request).await?;
+                self.returned(p, r, *instances, false)
+            }
+            Operation::Sell { .. } => {
+                let Some(request) = Self::sale_request(p, now) else {
+                    return Err(ProviderError::unsupported(self.market.name(), "this sale"));
+                };
+                let l = self.market.sell(&request).await?;
+                self.listed(p, &request, l, false)
+            }
+            Operation::Exchange { source_ids, .. } => {
+                let request = Self::exchange_request(p, source_ids, now);
+                let x = self.market.exchange(&request).await?;
+                self.exchanged(p, x, false)
+            }
+        })
+    }
+
+    fn bought(&self, p: &Proposal, purchase: Purchase, reconciled: bool) -> Completed {
+        let c = &purchase.commitment;
+        Completed {
+            request_id: purchase.request_id.clone(),
+            commitment_id: c.id.clone(),
+            amount: Some(c.total_cost()),
+            rationale: json!({
+                "provider": self.market.name(),
+                "reconciled": reconciled,
+                "hourly_cost": c.hourly_cost,
+                "upfront": c.upfront,
+                "start": c.start.to_datetime().to_rfc3339(),
+                "end": c.end.to_datetime().to_rfc3339(),
+                "expected_savings": p.action.expected_savings,
+                "action_digest": p.action.digest(),
+            }),
+        }
+    }
+
+    fn returned(
+        &self,
+        p: &Proposal,
+        r: crate::providers::Returned,
+        instances: Option<u32>,
+        reconciled: bool,
+    ) -> Completed {
+        Completed {
+            request_id: r.request_id,
+            commitment_id: r.commitment_id,
+            amount: None,
+            rationale: json!({
+                "provider": self.market.name(),
+                "operation": "return",
+                "reconciled": reconciled,
+                "state": r.state,
+                "hourly_cost_removed": p.action.operation.hourly_cost_removed(),
+                "instances": instances,
+                "expected_savings": p.action.expected_savings,
+                "action_digest": p.action.digest(),
+            }),
+        }
+    }
+
+    fn listed(
+        &self,
+        p: &Proposal,
+        request: &SaleRequest,
+        listed: crate::providers::Listed,
+        reconciled: bool,
+    ) -> Completed {
+        Completed {
+            request_id: listed.request_id,
+            commitment_id: listed.listing_id.clone(),
+            // No amount: the event's amount is money paid, and a listing pays nothing (its
+            // asking price, money that may come in, is in the rationale).
+            amount: None,
+            rationale: json!({
+                "provider": self.market.name(),
+                "operation": "sale",
+                "reconciled": reconciled,
+                "listing_id": listed.listing_id,
+                "state": listed.state,
+                "instances": listed.instances,
+                "asking_price": request.price,
+                "sells_at": listed.sells_at.map(|h| h.to_datetime().to_rfc3339()),
+                "hourly_cost_removed": p.action.operation.hourly_cost_removed(),
+                "expected_savings": p.action.expected_savings,
+                "action_digest": p.action.digest(),
+            }),
+        }
+    }
+
+    fn exchanged(
+        &self,
+        p: &Proposal,
+        done: crate::providers::Exchanged,
+        reconciled: bool,
+    ) -> Completed {
         let commitment_id = if done.target_ids.is_empty() {
             done.exchange_id
                 .clone()
@@ -532,192 +905,133 @@ impl Executor {
         } else {
             done.target_ids.join(",")
         };
-        let rationale = json!({
-            "provider": self.market.name(),
-            "operation": "exchange",
-            "reconciled": reconciled,
-            "exchange_id": done.exchange_id,
-            "source_ids": done.source_ids,
-            "target_ids": done.target_ids,
-            "quote": done.quote,
-            "approved_true_up": p.action.upfront,
-            "expected_savings": p.action.expected_savings,
-        });
-        let done = Completed {
+        Completed {
             amount: done.quote.as_ref().map(|q| q.payment_due),
+            rationale: json!({
+                "provider": self.market.name(),
+                "operation": "exchange",
+                "reconciled": reconciled,
+                "exchange_id": done.exchange_id,
+                "source_ids": done.source_ids,
+                "target_ids": done.target_ids,
+                "quote": done.quote,
+                "approved_true_up": p.action.upfront,
+                "expected_savings": p.action.expected_savings,
+                "action_digest": p.action.digest(),
+            }),
             request_id: done.request_id,
             commitment_id,
-            reconciled,
-            rationale,
-        };
-        self.record_executed(p, &key, done, now, resuming).await
+        }
     }
 
-    /// The `Executed` event (unless a resumed execution already wrote it) and the final state
-    /// of a return, an exchange or a sale.
+    /// The `executed` event and the final state, in one transaction.
     async fn record_executed(
         &self,
         p: &Proposal,
-        key: &str,
         done: Completed,
-        now: DateTime<Utc>,
-        resuming: bool,
-    ) -> Result<Outcome, ExecuteError> {
-        let Completed {
-            request_id,
-            commitment_id,
-            reconciled,
-            rationale,
-            amount,
-        } = done;
-        let already =
-            resuming && journal::has_event(&self.audit, EventKind::Executed, &p.id).await?;
-        if !already {
-            let mut event = NewEvent::new(
-                now,
-                DAEMON_ACTOR,
-                &p.id,
-                Executed {
-                    proposal_id: p.id.clone(),
-                    idempotency_key: key.to_string(),
-                    provider_request_id: request_id.clone(),
-                    commitment_id: commitment_id.clone(),
-                },
-            )
-            .with_rationale(rationale);
-            if let Some(a) = amount {
-                event = event.with_amount(Amount::usd(a));
-            }
-            self.audit.append(event).await?;
-        }
-        self.failpoint.check(Step::AfterExecutedEvent)?;
-        self.proposals
-            .finish_execution(&p.id, &commitment_id, &request_id, now)
-            .await?;
-        Ok(Outcome::Executed {
-            proposal_id: p.id.clone(),
-            commitment_id,
-            reconciled,
-        })
-    }
-
-    async fn buy(
-        &self,
-        p: &Proposal,
-        now: DateTime<Utc>,
-        resuming: bool,
-    ) -> Result<Outcome, ExecuteError> {
-        let key = p.idempotency_key.clone().unwrap_or_default();
-        // Always ask first: after a crash between the purchase and its record, the provider
-        // is the only one who knows it happened.
-        let found = match self.market.find_by_idempotency_key(&key).await {
-            Ok(found) => found,
-            Err(e) => return self.provider_failed(p, &key, e, now).await,
-        };
-        let (purchase, reconciled): (Purchase, bool) = match found {
-            Some(purchase) => (purchase, true),
-            None => {
-                let request = PurchaseRequest {
-                    idempotency_key: key.clone(),
-                    spec: p.action.spec.clone(),
-                    start: Hour::from_datetime(now),
-                    max_hourly_cost: p.action.hourly_cost,
-                    max_upfront: p.action.upfront,
-                };
-                match self.market.purchase(&request).await {
-                    Ok(purchase) => (purchase, false),
-                    Err(e) => return self.provider_failed(p, &key, e, now).await,
-                }
-            }
-        };
-        self.failpoint.check(Step::AfterPurchase)?;
-        let already =
-            resuming && journal::has_event(&self.audit, EventKind::Executed, &p.id).await?;
-        if !already {
-            let c = &purchase.commitment;
-            self.audit
-                .append(
-                    NewEvent::new(
-                        now,
-                        DAEMON_ACTOR,
-                        &p.id,
-                        Executed {
-                            proposal_id: p.id.clone(),
-                            idempotency_key: key.clone(),
-                            provider_request_id: purchase.request_id.clone(),
-                            commitment_id: c.id.clone(),
-                        },
-                    )
-                    .with_amount(Amount::usd(c.total_cost()))
-                    .with_rationale(json!({
-                        "provider": self.market.name(),
-                        "reconciled": reconciled,
-                        "hourly_cost": c.hourly_cost,
-                        "upfront": c.upfront,
-                        "start": c.start.to_datetime().to_rfc3339(),
-                        "end": c.end.to_datetime().to_rfc3339(),
-                        "expected_savings": p.action.expected_savings,
-                    })),
-                )
-                .await?;
-        }
-        self.failpoint.check(Step::AfterExecutedEvent)?;
-        self.proposals
-            .finish_execution(&p.id, &purchase.commitment.id, &purchase.request_id, now)
-            .await?;
-        Ok(Outcome::Executed {
-            proposal_id: p.id.clone(),
-            commitment_id: purchase.commitment.id,
-            reconciled,
-        })
-    }
-
-    async fn provider_failed(
-        &self,
-        p: &Proposal,
-        key: &str,
-        e: ProviderError,
+        reconciled: bool,
         now: DateTime<Utc>,
     ) -> Result<Outcome, ExecuteError> {
-        let retryable = e.retryable();
-        let error = e.to_string();
-        // A refused exchange carries the quote: the audit keeps what the provider offered.
-        let quote = match &e {
-            ProviderError::ExchangeRefused { quote, .. } => Some(quote.clone()),
-            _ => None,
-        };
-        if retryable {
-            // Stays `executing`: the next reconcile looks the key up and retries.
-            self.proposals
-                .note(&p.id, &format!("retrying: {error}"), now)
-                .await?;
-        } else {
-            self.proposals.fail(&p.id, &error, now).await?;
-        }
+        let key = Self::key(p);
         let mut event = NewEvent::new(
+            now,
+            DAEMON_ACTOR,
+            &p.id,
+            Executed {
+                proposal_id: p.id.clone(),
+                idempotency_key: key,
+                provider_request_id: done.request_id.clone(),
+                commitment_id: done.commitment_id.clone(),
+            },
+        )
+        .with_rationale(done.rationale);
+        if let Some(a) = done.amount {
+            event = event.with_amount(Amount::usd(a));
+        }
+        let recorded = self
+            .proposals
+            .finish_execution(&p.id, &done.commitment_id, &done.request_id, now, event)
+            .await?;
+        self.failpoint.check(Step::AfterExecutedEvent)?;
+        if !recorded {
+            return Ok(Outcome::Skipped {
+                proposal_id: p.id.clone(),
+            });
+        }
+        Ok(Outcome::Executed {
+            proposal_id: p.id.clone(),
+            commitment_id: done.commitment_id,
+            reconciled,
+        })
+    }
+
+    fn failed_event(
+        &self,
+        p: &Proposal,
+        error: &str,
+        retryable: bool,
+        now: DateTime<Utc>,
+    ) -> NewEvent {
+        NewEvent::new(
             now,
             DAEMON_ACTOR,
             &p.id,
             Failed {
                 proposal_id: p.id.clone(),
-                idempotency_key: Some(key.into()),
-                error: error.clone(),
+                idempotency_key: p.idempotency_key.clone(),
+                error: error.to_string(),
                 retryable,
             },
-        );
-        if !matches!(p.action.operation, Operation::Purchase) {
-            event = event.with_rationale(json!({
-                "provider": self.market.name(),
-                "operation": p.action.operation,
-                "quote": quote,
-            }));
+        )
+        .with_rationale(json!({
+            "provider": self.market.name(),
+            "operation": p.action.operation,
+            "attempt": p.attempts,
+        }))
+    }
+
+    /// A call that reported an error with a known outcome: not applied (retryable: the next
+    /// tick may call again, within the caps) or refused for good.
+    async fn provider_failed(
+        &self,
+        p: &Proposal,
+        e: ProviderError,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, ExecuteError> {
+        let retryable = e.retryable();
+        let error = e.to_string();
+        let mut event = self.failed_event(p, &error, retryable, now);
+        // A refused exchange carries the quote: the audit keeps what the provider offered.
+        if let ProviderError::ExchangeRefused { quote, .. } = &e {
+            event.rationale["quote"] = json!(quote);
         }
-        self.audit.append(event).await?;
+        if retryable {
+            // Stays `executing` with no call in flight: the next tick calls again with the
+            // same key, after the same checks.
+            self.proposals
+                .call_not_applied(&p.id, &format!("retrying: {error}"), now, event)
+                .await?;
+        } else {
+            self.proposals.fail(&p.id, &error, now, event).await?;
+        }
         Ok(Outcome::Failed {
             proposal_id: p.id.clone(),
             error,
             retryable,
         })
+    }
+}
+
+enum Settled {
+    Done(Outcome),
+    NotApplied,
+}
+
+fn humanize(d: Duration) -> String {
+    if d.num_hours() >= 1 {
+        format!("{} h", d.num_hours())
+    } else {
+        format!("{} min", d.num_minutes())
     }
 }
 

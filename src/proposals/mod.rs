@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! proposed ──> approved ──> executing ──> executed
-//!    │            │             └───────> failed
-//!    ├──> rejected │
+//!    │            │             ├───────> failed
+//!    ├──> rejected │             └───────> needs_review ──> executed / failed (by a person)
 //!    └──> expired <┘   (a newer plan supersedes it, or it is older than the configured age)
 //! ```
 //!
@@ -15,12 +15,17 @@
 //! proposer never approves their own proposal, and a proposal the policy marks as large needs
 //! two distinct approvers (the `(proposal_id, actor)` primary key of `proposal_decisions`).
 //!
-//! This module only stores; the audit events for each step are written by the callers
-//! (`daemon`, `api`, `cli`) through [`crate::execute`]'s journal, right after the change.
+//! Every state change commits in one transaction with its audit event ([`journal`] builds
+//! them), so the log can never miss a step the store took, nor hold one it did not. Approvals
+//! bind to the action's digest ([`PlannedAction::digest`]): the executor counts only the
+//! `approved` events in the log that name the digest of the action it is about to execute.
 
+pub mod journal;
+
+use crate::audit::{canonical::canonical_json, AuditError, NewEvent};
 use crate::domain::Money;
 use crate::policy::RecentSpend;
-use crate::providers::sql::{self, ColumnError, Row, Val};
+use crate::providers::sql::{self, ColumnError, Row, Tx, Val};
 use crate::providers::{Operation, PurchaseSpec};
 use crate::store::Store;
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -39,10 +44,13 @@ pub enum ProposalState {
     Executing,
     Executed,
     Failed,
+    /// A provider call whose outcome could not be established: waits for a person.
+    #[serde(rename = "needs_review")]
+    NeedsReview,
 }
 
 impl ProposalState {
-    pub const ALL: [ProposalState; 7] = [
+    pub const ALL: [ProposalState; 8] = [
         ProposalState::Proposed,
         ProposalState::Approved,
         ProposalState::Rejected,
@@ -50,6 +58,7 @@ impl ProposalState {
         ProposalState::Executing,
         ProposalState::Executed,
         ProposalState::Failed,
+        ProposalState::NeedsReview,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +70,7 @@ impl ProposalState {
             ProposalState::Executing => "executing",
             ProposalState::Executed => "executed",
             ProposalState::Failed => "failed",
+            ProposalState::NeedsReview => "needs_review",
         }
     }
 
@@ -131,6 +141,21 @@ impl PlannedAction {
         }
     }
 
+    /// SHA-256 (hex) of exactly what the action does at the provider and at what price: the
+    /// operation, the spec and the approved ceilings (hourly cost, upfront), in canonical JSON.
+    /// The plan's expectations (savings, utilization, summary) are not part of it: they explain
+    /// the action, they do not change what is bought. Approvals name this digest, and the
+    /// executor refuses an action whose digest no longer matches them.
+    pub fn digest(&self) -> String {
+        let value = serde_json::json!({
+            "operation": self.operation,
+            "spec": self.spec,
+            "hourly_cost": self.hourly_cost,
+            "upfront": self.upfront,
+        });
+        hex::encode(Sha256::digest(canonical_json(&value).as_bytes()))
+    }
+
     /// One line for people, naming the operation: "buy AWS ...", "return sp-1 (AWS ...)",
     /// "exchange ri-1 into AWS ...".
     pub fn describe(&self) -> String {
@@ -159,6 +184,9 @@ pub struct Decision {
     pub approve: bool,
     pub at: DateTime<Utc>,
     pub reason: Option<String>,
+    /// The action digest decided on (None for decisions stored before digests existed).
+    #[serde(default)]
+    pub action_digest: Option<String>,
 }
 
 /// A stored proposal.
@@ -182,6 +210,20 @@ pub struct Proposal {
     /// Why it was rejected, expired or failed.
     pub outcome: Option<String>,
     pub decisions: Vec<Decision>,
+    /// The action's digest when it was proposed (None for proposals stored before digests).
+    #[serde(default)]
+    pub action_digest: Option<String>,
+    /// Provider calls started so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the first provider call started (database clock): reconciliation looks for what
+    /// any call could have created since then.
+    #[serde(default)]
+    pub first_call_at: Option<DateTime<Utc>>,
+    /// Set while a provider call's outcome is not recorded: a crash or an unknown answer
+    /// leaves it set, and nothing is sent again before the provider has been asked.
+    #[serde(default)]
+    pub call_started_at: Option<DateTime<Utc>>,
 }
 
 impl Proposal {
@@ -228,6 +270,14 @@ pub enum ProposalError {
     },
     #[error("proposal {id} is unreadable: {reason}")]
     Corrupt { id: String, reason: String },
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The executor lease was lost (another replica holds it, or this one was paused past its
+    /// TTL): the provider call was not recorded and must not be made.
+    #[error(
+        "proposal {0}: the executor lease is no longer held by this replica; no provider call"
+    )]
+    Fenced(String),
 }
 
 fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> ProposalError {
@@ -244,6 +294,65 @@ fn from_ms(v: i64) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
 }
 
+fn decode_decisions(id: &str, rows: &[Row]) -> Result<Vec<Decision>, ProposalError> {
+    let c = |e: ColumnError| ProposalError::Corrupt {
+        id: id.to_string(),
+        reason: e.to_string(),
+    };
+    rows.iter()
+        .map(|d| {
+            Ok(Decision {
+                actor: d.text(0).map_err(c)?,
+                approve: d.text(1).map_err(c)? == "approve",
+                at: from_ms(d.int(2).map_err(c)?),
+                reason: d.opt_text(3).map_err(c)?,
+                action_digest: d.opt_text(4).map_err(c)?,
+            })
+        })
+        .collect()
+}
+
+/// Proof that this replica held the executor lease when it last confirmed it
+/// ([`crate::execute::lease::Lease::fence`]): checked again by the database in the transaction
+/// that records a provider call ([`ProposalStore::start_call`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub name: String,
+    pub holder: String,
+    pub token: i64,
+}
+
+/// Checks, inside the caller's transaction, that `fence` still holds its lease on the
+/// database's clock. On PostgreSQL the lease row stays locked until the caller commits, so a
+/// takeover waits for the intent being recorded and then sees it.
+pub(crate) async fn check_fence(tx: &mut Tx, fence: &Fence) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "SELECT token FROM leases WHERE name = $1 AND holder = $2 AND token = $3 \
+         AND expires_at_ms > {}{}",
+        tx.now_ms_sql(),
+        tx.lock_suffix()
+    );
+    let rows = tx
+        .fetch(
+            &sql,
+            &[
+                fence.name.clone().into(),
+                fence.holder.clone().into(),
+                fence.token.into(),
+            ],
+        )
+        .await?;
+    Ok(rows.len() == 1)
+}
+
+/// What one decision says: a person's approval (with an optional reason), a person's rejection
+/// (with its reason), or an approval on a policy's authority (Autopilot).
+enum Verdict<'a> {
+    Approve(Option<&'a str>),
+    Reject(&'a str),
+    Policy,
+}
+
 /// The outcome of an approval that was accepted.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Approval {
@@ -254,7 +363,7 @@ pub struct Approval {
 
 const COLUMNS: &str = "id, plan_id, created_at_ms, expires_at_ms, updated_at_ms, state, proposer, \
      approvals_needed, policy, action, idempotency_key, requested_at_ms, commitment_id, \
-     provider_request_id, outcome";
+     provider_request_id, outcome, action_digest, attempts, first_call_at_ms, call_started_at_ms";
 
 /// The proposals table and its decisions.
 #[derive(Clone, Debug)]
@@ -271,11 +380,23 @@ impl ProposalStore {
         &self.store
     }
 
-    /// Stores a new proposal in state `proposed`.
+    /// Stores a new proposal in state `proposed`, with its `action_proposed` event (the
+    /// journal's facts plus `rationale`'s fields) in the same transaction.
     pub async fn create(
         &self,
         new: &NewProposal,
         now: DateTime<Utc>,
+    ) -> Result<Proposal, ProposalError> {
+        self.create_with(new, now, serde_json::Value::Null).await
+    }
+
+    /// [`create`](Self::create) with more rationale for the event (the policy checks, the
+    /// verdict): an object whose fields are added to the journal's.
+    pub async fn create_with(
+        &self,
+        new: &NewProposal,
+        now: DateTime<Utc>,
+        rationale: serde_json::Value,
     ) -> Result<Proposal, ProposalError> {
         let digest = hex::encode(Sha256::digest(
             format!("{}\n{}\n{}", new.plan_id, new.index, ms(now)).as_bytes(),
@@ -286,19 +407,49 @@ impl ProposalStore {
             reason: e.to_string(),
         })?;
         let a = &new.action;
-        sql::execute(
-            &self.store,
+        let needed = new.approvals_needed.clamp(1, 2);
+        let proposal = Proposal {
+            id: id.clone(),
+            plan_id: new.plan_id.clone(),
+            created_at: from_ms(ms(now)),
+            expires_at: from_ms(ms(now + new.max_age)),
+            updated_at: from_ms(ms(now)),
+            state: ProposalState::Proposed,
+            proposer: new.proposer.clone(),
+            approvals_needed: needed,
+            policy: new.policy.clone(),
+            action: a.clone(),
+            idempotency_key: None,
+            requested_at: None,
+            commitment_id: None,
+            provider_request_id: None,
+            outcome: None,
+            decisions: Vec::new(),
+            action_digest: Some(a.digest()),
+            attempts: 0,
+            first_call_at: None,
+            call_started_at: None,
+        };
+        let mut event = journal::proposed(&id, &new.plan_id, a, &new.policy, Some(needed), now);
+        if let serde_json::Value::Object(extra) = rationale {
+            for (k, v) in extra {
+                event.rationale[k] = v;
+            }
+        }
+        let mut tx = Tx::begin(&self.store).await.map_err(db("begin"))?;
+        tx.execute(
             "INSERT INTO proposals (id, plan_id, created_at_ms, expires_at_ms, updated_at_ms, state, \
              proposer, approvals_needed, policy, provider, instrument, hourly_commitment_micros, \
-             upfront_micros, expected_savings_micros, action, summary) \
-             VALUES ($1, $2, $3, $4, $3, 'proposed', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             upfront_micros, expected_savings_micros, action, summary, action_digest, \
+             given_up_hourly_micros) \
+             VALUES ($1, $2, $3, $4, $3, 'proposed', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             &[
                 id.clone().into(),
                 new.plan_id.clone().into(),
                 ms(now).into(),
                 ms(now + new.max_age).into(),
                 new.proposer.clone().into(),
-                i64::from(new.approvals_needed.clamp(1, 2)).into(),
+                i64::from(needed).into(),
                 new.policy.clone().into(),
                 a.spec.provider.as_str().into(),
                 a.spec.instrument.as_str().into(),
@@ -307,11 +458,15 @@ impl ProposalStore {
                 a.expected_savings.micros().into(),
                 action.into(),
                 a.describe().into(),
+                proposal.action_digest.clone().into(),
+                journal::given_up_hourly(a).micros().into(),
             ],
         )
         .await
         .map_err(db("inserting a proposal"))?;
-        self.require(&id).await
+        crate::audit::AuditLog::append_in(&mut tx, event).await?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(proposal)
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Proposal>, ProposalError> {
@@ -383,6 +538,21 @@ impl ProposalStore {
     }
 
     async fn decode(&self, row: &Row) -> Result<Proposal, ProposalError> {
+        let mut p = self.decode_row(row)?;
+        let rows = sql::fetch(
+            &self.store,
+            "SELECT actor, decision, decided_at_ms, reason, action_digest FROM proposal_decisions \
+             WHERE proposal_id = $1 ORDER BY decided_at_ms, actor",
+            &[p.id.clone().into()],
+        )
+        .await
+        .map_err(db("reading decisions"))?;
+        p.decisions = decode_decisions(&p.id, &rows)?;
+        Ok(p)
+    }
+
+    /// A proposal row without its decisions.
+    fn decode_row(&self, row: &Row) -> Result<Proposal, ProposalError> {
         let id = row.text(0).unwrap_or_default();
         let corrupt = |reason: String| ProposalError::Corrupt {
             id: id.clone(),
@@ -394,24 +564,6 @@ impl ProposalStore {
             .ok_or_else(|| corrupt(format!("unknown state '{state_text}'")))?;
         let action: PlannedAction = serde_json::from_str(&row.text(9).map_err(c)?)
             .map_err(|e| corrupt(format!("action: {e}")))?;
-        let decisions = sql::fetch(
-            &self.store,
-            "SELECT actor, decision, decided_at_ms, reason FROM proposal_decisions \
-             WHERE proposal_id = $1 ORDER BY decided_at_ms, actor",
-            &[id.clone().into()],
-        )
-        .await
-        .map_err(db("reading decisions"))?
-        .iter()
-        .map(|d| {
-            Ok(Decision {
-                actor: d.text(0).map_err(c)?,
-                approve: d.text(1).map_err(c)? == "approve",
-                at: from_ms(d.int(2).map_err(c)?),
-                reason: d.opt_text(3).map_err(c)?,
-            })
-        })
-        .collect::<Result<Vec<_>, ProposalError>>()?;
         Ok(Proposal {
             id: id.clone(),
             plan_id: row.text(1).map_err(c)?,
@@ -428,13 +580,44 @@ impl ProposalStore {
             commitment_id: row.opt_text(12).map_err(c)?,
             provider_request_id: row.opt_text(13).map_err(c)?,
             outcome: row.opt_text(14).map_err(c)?,
-            decisions,
+            decisions: Vec::new(),
+            action_digest: row.opt_text(15).map_err(c)?,
+            attempts: u32::try_from(row.int(16).map_err(c)?).unwrap_or(u32::MAX),
+            first_call_at: row.opt_int(17).map_err(c)?.map(from_ms),
+            call_started_at: row.opt_int(18).map_err(c)?.map(from_ms),
         })
     }
 
-    /// Compare-and-set of the state; true when this call made the transition.
-    async fn transition(
-        &self,
+    /// Reads a proposal inside `tx`, locking its row on PostgreSQL (SQLite's transaction
+    /// already holds the write lock), so the decision taken on it cannot go stale.
+    async fn locked(&self, tx: &mut Tx, id: &str) -> Result<Proposal, ProposalError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM proposals WHERE id = $1{}",
+            tx.lock_suffix()
+        );
+        let rows = tx
+            .fetch(&sql, &[id.into()])
+            .await
+            .map_err(db("reading a proposal"))?;
+        let row = rows
+            .first()
+            .ok_or_else(|| ProposalError::NotFound(id.to_string()))?;
+        let mut p = self.decode_row(row)?;
+        let decisions = tx
+            .fetch(
+                "SELECT actor, decision, decided_at_ms, reason, action_digest FROM proposal_decisions \
+                 WHERE proposal_id = $1 ORDER BY decided_at_ms, actor",
+                &[id.into()],
+            )
+            .await
+            .map_err(db("reading decisions"))?;
+        p.decisions = decode_decisions(id, &decisions)?;
+        Ok(p)
+    }
+
+    /// Compare-and-set of the state inside `tx`; true when this call made the transition.
+    async fn transition_in(
+        tx: &mut Tx,
         id: &str,
         from: &[ProposalState],
         to: ProposalState,
@@ -449,24 +632,46 @@ impl ProposalStore {
             id.into(),
         ];
         args.extend(from.iter().map(|s| Val::from(s.as_str())));
-        let changed = sql::execute(
-            &self.store,
-            &format!(
-                "UPDATE proposals SET state = $1, updated_at_ms = $2, outcome = COALESCE($3, outcome) \
-                 WHERE id = $4 AND state IN ({})",
-                placeholders.join(", ")
-            ),
-            &args,
-        )
-        .await
-        .map_err(db("changing a proposal's state"))?;
+        let changed = tx
+            .execute(
+                &format!(
+                    "UPDATE proposals SET state = $1, updated_at_ms = $2, outcome = COALESCE($3, outcome) \
+                     WHERE id = $4 AND state IN ({})",
+                    placeholders.join(", ")
+                ),
+                &args,
+            )
+            .await
+            .map_err(db("changing a proposal's state"))?;
         Ok(changed == 1)
     }
 
-    /// Records an approval. Refused when the proposal is not `proposed` (already decided,
-    /// expired, superseded, executing...), when it is past its age (it is expired on the spot),
-    /// when the approver proposed it, or when the approver already decided. The proposal becomes
-    /// `approved` once it has as many distinct approvals as it needs.
+    /// One state change and its audit event, in one transaction: true when this call made the
+    /// transition (and the event was recorded), false when the proposal was not in `from`
+    /// (nothing recorded).
+    pub async fn transition(
+        &self,
+        id: &str,
+        from: &[ProposalState],
+        to: ProposalState,
+        now: DateTime<Utc>,
+        outcome: Option<&str>,
+        event: NewEvent,
+    ) -> Result<bool, ProposalError> {
+        let mut tx = Tx::begin(&self.store).await.map_err(db("begin"))?;
+        if !Self::transition_in(&mut tx, id, from, to, now, outcome).await? {
+            return Ok(false);
+        }
+        crate::audit::AuditLog::append_in(&mut tx, event).await?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(true)
+    }
+
+    /// Records an approval, with its `approved` event naming the action digest, in one
+    /// transaction. Refused when the proposal is not `proposed` (already decided, expired,
+    /// superseded, executing...), when it is past its age (it is expired on the spot, with its
+    /// event), when the approver proposed it, or when the approver already decided. The
+    /// proposal becomes `approved` once it has as many distinct approvals as it needs.
     pub async fn approve(
         &self,
         id: &str,
@@ -474,41 +679,10 @@ impl ProposalStore {
         now: DateTime<Utc>,
         reason: Option<&str>,
     ) -> Result<Approval, ProposalError> {
-        let p = self.open_for_decision(id, actor, now).await?;
-        if p.proposer == actor {
-            return Err(ProposalError::SelfApproval {
-                id: id.into(),
-                actor: actor.into(),
-            });
-        }
-        self.record_decision(id, actor, true, now, reason).await?;
-        let p = self.require(id).await?;
-        let complete = p.approvals() >= usize::from(p.approvals_needed);
-        if complete
-            && !self
-                .transition(
-                    id,
-                    &[ProposalState::Proposed],
-                    ProposalState::Approved,
-                    now,
-                    None,
-                )
-                .await?
-        {
-            // Expired or superseded between our read and our write.
-            let p = self.require(id).await?;
-            return Err(ProposalError::NotOpen {
-                id: id.into(),
-                state: p.state,
-            });
-        }
-        Ok(Approval {
-            proposal: self.require(id).await?,
-            complete,
-        })
+        self.decide(id, actor, now, Verdict::Approve(reason)).await
     }
 
-    /// Records a rejection (a reason is required: finance reads it).
+    /// Records a rejection (a reason is required: finance reads it), with its event.
     pub async fn reject(
         &self,
         id: &str,
@@ -519,35 +693,32 @@ impl ProposalStore {
         if reason.trim().is_empty() {
             return Err(ProposalError::NoReason(id.into()));
         }
-        self.open_for_decision(id, actor, now).await?;
-        self.record_decision(id, actor, false, now, Some(reason))
-            .await?;
-        if !self
-            .transition(
-                id,
-                &[ProposalState::Proposed],
-                ProposalState::Rejected,
-                now,
-                Some(&format!("rejected by {actor}: {reason}")),
-            )
+        Ok(self
+            .decide(id, actor, now, Verdict::Reject(reason))
             .await?
-        {
-            let p = self.require(id).await?;
-            return Err(ProposalError::NotOpen {
-                id: id.into(),
-                state: p.state,
-            });
-        }
-        self.require(id).await
+            .proposal)
     }
 
-    async fn open_for_decision(
+    /// Moves a proposal straight to `approved` on a policy's authority (Autopilot within
+    /// guardrails). The decision is recorded under `actor` (e.g. "autopilot:aws").
+    pub async fn approve_by_policy(
         &self,
         id: &str,
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Proposal, ProposalError> {
-        let p = self.require(id).await?;
+        Ok(self.decide(id, actor, now, Verdict::Policy).await?.proposal)
+    }
+
+    async fn decide(
+        &self,
+        id: &str,
+        actor: &str,
+        now: DateTime<Utc>,
+        verdict: Verdict<'_>,
+    ) -> Result<Approval, ProposalError> {
+        let mut tx = Tx::begin(&self.store).await.map_err(db("begin"))?;
+        let p = self.locked(&mut tx, id).await?;
         if p.state != ProposalState::Proposed {
             return Err(ProposalError::NotOpen {
                 id: id.into(),
@@ -555,14 +726,21 @@ impl ProposalStore {
             });
         }
         if now >= p.expires_at {
-            self.transition(
+            let why = "older than the maximum proposal age";
+            Self::transition_in(
+                &mut tx,
                 id,
                 &[ProposalState::Proposed],
                 ProposalState::Expired,
                 now,
-                Some("older than the maximum proposal age"),
+                Some(why),
             )
             .await?;
+            let mut expired = p.clone();
+            expired.outcome = Some(why.into());
+            crate::audit::AuditLog::append_in(&mut tx, journal::expired(&expired, None, now))
+                .await?;
+            tx.commit().await.map_err(db("commit"))?;
             return Err(ProposalError::Expired {
                 id: id.into(),
                 expires_at: p.expires_at,
@@ -574,78 +752,96 @@ impl ProposalStore {
                 actor: actor.into(),
             });
         }
-        Ok(p)
-    }
-
-    async fn record_decision(
-        &self,
-        id: &str,
-        actor: &str,
-        approve: bool,
-        now: DateTime<Utc>,
-        reason: Option<&str>,
-    ) -> Result<(), ProposalError> {
-        // ON CONFLICT DO NOTHING + the row count: a concurrent second click by the same person
-        // is refused instead of counting twice.
-        let inserted = sql::execute(
-            &self.store,
-            "INSERT INTO proposal_decisions (proposal_id, actor, decision, decided_at_ms, reason) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (proposal_id, actor) DO NOTHING",
-            &[
-                id.into(),
-                actor.into(),
-                if approve { "approve" } else { "reject" }.into(),
-                ms(now).into(),
-                reason.map(str::to_string).into(),
-            ],
-        )
-        .await
-        .map_err(db("recording a decision"))?;
+        if !matches!(verdict, Verdict::Policy) && p.proposer == actor {
+            return Err(ProposalError::SelfApproval {
+                id: id.into(),
+                actor: actor.into(),
+            });
+        }
+        let (approve, reason) = match verdict {
+            Verdict::Approve(r) => (true, r),
+            Verdict::Reject(r) => (false, Some(r)),
+            Verdict::Policy => (true, Some("within the policy's autopilot limits")),
+        };
+        // The digest of the action as stored now: what this person is shown and approves.
+        let digest = p.action.digest();
+        let inserted = tx
+            .execute(
+                "INSERT INTO proposal_decisions (proposal_id, actor, decision, decided_at_ms, reason, action_digest) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (proposal_id, actor) DO NOTHING",
+                &[
+                    id.into(),
+                    actor.into(),
+                    if approve { "approve" } else { "reject" }.into(),
+                    ms(now).into(),
+                    reason.map(str::to_string).into(),
+                    digest.clone().into(),
+                ],
+            )
+            .await
+            .map_err(db("recording a decision"))?;
         if inserted == 0 {
             return Err(ProposalError::AlreadyDecided {
                 id: id.into(),
                 actor: actor.into(),
             });
         }
-        Ok(())
-    }
-
-    /// Moves a proposal straight to `approved` on a policy's authority (Autopilot within
-    /// guardrails). The decision is recorded under `actor` (e.g. "autopilot:aws").
-    pub async fn approve_by_policy(
-        &self,
-        id: &str,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Proposal, ProposalError> {
-        self.record_decision(
-            id,
-            actor,
-            true,
-            now,
-            Some("within the policy's autopilot limits"),
-        )
-        .await?;
-        if !self
-            .transition(
+        let mut after = p.clone();
+        after.decisions.push(Decision {
+            actor: actor.into(),
+            approve,
+            at: now,
+            reason: reason.map(str::to_string),
+            action_digest: Some(digest),
+        });
+        let complete = approve && after.approvals() >= usize::from(p.approvals_needed);
+        let event = if approve {
+            if complete {
+                after.state = ProposalState::Approved;
+            }
+            journal::approved(&after, actor, reason, now)
+        } else {
+            after.state = ProposalState::Rejected;
+            journal::rejected(&after, actor, reason.unwrap_or_default(), now)
+        };
+        let to = match (approve, complete) {
+            (true, true) => Some((ProposalState::Approved, None)),
+            (true, false) => None,
+            (false, _) => Some((
+                ProposalState::Rejected,
+                Some(format!(
+                    "rejected by {actor}: {}",
+                    reason.unwrap_or_default()
+                )),
+            )),
+        };
+        if let Some((to, outcome)) = to {
+            if !Self::transition_in(
+                &mut tx,
                 id,
                 &[ProposalState::Proposed],
-                ProposalState::Approved,
+                to,
                 now,
-                None,
+                outcome.as_deref(),
             )
             .await?
-        {
-            let p = self.require(id).await?;
-            return Err(ProposalError::NotOpen {
-                id: id.into(),
-                state: p.state,
-            });
+            {
+                return Err(ProposalError::NotOpen {
+                    id: id.into(),
+                    state: p.state,
+                });
+            }
         }
-        self.require(id).await
+        crate::audit::AuditLog::append_in(&mut tx, event).await?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(Approval {
+            proposal: self.require(id).await?,
+            complete,
+        })
     }
 
-    /// Expires every `proposed` proposal past its age; returns the ones this call expired.
+    /// Expires every `proposed` proposal past its age, each with its event; returns the ones
+    /// this call expired.
     pub async fn expire_aged(&self, now: DateTime<Utc>) -> Result<Vec<Proposal>, ProposalError> {
         let ids = self
             .ids_where(
@@ -653,26 +849,18 @@ impl ProposalStore {
                 &[ms(now).into()],
             )
             .await?;
-        let mut out = Vec::new();
-        for id in ids {
-            if self
-                .transition(
-                    &id,
-                    &[ProposalState::Proposed],
-                    ProposalState::Expired,
-                    now,
-                    Some("older than the maximum proposal age"),
-                )
-                .await?
-            {
-                out.push(self.require(&id).await?);
-            }
-        }
-        Ok(out)
+        self.expire(
+            ids,
+            &[ProposalState::Proposed],
+            None,
+            "older than the maximum proposal age",
+            now,
+        )
+        .await
     }
 
-    /// Expires every open (`proposed` or `approved`) proposal of other plans: a newer plan
-    /// supersedes them. Returns the ones this call expired.
+    /// Expires every open (`proposed` or `approved`) proposal of other plans, each with its
+    /// event: a newer plan supersedes them. Returns the ones this call expired.
     pub async fn supersede(
         &self,
         plan_id: &str,
@@ -684,21 +872,41 @@ impl ProposalStore {
                 &[plan_id.into()],
             )
             .await?;
-        let mut out = Vec::new();
         let why = format!("superseded by plan {plan_id}");
+        self.expire(
+            ids,
+            &[ProposalState::Proposed, ProposalState::Approved],
+            Some(plan_id),
+            &why,
+            now,
+        )
+        .await
+    }
+
+    async fn expire(
+        &self,
+        ids: Vec<String>,
+        from: &[ProposalState],
+        superseded_by: Option<&str>,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Proposal>, ProposalError> {
+        let mut out = Vec::new();
         for id in ids {
-            if self
-                .transition(
-                    &id,
-                    &[ProposalState::Proposed, ProposalState::Approved],
-                    ProposalState::Expired,
-                    now,
-                    Some(&why),
-                )
+            let mut tx = Tx::begin(&self.store).await.map_err(db("begin"))?;
+            let mut p = self.locked(&mut tx, &id).await?;
+            if !Self::transition_in(&mut tx, &id, from, ProposalState::Expired, now, Some(why))
                 .await?
             {
-                out.push(self.require(&id).await?);
+                continue;
             }
+            p.state = ProposalState::Expired;
+            p.outcome = Some(why.into());
+            p.updated_at = now;
+            crate::audit::AuditLog::append_in(&mut tx, journal::expired(&p, superseded_by, now))
+                .await?;
+            tx.commit().await.map_err(db("commit"))?;
+            out.push(p);
         }
         Ok(out)
     }
@@ -721,101 +929,189 @@ impl ProposalStore {
             .collect()
     }
 
-    /// `approved` -> `executing`, recording the idempotency key and the request time in the same
-    /// statement: once this returns true, the intent is durable and any later run reconciles
-    /// instead of buying again.
-    pub async fn begin_execution(
+    /// Records that a provider call is about to be made, and only if `fence` still holds the
+    /// executor lease on the database's clock, all in one transaction with the
+    /// `execution_requested` event: the state becomes (or stays) `executing`, the key and the
+    /// first request time are kept, the attempt is counted and `call_started_at` is set on the
+    /// database's clock. From `executing`, only a proposal with no call in flight
+    /// (`call_started_at` unset) may start another. Ok(None): another executor moved it first.
+    /// Err(Fenced): the lease is lost; nothing was recorded and nothing may be called.
+    pub async fn start_call(
         &self,
         id: &str,
+        fence: Option<&Fence>,
         key: &str,
+        from: ProposalState,
         now: DateTime<Utc>,
-    ) -> Result<bool, ProposalError> {
-        let changed = sql::execute(
-            &self.store,
-            "UPDATE proposals SET state = 'executing', idempotency_key = $1, requested_at_ms = $2, \
-             updated_at_ms = $2 WHERE id = $3 AND state = 'approved'",
-            &[key.into(), ms(now).into(), id.into()],
-        )
-        .await
-        .map_err(db("recording an execution request"))?;
-        Ok(changed == 1)
+        event: impl FnOnce(&Proposal) -> NewEvent,
+    ) -> Result<Option<Proposal>, ProposalError> {
+        let mut tx = Tx::begin(&self.store).await.map_err(db("begin"))?;
+        if let Some(fence) = fence {
+            if !check_fence(&mut tx, fence)
+                .await
+                .map_err(db("checking the executor lease"))?
+            {
+                return Err(ProposalError::Fenced(id.into()));
+            }
+        }
+        let db_now = tx.now_ms_sql();
+        let changed = tx
+            .execute(
+                &format!(
+                    "UPDATE proposals SET state = 'executing', idempotency_key = $1, \
+                     requested_at_ms = COALESCE(requested_at_ms, $2), updated_at_ms = $2, \
+                     attempts = attempts + 1, call_started_at_ms = {db_now}, \
+                     first_call_at_ms = COALESCE(first_call_at_ms, {db_now}) \
+                     WHERE id = $3 AND state = $4 AND (state = 'approved' OR call_started_at_ms IS NULL)"
+                ),
+                &[key.into(), ms(now).into(), id.into(), from.as_str().into()],
+            )
+            .await
+            .map_err(db("recording a provider call"))?;
+        if changed != 1 {
+            return Ok(None);
+        }
+        let p = self.locked(&mut tx, id).await?;
+        crate::audit::AuditLog::append_in(&mut tx, event(&p)).await?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(Some(p))
     }
 
-    /// `executing` -> `executed` with the provider's ids.
+    /// The provider call in flight is known not to have been applied (refused before acting,
+    /// or throttled), or was made under a client token the provider deduplicates: clears
+    /// `call_started_at` so a later attempt may be made, notes why, records `event`.
+    pub async fn call_not_applied(
+        &self,
+        id: &str,
+        note: &str,
+        now: DateTime<Utc>,
+        event: NewEvent,
+    ) -> Result<bool, ProposalError> {
+        let mut tx = Tx::begin(&self.store).await.map_err(db("begin"))?;
+        let changed = tx
+            .execute(
+                "UPDATE proposals SET call_started_at_ms = NULL, outcome = $1, updated_at_ms = $2 \
+                 WHERE id = $3 AND state = 'executing'",
+                &[note.into(), ms(now).into(), id.into()],
+            )
+            .await
+            .map_err(db("noting an outcome"))?;
+        if changed != 1 {
+            return Ok(false);
+        }
+        crate::audit::AuditLog::append_in(&mut tx, event).await?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(true)
+    }
+
+    /// `executing` (or `needs_review`, settled by a person) -> `executed` with the provider's
+    /// ids, and its event, in one transaction.
     pub async fn finish_execution(
         &self,
         id: &str,
         commitment_id: &str,
         request_id: &str,
         now: DateTime<Utc>,
+        event: NewEvent,
     ) -> Result<bool, ProposalError> {
-        let changed = sql::execute(
-            &self.store,
-            "UPDATE proposals SET state = 'executed', commitment_id = $1, provider_request_id = $2, \
-             updated_at_ms = $3 WHERE id = $4 AND state = 'executing'",
-            &[
-                commitment_id.into(),
-                request_id.into(),
-                ms(now).into(),
-                id.into(),
-            ],
-        )
-        .await
-        .map_err(db("recording an execution"))?;
-        Ok(changed == 1)
+        let mut tx = Tx::begin(&self.store).await.map_err(db("begin"))?;
+        let changed = tx
+            .execute(
+                "UPDATE proposals SET state = 'executed', commitment_id = $1, provider_request_id = $2, \
+                 updated_at_ms = $3, call_started_at_ms = NULL \
+                 WHERE id = $4 AND state IN ('executing', 'needs_review')",
+                &[
+                    commitment_id.into(),
+                    request_id.into(),
+                    ms(now).into(),
+                    id.into(),
+                ],
+            )
+            .await
+            .map_err(db("recording an execution"))?;
+        if changed != 1 {
+            return Ok(false);
+        }
+        crate::audit::AuditLog::append_in(&mut tx, event).await?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(true)
     }
 
-    /// `approved` or `executing` -> `failed`.
+    /// `approved`, `executing` or `needs_review` -> `failed`, with its event.
     pub async fn fail(
         &self,
         id: &str,
         outcome: &str,
         now: DateTime<Utc>,
+        event: NewEvent,
     ) -> Result<bool, ProposalError> {
         self.transition(
             id,
-            &[ProposalState::Approved, ProposalState::Executing],
+            &[
+                ProposalState::Approved,
+                ProposalState::Executing,
+                ProposalState::NeedsReview,
+            ],
             ProposalState::Failed,
             now,
             Some(outcome),
+            event,
         )
         .await
     }
 
-    /// Notes a retryable problem on an `executing` proposal without changing its state.
-    pub async fn note(
+    /// `executing` (or `approved`) -> `needs_review`: the outcome of a provider call could not
+    /// be established; never retried automatically.
+    pub async fn park(
         &self,
         id: &str,
-        outcome: &str,
+        reason: &str,
         now: DateTime<Utc>,
-    ) -> Result<(), ProposalError> {
-        sql::execute(
-            &self.store,
-            "UPDATE proposals SET outcome = $1, updated_at_ms = $2 WHERE id = $3",
-            &[outcome.into(), ms(now).into(), id.into()],
+        event: NewEvent,
+    ) -> Result<bool, ProposalError> {
+        self.transition(
+            id,
+            &[ProposalState::Executing, ProposalState::Approved],
+            ProposalState::NeedsReview,
+            now,
+            Some(reason),
+            event,
         )
         .await
-        .map_err(db("noting an outcome"))?;
-        Ok(())
     }
 
-    /// What was committed (or is being committed: `executing` counts, since the purchase may
-    /// have happened) in the policy windows: since the start of the UTC day and the last 30 days.
+    /// What was committed (or is being committed: `executing` and `needs_review` count, since
+    /// the purchase may have happened) in the policy windows: since the start of the UTC day
+    /// and the last 30 days.
     pub async fn recent_spend(&self, now: DateTime<Utc>) -> Result<RecentSpend, ProposalError> {
+        self.recent_spend_except(now, None).await
+    }
+
+    /// [`recent_spend`](Self::recent_spend) without one proposal: the one being judged again
+    /// before a retry, which must not count against itself.
+    pub async fn recent_spend_except(
+        &self,
+        now: DateTime<Utc>,
+        except: Option<&str>,
+    ) -> Result<RecentSpend, ProposalError> {
         let day_start = now
             .date_naive()
             .and_hms_opt(0, 0, 0)
             .map(|d| d.and_utc())
             .unwrap_or(now);
+        let except = except.unwrap_or("").to_string();
         let sum = |since: DateTime<Utc>| {
             let store = self.store.clone();
+            let except = except.clone();
             async move {
                 let rows = sql::fetch(
                     &store,
                     "SELECT CAST(COALESCE(SUM(hourly_commitment_micros), 0) AS BIGINT), \
-                     CAST(COALESCE(SUM(upfront_micros), 0) AS BIGINT) \
-                     FROM proposals WHERE state IN ('executing', 'executed') AND requested_at_ms >= $1",
-                    &[ms(since).into()],
+                     CAST(COALESCE(SUM(upfront_micros), 0) AS BIGINT), \
+                     CAST(COALESCE(SUM(given_up_hourly_micros), 0) AS BIGINT) \
+                     FROM proposals WHERE state IN ('executing', 'executed', 'needs_review') \
+                     AND requested_at_ms >= $1 AND id <> $2",
+                    &[ms(since).into(), except.into()],
                 )
                 .await
                 .map_err(db("summing recent commitments"))?;
@@ -827,11 +1123,12 @@ impl ProposalStore {
                 Ok::<_, ProposalError>((
                     Money::from_micros(row.int(0).map_err(c)?),
                     Money::from_micros(row.int(1).map_err(c)?),
+                    Money::from_micros(row.int(2).map_err(c)?),
                 ))
             }
         };
-        let (hourly_today, upfront_today) = sum(day_start).await?;
-        let (hourly_30, upfront_30) = sum(now - Duration::days(30)).await?;
+        let (hourly_today, upfront_today, _given_up_today) = sum(day_start).await?;
+        let (hourly_30, upfront_30, _given_up_30) = sum(now - Duration::days(30)).await?;
         Ok(RecentSpend {
             hourly_commitment_today: hourly_today,
             hourly_commitment_30_days: hourly_30,

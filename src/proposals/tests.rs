@@ -159,19 +159,55 @@ async fn execution_states_are_compare_and_set_and_count_toward_limits() {
     let (_d, store) = sqlite().await;
     let s = ProposalStore::new(store);
     let p = s.create(&new("plan-1", 0, 1), t(0)).await.unwrap();
+    let ev = |p: &Proposal| {
+        crate::audit::NewEvent::new(
+            t(1),
+            "commitd",
+            &p.id,
+            crate::audit::ExecutionRequested {
+                proposal_id: p.id.clone(),
+                idempotency_key: "k".into(),
+                attempt: Some(p.attempts),
+            },
+        )
+    };
+    let begin = |from| s.start_call(&p.id, None, "k", from, t(1), ev);
     // Not approved yet: cannot start.
-    assert!(!s.begin_execution(&p.id, "k", t(1)).await.unwrap());
+    assert!(begin(ProposalState::Approved).await.unwrap().is_none());
     s.approve(&p.id, "alice", t(1), None).await.unwrap();
-    assert!(s.begin_execution(&p.id, "k", t(1)).await.unwrap());
-    assert!(!s.begin_execution(&p.id, "k", t(1)).await.unwrap());
+    let started = begin(ProposalState::Approved).await.unwrap().unwrap();
+    assert_eq!(started.attempts, 1);
+    assert!(started.call_started_at.is_some());
+    assert!(begin(ProposalState::Approved).await.unwrap().is_none());
+    // A call in flight: no second call may start from `executing` either.
+    assert!(begin(ProposalState::Executing).await.unwrap().is_none());
     let spend = s.recent_spend(t(2)).await.unwrap();
     assert_eq!(spend.hourly_commitment_today, Money::parse("2.5").unwrap());
     assert_eq!(
         spend.hourly_commitment_30_days,
         Money::parse("2.5").unwrap()
     );
-    assert!(s.finish_execution(&p.id, "c-1", "r-1", t(2)).await.unwrap());
-    assert!(!s.finish_execution(&p.id, "c-1", "r-1", t(2)).await.unwrap());
+    let done_event = || {
+        crate::audit::NewEvent::new(
+            t(2),
+            "commitd",
+            &p.id,
+            crate::audit::Executed {
+                proposal_id: p.id.clone(),
+                idempotency_key: "k".into(),
+                provider_request_id: "r-1".into(),
+                commitment_id: "c-1".into(),
+            },
+        )
+    };
+    assert!(s
+        .finish_execution(&p.id, "c-1", "r-1", t(2), done_event())
+        .await
+        .unwrap());
+    assert!(!s
+        .finish_execution(&p.id, "c-1", "r-1", t(2), done_event())
+        .await
+        .unwrap());
     let done = s.get(&p.id).await.unwrap().unwrap();
     assert_eq!(done.state, ProposalState::Executed);
     assert_eq!(done.idempotency_key.as_deref(), Some("k"));
@@ -186,4 +222,58 @@ async fn execution_states_are_compare_and_set_and_count_toward_limits() {
         s.recent_spend(t(24 * 31)).await.unwrap(),
         RecentSpend::default()
     );
+}
+
+/// Twenty approvers click at once on a two-approver proposal: exactly two decisions stand, the
+/// log holds exactly their two `approved` events (each committed with its decision), and every
+/// other click is refused with nothing recorded.
+#[tokio::test]
+async fn concurrent_approvals_record_each_decision_with_its_event_and_no_more() {
+    let (_d, store) = sqlite().await;
+    let s = ProposalStore::new(store.clone());
+    let p = s.create(&new("plan-1", 0, 2), t(0)).await.unwrap();
+    let mut handles = Vec::new();
+    for i in 0..20 {
+        let s = s.clone();
+        let id = p.id.clone();
+        handles.push(tokio::spawn(async move {
+            s.approve(&id, &format!("approver-{i}"), t(1), None).await
+        }));
+    }
+    let mut ok = 0;
+    for h in handles {
+        if h.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 2);
+    let got = s.get(&p.id).await.unwrap().unwrap();
+    assert_eq!(got.state, ProposalState::Approved);
+    assert_eq!(got.approvals(), 2);
+    let log = crate::audit::AuditLog::open(store);
+    let events = log.about(&p.id).await.unwrap();
+    let approved: Vec<_> = events
+        .iter()
+        .filter(|e| e.body.kind() == crate::audit::EventKind::Approved)
+        .collect();
+    assert_eq!(approved.len(), 2);
+    let digest = got.action.digest();
+    assert!(approved.iter().all(|e| matches!(&e.body,
+        crate::audit::EventBody::Approved(a) if a.action_digest.as_deref() == Some(digest.as_str()))));
+    assert!(log.verify().await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn the_digest_binds_what_is_bought_and_its_price_not_the_explanation() {
+    let a = action("2.5");
+    let mut b = a.clone();
+    b.summary = "another explanation".into();
+    b.expected_savings = Money::from_units(5);
+    assert_eq!(a.digest(), b.digest());
+    let mut c = a.clone();
+    c.hourly_cost = Money::parse("2.6").unwrap();
+    assert_ne!(a.digest(), c.digest());
+    let mut d = a.clone();
+    d.spec.region = Some("eu-west-1".into());
+    assert_ne!(a.digest(), d.digest());
 }

@@ -7,7 +7,6 @@
 //! repositories free of per-backend row types.
 
 use crate::store::Store;
-use sqlx::Row as _;
 
 /// A bound parameter or a read column.
 #[derive(Clone, Debug, PartialEq)]
@@ -103,32 +102,41 @@ fn sqlite_sql(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
+/// Binds the arguments to a query of either backend.
+macro_rules! bound {
+    ($text:expr, $args:expr) => {{
+        let mut q = sqlx::query($text);
+        for a in $args {
+            q = match a {
+                Val::Int(v) => q.bind(*v),
+                Val::Text(v) => q.bind(v.clone()),
+                Val::Null => q.bind(None::<String>),
+            };
+        }
+        q
+    }};
+}
+
+fn rows<R>(rows: &[R]) -> Vec<Row>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    rows.iter()
+        .map(|r| Row((0..r.len()).map(|i| read(r, i)).collect()))
+        .collect()
+}
+
 /// Runs a statement; returns the number of rows it changed.
 pub async fn execute(store: &Store, sql: &str, args: &[Val]) -> Result<u64, sqlx::Error> {
     match store {
         Store::Sqlite(pool) => {
             let text = sqlite_sql(sql);
-            let mut q = sqlx::query(&text);
-            for a in args {
-                q = match a {
-                    Val::Int(v) => q.bind(*v),
-                    Val::Text(v) => q.bind(v.clone()),
-                    Val::Null => q.bind(None::<String>),
-                };
-            }
-            Ok(q.execute(pool).await?.rows_affected())
+            Ok(bound!(&text, args).execute(pool).await?.rows_affected())
         }
-        Store::Postgres(pool) => {
-            let mut q = sqlx::query(sql);
-            for a in args {
-                q = match a {
-                    Val::Int(v) => q.bind(*v),
-                    Val::Text(v) => q.bind(v.clone()),
-                    Val::Null => q.bind(None::<String>),
-                };
-            }
-            Ok(q.execute(pool).await?.rows_affected())
-        }
+        Store::Postgres(pool) => Ok(bound!(sql, args).execute(pool).await?.rows_affected()),
     }
 }
 
@@ -137,34 +145,82 @@ pub async fn fetch(store: &Store, sql: &str, args: &[Val]) -> Result<Vec<Row>, s
     match store {
         Store::Sqlite(pool) => {
             let text = sqlite_sql(sql);
-            let mut q = sqlx::query(&text);
-            for a in args {
-                q = match a {
-                    Val::Int(v) => q.bind(*v),
-                    Val::Text(v) => q.bind(v.clone()),
-                    Val::Null => q.bind(None::<String>),
-                };
-            }
-            let rows = q.fetch_all(pool).await?;
-            Ok(rows
-                .iter()
-                .map(|r| Row((0..r.len()).map(|i| read(r, i)).collect()))
-                .collect())
+            Ok(rows(&bound!(&text, args).fetch_all(pool).await?))
         }
-        Store::Postgres(pool) => {
-            let mut q = sqlx::query(sql);
-            for a in args {
-                q = match a {
-                    Val::Int(v) => q.bind(*v),
-                    Val::Text(v) => q.bind(v.clone()),
-                    Val::Null => q.bind(None::<String>),
-                };
+        Store::Postgres(pool) => Ok(rows(&bound!(sql, args).fetch_all(pool).await?)),
+    }
+}
+
+/// The database's own clock in milliseconds since the Unix epoch, as an SQL expression. Leases
+/// are timed with it, so replicas with skewed wall clocks still agree on who holds one.
+pub fn now_ms_sql(store: &Store) -> &'static str {
+    match store {
+        Store::Sqlite(_) => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+        Store::Postgres(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+    }
+}
+
+/// One write transaction on either backend: a state change and its audit event commit or roll
+/// back together. SQLite starts it with `BEGIN IMMEDIATE` (the write lock is taken first, so a
+/// read inside it cannot go stale before the write); on PostgreSQL, reads that decide a write
+/// take `FOR UPDATE` (see [`Tx::lock_suffix`]). Dropped without [`Tx::commit`], it rolls back.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Tx {
+    pub async fn begin(store: &Store) -> Result<Tx, sqlx::Error> {
+        Ok(match store {
+            Store::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Store::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// `FOR UPDATE` on PostgreSQL (row lock until commit), nothing on SQLite (the transaction
+    /// already holds the database's write lock).
+    pub fn lock_suffix(&self) -> &'static str {
+        match self {
+            Tx::Sqlite(_) => "",
+            Tx::Postgres(_) => " FOR UPDATE",
+        }
+    }
+
+    /// The database clock (see [`now_ms_sql`]).
+    pub fn now_ms_sql(&self) -> &'static str {
+        match self {
+            Tx::Sqlite(_) => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Tx::Postgres(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+
+    pub async fn execute(&mut self, sql: &str, args: &[Val]) -> Result<u64, sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => {
+                let text = sqlite_sql(sql);
+                Ok(bound!(&text, args)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected())
             }
-            let rows = q.fetch_all(pool).await?;
-            Ok(rows
-                .iter()
-                .map(|r| Row((0..r.len()).map(|i| read(r, i)).collect()))
-                .collect())
+            Tx::Postgres(tx) => Ok(bound!(sql, args).execute(&mut **tx).await?.rows_affected()),
+        }
+    }
+
+    pub async fn fetch(&mut self, sql: &str, args: &[Val]) -> Result<Vec<Row>, sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => {
+                let text = sqlite_sql(sql);
+                Ok(rows(&bound!(&text, args).fetch_all(&mut **tx).await?))
+            }
+            Tx::Postgres(tx) => Ok(rows(&bound!(sql, args).fetch_all(&mut **tx).await?)),
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
         }
     }
 }

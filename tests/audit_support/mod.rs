@@ -180,6 +180,7 @@ pub fn proposal(time: DateTime<Utc>, id: &str, upfront_micros: i64) -> NewEvent 
             upfront: Money::from_micros(upfront_micros),
             expected_savings: Money::from_micros(3_141_592_653),
             expected_utilization: Some(0.985),
+            action_digest: None,
         },
     )
     .with_amount(Amount::usd(Money::from_micros(upfront_micros)))
@@ -194,6 +195,7 @@ pub fn approval(time: DateTime<Utc>, id: &str, who: &str) -> NewEvent {
         EventBody::Approved(Approved {
             proposal_id: id.into(),
             reason: Some("within budget".into()),
+            action_digest: None,
         }),
     )
 }

@@ -19,7 +19,9 @@ pub mod savingsplans;
 pub mod sts;
 pub mod world;
 
-pub use world::{ApiError, Fault, Session, Stats, World};
+pub use world::{
+    ApiError, Fault, Ledger, LedgerListing, LedgerPlan, LedgerRi, Session, Stats, World,
+};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -145,6 +147,21 @@ enum Protocol {
 
 fn fault_reply(protocol: Protocol, fault: Fault, request_id: &str) -> Reply {
     let e = match (protocol, fault) {
+        (Protocol::Json, Fault::Unauthorized) => ApiError::new(
+            403,
+            "AccessDeniedException",
+            "User is not authorized to perform this action.",
+        ),
+        (Protocol::Query, Fault::Unauthorized) => ApiError::new(
+            403,
+            "UnauthorizedOperation",
+            "You are not authorized to perform this operation.",
+        ),
+        (Protocol::Sts, Fault::Unauthorized) => ApiError::new(
+            403,
+            "AccessDenied",
+            "User is not authorized to perform: sts:AssumeRole",
+        ),
         (Protocol::Json, Fault::Throttle) => {
             ApiError::new(400, "ThrottlingException", "Rate exceeded")
         }
@@ -206,7 +223,6 @@ async fn serve(
         .as_deref()
         .and_then(access_key_id)
         .map(str::to_string);
-    let signed = caller.is_some();
     let security_token = header("x-amz-security-token");
 
     let (protocol, operation, json_body, form) = if path == "/" {
@@ -240,9 +256,69 @@ async fn serve(
         (Protocol::Json, op, json, ec2::Params::new())
     };
 
-    let mut w = lock(&world);
+    let handled = {
+        let mut w = lock(&world);
+        handle(
+            &mut w,
+            Call {
+                protocol,
+                operation: &operation,
+                json: &json_body,
+                form: &form,
+                caller,
+                security_token: security_token.as_deref(),
+            },
+        )
+    };
+    // The lock is released before any wait, so a slow fault holds only its own request.
+    match handled {
+        Handled::Answer(reply) => Ok(to_response(reply)),
+        Handled::Drop => Err(Dropped),
+        Handled::Late(reply, delay) => {
+            tokio::time::sleep(delay).await;
+            Ok(to_response(reply))
+        }
+        Handled::Hang(delay) => {
+            tokio::time::sleep(delay).await;
+            Err(Dropped)
+        }
+    }
+}
+
+/// One signed or unsigned API request, parsed.
+struct Call<'a> {
+    protocol: Protocol,
+    operation: &'a str,
+    json: &'a serde_json::Value,
+    form: &'a ec2::Params,
+    /// The SigV4 access key id (None: unsigned).
+    caller: Option<String>,
+    security_token: Option<&'a str>,
+}
+
+/// What the connection does with a request.
+enum Handled {
+    Answer(Reply),
+    /// Close the connection without an answer.
+    Drop,
+    /// Answer after a wait.
+    Late(Reply, std::time::Duration),
+    /// Close the connection after a wait, without an answer.
+    Hang(std::time::Duration),
+}
+
+/// Authenticates, applies faults and answers one request, under the world's lock.
+fn handle(w: &mut World, call: Call<'_>) -> Handled {
+    let Call {
+        protocol,
+        operation,
+        json,
+        form,
+        caller,
+        security_token,
+    } = call;
     let request_id = w.new_request_id();
-    if !signed {
+    let Some(caller) = caller else {
         let e = match protocol {
             Protocol::Json => ApiError::new(
                 403,
@@ -255,13 +331,12 @@ async fn serve(
                 "AWS was not able to validate the provided access credentials",
             ),
         };
-        return Ok(to_response(error_for(protocol, &e, &request_id)));
-    }
-    let caller = caller.unwrap_or_default();
+        return Handled::Answer(error_for(protocol, &e, &request_id));
+    };
     // Temporary credentials this server issued must come with their session token, as on AWS;
     // a call signed with them proves the client switched to the assumed role's credentials.
     if let Some(session) = w.session(&caller) {
-        if security_token.as_deref() != Some(session.session_token.as_str()) {
+        if security_token != Some(session.session_token.as_str()) {
             let e = ApiError::new(
                 403,
                 if protocol == Protocol::Json {
@@ -271,28 +346,33 @@ async fn serve(
                 },
                 "The security token included in the request is invalid.",
             );
-            return Ok(to_response(error_for(protocol, &e, &request_id)));
+            return Handled::Answer(error_for(protocol, &e, &request_id));
         }
     }
-    w.record_caller(&operation, &caller);
-    let fault = w.begin_call(&operation);
+    w.record_caller(operation, &caller);
+    let fault = w.begin_call(operation);
     match fault {
-        Some(Fault::DropBeforeCommit) => return Err(Dropped),
-        Some(f @ (Fault::Throttle | Fault::ServerError)) => {
-            return Ok(to_response(fault_reply(protocol, f, &request_id)))
+        Some(Fault::DropBeforeCommit) => return Handled::Drop,
+        Some(Fault::SlowBeforeCommit) => return Handled::Hang(w.fault_delay),
+        Some(f @ (Fault::Throttle | Fault::ServerError | Fault::Unauthorized)) => {
+            return Handled::Answer(fault_reply(protocol, f, &request_id))
         }
         _ => {}
     }
     let reply = match protocol {
-        Protocol::Json => savingsplans::reply(&mut w, &operation, &json_body, &request_id),
-        Protocol::Query => ec2::reply(&mut w, &operation, &form, &request_id),
-        Protocol::Sts => sts::reply(&mut w, &operation, &form, &request_id),
+        Protocol::Json => savingsplans::reply(w, operation, json, &request_id),
+        Protocol::Query => ec2::reply(w, operation, form, &request_id),
+        Protocol::Sts => sts::reply(w, operation, form, &request_id),
     };
-    w.record_answer(&operation, &request_id);
-    if fault == Some(Fault::DropAfterCommit) {
-        return Err(Dropped);
+    w.record_answer(operation, &request_id);
+    match fault {
+        Some(Fault::DropAfterCommit) => Handled::Drop,
+        Some(Fault::ServerErrorAfterCommit) => {
+            Handled::Answer(fault_reply(protocol, Fault::ServerError, &request_id))
+        }
+        Some(Fault::SlowAfterCommit) => Handled::Late(reply, w.fault_delay),
+        _ => Handled::Answer(reply),
     }
-    Ok(to_response(reply))
 }
 
 #[derive(Deserialize)]
@@ -302,6 +382,20 @@ struct FaultRequest {
     fault: Fault,
     #[serde(default = "one")]
     times: u32,
+    /// Every call from now on (after the queued faults), until cleared; `times` is ignored.
+    #[serde(default)]
+    always: bool,
+    /// How long the slow faults hold a request (sets the server's delay for every slow fault).
+    #[serde(default)]
+    delay_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearRequest {
+    /// None: every operation.
+    #[serde(default)]
+    operation: Option<String>,
 }
 
 fn one() -> u32 {
@@ -314,8 +408,11 @@ struct ClockRequest {
     now: String,
 }
 
-/// The control API: `POST /_commitd/faults {"operation","fault","times"}`,
-/// `POST /_commitd/clock {"now": RFC 3339}`, `GET /_commitd/stats`.
+/// The control API: `POST /_commitd/faults {"operation","fault","times"}` (or `"always":
+/// true`; `"delay_ms"` sets how long the slow faults hold a request), `POST
+/// /_commitd/faults/clear {"operation"}` (no body: all), `POST /_commitd/clock {"now": RFC
+/// 3339}`, `GET /_commitd/stats`, `GET /_commitd/ledger` (everything bought, with states and
+/// tags: [`world::Ledger`]).
 fn control(world: &Mutex<World>, path: &str, body: &[u8]) -> Response<Full<Bytes>> {
     let reply = |status: u16, body: String| Reply {
         status,
@@ -328,7 +425,14 @@ fn control(world: &Mutex<World>, path: &str, body: &[u8]) -> Response<Full<Bytes
     let r = match path {
         "faults" => match serde_json::from_slice::<FaultRequest>(body) {
             Ok(f) => {
-                w.inject(&f.operation, f.fault, f.times);
+                if let Some(ms) = f.delay_ms {
+                    w.fault_delay = std::time::Duration::from_millis(ms);
+                }
+                if f.always {
+                    w.inject_always(&f.operation, f.fault);
+                } else {
+                    w.inject(&f.operation, f.fault, f.times);
+                }
                 reply(200, "{}".into())
             }
             Err(e) => reply(
@@ -336,6 +440,25 @@ fn control(world: &Mutex<World>, path: &str, body: &[u8]) -> Response<Full<Bytes
                 serde_json::json!({ "message": e.to_string() }).to_string(),
             ),
         },
+        "faults/clear" => {
+            // An empty body clears every operation's faults.
+            let parsed = if body.is_empty() {
+                Ok(ClearRequest { operation: None })
+            } else {
+                serde_json::from_slice::<ClearRequest>(body)
+            };
+            match parsed {
+                Ok(c) => {
+                    w.clear_faults(c.operation.as_deref());
+                    reply(200, "{}".into())
+                }
+                Err(e) => reply(
+                    400,
+                    serde_json::json!({ "message": e.to_string() }).to_string(),
+                ),
+            }
+        }
+        "ledger" => reply(200, serde_json::to_string(&w.ledger()).unwrap_or_default()),
         "clock" => match serde_json::from_slice::<ClockRequest>(body)
             .ok()
             .and_then(|c| savingsplans::parse_time(&c.now))

@@ -50,6 +50,18 @@ pub enum Fault {
     DropAfterCommit,
     /// Close the connection without applying the request.
     DropBeforeCommit,
+    /// Apply the request, then answer with a 500 (AWS failing after it acted: the caller
+    /// cannot tell the request from one that failed before).
+    ServerErrorAfterCommit,
+    /// Answer with the service's access-denied error (403; EC2 `UnauthorizedOperation`), as
+    /// when IAM does not grant the call: final, the SDK does not retry it.
+    Unauthorized,
+    /// Apply the request, then hold the answer for [`World::fault_delay`] (longer than a
+    /// client's deadline: the caller gives up on a request that was applied).
+    SlowAfterCommit,
+    /// Hold the request for [`World::fault_delay`], then close the connection without applying
+    /// it (a caller's deadline passes on a request that never took effect).
+    SlowBeforeCommit,
     /// No fault for this call (to aim a fault at a later call: `[pass, drop-after-commit]`).
     Pass,
 }
@@ -181,8 +193,14 @@ pub struct World {
     return_tokens: HashMap<String, String>,
     now: Option<DateTime<Utc>>,
     faults: HashMap<String, VecDeque<Fault>>,
+    /// Faults applied to every call of an operation, after its queued ones (`inject_always`).
+    always: HashMap<String, Fault>,
+    /// How long the slow faults hold a request (default 30 s: longer than any test client's
+    /// deadline).
+    pub fault_delay: std::time::Duration,
     calls: BTreeMap<String, u32>,
     purchases: u32,
+    exchanges: u32,
     next_id: u64,
     /// STS: external ids roles require, sessions issued (access key id -> session), and the
     /// access key id every signed call was made with.
@@ -200,6 +218,56 @@ pub struct Session {
     pub access_key_id: String,
     pub secret_access_key: String,
     pub session_token: String,
+}
+
+/// The account's own record of what was bought, for tests (in process: [`World::ledger`]; of
+/// a server process: `GET /_commitd/ledger`) to check what happened against what commitd
+/// says happened.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Ledger {
+    pub savings_plans: Vec<LedgerPlan>,
+    pub reserved_instances: Vec<LedgerRi>,
+    pub listings: Vec<LedgerListing>,
+    /// Exchanges accepted.
+    pub exchanges: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LedgerPlan {
+    pub id: String,
+    pub offering_id: String,
+    /// USD per hour, as sent.
+    pub commitment: String,
+    pub upfront: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub state: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LedgerRi {
+    pub id: String,
+    pub offering_id: String,
+    pub instance_type: String,
+    /// "standard" or "convertible".
+    pub class: String,
+    pub offering_type: String,
+    pub duration_seconds: i64,
+    pub count: u32,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub state: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LedgerListing {
+    pub id: String,
+    pub reserved_instances_id: String,
+    pub count: u32,
+    pub client_token: String,
+    pub status: String,
 }
 
 /// Counters the tests read.
@@ -242,8 +310,11 @@ impl World {
             return_tokens: HashMap::new(),
             now: None,
             faults: HashMap::new(),
+            always: HashMap::new(),
+            fault_delay: std::time::Duration::from_secs(30),
             calls: BTreeMap::new(),
             purchases: 0,
+            exchanges: 0,
             next_id: 0,
             external_ids: BTreeMap::new(),
             sessions: HashMap::new(),
@@ -357,10 +428,35 @@ impl World {
         q.extend(std::iter::repeat_n(fault, times as usize));
     }
 
-    /// Counts the call and returns the fault to apply to it, if any.
+    /// Makes every call of `operation` fail with `fault` (once the faults queued by
+    /// [`World::inject`] are used up), until [`World::clear_faults`].
+    pub fn inject_always(&mut self, operation: &str, fault: Fault) {
+        self.always.insert(operation.to_string(), fault);
+    }
+
+    /// Removes the faults of `operation` (None: of every operation), queued and permanent.
+    pub fn clear_faults(&mut self, operation: Option<&str>) {
+        match operation {
+            Some(op) => {
+                self.faults.remove(op);
+                self.always.remove(op);
+            }
+            None => {
+                self.faults.clear();
+                self.always.clear();
+            }
+        }
+    }
+
+    /// Counts the call and returns the fault to apply to it, if any: the next queued one,
+    /// else the operation's permanent one. A dry run is a call of its operation like any
+    /// other (AWS throttles those too): aim a fault past it with `pass`.
     pub fn begin_call(&mut self, operation: &str) -> Option<Fault> {
         *self.calls.entry(operation.to_string()).or_default() += 1;
-        self.faults.get_mut(operation).and_then(VecDeque::pop_front)
+        self.faults
+            .get_mut(operation)
+            .and_then(VecDeque::pop_front)
+            .or_else(|| self.always.get(operation).copied())
     }
 
     pub fn stats(&self) -> Stats {
@@ -369,6 +465,55 @@ impl World {
             purchases: self.purchases,
             savings_plans: self.plans.len(),
             reserved_instances: self.ris.len(),
+        }
+    }
+
+    /// Everything bought, returned, exchanged and listed, with current states and tags.
+    pub fn ledger(&self) -> Ledger {
+        Ledger {
+            savings_plans: self
+                .plans()
+                .into_iter()
+                .map(|(p, state)| LedgerPlan {
+                    id: p.id,
+                    offering_id: p.offering_id,
+                    commitment: p.commitment.normalize().to_string(),
+                    upfront: p.upfront.normalize().to_string(),
+                    start: p.start,
+                    end: p.end,
+                    state,
+                    tags: p.tags,
+                })
+                .collect(),
+            reserved_instances: self
+                .reserved_instances()
+                .into_iter()
+                .map(|(r, state, o)| LedgerRi {
+                    id: r.id,
+                    offering_id: r.offering_id,
+                    instance_type: o.instance_type,
+                    class: o.class,
+                    offering_type: o.offering_type,
+                    duration_seconds: o.duration_seconds,
+                    count: r.count,
+                    start: r.start,
+                    end: r.end,
+                    state,
+                    tags: r.tags,
+                })
+                .collect(),
+            listings: self
+                .listings
+                .iter()
+                .map(|l| LedgerListing {
+                    id: l.id.clone(),
+                    reserved_instances_id: l.ri_id.clone(),
+                    count: l.count,
+                    client_token: l.client_token.clone(),
+                    status: l.status.clone(),
+                })
+                .collect(),
+            exchanges: self.exchanges,
         }
     }
 
@@ -910,6 +1055,7 @@ impl World {
             });
         }
         self.purchases += 1;
+        self.exchanges += 1;
         Ok(format!("riex-{}", &self.new_id("exchange")[..17]))
     }
 
@@ -1066,6 +1212,38 @@ mod tests {
             client_token: Some(token.into()),
             tags: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn queued_faults_come_before_permanent_ones_until_cleared() {
+        let mut w = World::empty("us-east-1");
+        w.inject("CreateTags", Fault::Pass, 1);
+        w.inject("CreateTags", Fault::Throttle, 1);
+        w.inject_always("CreateTags", Fault::Unauthorized);
+        let seen: Vec<_> = (0..4).map(|_| w.begin_call("CreateTags")).collect();
+        assert_eq!(
+            seen,
+            [
+                Some(Fault::Pass),
+                Some(Fault::Throttle),
+                Some(Fault::Unauthorized),
+                Some(Fault::Unauthorized)
+            ]
+        );
+        assert_eq!(w.begin_call("DescribeReservedInstances"), None);
+        w.inject("DescribeReservedInstances", Fault::ServerError, 2);
+        w.clear_faults(Some("CreateTags"));
+        assert_eq!(w.begin_call("CreateTags"), None);
+        assert_eq!(
+            w.begin_call("DescribeReservedInstances"),
+            Some(Fault::ServerError),
+            "clearing one operation leaves the others"
+        );
+        w.inject_always("CreateTags", Fault::Unauthorized);
+        w.clear_faults(None);
+        assert_eq!(w.begin_call("CreateTags"), None);
+        assert_eq!(w.begin_call("DescribeReservedInstances"), None);
+        assert_eq!(w.calls("CreateTags"), 6);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::audit::{
 use crate::audit::{AuditError, AuditLog};
 use crate::domain::Money;
 use crate::proposals::{PlannedAction, Proposal};
+use crate::providers::Operation;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -28,7 +29,25 @@ fn action_facts(action: &PlannedAction) -> serde_json::Value {
         "summary": action.summary,
         "spec": action.spec,
         "operation": action.operation,
+        "hourly_given_up": given_up_hourly(action),
     })
+}
+
+/// The amortized USD/h an action stops paying: a return's or a sale's commitment removed, and
+/// for an exchange the sources' value spread over the target's term (what it gives up to buy
+/// the target). Zero for a purchase.
+pub fn given_up_hourly(action: &PlannedAction) -> Money {
+    match &action.operation {
+        Operation::Purchase => Money::ZERO,
+        Operation::Return { .. } | Operation::Sell { .. } => action
+            .operation
+            .hourly_cost_removed()
+            .unwrap_or(Money::ZERO),
+        Operation::Exchange { source_value, .. } => {
+            let hours = action.spec.term.hours().max(1);
+            Money::from_micros(source_value.micros() / hours)
+        }
+    }
 }
 
 /// An action that became a proposal (`proposal_id` = the proposal) or, in Datapilot, a
@@ -59,6 +78,7 @@ pub fn proposed(
             upfront: action.upfront,
             expected_savings: action.expected_savings,
             expected_utilization: action.expected_utilization,
+            action_digest: Some(action.digest()),
         },
     )
     .with_amount(Amount::usd(action.expected_savings))
@@ -81,6 +101,7 @@ pub fn approved(p: &Proposal, actor: &str, reason: Option<&str>, now: DateTime<U
         Approved {
             proposal_id: p.id.clone(),
             reason: reason.map(str::to_string),
+            action_digest: Some(p.action.digest()),
         },
     )
     .with_rationale(json!({
