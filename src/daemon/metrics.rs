@@ -2,7 +2,8 @@
 //! together with figures read from the store at scrape time (pending approvals).
 //!
 //! The provider's inventory (the commitments gauge) is what the daemon last read in its own
-//! work ([`Metrics::set_inventory`]: each cycle, and after an execution), never read at scrape
+//! work ([`Metrics::set_inventory`]: each cycle, the leader's first execution tick, and after
+//! an execution), never read at scrape
 //! time: `/metrics` needs no token, so a scrape that reached the cloud would let anyone spend
 //! the account's API rate limits (and Cost Explorer money). A replica that is not the leader
 //! reads nothing, so it shows no commitments gauge.
@@ -78,6 +79,11 @@ impl Metrics {
     pub fn set_inventory(&self, commitments: &[Commitment], read_at_unix: i64) {
         let copy = commitments.to_vec();
         self.with(|s| s.inventory = Some((read_at_unix, copy)));
+    }
+
+    /// Whether an inventory has been recorded since start.
+    pub fn has_inventory(&self) -> bool {
+        self.with(|s| s.inventory.is_some())
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -286,6 +292,7 @@ mod tests {
             upfront: Money::ZERO,
         };
         let m = Metrics::default();
+        assert!(!m.has_inventory());
         // Active at hour 100: the first two; the third starts later.
         m.set_inventory(
             &[
@@ -295,6 +302,7 @@ mod tests {
             ],
             1_800_000_000,
         );
+        assert!(m.has_inventory());
         let text = m.render(&[], Hour(100));
         assert!(
             text.contains("commitd_commitment_hourly_usd{provider=\"AWS\"} 3.75\n"),

@@ -144,8 +144,11 @@ impl Daemon {
             out.extend(self.executor.execute_approved(now).await?);
         }
         self.count(&out);
-        // A purchase changed the inventory: refresh what /metrics shows (it never reads it).
-        if out.iter().any(|o| matches!(o, Outcome::Executed { .. })) {
+        // What /metrics shows (it never reads the provider): read once the leader starts, and
+        // again whenever a purchase changed it.
+        if !self.metrics.has_inventory()
+            || out.iter().any(|o| matches!(o, Outcome::Executed { .. }))
+        {
             if let Ok(held) = self.market.inventory().await {
                 self.metrics.set_inventory(&held, now.timestamp());
             }
