@@ -466,7 +466,7 @@ async fn an_exchange_whose_accept_answer_is_lost_is_found() {
             .iter()
             .find(|ri| ri.instance_type == "m5.xlarge")
             .unwrap();
-        assert_eq!(found.target_ids, [target.id.clone()]);
+        assert_eq!(found.target_ids, std::slice::from_ref(&target.id));
         let src = ledger
             .reserved_instances
             .iter()
