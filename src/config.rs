@@ -34,6 +34,8 @@ const NOT_CONFIG_KEYS: &[&str] = &[
     // The checkpoint key's file (docs/audit.md): applied to `[audit] checkpoint_key` by hand,
     // since its name is the one operators know, not `COMMITD_AUDIT__CHECKPOINT_KEY`.
     "COMMITD_AUDIT_KEY_FILE",
+    // The CLI's approver token (`proposals approve`): a secret, never a setting.
+    "COMMITD_TOKEN",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +178,134 @@ impl Default for DaemonConfig {
             plan_file: None,
             provider: "sim".into(),
         }
+    }
+}
+
+/// The HTTP API's transport and limits (`commitd run --listen`), see docs/operations.md,
+/// "The HTTP API: TLS and limits".
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Certificate chain (PEM) for HTTPS; with `tls_key`. Unset: plain HTTP (behind a
+    /// TLS-terminating proxy, or on localhost).
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// A connection must deliver a request's headers (and finish the TLS handshake) within
+    /// this many seconds of starting to, or it is closed: slow clients cannot hold
+    /// connections open.
+    pub header_read_timeout_seconds: u64,
+    /// A request (reading its body and answering it) must finish within this many seconds
+    /// (else 408 and the connection closes).
+    pub request_timeout_seconds: u64,
+    /// Open connections at most; one more is closed at once (over HTTP after a 503).
+    pub max_connections: usize,
+    /// The largest request body accepted (413 beyond), read only after authentication.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            tls_cert: None,
+            tls_key: None,
+            header_read_timeout_seconds: 10,
+            request_timeout_seconds: 30,
+            max_connections: 256,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl ApiConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, message: String| Err((key.to_string(), message));
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return bad(
+                if self.tls_cert.is_some() {
+                    "api.tls_key"
+                } else {
+                    "api.tls_cert"
+                },
+                "tls_cert and tls_key go together: set both (HTTPS) or neither (HTTP)".into(),
+            );
+        }
+        for (key, v) in [
+            (
+                "api.header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+            ),
+            ("api.request_timeout_seconds", self.request_timeout_seconds),
+        ] {
+            if !(1..=600).contains(&v) {
+                return bad(key, format!("{v} is outside 1..=600 seconds"));
+            }
+        }
+        if !(1..=100_000).contains(&self.max_connections) {
+            return bad(
+                "api.max_connections",
+                format!("{} is outside 1..=100000", self.max_connections),
+            );
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return bad(
+                "api.max_body_bytes",
+                format!(
+                    "{} is outside 1024..=16777216 (the API's bodies are a reason, a few bytes)",
+                    self.max_body_bytes
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Who people are (docs/operations.md, "Identity").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// OS login name -> the identity recorded when that user approves or rejects from the CLI
+    /// without a token, e.g. `{ alice = "alice@example.com" }`. The login is the process's
+    /// real user id looked up in the user database (getpwuid), never `$USER`, which anyone
+    /// can set. Identities follow the token-name rules and may not be reserved ones.
+    pub os_users: BTreeMap<String, String>,
+    /// Lifetime of a new or rotated token when `--ttl` is not given.
+    pub token_ttl_days: u32,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            os_users: BTreeMap::new(),
+            token_ttl_days: crate::api::auth::DEFAULT_TTL_DAYS as u32,
+        }
+    }
+}
+
+impl IdentityConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        for (login, identity) in &self.os_users {
+            let key = format!("identity.os_users.{login}");
+            let login_ok = !login.is_empty()
+                && login.len() <= 32
+                && login
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            if !login_ok {
+                return Err((key, format!("'{login}' is not an OS login name")));
+            }
+            if let Err(e) = crate::api::auth::check_identity(identity) {
+                return Err((key, format!("'{identity}': {e}")));
+            }
+        }
+        let max = crate::api::auth::MAX_TTL_DAYS as u32;
+        if !(1..=max).contains(&self.token_ttl_days) {
+            return Err((
+                "identity.token_ttl_days".into(),
+                format!("{} is outside 1..={max}", self.token_ttl_days),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -485,6 +615,10 @@ pub struct Config {
     pub aws: AwsConfig,
     /// Signed checkpoints of the audit chain.
     pub audit: AuditConfig,
+    /// The HTTP API's TLS and limits.
+    pub api: ApiConfig,
+    /// OS user mapping and token lifetimes.
+    pub identity: IdentityConfig,
 }
 
 impl Default for Config {
@@ -500,6 +634,8 @@ impl Default for Config {
             daemon: DaemonConfig::default(),
             aws: AwsConfig::default(),
             audit: AuditConfig::default(),
+            api: ApiConfig::default(),
+            identity: IdentityConfig::default(),
         }
     }
 }
@@ -589,10 +725,21 @@ impl Config {
             origin: origin.clone(),
             message,
         })?;
-        if let Err((key, message)) = config.aws.validate() {
+        if let Err((key, message)) = config
+            .aws
+            .validate()
+            .and_then(|()| config.api.validate())
+            .and_then(|()| config.identity.validate())
+        {
             let env_key = format!("COMMITD_{}", key.to_ascii_uppercase().replace('.', "__"));
             let from_env = env.keys().any(|k| k.starts_with(&env_key));
-            let at = match (from_env, line_of(&file_text, &key)) {
+            // A key inside an inline table (`os_users = { alice = ... }`) has no line of its
+            // own: point at its parent's.
+            let line = line_of(&file_text, &key).or_else(|| {
+                key.rsplit_once('.')
+                    .and_then(|(parent, _)| line_of(&file_text, parent))
+            });
+            let at = match (from_env, line) {
                 (false, Some(line)) => format!("{origin}: line {line}"),
                 _ => origin,
             };
@@ -692,6 +839,8 @@ impl Config {
             &mut self.daemon.webhook_ca_file,
             &mut self.audit.checkpoint_key,
             &mut self.audit.checkpoint_file,
+            &mut self.api.tls_cert,
+            &mut self.api.tls_key,
         ]
         .into_iter()
         .flatten()
@@ -1092,5 +1241,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("gcp"), "{e}");
+    }
+
+    #[test]
+    fn api_and_identity_sections_parse_and_bad_values_name_the_key() {
+        let c = Config::load_with_env(None, &env(&[])).unwrap();
+        assert_eq!(c.api.max_body_bytes, 65536);
+        assert_eq!(c.api.header_read_timeout_seconds, 10);
+        assert_eq!(c.identity.token_ttl_days, 90);
+        assert!(c.identity.os_users.is_empty());
+        let f = file(
+            "[api]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\nmax_connections = 8\n\
+             [identity]\nos_users = { alice = \"alice@example.com\" }\ntoken_ttl_days = 30\n",
+        );
+        let c = Config::load_with_env(Some(f.path()), &env(&[])).unwrap();
+        let dir = f.path().parent().unwrap();
+        assert_eq!(c.api.tls_cert, Some(dir.join("cert.pem")));
+        assert_eq!(c.api.tls_key, Some(dir.join("key.pem")));
+        assert_eq!(c.api.max_connections, 8);
+        assert_eq!(c.identity.os_users["alice"], "alice@example.com");
+        assert_eq!(c.identity.token_ttl_days, 30);
+
+        let load = |text: &str| {
+            let f = file(text);
+            Config::load_with_env(Some(f.path()), &env(&[]))
+                .unwrap_err()
+                .to_string()
+        };
+        // A reserved identity is refused with the key and its line.
+        let e = load("mode = \"copilot\"\n[identity]\nos_users = { root = \"commitd\" }\n");
+        assert!(
+            e.contains("identity.os_users.root") && e.contains("reserved") && e.contains("line 3"),
+            "{e}"
+        );
+        let e = load("[identity]\nos_users = { mallory = \"autopilot:aws\" }\n");
+        assert!(e.contains("identity.os_users.mallory"), "{e}");
+        let e = load("[api]\ntls_cert = \"c.pem\"\n");
+        assert!(
+            e.contains("api.tls_key") && e.contains("go together"),
+            "{e}"
+        );
+        let e = load("[api]\nmax_body_bytes = 10\n");
+        assert!(
+            e.contains("api.max_body_bytes") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = load("[api]\nheader_read_timeout_seconds = 0\n");
+        assert!(e.contains("api.header_read_timeout_seconds"), "{e}");
+        let e = load("[identity]\ntoken_ttl_days = 1000\n");
+        assert!(e.contains("identity.token_ttl_days"), "{e}");
+        // The CLI's token variable is not a configuration key.
+        assert!(Config::load_with_env(None, &env(&[("COMMITD_TOKEN", "cd_x")])).is_ok());
     }
 }

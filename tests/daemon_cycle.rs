@@ -120,12 +120,15 @@ fn copilot_cycle(postgres: bool) {
         r#"{"reason":"late"}"#,
     );
     assert_eq!(code, 409);
-    let (code, metrics) = d.get("/metrics", None);
-    assert_eq!(code, 200);
-    assert!(
-        metrics.contains("commitd_commitment_hourly_usd{provider=\"AWS\"} 2.5"),
-        "{metrics}"
-    );
+    // The commitments gauge shows the inventory the executor read after buying (a scrape
+    // never reads it), moments after the proposal shows executed.
+    let metrics = eventually(10, || {
+        let (code, metrics) = d.get("/metrics", None);
+        assert_eq!(code, 200);
+        metrics
+            .contains("commitd_commitment_hourly_usd{provider=\"AWS\"} 2.5")
+            .then_some(metrics)
+    });
     assert!(metrics.contains("commitd_pending_approvals 0"), "{metrics}");
     assert!(
         metrics.contains("commitd_actions_total{result=\"executed\"} 1"),
@@ -229,6 +232,14 @@ fn a_crash_between_steps_never_buys_twice() {
         eventually(20, || {
             (s.proposal(&id)["state"] == "executed").then_some(())
         });
+        // One commitment of 2.5 USD/h: bought once. The gauge is the inventory the daemon
+        // read after reconciling (scrapes never read it).
+        eventually(10, || {
+            let (_, metrics) = d.get("/metrics", None);
+            metrics
+                .contains("commitd_commitment_hourly_usd{provider=\"AWS\"} 2.5\n")
+                .then_some(())
+        });
         let (status, stderr) = d.terminate();
         assert!(status.success(), "{stderr}");
         assert_eq!(s.events("executed").len(), 1, "{step}");
@@ -242,17 +253,6 @@ fn a_crash_between_steps_never_buys_twice() {
         };
         assert_eq!(s.events("execution_requested").len(), requests, "{step}");
         s.verify_audit();
-        let (_, metrics) = {
-            let d = s.spawn();
-            let m = d.get("/metrics", None);
-            d.terminate();
-            m
-        };
-        // One commitment of 2.5 USD/h: bought once.
-        assert!(
-            metrics.contains("commitd_commitment_hourly_usd{provider=\"AWS\"} 2.5\n"),
-            "{step}: {metrics}"
-        );
     }
 }
 
@@ -316,19 +316,18 @@ fn a_newer_plan_supersedes_open_proposals_and_stale_approvals_are_refused() {
         .as_str()
         .unwrap()
         .contains("superseded by plan"));
-    let out = s.commitd(&[
-        "proposals",
-        "approve",
-        older["id"].as_str().unwrap(),
-        "--as",
-        "alice",
-    ]);
+    let alice = s.token("alice", "approver");
+    let out = s.commitd_env(
+        &["proposals", "approve", older["id"].as_str().unwrap()],
+        &[("COMMITD_TOKEN", &alice)],
+    );
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("expired"),
         "{out:?}"
     );
-    // The proposer can never approve its own proposal, from the CLI either.
+    // Nobody can approve as the proposer (commitd) from the CLI: the name is reserved, no
+    // token can carry it, and a typed name is refused.
     let out = s.commitd(&[
         "proposals",
         "approve",
@@ -338,7 +337,13 @@ fn a_newer_plan_supersedes_open_proposals_and_stale_approvals_are_refused() {
     ]);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot approve"),
+        String::from_utf8_lossy(&out.stderr).contains("--as is no longer accepted"),
+        "{out:?}"
+    );
+    let out = s.commitd(&["tokens", "create", "commitd", "--role", "approver"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("reserved"),
         "{out:?}"
     );
     let expired = s.events("proposal_expired");

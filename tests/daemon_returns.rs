@@ -68,7 +68,8 @@ fn return_flow(postgres: bool) {
         shown.contains("returning stops 2.5 USD/h of cost"),
         "{shown}"
     );
-    s.ok(&["proposals", "approve", &id, "--as", "alice"]);
+    let alice = s.token("alice", "approver");
+    s.ok_env(&["proposals", "approve", &id], &[("COMMITD_TOKEN", &alice)]);
 
     // 3. The next cycle executes the approved return first.
     s.ok(&["run", "--once"]);
@@ -95,7 +96,10 @@ fn return_flow(postgres: bool) {
         .find(|p| p["state"] == "proposed")
         .expect("the replayed return");
     let again = again["id"].as_str().unwrap().to_string();
-    s.ok(&["proposals", "approve", &again, "--as", "alice"]);
+    s.ok_env(
+        &["proposals", "approve", &again],
+        &[("COMMITD_TOKEN", &alice)],
+    );
     s.ok(&["run", "--once"]);
     let failed = s.proposal(&again);
     assert_eq!(failed["state"], "failed", "{failed}");

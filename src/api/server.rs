@@ -11,20 +11,25 @@
 //! | `POST /api/v1/proposals/{id}/reject` `{"reason": ...}` | approver | reject (reason required) |
 //!
 //! The token's name is the actor of the decision. The API never calls a provider: a completing
-//! approval wakes the daemon's executor, which runs the execution with its lease and checks.
+//! approval wakes the daemon's executor, which runs the execution with its lease and checks;
+//! `/metrics` shows the inventory the daemon's last cycle read (see [`Metrics`]).
+//!
+//! A request body is read only after its bearer token is accepted, and at most
+//! `max_body_bytes` of it (413 beyond): an anonymous client cannot make the server read
+//! anything but headers. The transport (TLS, timeouts, connection limit) is [`super::transport`].
 
 use super::auth::{Principal, Role, TokenStore};
 use crate::audit::AuditLog;
 use crate::daemon::metrics::Metrics;
 use crate::domain::Hour;
 use crate::proposals::{ProposalError, ProposalState, ProposalStore};
-use crate::providers::CommitmentMarket;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,10 +41,11 @@ pub struct AppState {
     pub audit: AuditLog,
     pub tokens: TokenStore,
     pub metrics: Arc<Metrics>,
-    pub market: Arc<dyn CommitmentMarket>,
     /// Wakes the executor after an approval completes.
     pub wake: Arc<tokio::sync::Notify>,
     pub ready: Arc<AtomicBool>,
+    /// The largest request body read (after authentication).
+    pub max_body_bytes: usize,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -75,10 +81,15 @@ async fn authorize(s: &AppState, headers: &HeaderMap, need: Role) -> Result<Prin
         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
     let principal = s
         .tokens
-        .authenticate(token)
+        .authenticate(token, chrono::Utc::now())
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
-        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))?;
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::UNAUTHORIZED,
+                "unknown, expired or revoked token".into(),
+            )
+        })?;
     if principal.role < need {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -121,12 +132,11 @@ async fn readyz(State(s): State<AppState>) -> Response {
 
 async fn metrics(State(s): State<AppState>) -> Response {
     let counts = s.proposals.counts().await.unwrap_or_default();
-    // The inventory may be a remote call for real providers: a failure leaves the gauge out
-    // rather than failing the scrape.
-    let inventory = s.market.inventory().await.unwrap_or_default();
+    // The commitments gauge comes from what the daemon last read from its provider: an
+    // unauthenticated scrape must never cost a cloud API call (rate limits, bills, latency).
     let text = s
         .metrics
-        .render(&counts, &inventory, Hour::from_datetime(chrono::Utc::now()));
+        .render(&counts, Hour::from_datetime(chrono::Utc::now()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -173,11 +183,44 @@ struct DecisionBody {
     reason: Option<String>,
 }
 
-fn body(bytes: &Bytes) -> Result<DecisionBody, ApiError> {
+fn too_large(limit: usize) -> ApiError {
+    ApiError(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body larger than {limit} bytes"),
+    )
+}
+
+/// Reads at most `limit` bytes of a body. Called only once the caller is authorized. A
+/// declared Content-Length above the limit is refused before a byte of the body is read.
+async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(limit)),
+        Err(e) => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("reading the request body: {e}"),
+        )),
+    }
+}
+
+/// The decision's body, read after `authorize`.
+async fn body(
+    s: &AppState,
+    headers: &HeaderMap,
+    request: Request,
+) -> Result<DecisionBody, ApiError> {
+    let bytes = read_limited(headers, request.into_body(), s.max_body_bytes).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(DecisionBody::default());
     }
-    serde_json::from_slice(bytes)
+    serde_json::from_slice(&bytes)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("request body: {e}")))
 }
 
@@ -185,13 +228,14 @@ async fn approve(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    bytes: Bytes,
+    request: Request,
 ) -> Response {
+    // Authentication first: the body of an unauthorized request is never read.
     let who = match authorize(&s, &headers, Role::Approver).await {
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let b = match body(&bytes) {
+    let b = match body(&s, &headers, request).await {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
@@ -217,13 +261,13 @@ async fn reject(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    bytes: Bytes,
+    request: Request,
 ) -> Response {
     let who = match authorize(&s, &headers, Role::Approver).await {
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let b = match body(&bytes) {
+    let b = match body(&s, &headers, request).await {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };

@@ -88,6 +88,12 @@ event_kinds! {
     /// A provider call's outcome could not be established: parked for a person, never retried
     /// automatically.
     NeedsReview => "needs_review",
+    /// An API token was created; the actor is who created it.
+    TokenCreated => "token_created",
+    /// An API token got a new secret; the actor is who rotated it.
+    TokenRotated => "token_rotated",
+    /// An API token was revoked; the actor is who revoked it.
+    TokenRevoked => "token_revoked",
 }
 
 impl std::fmt::Display for EventKind {
@@ -208,6 +214,32 @@ pub struct PolicyBlocked {
     pub reason: String,
 }
 
+/// A token was created. Never the secret nor its hash: the name, the role and the expiry
+/// (RFC 3339, whole seconds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    pub name: String,
+    pub role: String,
+    pub expires_at: String,
+}
+
+/// A token's secret was replaced; the previous one works until `previous_valid_until` (the
+/// rotation's time when it stopped at once).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenRotated {
+    pub name: String,
+    pub role: String,
+    pub expires_at: String,
+    pub previous_valid_until: String,
+}
+
+/// A token was deleted; it stops authenticating at once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenRevoked {
+    pub name: String,
+    pub role: String,
+}
+
 /// An exact amount with its currency (ISO 4217 code, e.g. "USD").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Amount {
@@ -299,7 +331,7 @@ mod tests {
             assert_eq!(EventKind::parse(kind.as_str()), Some(*kind));
         }
         assert_eq!(EventKind::parse("Approved"), None);
-        assert_eq!(EventKind::ALL.len(), 10);
+        assert_eq!(EventKind::ALL.len(), 13);
     }
 
     #[test]

@@ -61,6 +61,8 @@ fn check_paths(config: &Config) -> anyhow::Result<()> {
         crate::api::webhook::load_ca_file(ca)
             .map_err(|e| anyhow::anyhow!("[daemon] webhook_ca_file = {e}"))?;
     }
+    // The API's certificate and key load and match (the error names the file).
+    crate::api::transport::Transport::from_config(&config.api)?;
     if config.data_dir.exists() && !config.data_dir.is_dir() {
         bail!(
             "data_dir = {}: exists and is not a directory",

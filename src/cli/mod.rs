@@ -22,6 +22,7 @@ mod proposals;
 mod report;
 mod run;
 mod synth;
+mod tokens;
 mod usage;
 
 /// commitd: an open, explainable autopilot for cloud commitments.
@@ -82,9 +83,9 @@ pub enum Command {
     /// List, show, approve and reject proposals.
     #[command(subcommand)]
     Proposals(proposals::Command),
-    /// Create and revoke API bearer tokens.
+    /// Create, rotate, revoke and list API bearer tokens (each change is audited).
     #[command(subcommand)]
-    Tokens(proposals::TokenCommand),
+    Tokens(tokens::Command),
     /// Show the commitments a cloud account owns (AWS: savings plans and Reserved Instances).
     Inventory(inventory::Args),
     /// Show what commitments cost in a region, as rate-card offers (cached for a day).
@@ -115,7 +116,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Report(args) => report::run(args),
         Command::Proposals(cmd) => proposals::run(cmd),
-        Command::Tokens(cmd) => proposals::run_tokens(cmd),
+        Command::Tokens(cmd) => tokens::run(cmd),
         Command::Inventory(args) => inventory::run(args),
         Command::Offerings(args) => offerings::run(args),
         Command::AwsTestServer(args) => aws_test_server::run(args),

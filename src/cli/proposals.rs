@@ -1,7 +1,8 @@
-//! `commitd proposals ...` and `commitd tokens ...`: decide on proposals and manage API tokens
-//! from a shell with database access (the HTTP API offers the same decisions).
+//! `commitd proposals ...`: decide on proposals from a shell with database access (the HTTP API
+//! offers the same decisions). Who decides is proven, not typed: see [`super::tokens`].
 
-use crate::api::auth::{Role, TokenStore};
+use super::tokens::{resolve_actor, IdentityArgs, AS_REFUSED};
+use crate::api::auth::Role;
 use crate::config::Config;
 use crate::execute::journal;
 use crate::proposals::{Proposal, ProposalError, ProposalState, ProposalStore};
@@ -46,23 +47,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Approve a proposal (never your own; large ones need a second approver).
+    /// Approve a proposal (never your own; large ones need a second approver). You are the
+    /// approver token's name (--token-file or COMMITD_TOKEN), or your OS user's mapping in
+    /// [identity] os_users.
     Approve {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        identity: IdentityArgs,
         id: String,
-        /// Who approves (default: $USER).
-        #[arg(long = "as", value_name = "NAME")]
+        /// Refused: a typed name proves nothing (kept only to say what to do instead).
+        #[arg(long = "as", value_name = "NAME", hide = true)]
         actor: Option<String>,
         #[arg(long)]
         reason: Option<String>,
     },
-    /// Reject a proposal; the reason goes to the audit log.
+    /// Reject a proposal; the reason goes to the audit log. Identity as for approve.
     Reject {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        identity: IdentityArgs,
         id: String,
-        #[arg(long = "as", value_name = "NAME")]
+        /// Refused: a typed name proves nothing (kept only to say what to do instead).
+        #[arg(long = "as", value_name = "NAME", hide = true)]
         actor: Option<String>,
         #[arg(long)]
         reason: String,
@@ -73,11 +81,16 @@ pub enum Command {
     /// Examples:
     ///   commitd proposals resolve p-1a2b3c --bought 4d5e6f7a-... --reason "found in the console"
     ///   commitd proposals resolve p-1a2b3c --not-bought --reason "no RI since the request"
+    ///
+    /// Identity as for approve (an approver token or a mapped OS user).
     Resolve {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(flatten)]
+        identity: IdentityArgs,
         id: String,
-        #[arg(long = "as", value_name = "NAME")]
+        /// Refused: a typed name proves nothing (kept only to say what to do instead).
+        #[arg(long = "as", value_name = "NAME", hide = true)]
         actor: Option<String>,
         /// The commitment the provider shows for it (RI id, savings plan id, listing id).
         #[arg(
@@ -96,32 +109,32 @@ pub enum Command {
     },
 }
 
-/// API tokens (bearer tokens with a role; stored hashed).
-#[derive(clap::Subcommand, Debug)]
-pub enum TokenCommand {
-    /// Create a token and print it once.
-    Create {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// The token's name: the actor recorded for its decisions.
-        name: String,
-        #[arg(long, value_parser = ["viewer", "approver", "admin"])]
-        role: String,
-    },
-    /// Revoke a token by name.
-    Revoke {
-        #[command(flatten)]
-        config: ConfigArg,
-        name: String,
-    },
+async fn open_with_config(config: &ConfigArg) -> anyhow::Result<(Config, Store)> {
+    let cfg = Config::load(config.config.as_deref())?;
+    let url = cfg.database_url();
+    let store = Store::connect(url.expose())
+        .await
+        .context("opening the database")?;
+    Ok((cfg, store))
 }
 
 async fn open(config: &ConfigArg) -> anyhow::Result<Store> {
-    let cfg = Config::load(config.config.as_deref())?;
-    let url = cfg.database_url();
-    Store::connect(url.expose())
-        .await
-        .context("opening the database")
+    Ok(open_with_config(config).await?.1)
+}
+
+/// The decider: refuses `--as` before anything is opened, then resolves the proven identity.
+async fn decider(
+    config: &ConfigArg,
+    identity: &IdentityArgs,
+    typed: Option<String>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<(String, Store)> {
+    if typed.is_some() {
+        bail!("{AS_REFUSED}");
+    }
+    let (cfg, store) = open_with_config(config).await?;
+    let who = resolve_actor(&cfg, &store, identity, Role::Approver, now).await?;
+    Ok((who, store))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -129,13 +142,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
-}
-
-fn actor(given: Option<String>) -> anyhow::Result<String> {
-    match given.or_else(|| std::env::var("USER").ok()) {
-        Some(a) if !a.trim().is_empty() => Ok(a.trim().to_string()),
-        _ => bail!("say who decides with --as NAME (no $USER)"),
-    }
 }
 
 fn print(p: &Proposal) {
@@ -250,14 +256,14 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             }
             Command::Approve {
                 config,
+                identity,
                 id,
-                actor: who,
+                actor: typed,
                 reason,
             } => {
-                let who = actor(who)?;
-                let store = open(&config).await?;
-                let proposals = ProposalStore::new(store);
                 let now = chrono::Utc::now();
+                let (who, store) = decider(&config, &identity, typed, now).await?;
+                let proposals = ProposalStore::new(store);
                 // The approval (or the expiry that refuses it) commits with its audit event.
                 let a = proposals.approve(&id, &who, now, reason.as_deref()).await?;
                 print(&a.proposal);
@@ -267,32 +273,32 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             }
             Command::Reject {
                 config,
+                identity,
                 id,
-                actor: who,
+                actor: typed,
                 reason,
             } => {
-                let who = actor(who)?;
-                let store = open(&config).await?;
-                let proposals = ProposalStore::new(store);
                 let now = chrono::Utc::now();
+                let (who, store) = decider(&config, &identity, typed, now).await?;
+                let proposals = ProposalStore::new(store);
                 let p = proposals.reject(&id, &who, now, &reason).await?;
                 print(&p);
             }
             Command::Resolve {
                 config,
+                identity,
                 id,
-                actor: who,
+                actor: typed,
                 bought,
                 not_bought: _,
                 reason,
             } => {
-                let who = actor(who)?;
                 if reason.trim().is_empty() {
                     bail!("--reason: say what was checked at the provider");
                 }
-                let store = open(&config).await?;
-                let proposals = ProposalStore::new(store);
                 let now = chrono::Utc::now();
+                let (who, store) = decider(&config, &identity, typed, now).await?;
+                let proposals = ProposalStore::new(store);
                 let p = proposals
                     .get(&id)
                     .await?
@@ -350,32 +356,6 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 if let Some(p) = proposals.get(&id).await? {
                     print(&p);
                 }
-            }
-        }
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-pub fn run_tokens(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
-    runtime()?.block_on(async move {
-        match cmd {
-            TokenCommand::Create { config, name, role } => {
-                let role = Role::parse(&role).context("--role")?;
-                let token = TokenStore::new(open(&config).await?)
-                    .create(&name, role, chrono::Utc::now())
-                    .await?;
-                // The only time the token is shown: print it alone, for scripts.
-                println!("{token}");
-                eprintln!(
-                    "token '{name}' ({}) created; it is not shown again",
-                    role.as_str()
-                );
-            }
-            TokenCommand::Revoke { config, name } => {
-                if !TokenStore::new(open(&config).await?).revoke(&name).await? {
-                    bail!("no token named '{name}'");
-                }
-                println!("token '{name}' revoked");
             }
         }
         Ok(ExitCode::SUCCESS)

@@ -1,5 +1,12 @@
 //! The daemon's own counters and gauges, rendered in the Prometheus text format by `/metrics`
-//! together with figures read from the store at scrape time (pending approvals, commitments).
+//! together with figures read from the store at scrape time (pending approvals).
+//!
+//! The provider's inventory (the commitments gauge) is what the daemon last read in its own
+//! work ([`Metrics::set_inventory`]: each cycle, the leader's first execution tick, and after
+//! an execution), never read at scrape
+//! time: `/metrics` needs no token, so a scrape that reached the cloud would let anyone spend
+//! the account's API rate limits (and Cost Explorer money). A replica that is not the leader
+//! reads nothing, so it shows no commitments gauge.
 
 use crate::daemon::plan::Expectation;
 use crate::domain::{Commitment, Provider};
@@ -20,6 +27,8 @@ struct State {
     blocked: u64,
     leader: bool,
     expected: Option<Expectation>,
+    /// The provider's commitments as last read by the daemon, and when (Unix seconds).
+    inventory: Option<(i64, Vec<Commitment>)>,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +75,17 @@ impl Metrics {
         });
     }
 
+    /// Records the provider's inventory the daemon just read, for later scrapes.
+    pub fn set_inventory(&self, commitments: &[Commitment], read_at_unix: i64) {
+        let copy = commitments.to_vec();
+        self.with(|s| s.inventory = Some((read_at_unix, copy)));
+    }
+
+    /// Whether an inventory has been recorded since start.
+    pub fn has_inventory(&self) -> bool {
+        self.with(|s| s.inventory.is_some())
+    }
+
     pub fn set_leader(&self, leader: bool) {
         self.with(|s| s.leader = leader);
     }
@@ -74,14 +94,9 @@ impl Metrics {
         self.with(|s| s.leader)
     }
 
-    /// The exposition text. `proposals` are counts per state; `commitments` the provider's
-    /// inventory (active ones are summed per provider at `now_hour`).
-    pub fn render(
-        &self,
-        proposals: &[(ProposalState, i64)],
-        commitments: &[Commitment],
-        now: crate::domain::Hour,
-    ) -> String {
+    /// The exposition text. `proposals` are counts per state; the last inventory read (active
+    /// commitments at `now`) is summed per provider.
+    pub fn render(&self, proposals: &[(ProposalState, i64)], now: crate::domain::Hour) -> String {
         let s = self.with(|s| s.clone());
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, kind: &str, lines: Vec<(String, String)>| {
@@ -156,19 +171,27 @@ impl Metrics {
                 .map(|(st, n)| (format!("{{state=\"{st}\"}}"), n.to_string()))
                 .collect(),
         );
-        let mut per_provider: BTreeMap<Provider, crate::domain::Money> = BTreeMap::new();
-        for c in commitments.iter().filter(|c| c.is_active(now)) {
-            *per_provider.entry(c.provider).or_default() += c.hourly_cost;
+        if let Some((read_at, commitments)) = &s.inventory {
+            let mut per_provider: BTreeMap<Provider, crate::domain::Money> = BTreeMap::new();
+            for c in commitments.iter().filter(|c| c.is_active(now)) {
+                *per_provider.entry(c.provider).or_default() += c.hourly_cost;
+            }
+            gauge(
+                "commitd_commitment_hourly_usd",
+                "Active commitments' amortized cost, USD per hour, by provider (as last read from the provider).",
+                "gauge",
+                per_provider
+                    .iter()
+                    .map(|(p, m)| (format!("{{provider=\"{p}\"}}"), m.to_string()))
+                    .collect(),
+            );
+            gauge(
+                "commitd_inventory_timestamp_seconds",
+                "Unix time the provider's inventory behind commitd_commitment_hourly_usd was read.",
+                "gauge",
+                vec![(String::new(), read_at.to_string())],
+            );
         }
-        gauge(
-            "commitd_commitment_hourly_usd",
-            "Active commitments' amortized cost, USD per hour, by provider.",
-            "gauge",
-            per_provider
-                .iter()
-                .map(|(p, m)| (format!("{{provider=\"{p}\"}}"), m.to_string()))
-                .collect(),
-        );
         if let Some(e) = &s.expected {
             for (name, help, v) in [
                 (
@@ -230,9 +253,10 @@ mod tests {
         m.set_leader(true);
         let text = m.render(
             &[(ProposalState::Proposed, 3), (ProposalState::Executed, 2)],
-            &[],
             crate::domain::Hour(0),
         );
+        // No inventory read yet: no commitments gauge rather than a false 0.
+        assert!(!text.contains("commitd_commitment_hourly_usd"), "{text}");
         assert!(text.contains("commitd_last_cycle_success 1\n"), "{text}");
         assert!(text.contains("commitd_pending_approvals 3\n"), "{text}");
         assert!(
@@ -245,5 +269,55 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("commitd_executor_leader 1\n"), "{text}");
+    }
+
+    #[test]
+    fn the_commitments_gauge_is_the_last_inventory_read() {
+        use crate::domain::{
+            CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term,
+        };
+        let held = |id: &str, start: i64, cost: &str| Commitment {
+            id: id.into(),
+            provider: Provider::Aws,
+            instrument: Instrument::ComputeSavingsPlan,
+            term: Term::ONE_YEAR,
+            payment: PaymentOption::NoUpfront,
+            start: Hour(start),
+            end: Hour(start + 8_760),
+            region: None,
+            instance_type: None,
+            family: None,
+            amount: CommitmentAmount::HourlySpend(Money::parse(cost).unwrap()),
+            hourly_cost: Money::parse(cost).unwrap(),
+            upfront: Money::ZERO,
+        };
+        let m = Metrics::default();
+        assert!(!m.has_inventory());
+        // Active at hour 100: the first two; the third starts later.
+        m.set_inventory(
+            &[
+                held("a", 0, "1.5"),
+                held("b", 50, "2.25"),
+                held("c", 200, "9"),
+            ],
+            1_800_000_000,
+        );
+        assert!(m.has_inventory());
+        let text = m.render(&[], Hour(100));
+        assert!(
+            text.contains("commitd_commitment_hourly_usd{provider=\"AWS\"} 3.75\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("commitd_inventory_timestamp_seconds 1800000000\n"),
+            "{text}"
+        );
+        // A later read replaces the earlier one.
+        m.set_inventory(&[held("a", 0, "1.5")], 1_800_000_600);
+        let text = m.render(&[], Hour(100));
+        assert!(
+            text.contains("commitd_commitment_hourly_usd{provider=\"AWS\"} 1.5\n"),
+            "{text}"
+        );
     }
 }

@@ -144,6 +144,15 @@ impl Daemon {
             out.extend(self.executor.execute_approved(now).await?);
         }
         self.count(&out);
+        // What /metrics shows (it never reads the provider): read once the leader starts, and
+        // again whenever a purchase changed it.
+        if !self.metrics.has_inventory()
+            || out.iter().any(|o| matches!(o, Outcome::Executed { .. }))
+        {
+            if let Ok(held) = self.market.inventory().await {
+                self.metrics.set_inventory(&held, now.timestamp());
+            }
+        }
         self.alert(&out).await;
         // Each expiry commits with its event.
         self.proposals.expire_aged(now).await?;
@@ -202,6 +211,7 @@ impl Daemon {
             .inventory()
             .await
             .map_err(DaemonError::Inventory)?;
+        self.metrics.set_inventory(&held, now.timestamp());
         let returnable = self.returnable(&held, now).await?;
         let gives_up = plan::GivesUp::of(self.market.as_ref());
         let listings = self

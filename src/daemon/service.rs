@@ -19,6 +19,7 @@ use super::schedule::{Schedule, ScheduleError};
 use super::{CycleReport, Daemon, DaemonError};
 use crate::api::auth::TokenStore;
 use crate::api::server::{router, AppState};
+use crate::api::transport::{self, Transport};
 use crate::audit::checkpoint::SigningKey;
 use crate::audit::checkpointer::{post_json, Checkpointer, Sink};
 use crate::audit::AuditLog;
@@ -51,6 +52,8 @@ pub enum ServiceError {
     Daemon(#[from] DaemonError),
     #[error("configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -65,6 +68,8 @@ pub struct Built {
     pub daemon: Arc<Daemon>,
     pub api: AppState,
     pub store: Store,
+    /// How the API is served (`[api]`: TLS, timeouts, connection limit), checked at build.
+    pub transport: Transport,
 }
 
 /// The replica's name in the lease: host and process id.
@@ -166,7 +171,18 @@ pub async fn build(config: &Config) -> Result<Built, ServiceError> {
         .daemon
         .public_url
         .clone()
-        .or_else(|| config.daemon.listen.as_ref().map(|l| format!("http://{l}")))
+        .or_else(|| {
+            let scheme = if config.api.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            config
+                .daemon
+                .listen
+                .as_ref()
+                .map(|l| format!("{scheme}://{l}"))
+        })
         .unwrap_or_else(|| "http://localhost:8080".into());
     // Built at start so a bad webhook_ca_file or an empty root store stops the service now,
     // not silently at the first proposal.
@@ -199,11 +215,18 @@ pub async fn build(config: &Config) -> Result<Built, ServiceError> {
         audit,
         tokens: TokenStore::new(store.clone()),
         metrics,
-        market,
         wake: Arc::new(Notify::new()),
         ready: Arc::new(AtomicBool::new(false)),
+        max_body_bytes: config.api.max_body_bytes,
     };
-    Ok(Built { daemon, api, store })
+    // A missing or bad certificate stops the service now, naming the file.
+    let transport = Transport::from_config(&config.api)?;
+    Ok(Built {
+        daemon,
+        api,
+        store,
+        transport,
+    })
 }
 
 /// The checkpoint writer `[audit]` asks for, and how often it runs; None when no
@@ -311,13 +334,21 @@ pub async fn serve(
                     source,
                 })?;
             // Tests and scripts read this line to find a port chosen by the OS (":0").
-            println!("commitd: listening on http://{local}");
+            println!(
+                "commitd: listening on {}://{local}",
+                built.transport.scheme()
+            );
             let stop = http_stop.clone();
             let app = router(api.clone());
+            let transport = built.transport.clone();
             Some(tokio::spawn(async move {
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.notified().await })
-                    .await;
+                transport::serve(
+                    listener,
+                    app,
+                    transport,
+                    async move { stop.notified().await },
+                )
+                .await;
             }))
         }
         None => None,

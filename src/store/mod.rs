@@ -8,8 +8,14 @@
 //! [`Store`] and match on the backend for the few statements whose SQL differs.
 //!
 //! Async (sqlx on tokio) is fine here: the store is an edge, not part of the pure core.
+//!
+//! PostgreSQL over TLS (`sslmode=require`, `verify-ca`, `verify-full`, and `prefer` when the
+//! server offers it) goes through [`pgtls`], commitd's own rustls relay: see there why not
+//! sqlx's TLS features.
 
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+pub mod pgtls;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -51,6 +57,12 @@ pub enum StoreError {
         url: String,
         #[source]
         source: sqlx::Error,
+    },
+    #[error("database '{url}': {source}")]
+    Tls {
+        url: String,
+        #[source]
+        source: pgtls::TlsError,
     },
     #[error("database '{url}': applying migrations failed: {source}")]
     Migrate {
@@ -225,11 +237,55 @@ async fn connect_sqlite(url: &str, shown: &str) -> Result<SqlitePool, StoreError
         })
 }
 
+/// The connection options with TLS arranged: plaintext options for `disable`/`allow` (and for
+/// `prefer` when the server offers no TLS, with a warning), else options that reach the server
+/// through a TLS relay ([`pgtls::start_relay`]) after one direct handshake proved it works.
+async fn with_tls(
+    url: &str,
+    shown: &str,
+    options: PgConnectOptions,
+) -> Result<PgConnectOptions, StoreError> {
+    let tls_err = |source| StoreError::Tls {
+        url: shown.to_string(),
+        source,
+    };
+    let mode = options.get_ssl_mode();
+    // sqlx itself must never try TLS: it is built without it (and would fail or, for
+    // `prefer`, silently fall back to plaintext).
+    let plain = options.clone().ssl_mode(PgSslMode::Disable);
+    // A Unix socket is local: libpq does not use TLS on one either.
+    if options.get_socket().is_some() || matches!(mode, PgSslMode::Disable | PgSslMode::Allow) {
+        return Ok(plain);
+    }
+    let host = options.get_host().to_string();
+    let port = options.get_port();
+    if matches!(mode, PgSslMode::Prefer) {
+        let (_, offered) = pgtls::offers_tls(&host, port, "prefer")
+            .await
+            .map_err(tls_err)?;
+        if !offered {
+            tracing::warn!(
+                database = shown,
+                "the PostgreSQL server offers no TLS: connected in plaintext (sslmode=prefer); set sslmode=require to refuse that"
+            );
+            return Ok(plain);
+        }
+    }
+    let tls =
+        pgtls::Tls::new(mode, &host, port, &pgtls::TlsFiles::from_url(url)).map_err(tls_err)?;
+    // One handshake now: a server without TLS or with an untrusted certificate is reported
+    // with its cause, here, rather than as connections that close.
+    drop(tls.open().await.map_err(tls_err)?);
+    let dir = pgtls::start_relay(tls).map_err(tls_err)?;
+    Ok(plain.socket(dir))
+}
+
 async fn connect_postgres(url: &str, shown: &str) -> Result<PgPool, StoreError> {
     let options = PgConnectOptions::from_str(url).map_err(|source| StoreError::InvalidUrl {
         url: shown.to_string(),
         source,
     })?;
+    let options = with_tls(url, shown, options).await?;
     // One direct connection first: a pool retries until its timeout and then reports only
     // "pool timed out", hiding the cause (refused, bad password, unknown database).
     let first = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
@@ -299,5 +355,56 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("mysql://root:***@h/db"), "{msg}");
         assert!(!msg.contains("topsecret"), "{msg}");
+    }
+
+    /// A server that answers 'N' to SSLRequest, as PostgreSQL without `ssl = on` does.
+    async fn no_tls_server() -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut request = [0u8; 8];
+                if s.read_exact(&mut request).await.is_ok() {
+                    let _ = s.write_all(b"N").await;
+                }
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn sslmode_require_refuses_a_server_without_tls_and_says_so() {
+        let port = no_tls_server().await;
+        for mode in ["require", "verify-ca", "verify-full"] {
+            let url = format!("postgres://app:pw@127.0.0.1:{port}/commitd?sslmode={mode}");
+            let e = Store::connect(&url).await.unwrap_err().to_string();
+            assert!(
+                e.contains("does not offer TLS") && e.contains(&format!("sslmode={mode}")),
+                "{mode}: {e}"
+            );
+            assert!(!e.contains("pw@"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_tls_files_are_named() {
+        let url = "postgres://app@127.0.0.1:1/commitd?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem";
+        let files = pgtls::TlsFiles::from_url(url);
+        assert_eq!(files.root_cert, Some(PathBuf::from("/nonexistent/ca.pem")));
+        let e = pgtls::Tls::new(PgSslMode::VerifyFull, "127.0.0.1", 1, &files)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("sslrootcert /nonexistent/ca.pem"), "{e}");
+        let files = pgtls::TlsFiles {
+            client_cert: Some(PathBuf::from("c.pem")),
+            ..Default::default()
+        };
+        let e = pgtls::Tls::new(PgSslMode::Require, "db", 1, &files)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("sslcert and sslkey go together"), "{e}");
     }
 }

@@ -164,6 +164,8 @@ shutdown_grace_seconds = 10
     pub fn commitd_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(bin());
         cmd.args(args).arg("--config").arg(&self.config);
+        // The runner's own token must not decide for a test.
+        cmd.env_remove("COMMITD_TOKEN");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -172,7 +174,12 @@ shutdown_grace_seconds = 10
 
     /// Runs and requires success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.commitd(args);
+        self.ok_env(args, &[])
+    }
+
+    /// [`Setup::ok`] with extra environment variables (e.g. `COMMITD_TOKEN`).
+    pub fn ok_env(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let out = self.commitd_env(args, env);
         assert!(
             out.status.success(),
             "commitd {args:?} failed: {}\n{}",
