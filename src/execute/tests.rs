@@ -68,15 +68,15 @@ impl World {
         })
     }
 
-    async fn approved(&self, hourly: &str, index: usize) -> Proposal {
-        let p = self
-            .proposals
+    /// A proposal of `hourly` USD/h needing `approvers`, as the daemon records it.
+    async fn proposed(&self, hourly: &str, index: usize, approvers: u8) -> Proposal {
+        self.proposals
             .create(
                 &NewProposal {
                     plan_id: "plan-1".into(),
                     index,
                     proposer: "commitd".into(),
-                    approvals_needed: 1,
+                    approvals_needed: approvers,
                     policy: "aws".into(),
                     action: action(hourly),
                     max_age: Duration::hours(48),
@@ -84,7 +84,11 @@ impl World {
                 t(0),
             )
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    async fn approved(&self, hourly: &str, index: usize) -> Proposal {
+        let p = self.proposed(hourly, index, 1).await;
         self.proposals
             .approve(&p.id, "alice", t(0), None)
             .await
@@ -936,39 +940,9 @@ mod faults {
         .await
         .unwrap();
         // 2. A proposal nobody approved is marked approved in the database.
-        let forged = w
-            .proposals
-            .create(
-                &NewProposal {
-                    plan_id: "plan-1".into(),
-                    index: 7,
-                    proposer: "commitd".into(),
-                    approvals_needed: 1,
-                    policy: "aws".into(),
-                    action: action("1"),
-                    max_age: Duration::hours(48),
-                },
-                t(0),
-            )
-            .await
-            .unwrap();
+        let forged = w.proposed("1", 7, 1).await;
         // 3. A two-approver proposal with one approval, downgraded to one in the table.
-        let two = w
-            .proposals
-            .create(
-                &NewProposal {
-                    plan_id: "plan-1".into(),
-                    index: 8,
-                    proposer: "commitd".into(),
-                    approvals_needed: 2,
-                    policy: "aws".into(),
-                    action: action("1.5"),
-                    max_age: Duration::hours(48),
-                },
-                t(0),
-            )
-            .await
-            .unwrap();
+        let two = w.proposed("1.5", 8, 2).await;
         w.proposals
             .approve(&two.id, "alice", t(0), None)
             .await
