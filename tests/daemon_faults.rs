@@ -337,3 +337,71 @@ fn a_paused_leader_is_fenced_out_and_the_standby_buys_once() {
     s.verify_audit();
     eprintln!("paused leader: 1 fault (SIGSTOP), 1 takeover, 1 purchase");
 }
+
+/// Buys a convertible RI straight in the peer's account (as a person would have, long before).
+fn convertible(peer: &Peer, instance_type: &str, count: i64) -> String {
+    let mut w = peer.server.world();
+    let offering = w
+        .ri_offerings
+        .iter()
+        .find(|o| {
+            o.instance_type == instance_type
+                && o.class == "convertible"
+                && o.offering_type == "No Upfront"
+                && o.duration_seconds == 365 * 24 * 3600
+        })
+        .unwrap()
+        .id
+        .clone();
+    w.purchase_ri(&offering, count, None, None).unwrap()
+}
+
+/// A convertible RI exchange (AcceptReservedInstancesExchangeQuote has no client token): the
+/// accept answer is lost after AWS applied it, or the call fails before it is applied.
+#[test]
+fn exchange_faults_never_exchange_twice() {
+    for (fault, expected_exchanges, final_state) in [
+        (Fault::DropAfterCommit, 1, "executed"),
+        (Fault::ServerErrorAfterCommit, 1, "executed"),
+        (Fault::DropBeforeCommit, 0, "needs_review"),
+        (Fault::Throttle, 1, "executed"),
+    ] {
+        let peer = peer();
+        let source = convertible(&peer, "m5.large", 2);
+        peer.server
+            .world()
+            .inject("AcceptReservedInstancesExchangeQuote", fault, 1);
+        let s = setup(&peer, "{\"actions\": []}");
+        let policy = RI_POLICY.replace(
+            "instruments = [\"ComputeSavingsPlan\", \"StandardReservedInstance\"]",
+            "instruments = [\"ComputeSavingsPlan\", \"StandardReservedInstance\", \"ConvertibleReservedInstance\"]",
+        );
+        std::fs::write(s.path("policies/aws.toml"), policy).unwrap();
+        // 2 x m5.large into 1 x m5.xlarge: the same hourly value, no true-up.
+        let plan = format!(
+            r#"{{"actions": [
+ {{"operation": {{"kind": "exchange", "source_ids": ["{source}"], "source_value": "0", "true_up": "0"}},
+   "spec": {{"provider": "AWS", "instrument": "ConvertibleReservedInstance", "term": 1, "payment": "NoUpfront",
+            "region": "eu-west-1", "instance_type": "m5.xlarge", "os": "Linux", "tenancy": "Shared",
+            "amount": {{"unit": "instances", "value": 1}}}},
+   "hourly_cost": "0.14", "upfront": "1", "expected_savings": "10", "expected_utilization": 0.99,
+   "summary": "exchange into the larger size"}}
+]}}"#
+        );
+        std::fs::write(s.path("plan.json"), plan).unwrap();
+        let log = cycle_then_ticks(&s, &[], 4);
+        let ledger = peer.server.world().ledger();
+        let accepts = peer
+            .server
+            .world()
+            .calls("AcceptReservedInstancesExchangeQuote");
+        eprintln!(
+            "AcceptReservedInstancesExchangeQuote {fault:?}: {accepts} accept calls, {} exchanges, state {}",
+            ledger.exchanges,
+            state(&s)
+        );
+        assert_eq!(ledger.exchanges, expected_exchanges, "{fault:?}: {log}");
+        assert_eq!(state(&s), final_state, "{fault:?}: {log}");
+        check_log(&s, expected_exchanges as u32);
+    }
+}
