@@ -405,3 +405,100 @@ fn exchange_faults_never_exchange_twice() {
         check_log(&s, expected_exchanges as u32);
     }
 }
+
+/// The database connection is cut again and again (every PostgreSQL backend of the daemon's
+/// database terminated every 100 ms for 5 s) while the daemon retries an RI purchase, which
+/// has no client token. Whatever step a cut lands on (the intent, the call's outcome, an
+/// event), the peer never holds more than one RI, the proposal ends executed or parked for a
+/// person, and the log verifies.
+#[test]
+fn lost_database_connections_never_buy_twice() {
+    let peer = peer();
+    let Some(s) =
+        Setup::with_daemon_settings("autopilot", true, &aws_section(&peer.server.endpoint()))
+    else {
+        assert!(
+            std::env::var("COMMITD_REQUIRE_POSTGRES").is_err(),
+            "COMMITD_REQUIRE_POSTGRES is set but COMMITD_TEST_DATABASE_URL is not"
+        );
+        eprintln!("COMMITD_TEST_DATABASE_URL not set: lost-connection test skipped");
+        return;
+    };
+    std::fs::write(s.path("policies/aws.toml"), RI_POLICY).unwrap();
+    std::fs::write(s.path("plan.json"), RI_PLAN).unwrap();
+    // The first purchase attempt is throttled: the proposal waits `executing` for the ticks.
+    aim(
+        &peer,
+        "PurchaseReservedInstancesOffering",
+        Fault::Throttle,
+        1,
+    );
+    let out = s.commitd_env(&["run", "--once"], AWS_ENV);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(state(&s), "executing");
+    let db = s
+        .database_url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let admin = daemon_support::postgres_url().unwrap();
+    let d = s.spawn_env(AWS_ENV);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cuts = rt.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+        let mut cuts = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            let n: Vec<(bool,)> = sqlx::query_as(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&db)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            cuts += n.len() as u64;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        cuts
+    });
+    // The connections come back; the ticks settle whatever a cut interrupted.
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let st = state(&s);
+        if st == "executed" || st == "needs_review" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, stderr) = d.terminate();
+    assert!(status.success(), "{status:?}: {stderr}");
+    let st = state(&s);
+    assert!(
+        st == "executed" || st == "needs_review",
+        "state {st} 30 s after the cuts stopped: {stderr}"
+    );
+    let held = peer.server.world().reserved_instances().len() as u32;
+    let calls = peer
+        .server
+        .world()
+        .calls("PurchaseReservedInstancesOffering");
+    eprintln!(
+        "lost connections: {cuts} backends terminated, {calls} purchase calls, {held} RIs held, state {}",
+        state(&s)
+    );
+    assert!(held <= 1, "bought {held} RIs for one approval");
+    check_log(&s, held);
+    if state(&s) == "executed" {
+        assert_eq!(held, 1);
+    }
+}

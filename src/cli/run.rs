@@ -30,6 +30,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // The service writes to sockets whose peer may be gone (an API client that hung up, a
+    // PostgreSQL connection the server terminated, seen through the TLS relay's Unix socket):
+    // that must be an error on that one connection, never SIGPIPE killing the process.
+    // `main` restores the default disposition so that the filter-style commands end quietly
+    // in a closed pipe; the service ignores it again before any thread starts.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to ignore, before the runtime's threads start.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
     let config = Config::load(Some(&args.config))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
