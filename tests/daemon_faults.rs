@@ -402,7 +402,7 @@ fn exchange_faults_never_exchange_twice() {
         );
         assert_eq!(ledger.exchanges, expected_exchanges, "{fault:?}: {log}");
         assert_eq!(state(&s), final_state, "{fault:?}: {log}");
-        check_log(&s, expected_exchanges as u32);
+        check_log(&s, expected_exchanges);
     }
 }
 
