@@ -55,10 +55,6 @@ impl Lease {
         &self.holder
     }
 
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// Takes or renews the lease on the database's clock; true when this replica holds it for
     /// the next TTL.
     pub async fn try_acquire(&self) -> Result<bool, sqlx::Error> {

@@ -259,10 +259,6 @@ impl Executor {
         self
     }
 
-    pub fn policies(&self) -> &Arc<PolicySource> {
-        &self.policies
-    }
-
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }
@@ -497,10 +493,7 @@ impl Executor {
             },
             None => None,
         };
-        let key = p
-            .idempotency_key
-            .clone()
-            .unwrap_or_else(|| Self::idempotency_key(&p.id));
+        let key = Self::key(p);
         let provider = self.market.name().to_string();
         let started = self
             .proposals

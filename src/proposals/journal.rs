@@ -1,10 +1,7 @@
 //! The audit events of the proposal lifecycle, built in one place so that the daemon, the HTTP
 //! API and the CLI record the same facts the same way.
 
-use crate::audit::{
-    ActionProposed, Amount, Approved, EventFilter, EventKind, NewEvent, ProposalExpired, Rejected,
-};
-use crate::audit::{AuditError, AuditLog};
+use crate::audit::{ActionProposed, Amount, Approved, NewEvent, ProposalExpired, Rejected};
 use crate::domain::Money;
 use crate::proposals::{PlannedAction, Proposal};
 use chrono::{DateTime, Utc};
@@ -116,25 +113,4 @@ pub fn expired(p: &Proposal, superseded_by: Option<&str>, now: DateTime<Utc>) ->
             reason: p.outcome.clone().unwrap_or_else(|| "expired".into()),
         },
     )
-}
-
-/// Whether the log already holds an event of `kind` about `subject` (used when resuming after a
-/// crash, so that a step that was recorded is not recorded twice).
-pub async fn has_event(
-    audit: &AuditLog,
-    kind: EventKind,
-    subject: &str,
-) -> Result<bool, AuditError> {
-    let filter = EventFilter {
-        kind: Some(kind),
-        ..EventFilter::default()
-    };
-    let mut found = false;
-    audit
-        .walk(&filter, |rec| {
-            found = rec.subject == subject;
-            Ok(!found)
-        })
-        .await?;
-    Ok(found)
 }

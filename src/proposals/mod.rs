@@ -379,6 +379,10 @@ const COLUMNS: &str = "id, plan_id, created_at_ms, expires_at_ms, updated_at_ms,
      approvals_needed, policy, action, idempotency_key, requested_at_ms, commitment_id, \
      provider_request_id, outcome, action_digest, attempts, first_call_at_ms, call_started_at_ms";
 
+/// A proposal's decisions, oldest first (read by `decode` and, inside a transaction, `locked`).
+const DECISIONS: &str = "SELECT actor, decision, decided_at_ms, reason, action_digest \
+     FROM proposal_decisions WHERE proposal_id = $1 ORDER BY decided_at_ms, actor";
+
 /// The proposals table and its decisions.
 #[derive(Clone, Debug)]
 pub struct ProposalStore {
@@ -553,14 +557,9 @@ impl ProposalStore {
 
     async fn decode(&self, row: &Row) -> Result<Proposal, ProposalError> {
         let mut p = self.decode_row(row)?;
-        let rows = sql::fetch(
-            &self.store,
-            "SELECT actor, decision, decided_at_ms, reason, action_digest FROM proposal_decisions \
-             WHERE proposal_id = $1 ORDER BY decided_at_ms, actor",
-            &[p.id.clone().into()],
-        )
-        .await
-        .map_err(db("reading decisions"))?;
+        let rows = sql::fetch(&self.store, DECISIONS, &[p.id.clone().into()])
+            .await
+            .map_err(db("reading decisions"))?;
         p.decisions = decode_decisions(&p.id, &rows)?;
         Ok(p)
     }
@@ -618,11 +617,7 @@ impl ProposalStore {
             .ok_or_else(|| ProposalError::NotFound(id.to_string()))?;
         let mut p = self.decode_row(row)?;
         let decisions = tx
-            .fetch(
-                "SELECT actor, decision, decided_at_ms, reason, action_digest FROM proposal_decisions \
-                 WHERE proposal_id = $1 ORDER BY decided_at_ms, actor",
-                &[id.into()],
-            )
+            .fetch(DECISIONS, &[id.into()])
             .await
             .map_err(db("reading decisions"))?;
         p.decisions = decode_decisions(id, &decisions)?;

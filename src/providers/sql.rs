@@ -155,10 +155,13 @@ pub async fn fetch(store: &Store, sql: &str, args: &[Val]) -> Result<Vec<Row>, s
 /// are timed with it, so replicas with skewed wall clocks still agree on who holds one.
 pub fn now_ms_sql(store: &Store) -> &'static str {
     match store {
-        Store::Sqlite(_) => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
-        Store::Postgres(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        Store::Sqlite(_) => SQLITE_NOW_MS,
+        Store::Postgres(_) => POSTGRES_NOW_MS,
     }
 }
+
+const SQLITE_NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+const POSTGRES_NOW_MS: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
 
 /// One write transaction on either backend: a state change and its audit event commit or roll
 /// back together. SQLite starts it with `BEGIN IMMEDIATE` (the write lock is taken first, so a
@@ -189,8 +192,8 @@ impl Tx {
     /// The database clock (see [`now_ms_sql`]).
     pub fn now_ms_sql(&self) -> &'static str {
         match self {
-            Tx::Sqlite(_) => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
-            Tx::Postgres(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            Tx::Sqlite(_) => SQLITE_NOW_MS,
+            Tx::Postgres(_) => POSTGRES_NOW_MS,
         }
     }
 
