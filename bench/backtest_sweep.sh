@@ -5,7 +5,7 @@
 #   bench/backtest_sweep.sh [-g GROUPS] [-s "SEEDS"] [-o DIR] [-b BIN] [-t] [SHAPE...] [-- BACKTEST_ARGS...]
 #   (-t: only print the table of the last run's results)
 #
-# For every (shape, seed) it generates the scenario once (`commitd synth`), runs the baselines once
+# For every (shape, seed) it generates the scenario once (`commitd-dev synth`), runs the baselines once
 # (cached in DIR/<shape>-<groups>-<seed>/baselines.json: hindsight_static is the slow part) and
 # commitd's planner every time (`--no-baselines`, plus BACKTEST_ARGS), then prints one table row
 # with the acceptance checks:
@@ -20,6 +20,7 @@ groups=8
 seeds="1 2 3"
 out=/tmp/bt-sweep
 bin=${COMMITD_BIN:-commitd}
+gen=${COMMITD_DEV_BIN:-commitd-dev}   # the generator (commitd-testkit)
 shapes=()
 extra=()
 table_only=0
@@ -60,7 +61,7 @@ for shape in "${shapes[@]}"; do
     dir="$out/$shape-$groups-$seed"
     if [ "$table_only" = 1 ]; then row "$dir" "$shape-$groups-$seed"; continue; fi
     if [ ! -f "$dir/scenario.toml" ]; then
-      "$bin" synth --out "$dir" --shape "$shape" --groups "$groups" --seed "$seed" >/dev/null 2>&1
+      "$gen" synth --out "$dir" --shape "$shape" --groups "$groups" --seed "$seed" >/dev/null 2>&1
     fi
     if [ ! -s "$dir/baselines.json" ]; then
       "$bin" backtest --scenario "$dir" --json >"$dir/baselines.json.tmp"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # FOCUS ingest benchmark: commitd's Parquet reader vs DuckDB on the same file.
 # Usage: benches/ingest.sh [COMMITD_BINARY] [WORKDIR]
-# Writes a >= 2 million row FOCUS 1.2 Parquet bill with `commitd synth`, then times
+# Writes a >= 2 million row FOCUS 1.2 Parquet bill with `commitd-dev synth`, then times
 #   commitd usage --focus FILE --json   (full ingest: classification, usage model, commitments)
 # and benches/ingest_duckdb.py (DuckDB's equivalent group-by) in a throwaway venv.
 set -euo pipefail
@@ -10,7 +10,7 @@ work=${2:-/tmp/commitd-bench-ingest}
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$work"
 if [ ! -f "$work/scenario/usage.parquet" ]; then
-  "$bin" synth --out "$work/scenario" --shape mixed --groups 240 --seed 1 --months 3 --eval-months 9
+  "${COMMITD_DEV_BIN:-commitd-dev}" synth --out "$work/scenario" --shape mixed --groups 240 --seed 1 --months 3 --eval-months 9
 fi
 file="$work/scenario/usage.parquet"
 ls -l "$file"

@@ -85,18 +85,7 @@ impl Serialize for Secret {
     }
 }
 
-/// Operating mode: how far commitd may go on its own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Plan and record recommendations; never execute.
-    #[default]
-    Datapilot,
-    /// Every action waits for a human approval.
-    Copilot,
-    /// Execute within guardrails; above them, fall back to approval.
-    Autopilot,
-}
+pub use commitd_core::policy::Mode;
 
 /// How a cycle decides what to buy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -325,15 +314,15 @@ pub struct AwsConfig {
     /// Shared-config profile; None: `AWS_PROFILE` or "default".
     pub profile: Option<String>,
     /// Role to assume for the account purchases without an account go to (the payer).
-    pub assume_role: Option<crate::aws::AssumeRole>,
+    pub assume_role: Option<crate::markets::aws::AssumeRole>,
     /// Linked accounts of an organization, by 12-digit account id: the role to assume there.
     /// A purchase whose `account` is one of these is made with that role's credentials.
-    pub accounts: BTreeMap<String, crate::aws::AssumeRole>,
+    pub accounts: BTreeMap<String, crate::markets::aws::AssumeRole>,
     /// Endpoint override for Cost Explorer only (its own VPC endpoint, or a separate local
     /// peer); None: the same endpoint as the other services.
     pub cost_explorer_endpoint_url: Option<String>,
     /// Attempts, backoff and deadline of every AWS call.
-    pub retry: crate::aws::RetrySettings,
+    pub retry: crate::markets::aws::RetrySettings,
 }
 
 impl AwsConfig {
@@ -416,8 +405,8 @@ impl AwsConfig {
     }
 
     /// The client settings for the payer account (`account` None) or a linked account.
-    pub fn settings(&self, account: Option<&str>) -> crate::aws::AwsSettings {
-        crate::aws::AwsSettings {
+    pub fn settings(&self, account: Option<&str>) -> crate::markets::aws::AwsSettings {
+        crate::markets::aws::AwsSettings {
             region: self.region.clone(),
             endpoint_url: self.endpoint_url.clone(),
             profile: self.profile.clone(),
@@ -521,7 +510,7 @@ fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// A role ARN (`arn:aws:iam::123456789012:role/NAME`) and the STS limits on its parameters.
-fn check_role(key: &str, role: &crate::aws::AssumeRole) -> Result<(), (String, String)> {
+fn check_role(key: &str, role: &crate::markets::aws::AssumeRole) -> Result<(), (String, String)> {
     let parts: Vec<&str> = role.role_arn.splitn(6, ':').collect();
     let ok = parts.len() == 6
         && parts[0] == "arn"

@@ -37,21 +37,16 @@
 
 pub mod api;
 pub mod audit;
-pub mod aws;
-pub mod backtest;
-pub mod billing;
 pub mod cli;
 pub mod config;
-pub mod daemon;
-pub mod domain;
 pub mod execute;
-pub mod forecast;
-pub mod ingest;
-pub mod optimize;
-pub mod pipeline;
-pub mod policy;
+pub mod markets;
 pub mod proposals;
-pub mod providers;
 pub mod report;
+pub mod service;
+pub mod sources;
 pub mod store;
-pub mod synth;
+
+// The pure core, re-exported under the paths the service uses (`crate::domain`, ...): one
+// definition, in `commitd-core`.
+pub use commitd_core::{backtest, billing, domain, forecast, ingest, optimize, plan, policy};

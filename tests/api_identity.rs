@@ -257,7 +257,7 @@ fn the_api_refuses_expired_tokens() {
 
 #[test]
 fn a_metrics_scrape_makes_no_provider_call() {
-    use commitd::aws::testserver::{TestServer, World};
+    use commitd_testkit::aws_server::{TestServer, World};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let server = rt
         .block_on(TestServer::start(World::demo("eu-west-1")))

@@ -3,8 +3,10 @@
 //! later call must be signed with the temporary credentials the server issued (it checks the
 //! access key id and the session token).
 
-use commitd::aws::testserver::{TestServer, World};
-use commitd::aws::{AssumeRole, AwsClients, AwsSettings, RetrySettings, StaticCredentials};
+use commitd::markets::aws::{
+    AssumeRole, AwsClients, AwsSettings, RetrySettings, StaticCredentials,
+};
+use commitd_testkit::aws_server::{TestServer, World};
 
 const ROLE: &str = "arn:aws:iam::444455556666:role/commitd-buyer";
 
@@ -118,11 +120,11 @@ async fn without_a_role_the_base_keys_sign_every_call() {
 /// before any call.
 #[tokio::test]
 async fn an_organization_routes_each_purchase_to_its_accounts_role() {
-    use commitd::aws::market::{AwsMarket, AwsOrganization};
     use commitd::domain::{
         CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term,
     };
-    use commitd::providers::{CommitmentMarket, ProviderError, PurchaseRequest, PurchaseSpec};
+    use commitd::markets::aws::market::{AwsMarket, AwsOrganization};
+    use commitd::markets::{CommitmentMarket, ProviderError, PurchaseRequest, PurchaseSpec};
 
     let server = TestServer::start(World::demo("us-east-1")).await.unwrap();
     let payer = AwsMarket::new(AwsClients::connect(&settings(&server, None)).await.unwrap());

@@ -4,12 +4,11 @@
 mod daemon_support;
 
 use chrono::{DateTime, Utc};
-use commitd::aws::execute::SavingsPlanPurchase;
-use commitd::aws::testserver::{TestServer, World};
-use commitd::aws::{AwsClients, AwsSettings, StaticCredentials};
 use commitd::domain::{Instrument, Money, PaymentOption, Term};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use commitd::markets::aws::execute::SavingsPlanPurchase;
+use commitd::markets::aws::{AwsClients, AwsSettings, StaticCredentials};
+use commitd_testkit::aws_server::{TestServer, World};
+use std::process::Command;
 
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -177,30 +176,4 @@ async fn inventory_and_offerings_commands_honour_the_aws_environment() {
         err.contains("DescribeSavingsPlans") && err.contains("no usable response"),
         "{err}"
     );
-}
-
-#[test]
-fn aws_test_server_subcommand_serves_on_a_free_port() {
-    let bin = daemon_support::bin().to_path_buf();
-    let mut child = Command::new(&bin)
-        .args(["aws-test-server", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first.trim().to_string();
-    let addr = url.strip_prefix("http://").expect("first line is the URL");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /_commitd/stats HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.contains("\"purchases\":0"), "{text}");
 }

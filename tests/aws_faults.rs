@@ -8,14 +8,14 @@
 //! after it.
 
 use chrono::{DateTime, Duration, Utc};
-use commitd::aws::market::{AwsMarket, AwsOrganization};
-use commitd::aws::testserver::{Fault, TestServer, World};
-use commitd::aws::{AwsClients, AwsSettings, RetrySettings, StaticCredentials};
 use commitd::domain::{CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term};
-use commitd::providers::{
+use commitd::markets::aws::market::{AwsMarket, AwsOrganization};
+use commitd::markets::aws::{AwsClients, AwsSettings, RetrySettings, StaticCredentials};
+use commitd::markets::{
     CommitmentMarket, ExchangeRequest, Found, Operation, ProviderError, PurchaseRequest,
     PurchaseSpec,
 };
+use commitd_testkit::aws_server::{Fault, TestServer, World};
 
 const NOW: &str = "2025-03-05T10:00:00Z";
 const KEY_TAG: &str = "commitd:idempotency-key";

@@ -1,11 +1,11 @@
 //! AWS as the executor's `CommitmentMarket`, through the real SDK against the local test server.
 
 use chrono::{DateTime, Utc};
-use commitd::aws::market::AwsMarket;
-use commitd::aws::testserver::{Fault, TestServer, World};
-use commitd::aws::{AwsClients, AwsSettings, RetrySettings, StaticCredentials};
 use commitd::domain::{CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term};
-use commitd::providers::{CommitmentMarket, ProviderError, PurchaseRequest, PurchaseSpec};
+use commitd::markets::aws::market::AwsMarket;
+use commitd::markets::aws::{AwsClients, AwsSettings, RetrySettings, StaticCredentials};
+use commitd::markets::{CommitmentMarket, ProviderError, PurchaseRequest, PurchaseSpec};
+use commitd_testkit::aws_server::{Fault, TestServer, World};
 
 const NOW: &str = "2025-03-05T10:00:00Z";
 

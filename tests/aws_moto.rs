@@ -6,9 +6,9 @@
 mod moto_support;
 
 use chrono::{DateTime, Utc};
-use commitd::aws::usage::Granularity;
-use commitd::aws::{AwsClients, AwsSettings, RetrySettings, StaticCredentials};
 use commitd::domain::{Instrument, Money, PaymentOption, Term};
+use commitd::markets::aws::usage::Granularity;
+use commitd::markets::aws::{AwsClients, AwsSettings, RetrySettings, StaticCredentials};
 use moto_support::{moto_api, start_moto, Moto};
 use rust_decimal::Decimal;
 
@@ -52,7 +52,7 @@ async fn moto_reserved_instance_offerings_become_a_rate_card() {
     );
     assert!(offers.iter().any(|o| o.zonal) && offers.iter().any(|o| !o.zonal));
 
-    let card = commitd::aws::offerings::rate_card(&[], &offers);
+    let card = commitd::markets::aws::offerings::rate_card(&[], &offers);
     let product = card
         .products()
         .next()

@@ -6,15 +6,15 @@
 
 use chrono::{DateTime, Duration, Utc};
 use commitd::audit::{AuditLog, EventBody, EventFilter, EventKind};
-use commitd::aws::market::AwsMarket;
-use commitd::aws::testserver::{TestServer, World};
-use commitd::aws::{AwsClients, AwsSettings, RetrySettings, StaticCredentials};
 use commitd::domain::{CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term};
 use commitd::execute::{Executor, Failpoint, Outcome, Step};
+use commitd::markets::aws::market::AwsMarket;
+use commitd::markets::aws::{AwsClients, AwsSettings, RetrySettings, StaticCredentials};
+use commitd::markets::{CommitmentMarket, Operation, PurchaseRequest, PurchaseSpec};
 use commitd::policy::{Policy, PolicySet};
 use commitd::proposals::{NewProposal, PlannedAction, Proposal, ProposalState, ProposalStore};
-use commitd::providers::{CommitmentMarket, Operation, PurchaseRequest, PurchaseSpec};
 use commitd::store::Store;
+use commitd_testkit::aws_server::{TestServer, World};
 use std::sync::Arc;
 
 const NOW: &str = "2025-03-05T10:00:00Z";
@@ -559,7 +559,7 @@ async fn a_queued_savings_plan_is_withdrawn_not_returned() {
     // Asked again (a replay after a crash): found withdrawn, nothing sent.
     let again = e
         .market
-        .return_commitment(&commitd::providers::ReturnRequest {
+        .return_commitment(&commitd::markets::ReturnRequest {
             idempotency_key: "replay".into(),
             commitment_id: sp.clone(),
             account: None,
@@ -594,7 +594,7 @@ async fn a_standard_ri_is_listed_once_even_across_a_crash() {
             ),
         )
         .await;
-    let sale = |key: &str| commitd::providers::SaleRequest {
+    let sale = |key: &str| commitd::markets::SaleRequest {
         idempotency_key: key.into(),
         commitment_id: ri.clone(),
         account: None,

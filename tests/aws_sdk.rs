@@ -2,12 +2,12 @@
 //! AWS-compatible test server (Savings Plans REST-JSON and EC2 Query/XML).
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use commitd::aws::execute::{
+use commitd::domain::{CommitmentAmount, Instrument, Money, PaymentOption, Term};
+use commitd::markets::aws::execute::{
     client_token, ExchangeTarget, ReservedInstancePurchase, SavingsPlanPurchase,
 };
-use commitd::aws::testserver::{Fault, TestServer, World};
-use commitd::aws::{AwsClients, AwsError, AwsSettings, RetrySettings, StaticCredentials};
-use commitd::domain::{CommitmentAmount, Instrument, Money, PaymentOption, Term};
+use commitd::markets::aws::{AwsClients, AwsError, AwsSettings, RetrySettings, StaticCredentials};
+use commitd_testkit::aws_server::{Fault, TestServer, World};
 use std::time::{Duration, Instant};
 
 const REGION: &str = "us-east-1";
@@ -485,7 +485,7 @@ async fn convertible(c: &AwsClients, instance_type: &str, payment: &str) -> Stri
         .find(|o| {
             o.instrument == Instrument::ConvertibleReservedInstance
                 && o.term == Term::ONE_YEAR
-                && commitd::aws::convert::payment_to_aws(o.payment) == payment
+                && commitd::markets::aws::convert::payment_to_aws(o.payment) == payment
         })
         .unwrap()
         .offering_id
@@ -684,7 +684,7 @@ async fn rate_card_from_both_apis_with_paging_and_cache() {
     assert_eq!(ris.value.len(), 12, "2 classes x 2 terms x 3 payments");
 
     let dir = tempfile::tempdir().unwrap();
-    let cache = commitd::aws::offerings::OfferingsCache::new(dir.path());
+    let cache = commitd::markets::aws::offerings::OfferingsCache::new(dir.path());
     let now = at(NOW);
     let first = cache
         .get_or_refresh(&c, Some("m5.large"), now)
@@ -890,7 +890,7 @@ async fn cost_explorer_without_hourly_data_falls_back_to_daily() {
     );
     assert_eq!(history.request_ids, ["rid-2"]);
     assert_eq!(history.value.len(), 1);
-    let (model, notes) = commitd::aws::usage::usage_model(&history.value).unwrap();
+    let (model, notes) = commitd::markets::aws::usage::usage_model(&history.value).unwrap();
     assert!(
         notes.iter().any(|n| n.contains("daily rows only")),
         "{notes:?}"

@@ -1,4 +1,4 @@
-//! `commitd backtest` as a user runs it: a scenario written by `commitd synth`, the README's
+//! `commitd backtest` as a user runs it: a scenario written by `commitd-dev synth`, the README's
 //! JSON contract with all three baselines (hindsight_static runs on its own thread), the
 //! readable summary, and a clear error for a scenario that is not there.
 
@@ -27,21 +27,15 @@ fn ok(args: &[&str]) -> String {
 fn scenario(dir: &Path) -> String {
     let out = dir.join("steady-3");
     let out = out.to_str().expect("utf-8 temp path").to_string();
-    ok(&[
-        "synth",
-        "--out",
-        &out,
-        "--shape",
-        "steady",
-        "--groups",
-        "3",
-        "--seed",
-        "5",
-        "--months",
-        "2",
-        "--eval-months",
-        "3",
-    ]);
+    let config = commitd_testkit::synth::Config {
+        shape: commitd_testkit::synth::Shape::Steady,
+        groups: 3,
+        seed: 5,
+        history_months: 2,
+        evaluation_months: 3,
+        ..commitd_testkit::synth::Config::default()
+    };
+    commitd_testkit::synth::generate(&config, Path::new(&out)).expect("synthetic scenario");
     out
 }
 

@@ -5,10 +5,6 @@
 //! ~45 % off, EC2 Instance SP ~40 %, Compute SP ~34 %).
 
 use commitd::backtest::baselines::{CeQuarterly, ExistingOnly};
-use commitd::backtest::planner::{
-    commitd_planner, lookback_planner, LookbackConfig, LookbackMemory, LookbackPlanner,
-    LookbackStats, PlannerConfig,
-};
 use commitd::backtest::{
     run, BacktestInput, Decision, DecisionContext, Planner, RunResult, Settings,
 };
@@ -16,6 +12,10 @@ use commitd::domain::usage::{GroupSeries, IgnoredRows};
 use commitd::domain::{
     Commitment, CommitmentAmount, Hour, Instrument, Money, Offer, PaymentOption, Provider,
     RateCard, ScenarioWindow, Term, UsageGroup, UsageModel,
+};
+use commitd::plan::planners::{
+    commitd_planner, lookback_planner, LookbackConfig, LookbackMemory, LookbackPlanner,
+    LookbackStats, PlannerConfig,
 };
 use rust_decimal::Decimal;
 

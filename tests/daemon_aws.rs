@@ -4,7 +4,7 @@
 
 mod daemon_support;
 
-use commitd::aws::testserver::{TestServer, World};
+use commitd_testkit::aws_server::{TestServer, World};
 use daemon_support::{aws_inventory, Setup, AWS_ENV, COMPUTE_ONLY_POLICY};
 use std::path::PathBuf;
 

@@ -7,8 +7,8 @@ mod daemon_support;
 mod moto_support;
 
 use chrono::{DateTime, Duration, Utc};
-use commitd::aws::testserver::{TestServer, World};
-use commitd::aws::usage::{usage_windows, Granularity};
+use commitd::markets::aws::usage::{usage_windows, Granularity};
+use commitd_testkit::aws_server::{TestServer, World};
 use daemon_support::{aws_inventory, Setup, AWS_ENV, COMPUTE_ONLY_POLICY};
 use serde_json::{json, Value};
 

@@ -11,7 +11,7 @@
 
 mod daemon_support;
 
-use commitd::aws::testserver::{Fault, TestServer, World};
+use commitd_testkit::aws_server::{Fault, TestServer, World};
 use daemon_support::{Setup, AWS_ENV};
 use serde_json::Value;
 use std::time::Duration;

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use commitd::config::Config;
-use commitd::daemon::optimizer::{planner, FocusPlanner};
-use commitd::daemon::plan::Planner;
+use commitd::service::optimizer::{planner, FocusPlanner};
+use commitd::service::plan::Planner;
 use std::collections::BTreeMap;
 
 mod shared_support;

@@ -3,15 +3,15 @@
 //! first decision, solves again at a later cycle exactly when the replay would, and stays within
 //! what the policies allow.
 
-use commitd::backtest::planner::{lookback_planner, LookbackConfig, PlannerConfig};
 use commitd::backtest::{self, BacktestInput, Settings};
 use commitd::config::PlannerKind;
-use commitd::daemon::optimizer::ScenarioPlanner;
-use commitd::daemon::plan::Planner;
 use commitd::domain::{CommitmentAmount, Instrument, Money, PaymentOption, Provider, Term};
 use commitd::ingest::Scenario;
+use commitd::markets::Operation;
 use commitd::optimize::Constraints;
-use commitd::providers::Operation;
+use commitd::plan::planners::{lookback_planner, LookbackConfig, PlannerConfig};
+use commitd::service::optimizer::ScenarioPlanner;
+use commitd::service::plan::Planner;
 use std::path::PathBuf;
 
 fn demo() -> PathBuf {
@@ -274,7 +274,7 @@ fn idle(
 
 #[test]
 fn the_daemon_gives_up_idle_reservations_only_where_the_market_executes_it() {
-    use commitd::daemon::plan::{CycleInputs, GivesUp};
+    use commitd::service::plan::{CycleInputs, GivesUp};
     let scenario = Scenario::load(&demo()).unwrap();
     let at = scenario.window.decision_time;
     let held = vec![
@@ -299,7 +299,7 @@ fn the_daemon_gives_up_idle_reservations_only_where_the_market_executes_it() {
     ];
     let none = std::collections::BTreeSet::new();
     let plan_with = |gives_up: GivesUp,
-                     listings: &[commitd::providers::Listed],
+                     listings: &[commitd::markets::Listed],
                      refunds: &[(commitd::domain::Hour, Money)]| {
         planner(Constraints::one_year_only())
             .plan_cycle(
@@ -413,7 +413,7 @@ fn the_daemon_gives_up_idle_reservations_only_where_the_market_executes_it() {
         .iter()
         .any(|a| matches!(a.operation, Operation::Sell { .. })));
     // Instances listed already are not listed again while the listing is open.
-    let open = commitd::providers::Listed {
+    let open = commitd::markets::Listed {
         idempotency_key: "k".into(),
         listing_id: "ril-1".into(),
         request_id: "r".into(),
@@ -479,7 +479,7 @@ async fn a_service_cycle_with_nothing_new_buys_nothing_and_leaves_proposals_open
     )
     .unwrap();
     let config = commitd::config::Config::load_with_env(Some(&path), &Default::default()).unwrap();
-    let built = commitd::daemon::service::build(&config).await.unwrap();
+    let built = commitd::service::runner::build(&config).await.unwrap();
     let daemon = &built.daemon;
     let start = chrono::DateTime::parse_from_rfc3339("2026-11-10T06:00:00Z")
         .unwrap()

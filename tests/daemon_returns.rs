@@ -125,12 +125,12 @@ fn a_savings_plan_return_is_proposed_approved_and_executed_once() {
 /// the daemon marks it returnable, and never otherwise.
 #[test]
 fn the_scenario_planner_returns_a_returnable_plan_the_forecast_does_not_want() {
-    use commitd::daemon::optimizer::ScenarioPlanner;
-    use commitd::daemon::plan::{CycleInputs, Planner};
     use commitd::domain::{
         Commitment, CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term,
     };
-    use commitd::providers::Operation;
+    use commitd::markets::Operation;
+    use commitd::service::optimizer::ScenarioPlanner;
+    use commitd::service::plan::{CycleInputs, Planner};
     use std::collections::BTreeSet;
 
     let planner = ScenarioPlanner {
@@ -163,7 +163,7 @@ fn the_scenario_planner_returns_a_returnable_plan_the_forecast_does_not_want() {
         upfront: Money::ZERO,
     }];
     let now = chrono::Utc::now();
-    let returns = |plan: &commitd::daemon::plan::CyclePlan| -> Vec<String> {
+    let returns = |plan: &commitd::service::plan::CyclePlan| -> Vec<String> {
         plan.actions
             .iter()
             .filter_map(|a| match &a.operation {

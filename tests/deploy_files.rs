@@ -230,7 +230,7 @@ fn granting<'a>(policy: &'a Value, action: &str) -> Vec<&'a Value> {
 
 /// The idempotency tag key the AWS code writes (`IDEMPOTENCY_TAG`).
 fn idempotency_tag() -> &'static str {
-    commitd::aws::inventory::IDEMPOTENCY_TAG
+    commitd::markets::aws::inventory::IDEMPOTENCY_TAG
 }
 
 #[test]
@@ -680,7 +680,7 @@ fn kubernetes_writes_only_to_its_data_volume_and_ships_a_valid_policy() {
 #[test]
 fn shipped_policies_parse_and_every_threshold_can_apply() {
     use commitd::domain::Money;
-    let set = commitd::policy::PolicySet::load_dir(&root().join("policies"))
+    let set = commitd::sources::policies::load_dir(&root().join("policies"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(set.policies.len(), 2);
     for p in &set.policies {

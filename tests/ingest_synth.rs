@@ -3,7 +3,7 @@
 
 use commitd::domain::{CommitmentAmount, Instrument};
 use commitd::ingest::Scenario;
-use commitd::synth::{build, generate, Config, Shape};
+use commitd_testkit::synth::{build, generate, Config, Shape};
 
 #[test]
 fn generated_scenario_reads_back_as_generated() {

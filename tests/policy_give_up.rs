@@ -10,7 +10,7 @@ use commitd::proposals::PlannedAction;
 use serde_json::json;
 
 fn shipped() -> PolicySet {
-    PolicySet::load_dir(std::path::Path::new(concat!(
+    commitd::sources::policies::load_dir(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/policies"
     )))

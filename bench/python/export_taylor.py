@@ -1,5 +1,5 @@
 """Export the Taylor half-hourly electricity demand series (England and Wales, 5 June to
-27 August 2000, MW) bundled in PyPI's pmdarima as an hourly CSV for `commitd bench-forecast`.
+27 August 2000, MW) bundled in PyPI's pmdarima as an hourly CSV for `commitd-dev bench-forecast`.
 
 Run in a throwaway venv, never in CI:
     python3 -m venv /tmp/fcvenv && /tmp/fcvenv/bin/pip install pmdarima statsforecast pandas

@@ -1,11 +1,11 @@
-"""Second reference for `commitd bench-forecast`: statsforecast's MSTL (AutoETS trend) and
+"""Second reference for `commitd-dev bench-forecast`: statsforecast's MSTL (AutoETS trend) and
 AutoETS, and its SeasonalNaive as a check of our baseline, on the same series, origins and
 scored horizons. Prints the same figures (pinball at P10/P50/P90 divided by the mean
 actual, averaged over series; P10..P90 coverage pooled over hours).
 
 Run in a throwaway venv, never in CI:
     python3 -m venv /tmp/fcvenv && /tmp/fcvenv/bin/pip install pmdarima statsforecast pandas
-    commitd bench-forecast --synthetic 48 --speed-groups 0 --export /tmp/fcexport \
+    commitd-dev bench-forecast --synthetic 48 --speed-groups 0 --export /tmp/fcexport \
         --scenario ../shared/scenarios/steady-growth --scenario ../shared/scenarios/mixed-fleet
     /tmp/fcvenv/bin/python bench/python/statsforecast_ref.py --export /tmp/fcexport \
         --csv bench/data/taylor_hourly.csv --dataset synthetic --max-series 16 \

@@ -17,7 +17,7 @@
 
 use crate::audit::event::{NewEvent, TokenCreated, TokenRevoked, TokenRotated};
 use crate::audit::{AuditError, AuditLog};
-use crate::providers::sql;
+use crate::store::sql;
 use crate::store::Store;
 use chrono::{DateTime, Duration, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};

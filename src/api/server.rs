@@ -20,9 +20,9 @@
 
 use super::auth::{Principal, Role, TokenStore};
 use crate::audit::AuditLog;
-use crate::daemon::metrics::Metrics;
 use crate::domain::Hour;
 use crate::proposals::{ProposalError, ProposalState, ProposalStore};
+use crate::service::metrics::Metrics;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};

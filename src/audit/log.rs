@@ -232,13 +232,13 @@ impl AuditLog {
         decode(record)
     }
 
-    /// Appends inside a [`Tx`](crate::providers::sql::Tx): the event joins the chain only if
+    /// Appends inside a [`Tx`](crate::store::sql::Tx): the event joins the chain only if
     /// the caller's state change commits with it.
     pub async fn append_in(
-        tx: &mut crate::providers::sql::Tx,
+        tx: &mut crate::store::sql::Tx,
         new: NewEvent,
     ) -> Result<Event, AuditError> {
-        use crate::providers::sql::Tx;
+        use crate::store::sql::Tx;
         match tx {
             Tx::Sqlite(tx) => Self::append_in_sqlite_tx(tx, new).await,
             Tx::Postgres(tx) => Self::append_in_postgres_tx(tx, new).await,

@@ -2,13 +2,13 @@
 //! bill every hour, and compare with the baselines.
 
 use crate::backtest::baselines::{CeQuarterly, ExistingOnly};
-use crate::backtest::planner::{self, PlannerConfig};
 use crate::backtest::report::Comparison;
 use crate::backtest::{
     run as run_backtest, BacktestInput, Marketplace, Planner, Policy, RunResult, Settings,
 };
 use crate::domain::Money;
 use crate::ingest::Scenario;
+use crate::plan::planners::{self as planner, PlannerConfig};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -93,7 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let histories: Vec<Vec<f64>> = groups
         .iter()
-        .map(|g| crate::pipeline::known_history(&model, g, at))
+        .map(|g| crate::plan::demand::known_history(&model, g, at))
         .collect();
     let inputs: Vec<BatchInput<'_>> = histories
         .iter()

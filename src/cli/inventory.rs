@@ -4,7 +4,8 @@
 //! Like every AWS tool it honours `AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL` and the
 //! credential variables; the flags below override them for one run.
 
-use crate::aws::{AssumeRole, AwsClients, AwsSettings, RetrySettings};
+use super::runtime;
+use crate::markets::aws::{AssumeRole, AwsClients, AwsSettings, RetrySettings};
 use anyhow::Context;
 use clap::ValueEnum;
 use std::process::ExitCode;
@@ -73,13 +74,6 @@ pub struct Args {
     /// Print JSON (records, commitments and request ids) instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

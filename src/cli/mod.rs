@@ -8,10 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
 mod audit;
-mod aws_test_server;
 mod backtest;
-mod bench_forecast;
-mod bench_optimize;
 mod check_config;
 mod forecast;
 mod inventory;
@@ -21,7 +18,6 @@ mod policy;
 mod proposals;
 mod report;
 mod run;
-mod synth;
 mod tokens;
 mod usage;
 
@@ -60,12 +56,8 @@ pub enum Command {
     Usage(usage::Args),
     /// Forecast each usage group's hourly baseline with quantiles (P10/P50/P90).
     Forecast(forecast::Args),
-    /// Accuracy (rolling origin, vs seasonal-naive) and speed figures of the forecaster.
-    BenchForecast(bench_forecast::Args),
     /// Compute the purchase plan (one LP across all instruments) with its rationale.
     Plan(plan::Args),
-    /// Time the optimizer on synthetic demand (default 500 groups x 8,760 hours).
-    BenchOptimize(bench_optimize::Args),
     /// Replay rolling decisions over a scenario's evaluation window and compare with baselines.
     Backtest(backtest::Args),
     /// Read, verify and export the append-only audit log.
@@ -90,13 +82,6 @@ pub enum Command {
     Inventory(inventory::Args),
     /// Show what commitments cost in a region, as rate-card offers (cached for a day).
     Offerings(offerings::Args),
-    /// Development: run the local AWS-compatible test server (Savings Plans, EC2 RIs).
-    AwsTestServer(aws_test_server::Args),
-    /// Development: measure the AWS client against an in-process test server.
-    #[command(hide = true)]
-    AwsBench(aws_test_server::BenchArgs),
-    /// Write a synthetic scenario (FOCUS usage, rates, commitments) with a chosen demand shape.
-    Synth(synth::Args),
 }
 
 /// Entry point of the binary.
@@ -106,10 +91,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Usage(args) => usage::run(args),
         Command::Forecast(args) => forecast::run(args),
-        Command::BenchForecast(args) => bench_forecast::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Backtest(args) => backtest::run(args),
-        Command::BenchOptimize(args) => bench_optimize::run(args),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::CheckConfig(args) => check_config::run(args),
@@ -119,9 +102,6 @@ pub fn main() -> ExitCode {
         Command::Tokens(cmd) => tokens::run(cmd),
         Command::Inventory(args) => inventory::run(args),
         Command::Offerings(args) => offerings::run(args),
-        Command::AwsTestServer(args) => aws_test_server::run(args),
-        Command::AwsBench(args) => aws_test_server::bench(args),
-        Command::Synth(args) => synth::run(args),
     };
     match result {
         Ok(code) => code,
@@ -143,4 +123,13 @@ fn init_logging(format: LogFormat, filter: &str) {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// The single-threaded tokio runtime a one-shot command uses to talk to a store or a cloud.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }

@@ -3,9 +3,10 @@
 //!
 //! Cards are cached for a day under `<data dir>/aws-offerings/`; `--refresh` fetches anew.
 
-use super::inventory::{runtime, AwsArgs, ProviderArg};
-use crate::aws::offerings::{CachedRateCard, OfferingsCache};
-use crate::aws::AwsClients;
+use super::inventory::{AwsArgs, ProviderArg};
+use super::runtime;
+use crate::markets::aws::offerings::{CachedRateCard, OfferingsCache};
+use crate::markets::aws::AwsClients;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,7 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &fetched.value,
             );
             cache.store(&card)?;
-            Ok::<_, crate::aws::offerings::CacheError>((card, false, fetched.request_ids))
+            Ok::<_, crate::markets::aws::offerings::CacheError>((card, false, fetched.request_ids))
         } else {
             let l = cache
                 .get_or_refresh(&clients, args.instance_type.as_deref(), now)

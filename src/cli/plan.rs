@@ -20,7 +20,7 @@ use crate::domain::{ActionKind, Hour, Money, PaymentOption, Plan, RateCard, Term
 use crate::ingest::Scenario;
 use crate::optimize::DemandInput;
 use crate::optimize::{self, demand, Constraints, MinUtilization, Options};
-use crate::pipeline::LEVELS;
+use crate::plan::demand::LEVELS;
 use crate::store::Store;
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -105,7 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             )
         } else {
             (
-                crate::pipeline::forecast_demand(&history, at, args.horizon, &mut fallback_notes),
+                crate::plan::demand::forecast_demand(&history, at, args.horizon, &mut fallback_notes),
                 "forecast: P10/P50/P90 paths of the forecaster, from the history before the decision time",
             )
         }
@@ -201,7 +201,7 @@ fn record(
     let url = database_url(db.database_url.as_deref(), db.data_dir.as_deref(), config);
     let shown = crate::store::redact_url(&url);
     let now = chrono::Utc::now();
-    let plan_id = crate::daemon::plan::plan_id(now, digest);
+    let plan_id = crate::service::plan::plan_id(now, digest);
     // Expected savings of the plan: the cost without it minus the cost with it (exact Money).
     let savings = plan.expected.cost_without_plan - plan.expected.cost;
     let actor = std::env::var("USER")

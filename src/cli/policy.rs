@@ -1,6 +1,5 @@
 //! `commitd policy`: validate policy files and show what they allow.
 
-use crate::policy::PolicySet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,7 +26,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let set = PolicySet::load_dir(&args.dir)?;
+    let set = crate::sources::policies::load_dir(&args.dir)?;
     println!(
         "{}: {} valid polic{}",
         args.dir.display(),

@@ -1,12 +1,13 @@
 //! `commitd proposals ...`: decide on proposals from a shell with database access (the HTTP API
 //! offers the same decisions). Who decides is proven, not typed: see [`super::tokens`].
 
+use super::runtime;
 use super::tokens::{resolve_actor, IdentityArgs, AS_REFUSED};
 use crate::api::auth::Role;
 use crate::config::Config;
 use crate::execute::journal;
+use crate::markets::Operation;
 use crate::proposals::{Proposal, ProposalError, ProposalState, ProposalStore};
-use crate::providers::Operation;
 use crate::store::Store;
 use anyhow::{bail, Context};
 use std::path::PathBuf;
@@ -135,13 +136,6 @@ async fn decider(
     let (cfg, store) = open_with_config(config).await?;
     let who = resolve_actor(&cfg, &store, identity, Role::Approver, now).await?;
     Ok((who, store))
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
 }
 
 fn print(p: &Proposal) {

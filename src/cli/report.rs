@@ -42,7 +42,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Validate before touching the database: a bad month changes nothing and names the value.
     let month = Month::parse(args.month.trim()).context("--month")?;
-    let runtime = super::inventory::runtime()?;
+    let runtime = super::runtime()?;
     let report = runtime.block_on(async {
         let config = Config::load(args.db.config.as_deref())?;
         // Read the bill before the database: a bad export is an error that changes nothing.

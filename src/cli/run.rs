@@ -1,7 +1,7 @@
 //! `commitd run`: the service, or one cycle with `--once`.
 
 use crate::config::Config;
-use crate::daemon::service;
+use crate::service::runner;
 use crate::store::redact_url;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -47,11 +47,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let built = service::build(&config)
+        let built = runner::build(&config)
             .await
             .with_context(|| format!("{}", args.config.display()))?;
         if args.once {
-            let report = service::run_once(&built).await?;
+            let report = runner::run_once(&built).await?;
             let db = redact_url(config.database_url().expose());
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -92,7 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             built.store.close().await;
             return Ok(ExitCode::SUCCESS);
         }
-        service::serve(built, &config, args.listen.clone()).await?;
+        runner::serve(built, &config, args.listen.clone()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

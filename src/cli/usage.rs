@@ -96,16 +96,17 @@ fn load(args: &Args) -> anyhow::Result<Report> {
             from.is_none() && to.is_none(),
             "--from/--to do not apply to --cost-explorer-days (it reads the last DAYS days)"
         );
-        let rt = super::inventory::runtime()?;
+        let rt = super::runtime()?;
         let called = rt
             .block_on(async {
-                let clients = crate::aws::AwsClients::connect(&args.aws.settings()).await?;
+                let clients =
+                    crate::markets::aws::AwsClients::connect(&args.aws.settings()).await?;
                 clients
                     .usage_history(chrono::Utc::now(), i64::from(days))
                     .await
             })
             .context("reading usage from AWS Cost Explorer")?;
-        let (model, mut notes) = crate::aws::usage::usage_model(&called.value)
+        let (model, mut notes) = crate::markets::aws::usage::usage_model(&called.value)
             .map_err(anyhow::Error::msg)
             .context("AWS Cost Explorer")?;
         notes.push(format!("request ids: {}", called.request_ids.join(", ")));

@@ -20,7 +20,7 @@
 //!
 //! Release on shutdown expires the row instead of deleting it, so tokens only ever grow.
 
-use crate::providers::sql::{self, Row};
+use crate::store::sql::{self, Row};
 use crate::store::Store;
 use chrono::Duration;
 use std::sync::Mutex;

@@ -41,12 +41,12 @@ use crate::audit::{
 };
 use crate::config::Mode;
 use crate::domain::{Hour, Money};
-use crate::policy::Verdict;
-use crate::proposals::{Proposal, ProposalError, ProposalState, ProposalStore};
-use crate::providers::{
+use crate::markets::{
     CommitmentMarket, ExchangeRequest, Found, Operation, ProviderError, Purchase, PurchaseRequest,
     ReturnRequest, SaleRequest,
 };
+use crate::policy::Verdict;
+use crate::proposals::{Proposal, ProposalError, ProposalState, ProposalStore};
 use chrono::{DateTime, Duration, Utc};
 use lease::Lease;
 use policies::PolicySource;
@@ -835,7 +835,7 @@ impl Executor {
     fn returned(
         &self,
         p: &Proposal,
-        r: crate::providers::Returned,
+        r: crate::markets::Returned,
         instances: Option<u32>,
         reconciled: bool,
     ) -> Completed {
@@ -860,7 +860,7 @@ impl Executor {
         &self,
         p: &Proposal,
         request: &SaleRequest,
-        listed: crate::providers::Listed,
+        listed: crate::markets::Listed,
         reconciled: bool,
     ) -> Completed {
         Completed {
@@ -888,7 +888,7 @@ impl Executor {
     fn exchanged(
         &self,
         p: &Proposal,
-        done: crate::providers::Exchanged,
+        done: crate::markets::Exchanged,
         reconciled: bool,
     ) -> Completed {
         let commitment_id = if done.target_ids.is_empty() {

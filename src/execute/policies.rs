@@ -63,7 +63,7 @@ impl PolicySource {
     /// The policies of `dir`, watched from now on. The first load must succeed: a service does
     /// not start on broken policies.
     pub fn watch(dir: &Path) -> Result<PolicySource, crate::policy::PolicyError> {
-        let set = PolicySet::load_dir(dir)?;
+        let set = crate::sources::policies::load_dir(dir)?;
         Ok(PolicySource {
             dir: Some(dir.to_path_buf()),
             state: Mutex::new(Loaded {
@@ -86,7 +86,7 @@ impl PolicySource {
         };
         let mut state = self.lock();
         if state.digest != digest {
-            state.result = PolicySet::load_dir(dir).map_err(|e| e.to_string());
+            state.result = crate::sources::policies::load_dir(dir).map_err(|e| e.to_string());
             state.digest = digest;
             match &state.result {
                 Ok(set) => tracing::info!(

@@ -1,10 +1,10 @@
 use super::*;
 use crate::audit::{EventFilter, EventKind};
+use crate::markets::sim::SimMarket;
 use crate::policy::Policy;
 use crate::policy::PolicySet;
 use crate::proposals::tests::{action, sqlite};
 use crate::proposals::NewProposal;
-use crate::providers::sim::SimMarket;
 use crate::store::Store;
 use chrono::{Duration, TimeZone};
 use std::path::Path;
@@ -47,7 +47,7 @@ async fn world() -> World {
         audit: AuditLog::open(store.clone()),
         market: Arc::new(SimMarket::new(
             store.clone(),
-            crate::providers::sim::tests::rate_card(),
+            crate::markets::sim::tests::rate_card(),
         )),
         store,
         _dir: dir,
@@ -240,8 +240,7 @@ async fn provider_outages_are_retried_with_the_same_key() {
         proposals: ProposalStore::new(store.clone()),
         audit: AuditLog::open(store.clone()),
         market: Arc::new(
-            SimMarket::new(store.clone(), crate::providers::sim::tests::rate_card())
-                .with_outages(1),
+            SimMarket::new(store.clone(), crate::markets::sim::tests::rate_card()).with_outages(1),
         ),
         store,
         _dir: dir,
@@ -282,8 +281,8 @@ async fn provider_outages_are_retried_with_the_same_key() {
 mod returns_and_exchanges {
     use super::*;
     use crate::domain::{CommitmentAmount, Instrument, Money, PaymentOption};
+    use crate::markets::{Operation, PurchaseRequest};
     use crate::proposals::PlannedAction;
-    use crate::providers::{Operation, PurchaseRequest};
 
     const BOTH: &str = r#"
 name = "aws"
@@ -314,10 +313,10 @@ min_expected_utilization = 0.9
     /// Holds a 2.5 USD/h savings plan bought a day before t(0) and 4 convertible m6i.large
     /// bought 30 days before; returns their ids.
     async fn holdings(w: &World) -> (String, String) {
-        let mut sp = crate::providers::sim::tests::sp_request("2.5");
+        let mut sp = crate::markets::sim::tests::sp_request("2.5");
         sp.start = Hour::from_datetime(t(-24));
         let sp = w.market.purchase(&sp).await.unwrap().commitment.id;
-        let mut ri = crate::providers::sim::tests::sp_request("1");
+        let mut ri = crate::markets::sim::tests::sp_request("1");
         ri.idempotency_key = "k-ri".into();
         ri.spec.instrument = Instrument::ConvertibleReservedInstance;
         ri.spec.payment = PaymentOption::PartialUpfront;
@@ -438,7 +437,7 @@ min_expected_utilization = 0.9
 
     /// Lists 2 of 5 Standard m6i.large RIs bought 40 days before t(0).
     async fn sale(w: &World) -> (String, PlannedAction) {
-        let mut ri = crate::providers::sim::tests::sp_request("1");
+        let mut ri = crate::markets::sim::tests::sp_request("1");
         ri.idempotency_key = "k-std".into();
         ri.spec.instrument = Instrument::StandardReservedInstance;
         ri.spec.payment = PaymentOption::PartialUpfront;
@@ -454,7 +453,7 @@ min_expected_utilization = 0.9
             hourly_cost_removed: Money::from_micros(ri.hourly_cost.micros() * 2 / 5),
             price: Money::from_units(300),
         };
-        a.spec = crate::daemon::optimizer::spec_of(&ri);
+        a.spec = crate::service::optimizer::spec_of(&ri);
         a.spec.amount = CommitmentAmount::Instances(2);
         a.hourly_cost = Money::ZERO;
         a.upfront = Money::ZERO;
@@ -592,7 +591,8 @@ async fn a_global_datapilot_executes_nothing_even_when_approved() {
 /// in force, and every call in the audit log.
 mod faults {
     use super::*;
-    use crate::providers::{sql, BoxFuture, Quote};
+    use crate::markets::{BoxFuture, Quote};
+    use crate::store::sql;
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
@@ -696,7 +696,7 @@ mod faults {
         }
         fn quote<'a>(
             &'a self,
-            spec: &'a crate::providers::PurchaseSpec,
+            spec: &'a crate::markets::PurchaseSpec,
         ) -> BoxFuture<'a, Result<Quote, ProviderError>> {
             self.inner.quote(spec)
         }
@@ -723,7 +723,7 @@ mod faults {
                     .map(|(_, p)| p.clone()))
             })
         }
-        fn deduplicates(&self, _: &Operation, _: &crate::providers::PurchaseSpec) -> bool {
+        fn deduplicates(&self, _: &Operation, _: &crate::markets::PurchaseSpec) -> bool {
             self.dedup
         }
     }

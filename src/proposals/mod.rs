@@ -24,9 +24,9 @@ pub mod journal;
 
 use crate::audit::{canonical::canonical_json, AuditError, NewEvent};
 use crate::domain::Money;
+use crate::markets::{Operation, PurchaseSpec};
 use crate::policy::RecentSpend;
-use crate::providers::sql::{self, ColumnError, Row, Tx, Val};
-use crate::providers::{Operation, PurchaseSpec};
+use crate::store::sql::{self, ColumnError, Row, Tx, Val};
 use crate::store::Store;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::{Deserialize, Serialize};

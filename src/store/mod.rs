@@ -14,6 +14,7 @@
 //! sqlx's TLS features.
 
 pub mod pgtls;
+pub mod sql;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{

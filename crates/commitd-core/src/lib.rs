@@ -1,0 +1,37 @@
+//! # commitd-core
+//!
+//! The part of commitd that decides about money, as a pure library: no async runtime, no
+//! database, no network, no clock (chrono without its `clock` feature), no cloud SDK. Every
+//! function takes data, including the time of a decision, and returns data, so that a decision
+//! can be reproduced from its recorded inputs and the backtest measures exactly what the daemon
+//! runs.
+//!
+//! # Layout
+//!
+//! ```text
+//! domain  <-  ingest, forecast, billing, optimize, policy  <-  plan  <-  backtest
+//! ```
+//!
+//! * [`domain`]: newtypes parsed once (Money, Hour, Provider, Instrument, UsageGroup, ...);
+//!   [`domain::purchase`] (what a purchase is at a provider) and [`domain::rules`] (the
+//!   providers' market rules).
+//! * [`ingest`]: FOCUS CSV / CSV.gz / Parquet readers, usage model, commitments, rate card.
+//! * [`forecast`]: hourly quantiles per usage group, anomaly and level-shift signals.
+//! * [`billing`]: the providers' discount order, hour by hour.
+//! * [`optimize`]: one LP (good_lp + HiGHS) over all instruments, terms and payment options.
+//! * [`policy`]: guardrails parsed from text, evaluated to allow / needs approval / block.
+//! * [`plan`]: the one `Planner` trait and its planners (look-back, forecast, ladder,
+//!   hindsight), run by the daemon and replayed by the backtest.
+//! * [`backtest`]: the replay harness, its metrics, baselines and report.
+//!
+//! The siblings of the middle tier do not import each other, except `optimize` which bills
+//! with `billing`'s rules and `policy` which bounds the optimizer (`PolicySet::planning_bounds`).
+
+pub mod backtest;
+pub mod billing;
+pub mod domain;
+pub mod forecast;
+pub mod ingest;
+pub mod optimize;
+pub mod plan;
+pub mod policy;

@@ -1,0 +1,296 @@
+//! Where a cycle's plan comes from. [`Planner`] is the seam between the service and the pure
+//! core: the optimizer-backed planner runs ingest -> forecast -> optimize on the configured
+//! source; [`PlanFile`] replays a plan computed elsewhere (a JSON file), which is also how the
+//! integration tests give the daemon a plan they control.
+
+use crate::domain::{Commitment, Money};
+use crate::proposals::PlannedAction;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("cannot read plan file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: line {line}, column {column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("planning failed: {0}")]
+    Failed(String),
+}
+
+/// Portfolio figures the plan expects (for /metrics and the cycle summary).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Expectation {
+    pub esr: f64,
+    pub coverage: f64,
+    pub utilization: f64,
+}
+
+/// One cycle's plan, in the form the daemon acts on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CyclePlan {
+    pub plan_id: String,
+    /// SHA-256 of the inputs (hex).
+    pub inputs_digest: String,
+    pub solver_status: String,
+    pub objective: Option<Money>,
+    pub expected_savings: Option<Money>,
+    pub expected: Option<Expectation>,
+    pub actions: Vec<PlannedAction>,
+    pub notes: Vec<String>,
+    /// Some(why): the planner found nothing new to decide since its last cycle, so this plan
+    /// has no actions and does not supersede the open proposals of earlier cycles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unchanged: Option<String>,
+}
+
+impl CyclePlan {
+    /// The plan as a table for people (`commitd run --once`).
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "plan {} ({} action{}, solver: {})\n",
+            self.plan_id,
+            self.actions.len(),
+            if self.actions.len() == 1 { "" } else { "s" },
+            self.solver_status
+        );
+        if let Some(e) = &self.expected {
+            out.push_str(&format!(
+                "expected: ESR {:.1}%, coverage {:.1}%, utilization {:.1}%\n",
+                e.esr * 100.0,
+                e.coverage * 100.0,
+                e.utilization * 100.0
+            ));
+        }
+        if let Some(s) = self.expected_savings {
+            out.push_str(&format!("expected savings: {s} USD\n"));
+        }
+        for (i, a) in self.actions.iter().enumerate() {
+            out.push_str(&format!(
+                "  {:>2}. {}  cost {} USD/h, upfront {} USD, expected savings {} USD{}\n",
+                i + 1,
+                a.describe(),
+                a.hourly_cost,
+                a.upfront,
+                a.expected_savings,
+                a.expected_utilization
+                    .map(|u| format!(", utilization {:.1}%", u * 100.0))
+                    .unwrap_or_default()
+            ));
+            if !a.summary.is_empty() {
+                out.push_str(&format!("      {}\n", a.summary));
+            }
+        }
+        for n in &self.notes {
+            out.push_str(&format!("  note: {n}\n"));
+        }
+        out
+    }
+}
+
+/// Computes the plan for a cycle. Synchronous and CPU-bound: the daemon runs it on a blocking
+/// thread. `held` is the provider's inventory at the start of the cycle: commitments the plan
+/// must count as existing (alongside any the source lists), so that nothing is bought twice.
+pub trait Planner: Send + Sync {
+    /// The plan, with what the cycle learnt from the market: the held savings plans that may
+    /// be returned, and the market's current commitment offers. Planners that cannot use them
+    /// ignore them.
+    fn plan_cycle(
+        &self,
+        now: DateTime<Utc>,
+        inputs: &CycleInputs<'_>,
+    ) -> Result<CyclePlan, PlanError>;
+
+    /// How many days of the market's own usage records the planner plans from (`[source]
+    /// cost_explorer_days`); None: it reads its usage from its source.
+    fn market_usage_days(&self) -> Option<u32> {
+        None
+    }
+
+    /// The plan with nothing read from a market but its inventory.
+    fn plan(&self, now: DateTime<Utc>, held: &[Commitment]) -> Result<CyclePlan, PlanError> {
+        self.plan_cycle(now, &CycleInputs::without_market(held))
+    }
+}
+
+impl<'a> CycleInputs<'a> {
+    /// Only the inventory: nothing returnable, no market offers.
+    pub fn without_market(held: &'a [Commitment]) -> CycleInputs<'a> {
+        static NONE: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        CycleInputs {
+            held,
+            returnable: &NONE,
+            offers: None,
+            usage: None,
+            gives_up: GivesUp::default(),
+            listings: &[],
+            refunds: &[],
+        }
+    }
+}
+
+/// What the market executes of giving up reservations: the planner gives up idle ones only
+/// where it does, since purchases sized on giving them up would otherwise under-buy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GivesUp {
+    /// Azure reservations returned in part ([`crate::markets::CommitmentMarket::returns_reservations`]).
+    pub returns: bool,
+    /// Standard RIs listed on the Marketplace ([`crate::markets::CommitmentMarket::sells_reservations`]).
+    pub sales: bool,
+}
+
+impl GivesUp {
+    pub fn of(market: &dyn crate::markets::CommitmentMarket) -> GivesUp {
+        GivesUp {
+            returns: market.returns_reservations(),
+            sales: market.sells_reservations(),
+        }
+    }
+}
+
+/// What the daemon reads from the market at the start of a cycle, for the planner.
+#[derive(Clone, Copy, Debug)]
+pub struct CycleInputs<'a> {
+    /// The market's inventory (counted as existing commitments).
+    pub held: &'a [Commitment],
+    /// Held savings plans bought by commitd and inside their return window now: the plan may
+    /// return them if the new forecast no longer wants them.
+    pub returnable: &'a std::collections::BTreeSet<String>,
+    /// The market's commitment offers (AWS: the offering APIs, cached for a day); they replace
+    /// the source rate card's offers for the same products, so plans are priced as the
+    /// purchase will be. None: the source rate card alone.
+    pub offers: Option<&'a crate::domain::RateCard>,
+    /// The market's usage records, when the planner asked for them
+    /// ([`Planner::market_usage_days`]).
+    pub usage: Option<&'a crate::markets::UsageHistory>,
+    /// What the market executes of giving up reservations.
+    pub gives_up: GivesUp,
+    /// The market's Marketplace listings (instances listed are not listed again).
+    pub listings: &'a [crate::markets::Listed],
+    /// The market's reservation refunds, as (hour, amount): returns stay within Azure's
+    /// rolling cap.
+    pub refunds: &'a [(crate::domain::Hour, crate::domain::Money)],
+}
+
+/// The file form of a plan: the actions, and optionally the solver's figures.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFileBody {
+    #[serde(default)]
+    solver_status: Option<String>,
+    #[serde(default)]
+    expected_savings: Option<Money>,
+    #[serde(default)]
+    expected: Option<Expectation>,
+    actions: Vec<PlannedAction>,
+}
+
+/// Replays a plan from a JSON file, re-read every cycle (so it can be replaced between cycles).
+pub struct PlanFile {
+    pub path: PathBuf,
+}
+
+/// A plan id unique per cycle ("plan-20261124T060000.123Z-1a2b3c4d-5e6f7a8b"): time of the
+/// cycle, digest of the inputs, and a nonce from the nanosecond time and the process id. A
+/// re-plan of the same inputs must get a new id, or it would not supersede the earlier
+/// proposals (two one-shot runs can start within the same millisecond).
+pub fn plan_id(now: DateTime<Utc>, digest: &str) -> String {
+    let nonce = hex::encode(Sha256::digest(
+        format!(
+            "{}\n{}\n{digest}",
+            now.timestamp_nanos_opt().unwrap_or_default(),
+            std::process::id()
+        )
+        .as_bytes(),
+    ));
+    format!(
+        "plan-{}-{}-{}",
+        now.format("%Y%m%dT%H%M%S%.3fZ"),
+        &digest[..digest.len().min(8)],
+        &nonce[..8]
+    )
+}
+
+impl PlanFile {
+    pub fn read(path: &Path, now: DateTime<Utc>) -> Result<CyclePlan, PlanError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PlanError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let body: PlanFileBody = serde_json::from_str(&text).map_err(|e| PlanError::Syntax {
+            path: path.to_path_buf(),
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        })?;
+        let digest = hex::encode(Sha256::digest(text.as_bytes()));
+        Ok(CyclePlan {
+            plan_id: plan_id(now, &digest),
+            inputs_digest: digest,
+            solver_status: body.solver_status.unwrap_or_else(|| "from file".into()),
+            objective: None,
+            expected_savings: body
+                .expected_savings
+                .or_else(|| Some(body.actions.iter().map(|a| a.expected_savings).sum())),
+            expected: body.expected,
+            actions: body.actions,
+            notes: vec![format!("plan read from {}", path.display())],
+            unchanged: None,
+        })
+    }
+}
+
+impl Planner for PlanFile {
+    /// A plan file is replayed as written: it was computed elsewhere, from whatever inventory
+    /// its author saw, so neither the inventory nor the market's offers change it.
+    fn plan_cycle(
+        &self,
+        now: DateTime<Utc>,
+        _inputs: &CycleInputs<'_>,
+    ) -> Result<CyclePlan, PlanError> {
+        PlanFile::read(&self.path, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn reads_a_plan_file_and_names_errors_by_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.json");
+        let action = crate::proposals::tests::action("2.5");
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&serde_json::json!({"actions": [action]})).unwrap(),
+        )
+        .unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 6, 0, 0).unwrap();
+        let plan = PlanFile::read(&path, now).unwrap();
+        assert_eq!(plan.actions, vec![crate::proposals::tests::action("2.5")]);
+        assert!(
+            plan.plan_id.starts_with("plan-20261124T060000.000Z-"),
+            "{}",
+            plan.plan_id
+        );
+        // The same file at the same instant in another cycle is another plan.
+        let again = PlanFile::read(&path, now + chrono::Duration::nanoseconds(1)).unwrap();
+        assert_ne!(again.plan_id, plan.plan_id);
+        assert!(plan.render().contains("ComputeSavingsPlan"));
+        std::fs::write(&path, "{\"actions\": [\n {\"spec\": 1}\n]}").unwrap();
+        let e = PlanFile::read(&path, now).unwrap_err().to_string();
+        assert!(e.contains("plan.json") && e.contains("line 2"), "{e}");
+    }
+}
