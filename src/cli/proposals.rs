@@ -3,7 +3,7 @@
 
 use super::runtime;
 use super::tokens::{resolve_actor, IdentityArgs, AS_REFUSED};
-use crate::api::auth::Role;
+use crate::identity::Role;
 use crate::config::Config;
 use crate::execute::journal;
 use crate::markets::Operation;

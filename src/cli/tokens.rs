@@ -9,7 +9,7 @@
 //! refused.
 
 use super::proposals::ConfigArg;
-use crate::api::auth::{Role, TokenStore};
+use crate::identity::{Role, TokenStore};
 use crate::config::Config;
 use crate::store::Store;
 use anyhow::{bail, Context};
