@@ -628,9 +628,8 @@ pub fn checkpointer(
         sinks.push(Sink::File(path.clone()));
     }
     if let Some(url) = config.audit.checkpoint_webhook_url.clone() {
-        let client =
-            WebhookClient::new(config.daemon.webhook_ca_file.as_deref())
-                .map_err(|e| StartupError::Config(format!("[audit] checkpoint webhook: {e}")))?;
+        let client = WebhookClient::new(config.daemon.webhook_ca_file.as_deref())
+            .map_err(|e| StartupError::Config(format!("[audit] checkpoint webhook: {e}")))?;
         sinks.push(Sink::Webhook(post_json(move |body| {
             let (client, url) = (client.clone(), url.clone());
             async move {

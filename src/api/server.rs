@@ -18,9 +18,9 @@
 //! `max_body_bytes` of it (413 beyond): an anonymous client cannot make the server read
 //! anything but headers. The transport (TLS, timeouts, connection limit) is [`super::transport`].
 
-use crate::identity::{Principal, Role, TokenStore};
 use crate::audit::AuditLog;
 use crate::domain::Hour;
+use crate::identity::{Principal, Role, TokenStore};
 use crate::proposals::{ProposalError, ProposalState, ProposalStore};
 use crate::telemetry::Metrics;
 use axum::body::{Body, Bytes};

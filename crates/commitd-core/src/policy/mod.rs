@@ -836,9 +836,7 @@ impl Rule {
             Rule::AllowGiveUp => "allow.give_up",
             Rule::MinExpectedUtilization => "limits.min_expected_utilization",
             Rule::MaxNewHourlyCommitmentPerDay => "limits.max_new_hourly_commitment_per_day",
-            Rule::MaxNewHourlyCommitmentPer30Days => {
-                "limits.max_new_hourly_commitment_per_30_days"
-            }
+            Rule::MaxNewHourlyCommitmentPer30Days => "limits.max_new_hourly_commitment_per_30_days",
             Rule::MaxUpfrontPerDay => "limits.max_upfront_per_day",
             Rule::MaxUpfrontPer30Days => "limits.max_upfront_per_30_days",
             Rule::MaxHourlyGivenUpPerDay => "limits.max_hourly_given_up_per_day",
@@ -1274,7 +1272,10 @@ mod tests {
             (Rule::AllowTerms, "allow.terms"),
             (Rule::AllowPaymentOptions, "allow.payment_options"),
             (Rule::AllowGiveUp, "allow.give_up"),
-            (Rule::MinExpectedUtilization, "limits.min_expected_utilization"),
+            (
+                Rule::MinExpectedUtilization,
+                "limits.min_expected_utilization",
+            ),
             (
                 Rule::MaxNewHourlyCommitmentPerDay,
                 "limits.max_new_hourly_commitment_per_day",
