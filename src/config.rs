@@ -149,7 +149,49 @@ pub struct DaemonConfig {
     pub plan_file: Option<PathBuf>,
     /// Where purchases are made: "sim" (the built-in simulated market, the default) or "aws"
     /// (the AWS SDK, settings in `[aws]`).
-    pub provider: String,
+    pub provider: MarketKind,
+}
+
+/// The market the service buys in (`[daemon] provider`), parsed once when the configuration
+/// loads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum MarketKind {
+    /// The built-in simulated market, priced from the `[source]` rate card.
+    #[default]
+    Sim,
+    /// AWS through its SDK, with the settings of `[aws]`.
+    Aws,
+}
+
+impl MarketKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MarketKind::Sim => "sim",
+            MarketKind::Aws => "aws",
+        }
+    }
+}
+
+impl std::fmt::Display for MarketKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for MarketKind {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        match text.as_str() {
+            "sim" => Ok(MarketKind::Sim),
+            "aws" => Ok(MarketKind::Aws),
+            other => Err(format!(
+                "[daemon] provider = '{other}': the built-in providers are 'sim' (the simulated \
+                 market) and 'aws'"
+            )),
+        }
+    }
 }
 
 impl Default for DaemonConfig {
@@ -165,7 +207,7 @@ impl Default for DaemonConfig {
             webhook_url: None,
             webhook_ca_file: None,
             plan_file: None,
-            provider: "sim".into(),
+            provider: MarketKind::Sim,
         }
     }
 }
@@ -266,7 +308,7 @@ impl Default for IdentityConfig {
     fn default() -> Self {
         IdentityConfig {
             os_users: BTreeMap::new(),
-            token_ttl_days: crate::api::auth::DEFAULT_TTL_DAYS as u32,
+            token_ttl_days: crate::identity::DEFAULT_TTL_DAYS as u32,
         }
     }
 }
@@ -283,11 +325,11 @@ impl IdentityConfig {
             if !login_ok {
                 return Err((key, format!("'{login}' is not an OS login name")));
             }
-            if let Err(e) = crate::api::auth::check_identity(identity) {
+            if let Err(e) = crate::identity::check_identity(identity) {
                 return Err((key, format!("'{identity}': {e}")));
             }
         }
-        let max = crate::api::auth::MAX_TTL_DAYS as u32;
+        let max = crate::identity::MAX_TTL_DAYS as u32;
         if !(1..=max).contains(&self.token_ttl_days) {
             return Err((
                 "identity.token_ttl_days".into(),
@@ -768,7 +810,7 @@ impl Config {
                         .to_string(),
                 );
             }
-            if self.daemon.provider != "aws" {
+            if self.daemon.provider != MarketKind::Aws {
                 return Err(format!(
                     "[source] cost_explorer_days reads AWS Cost Explorer: it needs [daemon] provider = \"aws\" (it is '{}')",
                     self.daemon.provider
@@ -793,13 +835,6 @@ impl Config {
                         .to_string(),
                 );
             }
-        }
-        if !["sim", "aws"].contains(&self.daemon.provider.as_str()) {
-            return Err(format!(
-                "[daemon] provider = '{}': the built-in providers are 'sim' (the simulated \
-                 market) and 'aws'",
-                self.daemon.provider
-            ));
         }
         self.audit.validate()?;
         if self.billing_latency_hours > 24 * 31 {
@@ -1166,7 +1201,7 @@ mod tests {
             &env(&[("COMMITD_AWS__ENDPOINT_URL", "http://127.0.0.1:4566")]),
         )
         .unwrap();
-        assert_eq!(c.daemon.provider, "aws");
+        assert_eq!(c.daemon.provider, MarketKind::Aws);
         assert_eq!(c.aws.region.as_deref(), Some("eu-west-1"));
         assert_eq!(c.aws.endpoint_url.as_deref(), Some("http://127.0.0.1:4566"));
         assert_eq!(c.aws.retry.max_attempts, 3);

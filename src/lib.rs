@@ -19,19 +19,23 @@
 //! every decision ──> audit (hash-chained events) ──> store (SQLite or PostgreSQL)
 //! ```
 //!
-//! * [`domain`]: newtypes parsed once (Money, Hour, Provider, Instrument, UsageGroup, ...).
-//! * [`ingest`]: FOCUS CSV / CSV.gz / Parquet readers, usage model, commitments, rate card.
-//! * [`synth`]: deterministic synthetic scenarios (FOCUS bills with chosen demand shapes).
-//! * [`forecast`], [`optimize`], [`billing`]: the pure core. No I/O, no async, no clock:
-//!   they take data and return data, so they are tested and benchmarked in isolation.
-//! * [`backtest`]: replays the core over a scenario's evaluation window.
-//! * [`store`]: sqlx pools and migrations; [`audit`]: the append-only, hash-chained event log.
-//! * [`config`]: the TOML file and `COMMITD_` environment overrides.
-//! * [`daemon`] -> [`policy`] -> [`proposals`] -> [`execute`] -> [`providers`] / [`aws`]: the
-//!   service. A cycle plans (the backtest's look-back planner by default), policy judges each
-//!   action, people approve, and the executor buys, returns, exchanges or lists on the RI
-//!   Marketplace through a market (simulated or AWS), exactly once per idempotency key.
-//! * [`cli`]: the composition root; the only place that wires I/O to the core.
+//! * The pure core, in `commitd-core` and re-exported here: [`domain`], [`ingest`],
+//!   [`forecast`], [`billing`], [`optimize`], [`policy`], [`plan`], [`backtest`]. No I/O, no
+//!   async, no clock: they take data and return data.
+//! * [`config`]: the TOML file and `COMMITD_` environment overrides, parsed once into types
+//!   (the market kind is [`config::MarketKind`], not a string).
+//! * [`store`] <- [`audit`] <- [`proposals`] <- [`execute`] <- [`service`] <- [`startup`] /
+//!   [`cli`]: the service. A cycle plans, policy judges each action (naming the
+//!   [`policy::Rule`]), people approve, and the executor buys, returns, exchanges or lists
+//!   through a market ([`markets`]: simulated or AWS), exactly once per idempotency key.
+//!   [`markets`] use only [`store`] and the core's [`domain`].
+//! * [`startup`]: the one composition root (`Application::build(config)`, `port()`,
+//!   `run_until_stopped(shutdown)`), used by `commitd run` and by tests.
+//! * [`api`]: the HTTP API. It uses [`proposals`], [`audit`], [`identity`] (bearer tokens)
+//!   and [`telemetry`] (the metrics `/metrics` renders from cached figures); never
+//!   [`markets`] nor [`service`], and [`service`] never uses it.
+//! * [`notify`]: chat webhooks and systemd notifications; [`report`]: the finance report;
+//!   [`sources`]: loading usage (scenario, FOCUS, Cost Explorer, plan file).
 //!
 //! See `docs/ARCHITECTURE.md` for which module may depend on which.
 
@@ -40,12 +44,16 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod execute;
+pub mod identity;
 pub mod markets;
+pub mod notify;
 pub mod proposals;
 pub mod report;
 pub mod service;
 pub mod sources;
+pub mod startup;
 pub mod store;
+pub mod telemetry;
 
 // The pure core, re-exported under the paths the service uses (`crate::domain`, ...): one
 // definition, in `commitd-core`.

@@ -7,13 +7,13 @@
 //! [`server::router`]) on 127.0.0.1:0, over a fresh SQLite store.
 
 use chrono::{Duration as Days, Utc};
-use commitd::api::auth::{Role, TokenStore};
 use commitd::api::server::{router, AppState};
 use commitd::api::transport::{self, Transport};
 use commitd::audit::AuditLog;
+use commitd::identity::{Role, TokenStore};
 use commitd::proposals::ProposalStore;
-use commitd::service::metrics::Metrics;
 use commitd::store::Store;
+use commitd::telemetry::Metrics;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

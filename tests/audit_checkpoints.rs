@@ -770,7 +770,7 @@ async fn the_independent_python_verifier_agrees() {
 
 #[tokio::test]
 async fn the_service_refuses_a_key_without_a_sink_and_a_bad_key() {
-    use commitd::service::runner::checkpointer;
+    use commitd::startup::checkpointer;
     let db = databases().await.remove(0);
     let log = db.log().await;
     let dir = tempfile::tempdir().unwrap();

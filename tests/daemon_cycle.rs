@@ -351,3 +351,55 @@ fn a_newer_plan_supersedes_open_proposals_and_stale_approvals_are_refused() {
     assert_eq!(expired[0]["payload"]["superseded_by"], newer["plan_id"]);
     s.verify_audit();
 }
+
+/// The composition root in process, as `commitd run` uses it but without signals:
+/// `Application::build` binds port 0, `run_until_stopped` serves until the shutdown passed in
+/// completes, then releases the lease, stops HTTP and returns.
+#[test]
+fn the_application_runs_in_process_until_its_shutdown_completes() {
+    use commitd::startup::{Application, Shutdown};
+    let s = Setup::new("copilot", false).unwrap();
+    let mut config =
+        commitd::config::Config::load_with_env(Some(&s.config), &Default::default()).unwrap();
+    config.daemon.listen = Some("127.0.0.1:0".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let app = Application::build(config).await.unwrap();
+        let port = app.port().expect("[daemon] listen is set");
+        assert_ne!(port, 0, "the OS picks the port");
+        let addr = format!("127.0.0.1:{port}");
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let running = tokio::spawn(
+            app.run_until_stopped(async move { stopped.await.unwrap_or(Shutdown::Graceful) }),
+        );
+        let get = |path: &'static str| {
+            let addr = addr.clone();
+            tokio::task::spawn_blocking(move || http(&addr, "GET", path, None, None))
+        };
+        let a = addr.clone();
+        tokio::task::spawn_blocking(move || {
+            eventually(20, || match http(&a, "GET", "/readyz", None, None) {
+                Ok((200, _)) => Some(()),
+                _ => None,
+            })
+        })
+        .await
+        .unwrap();
+        // /metrics renders from the service's own figures.
+        let (status, body) = get("/metrics").await.unwrap().unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("commitd_executor_leader"), "{body}");
+        stop.send(Shutdown::Graceful).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(30), running)
+            .await
+            .expect("stops within the grace period")
+            .unwrap()
+            .unwrap();
+        // Nothing listens any more.
+        assert!(get("/healthz").await.unwrap().is_err());
+    });
+}

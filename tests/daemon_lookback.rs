@@ -479,8 +479,8 @@ async fn a_service_cycle_with_nothing_new_buys_nothing_and_leaves_proposals_open
     )
     .unwrap();
     let config = commitd::config::Config::load_with_env(Some(&path), &Default::default()).unwrap();
-    let built = commitd::service::runner::build(&config).await.unwrap();
-    let daemon = &built.daemon;
+    let app = commitd::startup::Application::build(config).await.unwrap();
+    let daemon = app.service();
     let start = chrono::DateTime::parse_from_rfc3339("2026-11-10T06:00:00Z")
         .unwrap()
         .with_timezone(&chrono::Utc);

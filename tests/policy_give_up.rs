@@ -5,7 +5,7 @@
 
 use commitd::config::Mode;
 use commitd::domain::{Hour, Money};
-use commitd::policy::{OperationKind, PolicySet, RecentSpend, Verdict};
+use commitd::policy::{OperationKind, PolicySet, RecentSpend, Rule, Verdict};
 use commitd::proposals::PlannedAction;
 use serde_json::json;
 
@@ -53,10 +53,10 @@ fn give_up(kind: &str, hourly_removed: &str) -> PlannedAction {
     )
 }
 
-fn verdict(a: &PlannedAction, recent: &RecentSpend) -> (Verdict, Option<String>) {
+fn verdict(a: &PlannedAction, recent: &RecentSpend) -> (Verdict, Option<Rule>) {
     let now = Hour::parse("2026-10-10T00:00:00Z").unwrap();
     let d = shipped().evaluate(&a.facts(), recent, now, Mode::Autopilot);
-    (d.verdict, d.blocking_rule().map(|r| r.rule.clone()))
+    (d.verdict, d.blocking_rule().map(|r| r.rule))
 }
 
 #[test]
@@ -120,10 +120,7 @@ fn the_shipped_aws_policy_judges_give_ups_by_what_they_give_up() {
         };
         assert_eq!(
             verdict(&give_up(kind, "1.5"), &today),
-            (
-                Verdict::Block,
-                Some("limits.max_hourly_given_up_per_day".to_string())
-            ),
+            (Verdict::Block, Some(Rule::MaxHourlyGivenUpPerDay)),
             "{kind}"
         );
     }

@@ -1,8 +1,10 @@
 //! The HTTP API (axum): health, readiness, Prometheus metrics and the proposals API with bearer
-//! tokens ([`server`], [`auth`]), served with TLS and limits by [`transport`]; plus the chat
-//! webhook notification ([`webhook`]).
+//! tokens ([`server`], tokens in [`crate::identity`]), served with TLS and limits by
+//! [`transport`].
+//!
+//! It reads and writes through `proposals`, `audit`, `identity` and `telemetry` only: never a
+//! market (no request reaches a provider) and never `service` (an approval wakes the executor
+//! through a `Notify` the composition root shares, see [`crate::startup`]).
 
-pub mod auth;
 pub mod server;
 pub mod transport;
-pub mod webhook;

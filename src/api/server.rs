@@ -12,17 +12,17 @@
 //!
 //! The token's name is the actor of the decision. The API never calls a provider: a completing
 //! approval wakes the daemon's executor, which runs the execution with its lease and checks;
-//! `/metrics` shows the inventory the daemon's last cycle read (see [`Metrics`]).
+//! `/metrics` shows the inventory the service last read (see [`Metrics`]).
 //!
 //! A request body is read only after its bearer token is accepted, and at most
 //! `max_body_bytes` of it (413 beyond): an anonymous client cannot make the server read
 //! anything but headers. The transport (TLS, timeouts, connection limit) is [`super::transport`].
 
-use super::auth::{Principal, Role, TokenStore};
 use crate::audit::AuditLog;
 use crate::domain::Hour;
+use crate::identity::{Principal, Role, TokenStore};
 use crate::proposals::{ProposalError, ProposalState, ProposalStore};
-use crate::service::metrics::Metrics;
+use crate::telemetry::Metrics;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};

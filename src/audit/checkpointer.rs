@@ -26,7 +26,7 @@ use std::time::Duration;
 
 /// POSTs a JSON body somewhere; the error is a one-line message that never contains a secret
 /// URL. (A function rather than the webhook client itself, so that `audit` does not depend on
-/// `api`: the composition root passes `api::webhook::WebhookClient::post_json` in.)
+/// `api`: the composition root passes `notify::chat::WebhookClient::post_json` in.)
 pub type PostJson =
     Arc<dyn Fn(Value) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 

@@ -283,8 +283,7 @@ async fn run_async(cmd: Command) -> anyhow::Result<ExitCode> {
             // Reading is all a checkpoint needs: the database is not migrated nor written.
             let (store, _) = open_read_only(&url).await?;
             let log = AuditLog::open(store);
-            let Some((mut writer, _)) = crate::service::runner::checkpointer(&config, log.clone())?
-            else {
+            let Some((mut writer, _)) = crate::startup::checkpointer(&config, log.clone())? else {
                 bail!("no checkpoint key configured");
             };
             let outcome = writer.checkpoint(Utc::now()).await;

@@ -58,7 +58,7 @@ fn check_paths(config: &Config) -> anyhow::Result<()> {
     }
     if let Some(ca) = &config.daemon.webhook_ca_file {
         // Exists and holds parsable PEM certificates (the error names the file).
-        crate::api::webhook::load_ca_file(ca)
+        crate::notify::chat::load_ca_file(ca)
             .map_err(|e| anyhow::anyhow!("[daemon] webhook_ca_file = {e}"))?;
     }
     // The API's certificate and key load and match (the error names the file).

@@ -3,9 +3,9 @@
 
 use super::runtime;
 use super::tokens::{resolve_actor, IdentityArgs, AS_REFUSED};
-use crate::api::auth::Role;
 use crate::config::Config;
 use crate::execute::journal;
+use crate::identity::Role;
 use crate::markets::Operation;
 use crate::proposals::{Proposal, ProposalError, ProposalState, ProposalStore};
 use crate::store::Store;

@@ -1,7 +1,7 @@
 //! `commitd run`: the service, or one cycle with `--once`.
 
 use crate::config::Config;
-use crate::service::runner;
+use crate::startup::{self, Application, Signals};
 use crate::store::redact_url;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -30,28 +30,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    // The service writes to sockets whose peer may be gone (an API client that hung up, a
-    // PostgreSQL connection the server terminated, seen through the TLS relay's Unix socket):
-    // that must be an error on that one connection, never SIGPIPE killing the process.
-    // `main` restores the default disposition so that the filter-style commands end quietly
-    // in a closed pipe; the service ignores it again before any thread starts.
-    #[cfg(unix)]
-    // SAFETY: setting a signal's disposition to ignore, before the runtime's threads start.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
-    let config = Config::load(Some(&args.config))?;
+    startup::ignore_sigpipe();
+    let mut config = Config::load(Some(&args.config))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let built = runner::build(&config)
-            .await
-            .with_context(|| format!("{}", args.config.display()))?;
         if args.once {
-            let report = runner::run_once(&built).await?;
+            let report = startup::run_once(&config)
+                .await
+                .with_context(|| format!("{}", args.config.display()))?;
             let db = redact_url(config.database_url().expose());
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -89,10 +79,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("audit log: {db}");
                 println!("  verify: commitd audit verify --database '{db}'");
             }
-            built.store.close().await;
             return Ok(ExitCode::SUCCESS);
         }
-        runner::serve(built, &config, args.listen.clone()).await?;
+        if let Some(listen) = args.listen.clone() {
+            config.daemon.listen = Some(listen);
+        }
+        let app = Application::build(config)
+            .await
+            .with_context(|| format!("{}", args.config.display()))?;
+        let shutdown = Signals::install()?.handle(app.policies());
+        if let Some(addr) = app.local_addr() {
+            // Tests and scripts read this line to find a port chosen by the OS (":0").
+            println!("commitd: listening on {}://{addr}", app.scheme());
+        }
+        app.run_until_stopped(shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -9,8 +9,8 @@
 //! refused.
 
 use super::proposals::ConfigArg;
-use crate::api::auth::{Role, TokenStore};
 use crate::config::Config;
+use crate::identity::{Role, TokenStore};
 use crate::store::Store;
 use anyhow::{bail, Context};
 use chrono::{DateTime, Duration, Utc};

@@ -45,7 +45,7 @@ use crate::markets::{
     CommitmentMarket, ExchangeRequest, Found, Operation, ProviderError, Purchase, PurchaseRequest,
     ReturnRequest, SaleRequest,
 };
-use crate::policy::Verdict;
+use crate::policy::{Rule, Verdict};
 use crate::proposals::{Proposal, ProposalError, ProposalState, ProposalStore};
 use chrono::{DateTime, Duration, Utc};
 use lease::Lease;
@@ -173,7 +173,7 @@ pub enum Outcome {
     Blocked {
         proposal_id: String,
         policy: String,
-        rule: String,
+        rule: Rule,
         reason: String,
     },
     Failed {
@@ -382,8 +382,8 @@ impl Executor {
         }
         let (rule, reason) = decision
             .blocking_rule()
-            .map(|c| (c.rule.clone(), c.detail.clone()))
-            .unwrap_or_else(|| ("policy".into(), "blocked".into()));
+            .map(|c| (c.rule, c.detail.clone()))
+            .unwrap_or_else(|| (Rule::Policy, "blocked".into()));
         let outcome = format!(
             "blocked at execution by {} {rule}: {reason}",
             decision.policy
@@ -395,7 +395,7 @@ impl Executor {
             PolicyBlocked {
                 proposal_id: Some(p.id.clone()),
                 policy: decision.policy.clone(),
-                rule: rule.clone(),
+                rule: rule.to_string(),
                 reason: reason.clone(),
             },
         )

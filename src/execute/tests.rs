@@ -225,7 +225,7 @@ async fn limits_are_enforced_at_execution_time_from_what_was_committed() {
     let Outcome::Blocked { rule, reason, .. } = &out[1] else {
         panic!("{out:?}")
     };
-    assert_eq!(rule, "limits.max_new_hourly_commitment_per_day");
+    assert_eq!(*rule, crate::policy::Rule::MaxNewHourlyCommitmentPerDay);
     assert!(reason.contains("2.5 already + 2.5"), "{reason}");
     let blocked = w.proposals.get(&second.id).await.unwrap().unwrap();
     assert_eq!(blocked.state, ProposalState::Failed);
@@ -575,8 +575,8 @@ async fn a_global_datapilot_executes_nothing_even_when_approved() {
         panic!("expected one blocked outcome, got {out:?}");
     };
     assert_eq!(
-        (proposal_id.as_str(), rule.as_str()),
-        (p.id.as_str(), "mode")
+        (proposal_id.as_str(), *rule),
+        (p.id.as_str(), crate::policy::Rule::Mode)
     );
     assert!(w.market.inventory().await.unwrap().is_empty());
     assert_eq!(w.count(EventKind::PolicyBlocked).await, 1);
@@ -907,7 +907,7 @@ mod faults {
         .unwrap();
         let out = ticks(&x, &[2, 3]).await;
         assert!(
-            matches!(&out[0], Outcome::Blocked { rule, .. } if rule == "kill_switch"),
+            matches!(&out[0], Outcome::Blocked { rule, .. } if *rule == crate::policy::Rule::KillSwitch),
             "{out:?}"
         );
         assert_eq!(m.calls(), 1);

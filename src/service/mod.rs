@@ -1,5 +1,6 @@
-//! The daemon: one cycle (plan -> policy -> proposals / execution -> audit), the modes, the
-//! schedules, graceful shutdown, systemd notification and the executor lease.
+//! The service: one cycle (plan -> policy -> proposals / execution -> audit), the modes, the
+//! schedules and the executor lease. It is wired and run (HTTP, signals, systemd, the lease
+//! renewal task) by [`crate::startup`]; it never imports `api`.
 //!
 //! A cycle, run only by the replica holding the executor lease:
 //! 1. reconcile `executing` proposals and execute `approved` ones (before planning, so that a
@@ -16,11 +17,8 @@
 //! completing approval) repeats step 1.
 
 pub mod lookback;
-pub mod metrics;
-pub mod notify;
 pub mod optimizer;
 pub mod plan;
-pub mod runner;
 pub mod schedule;
 
 pub use crate::execute::lease;
@@ -29,10 +27,11 @@ use crate::audit::{AuditError, AuditLog, NewEvent, PlanComputed, PolicyBlocked};
 use crate::config::Mode;
 use crate::domain::Hour;
 use crate::execute::{ExecuteError, Executor, Outcome};
-use crate::policy::Verdict;
+use crate::notify::chat::Chat;
+use crate::policy::{Rule, Verdict};
 use crate::proposals::{NewProposal, Proposal, ProposalError, ProposalStore};
+use crate::telemetry::{Metrics, Tally};
 use chrono::{DateTime, Duration, Utc};
-use metrics::{Metrics, Tally};
 use plan::{CycleInputs, CyclePlan, PlanError, Planner};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,7 +66,7 @@ pub struct CycleReport {
     /// Datapilot recommendations recorded.
     pub recommended: usize,
     /// (action index, policy, rule, reason)
-    pub blocked: Vec<(usize, String, String, String)>,
+    pub blocked: Vec<(usize, String, Rule, String)>,
     pub outcomes: Vec<Outcome>,
     pub expired: usize,
 }
@@ -86,13 +85,8 @@ pub struct Daemon {
     pub lease: Arc<lease::Lease>,
     pub metrics: Arc<Metrics>,
     pub proposal_max_age: Duration,
-    /// Chat webhook, the public base URL for links, and the client that posts (built once: it
-    /// loads the TLS roots and keeps the connection alive).
-    pub webhook: Option<(
-        crate::config::Secret,
-        String,
-        crate::api::webhook::WebhookClient,
-    )>,
+    /// Where new proposals and executions that need a person are announced, if anywhere.
+    pub chat: Option<Chat>,
     /// Set on shutdown: no new step starts once it is set.
     pub stopping: Arc<AtomicBool>,
 }
@@ -180,7 +174,12 @@ impl Daemon {
             .as_ref()
             .ok()
             .and_then(|r| r.plan.as_ref())
-            .and_then(|p| p.expected.clone());
+            .and_then(|p| p.expected.as_ref())
+            .map(|e| crate::telemetry::Expected {
+                esr: e.esr,
+                coverage: e.coverage,
+                utilization: e.utilization,
+            });
         if result.as_ref().map(|r| r.leader).unwrap_or(true) {
             self.metrics.cycle(
                 now.timestamp(),
@@ -321,7 +320,7 @@ impl Daemon {
             match decision.verdict {
                 Verdict::Block => {
                     let rule = decision.blocking_rule().cloned();
-                    if rule.as_ref().is_some_and(|r| r.rule == "mode") {
+                    if rule.as_ref().is_some_and(|r| r.rule == Rule::Mode) {
                         // Datapilot (globally or for this scope): a recommendation, recorded.
                         let id = format!("rec-{}-{}", plan.plan_id, index + 1);
                         self.audit
@@ -338,7 +337,7 @@ impl Daemon {
                     } else {
                         let (rule, reason) = rule
                             .map(|r| (r.rule, r.detail))
-                            .unwrap_or_else(|| ("policy".into(), "blocked".into()));
+                            .unwrap_or_else(|| (Rule::Policy, "blocked".into()));
                         self.audit
                             .append(
                                 NewEvent::new(
@@ -348,7 +347,7 @@ impl Daemon {
                                     PolicyBlocked {
                                         proposal_id: None,
                                         policy: decision.policy.clone(),
-                                        rule: rule.clone(),
+                                        rule: rule.to_string(),
                                         reason: reason.clone(),
                                     },
                                 )
@@ -420,10 +419,9 @@ impl Daemon {
     }
 
     /// Alerts chat about executions parked as `needs_review`: a person must check the
-    /// provider's console (they are also in the log at error level, the audit log and
-    /// `commitd_proposals{state="needs_review"}`).
+    /// provider's console.
     async fn alert(&self, outcomes: &[Outcome]) {
-        let Some((url, base, client)) = &self.webhook else {
+        let Some(chat) = &self.chat else {
             return;
         };
         for o in outcomes {
@@ -432,30 +430,15 @@ impl Daemon {
                 reason,
             } = o
             {
-                let text = format!(
-                    ":warning: commitd could not establish whether proposal {proposal_id} was executed: {reason}. \
-                     Check the provider's console, then `commitd proposals resolve {proposal_id} --bought ID | --not-bought --reason ...` \
-                     ({}/api/v1/proposals/{proposal_id}). commitd will not retry it.",
-                    base.trim_end_matches('/')
-                );
-                if let Err(e) = client
-                    .post_json(url.expose(), &json!({ "text": text }))
-                    .await
-                {
-                    tracing::warn!(proposal = %proposal_id, error = %e, "needs_review alert failed");
-                }
+                chat.needs_review(proposal_id, reason).await;
             }
         }
     }
 
-    /// Posts a new proposal to chat. A failed notification is logged, never fatal: the
-    /// proposal is in the store and the API either way.
+    /// Posts a new proposal to chat (a failed post is logged, never fatal).
     async fn notify(&self, p: &Proposal) {
-        if let Some((url, base, client)) = &self.webhook {
-            let body = crate::api::webhook::proposal_message(p, base);
-            if let Err(e) = client.post_json(url.expose(), &body).await {
-                tracing::warn!(proposal = %p.id, error = %e, "chat notification failed");
-            }
+        if let Some(chat) = &self.chat {
+            chat.proposal(p).await;
         }
     }
 }

@@ -779,11 +779,84 @@ pub enum Verdict {
     Block,
 }
 
+/// The rules a policy judges an action by. Serialized (and shown) as the policy file's key
+/// that holds the rule, e.g. `allow.instruments`: those names are in audit events and JSON
+/// output, so a variant's name never changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Rule {
+    /// No policy governs the action (nothing is bought without one).
+    #[serde(rename = "scope")]
+    Scope,
+    #[serde(rename = "kill_switch")]
+    KillSwitch,
+    #[serde(rename = "blackout")]
+    Blackout,
+    #[serde(rename = "allow.instruments")]
+    AllowInstruments,
+    #[serde(rename = "allow.terms")]
+    AllowTerms,
+    #[serde(rename = "allow.payment_options")]
+    AllowPaymentOptions,
+    #[serde(rename = "allow.give_up")]
+    AllowGiveUp,
+    #[serde(rename = "limits.min_expected_utilization")]
+    MinExpectedUtilization,
+    #[serde(rename = "limits.max_new_hourly_commitment_per_day")]
+    MaxNewHourlyCommitmentPerDay,
+    #[serde(rename = "limits.max_new_hourly_commitment_per_30_days")]
+    MaxNewHourlyCommitmentPer30Days,
+    #[serde(rename = "limits.max_upfront_per_day")]
+    MaxUpfrontPerDay,
+    #[serde(rename = "limits.max_upfront_per_30_days")]
+    MaxUpfrontPer30Days,
+    #[serde(rename = "limits.max_hourly_given_up_per_day")]
+    MaxHourlyGivenUpPerDay,
+    #[serde(rename = "limits.max_hourly_given_up_per_30_days")]
+    MaxHourlyGivenUpPer30Days,
+    /// Datapilot (global, or the policy's `mode`): recommend only. Not a failure of the
+    /// action: the service records a recommendation instead of a block.
+    #[serde(rename = "mode")]
+    Mode,
+    /// A block that names no rule. [`evaluate`] never returns one (every block has a failing
+    /// check); callers that must name a rule for any `Block` use it as the fallback.
+    #[serde(rename = "policy")]
+    Policy,
+}
+
+impl Rule {
+    /// The name in policy files, audit events and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Scope => "scope",
+            Rule::KillSwitch => "kill_switch",
+            Rule::Blackout => "blackout",
+            Rule::AllowInstruments => "allow.instruments",
+            Rule::AllowTerms => "allow.terms",
+            Rule::AllowPaymentOptions => "allow.payment_options",
+            Rule::AllowGiveUp => "allow.give_up",
+            Rule::MinExpectedUtilization => "limits.min_expected_utilization",
+            Rule::MaxNewHourlyCommitmentPerDay => "limits.max_new_hourly_commitment_per_day",
+            Rule::MaxNewHourlyCommitmentPer30Days => "limits.max_new_hourly_commitment_per_30_days",
+            Rule::MaxUpfrontPerDay => "limits.max_upfront_per_day",
+            Rule::MaxUpfrontPer30Days => "limits.max_upfront_per_30_days",
+            Rule::MaxHourlyGivenUpPerDay => "limits.max_hourly_given_up_per_day",
+            Rule::MaxHourlyGivenUpPer30Days => "limits.max_hourly_given_up_per_30_days",
+            Rule::Mode => "mode",
+            Rule::Policy => "policy",
+        }
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One rule's judgement, for the audit trail and `commitd policy check`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RuleCheck {
-    /// e.g. "allow.instruments", "limits.max_upfront_per_day", "kill_switch".
-    pub rule: String,
+    pub rule: Rule,
     pub passed: bool,
     pub detail: String,
 }
@@ -938,7 +1011,7 @@ impl PolicySet {
                 policy: "(none)".into(),
                 verdict: Verdict::Block,
                 checks: vec![RuleCheck {
-                    rule: "scope".into(),
+                    rule: Rule::Scope,
                     passed: false,
                     detail: format!(
                         "no policy governs {} {} {}s",
@@ -960,16 +1033,16 @@ pub fn evaluate(
 ) -> Decision {
     use crate::policy::Mode;
     let mut checks = Vec::new();
-    let mut check = |rule: &str, passed: bool, detail: String| {
+    let mut check = |rule: Rule, passed: bool, detail: String| {
         checks.push(RuleCheck {
-            rule: rule.to_string(),
+            rule,
             passed,
             detail,
         });
     };
 
     check(
-        "kill_switch",
+        Rule::KillSwitch,
         !policy.kill_switch,
         if policy.kill_switch {
             "the kill switch is on".into()
@@ -979,7 +1052,7 @@ pub fn evaluate(
     );
     let blackout = policy.blackouts.iter().find(|b| b.covers(now));
     check(
-        "blackout",
+        Rule::Blackout,
         blackout.is_none(),
         match blackout {
             Some(b) => format!("{now} is inside blackout '{}'", b.name),
@@ -1010,12 +1083,12 @@ pub fn evaluate(
             allowed_word(&a.instruments, &action.instrument)
         ),
     );
-    check("allow.instruments", ok, detail);
+    check(Rule::AllowInstruments, ok, detail);
     let (ok, detail) = allowed(
         a.terms.contains(&action.term),
         format!("{} {}", action.term, allowed_word(&a.terms, &action.term)),
     );
-    check("allow.terms", ok, detail);
+    check(Rule::AllowTerms, ok, detail);
     let (ok, detail) = allowed(
         a.payment_options.contains(&action.payment),
         format!(
@@ -1024,10 +1097,10 @@ pub fn evaluate(
             allowed_word(&a.payment_options, &action.payment)
         ),
     );
-    check("allow.payment_options", ok, detail);
+    check(Rule::AllowPaymentOptions, ok, detail);
     if gives_up {
         check(
-            "allow.give_up",
+            Rule::AllowGiveUp,
             a.give_up.contains(&action.operation),
             format!(
                 "{} {} to give up {} USD/h",
@@ -1040,7 +1113,7 @@ pub fn evaluate(
     let l = &policy.limits;
     if let Some(u) = action.expected_utilization {
         check(
-            "limits.min_expected_utilization",
+            Rule::MinExpectedUtilization,
             u + 1e-9 >= l.min_expected_utilization,
             format!(
                 "expected utilization {:.1}% at P{:.0} vs floor {:.1}%",
@@ -1050,7 +1123,7 @@ pub fn evaluate(
             ),
         );
     }
-    let mut limit = |rule: &str, used: Money, add: Money, max: Option<Money>| {
+    let mut limit = |rule: Rule, used: Money, add: Money, max: Option<Money>| {
         if let Some(max) = max {
             let after = used + add;
             check(
@@ -1064,25 +1137,25 @@ pub fn evaluate(
     // be stopped by purchases that filled today's budget (giving up has its own caps).
     if buys {
         limit(
-            "limits.max_new_hourly_commitment_per_day",
+            Rule::MaxNewHourlyCommitmentPerDay,
             recent.hourly_commitment_today,
             action.hourly_commitment,
             l.max_new_hourly_commitment_per_day,
         );
         limit(
-            "limits.max_new_hourly_commitment_per_30_days",
+            Rule::MaxNewHourlyCommitmentPer30Days,
             recent.hourly_commitment_30_days,
             action.hourly_commitment,
             l.max_new_hourly_commitment_per_30_days,
         );
         limit(
-            "limits.max_upfront_per_day",
+            Rule::MaxUpfrontPerDay,
             recent.upfront_today,
             action.upfront,
             l.max_upfront_per_day,
         );
         limit(
-            "limits.max_upfront_per_30_days",
+            Rule::MaxUpfrontPer30Days,
             recent.upfront_30_days,
             action.upfront,
             l.max_upfront_per_30_days,
@@ -1090,13 +1163,13 @@ pub fn evaluate(
     }
     if gives_up {
         limit(
-            "limits.max_hourly_given_up_per_day",
+            Rule::MaxHourlyGivenUpPerDay,
             recent.hourly_given_up_today,
             action.hourly_given_up,
             l.max_hourly_given_up_per_day,
         );
         limit(
-            "limits.max_hourly_given_up_per_30_days",
+            Rule::MaxHourlyGivenUpPer30Days,
             recent.hourly_given_up_30_days,
             action.hourly_given_up,
             l.max_hourly_given_up_per_30_days,
@@ -1149,7 +1222,7 @@ pub fn evaluate(
     };
     if !blocked && mode == Mode::Datapilot {
         checks.push(RuleCheck {
-            rule: "mode".into(),
+            rule: Rule::Mode,
             passed: false,
             detail: "datapilot: recommend only, never execute".into(),
         });
@@ -1186,6 +1259,61 @@ pub enum Mode {
 mod tests {
     use super::*;
     use crate::policy::Mode;
+
+    /// Rule names are in audit events and JSON output: the enum writes and reads exactly the
+    /// strings the checks carried before it existed.
+    #[test]
+    fn rules_serialize_to_their_policy_file_names() {
+        let all = [
+            (Rule::Scope, "scope"),
+            (Rule::KillSwitch, "kill_switch"),
+            (Rule::Blackout, "blackout"),
+            (Rule::AllowInstruments, "allow.instruments"),
+            (Rule::AllowTerms, "allow.terms"),
+            (Rule::AllowPaymentOptions, "allow.payment_options"),
+            (Rule::AllowGiveUp, "allow.give_up"),
+            (
+                Rule::MinExpectedUtilization,
+                "limits.min_expected_utilization",
+            ),
+            (
+                Rule::MaxNewHourlyCommitmentPerDay,
+                "limits.max_new_hourly_commitment_per_day",
+            ),
+            (
+                Rule::MaxNewHourlyCommitmentPer30Days,
+                "limits.max_new_hourly_commitment_per_30_days",
+            ),
+            (Rule::MaxUpfrontPerDay, "limits.max_upfront_per_day"),
+            (Rule::MaxUpfrontPer30Days, "limits.max_upfront_per_30_days"),
+            (
+                Rule::MaxHourlyGivenUpPerDay,
+                "limits.max_hourly_given_up_per_day",
+            ),
+            (
+                Rule::MaxHourlyGivenUpPer30Days,
+                "limits.max_hourly_given_up_per_30_days",
+            ),
+            (Rule::Mode, "mode"),
+            (Rule::Policy, "policy"),
+        ];
+        for (rule, name) in all {
+            assert_eq!(rule.as_str(), name);
+            assert_eq!(rule.to_string(), name);
+            let json = serde_json::to_string(&rule).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<Rule>(&json).unwrap(), rule);
+        }
+        let check = RuleCheck {
+            rule: Rule::KillSwitch,
+            passed: false,
+            detail: "the kill switch is on".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&check).unwrap(),
+            r#"{"rule":"kill_switch","passed":false,"detail":"the kill switch is on"}"#
+        );
+    }
 
     const EXAMPLE: &str = r#"
 name = "aws-default"
@@ -1320,7 +1448,7 @@ last_days_of_month = 7
         let d = evaluate(&policy(), &action(2), &recent, mid_month(), Mode::Autopilot);
         assert_eq!(d.verdict, Verdict::Block);
         let rule = d.blocking_rule().unwrap();
-        assert_eq!(rule.rule, "limits.max_new_hourly_commitment_per_day");
+        assert_eq!(rule.rule, Rule::MaxNewHourlyCommitmentPerDay);
         assert!(rule.detail.contains("9 already + 2"), "{}", rule.detail);
     }
 
@@ -1335,7 +1463,7 @@ last_days_of_month = 7
             mid_month(),
             Mode::Autopilot,
         );
-        assert_eq!(d.blocking_rule().unwrap().rule, "allow.instruments");
+        assert_eq!(d.blocking_rule().unwrap().rule, Rule::AllowInstruments);
 
         let quarter_end = Hour::parse("2026-12-28T00:00:00Z").unwrap();
         let d = evaluate(
@@ -1345,7 +1473,7 @@ last_days_of_month = 7
             quarter_end,
             Mode::Autopilot,
         );
-        assert_eq!(d.blocking_rule().unwrap().rule, "blackout");
+        assert_eq!(d.blocking_rule().unwrap().rule, Rule::Blackout);
         let not_quarter_end = Hour::parse("2026-11-28T00:00:00Z").unwrap();
         let d = evaluate(
             &policy(),
@@ -1365,7 +1493,7 @@ last_days_of_month = 7
             mid_month(),
             Mode::Autopilot,
         );
-        assert_eq!(d.blocking_rule().unwrap().rule, "kill_switch");
+        assert_eq!(d.blocking_rule().unwrap().rule, Rule::KillSwitch);
     }
 
     #[test]
@@ -1379,19 +1507,19 @@ last_days_of_month = 7
             evaluate(p, a, &RecentSpend::default(), mid_month(), Mode::Autopilot)
         };
         let d = judged(&a, &policy());
-        assert_eq!(d.blocking_rule().unwrap().rule, "allow.terms", "{d:?}");
+        assert_eq!(d.blocking_rule().unwrap().rule, Rule::AllowTerms, "{d:?}");
         a.operation = OperationKind::Return;
         let d = judged(&a, &policy());
         assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
         assert!(d
             .checks
             .iter()
-            .any(|c| c.rule == "allow.terms" && c.detail.contains("not judged")));
+            .any(|c| c.rule == Rule::AllowTerms && c.detail.contains("not judged")));
         let mut off = policy();
         off.kill_switch = true;
         assert_eq!(
             judged(&a, &off).blocking_rule().unwrap().rule,
-            "kill_switch"
+            Rule::KillSwitch
         );
     }
 
@@ -1452,7 +1580,7 @@ last_days_of_month = 7
             if op == OperationKind::Sale {
                 assert_eq!(d.verdict, Verdict::Block, "{op}: {d:?}");
                 let rule = d.blocking_rule().unwrap();
-                assert_eq!(rule.rule, "allow.give_up");
+                assert_eq!(rule.rule, Rule::AllowGiveUp);
                 assert!(
                     rule.detail.contains("sale is not allowed"),
                     "{}",
@@ -1472,7 +1600,7 @@ last_days_of_month = 7
                 mid_month(),
                 Mode::Autopilot,
             );
-            assert_eq!(d.blocking_rule().unwrap().rule, "allow.give_up", "{op}");
+            assert_eq!(d.blocking_rule().unwrap().rule, Rule::AllowGiveUp, "{op}");
         }
         let d = evaluate(
             &none,
@@ -1482,7 +1610,7 @@ last_days_of_month = 7
             Mode::Autopilot,
         );
         assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
-        assert!(d.checks.iter().all(|c| c.rule != "allow.give_up"));
+        assert!(d.checks.iter().all(|c| c.rule != Rule::AllowGiveUp));
         // Left out, the list is every give-up (what policies written before it meant).
         assert_eq!(policy().allow.give_up.len(), 3);
     }
@@ -1500,7 +1628,7 @@ last_days_of_month = 7
             mid_month(),
             Mode::Autopilot,
         );
-        assert_eq!(d.blocking_rule().unwrap().rule, "allow.terms", "{d:?}");
+        assert_eq!(d.blocking_rule().unwrap().rule, Rule::AllowTerms, "{d:?}");
         // And it counts against the caps on new money ($10/h a day here).
         let spent = RecentSpend {
             hourly_commitment_today: Money::parse("9.75").unwrap(),
@@ -1510,7 +1638,7 @@ last_days_of_month = 7
         let d = evaluate(&p, &x, &spent, mid_month(), Mode::Autopilot);
         assert_eq!(
             d.blocking_rule().unwrap().rule,
-            "limits.max_new_hourly_commitment_per_day",
+            Rule::MaxNewHourlyCommitmentPerDay,
             "{d:?}"
         );
         // A return buys nothing: the same spent budget does not stop it.
@@ -1559,7 +1687,7 @@ last_days_of_month = 7
                 Mode::Autopilot,
             );
             let rule = d.blocking_rule().unwrap();
-            assert_eq!(rule.rule, "limits.max_hourly_given_up_per_day", "{op}");
+            assert_eq!(rule.rule, Rule::MaxHourlyGivenUpPerDay, "{op}");
             assert!(
                 rule.detail.contains("3.5 already + 0.500001"),
                 "{}",
@@ -1579,7 +1707,7 @@ last_days_of_month = 7
             );
             assert_eq!(
                 d.blocking_rule().unwrap().rule,
-                "limits.max_hourly_given_up_per_30_days",
+                Rule::MaxHourlyGivenUpPer30Days,
                 "{op}"
             );
             // Purchases are not judged by the give-up caps, however much was given up.
@@ -1763,7 +1891,7 @@ last_days_of_month = 7
         );
         assert_eq!(
             d.blocking_rule().unwrap().rule,
-            "limits.min_expected_utilization"
+            Rule::MinExpectedUtilization
         );
         let d = evaluate(
             &policy(),
@@ -1773,7 +1901,7 @@ last_days_of_month = 7
             Mode::Datapilot,
         );
         assert_eq!(d.verdict, Verdict::Block);
-        assert_eq!(d.blocking_rule().unwrap().rule, "mode");
+        assert_eq!(d.blocking_rule().unwrap().rule, Rule::Mode);
         // A policy's own mode cannot lift a global datapilot (azure.toml says copilot), but
         // it still applies under the other global modes.
         let mut copilot = policy();
@@ -1786,7 +1914,7 @@ last_days_of_month = 7
             Mode::Datapilot,
         );
         assert_eq!(d.verdict, Verdict::Block);
-        assert_eq!(d.blocking_rule().unwrap().rule, "mode");
+        assert_eq!(d.blocking_rule().unwrap().rule, Rule::Mode);
         let d = evaluate(
             &copilot,
             &action(1),
@@ -1845,6 +1973,6 @@ last_days_of_month = 7
         az.instrument = Instrument::AzureSavingsPlan;
         let d = set.evaluate(&az, &RecentSpend::default(), mid_month(), Mode::Autopilot);
         assert_eq!(d.verdict, Verdict::Block);
-        assert_eq!(d.blocking_rule().unwrap().rule, "scope");
+        assert_eq!(d.blocking_rule().unwrap().rule, Rule::Scope);
     }
 }

@@ -1,4 +1,4 @@
-//! The daemon's own counters and gauges, rendered in the Prometheus text format by `/metrics`
+//! The service's own counters and gauges, rendered in the Prometheus text format by `/metrics`
 //! together with figures read from the store at scrape time (pending approvals).
 //!
 //! The provider's inventory (the commitments gauge) is what the daemon last read in its own
@@ -7,13 +7,24 @@
 //! time: `/metrics` needs no token, so a scrape that reached the cloud would let anyone spend
 //! the account's API rate limits (and Cost Explorer money). A replica that is not the leader
 //! reads nothing, so it shows no commitments gauge.
+//!
+//! Shared by `service` (which records) and `api` (which renders), so neither imports the
+//! other; it depends on neither.
 
 use crate::domain::{Commitment, Provider};
 use crate::proposals::ProposalState;
-use crate::service::plan::Expectation;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
+
+/// What the last plan expects, as the `commitd_expected_*` gauges show it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Expected {
+    /// Effective savings rate.
+    pub esr: f64,
+    pub coverage: f64,
+    pub utilization: f64,
+}
 
 #[derive(Clone, Debug, Default)]
 struct State {
@@ -26,7 +37,7 @@ struct State {
     failed: u64,
     blocked: u64,
     leader: bool,
-    expected: Option<Expectation>,
+    expected: Option<Expected>,
     /// The provider's commitments as last read by the daemon, and when (Unix seconds).
     inventory: Option<(i64, Vec<Commitment>)>,
 }
@@ -51,7 +62,7 @@ impl Metrics {
         f(&mut guard)
     }
 
-    pub fn cycle(&self, unix: i64, ok: bool, seconds: f64, expected: Option<Expectation>) {
+    pub fn cycle(&self, unix: i64, ok: bool, seconds: f64, expected: Option<Expected>) {
         self.with(|s| {
             s.last_cycle_unix = Some(unix);
             s.last_cycle_ok = Some(ok);
@@ -239,7 +250,7 @@ mod tests {
             1_800_000_000,
             true,
             1.25,
-            Some(Expectation {
+            Some(Expected {
                 esr: 0.3,
                 coverage: 0.8,
                 utilization: 0.99,

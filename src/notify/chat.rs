@@ -12,6 +12,7 @@
 //! error. Slack webhook URLs are secrets (the path is the credential), so errors and logs show
 //! only `scheme://host/...`.
 
+use crate::config::Secret;
 use crate::proposals::Proposal;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -212,6 +213,51 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+/// Where the service posts to chat: the webhook, the public base URL for links, and the client
+/// (built once: it loads the TLS roots and keeps the connection alive).
+///
+/// A failed post is logged, never fatal: what it announces is in the store, the API and the
+/// audit log either way.
+#[derive(Clone)]
+pub struct Chat {
+    url: Secret,
+    base: String,
+    client: WebhookClient,
+}
+
+impl Chat {
+    pub fn new(url: Secret, base: String, client: WebhookClient) -> Chat {
+        Chat { url, base, client }
+    }
+
+    /// Announces a new proposal that waits for people.
+    pub async fn proposal(&self, p: &Proposal) {
+        let body = proposal_message(p, &self.base);
+        if let Err(e) = self.client.post_json(self.url.expose(), &body).await {
+            tracing::warn!(proposal = %p.id, error = %e, "chat notification failed");
+        }
+    }
+
+    /// Alerts about an execution parked as `needs_review`: a person must check the provider's
+    /// console (it is also in the log at error level, the audit log and
+    /// `commitd_proposals{state="needs_review"}`).
+    pub async fn needs_review(&self, proposal_id: &str, reason: &str) {
+        let text = format!(
+            ":warning: commitd could not establish whether proposal {proposal_id} was executed: {reason}. \
+             Check the provider's console, then `commitd proposals resolve {proposal_id} --bought ID | --not-bought --reason ...` \
+             ({}/api/v1/proposals/{proposal_id}). commitd will not retry it.",
+            self.base.trim_end_matches('/')
+        );
+        if let Err(e) = self
+            .client
+            .post_json(self.url.expose(), &json!({ "text": text }))
+            .await
+        {
+            tracing::warn!(proposal = %proposal_id, error = %e, "needs_review alert failed");
+        }
+    }
 }
 
 /// The Slack message for a proposal. `base_url` is where people reach commitd's API.
