@@ -1,6 +1,7 @@
 //! `commitd run`: the service, or one cycle with `--once`.
 
 use crate::config::Config;
+use crate::execute::Failpoint;
 use crate::service::runner;
 use crate::store::redact_url;
 use anyhow::Context;
@@ -29,7 +30,9 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// Runs the command with `failpoint` installed into the executor: none from `commitd`; the crash
+/// tests' step from `commitd-dev run` (see [`super::run_with`]).
+pub fn run_with(args: Args, failpoint: Failpoint) -> anyhow::Result<ExitCode> {
     // The service writes to sockets whose peer may be gone (an API client that hung up, a
     // PostgreSQL connection the server terminated, seen through the TLS relay's Unix socket):
     // that must be an error on that one connection, never SIGPIPE killing the process.
@@ -47,7 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let built = runner::build(&config)
+        let built = runner::build_with(&config, failpoint)
             .await
             .with_context(|| format!("{}", args.config.display()))?;
         if args.once {

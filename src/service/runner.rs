@@ -136,6 +136,12 @@ fn planner(config: &Config) -> Result<Arc<dyn Planner>, ServiceError> {
 
 /// Opens the store, loads policies, the rate card and the planner.
 pub async fn build(config: &Config) -> Result<Built, ServiceError> {
+    build_with(config, Failpoint::default()).await
+}
+
+/// [`build`] with a failpoint installed into the executor: the crash tests' hook
+/// (`commitd-dev run`); the product's `commitd run` passes none.
+pub async fn build_with(config: &Config, failpoint: Failpoint) -> Result<Built, ServiceError> {
     let store = Store::connect(config.database_url().expose()).await?;
     let policies = Arc::new(crate::execute::policies::PolicySource::watch(
         &config.policies_dir,
@@ -166,7 +172,7 @@ pub async fn build(config: &Config) -> Result<Built, ServiceError> {
     )
     .with_mode(config.mode)
     .with_lease(lease.clone())
-    .with_failpoint(Failpoint::from_env());
+    .with_failpoint(failpoint);
     let base = config
         .daemon
         .public_url
