@@ -849,3 +849,25 @@ fn ci_fails_when_postgresql_does_not_answer() {
                 .expect("the test step")
     );
 }
+
+/// CI runs the README's test command, word for word, and checks that the core builds alone.
+#[test]
+fn ci_runs_the_readmes_test_command_and_builds_the_core_alone() {
+    let readme = read("README.md");
+    let command = readme
+        .split("## Tests")
+        .nth(1)
+        .and_then(|s| s.split("```sh\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .map(str::trim)
+        .expect("README.md has a ## Tests section with a sh block");
+    assert!(command.starts_with("cargo test"), "{command}");
+    let run = read(".ci/run");
+    assert!(
+        run.lines().any(|l| l.trim() == command),
+        ".ci/run must run the README's test command `{command}`"
+    );
+    assert!(run
+        .lines()
+        .any(|l| l.trim() == "cargo check --locked -p commitd-core"));
+}

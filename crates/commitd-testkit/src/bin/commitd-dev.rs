@@ -33,7 +33,7 @@ enum Command {
     BenchOptimize(commitd_testkit::bench_optimize::Args),
     // Every `commitd` command (usage, plan, run, proposals, audit, ...), unchanged.
     #[command(flatten)]
-    Commitd(commitd::cli::Command),
+    Commitd(Box<commitd::cli::Command>),
 }
 
 /// The environment variable naming the step at which `commitd-dev run` aborts the process.
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Commitd(command) => {
-            return commitd::cli::run_with(cli.logging, command, failpoint)
+            return commitd::cli::run_with(cli.logging, *command, failpoint)
         }
         Command::AwsTestServer(args) => commitd_testkit::aws_cli::run(args),
         Command::AwsBench(args) => commitd_testkit::aws_cli::bench(args),
