@@ -1,5 +1,5 @@
 //! Whether the PostgreSQL tests run: one decision for every test binary (included by
-//! `daemon_support` and `audit_support`; the library's own tests have a twin in
+//! `common::daemon` and `common::audit`; the library's own tests have a twin in
 //! `providers::sim`).
 
 /// The server URL the PostgreSQL tests create their throwaway databases through

@@ -206,6 +206,24 @@ fn datapilot_records_recommendations_and_never_executes() {
     s.verify_audit();
 }
 
+/// The product binary carries no failpoint: `COMMITD_FAILPOINT` is not one of its settings and
+/// never aborts it (the crash tests run `commitd-dev`, in the test kit).
+#[test]
+fn the_product_binary_has_no_failpoint() {
+    let s = Setup::new("autopilot", false).unwrap();
+    let out = s.commitd_env(
+        &["run", "--once"],
+        &[("COMMITD_FAILPOINT", "after_purchase")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code().is_some(), "killed: {stderr}");
+    assert!(!stderr.contains("aborting"), "{stderr}");
+    assert!(
+        s.proposals().iter().all(|p| p["state"] != "executing"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn two_replicas_on_one_postgresql_only_one_executes() {
     // Without a server this test cannot run; Setup::new fails it (rather than skipping)

@@ -102,7 +102,7 @@ fn client_fields() -> Vec<(String, &'static str)> {
             .unwrap_or_else(|| {
                 panic!(
                     "src/aws/client.rs: `{field}` is a {krate} client: add its IAM service prefix to \
-                     IAM_PREFIX in tests/deploy_files.rs, and the actions it calls to \
+                     IAM_PREFIX in tests/deploy/files.rs, and the actions it calls to \
                      deploy/aws/commitd-iam-policy.json"
                 )
             });
@@ -191,7 +191,7 @@ fn actions_the_code_calls() -> BTreeMap<String, String> {
     assert!(
         unknown.is_empty(),
         "calls on AWS clients that are neither a known AWS operation verb nor a known \
-         non-operation (extend VERBS or NOT_OPERATIONS in tests/deploy_files.rs): {unknown:#?}"
+         non-operation (extend VERBS or NOT_OPERATIONS in tests/deploy/files.rs): {unknown:#?}"
     );
     actions
 }
