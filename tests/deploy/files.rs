@@ -1,7 +1,7 @@
 //! The deploy files (`deploy/`, `policies/`) checked against what they deploy. They only read
 //! files: no Docker, no AWS account, no systemd.
 //!
-//! * The IAM policy grants exactly the AWS actions the code calls: the test scans `src/aws`
+//! * The IAM policy grants exactly the AWS actions the code calls: the test scans `src/markets/aws`
 //!   (not its local test server) for SDK operations on each client and maps each to its IAM
 //!   action, so a new call without its permission, or a permission nothing uses, fails here
 //!   instead of on a real account. Tagging and role assumption are checked for least privilege.
@@ -78,7 +78,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Client fields of `AwsClients` (`pub ec2: aws_sdk_ec2::Client,`) and their IAM prefixes.
 fn client_fields() -> Vec<(String, &'static str)> {
-    let text = read("src/aws/client.rs");
+    let text = read("src/markets/aws/client.rs");
     let mut fields = Vec::new();
     for line in text.lines() {
         let line = line.trim();
@@ -101,7 +101,7 @@ fn client_fields() -> Vec<(String, &'static str)> {
             .map(|(_, p)| *p)
             .unwrap_or_else(|| {
                 panic!(
-                    "src/aws/client.rs: `{field}` is a {krate} client: add its IAM service prefix to \
+                    "src/markets/aws/client.rs: `{field}` is a {krate} client: add its IAM service prefix to \
                      IAM_PREFIX in tests/deploy/files.rs, and the actions it calls to \
                      deploy/aws/commitd-iam-policy.json"
                 )
@@ -110,7 +110,7 @@ fn client_fields() -> Vec<(String, &'static str)> {
     }
     assert!(
         fields.len() >= 3,
-        "src/aws/client.rs: found only {fields:?}; has AwsClients changed shape?"
+        "src/markets/aws/client.rs: found only {fields:?}; has AwsClients changed shape?"
     );
     fields
 }
@@ -119,7 +119,7 @@ fn client_fields() -> Vec<(String, &'static str)> {
 fn actions_the_code_calls() -> BTreeMap<String, String> {
     let fields = client_fields();
     let mut files = Vec::new();
-    rust_files(&root().join("src/aws"), &mut files);
+    rust_files(&root().join("src/markets/aws"), &mut files);
     let mut actions = BTreeMap::new();
     let mut unknown = Vec::new();
     for file in &files {
@@ -250,7 +250,7 @@ fn the_iam_policy_grants_exactly_the_aws_calls_the_code_makes() {
     ] {
         assert!(
             code.contains_key(known),
-            "the scan of src/aws did not find {known}: {code:#?}"
+            "the scan of src/markets/aws did not find {known}: {code:#?}"
         );
     }
     let policy = iam_policy();
@@ -351,7 +351,7 @@ fn the_azure_role_is_a_well_formed_custom_role() {
     // its shape can be checked. When a client lands, derive its actions from its calls as the
     // AWS policy's are, and replace this guard.
     assert!(
-        !root().join("src/azure").exists()
+        !root().join("src/markets/azure").exists()
             && !read("Cargo.toml").lines().any(|l| l.starts_with("azure")),
         "an Azure client exists now: check deploy/azure/commitd-role.json against its calls"
     );
