@@ -1,4 +1,4 @@
-# Sourced by .ci/run (and by tests/deploy_files.rs): decides whether the PostgreSQL tests run.
+# Sourced by .ci/run (and by tests/deploy/files.rs): decides whether the PostgreSQL tests run.
 #
 # The server is COMMITD_TEST_DATABASE_URL when set, else the local one on 127.0.0.1:5432 (started
 # first if this machine has a stopped cluster). When it answers, COMMITD_TEST_DATABASE_URL is
@@ -8,7 +8,7 @@
 # the PostgreSQL tests (the two-replica lease test among them) would pass without testing what
 # production runs on. So CI fails here with a clear message, and exports
 # COMMITD_REQUIRE_POSTGRES=1, which makes every test helper that would otherwise fall back to
-# SQLite fail instead (tests/pg_support, providers::sim's tests).
+# SQLite fail instead (tests/common/pg.rs, providers::sim's tests).
 # Outside CI, no PostgreSQL means SQLite only, said out loud.
 
 ci_postgres_url="${COMMITD_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"

@@ -29,7 +29,6 @@ const NOT_CONFIG_KEYS: &[&str] = &[
     "COMMITD_CONFIG",
     "COMMITD_TEST_DATABASE_URL",
     "COMMITD_REQUIRE_POSTGRES",
-    "COMMITD_FAILPOINT",
     "COMMITD_MOTO",
     // The checkpoint key's file (docs/audit.md): applied to `[audit] checkpoint_key` by hand,
     // since its name is the one operators know, not `COMMITD_AUDIT__CHECKPOINT_KEY`.

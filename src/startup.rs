@@ -176,7 +176,7 @@ fn planner(config: &Config) -> Result<Arc<dyn Planner>, StartupError> {
 }
 
 /// Opens the store, loads policies, the rate card and the planner, and connects the market.
-async fn wire(config: &Config) -> Result<Parts, StartupError> {
+async fn wire(config: &Config, failpoint: Failpoint) -> Result<Parts, StartupError> {
     let store = Store::connect(config.database_url().expose()).await?;
     let policies = Arc::new(PolicySource::watch(&config.policies_dir)?);
     let market: Arc<dyn CommitmentMarket> = match config.daemon.provider {
@@ -201,7 +201,7 @@ async fn wire(config: &Config) -> Result<Parts, StartupError> {
     )
     .with_mode(config.mode)
     .with_lease(lease.clone())
-    .with_failpoint(Failpoint::from_env())
+    .with_failpoint(failpoint)
     .with_stop_flag(stopping.clone());
     let service = Arc::new(Daemon {
         mode: config.mode,
@@ -268,7 +268,16 @@ fn chat(config: &Config) -> Result<Option<Chat>, StartupError> {
 /// One cycle now, then the lease is released and the store closed (`commitd run --once`).
 /// Nothing is listened on and no schedule is read.
 pub async fn run_once(config: &Config) -> Result<CycleReport, StartupError> {
-    let parts = wire(config).await?;
+    run_once_with(config, Failpoint::default()).await
+}
+
+/// [`run_once`] with a failpoint in the executor: the crash tests' hook (`commitd-dev run`);
+/// the product's `commitd run` passes none.
+pub async fn run_once_with(
+    config: &Config,
+    failpoint: Failpoint,
+) -> Result<CycleReport, StartupError> {
+    let parts = wire(config, failpoint).await?;
     let report = parts.service.cycle(Utc::now()).await;
     parts.service.lease.release().await.ok();
     parts.store.close().await;
@@ -280,7 +289,16 @@ impl Application {
     /// Every check that can stop the service (database, policies, market, certificates,
     /// schedules, checkpoint key, address) runs here, before anything is announced ready.
     pub async fn build(config: Config) -> Result<Application, StartupError> {
-        let parts = wire(&config).await?;
+        Application::build_with(config, Failpoint::default()).await
+    }
+
+    /// [`Application::build`] with a failpoint in the executor: the crash tests' hook
+    /// (`commitd-dev run`); the product's `commitd run` passes none.
+    pub async fn build_with(
+        config: Config,
+        failpoint: Failpoint,
+    ) -> Result<Application, StartupError> {
+        let parts = wire(&config, failpoint).await?;
         let plan_schedule = Schedule::parse("daemon.plan_schedule", &config.daemon.plan_schedule)?;
         let exec_schedule =
             Schedule::parse("daemon.execute_schedule", &config.daemon.execute_schedule)?;

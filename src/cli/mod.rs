@@ -31,6 +31,16 @@ mod usage;
 #[derive(Parser, Debug)]
 #[command(name = "commitd", version, about, long_about, propagate_version = true)]
 pub struct Cli {
+    #[command(flatten)]
+    pub logging: Logging,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The global logging flags (shared with `commitd-dev`, which runs the same commands).
+#[derive(clap::Args, Debug)]
+pub struct Logging {
     /// Log format: human-readable text, or one JSON object per line for services.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "COMMITD_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -38,9 +48,6 @@ pub struct Cli {
     /// Log filter, e.g. "info" or "commitd=debug" (RUST_LOG syntax).
     #[arg(long, global = true, default_value = "warn", env = "COMMITD_LOG")]
     pub log: String,
-
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -87,8 +94,24 @@ pub enum Command {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log);
-    let result = match cli.command {
+    run_with(
+        cli.logging,
+        cli.command,
+        crate::execute::Failpoint::default(),
+    )
+}
+
+/// Runs one parsed command. `failpoint` is installed into `run`'s executor: always none from the
+/// product binary; `commitd-dev` (the test kit) passes the crash tests' `COMMITD_FAILPOINT`, so
+/// that the crash tests run exactly this code path without the product carrying the hook's
+/// environment variable.
+pub fn run_with(
+    logging: Logging,
+    command: Command,
+    failpoint: crate::execute::Failpoint,
+) -> ExitCode {
+    init_logging(logging.log_format, &logging.log);
+    let result = match command {
         Command::Usage(args) => usage::run(args),
         Command::Forecast(args) => forecast::run(args),
         Command::Plan(args) => plan::run(args),
@@ -96,7 +119,7 @@ pub fn main() -> ExitCode {
         Command::Audit(cmd) => audit::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::CheckConfig(args) => check_config::run(args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run_with(args, failpoint),
         Command::Report(args) => report::run(args),
         Command::Proposals(cmd) => proposals::run(cmd),
         Command::Tokens(cmd) => tokens::run(cmd),

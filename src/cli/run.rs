@@ -1,6 +1,7 @@
 //! `commitd run`: the service, or one cycle with `--once`.
 
 use crate::config::Config;
+use crate::execute::Failpoint;
 use crate::startup::{self, Application, Signals};
 use crate::store::redact_url;
 use anyhow::Context;
@@ -29,7 +30,9 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// Runs the command with `failpoint` installed into the executor: none from `commitd`; the crash
+/// tests' step from `commitd-dev run` (see [`super::run_with`]).
+pub fn run_with(args: Args, failpoint: Failpoint) -> anyhow::Result<ExitCode> {
     startup::ignore_sigpipe();
     let mut config = Config::load(Some(&args.config))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -39,7 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         if args.once {
-            let report = startup::run_once(&config)
+            let report = startup::run_once_with(&config, failpoint)
                 .await
                 .with_context(|| format!("{}", args.config.display()))?;
             let db = redact_url(config.database_url().expose());
@@ -84,7 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(listen) = args.listen.clone() {
             config.daemon.listen = Some(listen);
         }
-        let app = Application::build(config)
+        let app = Application::build_with(config, failpoint)
             .await
             .with_context(|| format!("{}", args.config.display()))?;
         let shutdown = Signals::install()?.handle(app.policies());

@@ -108,12 +108,11 @@ pub struct Failpoint {
 }
 
 impl Failpoint {
-    /// From `COMMITD_FAILPOINT=<step>` (test harnesses only): aborts the process at that step.
-    pub fn from_env() -> Failpoint {
+    /// Aborts the process at `step`: what a crash test installs into the service it runs
+    /// (`commitd-dev run`, from `COMMITD_FAILPOINT`). The product binary never installs one.
+    pub fn abort_at(step: Step) -> Failpoint {
         Failpoint {
-            at: std::env::var("COMMITD_FAILPOINT")
-                .ok()
-                .and_then(|s| Step::parse(&s)),
+            at: Some(step),
             abort: true,
         }
     }

@@ -1007,7 +1007,7 @@ pub(crate) mod tests {
         let (dir, m) = market().await;
         let mut out = vec![(Some(dir), m, None)];
         // Under COMMITD_REQUIRE_POSTGRES=1 (CI) a missing or unusable URL fails the test
-        // instead of leaving it on SQLite only (the twin of tests/pg_support).
+        // instead of leaving it on SQLite only (the twin of tests/common/pg.rs).
         let required = std::env::var("COMMITD_REQUIRE_POSTGRES")
             .is_ok_and(|r| matches!(r.trim(), "1" | "true" | "yes"));
         let Some(admin) = std::env::var("COMMITD_TEST_DATABASE_URL")

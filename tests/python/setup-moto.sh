@@ -4,7 +4,7 @@
 #
 # Usage: bash tests/python/setup-moto.sh            (from the repository root; idempotent)
 # Then:  export COMMITD_MOTO="$PWD/.venv-moto/bin/moto_server"
-# The tests in tests/aws_moto.rs start that binary on a free 127.0.0.1 port and fail (not skip) when
+# The tests in tests/aws/moto.rs start that binary on a free 127.0.0.1 port and fail (not skip) when
 # COMMITD_MOTO is set but the binary is missing, or when CI=true and it is not set.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -1,0 +1,13 @@
+//! The service (`commitd run`) end to end: cycles, sources (FOCUS, Cost Explorer), the look-back planner, returns.
+//!
+//! One test binary per area (each links the whole crate): one module per former test file.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod aws;
+mod cost_explorer;
+mod cycle;
+mod focus;
+mod lookback;
+mod returns;
