@@ -8,30 +8,34 @@
 //! Data flows one way; every arrow is a plain function call on owned data:
 //!
 //! ```text
-//! FOCUS files ──> ingest ──> UsageModel, RateCard, existing Commitments      (domain types)
-//!                              │
-//!                              ├──> forecast   hourly quantiles + anomaly / level-shift signals
-//!                              ├──> optimize   one LP over all instruments -> Plan with rationale
-//!                              ├──> billing    the providers' discount order, hour by hour
-//!                              └──> backtest   rolling replay of the look-back planner (the
-//!                                               daemon's default) or forecast + optimize,
-//!                                               billed by `billing`, against the baselines
+//! sources ──> ingest ──> UsageModel, RateCard, existing Commitments   (loading in commitd,
+//!                 │                                                   parsing in the core)
+//!                 ├──> forecast  hourly quantiles + anomaly / level-shift signals
+//!                 ├──> plan      ONE Planner trait (look-back by default), sizing with
+//!                 │              optimize (one LP) and billing (the discount order)
+//!                 ├──> policy    allow / needs approval / block, naming the rule
+//!                 └──> backtest  replays the same plan::Planner with the daemon's
+//!                                PlannerConfig, billed hour by hour, against the baselines
 //! every decision ──> audit (hash-chained events) ──> store (SQLite or PostgreSQL)
 //! ```
 //!
-//! * [`domain`]: newtypes parsed once (Money, Hour, Provider, Instrument, UsageGroup, ...).
-//! * [`ingest`]: FOCUS CSV / CSV.gz / Parquet readers, usage model, commitments, rate card.
-//! * [`synth`]: deterministic synthetic scenarios (FOCUS bills with chosen demand shapes).
-//! * [`forecast`], [`optimize`], [`billing`]: the pure core. No I/O, no async, no clock:
-//!   they take data and return data, so they are tested and benchmarked in isolation.
-//! * [`backtest`]: replays the core over a scenario's evaluation window.
-//! * [`store`]: sqlx pools and migrations; [`audit`]: the append-only, hash-chained event log.
-//! * [`config`]: the TOML file and `COMMITD_` environment overrides.
-//! * [`daemon`] -> [`policy`] -> [`proposals`] -> [`execute`] -> [`providers`] / [`aws`]: the
-//!   service. A cycle plans (the backtest's look-back planner by default), policy judges each
-//!   action, people approve, and the executor buys, returns, exchanges or lists on the RI
-//!   Marketplace through a market (simulated or AWS), exactly once per idempotency key.
-//! * [`cli`]: the composition root; the only place that wires I/O to the core.
+//! * The pure core, in `commitd-core` and re-exported here: [`domain`], [`ingest`],
+//!   [`forecast`], [`billing`], [`optimize`], [`policy`], [`plan`], [`backtest`]. No I/O, no
+//!   async, no clock: they take data and return data.
+//! * [`config`]: the TOML file and `COMMITD_` environment overrides, parsed once into types
+//!   (the market kind is [`config::MarketKind`], not a string).
+//! * [`store`] <- [`audit`] <- [`proposals`] <- [`execute`] <- [`service`] <- [`startup`] /
+//!   [`cli`]: the service. A cycle plans, policy judges each action (naming the
+//!   [`policy::Rule`]), people approve, and the executor buys, returns, exchanges or lists
+//!   through a market ([`markets`]: simulated or AWS), exactly once per idempotency key.
+//!   [`markets`] use only [`store`] and the core's [`domain`].
+//! * [`startup`]: the one composition root (`Application::build(config)`, `port()`,
+//!   `run_until_stopped(shutdown)`), used by `commitd run` and by tests.
+//! * [`api`]: the HTTP API. It uses [`proposals`], [`audit`], [`identity`] (bearer tokens)
+//!   and [`telemetry`] (the metrics `/metrics` renders from cached figures); never
+//!   [`markets`] nor [`service`], and [`service`] never uses it.
+//! * [`notify`]: chat webhooks and systemd notifications; [`report`]: the finance report;
+//!   [`sources`]: loading usage (scenario, FOCUS, Cost Explorer, plan file).
 //!
 //! See `docs/ARCHITECTURE.md` for which module may depend on which.
 

@@ -4,7 +4,7 @@ use super::audit::{database_url, DbArgs};
 use crate::audit::{AuditLog, EventFilter};
 use crate::config::Config;
 use crate::domain::{Hour, HourRange};
-use crate::ingest::{read_focus, ReadOptions};
+use crate::sources::{read_focus, ReadOptions};
 use crate::report::{build, Month, MonthBill};
 use crate::store::Store;
 use anyhow::Context;

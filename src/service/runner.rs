@@ -25,7 +25,8 @@ use crate::audit::checkpointer::{post_json, Checkpointer, Sink};
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::execute::{Executor, Failpoint};
-use crate::ingest::{read_rate_card, IngestError, ScenarioFile};
+use crate::ingest::IngestError;
+use crate::sources::{read_rate_card, read_scenario_file};
 use crate::markets::aws::market::{AwsMarket, AwsOrganization};
 use crate::markets::aws::AwsClients;
 use crate::markets::sim::SimMarket;
@@ -89,7 +90,7 @@ fn rate_card(config: &Config) -> Result<crate::domain::RateCard, ServiceError> {
         return Ok(read_rate_card(path)?);
     }
     if let Some(dir) = &config.source.scenario {
-        let (file, _) = ScenarioFile::read(dir)?;
+        let (file, _) = read_scenario_file(dir)?;
         return Ok(read_rate_card(&dir.join(&file.rates))?);
     }
     Err(ServiceError::Config(
