@@ -18,12 +18,12 @@ use crate::domain::plan::{ActionKind, Plan};
 use crate::domain::{
     Commitment, Hour, Instrument, Money, Offer, PaymentOption, Provider, RateCard, UsageModel,
 };
-use crate::ingest::{self, Scenario};
-use crate::sources::{self, ReadOptions};
+use crate::ingest;
 use crate::markets::Operation;
 use crate::optimize::{Constraints, Options};
 use crate::plan::planners::LookbackMemory;
 use crate::proposals::PlannedAction;
+use crate::sources::{self, ReadOptions};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};

@@ -142,7 +142,10 @@ impl ChunkReader for ParquetFile {
         let mut buffer = vec![0u8; length];
         let mut read = 0;
         while read < length {
-            match self.file.read_at(&mut buffer[read..], start + read as u64)? {
+            match self
+                .file
+                .read_at(&mut buffer[read..], start + read as u64)?
+            {
                 0 => break,
                 n => read += n,
             }

@@ -229,7 +229,14 @@ pub fn read<R: ChunkReader + Clone + 'static>(
         .into_par_iter()
         .map(|(groups, first_row)| {
             let mut part = template.fork();
-            read_groups(path, data.clone(), Some(groups), first_row, &mut part, progress)?;
+            read_groups(
+                path,
+                data.clone(),
+                Some(groups),
+                first_row,
+                &mut part,
+                progress,
+            )?;
             Ok(part)
         })
         .collect();

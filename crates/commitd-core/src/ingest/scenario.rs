@@ -51,9 +51,8 @@ impl ScenarioFile {
             detail,
         };
         let file: ScenarioFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        let hour = |field: &str, v: &str| {
-            Hour::parse(v).map_err(|e| invalid(format!("{field}: {e}")))
-        };
+        let hour =
+            |field: &str, v: &str| Hour::parse(v).map_err(|e| invalid(format!("{field}: {e}")));
         let window = ScenarioWindow {
             history_start: hour("history_start", &file.history_start)?,
             decision_time: hour("decision_time", &file.decision_time)?,
