@@ -8,14 +8,14 @@
 //! Data flows one way; every arrow is a plain function call on owned data:
 //!
 //! ```text
-//! FOCUS files ──> ingest ──> UsageModel, RateCard, existing Commitments      (domain types)
-//!                              │
-//!                              ├──> forecast   hourly quantiles + anomaly / level-shift signals
-//!                              ├──> optimize   one LP over all instruments -> Plan with rationale
-//!                              ├──> billing    the providers' discount order, hour by hour
-//!                              └──> backtest   rolling replay of the look-back planner (the
-//!                                               daemon's default) or forecast + optimize,
-//!                                               billed by `billing`, against the baselines
+//! sources ──> ingest ──> UsageModel, RateCard, existing Commitments   (loading in commitd,
+//!                 │                                                   parsing in the core)
+//!                 ├──> forecast  hourly quantiles + anomaly / level-shift signals
+//!                 ├──> plan      ONE Planner trait (look-back by default), sizing with
+//!                 │              optimize (one LP) and billing (the discount order)
+//!                 ├──> policy    allow / needs approval / block, naming the rule
+//!                 └──> backtest  replays the same plan::Planner with the daemon's
+//!                                PlannerConfig, billed hour by hour, against the baselines
 //! every decision ──> audit (hash-chained events) ──> store (SQLite or PostgreSQL)
 //! ```
 //!

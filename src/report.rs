@@ -935,11 +935,11 @@ PricingCategory,CommitmentDiscountId,CommitmentDiscountStatus,CommitmentDiscount
             crate::domain::Hour::from_datetime(month.start()),
             crate::domain::Hour::from_datetime(month.end()),
         );
-        let options = crate::ingest::ReadOptions {
+        let options = crate::sources::ReadOptions {
             range: Some(range),
             progress: false,
         };
-        let bill = crate::ingest::read_focus(&path, &options).unwrap();
+        let bill = crate::sources::read_focus(&path, &options).unwrap();
         let all = [
             purchase(
                 "sp-aaa",

@@ -33,7 +33,8 @@ use crate::execute::lease::{Lease, EXECUTOR_LEASE};
 use crate::execute::policies::PolicySource;
 use crate::execute::{Executor, Failpoint};
 use crate::identity::TokenStore;
-use crate::ingest::{read_rate_card, IngestError, ScenarioFile};
+use crate::ingest::IngestError;
+use crate::sources::{read_rate_card, read_scenario_file};
 use crate::markets::aws::market::{AwsMarket, AwsOrganization};
 use crate::markets::aws::AwsClients;
 use crate::markets::sim::SimMarket;
@@ -130,7 +131,7 @@ fn rate_card(config: &Config) -> Result<crate::domain::RateCard, StartupError> {
         return Ok(read_rate_card(path)?);
     }
     if let Some(dir) = &config.source.scenario {
-        let (file, _) = ScenarioFile::read(dir)?;
+        let (file, _) = read_scenario_file(dir)?;
         return Ok(read_rate_card(&dir.join(&file.rates))?);
     }
     Err(StartupError::Config(

@@ -7,7 +7,6 @@ use crate::backtest::{
     run as run_backtest, BacktestInput, Marketplace, Planner, Policy, RunResult, Settings,
 };
 use crate::domain::Money;
-use crate::ingest::Scenario;
 use crate::plan::planners::{self as planner, PlannerConfig};
 use anyhow::Context;
 use std::path::PathBuf;
@@ -396,7 +395,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.ri_sale_price
         );
     }
-    let scenario = Scenario::load(&args.scenario)
+    let scenario = crate::sources::load_scenario(&args.scenario)
         .with_context(|| format!("loading scenario {}", args.scenario.display()))?;
     let input = BacktestInput {
         name: scenario.name.clone(),

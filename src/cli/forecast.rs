@@ -5,7 +5,7 @@
 
 use crate::domain::{GroupSeries, Hour, HourRange};
 use crate::forecast::{forecast_batch, BatchInput, ForecastConfig, GroupForecast};
-use crate::ingest::{self, ReadOptions, ScenarioFile};
+use crate::sources::{self, ReadOptions};
 use anyhow::Context;
 use serde_json::json;
 use std::fmt::Write as _;
@@ -52,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(q) = args.quantiles.iter().find(|q| !(**q > 0.0 && **q < 1.0)) {
         anyhow::bail!("--quantiles: {q} is not inside (0, 1)");
     }
-    let (file, window) = ScenarioFile::read(&args.scenario)?;
+    let (file, window) = sources::read_scenario_file(&args.scenario)?;
     let at = match &args.at {
         Some(t) => Hour::parse(t).with_context(|| format!("--at '{t}'"))?,
         None => window.decision_time,
@@ -68,7 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let end = at.plus(horizon as i64).min(window.evaluation_end).max(at);
     let range = HourRange::new(window.history_start, end);
     let usage_path = args.scenario.join(&file.usage);
-    let bill = ingest::read_focus(
+    let bill = sources::read_focus(
         &usage_path,
         &ReadOptions {
             range: Some(range),

@@ -17,7 +17,6 @@ use crate::audit::{Amount, AuditLog, NewEvent, PlanComputed};
 use crate::cli::audit::{database_url, DbArgs};
 use crate::config::Config;
 use crate::domain::{ActionKind, Hour, Money, PaymentOption, Plan, RateCard, Term};
-use crate::ingest::Scenario;
 use crate::optimize::DemandInput;
 use crate::optimize::{self, demand, Constraints, MinUtilization, Options};
 use crate::plan::demand::LEVELS;
@@ -80,7 +79,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let scenario = Scenario::load(&args.scenario)
+    let scenario = crate::sources::load_scenario(&args.scenario)
         .with_context(|| format!("loading scenario {}", args.scenario.display()))?;
     let at = match &args.at {
         Some(t) => Hour::parse(t).with_context(|| format!("--at '{t}'"))?,

@@ -5,7 +5,8 @@
 //! `--cost-explorer-days`, what the daemon's `[source] cost_explorer_days` would plan from.
 
 use crate::domain::{Commitment, Hour, HourRange, Money, UsageModel};
-use crate::ingest::{self, ReadOptions, ScenarioFile};
+use crate::ingest;
+use crate::sources::{self, ReadOptions};
 use anyhow::Context;
 use serde_json::json;
 use std::path::PathBuf;
@@ -62,21 +63,21 @@ fn load(args: &Args) -> anyhow::Result<Report> {
     let from = parse_hour(&args.from, "from")?;
     let to = parse_hour(&args.to, "to")?;
     if let Some(dir) = &args.scenario {
-        let (file, window) = ScenarioFile::read(dir)?;
+        let (file, window) = sources::read_scenario_file(dir)?;
         let range = HourRange::new(
             from.unwrap_or(window.history_start),
             to.unwrap_or(window.decision_time),
         );
         anyhow::ensure!(!range.is_empty(), "empty hour range {range:?}");
-        let rates = ingest::read_rate_card(&dir.join(&file.rates))?;
-        let bill = ingest::read_focus(
+        let rates = sources::read_rate_card(&dir.join(&file.rates))?;
+        let bill = sources::read_focus(
             &dir.join(&file.usage),
             &ReadOptions {
                 range: Some(range),
                 progress: true,
             },
         )?;
-        let listed = ingest::read_commitments(&dir.join(&file.commitments), Some(&rates))?;
+        let listed = sources::read_commitments(&dir.join(&file.commitments), Some(&rates))?;
         let (inferred, notes) = ingest::infer_commitments(&bill.commitments, &listed);
         let mut commitments: Vec<_> = listed.into_iter().map(|c| (c, "file")).collect();
         let mut notes = notes;
@@ -126,7 +127,7 @@ fn load(args: &Args) -> anyhow::Result<Report> {
         (None, None) => None,
         _ => anyhow::bail!("--from and --to go together with --focus"),
     };
-    let bill = ingest::read_focus(
+    let bill = sources::read_focus(
         path,
         &ReadOptions {
             range,
@@ -134,7 +135,7 @@ fn load(args: &Args) -> anyhow::Result<Report> {
         },
     )?;
     let listed = match &args.commitments {
-        Some(p) => ingest::read_commitments(p, None)?,
+        Some(p) => sources::read_commitments(p, None)?,
         None => Vec::new(),
     };
     let (inferred, mut notes) = ingest::infer_commitments(&bill.commitments, &listed);

@@ -18,11 +18,12 @@ use crate::domain::plan::{ActionKind, Plan};
 use crate::domain::{
     Commitment, Hour, Instrument, Money, Offer, PaymentOption, Provider, RateCard, UsageModel,
 };
-use crate::ingest::{self, ReadOptions, Scenario};
+use crate::ingest;
 use crate::markets::Operation;
 use crate::optimize::{Constraints, Options};
 use crate::plan::planners::LookbackMemory;
 use crate::proposals::PlannedAction;
+use crate::sources::{self, ReadOptions};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
@@ -120,7 +121,7 @@ fn listed_commitments(
     rates: &RateCard,
 ) -> Result<Vec<Commitment>, PlanError> {
     match path {
-        Some(p) => ingest::read_commitments(p, Some(rates))
+        Some(p) => sources::read_commitments(p, Some(rates))
             .map_err(|e| PlanError::Failed(format!("[source] commitments: {e}"))),
         None => Ok(Vec::new()),
     }
@@ -233,7 +234,7 @@ impl Planner for ScenarioPlanner {
         now: DateTime<Utc>,
         inputs: &CycleInputs<'_>,
     ) -> Result<CyclePlan, PlanError> {
-        let scenario = Scenario::load(&self.dir)
+        let scenario = sources::load_scenario(&self.dir)
             .map_err(|e| PlanError::Failed(format!("loading {}: {e}", self.dir.display())))?;
         let at = scenario.window.decision_time;
         let held = held_at(inputs.held, at);
@@ -309,8 +310,8 @@ impl FocusPlanner {
         let failed = |what: &str, e: &dyn std::fmt::Display| {
             PlanError::Failed(format!("[source] {what}: {e}"))
         };
-        let mut rates = ingest::read_rate_card(&self.rates).map_err(|e| failed("rates", &e))?;
-        let bill = ingest::read_focus(&self.focus, &ReadOptions::default())
+        let mut rates = sources::read_rate_card(&self.rates).map_err(|e| failed("rates", &e))?;
+        let bill = sources::read_focus(&self.focus, &ReadOptions::default())
             .map_err(|e| failed("focus", &e))?;
         let mut notes = on_demand_from_bill(&bill.model, &mut rates);
         let listed = listed_commitments(self.commitments.as_deref(), &rates)?;
@@ -432,7 +433,7 @@ impl Planner for CostExplorerPlanner {
             PlanError::Failed(format!("{source}: the market gave no usage records"))
         })?;
         let mut rates = match &self.rates {
-            Some(p) => ingest::read_rate_card(p)
+            Some(p) => sources::read_rate_card(p)
                 .map_err(|e| PlanError::Failed(format!("[source] rates: {e}")))?,
             None => RateCard::new(),
         };
@@ -714,7 +715,7 @@ mod tests {
     #[test]
     fn inputs_digest_covers_the_rate_card() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo");
-        let s = Scenario::load(&dir).expect("the shipped demo scenario loads");
+        let s = sources::load_scenario(&dir).expect("the shipped demo scenario loads");
         let at = s.window.decision_time;
         let with = inputs_digest(&s.name, at, &s.usage, &s.rates, &s.commitments);
         let again = inputs_digest(&s.name, at, &s.usage, &s.rates, &s.commitments);

@@ -108,7 +108,7 @@ fn sorted(mut keys: Vec<Key>) -> Vec<Key> {
 
 #[test]
 fn the_daemon_proposes_the_backtests_first_decision() {
-    let scenario = Scenario::load(&demo()).unwrap();
+    let scenario = commitd::sources::load_scenario(&demo()).unwrap();
     let at = scenario.window.decision_time;
     // The replay, one decision long, as `commitd backtest` runs it, with nothing given up (what
     // a market without returns or sales executes) and the benchmark policy.
@@ -151,7 +151,7 @@ fn the_daemon_proposes_the_backtests_first_decision() {
 #[test]
 fn a_cycle_solves_again_only_when_a_replay_decision_would() {
     // One planner across cycles, as the service keeps it: the trigger's memory carries over.
-    let scenario = Scenario::load(&demo()).unwrap();
+    let scenario = commitd::sources::load_scenario(&demo()).unwrap();
     let at = scenario.window.decision_time;
     let now = at.to_datetime();
     let p = planner(Constraints::one_year_only());
@@ -275,7 +275,7 @@ fn idle(
 #[test]
 fn the_daemon_gives_up_idle_reservations_only_where_the_market_executes_it() {
     use commitd::service::plan::{CycleInputs, GivesUp};
-    let scenario = Scenario::load(&demo()).unwrap();
+    let scenario = commitd::sources::load_scenario(&demo()).unwrap();
     let at = scenario.window.decision_time;
     let held = vec![
         idle(

@@ -7,7 +7,8 @@ use arrow_array::{
 };
 use arrow_schema::{Field, Schema};
 use commitd::domain::Money;
-use commitd::ingest::{read_commitments, read_focus, read_rate_card, IngestError, ReadOptions};
+use commitd::ingest::IngestError;
+use commitd::sources::{read_commitments, read_focus, read_rate_card, ReadOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

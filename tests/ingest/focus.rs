@@ -2,7 +2,8 @@
 //! two public scenarios. Expected figures are computed here, independently of the reader.
 
 use commitd::domain::{Hour, HourRange, Instrument, Money, Provider};
-use commitd::ingest::{infer_commitments, read_focus, ReadOptions, Scenario};
+use commitd::ingest::infer_commitments;
+use commitd::sources::{load_scenario, read_focus, ReadOptions};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -110,7 +111,7 @@ fn real_focus_1_0_sample_totals_match_an_independent_count() {
 
 #[test]
 fn public_scenarios_load_with_their_groups_and_commitments() {
-    let sg = Scenario::load(&shared().join("scenarios/steady-growth")).unwrap();
+    let sg = load_scenario(&shared().join("scenarios/steady-growth")).unwrap();
     assert_eq!(sg.name, "steady-growth");
     assert_eq!(sg.window.all().len(), sg.usage.hours());
     assert_eq!(sg.usage.hours(), 2208 + 8760);
@@ -129,7 +130,7 @@ fn public_scenarios_load_with_their_groups_and_commitments() {
         assert!((seen - od).abs() < 1e-6, "{}: {seen} vs {od}", g.group);
     }
 
-    let mf = Scenario::load(&shared().join("scenarios/mixed-fleet")).unwrap();
+    let mf = load_scenario(&shared().join("scenarios/mixed-fleet")).unwrap();
     assert_eq!(mf.usage.groups.len(), 8);
     let providers: BTreeSet<Provider> = mf.usage.groups.iter().map(|g| g.group.provider).collect();
     assert_eq!(providers.len(), 2);

@@ -2,7 +2,6 @@
 //! what the generator meant (demand, coverage by the existing commitments, their use).
 
 use commitd::domain::{CommitmentAmount, Instrument};
-use commitd::ingest::Scenario;
 use commitd_testkit::synth::{build, generate, Config, Shape};
 
 #[test]
@@ -18,7 +17,7 @@ fn generated_scenario_reads_back_as_generated() {
     };
     let summary = generate(&config, dir.path()).unwrap();
     let org = build(&config).unwrap();
-    let s = Scenario::load(dir.path()).unwrap();
+    let s = commitd::sources::load_scenario(dir.path()).unwrap();
     assert_eq!(s.name, summary.name);
     assert_eq!(s.window.decision_time, summary.decision_time);
     assert_eq!(s.usage.rows_read, summary.rows);
@@ -140,7 +139,7 @@ fn shipped_demo_is_what_synth_writes() {
             "examples/demo/{f} is stale: regenerate it (see examples/demo/README.md)"
         );
     }
-    let s = Scenario::load(&shipped).unwrap();
+    let s = commitd::sources::load_scenario(&shipped).unwrap();
     assert_eq!(s.usage.groups.len(), 4);
     assert_eq!(s.commitments.len(), 3);
 }

@@ -3,7 +3,6 @@
 //! session): the JSON carries the documented fields and the plan is consistent with itself.
 
 use commitd::domain::HourRange;
-use commitd::ingest::Scenario;
 use commitd::optimize::{demand, optimize, Constraints, Options};
 
 use crate::common;
@@ -11,7 +10,7 @@ use crate::common;
 #[test]
 fn plan_json_on_steady_growth_has_actions_with_rationale_and_expected_figures() {
     let dir = common::shared::shared().join("scenarios/steady-growth");
-    let s = Scenario::load(&dir).unwrap();
+    let s = commitd::sources::load_scenario(&dir).unwrap();
     let at = s.window.decision_time;
     let history = s.usage.slice(HourRange::new(s.usage.range.start, at));
     let input = demand::seasonal_naive(&history, at, 8760, 4, &[0.1, 0.5, 0.9]);

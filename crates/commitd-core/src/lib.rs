@@ -13,19 +13,23 @@
 //! ```
 //!
 //! * [`domain`]: newtypes parsed once (Money, Hour, Provider, Instrument, UsageGroup, ...);
-//!   [`domain::purchase`] (what a purchase is at a provider) and [`domain::rules`] (the
-//!   providers' market rules).
-//! * [`ingest`]: FOCUS CSV / CSV.gz / Parquet readers, usage model, commitments, rate card.
+//!   [`domain::purchase`] (what a purchase is at a provider, one converter each way) and
+//!   [`domain::rules`] (the providers' market rules).
+//! * [`ingest`]: parses FOCUS rows (CSV, gzip CSV, Parquet), ContractCommitment rows, the rate
+//!   card and `scenario.toml` from readers the service opened (`impl Read`, a Parquet
+//!   `ChunkReader`, text); reports progress through [`ingest::Progress`].
 //! * [`forecast`]: hourly quantiles per usage group, anomaly and level-shift signals.
 //! * [`billing`]: the providers' discount order, hour by hour.
 //! * [`optimize`]: one LP (good_lp + HiGHS) over all instruments, terms and payment options.
 //! * [`policy`]: guardrails parsed from text, evaluated to allow / needs approval / block.
 //! * [`plan`]: the one `Planner` trait and its planners (look-back, forecast, ladder,
-//!   hindsight), run by the daemon and replayed by the backtest.
-//! * [`backtest`]: the replay harness, its metrics, baselines and report.
+//!   hindsight) and `PlannerConfig`, run by the daemon and replayed by the backtest.
+//! * [`backtest`]: the replay harness, its metrics, baselines and report. Nothing imports it.
 //!
-//! The siblings of the middle tier do not import each other, except `optimize` which bills
-//! with `billing`'s rules and `policy` which bounds the optimizer (`PolicySet::planning_bounds`).
+//! The siblings of the middle tier do not import each other, except `optimize` which prices
+//! with `billing`'s rates and `policy` which bounds the optimizer
+//! (`PolicySet::planning_bounds`). No module opens a file, reads the clock, the network or the
+//! environment. `.ci/layout.py` checks both rules (docs/ARCHITECTURE.md).
 
 pub mod backtest;
 pub mod billing;

@@ -275,10 +275,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         datasets.push(dataset(&name, &[(start, v)], &p));
     }
     for dir in &args.scenario {
-        let (file, window) = commitd_core::ingest::ScenarioFile::read(dir)?;
-        let bill = commitd_core::ingest::read_focus(
+        let (file, window) = commitd::sources::read_scenario_file(dir)?;
+        let bill = commitd::sources::read_focus(
             &dir.join(&file.usage),
-            &commitd_core::ingest::ReadOptions {
+            &commitd::sources::ReadOptions {
                 range: Some(window.all()),
                 progress: false,
             },

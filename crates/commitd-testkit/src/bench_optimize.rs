@@ -155,7 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// with `--levels` on the forecaster's quantile paths.
 fn compare_on_scenario(dir: &std::path::Path, args: &Args) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
-    let scenario = commitd_core::ingest::Scenario::load(dir)
+    let scenario = commitd::sources::load_scenario(dir)
         .with_context(|| format!("loading scenario {}", dir.display()))?;
     let at = scenario.window.decision_time;
     let hours = scenario.window.evaluation_end.since(at).max(0) as usize;

@@ -11,6 +11,7 @@ use crate::domain::{
 };
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
+use std::io::Read;
 use std::path::Path;
 
 fn upfront_share(payment: PaymentOption) -> Decimal {
@@ -21,12 +22,14 @@ fn upfront_share(payment: PaymentOption) -> Decimal {
     }
 }
 
-/// Reads a ContractCommitment file. `rates` prices RIs whose file row has no cost.
+/// Reads a ContractCommitment file from `reader`; `path` names the file in errors. `rates`
+/// prices RIs whose file row has no cost.
 pub fn read_commitments(
     path: &Path,
+    reader: impl Read,
     rates: Option<&RateCard>,
 ) -> Result<Vec<Commitment>, IngestError> {
-    let t = Table::read(path)?;
+    let t = Table::read(path, reader)?;
     t.require(&[
         "ContractCommitmentId",
         "ContractCommitmentPeriodStart",

@@ -4,48 +4,45 @@
 
 use super::accumulate::Accumulator;
 use super::row::{ColumnMap, Row, Val, N_COLS};
-use super::{progress_bar, IngestError};
+use super::{IngestError, Progress, ProgressUnit};
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-/// Counts bytes read from the file for the progress bar.
-struct Counting<R> {
+/// Counts bytes read from the file for the progress report, a megabyte at a time.
+struct Counting<'p, R> {
     inner: R,
-    bar: indicatif::ProgressBar,
+    progress: &'p dyn Progress,
     pending: u64,
 }
 
-impl<R: Read> Read for Counting<R> {
+impl<R: Read> Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.pending += n as u64;
         if self.pending >= 1 << 20 {
-            self.bar.inc(self.pending);
+            self.progress.advance(self.pending);
             self.pending = 0;
         }
         Ok(n)
     }
 }
 
+/// Reads the CSV content of `file` (named `path` in errors) into `acc`.
 pub fn read(
     path: &Path,
+    file: impl Read,
     gzip: bool,
+    size: Option<u64>,
     acc: &mut Accumulator,
-    progress: bool,
+    progress: &dyn Progress,
 ) -> Result<(), IngestError> {
-    let io = |source| IngestError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let size = file.metadata().map_err(io)?.len();
-    let bar = progress_bar(progress && size > 32 << 20, size, "reading");
+    progress.start(path, size.unwrap_or(0), ProgressUnit::Bytes);
     let counted = Counting {
         inner: BufReader::with_capacity(1 << 16, file),
-        bar: bar.clone(),
+        progress,
         pending: 0,
     };
-    let reader: Box<dyn Read> = if gzip {
+    let reader: Box<dyn Read + '_> = if gzip {
         // Multi-member: exports concatenate gzip members.
         Box::new(flate2::read::MultiGzDecoder::new(counted))
     } else {
@@ -125,7 +122,7 @@ pub fn read(
         acc.add(&row)
             .map_err(|e| IngestError::at_row(path, line, e))?;
     }
-    bar.finish_and_clear();
+    progress.finish();
     if line == 1 {
         tracing::warn!(file = %path.display(), "FOCUS file has a header but no rows");
     }

@@ -1,13 +1,19 @@
-//! Ingest: everything commitd reads from files, turned into domain types.
+//! Ingest: the content of commitd's input files, turned into domain types.
 //!
-//! * FOCUS CostAndUsage exports (CSV, gzip CSV, Parquet; one file or a directory tree, as AWS
-//!   Data Exports and Azure cost exports lay out their partitions) -> [`Bill`]: the
-//!   [`UsageModel`](crate::domain::UsageModel) of eligible compute demand plus what the bill says
-//!   about existing commitments. Which rows are demand is decided in [`classify`].
+//! The core never opens a file, walks a directory or draws on a terminal: the service's
+//! `sources` module does, and hands each file in as a reader (`impl Read`, or a Parquet
+//! [`ChunkReader`](parquet::file::reader::ChunkReader)) with its path, which is only used to
+//! name the file in errors. Progress is reported through the [`Progress`] trait.
+//!
+//! * FOCUS CostAndUsage exports (CSV, gzip CSV, Parquet; the service finds the files of a
+//!   directory tree, as AWS Data Exports and Azure cost exports lay out their partitions) ->
+//!   [`FocusReader`] -> [`Bill`]: the [`UsageModel`](crate::domain::UsageModel) of eligible
+//!   compute demand plus what the bill says about existing commitments. Which rows are demand is
+//!   decided in [`classify`].
 //! * A FOCUS 1.3 ContractCommitment file (`commitments.csv`) -> existing
 //!   [`Commitment`](crate::domain::Commitment)s, completed with those only the bill reveals.
 //! * The scenario rate card (`rates.csv`) -> [`RateCard`](crate::domain::RateCard).
-//! * A scenario directory (`scenario.toml` + the three files) -> [`Scenario`].
+//! * `scenario.toml` -> [`ScenarioFile`]; with the three files read -> [`Scenario`].
 //!
 //! Every error names the file, and where it applies the row and the column. Nothing partial is
 //! ever returned: one bad row in a relevant place fails the whole read, because a usage model
@@ -29,6 +35,7 @@ pub use scenario::{Scenario, ScenarioFile};
 
 use crate::domain::HourRange;
 use accumulate::{Accumulator, RowError};
+use parquet::file::reader::ChunkReader;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -95,14 +102,31 @@ impl IngestError {
     }
 }
 
-/// How to read FOCUS usage.
-#[derive(Clone, Debug, Default)]
-pub struct ReadOptions {
-    /// Keep only these hours (rows outside are skipped and counted); `None` = the bill's hours.
-    pub range: Option<HourRange>,
-    /// Draw a progress bar on stderr (only when stderr is a terminal).
-    pub progress: bool,
+/// How far a read has got, told to whoever shows it (the service draws a progress bar on a
+/// terminal); the core only counts. Shared by the threads of a Parquet read, hence `Sync`.
+pub trait Progress: Sync {
+    /// A read of `total` units begins (`what` says which file).
+    fn start(&self, _what: &Path, _total: u64, _unit: ProgressUnit) {}
+    /// `n` more units were read.
+    fn advance(&self, _n: u64) {}
+    /// The read ended.
+    fn finish(&self) {}
 }
+
+/// What a [`Progress`] total counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressUnit {
+    /// Bytes of a (compressed) CSV file.
+    Bytes,
+    /// Rows of a Parquet file.
+    Rows,
+}
+
+/// No progress reported.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
 
 /// The kinds of file a FOCUS export comes in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,46 +136,8 @@ pub enum Format {
     Parquet,
 }
 
-/// FOCUS files under `path` (itself if a file), recursively, in sorted order.
-pub fn discover(path: &Path) -> Result<Vec<PathBuf>, IngestError> {
-    let io = |source| IngestError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(io)?;
-    if meta.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut out = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|source| IngestError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        for entry in entries {
-            let entry = entry.map_err(|source| IngestError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if format_by_name(&p).is_some() {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    if out.is_empty() {
-        return Err(IngestError::NoInput {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(out)
-}
-
-fn format_by_name(p: &Path) -> Option<Format> {
+/// The format a file's name says (None: not a FOCUS file's name).
+pub fn format_by_name(p: &Path) -> Option<Format> {
     let name = p.file_name()?.to_str()?.to_ascii_lowercase();
     if name.ends_with(".csv.gz") {
         Some(Format::CsvGz)
@@ -164,25 +150,19 @@ fn format_by_name(p: &Path) -> Option<Format> {
     }
 }
 
-/// The format of a file from its first bytes; the extension only decides which error to give.
-pub fn sniff(path: &Path) -> Result<Format, IngestError> {
-    let mut head = [0u8; 4];
-    let mut f = std::fs::File::open(path).map_err(|source| IngestError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let n = read_up_to(&mut f, &mut head).map_err(|source| IngestError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if n == 0 {
+/// How many first bytes of a file [`sniff`] looks at.
+pub const SNIFF_BYTES: usize = 4;
+
+/// The format of the file `name` from its first bytes `head` (up to [`SNIFF_BYTES`]; fewer
+/// only if the file is that short); the name only decides which error to give.
+pub fn sniff(name: &Path, head: &[u8]) -> Result<Format, IngestError> {
+    if head.is_empty() {
         return Err(IngestError::Empty {
-            path: path.to_path_buf(),
+            path: name.to_path_buf(),
         });
     }
-    let head = &head[..n];
     let compression = |what: &str| IngestError::Compression {
-        path: path.to_path_buf(),
+        path: name.to_path_buf(),
         detail: format!("{what}-compressed; commitd reads plain CSV, gzip CSV and Parquet"),
     };
     let by_content = if head.starts_with(&[0x1f, 0x8b]) {
@@ -198,60 +178,64 @@ pub fn sniff(path: &Path) -> Result<Format, IngestError> {
     } else {
         Format::Csv
     };
-    match (format_by_name(path), by_content) {
+    match (format_by_name(name), by_content) {
         (Some(Format::CsvGz), f) if f != Format::CsvGz => Err(IngestError::Compression {
-            path: path.to_path_buf(),
+            path: name.to_path_buf(),
             detail: "named .gz but not gzip-compressed (no gzip magic bytes)".into(),
         }),
         (Some(Format::Parquet), f) if f != Format::Parquet => Err(IngestError::Parquet {
-            path: path.to_path_buf(),
+            path: name.to_path_buf(),
             detail: "no PAR1 magic bytes at the start".into(),
         }),
         _ => Ok(by_content),
     }
 }
 
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
+/// Reads FOCUS files, one after the other, into one [`Bill`].
+pub struct FocusReader {
+    acc: Accumulator,
+}
+
+impl FocusReader {
+    /// Keeps only the hours of `range` (rows outside are skipped and counted); `None`: the
+    /// bill's hours.
+    pub fn new(range: Option<HourRange>) -> Self {
+        FocusReader {
+            acc: Accumulator::new(range),
         }
     }
-    Ok(n)
-}
 
-/// Reads FOCUS usage from a file or a directory tree of files into one [`Bill`].
-pub fn read_focus(path: &Path, options: &ReadOptions) -> Result<Bill, IngestError> {
-    let files = discover(path)?;
-    let mut acc = Accumulator::new(options.range);
-    for file in &files {
-        read_file_into(file, &mut acc, options.progress)?;
+    /// Reads a CSV file (gzip-compressed if `gzip`; multi-member gzip as exports write it).
+    /// `name` names the file in errors; `size` (bytes of `reader`, if known) is the progress
+    /// total.
+    pub fn read_csv(
+        &mut self,
+        name: &Path,
+        reader: impl Read,
+        gzip: bool,
+        size: Option<u64>,
+        progress: &dyn Progress,
+    ) -> Result<(), IngestError> {
+        csv_source::read(name, reader, gzip, size, &mut self.acc, progress)
     }
-    Ok(acc.finish())
-}
 
-fn read_file_into(path: &Path, acc: &mut Accumulator, progress: bool) -> Result<(), IngestError> {
-    match sniff(path)? {
-        Format::Csv => csv_source::read(path, false, acc, progress),
-        Format::CsvGz => csv_source::read(path, true, acc, progress),
-        Format::Parquet => parquet_source::read(path, acc, progress),
-    }
-}
-
-/// A progress bar on stderr, or a hidden one when stderr is not a terminal (CI, pipes).
-pub(crate) fn progress_bar(enabled: bool, total: u64, what: &str) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if !enabled || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {percent}% {per_sec} eta {eta}")
+    /// Reads a Parquet file. Row groups are read on rayon's threads, each from its own clone
+    /// of `data`: a clone must read independently of the others (`bytes::Bytes`, or a reader
+    /// of a file by position; not a shared file offset).
+    pub fn read_parquet<R>(
+        &mut self,
+        name: &Path,
+        data: R,
+        progress: &dyn Progress,
+    ) -> Result<(), IngestError>
+    where
+        R: ChunkReader + Clone + 'static,
     {
-        bar.set_style(style.progress_chars("=> "));
+        parquet_source::read(name, data, &mut self.acc, progress)
     }
-    bar.set_message(what.to_string());
-    bar
+
+    /// The bill read so far.
+    pub fn finish(self) -> Bill {
+        self.acc.finish()
+    }
 }

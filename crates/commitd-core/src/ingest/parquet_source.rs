@@ -7,7 +7,7 @@
 
 use super::accumulate::{Accumulator, RowError};
 use super::row::{Col, ColumnMap, Row, Val, N_COLS};
-use super::{progress_bar, IngestError};
+use super::{IngestError, Progress, ProgressUnit};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Date32Type, Float32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
@@ -17,6 +17,7 @@ use arrow_array::{Array, Decimal128Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
+use parquet::file::reader::ChunkReader;
 use rayon::prelude::*;
 use std::path::Path;
 
@@ -152,16 +153,13 @@ fn num<'a>(null: bool, value: impl FnOnce() -> Val<'a>) -> Val<'a> {
     }
 }
 
-/// Opens the file and checks the columns; returns the builder and the projection roots.
-fn open(
+/// Reads the footer and checks the columns; returns the builder and the projection roots.
+fn open<R: ChunkReader + 'static>(
     path: &Path,
-) -> Result<(ParquetRecordBatchReaderBuilder<std::fs::File>, Vec<usize>), IngestError> {
-    let file = std::fs::File::open(path).map_err(|source| IngestError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    data: R,
+) -> Result<(ParquetRecordBatchReaderBuilder<R>, Vec<usize>), IngestError> {
     let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| parquet_err(path, &e))?;
+        ParquetRecordBatchReaderBuilder::try_new(data).map_err(|e| parquet_err(path, &e))?;
     let names: Vec<String> = builder
         .schema()
         .fields()
@@ -188,11 +186,17 @@ fn parquet_err(path: &Path, e: &dyn std::fmt::Display) -> IngestError {
     }
 }
 
-/// Reads the file into `acc`. Row groups are split into contiguous parts read on rayon's
-/// threads, each into its own accumulator (so memory is groups x hours per thread), merged
-/// back in file order: the first error in file order wins, as in a sequential read.
-pub fn read(path: &Path, acc: &mut Accumulator, progress: bool) -> Result<(), IngestError> {
-    let (builder, _) = open(path)?;
+/// Reads the file `data` (named `path` in errors) into `acc`. Row groups are split into
+/// contiguous parts read on rayon's threads, each from its own clone of `data` into its own
+/// accumulator (so memory is groups x hours per thread), merged back in file order: the first
+/// error in file order wins, as in a sequential read.
+pub fn read<R: ChunkReader + Clone + 'static>(
+    path: &Path,
+    data: R,
+    acc: &mut Accumulator,
+    progress: &dyn Progress,
+) -> Result<(), IngestError> {
+    let (builder, _) = open(path, data.clone())?;
     let meta = builder.metadata().clone();
     drop(builder);
     let sizes: Vec<u64> = meta
@@ -201,11 +205,11 @@ pub fn read(path: &Path, acc: &mut Accumulator, progress: bool) -> Result<(), In
         .map(|rg| rg.num_rows().max(0) as u64)
         .collect();
     let total: u64 = sizes.iter().sum();
-    let bar = progress_bar(progress && total > 1_000_000, total, "reading");
+    progress.start(path, total, ProgressUnit::Rows);
     let threads = rayon::current_num_threads().min(sizes.len()).max(1);
     if threads == 1 || total < 200_000 {
-        read_groups(path, None, 0, acc, &bar)?;
-        bar.finish_and_clear();
+        read_groups(path, data, None, 0, acc, progress)?;
+        progress.finish();
         return Ok(());
     }
     // Contiguous parts of about equal rows.
@@ -225,7 +229,14 @@ pub fn read(path: &Path, acc: &mut Accumulator, progress: bool) -> Result<(), In
         .into_par_iter()
         .map(|(groups, first_row)| {
             let mut part = template.fork();
-            read_groups(path, Some(groups), first_row, &mut part, &bar)?;
+            read_groups(
+                path,
+                data.clone(),
+                Some(groups),
+                first_row,
+                &mut part,
+                progress,
+            )?;
             Ok(part)
         })
         .collect();
@@ -240,18 +251,19 @@ pub fn read(path: &Path, acc: &mut Accumulator, progress: bool) -> Result<(), In
             RowError::Field(f) => IngestError::at_row(path, 0, RowError::Field(f)),
         })?;
     }
-    bar.finish_and_clear();
+    progress.finish();
     Ok(())
 }
 
-fn read_groups(
+fn read_groups<R: ChunkReader + 'static>(
     path: &Path,
+    data: R,
     row_groups: Option<Vec<usize>>,
     first_row: u64,
     acc: &mut Accumulator,
-    bar: &indicatif::ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<(), IngestError> {
-    let (builder, roots) = open(path)?;
+    let (builder, roots) = open(path, data)?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
     let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
     if let Some(groups) = row_groups {
@@ -263,7 +275,7 @@ fn read_groups(
         let batch = batch.map_err(|e| parquet_err(path, &e))?;
         fold_batch(path, &batch, row_base, acc)?;
         row_base += batch.num_rows() as u64;
-        bar.inc(batch.num_rows() as u64);
+        progress.advance(batch.num_rows() as u64);
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use super::IngestError;
 use crate::domain::usage::{normalize_os, normalize_tenancy};
 use crate::domain::{Instrument, Offer, PaymentOption, Product, Provider, RateCard, Term};
 use rust_decimal::Decimal;
+use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -31,11 +32,15 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    pub fn read(path: &Path) -> Result<Table, IngestError> {
-        let bytes = std::fs::read(path).map_err(|source| IngestError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    /// Reads the whole of `reader` (the file `path`, named in errors) as a table.
+    pub fn read(path: &Path, mut reader: impl Read) -> Result<Table, IngestError> {
+        let mut bytes = Vec::new();
+        reader
+            .read_to_end(&mut bytes)
+            .map_err(|source| IngestError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(IngestError::Empty {
                 path: path.to_path_buf(),
@@ -138,9 +143,9 @@ impl Table {
     }
 }
 
-/// Reads `rates.csv` into a rate card.
-pub fn read_rate_card(path: &Path) -> Result<RateCard, IngestError> {
-    let table = Table::read(path)?;
+/// Reads a rate card (`rates.csv`) from `reader`; `path` names the file in errors.
+pub fn read_rate_card(path: &Path, reader: impl Read) -> Result<RateCard, IngestError> {
+    let table = Table::read(path, reader)?;
     table.require(&COLUMNS)?;
     let mut card = RateCard::new();
     for (line, rec) in &table.rows {

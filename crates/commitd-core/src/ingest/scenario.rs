@@ -1,9 +1,10 @@
 //! A scenario directory: `scenario.toml` naming the window and the usage, rates and
-//! commitments files (see the scenario format in the README of the shared scenarios).
+//! commitments files (see the scenario format in the README of the shared scenarios). The
+//! service's `sources` reads the files; here they are parsed ([`ScenarioFile::parse`]) and put
+//! together ([`Scenario::assemble`]).
 
-use super::commitments::{infer_commitments, read_commitments, InferredCommitment};
-use super::rates::read_rate_card;
-use super::{read_focus, IngestError, ReadOptions};
+use super::commitments::{infer_commitments, InferredCommitment};
+use super::{Bill, IngestError};
 use crate::domain::{Commitment, Hour, RateCard, ScenarioWindow, UsageModel};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -40,22 +41,18 @@ pub struct Scenario {
 }
 
 impl ScenarioFile {
-    pub fn read(dir: &Path) -> Result<(ScenarioFile, ScenarioWindow), IngestError> {
-        let path = dir.join("scenario.toml");
-        let text = std::fs::read_to_string(&path).map_err(|source| IngestError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let file: ScenarioFile = toml::from_str(&text).map_err(|e| IngestError::Invalid {
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
-        let hour = |field: &str, v: &str| {
-            Hour::parse(v).map_err(|e| IngestError::Invalid {
-                path: path.clone(),
-                detail: format!("{field}: {e}"),
-            })
+    /// The file's name in a scenario directory.
+    pub const NAME: &'static str = "scenario.toml";
+
+    /// Parses `scenario.toml`'s `text`; `path` names the file in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<(ScenarioFile, ScenarioWindow), IngestError> {
+        let invalid = |detail: String| IngestError::Invalid {
+            path: path.to_path_buf(),
+            detail,
         };
+        let file: ScenarioFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let hour =
+            |field: &str, v: &str| Hour::parse(v).map_err(|e| invalid(format!("{field}: {e}")));
         let window = ScenarioWindow {
             history_start: hour("history_start", &file.history_start)?,
             decision_time: hour("decision_time", &file.decision_time)?,
@@ -64,36 +61,30 @@ impl ScenarioFile {
         if !(window.history_start < window.decision_time
             && window.decision_time <= window.evaluation_end)
         {
-            return Err(IngestError::Invalid {
-                path,
-                detail: "expected history_start < decision_time <= evaluation_end".into(),
-            });
+            return Err(invalid(
+                "expected history_start < decision_time <= evaluation_end".into(),
+            ));
         }
         Ok((file, window))
     }
 }
 
 impl Scenario {
-    /// Loads a scenario directory without a progress bar.
-    pub fn load(dir: &Path) -> Result<Scenario, IngestError> {
-        Self::load_with(dir, false)
-    }
-
-    pub fn load_with(dir: &Path, progress: bool) -> Result<Scenario, IngestError> {
-        let (file, window) = ScenarioFile::read(dir)?;
-        let rates = read_rate_card(&dir.join(&file.rates))?;
-        let bill = read_focus(
-            &dir.join(&file.usage),
-            &ReadOptions {
-                range: Some(window.all()),
-                progress,
-            },
-        )?;
-        let mut commitments = read_commitments(&dir.join(&file.commitments), Some(&rates))?;
+    /// A scenario from its parsed files: `bill` read over `window.all()`, `listed` the
+    /// commitments file's; the commitments only the bill reveals are inferred and added.
+    pub fn assemble(
+        dir: PathBuf,
+        file: ScenarioFile,
+        window: ScenarioWindow,
+        rates: RateCard,
+        bill: Bill,
+        listed: Vec<Commitment>,
+    ) -> Scenario {
+        let mut commitments = listed;
         let (inferred, notes) = infer_commitments(&bill.commitments, &commitments);
         commitments.extend(inferred.iter().map(|i| i.commitment.clone()));
-        Ok(Scenario {
-            dir: dir.to_path_buf(),
+        Scenario {
+            dir,
             name: file.name,
             description: file.description,
             window,
@@ -102,7 +93,7 @@ impl Scenario {
             commitments,
             inferred,
             notes,
-        })
+        }
     }
 
     /// The usage a planner may look at: `[history_start, decision_time)`.

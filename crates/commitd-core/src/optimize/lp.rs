@@ -140,6 +140,7 @@ pub(crate) fn cell_offsets(model: &Model) -> (Vec<usize>, usize) {
     (offsets, n)
 }
 
+/// One coverage column: instance-hours of a pool's member covered at a point.
 struct YCol {
     pool: u32,
     member: u32,
@@ -147,21 +148,67 @@ struct YCol {
     var: Variable,
 }
 
+/// The LP's columns, created in this order: candidates, exchange shares, coverage.
+struct Columns {
+    /// Per pool: the candidate's capacity (None for existing pools).
+    x: Vec<Option<Variable>>,
+    /// Per pool: the exchange source it is, if any.
+    source_of_pool: Vec<Option<usize>>,
+    /// Per exchange source: the shares exchanged and (when returnable) returned.
+    shares: Vec<(Variable, Option<Variable>)>,
+    /// Coverage columns, ordered by (point, pool, member).
+    ys: Vec<YCol>,
+    /// Weighted on-demand cost of all demand.
+    ode_total: f64,
+}
+
+type Problem = good_lp::solvers::highs::HighsProblem;
+
 pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
-    let SolveSpec {
-        model,
-        points,
-        constraints,
-        ..
-    } = *spec;
-    let pools = &model.pools;
-    let groups = &model.groups;
-    let warm = spec.warm;
-    let (offsets, cells) = cell_offsets(model);
+    let (offsets, cells) = cell_offsets(spec.model);
     let mut vars = ProblemVariables::new();
     let mut objective = Expression::with_capacity(1024);
+    let x = candidate_columns(spec, &mut vars, &mut objective);
+    let (source_of_pool, shares) = share_columns(spec, &mut vars, &mut objective);
+    let (ys, ode_total) = coverage_columns(spec, &offsets, cells, &mut vars, &mut objective);
+    let cols = Columns {
+        x,
+        source_of_pool,
+        shares,
+        ys,
+        ode_total,
+    };
+    let columns = vars.len();
 
-    // Candidate columns (purchases and exchange targets).
+    let mut problem = vars
+        .minimise(objective)
+        .using(highs)
+        .set_threads(spec.options.threads.max(1));
+    let capacity_rows = capacity_rows(spec, &cols, &mut problem);
+    let rows = capacity_rows.len()
+        + demand_rows(spec, &cols, &mut problem)
+        + exchange_rows(spec, &cols, &mut problem)
+        + policy_rows(spec, &cols, &mut problem)
+        + coverage_rows(spec, &cols, &mut problem);
+
+    let solution = problem.solve().map_err(|e| match e {
+        ResolutionError::Infeasible => OptimizeError::Infeasible(infeasibility_reason(spec)),
+        other => OptimizeError::Solver(other.to_string()),
+    })?;
+    let mut result = read_solution(spec, &cols, solution, &capacity_rows, (&offsets, cells));
+    result.columns = columns;
+    result.rows = rows;
+    Ok(result)
+}
+
+/// Candidate columns (purchases and exchange targets), with their cost over their active hours.
+fn candidate_columns(
+    spec: &SolveSpec<'_>,
+    vars: &mut ProblemVariables,
+    objective: &mut Expression,
+) -> Vec<Option<Variable>> {
+    let pools = &spec.model.pools;
+    let warm = spec.warm;
     let mut x: Vec<Option<Variable>> = Vec::with_capacity(pools.len());
     for (pi, p) in pools.iter().enumerate() {
         match p.column() {
@@ -185,11 +232,21 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
             None => x.push(None),
         }
     }
+    x
+}
 
-    // Exchange shares: giving up a share of a source stops its cost inside the window (an
-    // Azure refund; for AWS its value funds the target, whose whole cost the target column
-    // carries, so the difference is the true-up).
-    let mut source_of_pool: Vec<Option<usize>> = vec![None; pools.len()];
+/// Exchange shares: giving up a share of a source stops its cost inside the window (an Azure
+/// refund; for AWS its value funds the target, whose whole cost the target column carries, so
+/// the difference is the true-up). Returns each pool's source and each source's columns.
+#[allow(clippy::type_complexity)]
+fn share_columns(
+    spec: &SolveSpec<'_>,
+    vars: &mut ProblemVariables,
+    objective: &mut Expression,
+) -> (Vec<Option<usize>>, Vec<(Variable, Option<Variable>)>) {
+    let model = spec.model;
+    let warm = spec.warm;
+    let mut source_of_pool: Vec<Option<usize>> = vec![None; model.pools.len()];
     let mut shares: Vec<(Variable, Option<Variable>)> = Vec::with_capacity(model.sources.len());
     for (si, src) in model.sources.iter().enumerate() {
         source_of_pool[src.pool] = Some(si);
@@ -230,10 +287,22 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
         });
         shares.push((e, r));
     }
+    (source_of_pool, shares)
+}
 
-    // Coverage columns, ordered by (point, pool, member).
+/// Coverage columns, ordered by (point, pool, member), each saving its group's on-demand rate;
+/// and the weighted on-demand cost of all demand.
+fn coverage_columns(
+    spec: &SolveSpec<'_>,
+    offsets: &[usize],
+    cells: usize,
+    vars: &mut ProblemVariables,
+    objective: &mut Expression,
+) -> (Vec<YCol>, f64) {
+    let SolveSpec { model, points, .. } = *spec;
+    let (pools, groups) = (&model.pools, &model.groups);
+    let warm = spec.warm;
     let mut ys: Vec<YCol> = Vec::new();
-    let mut constant = model.existing_cost;
     let mut ode_total = 0.0;
     for b in 0..points.len() {
         let w = points.weight[b];
@@ -274,17 +343,20 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
             }
         }
     }
-    constant += ode_total;
-    let columns = vars.len();
+    (ys, ode_total)
+}
 
-    let mut problem = vars
-        .minimise(objective)
-        .using(highs)
-        .set_threads(spec.options.threads.max(1));
-
-    let mut rows = 0usize;
-
-    // Capacity rows: runs of equal (point, pool).
+/// Capacity rows, one per run of equal (point, pool) among the coverage columns; returned with
+/// their pool, for the duals.
+fn capacity_rows(
+    spec: &SolveSpec<'_>,
+    cols: &Columns,
+    problem: &mut Problem,
+) -> Vec<(u32, ConstraintReference)> {
+    let model = spec.model;
+    let pools = &model.pools;
+    let ys = &cols.ys;
+    let shares = &cols.shares;
     let mut capacity_rows: Vec<(u32, ConstraintReference)> = Vec::new();
     let mut i = 0;
     while i < ys.len() {
@@ -297,9 +369,9 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
             j += 1;
         }
         let p = &pools[pi as usize];
-        let row = match (p.fixed_capacity, x[pi as usize]) {
+        let row = match (p.fixed_capacity, cols.x[pi as usize]) {
             (Some(c), _) => {
-                if let Some(si) = source_of_pool[pi as usize] {
+                if let Some(si) = cols.source_of_pool[pi as usize] {
                     // What is exchanged or returned no longer covers anything.
                     let units = model.sources[si].units;
                     expr.add_mul(units, shares[si].0);
@@ -316,13 +388,18 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
             (None, None) => expr.leq(0.0),
         };
         capacity_rows.push((pi, problem.add_constraint(row)));
-        rows += 1;
         i = j;
     }
+    capacity_rows
+}
 
-    // Demand rows where more than one pool can cover a group at a point (otherwise the column's
-    // upper bound already says it).
-    let mut by_demand: Vec<(u32, u32, Variable)> = ys
+/// Demand rows where more than one pool can cover a group at a point (otherwise the column's
+/// upper bound already says it). Returns the number of rows.
+fn demand_rows(spec: &SolveSpec<'_>, cols: &Columns, problem: &mut Problem) -> usize {
+    let pools = &spec.model.pools;
+    let mut rows = 0;
+    let mut by_demand: Vec<(u32, u32, Variable)> = cols
+        .ys
         .iter()
         .map(|y| {
             (
@@ -345,25 +422,30 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
             for t in &by_demand[i..j] {
                 expr.add_mul(1.0, t.2);
             }
-            problem.add_constraint(expr.leq(points.demand(b as usize, g as usize)));
+            problem.add_constraint(expr.leq(spec.points.demand(b as usize, g as usize)));
             rows += 1;
         }
         i = j;
     }
-    drop(by_demand);
+    rows
+}
 
-    // Exchange rows: the targets' value covers the share given up (AWS: target value >= source
-    // value; Azure: new lifetime commitment >= refunded remaining value); a share is exchanged
-    // or returned, not both; refunds stay within the rolling cap.
+/// Exchange rows: the targets' value covers the share given up (AWS: target value >= source
+/// value; Azure: new lifetime commitment >= refunded remaining value); a share is exchanged or
+/// returned, not both; refunds stay within the rolling cap. Returns the number of rows.
+fn exchange_rows(spec: &SolveSpec<'_>, cols: &Columns, problem: &mut Problem) -> usize {
+    let model = spec.model;
+    let pools = &model.pools;
+    let mut rows = 0;
     let mut refunds = Expression::with_capacity(model.sources.len());
     let mut any_return = false;
     for (si, src) in model.sources.iter().enumerate() {
-        let (e, r) = shares[si];
+        let (e, r) = cols.shares[si];
         if !src.targets.is_empty() {
             let mut expr = Expression::with_capacity(src.targets.len() + 1);
             for &t in &src.targets {
                 if let (Some(xv), Some(c), Some((_, value_hours))) =
-                    (x[t], pools[t].column(), pools[t].exchange())
+                    (cols.x[t], pools[t].column(), pools[t].exchange())
                 {
                     expr.add_mul(c.unit_cost * value_hours, xv);
                 }
@@ -387,140 +469,192 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
         }
     }
     if any_return {
-        problem.add_constraint(refunds.leq(constraints.azure_refund_remaining.to_f64().max(0.0)));
+        let cap = spec.constraints.azure_refund_remaining.to_f64().max(0.0);
+        problem.add_constraint(refunds.leq(cap));
         rows += 1;
     }
+    rows
+}
 
-    // Policy rows on the candidates.
-    let free: Vec<(usize, Variable)> = x
+/// Policy rows on the candidates: new hourly commitment, upfront, and the utilization floors.
+/// Returns the number of rows.
+fn policy_rows(spec: &SolveSpec<'_>, cols: &Columns, problem: &mut Problem) -> usize {
+    let SolveSpec {
+        model, constraints, ..
+    } = *spec;
+    let pools = &model.pools;
+    let free: Vec<(usize, Variable)> = cols
+        .x
         .iter()
         .enumerate()
         .filter_map(|(pi, v)| v.map(|v| (pi, v)))
         .filter(|(pi, _)| spec.capacity.get(*pi) != Some(&Capacity::Fixed(0.0)))
         .collect();
-    if !free.is_empty() {
-        // An AWS exchange target keeps its source's end date: only the true-up (target minus
-        // the share of the source) is new commitment. An Azure exchange buys a new term: all
-        // of it counts, as a purchase does.
-        let aws_sources = || {
-            model
-                .sources
-                .iter()
-                .zip(&shares)
-                .filter(|(src, _)| src.provider == crate::domain::Provider::Aws)
-        };
-        if let Some(max) = constraints.max_new_hourly {
-            let mut expr = Expression::with_capacity(free.len());
-            for (pi, v) in &free {
-                if let Some(c) = pools[*pi].column() {
-                    expr.add_mul(c.unit_cost, *v);
-                }
+    if free.is_empty() {
+        return 0;
+    }
+    let mut rows = 0;
+    // An AWS exchange target keeps its source's end date: only the true-up (target minus the
+    // share of the source) is new commitment. An Azure exchange buys a new term: all of it
+    // counts, as a purchase does.
+    let aws_sources = || {
+        model
+            .sources
+            .iter()
+            .zip(&cols.shares)
+            .filter(|(src, _)| src.provider == crate::domain::Provider::Aws)
+    };
+    if let Some(max) = constraints.max_new_hourly {
+        let mut expr = Expression::with_capacity(free.len());
+        for (pi, v) in &free {
+            if let Some(c) = pools[*pi].column() {
+                expr.add_mul(c.unit_cost, *v);
             }
-            for (src, (e, _)) in aws_sources() {
-                expr.add_mul(-src.hourly_cost, *e);
-            }
-            problem.add_constraint(expr.leq(max.to_f64()));
-            rows += 1;
         }
-        if let Some(max) = constraints.max_upfront {
-            let mut expr = Expression::with_capacity(free.len());
-            for (pi, v) in &free {
-                if let Some(c) = pools[*pi].column() {
-                    if c.unit_upfront > 0.0 {
-                        expr.add_mul(c.unit_upfront, *v);
-                    }
-                }
-            }
-            for (src, (e, _)) in aws_sources() {
-                expr.add_mul(-src.remaining_value() * src.upfront_fraction, *e);
-            }
-            problem.add_constraint(expr.leq(max.to_f64()));
-            rows += 1;
+        for (src, (e, _)) in aws_sources() {
+            expr.add_mul(-src.hourly_cost, *e);
         }
-        // Per candidate pool, in scenario `low`: capacity used minus `min` x its capacity over
-        // its active hours. The per-pool floor holds each at >= 0; the total floor holds their
-        // sum in dollars (x unit cost, so that pools of different units add up) at >= -credit.
-        let floor_rows = |low: usize, min: f64| -> Vec<(usize, Expression)> {
-            let mut by_pool: Vec<Vec<usize>> = vec![Vec::new(); pools.len()];
-            for (k, y) in ys.iter().enumerate() {
-                if points.scenario[y.point as usize] == low {
-                    by_pool[y.pool as usize].push(k);
-                }
-            }
-            free.iter()
-                .map(|(pi, v)| {
-                    let p = &pools[*pi];
-                    let active_weight: f64 = (0..points.len())
-                        .filter(|&b| points.scenario[b] == low && p.is_active(points.hour[b]))
-                        .map(|b| points.weight[b])
-                        .sum();
-                    let mut expr = Expression::with_capacity(64);
-                    for y in by_pool[*pi].iter().map(|&k| &ys[k]) {
-                        let m = &p.members[y.member as usize];
-                        expr.add_mul(points.weight[y.point as usize] * m.a, y.var);
-                    }
-                    expr.add_mul(-min * active_weight, *v);
-                    (*pi, expr)
-                })
-                .collect()
-        };
-        if let Some(mu) = constraints.min_utilization.filter(|m| m.min > 0.0) {
-            if let Some(low) = spec.demand.scenario_at_level(mu.level) {
-                for (_, expr) in floor_rows(low, mu.min) {
-                    problem.add_constraint(expr.geq(0.0));
-                    rows += 1;
+        problem.add_constraint(expr.leq(max.to_f64()));
+        rows += 1;
+    }
+    if let Some(max) = constraints.max_upfront {
+        let mut expr = Expression::with_capacity(free.len());
+        for (pi, v) in &free {
+            if let Some(c) = pools[*pi].column() {
+                if c.unit_upfront > 0.0 {
+                    expr.add_mul(c.unit_upfront, *v);
                 }
             }
         }
-        if let (true, Some(tu)) = (
-            spec.relaxation,
-            constraints.min_total_utilization.filter(|t| t.min > 0.0),
-        ) {
-            if let Some(low) = spec.demand.scenario_at_level(tu.level) {
-                let mut total = Expression::with_capacity(ys.len() / 2 + free.len());
-                for (pi, expr) in floor_rows(low, tu.min) {
-                    if let Some(c) = pools[pi].column() {
-                        total += expr * c.unit_cost;
-                    }
+        for (src, (e, _)) in aws_sources() {
+            expr.add_mul(-src.remaining_value() * src.upfront_fraction, *e);
+        }
+        problem.add_constraint(expr.leq(max.to_f64()));
+        rows += 1;
+    }
+    rows + utilization_rows(spec, cols, &free, problem)
+}
+
+/// The utilization floors on the free candidates: per pool (`min_utilization`) and, in the
+/// relaxation, for them together (`min_total_utilization`). Returns the number of rows.
+fn utilization_rows(
+    spec: &SolveSpec<'_>,
+    cols: &Columns,
+    free: &[(usize, Variable)],
+    problem: &mut Problem,
+) -> usize {
+    let SolveSpec {
+        model,
+        points,
+        constraints,
+        ..
+    } = *spec;
+    let pools = &model.pools;
+    let ys = &cols.ys;
+    let mut rows = 0;
+    // Per candidate pool, in scenario `low`: capacity used minus `min` x its capacity over its
+    // active hours. The per-pool floor holds each at >= 0; the total floor holds their sum in
+    // dollars (x unit cost, so that pools of different units add up) at >= -credit.
+    let floor_rows = |low: usize, min: f64| -> Vec<(usize, Expression)> {
+        let mut by_pool: Vec<Vec<usize>> = vec![Vec::new(); pools.len()];
+        for (k, y) in ys.iter().enumerate() {
+            if points.scenario[y.point as usize] == low {
+                by_pool[y.pool as usize].push(k);
+            }
+        }
+        free.iter()
+            .map(|(pi, v)| {
+                let p = &pools[*pi];
+                let active_weight: f64 = (0..points.len())
+                    .filter(|&b| points.scenario[b] == low && p.is_active(points.hour[b]))
+                    .map(|b| points.weight[b])
+                    .sum();
+                let mut expr = Expression::with_capacity(64);
+                for y in by_pool[*pi].iter().map(|&k| &ys[k]) {
+                    let m = &p.members[y.member as usize];
+                    expr.add_mul(points.weight[y.point as usize] * m.a, y.var);
                 }
-                let weight = spec.demand.weights().get(low).copied().unwrap_or(1.0);
-                problem.add_constraint(total.geq(-tu.credit * weight));
+                expr.add_mul(-min * active_weight, *v);
+                (*pi, expr)
+            })
+            .collect()
+    };
+    if let Some(mu) = constraints.min_utilization.filter(|m| m.min > 0.0) {
+        if let Some(low) = spec.demand.scenario_at_level(mu.level) {
+            for (_, expr) in floor_rows(low, mu.min) {
+                problem.add_constraint(expr.geq(0.0));
                 rows += 1;
             }
         }
     }
+    if let (true, Some(tu)) = (
+        spec.relaxation,
+        constraints.min_total_utilization.filter(|t| t.min > 0.0),
+    ) {
+        if let Some(low) = spec.demand.scenario_at_level(tu.level) {
+            let mut total = Expression::with_capacity(ys.len() / 2 + free.len());
+            for (pi, expr) in floor_rows(low, tu.min) {
+                if let Some(c) = pools[pi].column() {
+                    total += expr * c.unit_cost;
+                }
+            }
+            let weight = spec.demand.weights().get(low).copied().unwrap_or(1.0);
+            problem.add_constraint(total.geq(-tu.credit * weight));
+            rows += 1;
+        }
+    }
+    rows
+}
+
+/// The coverage band on the whole portfolio: `max_coverage` always, `min_coverage` in the
+/// relaxation. Returns the number of rows.
+fn coverage_rows(spec: &SolveSpec<'_>, cols: &Columns, problem: &mut Problem) -> usize {
+    let SolveSpec {
+        model,
+        points,
+        constraints,
+        ..
+    } = *spec;
+    let mut rows = 0;
     let coverage_expr = || {
-        let mut expr = Expression::with_capacity(ys.len());
-        for y in &ys {
-            let m = &pools[y.pool as usize].members[y.member as usize];
+        let mut expr = Expression::with_capacity(cols.ys.len());
+        for y in &cols.ys {
+            let m = &model.pools[y.pool as usize].members[y.member as usize];
             expr.add_mul(
-                points.weight[y.point as usize] * groups[m.group].on_demand,
+                points.weight[y.point as usize] * model.groups[m.group].on_demand,
                 y.var,
             );
         }
         expr
     };
     if let Some(cap) = constraints.max_coverage {
-        problem.add_constraint(coverage_expr().leq(cap * ode_total));
+        problem.add_constraint(coverage_expr().leq(cap * cols.ode_total));
         rows += 1;
     }
     if let (true, Some(floor)) = (spec.relaxation, constraints.min_coverage) {
-        problem.add_constraint(coverage_expr().geq(floor * ode_total));
+        problem.add_constraint(coverage_expr().geq(floor * cols.ode_total));
         rows += 1;
     }
+    rows
+}
 
-    let mut solution = problem.solve().map_err(|e| match e {
-        ResolutionError::Infeasible => OptimizeError::Infeasible(infeasibility_reason(spec)),
-        other => OptimizeError::Solver(other.to_string()),
-    })?;
+/// The solution aggregated per pool (`columns` and `rows` left for the caller to fill).
+fn read_solution(
+    spec: &SolveSpec<'_>,
+    cols: &Columns,
+    mut solution: good_lp::solvers::highs::HighsSolution,
+    capacity_rows: &[(u32, ConstraintReference)],
+    (offsets, cells): (&[usize], usize),
+) -> LpResult {
+    let SolveSpec { model, points, .. } = *spec;
+    let (pools, groups) = (&model.pools, &model.groups);
     let status = format!("{:?}", solution.status());
-
     let mut capacity: Vec<f64> = pools
         .iter()
         .map(|p| p.fixed_capacity.unwrap_or(0.0))
         .collect();
     let mut lp_objective = 0.0;
-    for (pi, v) in x.iter().enumerate() {
+    for (pi, v) in cols.x.iter().enumerate() {
         if let Some(v) = v {
             let val = solution.value(*v).max(0.0);
             capacity[pi] = val;
@@ -533,7 +667,7 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
     let mut exchanged = vec![0.0; model.sources.len()];
     let mut returned = vec![0.0; model.sources.len()];
     for (si, src) in model.sources.iter().enumerate() {
-        let (e, r) = shares[si];
+        let (e, r) = cols.shares[si];
         exchanged[si] = solution.value(e).clamp(0.0, 1.0);
         returned[si] = r.map_or(0.0, |r| solution.value(r).clamp(0.0, 1.0));
         let given_up = (exchanged[si] + returned[si]).min(1.0);
@@ -545,7 +679,7 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
     let mut cost_equiv = vec![0.0; pools.len()];
     let mut coverage = vec![0.0; points.len() * groups.len()];
     let mut cell_values = vec![0.0; points.len() * cells];
-    for y in &ys {
+    for y in &cols.ys {
         let val = solution.value(y.var).max(0.0);
         if val <= 0.0 {
             continue;
@@ -563,27 +697,29 @@ pub(crate) fn solve(spec: &SolveSpec<'_>) -> Result<LpResult, OptimizeError> {
     let mut capacity_value = vec![0.0; pools.len()];
     {
         let duals = solution.compute_dual();
-        for (pi, r) in &capacity_rows {
+        for (pi, r) in capacity_rows {
             // Minimisation: raising a <= row's bound lowers the cost, so its dual is <= 0.
             capacity_value[*pi as usize] += -duals.dual(r.clone());
         }
     }
-    Ok(LpResult {
+    // The objective's constants: the existing commitments' cost and all demand on demand.
+    let constant = model.existing_cost + cols.ode_total;
+    LpResult {
         status,
         objective: constant + lp_objective,
-        columns,
-        rows,
+        columns: 0,
+        rows: 0,
         capacity,
         used,
         covered_ode,
         cost_equiv,
         capacity_value,
-        ode_total,
+        ode_total: cols.ode_total,
         coverage,
         cells: cell_values,
         exchanged,
         returned,
-    })
+    }
 }
 
 /// Names the policy constraints that can make the LP infeasible, with their values.

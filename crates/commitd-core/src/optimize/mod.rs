@@ -248,6 +248,63 @@ fn run_pass<'a>(
 ) -> Result<Pass<'a>, OptimizeError> {
     let model = model::build(demand, rates, existing, constraints, terms)?;
     let total_points = demand.hours * demand.scenarios.len();
+    let (points, relaxed, relax_solves) = relax(&model, demand, constraints, options)?;
+    // The solves with rounded amounts start from the relaxation's solution: the amounts moved
+    // by at most an instance each, so most of its basis still holds.
+    let mut fx = FixedSolver {
+        model: &model,
+        points: &points,
+        demand,
+        constraints,
+        options,
+        warm: options.warm_start.then(|| WarmStart::from_result(&relaxed)),
+        solves: 0,
+    };
+    let mut r = fx.rounded_down(&relaxed)?;
+    fx.try_nearest(&relaxed, &mut r);
+    if options.resize_plans {
+        fx.try_resized_plans(&mut r);
+    }
+    // Decided once, from the relaxation as well as the rounding: a purchase sized next to an
+    // exchange or a return (for the capacity it gave up) must be re-checked even when rounding
+    // or a drop below removed that exchange or return.
+    let check_purchases = constraints.max_coverage.is_some()
+        || relaxed
+            .exchanged
+            .iter()
+            .chain(&relaxed.returned)
+            .any(|&v| v > 1e-9)
+        || r.shares.iter().any(|s| *s != Share::NONE);
+    fx.drop_unprofitable(check_purchases, &mut r);
+    let without = fx.against_nothing(&mut r)?;
+    let solves = relax_solves + fx.solves;
+    let warm = options
+        .warm_start
+        .then(|| WarmStart::from_result(&r.final_));
+    Ok(Pass {
+        demand,
+        model,
+        points,
+        relaxed,
+        fixed: r.fixed,
+        shares: r.shares,
+        final_: r.final_,
+        without,
+        solves,
+        total_points,
+        warm,
+    })
+}
+
+/// The LP relaxation on representative points (or on every hour without reduction), refined
+/// where the commitments cut through a point; with the number of solves made.
+fn relax(
+    model: &Model,
+    demand: &DemandInput,
+    constraints: &Constraints,
+    options: &Options,
+) -> Result<(Points, LpResult, usize), OptimizeError> {
+    let total_points = demand.hours * demand.scenarios.len();
     let cells_per_point: usize = model.pools.iter().map(|p| p.members.len()).sum();
     let segments = model.boundaries.len().saturating_sub(1).max(1);
     // The first reduction's budget is per LP, not per scenario: the scenarios are usually
@@ -268,7 +325,7 @@ fn run_pass<'a>(
     let free_shares = vec![Share::Free; model.sources.len()];
     let solve_on = |points: &Points, warm: Option<&WarmStart>| {
         lp::solve(&SolveSpec {
-            model: &model,
+            model,
             points,
             demand,
             constraints,
@@ -279,167 +336,206 @@ fn run_pass<'a>(
             warm,
         })
     };
-    let mut solves = 0;
-    let (points, relaxed) = if options.reduce && target < total_points {
-        let mut buckets = reduce::reduce(demand, &model.boundaries, &value, target);
-        let mut points = reduce::points(demand, &buckets);
-        let mut relaxed = solve_on(&points, None)?;
-        solves += 1;
-        // Refine where the commitments cut through a bucket, a few rounds, each adding at most
-        // `splits` points (a quarter of the budget), until the error bound is negligible. With
-        // `warm_start`, each round starts from the previous round's solution carried over to
-        // the split points.
-        for _ in 0..options.refine_rounds {
-            let (refined, parents, bound) =
-                reduce::refine(demand, buckets, &relaxed.coverage, &value, splits);
-            buckets = refined;
-            if bound <= 1e-5 * relaxed.objective.abs() {
-                break;
-            }
-            let next = reduce::points(demand, &buckets);
-            let warm = options
-                .warm_start
-                .then(|| split_warm_start(&model, &relaxed, &points, &next, &parents));
-            points = next;
-            relaxed = solve_on(&points, warm.as_ref())?;
-            solves += 1;
-        }
-        (points, relaxed)
-    } else {
+    if !(options.reduce && target < total_points) {
         let points = reduce::full(demand);
         let relaxed = solve_on(&points, None)?;
+        return Ok((points, relaxed, 1));
+    }
+    let mut buckets = reduce::reduce(demand, &model.boundaries, &value, target);
+    let mut points = reduce::points(demand, &buckets);
+    let mut relaxed = solve_on(&points, None)?;
+    let mut solves = 1;
+    // Refine where the commitments cut through a bucket, a few rounds, each adding at most
+    // `splits` points (a quarter of the budget), until the error bound is negligible. With
+    // `warm_start`, each round starts from the previous round's solution carried over to the
+    // split points.
+    for _ in 0..options.refine_rounds {
+        let (refined, parents, bound) =
+            reduce::refine(demand, buckets, &relaxed.coverage, &value, splits);
+        buckets = refined;
+        if bound <= 1e-5 * relaxed.objective.abs() {
+            break;
+        }
+        let next = reduce::points(demand, &buckets);
+        let warm = options
+            .warm_start
+            .then(|| split_warm_start(model, &relaxed, &points, &next, &parents));
+        points = next;
+        relaxed = solve_on(&points, warm.as_ref())?;
         solves += 1;
-        (points, relaxed)
-    };
-    // The solves with rounded amounts start from the relaxation's solution: the amounts moved
-    // by at most an instance each, so most of its basis still holds.
-    let relaxed_warm = options.warm_start.then(|| WarmStart::from_result(&relaxed));
-    let solve_fixed = |capacity: &[Capacity], shares: &[Share]| {
+    }
+    Ok((points, relaxed, solves))
+}
+
+/// Amounts fixed for a solve: the capacities, the exchange and return shares, and the solve.
+struct Rounded {
+    fixed: Vec<Capacity>,
+    shares: Vec<Share>,
+    final_: LpResult,
+}
+
+/// The solves of a pass after its relaxation: on the relaxation's points, with the amounts
+/// given, starting from the relaxation's solution. Counts them.
+struct FixedSolver<'a> {
+    model: &'a Model,
+    points: &'a Points,
+    demand: &'a DemandInput,
+    constraints: &'a Constraints,
+    options: &'a Options,
+    warm: Option<WarmStart>,
+    solves: usize,
+}
+
+impl FixedSolver<'_> {
+    fn solve(
+        &mut self,
+        capacity: &[Capacity],
+        shares: &[Share],
+    ) -> Result<LpResult, OptimizeError> {
+        self.solves += 1;
         lp::solve(&SolveSpec {
-            model: &model,
-            points: &points,
-            demand,
-            constraints,
-            options,
+            model: self.model,
+            points: self.points,
+            demand: self.demand,
+            constraints: self.constraints,
+            options: self.options,
             capacity,
             shares,
             relaxation: false,
-            warm: relaxed_warm.as_ref(),
+            warm: self.warm.as_ref(),
         })
-    };
-    let (mut fixed, mut shares) = round(&model, &relaxed, false);
-    let first = solve_fixed(&fixed, &shares);
-    let mut final_ = match first {
-        Ok(r) => r,
-        // An exchange's targets are rounded up to keep the value rule, which can break a cap
-        // or the utilization floor that the relaxation met: plan without the exchanges then.
-        Err(_) if shares.iter().any(|s| *s != Share::NONE) => {
-            drop_exchanges(&model, &mut fixed, &mut shares);
-            solves += 1;
-            solve_fixed(&fixed, &shares)?
-        }
-        Err(e) => return Err(e),
-    };
-    // The total-utilization floor is imposed on the relaxation only (see
-    // `SolveSpec::relaxation`): other amounts (a count rounded up, plans sized again) must not
-    // break it where the current ones kept it, nor widen a shortfall they left.
-    let floor_kept = |cap: &[Capacity], res: &LpResult, now: &[Capacity], now_res: &LpResult| {
+    }
+
+    /// The total-utilization floor is imposed on the relaxation only (see
+    /// `SolveSpec::relaxation`): other amounts (a count rounded up, plans sized again) must not
+    /// break it where the current ones kept it, nor widen a shortfall they left.
+    fn floor_kept(&self, cap: &[Capacity], res: &LpResult, now: &Rounded) -> bool {
         let slack = |c: &[Capacity], r: &LpResult| {
-            total_floor_slack(&model, &points, demand, constraints, c, r)
+            total_floor_slack(self.model, self.points, self.demand, self.constraints, c, r)
         };
-        match (slack(cap, res), slack(now, now_res)) {
+        match (slack(cap, res), slack(&now.fixed, &now.final_)) {
             (Some(new), Some(old)) => new >= 0.0 || new >= old,
             _ => true,
         }
-    };
-    // Rounding every instance count down can leave a nearly whole instance unbought; try the
-    // nearest counts too and keep them if they are cheaper and within the caps.
-    let (nearest, nearest_shares) = round(&model, &relaxed, true);
-    if (&nearest, &nearest_shares) != (&fixed, &shares)
-        && within_caps(&model, &nearest, &nearest_shares, constraints)
-    {
-        solves += 1;
-        if let Ok(r) = solve_fixed(&nearest, &nearest_shares) {
-            if r.objective < final_.objective && floor_kept(&nearest, &r, &fixed, &final_) {
-                fixed = nearest;
-                shares = nearest_shares;
-                final_ = r;
+    }
+
+    /// Everything rounded down; without the exchanges if their targets, rounded up to keep the
+    /// value rule, break a cap or the utilization floor that the relaxation met.
+    fn rounded_down(&mut self, relaxed: &LpResult) -> Result<Rounded, OptimizeError> {
+        let (mut fixed, mut shares) = round(self.model, relaxed, false);
+        let final_ = match self.solve(&fixed, &shares) {
+            Ok(r) => r,
+            Err(_) if shares.iter().any(|s| *s != Share::NONE) => {
+                drop_exchanges(self.model, &mut fixed, &mut shares);
+                self.solve(&fixed, &shares)?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Rounded {
+            fixed,
+            shares,
+            final_,
+        })
+    }
+
+    /// Rounding every instance count down can leave a nearly whole instance unbought; try the
+    /// nearest counts too and keep them if they are cheaper and within the caps.
+    fn try_nearest(&mut self, relaxed: &LpResult, r: &mut Rounded) {
+        let (nearest, nearest_shares) = round(self.model, relaxed, true);
+        if (&nearest, &nearest_shares) == (&r.fixed, &r.shares)
+            || !within_caps(self.model, &nearest, &nearest_shares, self.constraints)
+        {
+            return;
+        }
+        if let Ok(res) = self.solve(&nearest, &nearest_shares) {
+            if res.objective < r.final_.objective && self.floor_kept(&nearest, &res, r) {
+                *r = Rounded {
+                    fixed: nearest,
+                    shares: nearest_shares,
+                    final_: res,
+                };
             }
         }
     }
-    // The relaxation sized the savings plans next to fractional reservations: a group using 0.4
-    // of an r6i.4xlarge got 0.4 of a reservation, which rounds to none, and the usage it was
-    // to cover stays on demand although a savings plan would cover it at a lesser discount.
-    // Re-size the savings plans next to the whole instances (a solve with the instance counts
-    // fixed and the plans free), round them down, and keep that if it is cheaper.
-    if options.resize_plans {
-        if let Some(cap) = resized_plans(&model, &fixed, |cap| {
-            solves += 1;
-            solve_fixed(cap, &shares).ok()
-        }) {
-            if within_caps(&model, &cap, &shares, constraints) {
-                solves += 1;
-                if let Ok(r2) = solve_fixed(&cap, &shares) {
-                    if r2.objective < final_.objective - 1e-6
-                        && floor_kept(&cap, &r2, &fixed, &final_)
-                    {
-                        fixed = cap;
-                        final_ = r2;
-                    }
-                }
+
+    /// The relaxation sized the savings plans next to fractional reservations: a group using 0.4
+    /// of an r6i.4xlarge got 0.4 of a reservation, which rounds to none, and the usage it was
+    /// to cover stays on demand although a savings plan would cover it at a lesser discount.
+    /// Re-size the savings plans next to the whole instances (a solve with the instance counts
+    /// fixed and the plans free), round them down, and keep that if it is cheaper.
+    fn try_resized_plans(&mut self, r: &mut Rounded) {
+        let model = self.model;
+        let shares = r.shares.clone();
+        let Some(cap) = resized_plans(model, &r.fixed, |cap| self.solve(cap, &shares).ok()) else {
+            return;
+        };
+        if !within_caps(model, &cap, &r.shares, self.constraints) {
+            return;
+        }
+        if let Ok(r2) = self.solve(&cap, &r.shares) {
+            if r2.objective < r.final_.objective - 1e-6 && self.floor_kept(&cap, &r2, r) {
+                r.fixed = cap;
+                r.final_ = r2;
             }
         }
     }
-    // Rounded to whole instances (exchange targets rounded up to keep the value rule), an
-    // exchange or a return must still pay for itself; and so must each purchase under a
-    // coverage cap (the cap can force paid capacity idle once the others are rounded) or next
-    // to an exchange (a target rounded up can take over what a purchase covered). Plans with
-    // neither skip those re-solves. Drop whatever makes the plan cheaper when dropped, until
-    // nothing does: dropping one can change what the others are worth.
-    // Decided once, from the relaxation as well as the rounding: a purchase sized next to an
-    // exchange or a return (for the capacity it gave up) must be re-checked even when rounding
-    // or a drop below removed that exchange or return.
-    let check_purchases = constraints.max_coverage.is_some()
-        || relaxed
-            .exchanged
-            .iter()
-            .chain(&relaxed.returned)
-            .any(|&v| v > 1e-9)
-        || shares.iter().any(|s| *s != Share::NONE);
-    let mut improved = true;
-    while improved {
-        improved = false;
-        if check_purchases {
-            for pi in 0..fixed.len() {
-                if model.pools[pi].new_column().is_none()
-                    || !matches!(fixed[pi], Capacity::Fixed(x) if x > 0.0)
-                {
-                    continue;
-                }
-                let mut without = fixed.clone();
-                without[pi] = Capacity::Fixed(0.0);
-                solves += 1;
-                if let Ok(r) = solve_fixed(&without, &shares) {
-                    if r.objective < final_.objective - 1e-6 {
-                        fixed = without;
-                        final_ = r;
-                        improved = true;
-                    }
+
+    /// Rounded to whole instances (exchange targets rounded up to keep the value rule), an
+    /// exchange or a return must still pay for itself; and so must each purchase under a
+    /// coverage cap (the cap can force paid capacity idle once the others are rounded) or next
+    /// to an exchange (a target rounded up can take over what a purchase covered). Plans with
+    /// neither skip those re-solves (`check_purchases` false). Drop whatever makes the plan
+    /// cheaper when dropped, until nothing does: dropping one can change what the others are
+    /// worth.
+    fn drop_unprofitable(&mut self, check_purchases: bool, r: &mut Rounded) {
+        let mut improved = true;
+        while improved {
+            improved = false;
+            if check_purchases {
+                improved |= self.drop_purchases(r);
+            }
+            improved |= self.drop_moves(r);
+        }
+    }
+
+    /// One round over the purchases: each is dropped if the plan is cheaper without it.
+    fn drop_purchases(&mut self, r: &mut Rounded) -> bool {
+        let mut improved = false;
+        for pi in 0..r.fixed.len() {
+            if self.model.pools[pi].new_column().is_none()
+                || !matches!(r.fixed[pi], Capacity::Fixed(x) if x > 0.0)
+            {
+                continue;
+            }
+            let mut without = r.fixed.clone();
+            without[pi] = Capacity::Fixed(0.0);
+            if let Ok(res) = self.solve(&without, &r.shares) {
+                if res.objective < r.final_.objective - 1e-6 {
+                    r.fixed = without;
+                    r.final_ = res;
+                    improved = true;
                 }
             }
         }
-        for si in 0..model.sources.len() {
+        improved
+    }
+
+    /// One round over the exchanges and returns: each is dropped if the plan is cheaper
+    /// without it.
+    fn drop_moves(&mut self, r: &mut Rounded) -> bool {
+        let mut improved = false;
+        for si in 0..self.model.sources.len() {
             for exchange in [true, false] {
                 let Share::Fixed {
                     exchanged,
                     returned,
-                } = shares[si]
+                } = r.shares[si]
                 else {
                     continue;
                 };
-                let mut cap = fixed.clone();
+                let mut cap = r.fixed.clone();
                 let without = if exchange && exchanged > 0.0 {
-                    for &t in &model.sources[si].targets {
+                    for &t in &self.model.sources[si].targets {
                         cap[t] = Capacity::Fixed(0.0);
                     }
                     Share::Fixed {
@@ -454,58 +550,51 @@ fn run_pass<'a>(
                 } else {
                     continue;
                 };
-                let mut sh = shares.clone();
+                let mut sh = r.shares.clone();
                 sh[si] = without;
-                solves += 1;
-                if let Ok(r) = solve_fixed(&cap, &sh) {
-                    if r.objective < final_.objective - 1e-6 {
-                        fixed = cap;
-                        shares = sh;
-                        final_ = r;
+                if let Ok(res) = self.solve(&cap, &sh) {
+                    if res.objective < r.final_.objective - 1e-6 {
+                        *r = Rounded {
+                            fixed: cap,
+                            shares: sh,
+                            final_: res,
+                        };
                         improved = true;
                     }
                 }
             }
         }
+        improved
     }
-    // The drops above weigh one item at a time, and items can hold each other up (a purchase
-    // that pays only next to an exchange that pays only next to it). Whatever the rounding did,
-    // a plan never costs more than doing nothing new: compare with that last.
-    let nothing: Vec<Capacity> = model
-        .pools
-        .iter()
-        .map(|p| match p.column() {
-            Some(_) => Capacity::Fixed(0.0),
-            None => Capacity::Free,
-        })
-        .collect();
-    let no_shares = vec![Share::NONE; model.sources.len()];
-    let without = if (&fixed, &shares) != (&nothing, &no_shares) {
-        solves += 1;
-        let r = solve_fixed(&nothing, &no_shares)?;
-        if r.objective < final_.objective - 1e-6 {
-            fixed = nothing;
-            shares = no_shares;
-            final_ = r.clone();
+
+    /// The drops above weigh one item at a time, and items can hold each other up (a purchase
+    /// that pays only next to an exchange that pays only next to it). Whatever the rounding
+    /// did, a plan never costs more than doing nothing new: compare with that last. Returns the
+    /// solve with nothing new (the plan's `cost_without_plan`).
+    fn against_nothing(&mut self, r: &mut Rounded) -> Result<LpResult, OptimizeError> {
+        let nothing: Vec<Capacity> = self
+            .model
+            .pools
+            .iter()
+            .map(|p| match p.column() {
+                Some(_) => Capacity::Fixed(0.0),
+                None => Capacity::Free,
+            })
+            .collect();
+        let no_shares = vec![Share::NONE; self.model.sources.len()];
+        if (&r.fixed, &r.shares) == (&nothing, &no_shares) {
+            return Ok(r.final_.clone());
         }
-        r
-    } else {
-        final_.clone()
-    };
-    let warm = options.warm_start.then(|| WarmStart::from_result(&final_));
-    Ok(Pass {
-        demand,
-        model,
-        points,
-        relaxed,
-        fixed,
-        shares,
-        final_,
-        without,
-        solves: solves + 1,
-        total_points,
-        warm,
-    })
+        let res = self.solve(&nothing, &no_shares)?;
+        if res.objective < r.final_.objective - 1e-6 {
+            *r = Rounded {
+                fixed: nothing,
+                shares: no_shares,
+                final_: res.clone(),
+            };
+        }
+        Ok(res)
+    }
 }
 
 /// The solution of the LP on `old` points carried over to `new` points, where each new point is
@@ -823,13 +912,67 @@ fn build_plan(
     mut notes: Vec<String>,
 ) -> Result<Built, OptimizeError> {
     notes.extend(pass.model.notes.iter().cloned());
-    let points = &pass.points;
+    let mut actions = purchase_actions(demand, pass);
+
+    // Marginal value of each action: re-solve with it dropped, the others fixed.
+    let mut worst: Option<(usize, LpResult, f64, String)> = None;
+    for (k, (pi, action)) in actions.iter_mut().enumerate() {
+        if k >= options.marginal_resolves {
+            break;
+        }
+        let mut cap = pass.fixed.clone();
+        cap[*pi] = Capacity::Fixed(0.0);
+        let r = lp::solve(&pass.spec(constraints, options, &cap, &pass.shares))?;
+        solves += 1;
+        let value = r.objective - pass.final_.objective;
+        action.rationale.value_if_removed = Some(value);
+        if value < -DROP_TOLERANCE && worst.as_ref().is_none_or(|w| value < w.2) {
+            worst = Some((*pi, r, value, action.rationale.summary.clone()));
+        }
+    }
+    if let Some((pool, without, _, summary)) = worst {
+        return Ok(Built::Drop {
+            pool,
+            without,
+            solves,
+            summary,
+        });
+    }
+    if actions.len() > options.marginal_resolves {
+        notes.push(format!(
+            "value_if_removed computed for the {} actions with the largest expected savings only",
+            options.marginal_resolves
+        ));
+    }
+    let (moves, move_solves) = exchange_actions(demand, constraints, options, pass)?;
+    solves += move_solves;
+    actions.extend(moves.into_iter().map(|a| (usize::MAX, a)));
+    notes.extend(existing_utilization_notes(pass));
+    let actions: Vec<Action> = actions.into_iter().map(|(_, a)| a).collect();
+    let expected = expected_figures(constraints, pass, &actions, &mut notes);
+    let res = &pass.final_;
+    Ok(Built::Plan(Plan {
+        window: Some(demand.window()),
+        actions,
+        expected,
+        solver: SolverInfo {
+            status: pass.relaxed.status.clone(),
+            objective: pass.relaxed.objective,
+            rounded_objective: res.objective,
+            columns: pass.relaxed.columns,
+            rows: pass.relaxed.rows,
+            points: pass.total_points,
+            reduced_points: pass.points.len(),
+            solves,
+        },
+        notes,
+    }))
+}
+
+/// The purchases of the pass, each with its pool and rationale, largest expected savings first.
+fn purchase_actions(demand: &DemandInput, pass: &Pass<'_>) -> Vec<(usize, Action)> {
     let res = &pass.final_;
     let pools = &pass.model.pools;
-
-    // What nothing new (no purchase, no exchange, no return) would cost.
-    let without = &pass.without;
-
     let mut actions: Vec<(usize, Action)> = Vec::new();
     for (pi, c) in pass.actions() {
         let capacity = res.capacity[pi];
@@ -843,7 +986,7 @@ fn build_plan(
         let upfront_dec = hourly_cost_dec * term_hours * c.upfront_share;
         let rationale = rationale(
             pass.demand,
-            points,
+            &pass.points,
             res,
             &pass.model,
             pi,
@@ -874,44 +1017,48 @@ fn build_plan(
             .expected_savings
             .total_cmp(&a.1.rationale.expected_savings)
     });
+    actions
+}
 
-    // Marginal value of each action: re-solve with it dropped, the others fixed.
-    let mut worst: Option<(usize, LpResult, f64, String)> = None;
-    for (k, (pi, action)) in actions.iter_mut().enumerate() {
-        if k >= options.marginal_resolves {
-            break;
+/// One note per existing commitment with capacity left: its expected utilization.
+fn existing_utilization_notes(pass: &Pass<'_>) -> Vec<String> {
+    let (points, res) = (&pass.points, &pass.final_);
+    let mut notes = Vec::new();
+    for (pi, p) in pass.model.pools.iter().enumerate() {
+        if let model::Origin::Existing { id } = &p.origin {
+            let cap = res.capacity[pi];
+            let (mut used, mut active) = (0.0, 0.0);
+            for b in 0..points.len() {
+                if p.is_active(points.hour[b]) {
+                    used += points.weight[b] * res.used[pi][b];
+                    active += points.weight[b];
+                }
+            }
+            if cap > 0.0 && active > 0.0 {
+                notes.push(format!(
+                    "existing {} {id}: expected utilization {:.1}% over its {} hours in the window",
+                    p.instrument,
+                    used / (cap * active) * 100.0,
+                    p.active.1 - p.active.0
+                ));
+            }
         }
-        let mut cap = pass.fixed.clone();
-        cap[*pi] = Capacity::Fixed(0.0);
-        let r = lp::solve(&pass.spec(constraints, options, &cap, &pass.shares))?;
-        solves += 1;
-        let value = r.objective - res.objective;
-        action.rationale.value_if_removed = Some(value);
-        if value < -DROP_TOLERANCE && worst.as_ref().is_none_or(|w| value < w.2) {
-            worst = Some((*pi, r, value, action.rationale.summary.clone()));
-        }
     }
-    if let Some((pool, without, _, summary)) = worst {
-        return Ok(Built::Drop {
-            pool,
-            without,
-            solves,
-            summary,
-        });
-    }
-    if actions.len() > options.marginal_resolves {
-        notes.push(format!(
-            "value_if_removed computed for the {} actions with the largest expected savings only",
-            options.marginal_resolves
-        ));
-    }
-    let (moves, move_solves) = exchange_actions(demand, constraints, options, pass)?;
-    solves += move_solves;
-    actions.extend(moves.into_iter().map(|a| (usize::MAX, a)));
+    notes
+}
 
+/// The plan's expected figures over the window (and a note when rounding left coverage below
+/// `min_coverage`).
+fn expected_figures(
+    constraints: &Constraints,
+    pass: &Pass<'_>,
+    actions: &[Action],
+    notes: &mut Vec<String>,
+) -> Expected {
+    let (points, res) = (&pass.points, &pass.final_);
     let covered: f64 = res.covered_ode.iter().sum();
     let (mut paid, mut used_cost) = (0.0, 0.0);
-    for (pi, p) in pools.iter().enumerate() {
+    for (pi, p) in pass.model.pools.iter().enumerate() {
         let cap = res.capacity[pi];
         if cap <= 0.0 {
             continue;
@@ -934,38 +1081,18 @@ fn build_plan(
             used_cost += hourly * active_w * (used / (cap * active_w)).min(1.0);
         }
     }
-    for (pi, p) in pools.iter().enumerate() {
-        if let model::Origin::Existing { id } = &p.origin {
-            let cap = res.capacity[pi];
-            let (mut used, mut active) = (0.0, 0.0);
-            for b in 0..points.len() {
-                if p.is_active(points.hour[b]) {
-                    used += points.weight[b] * res.used[pi][b];
-                    active += points.weight[b];
-                }
-            }
-            if cap > 0.0 && active > 0.0 {
-                notes.push(format!(
-                    "existing {} {id}: expected utilization {:.1}% over its {} hours in the window",
-                    p.instrument,
-                    used / (cap * active) * 100.0,
-                    p.active.1 - p.active.0
-                ));
-            }
-        }
-    }
     let ode = res.ode_total;
     // New commitment: purchases, plus what exchanges add (as the policy caps count it).
     let new_hourly: Money = actions
         .iter()
-        .filter(|(_, a)| a.is_purchase())
-        .map(|(_, a)| a.hourly_cost)
+        .filter(|a| a.is_purchase())
+        .map(|a| a.hourly_cost)
         .sum::<Money>()
         + money(exchange_new_hourly(pass));
     let new_upfront: Money = actions
         .iter()
-        .filter(|(_, a)| !a.is_return())
-        .map(|(_, a)| a.upfront)
+        .filter(|a| !a.is_return())
+        .map(|a| a.upfront)
         .sum();
     if let Some(floor) = constraints.min_coverage {
         if ode > 0.0 && covered / ode < floor - 1e-6 {
@@ -976,10 +1103,11 @@ fn build_plan(
             ));
         }
     }
-    let expected = Expected {
+    Expected {
         cost: money(res.objective),
         on_demand_cost: money(ode),
-        cost_without_plan: money(without.objective),
+        // What nothing new (no purchase, no exchange, no return) would cost.
+        cost_without_plan: money(pass.without.objective),
         esr: if ode > 0.0 {
             1.0 - res.objective / ode
         } else {
@@ -989,23 +1117,7 @@ fn build_plan(
         utilization: if paid > 0.0 { used_cost / paid } else { 0.0 },
         new_hourly_commitment: new_hourly,
         new_upfront,
-    };
-    Ok(Built::Plan(Plan {
-        window: Some(demand.window()),
-        actions: actions.into_iter().map(|(_, a)| a).collect(),
-        expected,
-        solver: SolverInfo {
-            status: pass.relaxed.status.clone(),
-            objective: pass.relaxed.objective,
-            rounded_objective: res.objective,
-            columns: pass.relaxed.columns,
-            rows: pass.relaxed.rows,
-            points: pass.total_points,
-            reduced_points: points.len(),
-            solves,
-        },
-        notes,
-    }))
+    }
 }
 
 /// Expected utilization of pool `pi` in a solve, over its active points (None when it has no
@@ -1061,12 +1173,9 @@ fn exchange_actions(
     options: &Options,
     pass: &Pass<'_>,
 ) -> Result<(Vec<Action>, usize), OptimizeError> {
-    let model = &pass.model;
-    let res = &pass.final_;
-    let points = &pass.points;
     let mut out = Vec::new();
     let mut solves = 0;
-    for (si, src) in model.sources.iter().enumerate() {
+    for si in 0..pass.model.sources.len() {
         let Share::Fixed {
             exchanged,
             returned,
@@ -1074,167 +1183,207 @@ fn exchange_actions(
         else {
             continue;
         };
-        let n = f64::from(src.count);
-        let after = pool_utilization(res, points, model, src.pool);
         if exchanged > 0.0 {
-            let count = (exchanged * n).round() as u32;
-            // Without this exchange: the source keeps that share, its targets are not bought.
-            let mut cap = pass.fixed.clone();
-            for &t in &src.targets {
-                cap[t] = Capacity::Fixed(0.0);
-            }
-            let mut shares = pass.shares.clone();
-            shares[si] = Share::Fixed {
-                exchanged: 0.0,
-                returned,
-            };
-            let before = lp::solve(&pass.spec(constraints, options, &cap, &shares))?;
+            out.extend(exchange_moves(demand, constraints, options, pass, si)?);
             solves += 1;
-            let gain = before.objective - res.objective;
-            let before_util = pool_utilization(&before, points, model, src.pool);
-            let source_value = src.remaining_value() * exchanged;
-            let bought: Vec<(usize, &model::NewColumn, f64, f64)> = src
-                .targets
-                .iter()
-                .filter_map(|&t| {
-                    let c = model.pools[t].column()?;
-                    let (_, value_hours) = model.pools[t].exchange()?;
-                    let capacity = res.capacity[t];
-                    (capacity > 0.0).then_some((
-                        t,
-                        c,
-                        capacity,
-                        c.unit_cost * capacity * value_hours,
-                    ))
-                })
-                .collect();
-            let total_value: f64 = bought.iter().map(|b| b.3).sum();
-            for (t, c, capacity, value) in bought {
-                let part = value / total_value;
-                let sv = source_value * part;
-                let true_up = (value - sv).max(0.0);
-                let items = (capacity / c.units_per_item).round();
-                let hours = (model.pools[t].active.1 - model.pools[t].active.0) as f64;
-                let mut r = rationale(demand, points, res, model, t, c, capacity, hours);
-                let target_upfront = c.upfront_share.to_f64().unwrap_or(0.0);
-                let upfront = match src.provider {
-                    // The true-up is paid like the target's own upfront share.
-                    Provider::Aws => (value * target_upfront - sv * src.upfront_fraction).max(0.0),
-                    // A new purchase; the refund comes back separately.
-                    Provider::Azure => value * target_upfront,
-                };
-                r.expected_savings = gain * part;
-                r.value_if_removed = Some(gain);
-                r.source_utilization_before = before_util;
-                r.source_utilization_after = after;
-                r.summary = format!(
-                    "exchange {count} of {} x {} {} (expected utilization {} before, {} after) into {items} x {} ({}): value ${value:.0} >= ${sv:.0} given up, true-up ${true_up:.0}; target expected utilization {:.1}%, saves ${:.0} over the window",
-                    src.count,
-                    src.scope,
-                    src.id,
-                    pct(before_util),
-                    pct(after),
-                    c.scope,
-                    c.instrument,
-                    r.expected_utilization * 100.0,
-                    gain * part
-                );
-                out.push(Action {
-                    kind: ActionKind::Exchange {
-                        source_id: src.id.clone(),
-                        source_count: count,
-                        source_value: money(sv),
-                        true_up: money(true_up),
-                    },
-                    provider: c.provider,
-                    instrument: c.instrument,
-                    term_years: c.term.years(),
-                    payment_option: c.payment,
-                    scope: c.scope.clone(),
-                    amount: Decimal::from_f64(items).unwrap_or(Decimal::ZERO),
-                    unit: AmountUnit::Instances,
-                    start: demand.start,
-                    hourly_cost: money(c.unit_cost * capacity),
-                    upfront: money(upfront),
-                    rationale: r,
-                });
-            }
         }
         if returned > 0.0 {
-            let count = (returned * n).round() as u32;
-            let mut shares = pass.shares.clone();
-            shares[si] = Share::Fixed {
-                exchanged,
-                returned: 0.0,
-            };
-            let before = lp::solve(&pass.spec(constraints, options, &pass.fixed, &shares))?;
+            out.push(return_move(demand, constraints, options, pass, si)?);
             solves += 1;
-            let gain = before.objective - res.objective;
-            let before_util = pool_utilization(&before, points, model, src.pool);
-            let refund = src.remaining_value() * returned;
-            let breakeven = if before.covered_ode[src.pool] > 0.0 {
-                before.cost_equiv[src.pool] / before.covered_ode[src.pool]
-            } else {
-                1.0
-            };
-            let summary = if src.provider == Provider::Azure {
-                format!(
-                    "return {count} of {} x {} {} for a refund of ${refund:.0} (within the remaining refund cap ${}): expected utilization {} before, {} after (breakeven {:.1}%), saves ${gain:.0} over the window",
-                    src.count,
-                    src.scope,
-                    src.id,
-                    constraints.azure_refund_remaining,
-                    pct(before_util),
-                    pct(after),
-                    breakeven * 100.0
-                )
-            } else {
-                // An AWS savings plan inside its return window: returned whole, no cap.
-                format!(
-                    "return savings plan {} ({} {}, {:.5} USD/h) inside its return window: expected utilization {} before, {} after (breakeven {:.1}%), saves ${gain:.0} over the window",
-                    src.id,
-                    src.instrument,
-                    src.scope,
-                    src.hourly_cost,
-                    pct(before_util),
-                    pct(after),
-                    breakeven * 100.0
-                )
-            };
-            out.push(Action {
-                kind: ActionKind::Return {
-                    source_id: src.id.clone(),
-                    source_count: count,
-                    refund: money(refund),
-                },
-                provider: src.provider,
-                instrument: src.instrument,
-                term_years: src.term.years(),
-                payment_option: src.payment,
-                scope: src.scope.clone(),
-                amount: Decimal::from(count),
-                unit: AmountUnit::Instances,
-                start: demand.start,
-                hourly_cost: money(src.hourly_cost * returned),
-                upfront: Money::ZERO,
-                rationale: Rationale {
-                    expected_utilization: after.unwrap_or(0.0),
-                    breakeven_utilization: breakeven,
-                    expected_savings: gain,
-                    // One instance more of it is worth this over the window (dual), and
-                    // returning one saves its cost over the window.
-                    marginal_value_per_unit: res.capacity_value[src.pool] * src.units / n,
-                    marginal_cost_per_unit: src.hourly_cost / n * src.window_hours,
-                    value_if_removed: Some(gain),
-                    source_utilization_before: before_util,
-                    source_utilization_after: after,
-                    summary,
-                    ..Rationale::default()
-                },
-            });
         }
     }
     Ok((out, solves))
+}
+
+/// The exchange of source `si` as one action per target bought, each with its share of the
+/// saving (one re-solve without the exchange: the source keeps that share, its targets are not
+/// bought).
+fn exchange_moves(
+    demand: &DemandInput,
+    constraints: &Constraints,
+    options: &Options,
+    pass: &Pass<'_>,
+    si: usize,
+) -> Result<Vec<Action>, OptimizeError> {
+    let (model, res, points) = (&pass.model, &pass.final_, &pass.points);
+    let src = &model.sources[si];
+    let Share::Fixed {
+        exchanged,
+        returned,
+    } = pass.shares[si]
+    else {
+        return Ok(Vec::new());
+    };
+    let n = f64::from(src.count);
+    let after = pool_utilization(res, points, model, src.pool);
+    let count = (exchanged * n).round() as u32;
+    let mut cap = pass.fixed.clone();
+    for &t in &src.targets {
+        cap[t] = Capacity::Fixed(0.0);
+    }
+    let mut shares = pass.shares.clone();
+    shares[si] = Share::Fixed {
+        exchanged: 0.0,
+        returned,
+    };
+    let before = lp::solve(&pass.spec(constraints, options, &cap, &shares))?;
+    let gain = before.objective - res.objective;
+    let before_util = pool_utilization(&before, points, model, src.pool);
+    let source_value = src.remaining_value() * exchanged;
+    let bought: Vec<(usize, &model::NewColumn, f64, f64)> = src
+        .targets
+        .iter()
+        .filter_map(|&t| {
+            let c = model.pools[t].column()?;
+            let (_, value_hours) = model.pools[t].exchange()?;
+            let capacity = res.capacity[t];
+            (capacity > 0.0).then_some((t, c, capacity, c.unit_cost * capacity * value_hours))
+        })
+        .collect();
+    let total_value: f64 = bought.iter().map(|b| b.3).sum();
+    let mut out = Vec::with_capacity(bought.len());
+    for (t, c, capacity, value) in bought {
+        let part = value / total_value;
+        let sv = source_value * part;
+        let true_up = (value - sv).max(0.0);
+        let items = (capacity / c.units_per_item).round();
+        let hours = (model.pools[t].active.1 - model.pools[t].active.0) as f64;
+        let mut r = rationale(demand, points, res, model, t, c, capacity, hours);
+        let target_upfront = c.upfront_share.to_f64().unwrap_or(0.0);
+        let upfront = match src.provider {
+            // The true-up is paid like the target's own upfront share.
+            Provider::Aws => (value * target_upfront - sv * src.upfront_fraction).max(0.0),
+            // A new purchase; the refund comes back separately.
+            Provider::Azure => value * target_upfront,
+        };
+        r.expected_savings = gain * part;
+        r.value_if_removed = Some(gain);
+        r.source_utilization_before = before_util;
+        r.source_utilization_after = after;
+        r.summary = format!(
+            "exchange {count} of {} x {} {} (expected utilization {} before, {} after) into {items} x {} ({}): value ${value:.0} >= ${sv:.0} given up, true-up ${true_up:.0}; target expected utilization {:.1}%, saves ${:.0} over the window",
+            src.count,
+            src.scope,
+            src.id,
+            pct(before_util),
+            pct(after),
+            c.scope,
+            c.instrument,
+            r.expected_utilization * 100.0,
+            gain * part
+        );
+        out.push(Action {
+            kind: ActionKind::Exchange {
+                source_id: src.id.clone(),
+                source_count: count,
+                source_value: money(sv),
+                true_up: money(true_up),
+            },
+            provider: c.provider,
+            instrument: c.instrument,
+            term_years: c.term.years(),
+            payment_option: c.payment,
+            scope: c.scope.clone(),
+            amount: Decimal::from_f64(items).unwrap_or(Decimal::ZERO),
+            unit: AmountUnit::Instances,
+            start: demand.start,
+            hourly_cost: money(c.unit_cost * capacity),
+            upfront: money(upfront),
+            rationale: r,
+        });
+    }
+    Ok(out)
+}
+
+/// The return of source `si`, with its saving (one re-solve without the return).
+fn return_move(
+    demand: &DemandInput,
+    constraints: &Constraints,
+    options: &Options,
+    pass: &Pass<'_>,
+    si: usize,
+) -> Result<Action, OptimizeError> {
+    let (model, res, points) = (&pass.model, &pass.final_, &pass.points);
+    let src = &model.sources[si];
+    let (exchanged, returned) = match pass.shares[si] {
+        Share::Fixed {
+            exchanged,
+            returned,
+        } => (exchanged, returned),
+        Share::Free => (0.0, 0.0),
+    };
+    let n = f64::from(src.count);
+    let after = pool_utilization(res, points, model, src.pool);
+    let count = (returned * n).round() as u32;
+    let mut shares = pass.shares.clone();
+    shares[si] = Share::Fixed {
+        exchanged,
+        returned: 0.0,
+    };
+    let before = lp::solve(&pass.spec(constraints, options, &pass.fixed, &shares))?;
+    let gain = before.objective - res.objective;
+    let before_util = pool_utilization(&before, points, model, src.pool);
+    let refund = src.remaining_value() * returned;
+    let breakeven = if before.covered_ode[src.pool] > 0.0 {
+        before.cost_equiv[src.pool] / before.covered_ode[src.pool]
+    } else {
+        1.0
+    };
+    let summary = if src.provider == Provider::Azure {
+        format!(
+            "return {count} of {} x {} {} for a refund of ${refund:.0} (within the remaining refund cap ${}): expected utilization {} before, {} after (breakeven {:.1}%), saves ${gain:.0} over the window",
+            src.count,
+            src.scope,
+            src.id,
+            constraints.azure_refund_remaining,
+            pct(before_util),
+            pct(after),
+            breakeven * 100.0
+        )
+    } else {
+        // An AWS savings plan inside its return window: returned whole, no cap.
+        format!(
+            "return savings plan {} ({} {}, {:.5} USD/h) inside its return window: expected utilization {} before, {} after (breakeven {:.1}%), saves ${gain:.0} over the window",
+            src.id,
+            src.instrument,
+            src.scope,
+            src.hourly_cost,
+            pct(before_util),
+            pct(after),
+            breakeven * 100.0
+        )
+    };
+    Ok(Action {
+        kind: ActionKind::Return {
+            source_id: src.id.clone(),
+            source_count: count,
+            refund: money(refund),
+        },
+        provider: src.provider,
+        instrument: src.instrument,
+        term_years: src.term.years(),
+        payment_option: src.payment,
+        scope: src.scope.clone(),
+        amount: Decimal::from(count),
+        unit: AmountUnit::Instances,
+        start: demand.start,
+        hourly_cost: money(src.hourly_cost * returned),
+        upfront: Money::ZERO,
+        rationale: Rationale {
+            expected_utilization: after.unwrap_or(0.0),
+            breakeven_utilization: breakeven,
+            expected_savings: gain,
+            // One instance more of it is worth this over the window (dual), and returning one
+            // saves its cost over the window.
+            marginal_value_per_unit: res.capacity_value[src.pool] * src.units / n,
+            marginal_cost_per_unit: src.hourly_cost / n * src.window_hours,
+            value_if_removed: Some(gain),
+            source_utilization_before: before_util,
+            source_utilization_after: after,
+            summary,
+            ..Rationale::default()
+        },
+    })
 }
 
 fn pct(u: Option<f64>) -> String {

@@ -276,110 +276,22 @@ pub(crate) fn candidates(
                         by_key.entry(scope_key(instrument, g)).or_default().push(i);
                     }
                 }
+                let offer = Candidate {
+                    groups,
+                    rates,
+                    provider,
+                    instrument,
+                    term,
+                    payment,
+                    active: (0, hours.min(term.hours() as usize)),
+                };
                 for (key, members) in by_key {
-                    let offer_of = |i: usize| {
-                        rates
-                            .offer(&groups[i].product, instrument, Some(term), payment)
-                            .filter(|o| o.rate().is_finite() && o.rate() > 0.0)
-                    };
-                    let active = (0, hours.min(term.hours() as usize));
-                    if instrument.kind() == Some(CommitmentKind::Spend) {
-                        let priced: Vec<(usize, &Offer)> = members
-                            .iter()
-                            .filter_map(|&i| offer_of(i).map(|o| (i, o)))
-                            .collect();
-                        let Some((_, first)) = priced.first() else {
-                            continue;
-                        };
-                        let scope = if instrument == Instrument::Ec2InstanceSavingsPlan {
-                            ActionScope::FamilyRegion {
-                                region: key.0.clone(),
-                                family: key.1.clone(),
-                            }
-                        } else {
-                            ActionScope::Provider
-                        };
-                        let share = first.upfront_fraction();
-                        pools.push(Pool {
-                            origin: Origin::New(NewColumn {
-                                provider,
-                                instrument,
-                                term,
-                                payment,
-                                scope,
-                                unit_cost: 1.0,
-                                unit_upfront: share * term.hours() as f64,
-                                units_per_item: 1.0,
-                                rate: Decimal::ONE,
-                                upfront_share: first.upfront_share,
-                            }),
-                            kind: CommitmentKind::Spend,
-                            instrument,
-                            members: priced
-                                .iter()
-                                .map(|(i, o)| Member {
-                                    group: *i,
-                                    a: offer_rate(o),
-                                    cost_equiv: offer_rate(o),
-                                })
-                                .collect(),
-                            active,
-                            fixed_capacity: None,
-                            hourly_cost: 0.0,
-                        });
+                    let pool = if instrument.kind() == Some(CommitmentKind::Spend) {
+                        offer.spend_pool(&key, &members)
                     } else {
-                        // The instance type bought: the cheapest per unit, then the smallest
-                        // (finer steps when the LP relaxation is rounded down to instances).
-                        let best = members
-                            .iter()
-                            .filter_map(|&i| offer_of(i).map(|o| (i, o)))
-                            .min_by(|(i, a), (j, b)| {
-                                let ua = a.rate() / groups[*i].units;
-                                let ub = b.rate() / groups[*j].units;
-                                ua.total_cmp(&ub)
-                                    .then(groups[*i].units.total_cmp(&groups[*j].units))
-                            });
-                        let Some((bi, offer)) = best else {
-                            continue;
-                        };
-                        let buy = &groups[bi];
-                        let unit_cost = offer.rate() / buy.units;
-                        pools.push(Pool {
-                            origin: Origin::New(NewColumn {
-                                provider,
-                                instrument,
-                                term,
-                                payment,
-                                scope: ActionScope::Instances {
-                                    region: buy.product.region.clone(),
-                                    instance_type: buy.product.instance_type.clone(),
-                                    flex_group: buy.flex_group.clone(),
-                                    os: buy.product.os.clone(),
-                                    tenancy: buy.product.tenancy.clone(),
-                                },
-                                unit_cost,
-                                unit_upfront: unit_cost
-                                    * offer.upfront_fraction()
-                                    * term.hours() as f64,
-                                units_per_item: buy.units,
-                                rate: offer.effective_hourly_rate,
-                                upfront_share: offer.upfront_share,
-                            }),
-                            kind: CommitmentKind::Usage,
-                            instrument,
-                            members: members
-                                .iter()
-                                .map(|&i| Member {
-                                    group: i,
-                                    a: groups[i].units,
-                                    cost_equiv: unit_cost * groups[i].units,
-                                })
-                                .collect(),
-                            active,
-                            fixed_capacity: None,
-                            hourly_cost: 0.0,
-                        });
-                    }
+                        offer.usage_pool(&members)
+                    };
+                    pools.extend(pool);
                 }
             }
         }
@@ -398,6 +310,133 @@ pub(crate) fn candidates(
         ));
     }
     prune_dominated(pools, groups, constraints.max_upfront.is_some(), notes)
+}
+
+/// One allowed (instrument, term, payment option), to be offered to a scope's groups.
+struct Candidate<'a> {
+    groups: &'a [GroupInfo],
+    rates: &'a RateCard,
+    provider: Provider,
+    instrument: Instrument,
+    term: Term,
+    payment: PaymentOption,
+    active: (usize, usize),
+}
+
+impl<'a> Candidate<'a> {
+    /// The rate card's offer for group `i`, if it has a usable rate.
+    fn offer_of(&self, i: usize) -> Option<&'a Offer> {
+        self.rates
+            .offer(
+                &self.groups[i].product,
+                self.instrument,
+                Some(self.term),
+                self.payment,
+            )
+            .filter(|o| o.rate().is_finite() && o.rate() > 0.0)
+    }
+
+    /// A savings plan over the priced groups of one scope key (capacity in USD/hour).
+    fn spend_pool(
+        &self,
+        key: &(String, String, String, String),
+        members: &[usize],
+    ) -> Option<Pool> {
+        let (provider, instrument, term) = (self.provider, self.instrument, self.term);
+        let priced: Vec<(usize, &Offer)> = members
+            .iter()
+            .filter_map(|&i| self.offer_of(i).map(|o| (i, o)))
+            .collect();
+        let (_, first) = priced.first()?;
+        let scope = if instrument == Instrument::Ec2InstanceSavingsPlan {
+            ActionScope::FamilyRegion {
+                region: key.0.clone(),
+                family: key.1.clone(),
+            }
+        } else {
+            ActionScope::Provider
+        };
+        let share = first.upfront_fraction();
+        Some(Pool {
+            origin: Origin::New(NewColumn {
+                provider,
+                instrument,
+                term,
+                payment: self.payment,
+                scope,
+                unit_cost: 1.0,
+                unit_upfront: share * term.hours() as f64,
+                units_per_item: 1.0,
+                rate: Decimal::ONE,
+                upfront_share: first.upfront_share,
+            }),
+            kind: CommitmentKind::Spend,
+            instrument,
+            members: priced
+                .iter()
+                .map(|(i, o)| Member {
+                    group: *i,
+                    a: offer_rate(o),
+                    cost_equiv: offer_rate(o),
+                })
+                .collect(),
+            active: self.active,
+            fixed_capacity: None,
+            hourly_cost: 0.0,
+        })
+    }
+
+    /// A reservation of one scope key's groups (capacity in size-flexibility units). The
+    /// instance type bought: the cheapest per unit, then the smallest (finer steps when the LP
+    /// relaxation is rounded down to instances).
+    fn usage_pool(&self, members: &[usize]) -> Option<Pool> {
+        let groups = self.groups;
+        let (instrument, term) = (self.instrument, self.term);
+        let (bi, offer) = members
+            .iter()
+            .filter_map(|&i| self.offer_of(i).map(|o| (i, o)))
+            .min_by(|(i, a), (j, b)| {
+                let ua = a.rate() / groups[*i].units;
+                let ub = b.rate() / groups[*j].units;
+                ua.total_cmp(&ub)
+                    .then(groups[*i].units.total_cmp(&groups[*j].units))
+            })?;
+        let buy = &groups[bi];
+        let unit_cost = offer.rate() / buy.units;
+        Some(Pool {
+            origin: Origin::New(NewColumn {
+                provider: self.provider,
+                instrument,
+                term,
+                payment: self.payment,
+                scope: ActionScope::Instances {
+                    region: buy.product.region.clone(),
+                    instance_type: buy.product.instance_type.clone(),
+                    flex_group: buy.flex_group.clone(),
+                    os: buy.product.os.clone(),
+                    tenancy: buy.product.tenancy.clone(),
+                },
+                unit_cost,
+                unit_upfront: unit_cost * offer.upfront_fraction() * term.hours() as f64,
+                units_per_item: buy.units,
+                rate: offer.effective_hourly_rate,
+                upfront_share: offer.upfront_share,
+            }),
+            kind: CommitmentKind::Usage,
+            instrument,
+            members: members
+                .iter()
+                .map(|&i| Member {
+                    group: i,
+                    a: groups[i].units,
+                    cost_equiv: unit_cost * groups[i].units,
+                })
+                .collect(),
+            active: self.active,
+            fixed_capacity: None,
+            hourly_cost: 0.0,
+        })
+    }
 }
 
 /// Removes candidates another candidate beats on every count.
@@ -818,138 +857,22 @@ fn exchange_sources(
         let source_region = c.region.clone().unwrap_or_default();
         let active = pools[pi].active;
         let total = c.total_cost().to_f64();
-        let s = sources.len();
-        let mut targets = Vec::new();
-        // Target configurations: groups of the provider by scope key, minus the source's own.
-        let mut by_key: BTreeMap<_, Vec<usize>> = BTreeMap::new();
-        for (i, g) in groups.iter().enumerate() {
-            if g.product.provider != c.provider {
-                continue;
-            }
-            if c.provider == Provider::Aws && !g.product.region.eq_ignore_ascii_case(&source_region)
-            {
-                continue;
-            }
-            if g.product.region.eq_ignore_ascii_case(&source_region)
-                && source_flex.as_deref() == Some(g.flex_group.as_str())
-            {
-                continue;
-            }
-            by_key
-                .entry(scope_key(c.instrument, g))
-                .or_default()
-                .push(i);
-        }
-        // Term and payment of the target.
-        let (term, payments): (Term, Vec<PaymentOption>) = match c.provider {
-            Provider::Aws => (c.term, vec![c.payment]),
-            Provider::Azure => {
-                let allowed: Vec<Term> = terms
-                    .iter()
-                    .copied()
-                    .filter(|t| {
-                        PaymentOption::ALL.iter().any(|p| {
-                            constraints.allows(
-                                Provider::Azure,
-                                Instrument::AzureReservation,
-                                *t,
-                                *p,
-                            )
-                        })
-                    })
-                    .collect();
-                let term = if allowed.contains(&c.term) {
-                    Some(c.term)
-                } else {
-                    allowed.iter().copied().min()
-                };
-                match term {
-                    Some(t) => {
-                        let mut pays: Vec<PaymentOption> = PaymentOption::ALL
-                            .iter()
-                            .copied()
-                            .filter(|p| {
-                                constraints.allows(
-                                    Provider::Azure,
-                                    Instrument::AzureReservation,
-                                    t,
-                                    *p,
-                                )
-                            })
-                            .collect();
-                        // The source's payment option first.
-                        pays.sort_by_key(|p| *p != c.payment);
-                        (t, pays)
-                    }
-                    None => (c.term, Vec::new()),
-                }
-            }
+        let target = ExchangeTarget {
+            groups,
+            rates,
+            source: c,
+            source_index: sources.len(),
+            term: target_term(c, terms, constraints),
+            active,
+            remaining,
+            hours: demand.hours,
         };
-        for (_, members) in by_key {
-            let found = payments.iter().find_map(|&pay| {
-                best_type(groups, &members, |i| {
-                    rates.offer(&groups[i].product, c.instrument, Some(term), pay)
-                })
-                .map(|b| (pay, b))
-            });
-            let Some((payment, (bi, offer))) = found else {
-                continue;
-            };
-            let buy = &groups[bi];
-            let unit_cost = offer.rate() / buy.units;
-            let member_list: Vec<Member> = members
-                .iter()
-                .map(|&i| Member {
-                    group: i,
-                    a: groups[i].units,
-                    cost_equiv: unit_cost * groups[i].units,
-                })
-                .collect();
-            if !member_list
-                .iter()
-                .any(|m| m.cost_equiv < groups[m.group].on_demand * (1.0 - 1e-9))
-            {
-                continue;
+        let mut targets = Vec::new();
+        for (_, members) in target_groups(groups, c, &source_region, source_flex.as_deref()) {
+            if let Some(pool) = target.pool(&members) {
+                targets.push(pools.len());
+                pools.push(pool);
             }
-            let (target_active, value_hours) = match c.provider {
-                Provider::Aws => (active, remaining as f64),
-                Provider::Azure => (
-                    (0, demand.hours.min(term.hours() as usize)),
-                    term.hours() as f64,
-                ),
-            };
-            let col = NewColumn {
-                provider: c.provider,
-                instrument: c.instrument,
-                term,
-                payment,
-                scope: ActionScope::Instances {
-                    region: buy.product.region.clone(),
-                    instance_type: buy.product.instance_type.clone(),
-                    flex_group: buy.flex_group.clone(),
-                    os: buy.product.os.clone(),
-                    tenancy: buy.product.tenancy.clone(),
-                },
-                unit_cost,
-                unit_upfront: unit_cost * offer.upfront_fraction() * value_hours,
-                units_per_item: buy.units,
-                rate: offer.effective_hourly_rate,
-                upfront_share: offer.upfront_share,
-            };
-            targets.push(pools.len());
-            pools.push(Pool {
-                origin: Origin::ExchangeTarget {
-                    source: s,
-                    col,
-                    value_hours,
-                },
-                kind: CommitmentKind::Usage,
-                instrument: c.instrument,
-                members: member_list,
-                active: target_active,
-                fixed_capacity: None,
-                hourly_cost: 0.0,
-            });
         }
         let returnable = c.provider == Provider::Azure;
         if targets.is_empty() && !returnable {
@@ -995,4 +918,159 @@ fn exchange_sources(
         ));
     }
     sources
+}
+
+/// Target configurations of an exchange: the provider's groups by scope key (AWS: in the
+/// source's region), minus the source's own configuration.
+fn target_groups(
+    groups: &[GroupInfo],
+    c: &Commitment,
+    source_region: &str,
+    source_flex: Option<&str>,
+) -> BTreeMap<(String, String, String, String), Vec<usize>> {
+    let mut by_key: BTreeMap<_, Vec<usize>> = BTreeMap::new();
+    for (i, g) in groups.iter().enumerate() {
+        if g.product.provider != c.provider {
+            continue;
+        }
+        if c.provider == Provider::Aws && !g.product.region.eq_ignore_ascii_case(source_region) {
+            continue;
+        }
+        if g.product.region.eq_ignore_ascii_case(source_region)
+            && source_flex == Some(g.flex_group.as_str())
+        {
+            continue;
+        }
+        by_key
+            .entry(scope_key(c.instrument, g))
+            .or_default()
+            .push(i);
+    }
+    by_key
+}
+
+/// Term and payment options of an exchange's targets, the preferred payment option first: AWS
+/// keeps the source's; Azure buys a new term (the source's if the policy allows it, else the
+/// shortest allowed) with the payment options the policy allows, the source's first.
+fn target_term(
+    c: &Commitment,
+    terms: &[Term],
+    constraints: &Constraints,
+) -> (Term, Vec<PaymentOption>) {
+    if c.provider == Provider::Aws {
+        return (c.term, vec![c.payment]);
+    }
+    let allows = |t: Term, p: PaymentOption| {
+        constraints.allows(Provider::Azure, Instrument::AzureReservation, t, p)
+    };
+    let allowed: Vec<Term> = terms
+        .iter()
+        .copied()
+        .filter(|t| PaymentOption::ALL.iter().any(|p| allows(*t, *p)))
+        .collect();
+    let term = if allowed.contains(&c.term) {
+        Some(c.term)
+    } else {
+        allowed.iter().copied().min()
+    };
+    match term {
+        Some(t) => {
+            let mut pays: Vec<PaymentOption> = PaymentOption::ALL
+                .iter()
+                .copied()
+                .filter(|p| allows(t, *p))
+                .collect();
+            // The source's payment option first.
+            pays.sort_by_key(|p| *p != c.payment);
+            (t, pays)
+        }
+        None => (c.term, Vec::new()),
+    }
+}
+
+/// What an exchange of one source may buy.
+struct ExchangeTarget<'a> {
+    groups: &'a [GroupInfo],
+    rates: &'a RateCard,
+    source: &'a Commitment,
+    /// Its index in the sources.
+    source_index: usize,
+    /// The targets' term and payment options, preferred first.
+    term: (Term, Vec<PaymentOption>),
+    /// The source's active hours in the window, and its hours left.
+    active: (usize, usize),
+    remaining: i64,
+    /// Hours of the window.
+    hours: usize,
+}
+
+impl ExchangeTarget<'_> {
+    /// The target pool for one scope key's groups: the best type at the first payment option
+    /// priced, if it saves against on demand for one of them.
+    fn pool(&self, members: &[usize]) -> Option<Pool> {
+        let (groups, c) = (self.groups, self.source);
+        let (term, payments) = (&self.term.0, &self.term.1);
+        let term = *term;
+        let (payment, (bi, offer)) = payments.iter().find_map(|&pay| {
+            best_type(groups, members, |i| {
+                self.rates
+                    .offer(&groups[i].product, c.instrument, Some(term), pay)
+            })
+            .map(|b| (pay, b))
+        })?;
+        let buy = &groups[bi];
+        let unit_cost = offer.rate() / buy.units;
+        let member_list: Vec<Member> = members
+            .iter()
+            .map(|&i| Member {
+                group: i,
+                a: groups[i].units,
+                cost_equiv: unit_cost * groups[i].units,
+            })
+            .collect();
+        if !member_list
+            .iter()
+            .any(|m| m.cost_equiv < groups[m.group].on_demand * (1.0 - 1e-9))
+        {
+            return None;
+        }
+        let (target_active, value_hours) = match c.provider {
+            Provider::Aws => (self.active, self.remaining as f64),
+            Provider::Azure => (
+                (0, self.hours.min(term.hours() as usize)),
+                term.hours() as f64,
+            ),
+        };
+        let col = NewColumn {
+            provider: c.provider,
+            instrument: c.instrument,
+            term,
+            payment,
+            scope: ActionScope::Instances {
+                region: buy.product.region.clone(),
+                instance_type: buy.product.instance_type.clone(),
+                flex_group: buy.flex_group.clone(),
+                os: buy.product.os.clone(),
+                tenancy: buy.product.tenancy.clone(),
+            },
+            unit_cost,
+            unit_upfront: unit_cost * offer.upfront_fraction() * value_hours,
+            units_per_item: buy.units,
+            rate: offer.effective_hourly_rate,
+            upfront_share: offer.upfront_share,
+        };
+        Some(Pool {
+            origin: Origin::ExchangeTarget {
+                source: self.source_index,
+                col,
+                value_hours,
+            },
+            kind: CommitmentKind::Usage,
+            instrument: c.instrument,
+            members: member_list,
+            active: target_active,
+            fixed_capacity: None,
+            hourly_cost: 0.0,
+        })
+    }
 }

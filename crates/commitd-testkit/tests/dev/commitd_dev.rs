@@ -44,7 +44,7 @@ fn synth_writes_a_scenario_that_commitd_reads() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let scenario = commitd_core::ingest::Scenario::load(&dir).expect("the scenario loads");
+    let scenario = commitd::sources::load_scenario(&dir).expect("the scenario loads");
     assert_eq!(scenario.usage.groups.len(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
