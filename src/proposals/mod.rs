@@ -23,8 +23,8 @@
 pub mod journal;
 
 use crate::audit::{canonical::canonical_json, AuditError, NewEvent};
-use crate::domain::Money;
 use crate::domain::purchase::{Operation, PurchaseSpec};
+use crate::domain::Money;
 use crate::policy::RecentSpend;
 use crate::store::sql::{self, ColumnError, Row, Tx, Val};
 use crate::store::Store;

@@ -5,13 +5,13 @@
 
 use super::db::FreshDb;
 use chrono::{Duration as Days, Utc};
-use commitd::identity::{Role, TokenStore};
 use commitd::api::server::{self, AppState};
 use commitd::api::transport::{self, Transport};
 use commitd::audit::AuditLog;
+use commitd::identity::{Role, TokenStore};
 use commitd::proposals::ProposalStore;
-use commitd::telemetry::Metrics;
 use commitd::store::Store;
+use commitd::telemetry::Metrics;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
