@@ -10,7 +10,7 @@
 
 use commitd::backtest::baselines::ExistingOnly;
 use commitd::backtest::{
-    run, split_off, BacktestError, BacktestInput, Decision, DecisionContext, Exchange, GivenUp,
+    run, split_off, BacktestError, BacktestInput, Decision, Situation, Exchange, GivenUp,
     Planner, Policy, Settings,
 };
 use commitd::domain::usage::{GroupSeries, IgnoredRows};
@@ -241,7 +241,7 @@ impl Planner for AtTheMove {
         "exchanger"
     }
 
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
+    fn decide(&mut self, ctx: &Situation<'_>) -> Result<Decision, String> {
         if ctx.now != moved() {
             return Ok(Decision::default());
         }
@@ -509,7 +509,7 @@ impl Planner for SellAt {
         "seller"
     }
 
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
+    fn decide(&mut self, ctx: &Situation<'_>) -> Result<Decision, String> {
         Ok(Decision {
             sales: self
                 .0

@@ -6,7 +6,7 @@
 
 use commitd::backtest::baselines::{best_commitment, CeQuarterly, ExistingOnly};
 use commitd::backtest::{
-    buy_savings_plan, run, BacktestError, BacktestInput, Decision, DecisionContext, Planner,
+    buy_savings_plan, run, BacktestError, BacktestInput, Decision, Situation, Planner,
     Policy, Settings,
 };
 use commitd::domain::usage::{GroupSeries, IgnoredRows};
@@ -134,13 +134,13 @@ impl Planner for BuyOnce {
     fn name(&self) -> &str {
         "buy_once"
     }
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
+    fn decide(&mut self, ctx: &Situation<'_>) -> Result<Decision, String> {
         self.purchases(ctx).map(Decision::from)
     }
 }
 
 impl BuyOnce {
-    fn purchases(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
+    fn purchases(&mut self, ctx: &Situation<'_>) -> Result<Vec<Commitment>, String> {
         if self.done {
             return Ok(vec![]);
         }
@@ -229,13 +229,13 @@ impl Planner for Spy {
     fn name(&self) -> &str {
         "spy"
     }
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
+    fn decide(&mut self, ctx: &Situation<'_>) -> Result<Decision, String> {
         self.purchases(ctx).map(Decision::from)
     }
 }
 
 impl Spy {
-    fn purchases(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
+    fn purchases(&mut self, ctx: &Situation<'_>) -> Result<Vec<Commitment>, String> {
         let max = ctx.known.groups[0]
             .quantity
             .iter()

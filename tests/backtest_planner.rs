@@ -6,7 +6,7 @@
 
 use commitd::backtest::baselines::{CeQuarterly, ExistingOnly};
 use commitd::backtest::{
-    run, BacktestInput, Decision, DecisionContext, Planner, RunResult, Settings,
+    run, BacktestInput, Decision, Situation, Planner, RunResult, Settings,
 };
 use commitd::domain::usage::{GroupSeries, IgnoredRows};
 use commitd::domain::{
@@ -901,7 +901,7 @@ impl Planner for Rebuilt {
         "commitd"
     }
 
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
+    fn decide(&mut self, ctx: &Situation<'_>) -> Result<Decision, String> {
         let mut p = LookbackPlanner::new(self.config.clone(), PlannerConfig::default(), self.cap)
             .remembering(std::mem::take(&mut self.memory));
         let mut d = p.decide(ctx)?;

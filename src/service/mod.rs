@@ -15,7 +15,7 @@
 //! Between cycles, an execution tick (its own schedule, or at once when the API records a
 //! completing approval) repeats step 1.
 
-pub mod lookback;
+pub mod engine;
 pub mod metrics;
 pub mod notify;
 pub mod optimizer;

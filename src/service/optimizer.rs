@@ -13,7 +13,8 @@
 //! and the provider's inventory at the start of the cycle (`held`), de-duplicated by id.
 
 use super::plan::{plan_id, CycleInputs, CyclePlan, Expectation, PlanError, Planner};
-use crate::config::{Config, PlannerKind};
+use crate::config::Config;
+use crate::plan::{PlannerConfig, PlannerKind};
 use crate::domain::plan::{ActionKind, Plan};
 use crate::domain::{
     Commitment, Hour, Instrument, Money, Offer, PaymentOption, Provider, RateCard, UsageModel,
@@ -21,7 +22,6 @@ use crate::domain::{
 use crate::ingest::{self, ReadOptions, Scenario};
 use crate::markets::Operation;
 use crate::optimize::{Constraints, Options};
-use crate::plan::planners::LookbackMemory;
 use crate::proposals::PlannedAction;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -42,10 +42,10 @@ pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
     match (&config.source.scenario, &config.source.focus) {
         (Some(dir), _) => Ok(Arc::new(ScenarioPlanner {
             dir: dir.clone(),
-            method: config.planner,
+            method: config.planner.clone(),
             billing_latency_hours: config.billing_latency_hours,
             bounds,
-            memory: Memory::default(),
+            engine: Engine::default(),
         })),
         (None, Some(path)) => {
             let rates = config.source.rates.clone().ok_or_else(|| {
@@ -59,9 +59,9 @@ pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
                 rates,
                 commitments: config.source.commitments.clone(),
                 billing_latency_hours: config.billing_latency_hours,
-                method: config.planner,
+                method: config.planner.clone(),
                 bounds,
-                memory: Memory::default(),
+                engine: Engine::default(),
             }))
         }
         (None, None) => match config.source.cost_explorer_days {
@@ -70,9 +70,9 @@ pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
                 rates: config.source.rates.clone(),
                 commitments: config.source.commitments.clone(),
                 billing_latency_hours: config.billing_latency_hours,
-                method: config.planner,
+                method: config.planner.clone(),
                 bounds,
-                memory: Memory::default(),
+                engine: Engine::default(),
             })),
             None => Err(
                 "no [source] configured: set [source] scenario, [source] focus (with rates), \
@@ -87,18 +87,17 @@ pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
 /// cycle still judges every action against `policies/` afterwards.
 pub struct ScenarioPlanner {
     pub dir: PathBuf,
-    pub method: PlannerKind,
+    pub method: PlannerConfig,
     /// With the look-back planner, the hours before the scenario's decision time it does not
     /// know yet (as in the backtest's first decision).
     pub billing_latency_hours: u32,
     /// What the policies allow ([`policy_bounds`]).
     pub bounds: Constraints,
-    /// The look-back planner's memory between cycles.
-    pub memory: Memory,
+    /// The planner kept between cycles ([`super::engine`]).
+    pub engine: Engine,
 }
 
-/// What the look-back planner carries from one cycle to the next ([`super::lookback`]).
-pub type Memory = std::sync::Mutex<LookbackMemory>;
+pub use super::engine::Engine;
 
 /// What the policy files allow, as the optimizer's constraints ([`PolicySet::planning_bounds`],
 /// the utilization floor judged at the P10 scenario, the lowest demand quantile the pipeline
@@ -174,10 +173,10 @@ fn run_pipeline(
 
 /// How a planner decides: the method, what bounds it, and what earlier cycles left to it.
 struct Method<'a> {
-    kind: PlannerKind,
+    config: &'a PlannerConfig,
     bounds: &'a Constraints,
     latency_hours: u32,
-    memory: &'a Memory,
+    engine: &'a Engine,
 }
 
 /// The cycle plan at `at` by `method`: the look-back planner ([`super::lookback`]) or the
@@ -194,9 +193,10 @@ fn decide(
     now: DateTime<Utc>,
     digest: String,
 ) -> Result<CyclePlan, PlanError> {
-    match method.kind {
-        PlannerKind::Lookback => super::lookback::cycle_plan(
-            &super::lookback::Moment {
+    match method.config.kind {
+        PlannerKind::Lookback | PlannerKind::Ladder => method.engine.cycle_plan(
+            method.config,
+            &super::engine::Moment {
                 usage,
                 at,
                 latency_hours: method.latency_hours,
@@ -207,7 +207,6 @@ fn decide(
                 listings: inputs.listings,
                 held: inputs.held,
                 refunds: inputs.refunds,
-                memory: method.memory,
             },
             now,
             digest,
@@ -247,10 +246,10 @@ impl Planner for ScenarioPlanner {
         let digest = inputs_digest(&scenario.name, at, &scenario.usage, &rates, &existing);
         let mut out = decide(
             &Method {
-                kind: self.method,
+                config: &self.method,
                 bounds: &self.bounds,
                 latency_hours: self.billing_latency_hours,
-                memory: &self.memory,
+                engine: &self.engine,
             },
             &scenario.usage,
             at,
@@ -294,10 +293,10 @@ pub struct FocusPlanner {
     /// inferred from it.
     pub commitments: Option<PathBuf>,
     pub billing_latency_hours: u32,
-    pub method: PlannerKind,
+    pub method: PlannerConfig,
     pub bounds: Constraints,
-    /// The look-back planner's memory between cycles.
-    pub memory: Memory,
+    /// The planner kept between cycles ([`super::engine`]).
+    pub engine: Engine,
 }
 
 impl FocusPlanner {
@@ -383,10 +382,10 @@ impl Planner for FocusPlanner {
             &existing,
             notes,
             &Method {
-                kind: self.method,
+                config: &self.method,
                 bounds: &self.bounds,
                 latency_hours: self.billing_latency_hours,
-                memory: &self.memory,
+                engine: &self.engine,
             },
         )?;
         out.notes.push(format!(
@@ -411,10 +410,10 @@ pub struct CostExplorerPlanner {
     pub rates: Option<PathBuf>,
     pub commitments: Option<PathBuf>,
     pub billing_latency_hours: u32,
-    pub method: PlannerKind,
+    pub method: PlannerConfig,
     pub bounds: Constraints,
-    /// The look-back planner's memory between cycles.
-    pub memory: Memory,
+    /// The planner kept between cycles ([`super::engine`]).
+    pub engine: Engine,
 }
 
 impl Planner for CostExplorerPlanner {
@@ -452,10 +451,10 @@ impl Planner for CostExplorerPlanner {
             &existing,
             notes,
             &Method {
-                kind: self.method,
+                config: &self.method,
                 bounds: &self.bounds,
                 latency_hours: self.billing_latency_hours,
-                memory: &self.memory,
+                engine: &self.engine,
             },
         )?;
         out.notes.push(format!(

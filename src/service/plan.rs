@@ -29,12 +29,7 @@ pub enum PlanError {
 }
 
 /// Portfolio figures the plan expects (for /metrics and the cycle summary).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Expectation {
-    pub esr: f64,
-    pub coverage: f64,
-    pub utilization: f64,
-}
+pub use crate::plan::proposals::Expectation;
 
 /// One cycle's plan, in the form the daemon acts on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
