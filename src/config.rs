@@ -98,7 +98,9 @@ fn planner_setting<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PlannerConf
     impl<'de> serde::de::Visitor<'de> for Setting {
         type Value = PlannerConfig;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a [planner] table or a planner kind (\"lookback\", \"forecast\", \"ladder\")")
+            f.write_str(
+                "a [planner] table or a planner kind (\"lookback\", \"forecast\", \"ladder\")",
+            )
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PlannerConfig, E> {
             let kind = PlannerKind::deserialize(serde::de::value::StrDeserializer::<E>::new(v))?;
@@ -107,7 +109,10 @@ fn planner_setting<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PlannerConf
                 ..PlannerConfig::default()
             })
         }
-        fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<PlannerConfig, M::Error> {
+        fn visit_map<M: serde::de::MapAccess<'de>>(
+            self,
+            map: M,
+        ) -> Result<PlannerConfig, M::Error> {
             PlannerConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
         }
     }
@@ -131,6 +136,11 @@ pub struct SourceConfig {
     /// `[daemon] provider = "aws"`; `rates` is optional (on-demand prices are then read from
     /// Cost Explorer's costs, commitment prices from the offering APIs).
     pub cost_explorer_days: Option<u32>,
+    /// With `scenario`: the cycle's own time, inside the scenario's evaluation window, is the
+    /// decision time (the daemon replays the scenario day by day, as `commitd backtest` does);
+    /// else every cycle decides at the scenario's decision time.
+    #[serde(default)]
+    pub scenario_follows_clock: bool,
 }
 
 /// The long-running service (`commitd run`): schedules, HTTP, approvals, shutdown.
@@ -763,6 +773,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        self.planner
+            .validate()
+            .map_err(|e| format!("[planner] {e}"))?;
         if let Some(url) = &self.database_url {
             let u = url.expose();
             if crate::store::backend_of(u).is_none() {

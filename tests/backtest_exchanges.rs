@@ -10,8 +10,8 @@
 
 use commitd::backtest::baselines::ExistingOnly;
 use commitd::backtest::{
-    run, split_off, BacktestError, BacktestInput, Decision, Situation, Exchange, GivenUp,
-    Planner, Policy, Settings,
+    run, split_off, BacktestError, BacktestInput, Decision, Exchange, GivenUp, Planner, Policy,
+    Settings, Situation,
 };
 use commitd::domain::usage::{GroupSeries, IgnoredRows};
 use commitd::domain::{
@@ -241,7 +241,7 @@ impl Planner for AtTheMove {
         "exchanger"
     }
 
-    fn decide(&mut self, ctx: &Situation<'_>) -> Result<Decision, String> {
+    fn decide(&mut self, ctx: &Situation<'_>) -> Result<Decision, commitd::plan::PlanError> {
         if ctx.now != moved() {
             return Ok(Decision::default());
         }
@@ -509,7 +509,7 @@ impl Planner for SellAt {
         "seller"
     }
 
-    fn decide(&mut self, ctx: &Situation<'_>) -> Result<Decision, String> {
+    fn decide(&mut self, ctx: &Situation<'_>) -> Result<Decision, commitd::plan::PlanError> {
         Ok(Decision {
             sales: self
                 .0

@@ -32,9 +32,12 @@ fn setup() -> (tempfile::TempDir, FocusPlanner) {
         rates: dir.path().join("rates.csv"),
         commitments: None,
         billing_latency_hours: 48,
-        method: commitd::config::PlannerKind::Forecast,
+        method: commitd::plan::PlannerConfig {
+            kind: commitd::plan::PlannerKind::Forecast,
+            ..Default::default()
+        },
         bounds: commitd::optimize::Constraints::one_year_only(),
-        memory: Default::default(),
+        engine: Default::default(),
     };
     (dir, p)
 }

@@ -17,7 +17,7 @@
 //!
 //! Every state change commits in one transaction with its audit event ([`journal`] builds
 //! them), so the log can never miss a step the store took, nor hold one it did not. Approvals
-//! bind to the action's digest ([`PlannedAction::digest`]): the executor counts only the
+//! bind to the action's digest ([`ActionDigest::digest`]): the executor counts only the
 //! `approved` events in the log that name the digest of the action it is about to execute.
 
 pub mod journal;
@@ -121,7 +121,6 @@ impl ActionDigest for PlannedAction {
         });
         hex::encode(Sha256::digest(canonical_json(&value).as_bytes()))
     }
-
 }
 
 /// One person's decision on a proposal.

@@ -14,7 +14,6 @@
 
 use super::plan::{plan_id, CycleInputs, CyclePlan, Expectation, PlanError, Planner};
 use crate::config::Config;
-use crate::plan::{PlannerConfig, PlannerKind};
 use crate::domain::plan::{ActionKind, Plan};
 use crate::domain::{
     Commitment, Hour, Instrument, Money, Offer, PaymentOption, Provider, RateCard, UsageModel,
@@ -22,6 +21,7 @@ use crate::domain::{
 use crate::ingest::{self, ReadOptions, Scenario};
 use crate::markets::Operation;
 use crate::optimize::{Constraints, Options};
+use crate::plan::{PlannerConfig, PlannerKind};
 use crate::proposals::PlannedAction;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -42,6 +42,7 @@ pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
     match (&config.source.scenario, &config.source.focus) {
         (Some(dir), _) => Ok(Arc::new(ScenarioPlanner {
             dir: dir.clone(),
+            follows_clock: config.source.scenario_follows_clock,
             method: config.planner.clone(),
             billing_latency_hours: config.billing_latency_hours,
             bounds,
@@ -87,6 +88,9 @@ pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
 /// cycle still judges every action against `policies/` afterwards.
 pub struct ScenarioPlanner {
     pub dir: PathBuf,
+    /// The cycle's own time, inside the evaluation window, is the decision time (`[source]
+    /// scenario_follows_clock`); else the scenario's decision time.
+    pub follows_clock: bool,
     pub method: PlannerConfig,
     /// With the look-back planner, the hours before the scenario's decision time it does not
     /// know yet (as in the backtest's first decision).
@@ -234,7 +238,12 @@ impl Planner for ScenarioPlanner {
     ) -> Result<CyclePlan, PlanError> {
         let scenario = Scenario::load(&self.dir)
             .map_err(|e| PlanError::Failed(format!("loading {}: {e}", self.dir.display())))?;
-        let at = scenario.window.decision_time;
+        let w = scenario.window;
+        let at = if self.follows_clock {
+            Hour::from_datetime(now).clamp(w.decision_time, w.evaluation_end.plus(-1))
+        } else {
+            w.decision_time
+        };
         let held = held_at(inputs.held, at);
         let inputs = &CycleInputs {
             held: &held,

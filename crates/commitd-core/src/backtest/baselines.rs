@@ -11,10 +11,10 @@
 //! * `hindsight_static` is the optimizer's hindsight mode, in [`crate::plan::hindsight`].
 
 use super::{buy_savings_plan, Decision, PlanError, Planner, Situation};
-use crate::plan::sizing::{best_commitment, savings};
-pub use crate::plan::sizing::commitment_for_utilization;
 use crate::billing::BillingEngine;
 use crate::domain::{Commitment, Instrument, Money, PaymentOption, Provider, Term};
+pub use crate::plan::sizing::commitment_for_utilization;
+use crate::plan::sizing::{best_commitment, savings};
 
 /// Buys nothing.
 #[derive(Clone, Debug, Default)]

@@ -31,8 +31,8 @@ pub use metrics::{Period, RunResult};
 pub use crate::domain::rules::{remaining_value, split_off, Marketplace};
 pub use crate::plan::{
     buy_reservation, buy_savings_plan, is_listed, refunded_in_the_last_year, Decision, Exchange,
-    ExchangeRecord, GivenUp, Listing, PlanError, Planner, PlannerConfig, Policy, Refund, ReturnRecord,
-    SaleRecord, Situation,
+    ExchangeRecord, GivenUp, Listing, PlanError, Planner, PlannerConfig, Policy, Refund,
+    ReturnRecord, SaleRecord, Situation,
 };
 
 /// Why a backtest cannot run or a decision is refused.
@@ -201,13 +201,11 @@ pub fn run(
             refunds: &refunds,
             listings: &listings,
         };
-        let decision = planner
-            .decide(&ctx)
-            .map_err(|e| BacktestError::Planner {
-                planner: planner.name().to_string(),
-                at: now,
-                message: e.to_string(),
-            })?;
+        let decision = planner.decide(&ctx).map_err(|e| BacktestError::Planner {
+            planner: planner.name().to_string(),
+            at: now,
+            message: e.to_string(),
+        })?;
         // Checked in full before anything changes: a refused decision leaves the portfolio as
         // it was (and ends the replay with the error).
         let mut next = portfolio.clone();

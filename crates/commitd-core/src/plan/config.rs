@@ -102,14 +102,17 @@ impl PlannerConfig {
             PlannerKind::Forecast => {
                 Box::new(ForecastOptimizePlanner::new(self.forecast.clone(), cap))
             }
-            PlannerKind::Ladder => Box::new(LadderPlanner::new(self.ladder.clone(), cap, bounds.clone())),
+            PlannerKind::Ladder => {
+                Box::new(LadderPlanner::new(self.ladder.clone(), cap, bounds.clone()))
+            }
         }
     }
 
     /// The look-back planner of this configuration (whatever `kind` says), for callers that
     /// read its statistics.
     pub fn lookback_planner(&self, cap: Money, bounds: &Constraints) -> LookbackPlanner {
-        LookbackPlanner::new(self.lookback.clone(), self.ladder.clone(), cap).bounded(bounds.clone())
+        LookbackPlanner::new(self.lookback.clone(), self.ladder.clone(), cap)
+            .bounded(bounds.clone())
     }
 
     /// Refuses values no planner can run with (shares outside 0..=1, empty windows, ...), naming
@@ -119,13 +122,18 @@ impl PlannerConfig {
             if (0.0..=1.0).contains(&v) {
                 Ok(())
             } else {
-                Err(PlanError::Invalid(format!("{name} must be within 0..=1, got {v}")))
+                Err(PlanError::Invalid(format!(
+                    "{name} must be within 0..=1, got {v}"
+                )))
             }
         };
         let l = &self.ladder;
         share("ladder.reservation_quantile", l.reservation_quantile)?;
         share("ladder.reservation_share", l.reservation_share)?;
-        share("ladder.savings_plan_min_utilization", l.savings_plan_min_utilization)?;
+        share(
+            "ladder.savings_plan_min_utilization",
+            l.savings_plan_min_utilization,
+        )?;
         share("ladder.decline_ratio", l.decline_ratio)?;
         share("ladder.cap_share", l.cap_share)?;
         if l.windows.is_empty() || l.windows.iter().any(|&h| h == 0 || h > 366 * 24) {
@@ -240,10 +248,7 @@ impl Default for LadderConfig {
 
 /// The laddering step: the most new hourly commitment one decision may take on, `share` of the
 /// on-demand-equivalent spend per hour over `known` (so it scales with the organisation).
-pub fn laddering_cap(
-    known: &UsageModel,
-    share: f64,
-) -> Result<Money, PlanError> {
+pub fn laddering_cap(known: &UsageModel, share: f64) -> Result<Money, PlanError> {
     let hours = known.hours().max(1) as f64;
     let ode: f64 = known.groups.iter().map(|g| g.ode.iter().sum::<f64>()).sum();
     Money::from_f64(share * ode / hours).map_err(|e| PlanError::Invalid(e.to_string()))

@@ -18,7 +18,6 @@ pub struct ForecastOptimizePlanner {
     pub skipped: usize,
 }
 
-
 impl ForecastOptimizePlanner {
     /// The forecast planner holding each decision's new hourly commitment to `cap`.
     pub fn new(config: ForecastConfig, cap: Money) -> Self {

@@ -269,9 +269,7 @@ pub(crate) fn redundant_reservations(
         .filter_map(|(i, c)| match c.instrument {
             Instrument::AzureReservation if azure => Some((i, 1.0)),
             Instrument::StandardReservedInstance
-                if ris
-                    && !ctx.is_listed(&c.id)
-                    && market.listing(c, ctx.now).is_ok() =>
+                if ris && !ctx.is_listed(&c.id) && market.listing(c, ctx.now).is_ok() =>
             {
                 let lifetime = c.hourly_cost.to_f64() * c.term.hours() as f64;
                 let upfront = if lifetime > 0.0 {
@@ -443,4 +441,3 @@ pub(crate) fn exchange_idle(
         .collect();
     Ok(Some((Exchange { sources, targets }, given)))
 }
-

@@ -31,7 +31,6 @@ pub fn hindsight_static(
     })
 }
 
-
 pub struct HindsightStatic {
     actual: DemandInput,
     config: HindsightConfig,

@@ -18,7 +18,9 @@
 
 use super::recent::{quantile, recent_level, residual, slope};
 use super::sizing::{best_commitment, commitment_for_utilization};
-use super::{buy_reservation, buy_savings_plan, Decision, LadderConfig, PlanError, Planner, Situation};
+use super::{
+    buy_reservation, buy_savings_plan, Decision, LadderConfig, PlanError, Planner, Situation,
+};
 use crate::domain::{Commitment, Instrument, Money, Offer, Provider, Term};
 use crate::optimize::Constraints;
 
@@ -49,7 +51,6 @@ fn cheapest<'a>(
         })
         .min_by(|a, b| a.rate().total_cmp(&b.rate()))
 }
-
 
 /// (class, generation) of an instance family: AWS "m6i" -> ("m", 6), "db.r5" -> ("db.r", 5);
 /// Azure series "Ds_v5" -> ("Ds", 5). None when the name has no generation number.
@@ -87,8 +88,6 @@ fn newer_generation_in_use(ctx: &Situation<'_>, gi: usize) -> bool {
                 && series.quantity[from..n].iter().any(|&q| q > 0.0)
         })
 }
-
-
 
 /// Whether group `gi`'s family (same provider) had usage in another region in the last week.
 fn family_elsewhere(ctx: &Situation<'_>, gi: usize) -> bool {
@@ -137,7 +136,6 @@ impl LadderPlanner {
         }
         Some((-b / mean * self.config.trend_horizon_days).min(1.0))
     }
-
 
     fn next_id(&mut self, what: &str) -> String {
         self.bought += 1;

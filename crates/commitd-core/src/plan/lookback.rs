@@ -13,11 +13,13 @@ use super::hindsight::plan_to_commitments;
 use super::ladder::{family_generation, hedged, LadderPlanner};
 use super::recent::{daily_median, quantile, residual as residual_of};
 use super::{
-    Decision, Exchange, GivenUp, LadderConfig, LookbackConfig,
-    PlanError, Planner, Situation, MIN_KNOWN_HOURS,
+    Decision, Exchange, GivenUp, LadderConfig, LookbackConfig, PlanError, Planner, Situation,
+    MIN_KNOWN_HOURS,
 };
 use crate::billing::BillingEngine;
-use crate::domain::{Commitment, CommitmentAmount, CommitmentKind, Hour, Instrument, Money, Provider};
+use crate::domain::{
+    Commitment, CommitmentAmount, CommitmentKind, Hour, Instrument, Money, Provider,
+};
 use crate::optimize::{self, Constraints, DemandInput, MinUtilization, Options, TotalUtilization};
 
 /// What the look-back planner did over a replay (`planner_stats` in the backtest's JSON).
@@ -127,7 +129,6 @@ impl LookbackPlanner {
     pub fn cap(&self) -> Money {
         self.ladder.cap
     }
-
 }
 
 /// On-demand value per hour of the usage `portfolio` leaves uncovered over the last known week,
@@ -148,9 +149,6 @@ fn uncovered_value(
     }
     Ok((value, ode))
 }
-
-
-
 
 /// The least change of a group's level (as a share of the larger of its look-back and recent
 /// levels) that counts as usage moving in or out of it. Chosen on the tuning sweep: 0 (every
@@ -949,12 +947,12 @@ fn pooled(plans: Vec<Commitment>) -> Vec<Commitment> {
 #[cfg(test)]
 mod tests {
     use super::pooled;
-    use crate::plan::give_up::{daily_slope, fade, steered_floor};
-    use crate::plan::ladder::family_generation;
-    use crate::plan::recent::daily_median;
     use crate::domain::{
         Commitment, CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term,
     };
+    use crate::plan::give_up::{daily_slope, fade, steered_floor};
+    use crate::plan::ladder::family_generation;
+    use crate::plan::recent::daily_median;
 
     fn plan(id: &str, instrument: Instrument, payment: PaymentOption, usd: i64) -> Commitment {
         let start = Hour::parse("2025-01-01T00:00:00Z").unwrap();

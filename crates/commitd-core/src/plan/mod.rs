@@ -26,8 +26,8 @@ pub mod recent;
 pub mod sizing;
 
 pub use config::{
-    laddering_cap, Capabilities, ForecastConfig, HindsightConfig, LadderConfig, LookbackConfig, PlannerConfig,
-    PlannerKind,
+    laddering_cap, Capabilities, ForecastConfig, HindsightConfig, LadderConfig, LookbackConfig,
+    PlannerConfig, PlannerKind,
 };
 pub use forecast::ForecastOptimizePlanner;
 pub use hindsight::{hindsight_static, plan_to_commitments, HindsightStatic};
@@ -168,7 +168,9 @@ impl Situation<'_> {
 
     /// Whether instances carrying `id` are listed at `now` and not sold yet.
     pub fn is_listed(&self, id: &str) -> bool {
-        self.listings.iter().any(|l| l.id == id && l.until > self.now)
+        self.listings
+            .iter()
+            .any(|l| l.id == id && l.until > self.now)
     }
 }
 
@@ -349,7 +351,8 @@ pub fn buy_reservation(
     let term = offer
         .term
         .ok_or_else(|| PlanError::Rules(format!("{id}: offer {} has no term", offer.instrument)))?;
-    let hourly = Money::from_f64(offer.rate() * count as f64).map_err(|e| PlanError::Rules(format!("{id}: {e}")))?;
+    let hourly = Money::from_f64(offer.rate() * count as f64)
+        .map_err(|e| PlanError::Rules(format!("{id}: {e}")))?;
     Ok(Commitment {
         id,
         provider: group.provider,
