@@ -5,7 +5,7 @@
 //! ~45 % off, EC2 Instance SP ~40 %, Compute SP ~34 %).
 
 use commitd::backtest::baselines::{CeQuarterly, ExistingOnly};
-use commitd::backtest::{run, BacktestInput, Decision, Planner, RunResult, Settings, Situation};
+use commitd::backtest::{run, BacktestInput, RunResult, Settings};
 use commitd::domain::usage::{GroupSeries, IgnoredRows};
 use commitd::domain::{
     Commitment, CommitmentAmount, Hour, Instrument, Money, Offer, PaymentOption, Provider,
@@ -887,15 +887,4 @@ fn lookback_steers_the_floor_by_what_the_portfolio_made_of_the_last_weeks() {
     assert!(on.total.esr > off.total.esr);
     let lowest = |r: &RunResult| r.min_monthly_utilization.unwrap_or(0.0);
     assert!(lowest(&on) >= 0.95 && lowest(&on) >= lowest(&off));
-}
-
-/// A fleet whose usage jumps by half for a few days every two to four weeks.
-fn spiky_fleet() -> BacktestInput {
-    scenario("spiky", |g, i| {
-        let base = [20.0, 12.0, 8.0][g];
-        let day = i / 24;
-        let period = 14 + (noise(90 + g as u64, day / 30).abs() * 14.0) as usize;
-        let spike = if day % period < 4 { 1.5 } else { 1.0 };
-        base * spike * (1.0 + 0.2 * diurnal(i) + 0.1 * noise(g as u64 + 7, i))
-    })
 }

@@ -115,7 +115,7 @@ fn backtest_ledger(scenario: &Scenario) -> (Ledger, RunResult) {
         let key = give_up_key("sell", held(&s.source.id), s.source.count);
         ledger.entry(s.listed).or_default().push(key);
     }
-    for e in &r.exchanges {
+    for e in &r.exchange_log {
         ledger
             .entry(e.at)
             .or_default()

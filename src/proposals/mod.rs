@@ -24,7 +24,6 @@ pub mod journal;
 
 use crate::audit::{canonical::canonical_json, AuditError, NewEvent};
 use crate::domain::Money;
-use crate::markets::{Operation, PurchaseSpec};
 use crate::policy::RecentSpend;
 use crate::store::sql::{self, ColumnError, Row, Tx, Val};
 use crate::store::Store;

@@ -1,5 +1,6 @@
 use super::*;
 use crate::domain::{CommitmentAmount, Instrument, PaymentOption, Provider, Term};
+use crate::markets::{Operation, PurchaseSpec};
 
 pub(crate) async fn sqlite() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
