@@ -11,11 +11,11 @@
 //! sources ──> ingest ──> UsageModel, RateCard, existing Commitments   (loading in commitd,
 //!                 │                                                   parsing in the core)
 //!                 ├──> forecast  hourly quantiles + anomaly / level-shift signals
-//!                 ├──> plan      ONE Planner trait (look-back by default), sizing with
-//!                 │              optimize (one LP) and billing (the discount order)
+//!                 ├──> plan      the Planner trait and planners (look-back by default),
+//!                 │              sizing with optimize (one LP) and billing (discount order)
 //!                 ├──> policy    allow / needs approval / block, naming the rule
-//!                 └──> backtest  replays the same plan::Planner with the daemon's
-//!                                PlannerConfig, billed hour by hour, against the baselines
+//!                 └──> backtest  replays the core's planners (the daemon's look-back
+//!                                planner by default), billed hour by hour, vs baselines
 //! every decision ──> audit (hash-chained events) ──> store (SQLite or PostgreSQL)
 //! ```
 //!

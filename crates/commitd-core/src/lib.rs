@@ -22,8 +22,8 @@
 //! * [`billing`]: the providers' discount order, hour by hour.
 //! * [`optimize`]: one LP (good_lp + HiGHS) over all instruments, terms and payment options.
 //! * [`policy`]: guardrails parsed from text, evaluated to allow / needs approval / block.
-//! * [`plan`]: the one `Planner` trait and its planners (look-back, forecast, ladder,
-//!   hindsight) and `PlannerConfig`, run by the daemon and replayed by the backtest.
+//! * [`plan`]: the `Planner` trait and its planners (look-back, forecast, ladder, hindsight),
+//!   run by the daemon and replayed by the backtest.
 //! * [`backtest`]: the replay harness, its metrics, baselines and report. Nothing imports it.
 //!
 //! The siblings of the middle tier do not import each other, except `optimize` which prices
