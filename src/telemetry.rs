@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
-/// What the last plan expects, as the `commitd_expected_*` gauges show it.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// What a plan expects of the portfolio (the cycle summary and the `commitd_expected_*` gauges).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Expected {
     /// Effective savings rate.
     pub esr: f64,

@@ -34,7 +34,7 @@
 //! return at once, a sale when the listing sells) to the reservation's end, less, for a sale,
 //! the upfront not yet amortized that the proceeds do not recover.
 
-use super::plan::{plan_id, CyclePlan, Expectation, GivesUp, PlanError};
+use super::plan::{plan_id, CyclePlan, Expected, GivesUp, PlanError};
 use crate::backtest::{
     split_off, DecisionContext, GivenUp, Marketplace, Planner as _, Policy, ReturnRecord,
     SaleRecord,
@@ -362,7 +362,7 @@ pub fn cycle_plan(
         solver_status: planner.solver_status().unwrap_or("not solved").to_string(),
         objective: None,
         expected_savings: Some(expected_savings),
-        expected: (all.ode > 0.0).then(|| Expectation {
+        expected: (all.ode > 0.0).then(|| Expected {
             esr: 1.0 - all.cost / all.ode,
             coverage: all.covered / all.ode,
             utilization: if all.commitment > 0.0 {

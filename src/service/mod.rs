@@ -174,12 +174,7 @@ impl Daemon {
             .as_ref()
             .ok()
             .and_then(|r| r.plan.as_ref())
-            .and_then(|p| p.expected.as_ref())
-            .map(|e| crate::telemetry::Expected {
-                esr: e.esr,
-                coverage: e.coverage,
-                utilization: e.utilization,
-            });
+            .and_then(|p| p.expected);
         if result.as_ref().map(|r| r.leader).unwrap_or(true) {
             self.metrics.cycle(
                 now.timestamp(),

@@ -12,7 +12,7 @@
 //! Both count as existing: the commitments the source lists, those the bill shows (inferred),
 //! and the provider's inventory at the start of the cycle (`held`), de-duplicated by id.
 
-use super::plan::{plan_id, CycleInputs, CyclePlan, Expectation, PlanError, Planner};
+use super::plan::{plan_id, CycleInputs, CyclePlan, Expected, PlanError, Planner};
 use crate::config::{Config, PlannerKind};
 use crate::domain::plan::{ActionKind, Plan};
 use crate::domain::{
@@ -697,7 +697,7 @@ pub fn cycle_plan(
         solver_status: plan.solver.status.clone(),
         objective: Money::from_f64(plan.solver.rounded_objective).ok(),
         expected_savings: Some(expected_savings),
-        expected: Some(Expectation {
+        expected: Some(Expected {
             esr: plan.expected.esr,
             coverage: plan.expected.coverage,
             utilization: plan.expected.utilization,

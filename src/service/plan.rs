@@ -28,13 +28,7 @@ pub enum PlanError {
     Failed(String),
 }
 
-/// Portfolio figures the plan expects (for /metrics and the cycle summary).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Expectation {
-    pub esr: f64,
-    pub coverage: f64,
-    pub utilization: f64,
-}
+pub use crate::telemetry::Expected;
 
 /// One cycle's plan, in the form the daemon acts on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,7 +39,7 @@ pub struct CyclePlan {
     pub solver_status: String,
     pub objective: Option<Money>,
     pub expected_savings: Option<Money>,
-    pub expected: Option<Expectation>,
+    pub expected: Option<Expected>,
     pub actions: Vec<PlannedAction>,
     pub notes: Vec<String>,
     /// Some(why): the planner found nothing new to decide since its last cycle, so this plan
@@ -191,7 +185,7 @@ struct PlanFileBody {
     #[serde(default)]
     expected_savings: Option<Money>,
     #[serde(default)]
-    expected: Option<Expectation>,
+    expected: Option<Expected>,
     actions: Vec<PlannedAction>,
 }
 

@@ -141,7 +141,7 @@ fn the_daemon_proposes_the_backtests_first_decision() {
     }
     let total: Money = plan.actions.iter().map(|a| a.expected_savings).sum();
     assert_eq!(plan.expected_savings, Some(total));
-    let e = plan.expected.clone().unwrap();
+    let e = plan.expected.unwrap();
     assert!(
         e.esr > 0.0 && e.coverage > 0.0 && e.utilization > 0.9,
         "{e:?}"
