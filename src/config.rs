@@ -232,7 +232,15 @@ pub struct ApiConfig {
     pub max_connections: usize,
     /// The largest request body accepted (413 beyond), read only after authentication.
     pub max_body_bytes: usize,
+    /// How long a web console session lives (minutes, 1..=1440); it also ends with its token.
+    pub console_session_minutes: u32,
 }
+
+/// A web console session's lifetime when `[api] console_session_minutes` is not set (a
+/// working day).
+pub const DEFAULT_CONSOLE_SESSION_MINUTES: u32 = 480;
+/// The longest `[api] console_session_minutes` (the session store refuses longer ones too).
+pub const MAX_CONSOLE_SESSION_MINUTES: u32 = 1440;
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -243,6 +251,7 @@ impl Default for ApiConfig {
             request_timeout_seconds: 30,
             max_connections: 256,
             max_body_bytes: 64 * 1024,
+            console_session_minutes: DEFAULT_CONSOLE_SESSION_MINUTES,
         }
     }
 }
@@ -283,6 +292,15 @@ impl ApiConfig {
                 format!(
                     "{} is outside 1024..=16777216 (the API's bodies are a reason, a few bytes)",
                     self.max_body_bytes
+                ),
+            );
+        }
+        if !(1..=MAX_CONSOLE_SESSION_MINUTES).contains(&self.console_session_minutes) {
+            return bad(
+                "api.console_session_minutes",
+                format!(
+                    "{} is outside 1..={}",
+                    self.console_session_minutes, MAX_CONSOLE_SESSION_MINUTES
                 ),
             );
         }

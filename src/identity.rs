@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 
+pub mod session;
+
 /// Lifetime of a token when none is asked for.
 pub const DEFAULT_TTL_DAYS: i64 = 90;
 /// The longest lifetime a token may be given: a forgotten token dies within a year.

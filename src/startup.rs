@@ -23,6 +23,7 @@
 //!   terminal.
 //! * SIGHUP reloads the policies now (they also reload by themselves when their files change).
 
+use crate::api::console::ConsoleSettings;
 use crate::api::server::{router, AppState};
 use crate::api::transport::{self, Transport};
 use crate::audit::checkpoint::SigningKey;
@@ -218,6 +219,24 @@ async fn wire(config: &Config, failpoint: Failpoint) -> Result<Parts, StartupErr
         chat: chat(config)?,
         stopping,
     });
+    // A missing or bad certificate stops the service now, naming the file.
+    let transport = Transport::from_config(&config.api)?;
+    let console = {
+        let view = service.policies.clone();
+        ConsoleSettings {
+            session_ttl: Duration::minutes(i64::from(config.api.console_session_minutes)),
+            // Secure cookies when the browser reaches the console over TLS: served here, or
+            // behind a TLS-terminating proxy at an https public_url.
+            secure_cookies: transport.tls.is_some()
+                || config
+                    .daemon
+                    .public_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("https://")),
+            // The kill switches the overview shows: the executor's own source of policies.
+            policies: Some(Arc::new(move || view.current())),
+        }
+    };
     let api = AppState {
         proposals,
         audit,
@@ -226,9 +245,8 @@ async fn wire(config: &Config, failpoint: Failpoint) -> Result<Parts, StartupErr
         wake: Arc::new(Notify::new()),
         ready: Arc::new(AtomicBool::new(false)),
         max_body_bytes: config.api.max_body_bytes,
+        console,
     };
-    // A missing or bad certificate stops the service now, naming the file.
-    let transport = Transport::from_config(&config.api)?;
     Ok(Parts {
         store,
         service,

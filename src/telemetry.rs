@@ -42,6 +42,25 @@ struct State {
     inventory: Option<(i64, Vec<Commitment>)>,
 }
 
+/// A copy of the service's figures at one moment ([`Metrics::snapshot`]).
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Unix time of the last planning cycle, and whether it succeeded.
+    pub last_cycle_unix: Option<i64>,
+    pub last_cycle_ok: Option<bool>,
+    pub last_cycle_seconds: f64,
+    pub cycles_ok: u64,
+    pub cycles_failed: u64,
+    pub executed: u64,
+    pub failed: u64,
+    pub blocked: u64,
+    /// Whether this replica holds the executor lease.
+    pub leader: bool,
+    pub expected: Option<Expected>,
+    /// The provider's commitments as last read, and when (Unix seconds).
+    pub inventory: Option<(i64, Vec<Commitment>)>,
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     state: Mutex<State>,
@@ -103,6 +122,24 @@ impl Metrics {
 
     pub fn is_leader(&self) -> bool {
         self.with(|s| s.leader)
+    }
+
+    /// What the web console shows of the service loop: the last cycle, the plan's expected
+    /// figures and the inventory last read (never read at request time).
+    pub fn snapshot(&self) -> Snapshot {
+        self.with(|s| Snapshot {
+            last_cycle_unix: s.last_cycle_unix,
+            last_cycle_ok: s.last_cycle_ok,
+            last_cycle_seconds: s.last_cycle_seconds,
+            cycles_ok: s.cycles_ok,
+            cycles_failed: s.cycles_failed,
+            executed: s.executed,
+            failed: s.failed,
+            blocked: s.blocked,
+            leader: s.leader,
+            expected: s.expected,
+            inventory: s.inventory.clone(),
+        })
     }
 
     /// The exposition text. `proposals` are counts per state; the last inventory read (active

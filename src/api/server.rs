@@ -9,8 +9,9 @@
 //! | `GET /api/v1/proposals/{id}` | viewer | one proposal with its decisions |
 //! | `POST /api/v1/proposals/{id}/approve` `{"reason": ...}` | approver | approve |
 //! | `POST /api/v1/proposals/{id}/reject` `{"reason": ...}` | approver | reject (reason required) |
+//! | `/ui/...` | session | the web console ([`super::console`], docs/console.md) |
 //!
-//! The token's name is the actor of the decision. The API never calls a provider: a completing
+//! Decisions go through [`super::decide::decide`], the one path the console shares. The token's name is the actor of the decision. The API never calls a provider: a completing
 //! approval wakes the daemon's executor, which runs the execution with its lease and checks;
 //! `/metrics` shows the inventory the service last read (see [`Metrics`]).
 //!
@@ -18,6 +19,8 @@
 //! `max_body_bytes` of it (413 beyond): an anonymous client cannot make the server read
 //! anything but headers. The transport (TLS, timeouts, connection limit) is [`super::transport`].
 
+use super::console::{self, ConsoleSettings};
+use super::decide::{decide, DecideError, Verdict};
 use crate::audit::AuditLog;
 use crate::domain::Hour;
 use crate::identity::{Principal, Role, TokenStore};
@@ -46,6 +49,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// The largest request body read (after authentication).
     pub max_body_bytes: usize,
+    /// The web console's settings (sessions, cookies, what it shows beyond the store).
+    pub console: ConsoleSettings,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -57,11 +62,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/proposals/{id}", get(show))
         .route("/api/v1/proposals/{id}/approve", post(approve))
         .route("/api/v1/proposals/{id}/reject", post(reject))
+        .merge(console::routes())
         .with_state(state)
 }
 
 /// An error answer: a status and a message, sent as `{"error": message}`.
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -192,7 +198,11 @@ fn too_large(limit: usize) -> ApiError {
 
 /// Reads at most `limit` bytes of a body. Called only once the caller is authorized. A
 /// declared Content-Length above the limit is refused before a byte of the body is read.
-async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -239,21 +249,11 @@ async fn approve(
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
-    let now = chrono::Utc::now();
-    match s
-        .proposals
-        .approve(&id, &who.name, now, b.reason.as_deref())
-        .await
-    {
-        // The approval committed with its `approved` event (one transaction).
-        Ok(a) => {
-            if a.complete {
-                s.wake.notify_one();
-            }
-            Json(a.proposal).into_response()
-        }
+    let verdict = Verdict::Approve { reason: b.reason };
+    match decide(&s, &who, &id, verdict, chrono::Utc::now()).await {
+        Ok(p) => Json(p).into_response(),
         // An expired refusal committed the expiry with its event.
-        Err(e) => proposal_error(e),
+        Err(e) => decide_error(e),
     }
 }
 
@@ -271,11 +271,18 @@ async fn reject(
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
-    let reason = b.reason.unwrap_or_default();
-    let now = chrono::Utc::now();
-    match s.proposals.reject(&id, &who.name, now, &reason).await {
-        // The rejection committed with its `rejected` event.
+    let verdict = Verdict::Reject {
+        reason: b.reason.unwrap_or_default(),
+    };
+    match decide(&s, &who, &id, verdict, chrono::Utc::now()).await {
         Ok(p) => Json(p).into_response(),
-        Err(e) => proposal_error(e),
+        Err(e) => decide_error(e),
+    }
+}
+
+fn decide_error(e: DecideError) -> Response {
+    match e {
+        DecideError::Role { .. } => error(StatusCode::FORBIDDEN, e.to_string()),
+        DecideError::Proposal(e) => proposal_error(e),
     }
 }

@@ -5,6 +5,7 @@
 
 use super::db::FreshDb;
 use chrono::{Duration as Days, Utc};
+use commitd::api::console::ConsoleSettings;
 use commitd::api::server::{self, AppState};
 use commitd::api::transport::{self, Transport};
 use commitd::audit::AuditLog;
@@ -53,6 +54,19 @@ pub fn spawn_app() -> TestApp {
 
 /// The API with `transport` and a body limit of `max_body_bytes`.
 pub fn spawn_app_with(transport: Transport, max_body_bytes: usize) -> TestApp {
+    spawn_app_full(transport, max_body_bytes, ConsoleSettings::default())
+}
+
+/// The API and the web console with the console's `settings`.
+pub fn spawn_console_app(console: ConsoleSettings) -> TestApp {
+    spawn_app_full(default_transport(), 64 * 1024, console)
+}
+
+fn spawn_app_full(
+    transport: Transport,
+    max_body_bytes: usize,
+    console: ConsoleSettings,
+) -> TestApp {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -76,6 +90,7 @@ pub fn spawn_app_with(transport: Transport, max_body_bytes: usize) -> TestApp {
             wake: Arc::new(tokio::sync::Notify::new()),
             ready: Arc::new(AtomicBool::new(true)),
             max_body_bytes,
+            console,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
