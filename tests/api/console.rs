@@ -784,13 +784,12 @@ fn page_load_budget() {
             total.push(started.elapsed().as_secs_f64() * 1000.0);
             let text = String::from_utf8_lossy(&rest);
             assert!(text.starts_with("TTP/1.1 200"), "{path}: {text}");
-            bytes = text.split_once("\r\n\r\n").map_or(0, |(_, body)| body.len());
+            bytes = text
+                .split_once("\r\n\r\n")
+                .map_or(0, |(_, body)| body.len());
         }
         ttfb.sort_by(f64::total_cmp);
         total.sort_by(f64::total_cmp);
-        eprintln!(
-            "| `{path}` | {:.0} | {:.0} | {bytes} |",
-            ttfb[2], total[2]
-        );
+        eprintln!("| `{path}` | {:.0} | {:.0} | {bytes} |", ttfb[2], total[2]);
     }
 }

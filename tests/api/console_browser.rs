@@ -16,6 +16,7 @@ use crate::common;
 
 use common::daemon::{eventually, http, Setup};
 use serde_json::{json, Value};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -74,7 +75,7 @@ impl Driver {
             addr: format!("127.0.0.1:{port}"),
             chromium,
         };
-        eventually(30, || match http(&d.addr, "GET", "/status", None, None) {
+        eventually(30, || match wd_http(&d.addr, "GET", "/status", None) {
             Ok((200, body)) if body.contains("\"ready\":true") => Some(()),
             _ => None,
         });
@@ -83,7 +84,7 @@ impl Driver {
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let text = body.map(|b| b.to_string());
-        let (code, reply) = http(&self.addr, method, path, None, text.as_deref())
+        let (code, reply) = wd_http(&self.addr, method, path, text.as_deref())
             .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
         let v: Value = serde_json::from_str(&reply)
             .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}: {reply}"));
@@ -116,6 +117,62 @@ impl Driver {
     }
 }
 
+/// One WebDriver call. chromedriver answers `Connection: close` but keeps the socket open, so
+/// the body is read by its Content-Length, not to the end of the stream.
+fn wd_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::other(
+                "connection closed before the headers",
+            ));
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let length: usize = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+    while raw.len() < head_end + length {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let end = raw.len().min(head_end + length);
+    Ok((
+        status,
+        String::from_utf8_lossy(&raw[head_end..end]).to_string(),
+    ))
+}
+
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 struct Browser<'a> {
@@ -125,11 +182,10 @@ struct Browser<'a> {
 
 impl Drop for Browser<'_> {
     fn drop(&mut self) {
-        let _ = http(
+        let _ = wd_http(
             &self.driver.addr,
             "DELETE",
             &format!("/session/{}", self.session),
-            None,
             None,
         );
     }

@@ -228,14 +228,12 @@ pub(crate) async fn read_form(
     Ok(form_urlencoded::parse(&bytes).into_owned().collect())
 }
 
-/// Refuses a form whose CSRF token is missing or not this session's: nothing is done.
-pub(crate) fn check_csrf(
-    session: &Session,
-    form: &HashMap<String, String>,
-) -> Result<(), Response> {
+/// The refusal of a form whose CSRF token is missing or not this session's (None: the token
+/// is this session's). Checked before anything is done, so a refused form changes nothing.
+pub(crate) fn csrf_refusal(session: &Session, form: &HashMap<String, String>) -> Option<Response> {
     match form.get("csrf") {
-        Some(t) if same_secret(t, &session.csrf) => Ok(()),
-        _ => Err(problem(
+        Some(t) if same_secret(t, &session.csrf) => None,
+        _ => Some(problem(
             StatusCode::FORBIDDEN,
             Some(session),
             "This form did not carry this session's anti-forgery (CSRF) token, so it was \
@@ -370,8 +368,8 @@ async fn logout(State(s): State<AppState>, headers: HeaderMap, request: Request)
         Ok(f) => f,
         Err(r) => return r,
     };
-    if let Err(r) = check_csrf(&session, &form) {
-        return r;
+    if let Some(refused) = csrf_refusal(&session, &form) {
+        return refused;
     }
     if let Some(secret) = cookie(&headers, SESSION_COOKIE) {
         if let Err(e) = s.tokens.close_session(secret).await {

@@ -5,7 +5,7 @@
 //! before anything is read; a bad one is a 400 page naming it.
 
 use super::view::{self, bar_chart, pct, usd, utc, Bar, Nav};
-use super::{check_csrf, current, html_response, problem, read_form};
+use super::{csrf_refusal, current, html_response, problem, read_form};
 use crate::api::decide::{decide, DecideError, Verdict};
 use crate::api::server::AppState;
 use crate::audit::log::decode;
@@ -582,8 +582,8 @@ async fn decision(
         Ok(f) => f,
         Err(r) => return r,
     };
-    if let Err(r) = check_csrf(&session, &form) {
-        return r;
+    if let Some(refused) = csrf_refusal(&session, &form) {
+        return refused;
     }
     let reason = form
         .get("reason")
