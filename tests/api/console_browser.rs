@@ -421,6 +421,28 @@ fn an_approver_approves_in_chromium_and_the_purchase_is_audited() {
     b.go(&format!("{base}/ui/proposals/{id}"));
     assert!(b.all("#approve").is_empty() && b.all("#reject").is_empty());
     assert!(b.source().contains("vic (viewer)"));
+    // On a phone: the page fits the width (tables scroll inside their own box).
+    b.call(
+        "POST",
+        "/window/rect",
+        Some(json!({"width": 390, "height": 844})),
+    );
+    b.go(&format!("{base}/ui/proposals/{id}"));
+    let width = b.call(
+        "POST",
+        "/execute/sync",
+        Some(json!({"script": "return document.documentElement.scrollWidth;", "args": []})),
+    );
+    let viewport = b.call(
+        "POST",
+        "/execute/sync",
+        Some(json!({"script": "return window.innerWidth;", "args": []})),
+    );
+    assert!(
+        width.as_u64().unwrap_or(u64::MAX) <= viewport.as_u64().unwrap_or(0),
+        "the page is wider ({width}) than the phone's viewport ({viewport})"
+    );
+    b.screenshot(&shots, "09-proposal-phone");
     drop(b);
     d.terminate();
     s.verify_audit();
