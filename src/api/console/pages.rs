@@ -681,7 +681,11 @@ fn audit_filter(q: &AuditQuery) -> Result<EventFilter, String> {
     };
     let since = non_empty(&q.since).map(|t| day("since", t)).transpose()?;
     let until = non_empty(&q.until)
-        .map(|t| day("until", t).map(|d| d + Duration::days(1)))
+        .map(|t| {
+            day("until", t)?
+                .checked_add_signed(Duration::days(1))
+                .ok_or_else(|| format!("until '{t}' is out of range"))
+        })
         .transpose()?;
     if let (Some(a), Some(b)) = (since, until) {
         if a >= b {
@@ -1157,6 +1161,9 @@ mod tests {
             .unwrap_err()
             .contains("since"));
         assert!(audit_filter(&q("all", "2026-10-02", "2026-10-01")).is_err());
+        // The last day chrono knows: refused, not a panic.
+        let last = NaiveDate::MAX.format("%Y-%m-%d").to_string();
+        assert!(audit_filter(&q("all", "", &last)).is_err());
         assert_eq!(
             audit_filter(&q("all", "", "")).unwrap(),
             EventFilter::default()
