@@ -2,10 +2,11 @@
 //! WebDriver HTTP protocol (a few JSON calls over the tests' own HTTP client), against the real
 //! `commitd run` binary with a fresh database and a Copilot cycle.
 //!
-//! An approver logs in, opens the proposal from the queue, reads the policy checks and the
-//! digest, approves with a reason; the proposal is approved and then executed on the simulated
-//! market, the audit log holds the approval (actor, action digest) and the execution, and the
-//! console's audit, verify and finance pages show them. A viewer then logs in and finds no
+//! A proposal that needs two approvers: an approver logs in, opens it from the queue, reads the
+//! policy checks and the digest, approves with a reason, and may not approve again; a second
+//! approver logs in and approves; the proposal is then executed on the simulated market, the
+//! audit log holds both approvals (actors, action digest) and the execution, and the console's
+//! audit, verify and finance pages show them. A viewer then logs in and finds no
 //! decision form. Screenshots of every page go to `target/console-screenshots/`.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `chromium`, `chromium-driver`; or
@@ -312,6 +313,13 @@ fn an_approver_approves_in_chromium_and_the_purchase_is_audited() {
     };
     let shots = screenshots_dir();
     let s = Setup::new("copilot", false).unwrap();
+    // Two distinct approvers from USD 2/h: the plan's 2.5/h action needs both.
+    let two = common::daemon::POLICY.replace(
+        "two_approvers_from_hourly_commitment = \"50\"",
+        "two_approvers_from_hourly_commitment = \"2\"",
+    );
+    assert_ne!(two, common::daemon::POLICY);
+    std::fs::write(s.path("policies/aws.toml"), two).unwrap();
     s.ok(&["run", "--once"]);
     let open: Vec<Value> = s
         .proposals()
@@ -321,7 +329,9 @@ fn an_approver_approves_in_chromium_and_the_purchase_is_audited() {
     assert_eq!(open.len(), 1, "{open:?}");
     let id = open[0]["id"].as_str().unwrap().to_string();
     let digest = open[0]["action_digest"].as_str().unwrap().to_string();
+    assert_eq!(open[0]["approvals_needed"], 2, "{open:?}");
     let alice = s.token("alice", "approver");
+    let bob = s.token("bob", "approver");
     let vic = s.token("vic", "viewer");
     let d = s.spawn();
     let base = format!("http://{}", d.addr);
@@ -366,14 +376,36 @@ fn an_approver_approves_in_chromium_and_the_purchase_is_audited() {
         "{}",
         b.source()
     );
-    b.screenshot(&shots, "05-approved");
+    let page = b.source();
+    assert!(page.contains("1 of 2 approval(s)"), "{page}");
+    assert!(
+        !page.contains("id=\"approve\""),
+        "alice may not approve twice: {page}"
+    );
+    b.screenshot(&shots, "05-approved-once");
+    // One approval of two: nothing executes.
+    assert_eq!(s.proposal(&id)["state"], "proposed");
 
-    // The store: approved by alice for this digest, then executed on the simulated market.
+    // A second person: logout, bob logs in and approves.
+    b.click("header form button");
+    b.wait_url("/ui/login");
+    b.type_into("#token", &bob);
+    b.click("#login");
+    b.wait_url("/ui/");
+    b.go(&format!("{base}/ui/proposals/{id}"));
+    b.click("#approve");
+    b.wait_url("done=approved");
+    b.screenshot(&shots, "05-approved-twice");
+
+    // The store: approved by alice then bob for this digest, then executed on the simulated
+    // market.
     let approved = s.events("approved");
-    assert_eq!(approved.len(), 1, "{approved:?}");
-    assert_eq!(approved[0]["actor"], "alice");
-    assert_eq!(approved[0]["subject"], id.as_str());
-    assert_eq!(approved[0]["payload"]["action_digest"], digest.as_str());
+    assert_eq!(approved.len(), 2, "{approved:?}");
+    for (e, who) in approved.iter().zip(["alice", "bob"]) {
+        assert_eq!(e["actor"], who);
+        assert_eq!(e["subject"], id.as_str());
+        assert_eq!(e["payload"]["action_digest"], digest.as_str());
+    }
     assert_eq!(approved[0]["payload"]["reason"], "fits the forecast");
     eventually(30, || {
         (s.proposal(&id)["state"] == "executed").then_some(())
@@ -405,7 +437,7 @@ fn an_approver_approves_in_chromium_and_the_purchase_is_audited() {
     b.go(&format!("{base}/ui/finance"));
     let finance = b.source();
     assert!(finance.contains(&id), "{finance}");
-    assert!(finance.contains("alice"), "{finance}");
+    assert!(finance.contains("alice, bob"), "{finance}");
     b.screenshot(&shots, "08-finance");
     let (code, csv) = http(&d.addr, "GET", "/ui/finance/report.csv", None, None).unwrap();
     assert_eq!(code, 303, "the CSV needs a session: {csv}");
