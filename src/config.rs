@@ -86,19 +86,36 @@ impl Serialize for Secret {
 
 pub use commitd_core::policy::Mode;
 
-/// How a cycle decides what to buy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum PlannerKind {
-    /// The planner `commitd backtest` replays and measures: the last 56 days of billed usage
-    /// sized by one LP with its floor steered by what the portfolio made of the last four
-    /// weeks, laddered by a cap per cycle (docs/backtest.md).
-    #[default]
-    Lookback,
-    /// Forecast quantiles (P10, P50, P90) per group and one LP over all instruments, terms and
-    /// payment options, with AWS savings plan returns and convertible RI exchanges
-    /// (`commitd plan`).
-    Forecast,
+/// Which planner decides (`[planner] kind`).
+pub use crate::plan::{PlannerConfig, PlannerKind};
+
+/// `[planner]`: the [`PlannerConfig`] `commitd backtest --planner-config` reads too, so that
+/// what the backtest measures is what the daemon runs. `planner = "forecast"` (a kind alone,
+/// the form before `[planner]` existed) still reads, with the default tuning.
+fn planner_setting<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PlannerConfig, D::Error> {
+    struct Setting;
+    impl<'de> serde::de::Visitor<'de> for Setting {
+        type Value = PlannerConfig;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(
+                "a [planner] table or a planner kind (\"lookback\", \"forecast\", \"ladder\")",
+            )
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PlannerConfig, E> {
+            let kind = PlannerKind::deserialize(serde::de::value::StrDeserializer::<E>::new(v))?;
+            Ok(PlannerConfig {
+                kind,
+                ..PlannerConfig::default()
+            })
+        }
+        fn visit_map<M: serde::de::MapAccess<'de>>(
+            self,
+            map: M,
+        ) -> Result<PlannerConfig, M::Error> {
+            PlannerConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_any(Setting)
 }
 
 /// Where usage, prices and existing commitments come from.
@@ -118,6 +135,11 @@ pub struct SourceConfig {
     /// `[daemon] provider = "aws"`; `rates` is optional (on-demand prices are then read from
     /// Cost Explorer's costs, commitment prices from the offering APIs).
     pub cost_explorer_days: Option<u32>,
+    /// With `scenario`: the cycle's own time, inside the scenario's evaluation window, is the
+    /// decision time (the daemon replays the scenario day by day, as `commitd backtest` does);
+    /// else every cycle decides at the scenario's decision time.
+    #[serde(default)]
+    pub scenario_follows_clock: bool,
 }
 
 /// The long-running service (`commitd run`): schedules, HTTP, approvals, shutdown.
@@ -652,9 +674,11 @@ pub struct Config {
     /// Directory of policy files (`*.toml`).
     pub policies_dir: PathBuf,
     pub source: SourceConfig,
-    /// How a cycle decides: "lookback" (the default, what `commitd backtest` measures) or
-    /// "forecast".
-    pub planner: PlannerKind,
+    /// How a cycle decides: `[planner]` (`kind = "lookback"`, the default, what `commitd
+    /// backtest` measures; "ladder"; or "forecast", the `commitd plan` pipeline) and the
+    /// planner's tuning, as `commitd backtest --planner-config` reads it.
+    #[serde(deserialize_with = "planner_setting")]
+    pub planner: PlannerConfig,
     /// Billing data latency in hours: the newest hours of a bill are incomplete.
     pub billing_latency_hours: u32,
     /// The service (`commitd run`).
@@ -677,7 +701,7 @@ impl Default for Config {
             mode: Mode::Datapilot,
             policies_dir: PathBuf::from("policies"),
             source: SourceConfig::default(),
-            planner: PlannerKind::default(),
+            planner: PlannerConfig::default(),
             billing_latency_hours: 48,
             daemon: DaemonConfig::default(),
             aws: AwsConfig::default(),
@@ -808,6 +832,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        self.planner
+            .validate()
+            .map_err(|e| format!("[planner] {e}"))?;
         if let Some(url) = &self.database_url {
             let u = url.expose();
             if crate::store::backend_of(u).is_none() {
@@ -1055,8 +1082,18 @@ mod tests {
         assert!(e.contains("crystal-ball") && e.contains("lookback"), "{e}");
         let f = file("planner = \"forecast\"\n");
         let c = Config::load_with_env(Some(f.path()), &env(&[])).unwrap();
-        assert_eq!(c.planner, PlannerKind::Forecast);
-        assert_eq!(Config::default().planner, PlannerKind::Lookback);
+        assert_eq!(c.planner.kind, PlannerKind::Forecast);
+        assert_eq!(Config::default().planner.kind, PlannerKind::Lookback);
+        // The same configuration as `commitd backtest --planner-config` reads.
+        let f = file("[planner]\nkind = \"ladder\"\n[planner.lookback]\nwindow_days = 28\n");
+        let c = Config::load_with_env(Some(f.path()), &env(&[])).unwrap();
+        assert_eq!(c.planner.kind, PlannerKind::Ladder);
+        assert_eq!(c.planner.lookback.window_days, 28);
+        let f = file("[planner.lookback]\nwindow_dayz = 28\n");
+        let e = Config::load_with_env(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("window_dayz"), "{e}");
 
         let f = file("data_dir = \n");
         let e = Config::load_with_env(Some(f.path()), &env(&[]))

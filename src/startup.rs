@@ -43,7 +43,7 @@ use crate::notify::chat::{Chat, WebhookClient};
 use crate::notify::systemd::Notifier;
 use crate::policy::PolicyError;
 use crate::proposals::ProposalStore;
-use crate::service::plan::{PlanFile, Planner};
+use crate::service::plan::{PlanFile, PlanSource};
 use crate::service::schedule::{Schedule, ScheduleError};
 use crate::service::{CycleReport, Daemon, DaemonError};
 use crate::sources::{read_rate_card, read_scenario_file};
@@ -170,7 +170,7 @@ async fn aws_market(config: &Config) -> Result<AwsOrganization, StartupError> {
     Ok(AwsOrganization::new(payer, linked))
 }
 
-fn planner(config: &Config) -> Result<Arc<dyn Planner>, StartupError> {
+fn planner(config: &Config) -> Result<Arc<dyn PlanSource>, StartupError> {
     if let Some(path) = &config.daemon.plan_file {
         return Ok(Arc::new(PlanFile { path: path.clone() }));
     }

@@ -17,13 +17,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
-/// What a plan expects of the portfolio (the cycle summary and the `commitd_expected_*` gauges).
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Expected {
-    /// Effective savings rate.
-    pub esr: f64,
-    pub coverage: f64,
-    pub utilization: f64,
+/// What a plan expects of the portfolio (the cycle summary and the `commitd_expected_*` gauges):
+/// the core's figures, as `plan::proposals` measures them.
+pub use crate::plan::proposals::Expected;
+
+/// The service's monotonic clock for planners that time their solves
+/// ([`crate::plan::Stopwatch`]: the core reads no clock): the time since the first call.
+pub fn since_start() -> std::time::Duration {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed()
 }
 
 #[derive(Clone, Debug, Default)]

@@ -3,11 +3,10 @@
 
 use crate::backtest::baselines::{CeQuarterly, ExistingOnly};
 use crate::backtest::report::Comparison;
-use crate::backtest::{
-    run as run_backtest, BacktestInput, Marketplace, Planner, Policy, RunResult, Settings,
-};
+use crate::backtest::{run as run_backtest, BacktestInput, RunResult, Settings};
+use crate::domain::rules::Marketplace;
 use crate::domain::Money;
-use crate::plan::planners::{self as planner, PlannerConfig};
+use crate::plan::{self as planner, Planner, PlannerConfig, Policy};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,11 +33,22 @@ pub struct Args {
     /// a share of the recent on-demand-equivalent spend per hour (see docs/backtest.md).
     #[arg(long)]
     pub max_new_per_decision: Option<String>,
+    /// The planner and its tuning, as TOML: the same `PlannerConfig` the daemon reads from
+    /// `[planner]` in commitd.toml (`kind = "lookback"`, `[lookback]`, `[ladder]`,
+    /// `[forecast]`; unknown keys are refused). The flags below override it.
+    #[arg(long)]
+    pub planner_config: Option<PathBuf>,
+    /// Replay within the guardrails of this policy directory (what the daemon's `policies_dir`
+    /// holds): the instruments, terms and payment options it allows, its cap on new hourly
+    /// commitment and its utilization floor, as the daemon plans within them. Default: the
+    /// benchmark policy (1-year terms, any instrument and payment option, no floor).
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
     /// commitd's planner: `lookback` (the optimizer on the recent look-back; the default),
     /// `ladder` (billing-driven quantile ladder) or `optimize` (forecast quantiles -> LP
-    /// optimizer). See docs/backtest.md.
-    #[arg(long, value_enum, default_value_t = PlannerKind::Lookback)]
-    pub planner: PlannerKind,
+    /// optimizer); overrides the `kind` of `--planner-config`. See docs/backtest.md.
+    #[arg(long, value_enum)]
+    pub planner: Option<PlannerKind>,
     /// Ladder planner: quantile of the residual hourly usage that reservations cover
     /// (default: docs/backtest.md).
     #[arg(long)]
@@ -185,10 +195,63 @@ pub enum PlannerKind {
     Lookback,
 }
 
-/// The ladder planner's tuning: its defaults, with what the flags override. Bad values are
-/// refused before anything runs.
+impl From<PlannerKind> for planner::PlannerKind {
+    fn from(k: PlannerKind) -> Self {
+        match k {
+            PlannerKind::Ladder => planner::PlannerKind::Ladder,
+            PlannerKind::Optimize => planner::PlannerKind::Forecast,
+            PlannerKind::Lookback => planner::PlannerKind::Lookback,
+        }
+    }
+}
+
+/// The planner's configuration: `--planner-config` (else the defaults), with what the flags
+/// override. Bad values are refused before anything runs.
 fn planner_config(args: &Args) -> anyhow::Result<PlannerConfig> {
-    let mut c = PlannerConfig::default();
+    let mut config = match &args.planner_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --planner-config {}", path.display()))?;
+            read_planner_config(&text)
+                .with_context(|| format!("--planner-config {}", path.display()))?
+        }
+        None => PlannerConfig::default(),
+    };
+    if let Some(kind) = args.planner {
+        config.kind = kind.into();
+    }
+    ladder_config(args, &mut config.ladder)?;
+    lookback_config(args, &mut config.lookback)?;
+    config
+        .validate()
+        .with_context(|| match &args.planner_config {
+            Some(p) => format!("--planner-config {}", p.display()),
+            None => "the planner's configuration".to_string(),
+        })?;
+    Ok(config)
+}
+
+/// A `PlannerConfig` from TOML: a file of its own (`kind`, `[lookback]`, ...), or the daemon's
+/// `commitd.toml`, whose `[planner]` table is read and the rest ignored, so that the backtest
+/// can be pointed at the configuration the daemon runs.
+fn read_planner_config(text: &str) -> Result<PlannerConfig, toml::de::Error> {
+    #[derive(serde::Deserialize)]
+    struct Daemon {
+        planner: PlannerConfig,
+        #[serde(flatten)]
+        _rest: toml::Table,
+    }
+    let whole: toml::Table = toml::from_str(text)?;
+    if whole.get("planner").is_some_and(toml::Value::is_table) {
+        Ok(toml::from_str::<Daemon>(text)?.planner)
+    } else {
+        toml::from_str(text)
+    }
+}
+
+/// The ladder's tuning (also the look-back planner's guards and cap), with what the flags
+/// override.
+fn ladder_config(args: &Args, c: &mut planner::LadderConfig) -> anyhow::Result<()> {
     share(
         "reservation-quantile",
         args.reservation_quantile,
@@ -234,7 +297,7 @@ fn planner_config(args: &Args) -> anyhow::Result<PlannerConfig> {
         c.cap_per_decision =
             Some(Money::parse(cap).with_context(|| format!("--max-new-per-decision '{cap}'"))?);
     }
-    Ok(c)
+    Ok(())
 }
 
 /// Sets `into` to the flag `--name`'s value `v`, if given, when it is a share (0..=1); else the
@@ -249,9 +312,8 @@ fn share(name: &str, v: Option<f64>, into: &mut f64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The look-back planner's tuning: its defaults, with what the flags override.
-fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
-    let mut lb = planner::LookbackConfig::default();
+/// The look-back planner's tuning, with what the flags override.
+fn lookback_config(args: &Args, lb: &mut planner::LookbackConfig) -> anyhow::Result<()> {
     if let Some(d) = args.lookback_days {
         if !(14..=366).contains(&d) {
             anyhow::bail!("--lookback-days must be within 14..=366, got {d}");
@@ -339,7 +401,7 @@ fn lookback_config(args: &Args) -> anyhow::Result<planner::LookbackConfig> {
         }
         lb.resolve_days = d;
     }
-    Ok(lb)
+    Ok(())
 }
 
 /// One baseline's replay: its name, its result and the seconds it took.
@@ -355,40 +417,9 @@ fn replay_baseline(
     Ok((name, r, started.elapsed().as_secs_f64()))
 }
 
-/// commitd's planner of the kind `--planner` names, and the settings it replays under.
-fn chosen_planner(
-    args: &Args,
-    input: &BacktestInput,
-    base: &Settings,
-    config: PlannerConfig,
-    lb: planner::LookbackConfig,
-) -> anyhow::Result<(Box<dyn Planner>, Settings)> {
-    Ok(match args.planner {
-        PlannerKind::Ladder => {
-            planner::commitd_planner(input, base, config).context("setting up commitd's planner")?
-        }
-        PlannerKind::Optimize => {
-            let (p, s) = planner::forecast_optimize_planner(
-                input,
-                base,
-                planner::OptimizeConfig::default(),
-                config.cap_share,
-            )
-            .context("setting up commitd's planner")?;
-            (Box::new(p), s)
-        }
-        PlannerKind::Lookback => {
-            let (p, s) = planner::lookback_planner(input, base, config, lb)
-                .context("setting up commitd's planner")?;
-            (Box::new(p), s)
-        }
-    })
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let config = planner_config(&args)?;
-    let lb = lookback_config(&args)?;
     if !(0.0..=1.0).contains(&args.ri_sale_price) {
         anyhow::bail!(
             "--ri-sale-price must be a share between 0 and 1, got {}",
@@ -417,6 +448,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..Policy::default()
         },
     };
+    let bounds = match &args.policies {
+        Some(dir) => crate::sources::policies::planning_bounds(dir)
+            .with_context(|| format!("--policies {}", dir.display()))?,
+        None => crate::optimize::Constraints::one_year_only(),
+    };
     let hindsight = planner::HindsightConfig {
         max_columns: args.hindsight_columns,
         refine_rounds: args.hindsight_refine,
@@ -428,12 +464,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let oracle = (!args.no_baselines).then(|| {
                 let (input, base) = (&input, &base);
                 scope.spawn(move || {
-                    planner::hindsight_static(input, hindsight)
-                        .map(|p| replay_baseline(input, p, base))
-                        .transpose()
+                    let oracle = planner::hindsight_static(&input.usage, input.window, hindsight);
+                    replay_baseline(input, oracle, base).map(Some)
                 })
             });
-            let (mut commitd, settings) = chosen_planner(&args, &input, &base, config, lb)?;
+            let (mut commitd, settings) =
+                crate::backtest::commitd_planner(&input, &base, &config, &bounds)
+                    .context("setting up commitd's planner")?;
+            commitd.set_stopwatch(crate::telemetry::since_start);
             let commitd_result = run_backtest(&input, commitd.as_mut(), &settings)
                 .context("backtest of commitd's planner")?;
             let planned = started.elapsed();

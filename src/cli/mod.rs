@@ -66,7 +66,7 @@ pub enum Command {
     /// Compute the purchase plan (one LP across all instruments) with its rationale.
     Plan(plan::Args),
     /// Replay rolling decisions over a scenario's evaluation window and compare with baselines.
-    Backtest(backtest::Args),
+    Backtest(Box<backtest::Args>),
     /// Read, verify and export the append-only audit log.
     #[command(subcommand)]
     Audit(audit::Command),
@@ -115,7 +115,7 @@ pub fn run_with(
         Command::Usage(args) => usage::run(args),
         Command::Forecast(args) => forecast::run(args),
         Command::Plan(args) => plan::run(args),
-        Command::Backtest(args) => backtest::run(args),
+        Command::Backtest(args) => backtest::run(*args),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::CheckConfig(args) => check_config::run(args),

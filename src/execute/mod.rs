@@ -46,7 +46,7 @@ use crate::markets::{
     ReturnRequest, SaleRequest,
 };
 use crate::policy::{Rule, Verdict};
-use crate::proposals::{Proposal, ProposalError, ProposalState, ProposalStore};
+use crate::proposals::{ActionDigest, Proposal, ProposalError, ProposalState, ProposalStore};
 use chrono::{DateTime, Duration, Utc};
 use lease::Lease;
 use policies::PolicySource;

@@ -3,7 +3,7 @@
 
 use crate::audit::{ActionProposed, Amount, Approved, NewEvent, ProposalExpired, Rejected};
 use crate::domain::Money;
-use crate::proposals::{PlannedAction, Proposal};
+use crate::proposals::{ActionDigest, PlannedAction, Proposal};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 

@@ -17,13 +17,12 @@
 //!
 //! Every state change commits in one transaction with its audit event ([`journal`] builds
 //! them), so the log can never miss a step the store took, nor hold one it did not. Approvals
-//! bind to the action's digest ([`PlannedAction::digest`]): the executor counts only the
+//! bind to the action's digest ([`ActionDigest::digest`]): the executor counts only the
 //! `approved` events in the log that name the digest of the action it is about to execute.
 
 pub mod journal;
 
 use crate::audit::{canonical::canonical_json, AuditError, NewEvent};
-use crate::domain::purchase::{Operation, PurchaseSpec};
 use crate::domain::Money;
 use crate::policy::RecentSpend;
 use crate::store::sql::{self, ColumnError, Row, Tx, Val};
@@ -98,69 +97,21 @@ impl fmt::Display for ProposalState {
     }
 }
 
-/// One action of a plan, as a proposal carries it: what to buy (or return, or exchange into)
-/// and what the plan expects of it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PlannedAction {
-    /// Purchase, return or exchange. Absent in proposals stored before returns and exchanges
-    /// existed, which were all purchases.
-    #[serde(default)]
-    pub operation: Operation,
-    /// Purchase: what to buy. Return: the commitment given back. Exchange: the target.
-    pub spec: PurchaseSpec,
-    /// Amortized USD per hour the plan expects to pay (the approved price ceiling).
-    pub hourly_cost: Money,
-    /// Upfront payment the plan expects (the approved ceiling).
-    pub upfront: Money,
-    /// Expected savings over the planning window against on demand.
-    pub expected_savings: Money,
-    /// Expected utilization at the policy's low demand quantile, if the plan computed it.
-    #[serde(default)]
-    pub expected_utilization: Option<f64>,
-    /// The plan's one-line rationale.
-    #[serde(default)]
-    pub summary: String,
-}
+pub use crate::domain::purchase::PlannedAction;
 
-impl PlannedAction {
-    /// What policy judges of it.
-    pub fn facts(&self) -> crate::policy::ActionFacts {
-        crate::policy::ActionFacts {
-            provider: self.spec.provider,
-            account: self.spec.account.clone(),
-            instrument: self.spec.instrument,
-            term: self.spec.term,
-            payment: self.spec.payment,
-            hourly_commitment: self.hourly_cost,
-            upfront: self.upfront,
-            expected_utilization: self.expected_utilization,
-            operation: match self.operation {
-                Operation::Purchase => crate::policy::OperationKind::Purchase,
-                Operation::Return { .. } => crate::policy::OperationKind::Return,
-                Operation::Sell { .. } => crate::policy::OperationKind::Sale,
-                Operation::Exchange { .. } => crate::policy::OperationKind::Exchange,
-            },
-            hourly_given_up: match &self.operation {
-                Operation::Purchase => Money::ZERO,
-                // An exchange carries its sources' remaining value, not their hourly cost. AWS
-                // exchanges into a target worth at least that value over the sources' remaining
-                // term (the target keeps their end date), so the target's hourly cost bounds
-                // the sources' from above: the give-up caps and thresholds err on the side of
-                // asking a human.
-                Operation::Exchange { .. } => self.hourly_cost,
-                Operation::Return { .. } | Operation::Sell { .. } => {
-                    self.operation.hourly_cost_removed().unwrap_or(Money::ZERO)
-                }
-            },
-        }
-    }
-
+/// What only the service knows how to compute of a planned action: the digest approvals bind to
+/// (in the audit log's canonical JSON).
+pub trait ActionDigest {
     /// SHA-256 (hex) of exactly what the action does at the provider and at what price: the
     /// operation, the spec and the approved ceilings (hourly cost, upfront), in canonical JSON.
     /// The plan's expectations (savings, utilization, summary) are not part of it: they explain
     /// the action, they do not change what is bought. Approvals name this digest, and the
     /// executor refuses an action whose digest no longer matches them.
-    pub fn digest(&self) -> String {
+    fn digest(&self) -> String;
+}
+
+impl ActionDigest for PlannedAction {
+    fn digest(&self) -> String {
         let value = serde_json::json!({
             "operation": self.operation,
             "spec": self.spec,
@@ -168,26 +119,6 @@ impl PlannedAction {
             "upfront": self.upfront,
         });
         hex::encode(Sha256::digest(canonical_json(&value).as_bytes()))
-    }
-
-    /// One line for people, naming the operation: "buy AWS ...", "return sp-1 (AWS ...)",
-    /// "exchange ri-1 into AWS ...".
-    pub fn describe(&self) -> String {
-        match &self.operation {
-            Operation::Purchase => format!("buy {}", self.spec.describe()),
-            Operation::Return { commitment_id, .. } => {
-                format!("return {commitment_id} ({})", self.spec.describe())
-            }
-            Operation::Sell { commitment_id, .. } => format!(
-                "list {commitment_id} on the RI Marketplace ({})",
-                self.spec.describe()
-            ),
-            Operation::Exchange { source_ids, .. } => format!(
-                "exchange {} into {}",
-                source_ids.join("+"),
-                self.spec.describe()
-            ),
-        }
     }
 }
 

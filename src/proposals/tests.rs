@@ -1,4 +1,5 @@
 use super::*;
+use crate::domain::purchase::{Operation, PurchaseSpec};
 use crate::domain::{CommitmentAmount, Instrument, PaymentOption, Provider, Term};
 
 pub(crate) async fn sqlite() -> (tempfile::TempDir, Store) {

@@ -16,7 +16,7 @@
 //! Between cycles, an execution tick (its own schedule, or at once when the API records a
 //! completing approval) repeats step 1.
 
-pub mod lookback;
+pub mod engine;
 pub mod optimizer;
 pub mod plan;
 pub mod schedule;
@@ -32,7 +32,7 @@ use crate::policy::{Rule, Verdict};
 use crate::proposals::{NewProposal, Proposal, ProposalError, ProposalStore};
 use crate::telemetry::{Metrics, Tally};
 use chrono::{DateTime, Duration, Utc};
-use plan::{CycleInputs, CyclePlan, PlanError, Planner};
+use plan::{CycleInputs, CyclePlan, PlanError, PlanSource};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -77,7 +77,7 @@ pub struct Daemon {
     pub proposals: ProposalStore,
     pub audit: AuditLog,
     pub executor: Executor,
-    pub planner: Arc<dyn Planner>,
+    pub planner: Arc<dyn PlanSource>,
     /// Where purchases are made; its inventory is what the planner counts as already held.
     pub market: Arc<dyn crate::markets::CommitmentMarket>,
     /// The policies in force, reloaded when their files change (shared with the executor).

@@ -4,16 +4,16 @@
 //!
 //! The source is loaded again every cycle, so new billing exports are picked up without a
 //! restart. Two sources:
-//! * a scenario directory ([`ScenarioPlanner`]): a scenario describes one moment, so "now" is
+//! * a scenario directory ([`ScenarioSource`]): a scenario describes one moment, so "now" is
 //!   the scenario's decision time;
-//! * a FOCUS export directory with a rate card ([`FocusPlanner`]): "now" is the cycle's own
+//! * a FOCUS export directory with a rate card ([`FocusSource`]): "now" is the cycle's own
 //!   time, and the hours the bill does not have yet (billing latency) are unknown, not zero.
 //!
 //! Both count as existing: the commitments the source lists, those the bill shows (inferred),
 //! and the provider's inventory at the start of the cycle (`held`), de-duplicated by id.
 
-use super::plan::{plan_id, CycleInputs, CyclePlan, Expected, PlanError, Planner};
-use crate::config::{Config, PlannerKind};
+use super::plan::{plan_id, CycleInputs, CyclePlan, Expected, PlanError, PlanSource};
+use crate::config::Config;
 use crate::domain::plan::{ActionKind, Plan};
 use crate::domain::{
     Commitment, Hour, Instrument, Money, Offer, PaymentOption, Provider, RateCard, UsageModel,
@@ -21,7 +21,7 @@ use crate::domain::{
 use crate::ingest;
 use crate::markets::Operation;
 use crate::optimize::{Constraints, Options};
-use crate::plan::planners::LookbackMemory;
+use crate::plan::{PlannerConfig, PlannerKind};
 use crate::proposals::PlannedAction;
 use crate::sources::{self, ReadOptions};
 use chrono::{DateTime, Utc};
@@ -38,15 +38,16 @@ const HORIZON_HOURS: usize = 8_760;
 /// FOCUS export counts as stale: a day, for an export job that runs daily.
 const STALE_SLACK_HOURS: i64 = 24;
 
-pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
+pub fn planner(config: &Config) -> Result<Arc<dyn PlanSource>, String> {
     let bounds = policy_bounds(config);
     match (&config.source.scenario, &config.source.focus) {
-        (Some(dir), _) => Ok(Arc::new(ScenarioPlanner {
+        (Some(dir), _) => Ok(Arc::new(ScenarioSource {
             dir: dir.clone(),
-            method: config.planner,
+            follows_clock: config.source.scenario_follows_clock,
+            method: config.planner.clone(),
             billing_latency_hours: config.billing_latency_hours,
             bounds,
-            memory: Memory::default(),
+            engine: Engine::default(),
         })),
         (None, Some(path)) => {
             let rates = config.source.rates.clone().ok_or_else(|| {
@@ -55,25 +56,25 @@ pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
                     path.display()
                 )
             })?;
-            Ok(Arc::new(FocusPlanner {
+            Ok(Arc::new(FocusSource {
                 focus: path.clone(),
                 rates,
                 commitments: config.source.commitments.clone(),
                 billing_latency_hours: config.billing_latency_hours,
-                method: config.planner,
+                method: config.planner.clone(),
                 bounds,
-                memory: Memory::default(),
+                engine: Engine::default(),
             }))
         }
         (None, None) => match config.source.cost_explorer_days {
-            Some(days) => Ok(Arc::new(CostExplorerPlanner {
+            Some(days) => Ok(Arc::new(CostExplorerSource {
                 days,
                 rates: config.source.rates.clone(),
                 commitments: config.source.commitments.clone(),
                 billing_latency_hours: config.billing_latency_hours,
-                method: config.planner,
+                method: config.planner.clone(),
                 bounds,
-                memory: Memory::default(),
+                engine: Engine::default(),
             })),
             None => Err(
                 "no [source] configured: set [source] scenario, [source] focus (with rates), \
@@ -86,20 +87,22 @@ pub fn planner(config: &Config) -> Result<Arc<dyn Planner>, String> {
 
 /// Plans from a scenario directory within what the policies allow ([`policy_bounds`]); the
 /// cycle still judges every action against `policies/` afterwards.
-pub struct ScenarioPlanner {
+pub struct ScenarioSource {
     pub dir: PathBuf,
-    pub method: PlannerKind,
+    /// The cycle's own time, inside the evaluation window, is the decision time (`[source]
+    /// scenario_follows_clock`); else the scenario's decision time.
+    pub follows_clock: bool,
+    pub method: PlannerConfig,
     /// With the look-back planner, the hours before the scenario's decision time it does not
     /// know yet (as in the backtest's first decision).
     pub billing_latency_hours: u32,
     /// What the policies allow ([`policy_bounds`]).
     pub bounds: Constraints,
-    /// The look-back planner's memory between cycles.
-    pub memory: Memory,
+    /// The planner kept between cycles ([`super::engine`]).
+    pub engine: Engine,
 }
 
-/// What the look-back planner carries from one cycle to the next ([`super::lookback`]).
-pub type Memory = std::sync::Mutex<LookbackMemory>;
+pub use super::engine::Engine;
 
 /// What the policy files allow, as the optimizer's constraints ([`PolicySet::planning_bounds`],
 /// the utilization floor judged at the P10 scenario, the lowest demand quantile the pipeline
@@ -109,10 +112,8 @@ pub type Memory = std::sync::Mutex<LookbackMemory>;
 ///
 /// [`PolicySet::planning_bounds`]: crate::policy::PolicySet::planning_bounds
 fn policy_bounds(config: &Config) -> Constraints {
-    match crate::sources::policies::load_dir(&config.policies_dir) {
-        Ok(set) if !set.policies.is_empty() => set.planning_bounds(crate::plan::demand::LEVELS[0]),
-        _ => Constraints::one_year_only(),
-    }
+    crate::sources::policies::planning_bounds(&config.policies_dir)
+        .unwrap_or_else(|_| Constraints::one_year_only())
 }
 
 /// The commitments `[source] commitments` lists (none without the setting), priced by `rates`.
@@ -175,10 +176,10 @@ fn run_pipeline(
 
 /// How a planner decides: the method, what bounds it, and what earlier cycles left to it.
 struct Method<'a> {
-    kind: PlannerKind,
+    config: &'a PlannerConfig,
     bounds: &'a Constraints,
     latency_hours: u32,
-    memory: &'a Memory,
+    engine: &'a Engine,
 }
 
 /// The cycle plan at `at` by `method`: the look-back planner ([`super::lookback`]) or the
@@ -195,9 +196,10 @@ fn decide(
     now: DateTime<Utc>,
     digest: String,
 ) -> Result<CyclePlan, PlanError> {
-    match method.kind {
-        PlannerKind::Lookback => super::lookback::cycle_plan(
-            &super::lookback::Moment {
+    match method.config.kind {
+        PlannerKind::Lookback | PlannerKind::Ladder => method.engine.cycle_plan(
+            method.config,
+            &super::engine::Moment {
                 usage,
                 at,
                 latency_hours: method.latency_hours,
@@ -208,7 +210,6 @@ fn decide(
                 listings: inputs.listings,
                 held: inputs.held,
                 refunds: inputs.refunds,
-                memory: method.memory,
             },
             now,
             digest,
@@ -228,7 +229,7 @@ fn decide(
     }
 }
 
-impl Planner for ScenarioPlanner {
+impl PlanSource for ScenarioSource {
     fn plan_cycle(
         &self,
         now: DateTime<Utc>,
@@ -236,7 +237,12 @@ impl Planner for ScenarioPlanner {
     ) -> Result<CyclePlan, PlanError> {
         let scenario = sources::load_scenario(&self.dir)
             .map_err(|e| PlanError::Failed(format!("loading {}: {e}", self.dir.display())))?;
-        let at = scenario.window.decision_time;
+        let w = scenario.window;
+        let at = if self.follows_clock {
+            Hour::from_datetime(now).clamp(w.decision_time, w.evaluation_end.plus(-1))
+        } else {
+            w.decision_time
+        };
         let held = held_at(inputs.held, at);
         let inputs = &CycleInputs {
             held: &held,
@@ -248,10 +254,10 @@ impl Planner for ScenarioPlanner {
         let digest = inputs_digest(&scenario.name, at, &scenario.usage, &rates, &existing);
         let mut out = decide(
             &Method {
-                kind: self.method,
+                config: &self.method,
                 bounds: &self.bounds,
                 latency_hours: self.billing_latency_hours,
-                memory: &self.memory,
+                engine: &self.engine,
             },
             &scenario.usage,
             at,
@@ -288,20 +294,20 @@ fn held_at(held: &[Commitment], at: Hour) -> Vec<Commitment> {
 
 /// Plans from FOCUS exports (a file or a directory tree, re-read every cycle) priced by a rate
 /// card, at the cycle's own time.
-pub struct FocusPlanner {
+pub struct FocusSource {
     pub focus: PathBuf,
     pub rates: PathBuf,
     /// Existing commitments (FOCUS 1.3 ContractCommitment); those only the bill shows are
     /// inferred from it.
     pub commitments: Option<PathBuf>,
     pub billing_latency_hours: u32,
-    pub method: PlannerKind,
+    pub method: PlannerConfig,
     pub bounds: Constraints,
-    /// The look-back planner's memory between cycles.
-    pub memory: Memory,
+    /// The planner kept between cycles ([`super::engine`]).
+    pub engine: Engine,
 }
 
-impl FocusPlanner {
+impl FocusSource {
     /// The usage model, rate card and existing commitments (source + bill + held), with notes.
     pub fn load(
         &self,
@@ -366,7 +372,7 @@ fn on_demand_from_bill(model: &UsageModel, rates: &mut RateCard) -> Vec<String> 
     notes
 }
 
-impl Planner for FocusPlanner {
+impl PlanSource for FocusSource {
     fn plan_cycle(
         &self,
         now: DateTime<Utc>,
@@ -384,10 +390,10 @@ impl Planner for FocusPlanner {
             &existing,
             notes,
             &Method {
-                kind: self.method,
+                config: &self.method,
                 bounds: &self.bounds,
                 latency_hours: self.billing_latency_hours,
-                memory: &self.memory,
+                engine: &self.engine,
             },
         )?;
         out.notes.push(format!(
@@ -405,20 +411,20 @@ impl Planner for FocusPlanner {
 
 /// Plans from the market's own usage records (AWS Cost Explorer, read by the daemon each cycle
 /// through [`CycleInputs::usage`]), for accounts without FOCUS exports, at the cycle's own time.
-pub struct CostExplorerPlanner {
+pub struct CostExplorerSource {
     pub days: u32,
     /// Optional rate card: without one, on-demand prices come from Cost Explorer's costs and
     /// commitment prices from the market's offerings.
     pub rates: Option<PathBuf>,
     pub commitments: Option<PathBuf>,
     pub billing_latency_hours: u32,
-    pub method: PlannerKind,
+    pub method: PlannerConfig,
     pub bounds: Constraints,
-    /// The look-back planner's memory between cycles.
-    pub memory: Memory,
+    /// The planner kept between cycles ([`super::engine`]).
+    pub engine: Engine,
 }
 
-impl Planner for CostExplorerPlanner {
+impl PlanSource for CostExplorerSource {
     fn market_usage_days(&self) -> Option<u32> {
         Some(self.days)
     }
@@ -453,10 +459,10 @@ impl Planner for CostExplorerPlanner {
             &existing,
             notes,
             &Method {
-                kind: self.method,
+                config: &self.method,
                 bounds: &self.bounds,
                 latency_hours: self.billing_latency_hours,
-                memory: &self.memory,
+                engine: &self.engine,
             },
         )?;
         out.notes.push(format!(

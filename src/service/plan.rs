@@ -1,7 +1,9 @@
-//! Where a cycle's plan comes from. [`Planner`] is the seam between the service and the pure
-//! core: the optimizer-backed planner runs ingest -> forecast -> optimize on the configured
-//! source; [`PlanFile`] replays a plan computed elsewhere (a JSON file), which is also how the
-//! integration tests give the daemon a plan they control.
+//! Where a cycle's plan comes from. [`PlanSource`] is the seam between the service and the pure
+//! core: the configured source (a scenario, FOCUS exports, Cost Explorer; `service::optimizer`)
+//! is loaded and handed to the core's one [`crate::plan::Planner`], which the service keeps
+//! between cycles (`service::engine`); [`PlanFile`] replays a plan computed elsewhere (a JSON
+//! file), which is also how the integration tests give the daemon a plan they control. This is
+//! not a second planner: a source decides nothing itself.
 
 use crate::domain::{Commitment, Money};
 use crate::proposals::PlannedAction;
@@ -92,10 +94,10 @@ impl CyclePlan {
     }
 }
 
-/// Computes the plan for a cycle. Synchronous and CPU-bound: the daemon runs it on a blocking
+/// Where a cycle's plan comes from (a source, then the core's planner). Synchronous and CPU-bound: the daemon runs it on a blocking
 /// thread. `held` is the provider's inventory at the start of the cycle: commitments the plan
 /// must count as existing (alongside any the source lists), so that nothing is bought twice.
-pub trait Planner: Send + Sync {
+pub trait PlanSource: Send + Sync {
     /// The plan, with what the cycle learnt from the market: the held savings plans that may
     /// be returned, and the market's current commitment offers. Planners that cannot use them
     /// ignore them.
@@ -165,7 +167,7 @@ pub struct CycleInputs<'a> {
     /// purchase will be. None: the source rate card alone.
     pub offers: Option<&'a crate::domain::RateCard>,
     /// The market's usage records, when the planner asked for them
-    /// ([`Planner::market_usage_days`]).
+    /// ([`PlanSource::market_usage_days`]).
     pub usage: Option<&'a crate::markets::UsageHistory>,
     /// What the market executes of giving up reservations.
     pub gives_up: GivesUp,
@@ -244,7 +246,7 @@ impl PlanFile {
     }
 }
 
-impl Planner for PlanFile {
+impl PlanSource for PlanFile {
     /// A plan file is replayed as written: it was computed elsewhere, from whatever inventory
     /// its author saw, so neither the inventory nor the market's offers change it.
     fn plan_cycle(

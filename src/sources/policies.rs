@@ -1,5 +1,6 @@
 //! Reads the policy directory for the core's parser ([`PolicySet::from_files`]).
 
+use crate::optimize::Constraints;
 use crate::policy::{PolicyError, PolicySet};
 use std::path::{Path, PathBuf};
 
@@ -25,4 +26,18 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
         files.push((path, text));
     }
     PolicySet::from_files(dir, files)
+}
+
+/// What the policies in `dir` let a planner buy ([`PolicySet::planning_bounds`]; the utilization
+/// floor judged at the lowest demand quantile the forecast planner plans with), so that the
+/// planner does not propose what policy would then block. The daemon plans within these, and
+/// `commitd backtest --policies DIR` replays within them. A directory with no policy file: the
+/// benchmark policy ([`Constraints::one_year_only`]).
+pub fn planning_bounds(dir: &Path) -> Result<Constraints, PolicyError> {
+    let set = load_dir(dir)?;
+    Ok(if set.policies.is_empty() {
+        Constraints::one_year_only()
+    } else {
+        set.planning_bounds(crate::plan::demand::LEVELS[0])
+    })
 }

@@ -9,15 +9,14 @@
 //! year, and one standard m5.large RI.
 
 use commitd::backtest::baselines::ExistingOnly;
-use commitd::backtest::{
-    run, split_off, BacktestError, BacktestInput, Decision, DecisionContext, Exchange, GivenUp,
-    Planner, Policy, Settings,
-};
+use commitd::backtest::{run, BacktestError, BacktestInput, Settings};
+use commitd::domain::rules::split_off;
 use commitd::domain::usage::{GroupSeries, IgnoredRows};
 use commitd::domain::{
     Commitment, CommitmentAmount, Hour, Instrument, Money, Offer, PaymentOption, Provider,
     RateCard, ScenarioWindow, Term, UsageGroup, UsageModel,
 };
+use commitd::plan::{Decision, Exchange, GivenUp, Planner, Policy, Situation};
 use rust_decimal::Decimal;
 use std::str::FromStr;
 
@@ -241,7 +240,7 @@ impl Planner for AtTheMove {
         "exchanger"
     }
 
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
+    fn decide(&mut self, ctx: &Situation<'_>) -> Result<Decision, commitd::plan::PlanError> {
         if ctx.now != moved() {
             return Ok(Decision::default());
         }
@@ -509,7 +508,7 @@ impl Planner for SellAt {
         "seller"
     }
 
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
+    fn decide(&mut self, ctx: &Situation<'_>) -> Result<Decision, commitd::plan::PlanError> {
         Ok(Decision {
             sales: self
                 .0

@@ -4,16 +4,15 @@
 //! upfront 0.06 $/h (37.5 % off), no upfront share tricks. History 30 days from 2025-09-01,
 //! evaluation 61 days (2025-10-01 .. 2025-12-01: October 744 h + November 720 h = 1,464 h).
 
-use commitd::backtest::baselines::{best_commitment, CeQuarterly, ExistingOnly};
-use commitd::backtest::{
-    buy_savings_plan, run, BacktestError, BacktestInput, Decision, DecisionContext, Planner,
-    Policy, Settings,
-};
+use commitd::backtest::baselines::{CeQuarterly, ExistingOnly};
+use commitd::backtest::{run, BacktestError, BacktestInput, Settings};
 use commitd::domain::usage::{GroupSeries, IgnoredRows};
 use commitd::domain::{
     Commitment, Hour, HourRange, Instrument, Money, Offer, PaymentOption, Provider, RateCard,
     ScenarioWindow, Term, UsageGroup, UsageModel,
 };
+use commitd::plan::sizing::best_commitment;
+use commitd::plan::{buy_savings_plan, Decision, Planner, Policy, Situation};
 use rust_decimal::Decimal;
 use std::str::FromStr;
 
@@ -134,13 +133,16 @@ impl Planner for BuyOnce {
     fn name(&self) -> &str {
         "buy_once"
     }
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
+    fn decide(&mut self, ctx: &Situation<'_>) -> Result<Decision, commitd::plan::PlanError> {
         self.purchases(ctx).map(Decision::from)
     }
 }
 
 impl BuyOnce {
-    fn purchases(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
+    fn purchases(
+        &mut self,
+        ctx: &Situation<'_>,
+    ) -> Result<Vec<Commitment>, commitd::plan::PlanError> {
         if self.done {
             return Ok(vec![]);
         }
@@ -229,13 +231,16 @@ impl Planner for Spy {
     fn name(&self) -> &str {
         "spy"
     }
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
+    fn decide(&mut self, ctx: &Situation<'_>) -> Result<Decision, commitd::plan::PlanError> {
         self.purchases(ctx).map(Decision::from)
     }
 }
 
 impl Spy {
-    fn purchases(&mut self, ctx: &DecisionContext<'_>) -> Result<Vec<Commitment>, String> {
+    fn purchases(
+        &mut self,
+        ctx: &Situation<'_>,
+    ) -> Result<Vec<Commitment>, commitd::plan::PlanError> {
         let max = ctx.known.groups[0]
             .quantity
             .iter()

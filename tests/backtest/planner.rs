@@ -5,18 +5,14 @@
 //! ~45 % off, EC2 Instance SP ~40 %, Compute SP ~34 %).
 
 use commitd::backtest::baselines::{CeQuarterly, ExistingOnly};
-use commitd::backtest::{
-    run, BacktestInput, Decision, DecisionContext, Planner, RunResult, Settings,
-};
+use commitd::backtest::{run, BacktestInput, RunResult, Settings};
 use commitd::domain::usage::{GroupSeries, IgnoredRows};
 use commitd::domain::{
     Commitment, CommitmentAmount, Hour, Instrument, Money, Offer, PaymentOption, Provider,
     RateCard, ScenarioWindow, Term, UsageGroup, UsageModel,
 };
-use commitd::plan::planners::{
-    commitd_planner, lookback_planner, LookbackConfig, LookbackMemory, LookbackPlanner,
-    LookbackStats, PlannerConfig,
-};
+use commitd::optimize::Constraints;
+use commitd::plan::{LookbackConfig, LookbackStats, PlannerConfig, PlannerKind};
 use rust_decimal::Decimal;
 
 const TYPES: [(&str, f64); 3] = [
@@ -173,9 +169,14 @@ fn diurnal(i: usize) -> f64 {
 const EVAL_START: usize = 92 * 24;
 
 fn compare(input: &BacktestInput) -> (RunResult, RunResult) {
-    let cfg = PlannerConfig::default();
+    let cfg = PlannerConfig {
+        kind: PlannerKind::Ladder,
+        ..PlannerConfig::default()
+    };
     let base = Settings::default();
-    let (mut p, settings) = commitd_planner(input, &base, cfg).unwrap();
+    let (mut p, settings) =
+        commitd::backtest::commitd_planner(input, &base, &cfg, &Constraints::one_year_only())
+            .unwrap();
     let commitd = run(input, p.as_mut(), &settings).unwrap();
     let ce = run(input, &mut CeQuarterly::default(), &base).unwrap();
     (commitd, ce)
@@ -188,13 +189,19 @@ fn lookback(input: &BacktestInput) -> RunResult {
 
 /// The look-back planner with `config`, and what it reports about its solves.
 fn lookback_with(input: &BacktestInput, config: LookbackConfig) -> (RunResult, LookbackStats) {
-    let (mut p, settings) = lookback_planner(
-        input,
-        &Settings::default(),
-        PlannerConfig::default(),
-        config,
-    )
-    .unwrap();
+    let config = PlannerConfig {
+        lookback: config,
+        ..PlannerConfig::default()
+    };
+    let base = Settings::default();
+    let (_, settings) =
+        commitd::backtest::commitd_planner(input, &base, &config, &Constraints::one_year_only())
+            .unwrap();
+    let cap = settings
+        .policy
+        .max_new_hourly_cost_per_decision
+        .unwrap_or(Money::ZERO);
+    let mut p = config.lookback_planner(cap, &Constraints::one_year_only());
     let r = run(input, &mut p, &settings).unwrap();
     (r, p.stats)
 }
@@ -884,90 +891,4 @@ fn lookback_steers_the_floor_by_what_the_portfolio_made_of_the_last_weeks() {
     assert!(on.total.esr > off.total.esr);
     let lowest = |r: &RunResult| r.min_monthly_utilization.unwrap_or(0.0);
     assert!(lowest(&on) >= 0.95 && lowest(&on) >= lowest(&off));
-}
-
-/// The daemon's way of running the look-back planner: a new planner at every decision (a cycle
-/// builds it from the policies and the history known then), continuing from what the previous
-/// one left.
-struct Rebuilt {
-    cap: Money,
-    config: LookbackConfig,
-    memory: LookbackMemory,
-    solved: usize,
-}
-
-impl Planner for Rebuilt {
-    fn name(&self) -> &str {
-        "commitd"
-    }
-
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String> {
-        let mut p = LookbackPlanner::new(self.config.clone(), PlannerConfig::default(), self.cap)
-            .remembering(std::mem::take(&mut self.memory));
-        let mut d = p.decide(ctx)?;
-        self.solved += p.stats.solved;
-        self.memory = p.memory().clone();
-        // Each new planner numbers its purchases from 1; the replay needs unique ids.
-        for c in &mut d.purchases {
-            c.id = format!("{}-{}", ctx.now.0, c.id);
-        }
-        Ok(d)
-    }
-}
-
-/// A fleet whose usage jumps by half for a few days every two to four weeks.
-fn spiky_fleet() -> BacktestInput {
-    scenario("spiky", |g, i| {
-        let base = [20.0, 12.0, 8.0][g];
-        let day = i / 24;
-        let period = 14 + (noise(90 + g as u64, day / 30).abs() * 14.0) as usize;
-        let spike = if day % period < 4 { 1.5 } else { 1.0 };
-        base * spike * (1.0 + 0.2 * diurnal(i) + 0.1 * noise(g as u64 + 7, i))
-    })
-}
-
-#[test]
-fn lookback_rebuilt_every_decision_with_its_memory_decides_as_one_kept_throughout() {
-    let input = spiky_fleet();
-    // What the daemon runs: no exchanges (no market swaps Azure reservations).
-    let config = LookbackConfig {
-        exchanges: false,
-        ..LookbackConfig::default()
-    };
-    let (mut kept, settings) = lookback_planner(
-        &input,
-        &Settings::default(),
-        PlannerConfig::default(),
-        config.clone(),
-    )
-    .unwrap();
-    let cap = kept.cap();
-    let whole = run(&input, &mut kept, &settings).unwrap();
-    let mut rebuilt = Rebuilt {
-        cap,
-        config,
-        memory: LookbackMemory::default(),
-        solved: 0,
-    };
-    let remembered = run(&input, &mut rebuilt, &settings).unwrap();
-    let solved = rebuilt.solved;
-    let key = |r: &RunResult| -> Vec<String> {
-        r.purchases
-            .iter()
-            .map(|c| {
-                format!(
-                    "{} {:?} {:?} {:?} {}",
-                    c.start, c.instrument, c.payment, c.amount, c.hourly_cost
-                )
-            })
-            .collect()
-    };
-    assert_eq!(key(&remembered), key(&whole));
-    assert_eq!(remembered.total.esr, whole.total.esr);
-    assert_eq!(solved, kept.stats.solved);
-    assert!(
-        solved < whole.decisions / 2,
-        "{solved} of {}",
-        whole.decisions
-    );
 }

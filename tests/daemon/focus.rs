@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use commitd::config::Config;
-use commitd::service::optimizer::{planner, FocusPlanner};
-use commitd::service::plan::Planner;
+use commitd::service::optimizer::{planner, FocusSource};
+use commitd::service::plan::PlanSource;
 use std::collections::BTreeMap;
 
 use crate::common;
@@ -22,19 +22,22 @@ fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
-fn setup() -> (tempfile::TempDir, FocusPlanner) {
+fn setup() -> (tempfile::TempDir, FocusSource) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("focus/2024-09")).unwrap();
     std::fs::copy(sample(), dir.path().join("focus/2024-09/part-1.csv")).unwrap();
     std::fs::write(dir.path().join("rates.csv"), RATES).unwrap();
-    let p = FocusPlanner {
+    let p = FocusSource {
         focus: dir.path().join("focus"),
         rates: dir.path().join("rates.csv"),
         commitments: None,
         billing_latency_hours: 48,
-        method: commitd::config::PlannerKind::Forecast,
+        method: commitd::plan::PlannerConfig {
+            kind: commitd::plan::PlannerKind::Forecast,
+            ..Default::default()
+        },
         bounds: commitd::optimize::Constraints::one_year_only(),
-        memory: Default::default(),
+        engine: Default::default(),
     };
     (dir, p)
 }

@@ -4,27 +4,27 @@
 //! what the policies allow.
 
 use commitd::backtest::{self, BacktestInput, Settings};
-use commitd::config::PlannerKind;
 use commitd::domain::{CommitmentAmount, Instrument, Money, PaymentOption, Provider, Term};
 use commitd::ingest::Scenario;
 use commitd::markets::Operation;
 use commitd::optimize::Constraints;
-use commitd::plan::planners::{lookback_planner, LookbackConfig, PlannerConfig};
-use commitd::service::optimizer::ScenarioPlanner;
-use commitd::service::plan::Planner;
+use commitd::plan::{LookbackConfig, PlannerConfig};
+use commitd::service::optimizer::ScenarioSource;
+use commitd::service::plan::PlanSource;
 use std::path::PathBuf;
 
 fn demo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/demo")
 }
 
-fn planner(bounds: Constraints) -> ScenarioPlanner {
-    ScenarioPlanner {
+fn planner(bounds: Constraints) -> ScenarioSource {
+    ScenarioSource {
         dir: demo(),
-        method: PlannerKind::Lookback,
+        follows_clock: false,
+        method: PlannerConfig::default(),
         billing_latency_hours: 48,
         bounds,
-        memory: Default::default(),
+        engine: Default::default(),
     }
 }
 
@@ -63,14 +63,18 @@ fn replay_first_decision(
         sales: gives_up,
         ..LookbackConfig::default()
     };
-    let (mut replay, settings) = lookback_planner(
+    let config = PlannerConfig {
+        lookback: config,
+        ..PlannerConfig::default()
+    };
+    let (mut replay, settings) = backtest::commitd_planner(
         &input,
         &Settings::default(),
-        PlannerConfig::default(),
-        config,
+        &config,
+        &Constraints::one_year_only(),
     )
     .unwrap();
-    let result = backtest::run(&input, &mut replay, &settings).unwrap();
+    let result = backtest::run(&input, replay.as_mut(), &settings).unwrap();
     assert_eq!(result.decisions, 1);
     result
 }

@@ -8,6 +8,7 @@ mod common;
 mod aws;
 mod cost_explorer;
 mod cycle;
+mod equivalence;
 mod focus;
 mod lookback;
 mod returns;

@@ -129,17 +129,21 @@ fn the_scenario_planner_returns_a_returnable_plan_the_forecast_does_not_want() {
         Commitment, CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term,
     };
     use commitd::markets::Operation;
-    use commitd::service::optimizer::ScenarioPlanner;
-    use commitd::service::plan::{CycleInputs, Planner};
+    use commitd::service::optimizer::ScenarioSource;
+    use commitd::service::plan::{CycleInputs, PlanSource};
     use std::collections::BTreeSet;
 
-    let planner = ScenarioPlanner {
+    let planner = ScenarioSource {
         dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/demo"),
+        follows_clock: false,
         // Savings plan returns are the forecast pipeline's.
-        method: commitd::config::PlannerKind::Forecast,
+        method: commitd::plan::PlannerConfig {
+            kind: commitd::plan::PlannerKind::Forecast,
+            ..Default::default()
+        },
         billing_latency_hours: 48,
         bounds: commitd::optimize::Constraints::one_year_only(),
-        memory: Default::default(),
+        engine: Default::default(),
     };
     // The demo scenario decides at 2025-12-01T00:00Z.
     let decision = Hour::from_datetime(

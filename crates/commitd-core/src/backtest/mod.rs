@@ -2,7 +2,7 @@
 //! every hour by the providers' rules.
 //!
 //! The harness owns *time*. At each decision (every `cadence_hours` from `decision_time`), it
-//! gives the planner a [`DecisionContext`] whose usage model is a slice that **ends at
+//! gives the planner a [`Situation`] whose usage model is a slice that **ends at
 //! `now - latency_hours`**: billing data arrives late (AWS CUR/FOCUS up to ~48 h), so a planner
 //! structurally cannot see an hour that has not been billed yet. The planner returns a
 //! [`Decision`]: purchases, and exchanges of the exchangeable commitments it holds. The harness
@@ -13,8 +13,9 @@
 //! with the whole portfolio (a commitment only counts in hours where it is active, so billing
 //! after the fact is the same as billing as we go) and aggregates monthly and overall figures.
 //!
-//! Planners are a trait, so the same harness runs commitd's forecast + optimize planner
-//! ([`planner`]), the native-tool baselines ([`baselines`]) and test doubles.
+//! Planners are a trait, so the same harness runs commitd's planners (built from the same
+//! [`PlannerConfig`] the daemon reads: [`commitd_planner`]), the native-tool baselines
+//! ([`baselines`]) and test doubles.
 
 pub mod baselines;
 pub mod metrics;
@@ -25,12 +26,16 @@ use crate::domain::{
     Commitment, CommitmentAmount, Hour, HourRange, Money, Provider, RateCard, ScenarioWindow,
     UsageModel,
 };
+use crate::optimize::Constraints;
 pub use metrics::{Period, RunResult};
-// The planner's side of a decision lives in `plan`; the harness applies what planners decide.
-pub use crate::domain::rules::{remaining_value, split_off, Marketplace};
-pub use crate::plan::{
-    buy_reservation, buy_savings_plan, is_listed, refunded_in_the_last_year, Decision,
-    DecisionContext, Exchange, ExchangeRecord, GivenUp, Planner, Policy, ReturnRecord, SaleRecord,
+// The planner's side of a decision lives in `plan` (and the market rules in `domain::rules`);
+// the harness applies what planners decide. Nothing is re-exported from here: each type has
+// one path.
+use crate::domain::rules::{remaining_value, split_off, Marketplace};
+use crate::plan::{
+    buy_savings_plan, is_listed, refunded_in_the_last_year, Decision, Exchange, ExchangeRecord,
+    GivenUp, Listing, PlanError, Planner, PlannerConfig, Policy, Refund, ReturnRecord, SaleRecord,
+    Situation,
 };
 
 /// Why a backtest cannot run or a decision is refused.
@@ -93,6 +98,40 @@ impl BacktestInput {
     }
 }
 
+impl BacktestInput {
+    /// The usage known at the first decision: billed before it, less the latency (the hours
+    /// after are not known yet).
+    pub fn known_at_start(&self, settings: &Settings) -> UsageModel {
+        let w = self.window;
+        let known_end = w
+            .decision_time
+            .plus(-settings.latency_hours)
+            .max(w.history_start);
+        self.usage.slice(HourRange::new(w.history_start, known_end))
+    }
+}
+
+/// commitd's planner as `config` names it, buying only what `bounds` allow (the benchmark
+/// policy: [`Constraints::one_year_only`]; the daemon's: its policies'
+/// [`planning_bounds`](crate::policy::PolicySet::planning_bounds)), and the settings it replays
+/// under: `base` with the planner's laddering cap as the per-decision cap and the bounds' terms.
+/// The daemon builds its planner the same way, from the usage known at its first decision.
+pub fn commitd_planner(
+    input: &BacktestInput,
+    base: &Settings,
+    config: &PlannerConfig,
+    bounds: &Constraints,
+) -> Result<(Box<dyn Planner + Send>, Settings), BacktestError> {
+    let cap = config
+        .cap_within(&input.known_at_start(base), bounds)
+        .map_err(|e| BacktestError::Settings(e.to_string()))?;
+    let mut settings = base.clone();
+    settings.policy.max_new_hourly_cost_per_decision = Some(cap);
+    settings.policy.terms = bounds.terms();
+    let planner = config.build(cap, bounds);
+    Ok((planner, settings))
+}
+
 /// How the replay runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
@@ -146,24 +185,35 @@ pub fn run(
         let known = input
             .usage
             .slice(HourRange::new(input.usage.range.start, known_end));
-        let ctx = DecisionContext {
+        let refunds: Vec<Refund> = returns
+            .iter()
+            .map(|r| Refund {
+                at: r.at,
+                amount: r.refund,
+            })
+            .collect();
+        let listings: Vec<Listing> = sales
+            .iter()
+            .map(|s| Listing {
+                id: s.listed_id.clone(),
+                until: s.sold,
+            })
+            .collect();
+        let ctx = Situation {
             now,
-            window: w,
             known: &known,
             rates: &input.rates,
             groups: &groups,
             portfolio: &portfolio,
             policy: &settings.policy,
-            returned: &returns,
-            sold: &sales,
+            refunds: &refunds,
+            listings: &listings,
         };
-        let decision = planner
-            .decide(&ctx)
-            .map_err(|message| BacktestError::Planner {
-                planner: planner.name().to_string(),
-                at: now,
-                message,
-            })?;
+        let decision = planner.decide(&ctx).map_err(|e| BacktestError::Planner {
+            planner: planner.name().to_string(),
+            at: now,
+            message: e.to_string(),
+        })?;
         // Checked in full before anything changes: a refused decision leaves the portfolio as
         // it was (and ends the replay with the error).
         let mut next = portfolio.clone();

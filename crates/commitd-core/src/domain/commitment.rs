@@ -53,6 +53,32 @@ pub struct Commitment {
 }
 
 impl Commitment {
+    /// Orders commitments by what they are (start, end, provider, instrument, region, instance
+    /// type, family, term, payment, amount, cost), never by id or by the order a provider
+    /// lists them in: a planner sorts its portfolio this way, so that the daemon (ids and order
+    /// from the market's inventory) and the backtest (ids and order of its replay) decide alike.
+    /// The id breaks ties between otherwise identical commitments only.
+    pub fn cmp_by_content(&self, other: &Commitment) -> std::cmp::Ordering {
+        fn key(c: &Commitment) -> impl Ord + '_ {
+            let amount = match c.amount {
+                CommitmentAmount::Instances(n) => (0, i64::from(n)),
+                CommitmentAmount::HourlySpend(m) => (1, m.micros()),
+            };
+            (
+                (
+                    c.start,
+                    c.end,
+                    c.provider.to_string(),
+                    c.instrument.to_string(),
+                ),
+                (&c.region, &c.instance_type, &c.family),
+                (c.term.hours(), c.payment.to_string(), amount),
+                (c.hourly_cost, c.upfront, &c.id),
+            )
+        }
+        key(self).cmp(&key(other))
+    }
+
     pub fn kind(&self) -> CommitmentKind {
         self.instrument.kind().unwrap_or(CommitmentKind::Spend)
     }

@@ -131,3 +131,49 @@ impl Operation {
         }
     }
 }
+
+/// One action of a plan, as a proposal carries it: what to buy (or return, or exchange into)
+/// and what the plan expects of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlannedAction {
+    /// Purchase, return or exchange. Absent in proposals stored before returns and exchanges
+    /// existed, which were all purchases.
+    #[serde(default)]
+    pub operation: Operation,
+    /// Purchase: what to buy. Return: the commitment given back. Exchange: the target.
+    pub spec: PurchaseSpec,
+    /// Amortized USD per hour the plan expects to pay (the approved price ceiling).
+    pub hourly_cost: Money,
+    /// Upfront payment the plan expects (the approved ceiling).
+    pub upfront: Money,
+    /// Expected savings over the planning window against on demand.
+    pub expected_savings: Money,
+    /// Expected utilization at the policy's low demand quantile, if the plan computed it.
+    #[serde(default)]
+    pub expected_utilization: Option<f64>,
+    /// The plan's one-line rationale.
+    #[serde(default)]
+    pub summary: String,
+}
+
+impl PlannedAction {
+    /// One line for people, naming the operation: "buy AWS ...", "return sp-1 (AWS ...)",
+    /// "exchange ri-1 into AWS ...".
+    pub fn describe(&self) -> String {
+        match &self.operation {
+            Operation::Purchase => format!("buy {}", self.spec.describe()),
+            Operation::Return { commitment_id, .. } => {
+                format!("return {commitment_id} ({})", self.spec.describe())
+            }
+            Operation::Sell { commitment_id, .. } => format!(
+                "list {commitment_id} on the RI Marketplace ({})",
+                self.spec.describe()
+            ),
+            Operation::Exchange { source_ids, .. } => format!(
+                "exchange {} into {}",
+                source_ids.join("+"),
+                self.spec.describe()
+            ),
+        }
+    }
+}

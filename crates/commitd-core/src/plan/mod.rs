@@ -1,22 +1,84 @@
 //! Deciding what to buy, give up and exchange: the one [`Planner`] trait that the daemon runs and
-//! the backtest replays, the [`DecisionContext`] a planner sees at a decision, and the
+//! the backtest replays, the [`Situation`] a planner sees at a decision, and the
 //! [`Decision`] it returns.
 //!
+//! * [`config`]: [`PlannerConfig`], which planner decides and its tuning (read by the daemon's
+//!   `[planner]` and by `commitd backtest --planner-config`), and how a planner is built.
+//! * [`lookback`]: the look-back optimizer (the default), with its exits in [`give_up`];
+//!   [`forecast`]: forecast + optimize; [`ladder`]: the quantile ladder; [`hindsight`]: the
+//!   hindsight optimum (a baseline).
+//! * [`recent`], [`sizing`]: what the recent known usage says, and savings-plan sizing on it.
 //! * [`demand`]: usage history -> forecast quantile paths -> optimizer demand (and the plan's
 //!   actions as purchase specs).
-//! * [`planners`]: the look-back planner (the daemon's default), forecast + optimize, the
-//!   ladder and the hindsight optimum.
 //!
-//! Pure: a planner gets its time, usage, rates and portfolio in the context and returns data.
+//! Pure: a planner gets its time, usage, rates and portfolio in the [`Situation`] and returns
+//! data. This module never imports `backtest` (the harness depends on it, not the reverse).
 
+pub mod config;
 pub mod demand;
-pub mod planners;
+pub mod forecast;
+pub mod give_up;
+pub mod hindsight;
+pub mod ladder;
+pub mod lookback;
+pub mod proposals;
+pub mod recent;
+pub mod sizing;
+
+pub use config::{
+    laddering_cap, Capabilities, ForecastConfig, HindsightConfig, LadderConfig, LookbackConfig,
+    PlannerConfig, PlannerKind,
+};
+pub use forecast::ForecastOptimizePlanner;
+pub use hindsight::{hindsight_static, plan_to_commitments, HindsightStatic};
+pub use ladder::{family_generation, LadderPlanner};
+pub use lookback::{LookbackPlanner, LookbackStats};
+pub use recent::bill_recent;
+
+/// The least known usage a rolling planner decides on (two weeks): before, it buys nothing.
+pub const MIN_KNOWN_HOURS: usize = 14 * 24;
+
+/// Why a planner could not decide. The messages name the stage that failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    /// The bill of the recent hours could not be computed (a group without a price, ...).
+    #[error("{0}")]
+    Billing(String),
+    /// The optimizer failed (`what` names the solve).
+    #[error("{what}: {source}")]
+    Optimize {
+        what: &'static str,
+        #[source]
+        source: crate::optimize::OptimizeError,
+    },
+    /// A provider's rule refused a step (splitting a commitment, a Marketplace listing, a
+    /// purchase that does not convert).
+    #[error("{0}")]
+    Rules(String),
+    /// A configuration or an input no planner can run with.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl PlanError {
+    /// A billing error, as its message.
+    pub fn billing(e: impl std::fmt::Display) -> Self {
+        PlanError::Billing(e.to_string())
+    }
+}
+
+/// The providers' rules (`domain::rules`) report a refusal as its message.
+impl From<String> for PlanError {
+    fn from(message: String) -> Self {
+        PlanError::Rules(message)
+    }
+}
 
 use crate::billing::BillableGroup;
 use crate::domain::rules::Marketplace;
 use crate::domain::{
-    Commitment, CommitmentAmount, Hour, Money, Offer, Provider, RateCard, ScenarioWindow, Term,
-    UsageGroup, UsageModel,
+    Commitment, CommitmentAmount, Hour, Money, Offer, Provider, RateCard, Term, UsageGroup,
+    UsageModel,
 };
 use serde::Serialize;
 
@@ -51,10 +113,10 @@ pub fn is_listed<'a>(sales: impl IntoIterator<Item = &'a SaleRecord>, id: &str, 
     sales.into_iter().any(|s| s.listed_id == id && s.sold > now)
 }
 
-/// Everything a planner may look at when it decides at `now`.
-pub struct DecisionContext<'a> {
+/// The situation a planner decides in at `now`: everything it may look at. The backtest builds
+/// one per decision from its replay, the daemon one per cycle from its source and its market.
+pub struct Situation<'a> {
     pub now: Hour,
-    pub window: ScenarioWindow,
     /// Usage known at `now`: `[history_start, now - latency)`, never later.
     pub known: &'a UsageModel,
     pub rates: &'a RateCard,
@@ -63,13 +125,28 @@ pub struct DecisionContext<'a> {
     /// Every commitment owned so far (existing ones and earlier purchases), active or expired.
     pub portfolio: &'a [Commitment],
     pub policy: &'a Policy,
-    /// The returns made so far (for the rolling refund cap).
-    pub returned: &'a [ReturnRecord],
-    /// The Marketplace sales made so far (listed instances are not listed twice).
-    pub sold: &'a [SaleRecord],
+    /// The refunds of the reservations returned so far (for the rolling refund cap).
+    pub refunds: &'a [Refund],
+    /// The Marketplace listings made so far (listed instances are not listed twice).
+    pub listings: &'a [Listing],
 }
 
-impl DecisionContext<'_> {
+/// A refund of returned reservation instances: when, and how much.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Refund {
+    pub at: Hour,
+    pub amount: Money,
+}
+
+/// Instances listed on the Reserved Instance Marketplace: the id they carry while listed, and
+/// when they sell (they are listed, and apply, until then).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listing {
+    pub id: String,
+    pub until: Hour,
+}
+
+impl Situation<'_> {
     /// Commitments active at `now`.
     pub fn active(&self) -> Vec<Commitment> {
         self.portfolio
@@ -77,6 +154,23 @@ impl DecisionContext<'_> {
             .filter(|c| c.is_active(self.now))
             .cloned()
             .collect()
+    }
+
+    /// What the returns refunded in the 12 months up to `now` (the window of the refund cap).
+    pub fn refunded_in_the_last_year(&self) -> Money {
+        let year_ago = self.now.plus(-Term::ONE_YEAR.hours());
+        self.refunds
+            .iter()
+            .filter(|r| r.at > year_ago)
+            .map(|r| r.amount)
+            .sum()
+    }
+
+    /// Whether instances carrying `id` are listed at `now` and not sold yet.
+    pub fn is_listed(&self, id: &str) -> bool {
+        self.listings
+            .iter()
+            .any(|l| l.id == id && l.until > self.now)
     }
 }
 
@@ -180,13 +274,30 @@ pub trait Planner {
     fn name(&self) -> &str;
     /// What to do at `ctx.now`: purchases (each starting at `now` and running its full term)
     /// and exchanges.
-    fn decide(&mut self, ctx: &DecisionContext<'_>) -> Result<Decision, String>;
+    fn decide(&mut self, ctx: &Situation<'_>) -> Result<Decision, PlanError>;
     /// What the planner did beyond its purchases (solves, skipped decisions, solver time), for
     /// profiling; `null` when it has nothing to report.
     fn stats(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
+    /// The optimizer's status at the last solve; None when the planner has not solved (or does
+    /// not report it).
+    fn solver_status(&self) -> Option<String> {
+        None
+    }
+    /// Some(why) when the last decision found nothing new to decide (the planner's trigger did
+    /// not fire): its empty decision leaves earlier ones standing.
+    fn unchanged(&self) -> Option<String> {
+        None
+    }
+    /// Lets the planner time its own work for [`Planner::stats`] (the core reads no clock: the
+    /// caller hands one in). Planners that report no timings ignore it.
+    fn set_stopwatch(&mut self, _stopwatch: Stopwatch) {}
 }
+
+/// A monotonic clock the caller hands to a planner that times its solves: the time since some
+/// fixed instant of the caller's choosing (the service uses `Instant`; the core reads no clock).
+pub type Stopwatch = fn() -> std::time::Duration;
 
 /// What the returns refunded in the 12 months up to `now` (the window of the refund cap).
 pub fn refunded_in_the_last_year<'a>(
@@ -210,14 +321,14 @@ pub fn buy_savings_plan(
     now: Hour,
     per_hour: Money,
     scope: Option<(&str, &str)>,
-) -> Result<Commitment, String> {
+) -> Result<Commitment, PlanError> {
     let term = offer
         .term
-        .ok_or_else(|| format!("{id}: offer {} has no term", offer.instrument))?;
+        .ok_or_else(|| PlanError::Rules(format!("{id}: offer {} has no term", offer.instrument)))?;
     let provider = offer
         .instrument
         .provider()
-        .ok_or_else(|| format!("{id}: on-demand is not a commitment"))?;
+        .ok_or_else(|| PlanError::Rules(format!("{id}: on-demand is not a commitment")))?;
     Ok(Commitment {
         id,
         provider,
@@ -243,11 +354,12 @@ pub fn buy_reservation(
     now: Hour,
     group: &UsageGroup,
     count: u32,
-) -> Result<Commitment, String> {
+) -> Result<Commitment, PlanError> {
     let term = offer
         .term
-        .ok_or_else(|| format!("{id}: offer {} has no term", offer.instrument))?;
-    let hourly = Money::from_f64(offer.rate() * count as f64).map_err(|e| format!("{id}: {e}"))?;
+        .ok_or_else(|| PlanError::Rules(format!("{id}: offer {} has no term", offer.instrument)))?;
+    let hourly = Money::from_f64(offer.rate() * count as f64)
+        .map_err(|e| PlanError::Rules(format!("{id}: {e}")))?;
     Ok(Commitment {
         id,
         provider: group.provider,

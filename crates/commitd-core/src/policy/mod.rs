@@ -1255,6 +1255,42 @@ pub enum Mode {
     Autopilot,
 }
 
+// What policy judges of a planned action (the type is the domain's; its reading is policy's).
+impl crate::domain::purchase::PlannedAction {
+    /// What policy judges of it.
+    pub fn facts(&self) -> ActionFacts {
+        ActionFacts {
+            provider: self.spec.provider,
+            account: self.spec.account.clone(),
+            instrument: self.spec.instrument,
+            term: self.spec.term,
+            payment: self.spec.payment,
+            hourly_commitment: self.hourly_cost,
+            upfront: self.upfront,
+            expected_utilization: self.expected_utilization,
+            operation: match self.operation {
+                crate::domain::purchase::Operation::Purchase => OperationKind::Purchase,
+                crate::domain::purchase::Operation::Return { .. } => OperationKind::Return,
+                crate::domain::purchase::Operation::Sell { .. } => OperationKind::Sale,
+                crate::domain::purchase::Operation::Exchange { .. } => OperationKind::Exchange,
+            },
+            hourly_given_up: match &self.operation {
+                crate::domain::purchase::Operation::Purchase => Money::ZERO,
+                // An exchange carries its sources' remaining value, not their hourly cost. AWS
+                // exchanges into a target worth at least that value over the sources' remaining
+                // term (the target keeps their end date), so the target's hourly cost bounds
+                // the sources' from above: the give-up caps and thresholds err on the side of
+                // asking a human.
+                crate::domain::purchase::Operation::Exchange { .. } => self.hourly_cost,
+                crate::domain::purchase::Operation::Return { .. }
+                | crate::domain::purchase::Operation::Sell { .. } => {
+                    self.operation.hourly_cost_removed().unwrap_or(Money::ZERO)
+                }
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
