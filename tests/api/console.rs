@@ -9,7 +9,7 @@ use chrono::{Duration, Utc};
 use commitd::api::console::{ConsoleSettings, CSP};
 use commitd::audit::{AuditLog, Event, EventBody, EventFilter, EventKind};
 use commitd::identity::{Role, TokenStore};
-use commitd::proposals::{NewProposal, PlannedAction, ProposalState, ProposalStore};
+use commitd::proposals::{ActionDigest, NewProposal, PlannedAction, ProposalState, ProposalStore};
 use common::app::{spawn_console_app, TestApp};
 use std::collections::HashMap;
 use std::io::{Read, Write};

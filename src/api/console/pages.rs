@@ -15,7 +15,7 @@ use crate::identity::session::Session;
 use crate::identity::Role;
 use crate::policy::RuleCheck;
 use crate::proposals::journal::term_total;
-use crate::proposals::{Proposal, ProposalError, ProposalState};
+use crate::proposals::{ActionDigest, Proposal, ProposalError, ProposalState};
 use crate::report::{self, Month};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
