@@ -372,13 +372,15 @@ impl World {
         }
         match query.get("api-version").map(String::as_str) {
             Some(API_VERSION) => {}
-            Some(v) => return Reply::error(
-                400,
-                "InvalidApiVersionParameter",
-                format!(
+            Some(v) => {
+                return Reply::error(
+                    400,
+                    "InvalidApiVersionParameter",
+                    format!(
                     "The api-version '{v}' is invalid. The supported versions are '{API_VERSION}'."
                 ),
-            ),
+                )
+            }
             None => {
                 return Reply::error(
                     400,
