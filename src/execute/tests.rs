@@ -453,7 +453,7 @@ min_expected_utilization = 0.9
             hourly_cost_removed: Money::from_micros(ri.hourly_cost.micros() * 2 / 5),
             price: Money::from_units(300),
         };
-        a.spec = crate::service::optimizer::spec_of(&ri);
+        a.spec = crate::domain::purchase::PurchaseSpec::of_held(&ri);
         a.spec.amount = CommitmentAmount::Instances(2);
         a.hourly_cost = Money::ZERO;
         a.upfront = Money::ZERO;

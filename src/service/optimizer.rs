@@ -536,23 +536,6 @@ fn overlay_offers(rates: &mut RateCard, offers: Option<&RateCard>) -> Option<Str
     ))
 }
 
-/// The spec describing a held commitment (what a return gives back).
-pub(crate) fn spec_of(c: &Commitment) -> crate::markets::PurchaseSpec {
-    crate::markets::PurchaseSpec {
-        provider: c.provider,
-        account: None,
-        instrument: c.instrument,
-        term: c.term,
-        payment: c.payment,
-        region: c.region.clone(),
-        family: c.family.clone(),
-        instance_type: c.instance_type.clone(),
-        os: None,
-        tenancy: None,
-        amount: c.amount,
-    }
-}
-
 /// A digest of what the plan was computed from: source name, decision hour, demand totals,
 /// rates and existing commitments (held ones included). Equal inputs give equal digests, so
 /// the audit log shows when two plans saw the same data.
@@ -633,7 +616,7 @@ pub fn cycle_plan(
                         hourly_cost_removed: c.hourly_cost,
                         instances: None,
                     },
-                    spec: spec_of(c),
+                    spec: crate::domain::purchase::PurchaseSpec::of_held(c),
                     // A return commits nothing: policy limits on new spend see zero.
                     hourly_cost: Money::ZERO,
                     upfront: Money::ZERO,

@@ -35,6 +35,26 @@ pub struct PurchaseSpec {
 }
 
 impl PurchaseSpec {
+    /// The spec describing a held commitment, as a market names it when it is given back
+    /// (returned, listed, exchanged): its own fields, with no operating system or tenancy (a
+    /// held commitment's record has none). A purchase's spec comes from
+    /// `plan::proposals::purchase_spec`, which adds the OS and tenancy the market buys with.
+    pub fn of_held(c: &super::Commitment) -> PurchaseSpec {
+        PurchaseSpec {
+            provider: c.provider,
+            account: None,
+            instrument: c.instrument,
+            term: c.term,
+            payment: c.payment,
+            region: c.region.clone(),
+            family: c.family.clone(),
+            instance_type: c.instance_type.clone(),
+            os: None,
+            tenancy: None,
+            amount: c.amount,
+        }
+    }
+
     /// One line for people: "AWS ComputeSavingsPlan 1yr NoUpfront 2.5 USD/h".
     pub fn describe(&self) -> String {
         let what = match self.amount {
