@@ -63,21 +63,14 @@ pub fn purchase_spec(c: &Commitment, situation: &Situation<'_>) -> PurchaseSpec 
             .max_by(|a, b| a.total_ode.cmp(&b.total_ode))
     });
     PurchaseSpec {
-        provider: c.provider,
-        account: None,
-        instrument: c.instrument,
-        term: c.term,
-        payment: c.payment,
-        region: c.region.clone(),
         // A reservation is bought by instance type; its family is the bill's name for it.
         family: match c.amount {
             CommitmentAmount::Instances(_) => None,
             CommitmentAmount::HourlySpend(_) => c.family.clone(),
         },
-        instance_type: c.instance_type.clone(),
         os: group.map(|g| g.group.os.clone()),
         tenancy: group.map(|g| g.group.tenancy.clone()),
-        amount: c.amount,
+        ..PurchaseSpec::of_held(c)
     }
 }
 
