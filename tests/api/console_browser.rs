@@ -256,6 +256,15 @@ impl Browser<'_> {
         self.call("POST", &format!("/element/{e}/click"), Some(json!({})));
     }
 
+    /// Waits until the page's URL ends with `suffix` (the overview: "/ui/", which the login
+    /// page's own URL also contains, so `wait_url` would not wait for the login's redirect).
+    fn wait_url_end(&self, suffix: &str) -> String {
+        eventually(20, || {
+            let u = self.url();
+            u.ends_with(suffix).then_some(u)
+        })
+    }
+
     /// Waits until the page's URL contains `part`.
     fn wait_url(&self, part: &str) -> String {
         eventually(20, || {
@@ -343,7 +352,7 @@ fn an_approver_approves_in_chromium_and_the_purchase_is_audited() {
     b.screenshot(&shots, "01-login");
     b.type_into("#token", &alice);
     b.click("#login");
-    b.wait_url("/ui/");
+    b.wait_url_end("/ui/");
     let home = b.source();
     assert!(home.contains("Waiting for approval"), "{home}");
     assert!(home.contains(&id), "{home}");
@@ -391,7 +400,7 @@ fn an_approver_approves_in_chromium_and_the_purchase_is_audited() {
     b.wait_url("/ui/login");
     b.type_into("#token", &bob);
     b.click("#login");
-    b.wait_url("/ui/");
+    b.wait_url_end("/ui/");
     b.go(&format!("{base}/ui/proposals/{id}"));
     b.click("#approve");
     b.wait_url("done=approved");
@@ -449,7 +458,7 @@ fn an_approver_approves_in_chromium_and_the_purchase_is_audited() {
     b.wait_url("/ui/login");
     b.type_into("#token", &vic);
     b.click("#login");
-    b.wait_url("/ui/");
+    b.wait_url_end("/ui/");
     b.go(&format!("{base}/ui/proposals/{id}"));
     assert!(b.all("#approve").is_empty() && b.all("#reject").is_empty());
     assert!(b.source().contains("vic (viewer)"));
