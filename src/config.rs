@@ -168,8 +168,8 @@ pub struct DaemonConfig {
     pub webhook_ca_file: Option<PathBuf>,
     /// Use this plan (JSON) instead of computing one: replays a plan computed elsewhere.
     pub plan_file: Option<PathBuf>,
-    /// Where purchases are made: "sim" (the built-in simulated market, the default) or "aws"
-    /// (the AWS SDK, settings in `[aws]`).
+    /// Where purchases are made: "sim" (the built-in simulated market, the default), "aws"
+    /// (the AWS SDK, settings in `[aws]`) or "azure" (the Azure SDK, settings in `[azure]`).
     pub provider: MarketKind,
 }
 
@@ -183,6 +183,8 @@ pub enum MarketKind {
     Sim,
     /// AWS through its SDK, with the settings of `[aws]`.
     Aws,
+    /// Azure through its SDK, with the settings of `[azure]`.
+    Azure,
 }
 
 impl MarketKind {
@@ -190,6 +192,7 @@ impl MarketKind {
         match self {
             MarketKind::Sim => "sim",
             MarketKind::Aws => "aws",
+            MarketKind::Azure => "azure",
         }
     }
 }
@@ -207,9 +210,10 @@ impl TryFrom<String> for MarketKind {
         match text.as_str() {
             "sim" => Ok(MarketKind::Sim),
             "aws" => Ok(MarketKind::Aws),
+            "azure" => Ok(MarketKind::Azure),
             other => Err(format!(
                 "[daemon] provider = '{other}': the built-in providers are 'sim' (the simulated \
-                 market) and 'aws'"
+                 market), 'aws' and 'azure'"
             )),
         }
     }
@@ -501,6 +505,92 @@ impl AwsConfig {
     }
 }
 
+/// The Azure provider (`[daemon] provider = "azure"`): how the daemon reaches Azure.
+///
+/// Credentials come from the standard environment variables (`AZURE_TENANT_ID`,
+/// `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET` or `AZURE_FEDERATED_TOKEN_FILE`) or a managed
+/// identity, never from this file; `AZURE_RESOURCE_MANAGER_ENDPOINT` and `AZURE_AUTHORITY_HOST`
+/// apply when `endpoint_url` / `authority_host` are not set here.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AzureConfig {
+    /// Resource Manager endpoint (a sovereign cloud, a local peer); None:
+    /// `AZURE_RESOURCE_MANAGER_ENDPOINT`, else https://management.azure.com.
+    pub endpoint_url: Option<String>,
+    /// Login host; None: `AZURE_AUTHORITY_HOST`, else https://login.microsoftonline.com.
+    pub authority_host: Option<String>,
+    /// Use the managed identity (IMDS) instead of the environment's credential.
+    pub managed_identity: bool,
+    /// Where purchases are billed: `/subscriptions/<id>` or a billing account / profile scope.
+    pub billing_scope_id: Option<String>,
+    /// Retries, deadlines and long-running operation polling of every Azure call.
+    pub retry: crate::markets::azure::AzureRetrySettings,
+}
+
+impl AzureConfig {
+    /// Checks what Azure would only reject at the first call. Errors name the key.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, message: String| Err((key.to_string(), message));
+        for (key, url) in [
+            ("azure.endpoint_url", &self.endpoint_url),
+            ("azure.authority_host", &self.authority_host),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+                    return bad(key, format!("'{url}' is not an http:// or https:// URL"));
+                }
+            }
+        }
+        if let Some(scope) = &self.billing_scope_id {
+            let ok = scope.starts_with("/subscriptions/")
+                || scope.starts_with("/providers/Microsoft.Billing/billingAccounts/");
+            if !ok || scope.contains(char::is_whitespace) {
+                return bad(
+                    "azure.billing_scope_id",
+                    format!(
+                        "'{scope}' is not a billing scope (/subscriptions/<id> or /providers/Microsoft.Billing/billingAccounts/...)"
+                    ),
+                );
+            }
+        }
+        let r = &self.retry;
+        if r.max_retries > 20 {
+            return bad(
+                "azure.retry.max_retries",
+                format!("{} is outside 0..=20", r.max_retries),
+            );
+        }
+        if r.attempt_timeout_ms == 0 {
+            return bad("azure.retry.attempt_timeout_ms", "must be > 0".into());
+        }
+        if r.operation_timeout_ms == 0 {
+            return bad("azure.retry.operation_timeout_ms", "must be > 0".into());
+        }
+        if r.poll_interval_ms > r.max_poll_interval_ms {
+            return bad(
+                "azure.retry.poll_interval_ms",
+                format!(
+                    "{} is more than max_poll_interval_ms = {}",
+                    r.poll_interval_ms, r.max_poll_interval_ms
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The client settings.
+    pub fn settings(&self) -> crate::markets::azure::AzureSettings {
+        crate::markets::azure::AzureSettings {
+            endpoint_url: self.endpoint_url.clone(),
+            authority_host: self.authority_host.clone(),
+            managed_identity: self.managed_identity,
+            managed_identity_endpoint: None,
+            billing_scope_id: self.billing_scope_id.clone(),
+            retry: self.retry.clone(),
+        }
+    }
+}
+
 /// Signed checkpoints of the audit chain's head, written outside the database
 /// (docs/audit.md, "Checkpoints").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -685,6 +775,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// The AWS provider (used when `[daemon] provider = "aws"`).
     pub aws: AwsConfig,
+    /// The Azure provider (used when `[daemon] provider = "azure"`).
+    pub azure: AzureConfig,
     /// Signed checkpoints of the audit chain.
     pub audit: AuditConfig,
     /// The HTTP API's TLS and limits.
@@ -705,6 +797,7 @@ impl Default for Config {
             billing_latency_hours: 48,
             daemon: DaemonConfig::default(),
             aws: AwsConfig::default(),
+            azure: AzureConfig::default(),
             audit: AuditConfig::default(),
             api: ApiConfig::default(),
             identity: IdentityConfig::default(),
@@ -800,6 +893,7 @@ impl Config {
         if let Err((key, message)) = config
             .aws
             .validate()
+            .and_then(|()| config.azure.validate())
             .and_then(|()| config.api.validate())
             .and_then(|()| config.identity.validate())
         {
@@ -1239,6 +1333,34 @@ mod tests {
         }
         assert!(load("[audit]\ncheckpoint_file = \"cp.jsonl\"\n").is_ok());
         assert!(load("[audit]\ncheckpoint_every = \"90s\"\n").is_ok());
+    }
+
+    #[test]
+    fn azure_is_a_provider_and_its_section_names_the_line_of_a_bad_key() {
+        let load = |text: &str| {
+            let f = file(text);
+            Config::load_with_env(Some(f.path()), &env(&[])).map_err(|e| e.to_string())
+        };
+        let c = load(
+            "[daemon]\nprovider = \"azure\"\n[azure]\nendpoint_url = \"http://127.0.0.1:9000\"\nbilling_scope_id = \"/subscriptions/ed3a1871-612d-abcd-a849-c2542a68be83\"\n[azure.retry]\nmax_retries = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.daemon.provider, MarketKind::Azure);
+        assert_eq!(c.azure.retry.max_retries, 2);
+        assert_eq!(
+            c.azure.settings().endpoint_url.as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        let f = file("[azure]\nbilling_scope_id = \"subscriptions/x\"\n");
+        let e = Config::load_with_env(Some(f.path()), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2") && e.contains("azure.billing_scope_id"),
+            "{e}"
+        );
+        let e = load("[daemon]\nprovider = \"gcp\"\n").unwrap_err();
+        assert!(e.contains("'sim'") && e.contains("'azure'"), "{e}");
     }
 
     #[test]

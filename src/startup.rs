@@ -184,6 +184,11 @@ async fn wire(config: &Config, failpoint: Failpoint) -> Result<Parts, StartupErr
     let market: Arc<dyn CommitmentMarket> = match config.daemon.provider {
         MarketKind::Sim => Arc::new(SimMarket::new(store.clone(), rate_card(config)?)),
         MarketKind::Aws => Arc::new(aws_market(config).await?),
+        MarketKind::Azure => Arc::new(
+            crate::markets::azure::AzureClients::connect(&config.azure.settings())
+                .map(crate::markets::azure::AzureMarket::new)
+                .map_err(|e| StartupError::Config(format!("[azure]: {e}")))?,
+        ),
     };
     let proposals = ProposalStore::new(store.clone());
     let audit = AuditLog::open(store.clone());

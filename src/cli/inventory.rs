@@ -1,11 +1,15 @@
-//! `commitd inventory --provider aws`: the savings plans and Reserved Instances an account owns,
-//! read through the AWS SDK, as a table or JSON.
+//! `commitd inventory --provider aws|azure`: the commitments an account owns, read through the
+//! provider's SDK, as a table or JSON. AWS: savings plans and Reserved Instances. Azure:
+//! reservation orders, reservations, savings plan orders and savings plans.
 //!
 //! Like every AWS tool it honours `AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL` and the
-//! credential variables; the flags below override them for one run.
+//! credential variables; for Azure, `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
+//! `AZURE_CLIENT_SECRET` / `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_AUTHORITY_HOST` and
+//! `AZURE_RESOURCE_MANAGER_ENDPOINT`. The flags below override them for one run.
 
 use super::runtime;
 use crate::markets::aws::{AssumeRole, AwsClients, AwsSettings, RetrySettings};
+use crate::markets::azure::{AzureClients, AzureRetrySettings, AzureSettings};
 use anyhow::Context;
 use clap::ValueEnum;
 use std::process::ExitCode;
@@ -13,15 +17,18 @@ use std::process::ExitCode;
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ProviderArg {
     Aws,
+    Azure,
 }
 
-/// Connection flags shared by the AWS sub-commands.
+/// Connection flags shared by the AWS sub-commands (`--endpoint-url`, `--max-attempts` and
+/// `--deadline-secs` apply to Azure too).
 #[derive(clap::Args, Debug, Clone)]
 pub struct AwsArgs {
-    /// AWS region (default: AWS_REGION or the profile's region).
+    /// AWS region (default: AWS_REGION or the profile's region); Azure: the location priced.
     #[arg(long)]
     pub region: Option<String>,
-    /// Endpoint override for a local peer or a VPC endpoint (default: AWS_ENDPOINT_URL).
+    /// Endpoint override for a local peer or a VPC endpoint (default: AWS_ENDPOINT_URL; Azure:
+    /// AZURE_RESOURCE_MANAGER_ENDPOINT, else the public cloud).
     #[arg(long, value_name = "URL")]
     pub endpoint_url: Option<String>,
     /// Shared-config profile (default: AWS_PROFILE).
@@ -39,6 +46,37 @@ pub struct AwsArgs {
     /// Deadline for each call, retries included, in seconds.
     #[arg(long, default_value_t = 60)]
     pub deadline_secs: u64,
+}
+
+/// Azure-only flags.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AzureArgs {
+    /// Azure: the login host (default: AZURE_AUTHORITY_HOST, else login.microsoftonline.com).
+    #[arg(long, value_name = "URL")]
+    pub authority_host: Option<String>,
+    /// Azure: authenticate with the managed identity (IMDS) instead of the environment.
+    #[arg(long)]
+    pub managed_identity: bool,
+    /// Azure: the billing scope priced and bought in (/subscriptions/<id>).
+    #[arg(long, value_name = "SCOPE", env = "COMMITD_AZURE__BILLING_SCOPE_ID")]
+    pub billing_scope: Option<String>,
+}
+
+impl AzureArgs {
+    pub fn settings(&self, common: &AwsArgs) -> AzureSettings {
+        AzureSettings {
+            endpoint_url: common.endpoint_url.clone(),
+            authority_host: self.authority_host.clone(),
+            managed_identity: self.managed_identity,
+            managed_identity_endpoint: None,
+            billing_scope_id: self.billing_scope.clone(),
+            retry: AzureRetrySettings {
+                max_retries: common.max_attempts.saturating_sub(1),
+                max_total_ms: common.deadline_secs.saturating_mul(1000),
+                ..AzureRetrySettings::default()
+            },
+        }
+    }
 }
 
 impl AwsArgs {
@@ -71,13 +109,17 @@ pub struct Args {
     pub provider: ProviderArg,
     #[command(flatten)]
     pub aws: AwsArgs,
+    #[command(flatten)]
+    pub azure: AzureArgs,
     /// Print JSON (records, commitments and request ids) instead of a table.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let ProviderArg::Aws = args.provider;
+    if args.provider == ProviderArg::Azure {
+        return run_azure(&args);
+    }
     let rt = runtime()?;
     let called = rt.block_on(async {
         let clients = AwsClients::connect(&args.aws.settings()).await?;
@@ -161,6 +203,112 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "{} commitment(s) cover usage now or are queued. Request ids: {}",
         inv.commitments().len(),
         called.request_ids.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `commitd inventory --provider azure`.
+fn run_azure(args: &Args) -> anyhow::Result<ExitCode> {
+    use crate::markets::azure::market::commitments;
+    let rt = runtime()?;
+    let settings = args.azure.settings(&args.aws);
+    let answer = rt
+        .block_on(async {
+            let clients = AzureClients::connect(&settings)?;
+            clients.inventory().await
+        })
+        .context("reading the Azure inventory")?;
+    let inv = &answer.value;
+    let (held, notes) = commitments(inv);
+    if args.json {
+        let out = serde_json::json!({
+            "reservation_orders": inv.reservation_orders,
+            "reservations": inv.reservations,
+            "savings_plan_orders": inv.savings_plan_orders,
+            "savings_plans": inv.savings_plans,
+            "commitments": held,
+            "notes": notes,
+            "request_ids": answer.request_ids,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "Reservation orders: {}; savings plan orders: {}",
+        inv.reservation_orders.len(),
+        inv.savings_plan_orders.len()
+    );
+    println!();
+    println!("Reservations ({}):", inv.reservations.len());
+    if !inv.reservations.is_empty() {
+        println!(
+            "  {:<76} {:<16} {:<10} {:>4} {:<5} {:<8} {:<8} {:<12} {:>7} {:<20}",
+            "id", "sku", "location", "qty", "term", "billing", "scope", "state", "util30", "expiry"
+        );
+    }
+    for r in &inv.reservations {
+        let p = &r.properties;
+        println!(
+            "  {:<76} {:<16} {:<10} {:>4} {:<5} {:<8} {:<8} {:<12} {:>7} {:<20}",
+            r.name.as_deref().unwrap_or(&r.id),
+            r.sku.name.as_deref().unwrap_or("?"),
+            r.location.as_deref().unwrap_or("?"),
+            p.quantity.map(|q| q.to_string()).unwrap_or_default(),
+            p.term.as_deref().unwrap_or("?"),
+            p.billing_plan.as_deref().unwrap_or("-"),
+            p.applied_scope_type.as_deref().unwrap_or("?"),
+            p.provisioning_state.as_deref().unwrap_or("?"),
+            p.utilization
+                .as_ref()
+                .and_then(|u| u.percent_over(30))
+                .map(|v| format!("{v}%"))
+                .unwrap_or_default(),
+            p.expiry_date_time
+                .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+                .or_else(|| p.expiry_date.map(|d| d.to_string()))
+                .unwrap_or_default(),
+        );
+    }
+    println!();
+    println!("Savings plans ({}):", inv.savings_plans.len());
+    if !inv.savings_plans.is_empty() {
+        println!(
+            "  {:<76} {:>12} {:<5} {:<8} {:<8} {:<12} {:>7} {:<20}",
+            "id", "USD/hour", "term", "billing", "scope", "state", "util30", "expiry"
+        );
+    }
+    for sp in &inv.savings_plans {
+        let p = &sp.properties;
+        println!(
+            "  {:<76} {:>12} {:<5} {:<8} {:<8} {:<12} {:>7} {:<20}",
+            sp.name.as_deref().unwrap_or(&sp.id),
+            p.commitment
+                .as_ref()
+                .and_then(|c| c.amount)
+                .map(|a| a.normalize().to_string())
+                .unwrap_or_default(),
+            p.term.as_deref().unwrap_or("?"),
+            p.billing_plan.as_deref().unwrap_or("Upfront"),
+            p.applied_scope_type.as_deref().unwrap_or("?"),
+            p.provisioning_state.as_deref().unwrap_or("?"),
+            p.utilization
+                .as_ref()
+                .and_then(|u| u.percent_over(30))
+                .map(|v| format!("{v}%"))
+                .unwrap_or_default(),
+            p.expiry_date_time
+                .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_default(),
+        );
+    }
+    for note in &notes {
+        println!("note: {note}");
+    }
+    println!();
+    println!(
+        "{} commitment(s) cover usage now or are being created. Request ids: {}",
+        held.len(),
+        answer.request_ids.join(", ")
     );
     Ok(ExitCode::SUCCESS)
 }

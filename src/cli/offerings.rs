@@ -3,7 +3,7 @@
 //!
 //! Cards are cached for a day under `<data dir>/aws-offerings/`; `--refresh` fetches anew.
 
-use super::inventory::{AwsArgs, ProviderArg};
+use super::inventory::{AwsArgs, AzureArgs, ProviderArg};
 use super::runtime;
 use crate::markets::aws::offerings::{CachedRateCard, OfferingsCache};
 use crate::markets::aws::AwsClients;
@@ -20,7 +20,9 @@ pub struct Args {
     pub provider: ProviderArg,
     #[command(flatten)]
     pub aws: AwsArgs,
-    /// Only this instance type (e.g. m5.large).
+    #[command(flatten)]
+    pub azure: AzureArgs,
+    /// Only this instance type (e.g. m5.large; Azure: the VM size, e.g. Standard_D2s_v5).
     #[arg(long)]
     pub instance_type: Option<String>,
     /// Directory for the offerings cache.
@@ -35,7 +37,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let ProviderArg::Aws = args.provider;
+    if args.provider == ProviderArg::Azure {
+        return run_azure(&args);
+    }
     if args.aws.region.is_none() && std::env::var_os("AWS_REGION").is_none() {
         anyhow::bail!("--region is required (or set AWS_REGION)");
     }
@@ -106,6 +110,80 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if !request_ids.is_empty() {
         println!("Request ids: {}", request_ids.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `commitd offerings --provider azure --region R --instance-type T`: the reservation prices
+/// `calculatePrice` quotes for one instance (1 and 3 years, monthly and upfront). A quote that
+/// fails is named and the others are still printed; the command fails only if all fail.
+fn run_azure(args: &Args) -> anyhow::Result<ExitCode> {
+    use crate::domain::{CommitmentAmount, Instrument, PaymentOption, Provider, Term};
+    use crate::markets::azure::{AzureClients, AzureMarket};
+    use crate::markets::{CommitmentMarket, PurchaseSpec};
+    let Some(region) = args.aws.region.clone() else {
+        anyhow::bail!("--region is required for Azure (the location, e.g. westus)");
+    };
+    let Some(instance_type) = args.instance_type.clone() else {
+        anyhow::bail!("--instance-type is required for Azure (the VM size, e.g. Standard_D2s_v5)");
+    };
+    let settings = args.azure.settings(&args.aws);
+    let rt = runtime()?;
+    let market = AzureMarket::new(AzureClients::connect(&settings).context("connecting to Azure")?);
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for term in [Term::ONE_YEAR, Term::THREE_YEARS] {
+        for payment in [PaymentOption::NoUpfront, PaymentOption::AllUpfront] {
+            let spec = PurchaseSpec {
+                provider: Provider::Azure,
+                account: None,
+                instrument: Instrument::AzureReservation,
+                term,
+                payment,
+                region: Some(region.clone()),
+                family: None,
+                instance_type: Some(instance_type.clone()),
+                os: None,
+                tenancy: None,
+                amount: CommitmentAmount::Instances(1),
+            };
+            match rt.block_on(market.quote(&spec)) {
+                Ok(q) => rows.push((term, payment, q)),
+                Err(e) => failures.push(format!("{term} {payment}: {e}")),
+            }
+        }
+    }
+    if args.json {
+        let out = serde_json::json!({
+            "region": region,
+            "instance_type": instance_type,
+            "reservations": rows.iter().map(|(t, p, q)| serde_json::json!({
+                "term": t, "payment": p, "hourly_cost": q.hourly_cost, "upfront": q.upfront, "offering": q.offering,
+            })).collect::<Vec<_>>(),
+            "failed": failures,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("Azure reservation prices for 1 x {instance_type} in {region} (calculatePrice):");
+        println!(
+            "  {:<5} {:<12} {:>14} {:>12}",
+            "term", "payment", "USD/inst-h", "upfront"
+        );
+        for (t, p, q) in &rows {
+            println!(
+                "  {:<5} {:<12} {:>14} {:>12}",
+                t.to_string(),
+                p.as_str(),
+                q.hourly_cost.to_string(),
+                q.upfront.to_string()
+            );
+        }
+        for f in &failures {
+            println!("failed: {f}");
+        }
+    }
+    if rows.is_empty() {
+        anyhow::bail!("every Azure price quote failed: {}", failures.join("; "));
     }
     Ok(ExitCode::SUCCESS)
 }

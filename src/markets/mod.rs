@@ -21,6 +21,7 @@
 //! the daemon's planner gives up reservations only where it does.
 
 pub mod aws;
+pub mod azure;
 pub mod sim;
 
 pub use crate::domain::purchase::{Operation, PurchaseSpec};

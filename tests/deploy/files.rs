@@ -342,15 +342,35 @@ fn roles_are_assumed_only_inside_the_organization() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn the_azure_role_is_a_well_formed_custom_role() {
-    // No Azure client exists yet: the role's actions are the plan documented for it, and only
-    // its shape can be checked. When a client lands, derive its actions from its calls as the
-    // AWS policy's are, and replace this guard.
-    assert!(
-        !root().join("src/markets/azure").exists()
-            && !read("Cargo.toml").lines().any(|l| l.starts_with("azure")),
-        "an Azure client exists now: check deploy/azure/commitd-role.json against its calls"
+fn the_azure_role_grants_exactly_the_azure_calls_the_code_makes() {
+    // The client declares the RBAC action of each call it makes, beside the calls
+    // (markets::azure::client::RBAC_ACTIONS); the role grants those and nothing else.
+    let wanted: std::collections::BTreeSet<String> = commitd::markets::azure::client::RBAC_ACTIONS
+        .iter()
+        .map(|(_, action)| action.to_string())
+        .collect();
+    let role_json: Value = serde_json::from_str(&read("deploy/azure/commitd-role.json"))
+        .expect("deploy/azure/commitd-role.json is JSON");
+    let granted: std::collections::BTreeSet<String> =
+        strings(&role_json["Actions"]).into_iter().collect();
+    assert_eq!(
+        granted, wanted,
+        "deploy/azure/commitd-role.json must grant exactly the actions of the Azure client's calls"
     );
+    // Every call named in the table is a call the client source makes.
+    let source = read("src/markets/azure/client.rs");
+    let code = source
+        .split_once("impl AzureClients {")
+        .map(|(_, code)| code)
+        .expect("src/markets/azure/client.rs has impl AzureClients");
+    for (calls, _) in commitd::markets::azure::client::RBAC_ACTIONS {
+        for call in calls.split(", ") {
+            assert!(
+                code.contains(&format!("\"{call}\"")),
+                "{call}: named in RBAC_ACTIONS but not called in src/markets/azure/client.rs"
+            );
+        }
+    }
     let role: Value = serde_json::from_str(&read("deploy/azure/commitd-role.json"))
         .expect("deploy/azure/commitd-role.json is JSON");
     assert!(role["Name"].as_str().is_some_and(|n| !n.is_empty()));
