@@ -171,6 +171,42 @@ pub struct DaemonConfig {
     /// Where purchases are made: "sim" (the built-in simulated market, the default), "aws"
     /// (the AWS SDK, settings in `[aws]`) or "azure" (the Azure SDK, settings in `[azure]`).
     pub provider: MarketKind,
+    /// Several clouds at once, instead of `provider`: `providers = ["aws", "azure"]` runs one
+    /// market per provider side by side (each with its own section) and routes every action
+    /// to the market of the provider it names (`markets::route`).
+    pub providers: Vec<MarketKind>,
+}
+
+impl DaemonConfig {
+    /// The markets the daemon buys in: `providers` when set, else the one `provider`.
+    pub fn markets(&self) -> Vec<MarketKind> {
+        if self.providers.is_empty() {
+            vec![self.provider]
+        } else {
+            self.providers.clone()
+        }
+    }
+
+    fn validate_markets(&self) -> Result<(), String> {
+        if self.providers.is_empty() {
+            return Ok(());
+        }
+        if self.provider != MarketKind::Sim {
+            return Err(format!(
+                "[daemon] sets both provider = \"{}\" and providers: set one (providers = [\"aws\", \"azure\"] for several clouds)",
+                self.provider
+            ));
+        }
+        for (i, kind) in self.providers.iter().enumerate() {
+            if *kind == MarketKind::Sim {
+                return Err("[daemon] providers: 'sim' is a market of every provider on its own; it cannot be combined (use provider = \"sim\")".into());
+            }
+            if self.providers[..i].contains(kind) {
+                return Err(format!("[daemon] providers names '{kind}' twice"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The market the service buys in (`[daemon] provider`), parsed once when the configuration
@@ -233,6 +269,7 @@ impl Default for DaemonConfig {
             webhook_ca_file: None,
             plan_file: None,
             provider: MarketKind::Sim,
+            providers: Vec::new(),
         }
     }
 }
@@ -929,6 +966,7 @@ impl Config {
         self.planner
             .validate()
             .map_err(|e| format!("[planner] {e}"))?;
+        self.daemon.validate_markets()?;
         if let Some(url) = &self.database_url {
             let u = url.expose();
             if crate::store::backend_of(u).is_none() {
@@ -948,7 +986,7 @@ impl Config {
                         .to_string(),
                 );
             }
-            if self.daemon.provider != MarketKind::Aws {
+            if !self.daemon.markets().contains(&MarketKind::Aws) {
                 return Err(format!(
                     "[source] cost_explorer_days reads AWS Cost Explorer: it needs [daemon] provider = \"aws\" (it is '{}')",
                     self.daemon.provider
@@ -1361,6 +1399,29 @@ mod tests {
         );
         let e = load("[daemon]\nprovider = \"gcp\"\n").unwrap_err();
         assert!(e.contains("'sim'") && e.contains("'azure'"), "{e}");
+    }
+
+    #[test]
+    fn several_providers_run_side_by_side_and_bad_combinations_are_named() {
+        let load = |text: &str| {
+            let f = file(text);
+            Config::load_with_env(Some(f.path()), &env(&[])).map_err(|e| e.to_string())
+        };
+        let c = load("[daemon]\nproviders = [\"aws\", \"azure\"]\n").unwrap();
+        assert_eq!(c.daemon.markets(), vec![MarketKind::Aws, MarketKind::Azure]);
+        let c = load("[daemon]\nprovider = \"azure\"\n").unwrap();
+        assert_eq!(c.daemon.markets(), vec![MarketKind::Azure]);
+        let e =
+            load("[daemon]\nprovider = \"aws\"\nproviders = [\"aws\", \"azure\"]\n").unwrap_err();
+        assert!(e.contains("both provider"), "{e}");
+        let e = load("[daemon]\nproviders = [\"sim\", \"aws\"]\n").unwrap_err();
+        assert!(e.contains("cannot be combined"), "{e}");
+        let e = load("[daemon]\nproviders = [\"aws\", \"aws\"]\n").unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+        // Cost Explorer needs AWS among them.
+        let c =
+            load("[source]\ncost_explorer_days = 30\n[daemon]\nproviders = [\"azure\", \"aws\"]\n");
+        assert!(c.is_ok(), "{c:?}");
     }
 
     #[test]

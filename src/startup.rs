@@ -177,11 +177,13 @@ fn planner(config: &Config) -> Result<Arc<dyn PlanSource>, StartupError> {
     crate::service::optimizer::planner(config).map_err(StartupError::Config)
 }
 
-/// Opens the store, loads policies, the rate card and the planner, and connects the market.
-async fn wire(config: &Config, failpoint: Failpoint) -> Result<Parts, StartupError> {
-    let store = Store::connect(config.database_url().expose()).await?;
-    let policies = Arc::new(PolicySource::watch(&config.policies_dir)?);
-    let market: Arc<dyn CommitmentMarket> = match config.daemon.provider {
+/// The market of one kind, connected with its section's settings.
+async fn market(
+    config: &Config,
+    kind: MarketKind,
+    store: &Store,
+) -> Result<Arc<dyn CommitmentMarket>, StartupError> {
+    Ok(match kind {
         MarketKind::Sim => Arc::new(SimMarket::new(store.clone(), rate_card(config)?)),
         MarketKind::Aws => Arc::new(aws_market(config).await?),
         MarketKind::Azure => Arc::new(
@@ -189,6 +191,36 @@ async fn wire(config: &Config, failpoint: Failpoint) -> Result<Parts, StartupErr
                 .map(crate::markets::azure::AzureMarket::new)
                 .map_err(|e| StartupError::Config(format!("[azure]: {e}")))?,
         ),
+    })
+}
+
+/// Opens the store, loads policies, the rate card and the planner, and connects the market.
+async fn wire(config: &Config, failpoint: Failpoint) -> Result<Parts, StartupError> {
+    let store = Store::connect(config.database_url().expose()).await?;
+    let policies = Arc::new(PolicySource::watch(&config.policies_dir)?);
+    let kinds = config.daemon.markets();
+    let market: Arc<dyn CommitmentMarket> = match kinds.as_slice() {
+        [one] => market(config, *one, &store).await?,
+        several => {
+            let mut markets = Vec::new();
+            for kind in several {
+                let provider = match kind {
+                    MarketKind::Aws => crate::domain::Provider::Aws,
+                    MarketKind::Azure => crate::domain::Provider::Azure,
+                    // Refused when the configuration loads.
+                    MarketKind::Sim => {
+                        return Err(StartupError::Config(
+                            "[daemon] providers: 'sim' cannot be combined".into(),
+                        ))
+                    }
+                };
+                markets.push((provider, market(config, *kind, &store).await?));
+            }
+            Arc::new(
+                crate::markets::route::Providers::new(markets)
+                    .map_err(|e| StartupError::Config(format!("[daemon] providers: {e}")))?,
+            )
+        }
     };
     let proposals = ProposalStore::new(store.clone());
     let audit = AuditLog::open(store.clone());

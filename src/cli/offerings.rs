@@ -48,32 +48,40 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let now = chrono::Utc::now();
     let lookup = rt.block_on(async {
         let clients = AwsClients::connect(&args.aws.settings()).await?;
-        if args.refresh {
-            let fetched = clients
-                .fetch_rate_card(args.instance_type.as_deref())
-                .await?;
-            let card = CachedRateCard::new(
-                now,
-                &clients.region,
-                args.instance_type.as_deref(),
-                &fetched.value,
-            );
-            cache.store(&card)?;
-            Ok::<_, crate::markets::aws::offerings::CacheError>((card, false, fetched.request_ids))
-        } else {
-            let l = cache
-                .get_or_refresh(&clients, args.instance_type.as_deref(), now)
-                .await?;
-            Ok((l.card, l.from_cache, l.request_ids))
+        let it = args.instance_type.as_deref();
+        if !args.refresh {
+            // A corrupt cache is only a cache: fetch anew.
+            if let Ok(Some(card)) = cache.load(&clients.region, it) {
+                if card.is_fresh(now) {
+                    return Ok::<_, crate::markets::aws::offerings::CacheError>((
+                        card,
+                        true,
+                        Vec::new(),
+                        Vec::new(),
+                    ));
+                }
+            }
         }
+        // Each offering API on its own: one that fails is named, the other still prints.
+        let fetched = clients.fetch_rate_card_each(it).await?;
+        let card = CachedRateCard::new(now, &clients.region, it, &fetched.card.value);
+        // Only a complete card is cached: a partial one would hide offers for a day.
+        if fetched.failed.is_empty() {
+            cache.store(&card)?;
+        }
+        Ok((card, false, fetched.card.request_ids, fetched.failed))
     });
-    let (card, from_cache, request_ids) = lookup.context("reading AWS offerings")?;
+    let (card, from_cache, request_ids, failed) = lookup.context("reading AWS offerings")?;
+    for f in &failed {
+        eprintln!("warning: not listed, the call failed: {f}");
+    }
     if args.json {
         let out = serde_json::json!({
             "region": card.region,
             "instance_type": card.instance_type,
             "fetched_at": card.fetched_at,
             "from_cache": from_cache,
+            "failed": failed,
             "offers": card.offers.iter().map(|(p, o)| serde_json::json!({"product": p, "offer": o})).collect::<Vec<_>>(),
             "request_ids": request_ids,
         });

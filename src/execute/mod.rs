@@ -493,7 +493,7 @@ impl Executor {
             None => None,
         };
         let key = Self::key(p);
-        let provider = self.market.name().to_string();
+        let provider = self.provider_name(p).to_string();
         let started = self
             .proposals
             .start_call(&p.id, fence.as_ref(), &key, from, now, |q| {
@@ -633,7 +633,7 @@ impl Executor {
             },
         )
         .with_rationale(json!({
-            "provider": self.market.name(),
+            "provider": self.provider_name(p),
             "operation": p.action.operation,
             "what": p.action.describe(),
             "attempts": p.attempts,
@@ -719,6 +719,12 @@ impl Executor {
         }
     }
 
+    /// The market that acts for the proposal, as the audit log names it (the provider's own
+    /// market where one daemon routes to several).
+    fn provider_name(&self, p: &Proposal) -> &str {
+        self.market.provider_name(p.action.spec.provider)
+    }
+
     fn exchange_request(p: &Proposal, source_ids: &[String], at: DateTime<Utc>) -> ExchangeRequest {
         ExchangeRequest {
             idempotency_key: Self::key(p),
@@ -799,7 +805,10 @@ impl Executor {
             }
             Operation::Sell { .. } => {
                 let Some(request) = Self::sale_request(p, now) else {
-                    return Err(ProviderError::unsupported(self.market.name(), "this sale"));
+                    return Err(ProviderError::unsupported(
+                        self.provider_name(p),
+                        "this sale",
+                    ));
                 };
                 let l = self.market.sell(&request).await?;
                 self.listed(p, &request, l, false)
@@ -819,7 +828,7 @@ impl Executor {
             commitment_id: c.id.clone(),
             amount: Some(c.total_cost()),
             rationale: json!({
-                "provider": self.market.name(),
+                "provider": self.provider_name(p),
                 "reconciled": reconciled,
                 "hourly_cost": c.hourly_cost,
                 "upfront": c.upfront,
@@ -843,7 +852,7 @@ impl Executor {
             commitment_id: r.commitment_id,
             amount: None,
             rationale: json!({
-                "provider": self.market.name(),
+                "provider": self.provider_name(p),
                 "operation": "return",
                 "reconciled": reconciled,
                 "state": r.state,
@@ -869,7 +878,7 @@ impl Executor {
             // asking price, money that may come in, is in the rationale).
             amount: None,
             rationale: json!({
-                "provider": self.market.name(),
+                "provider": self.provider_name(p),
                 "operation": "sale",
                 "reconciled": reconciled,
                 "listing_id": listed.listing_id,
@@ -900,7 +909,7 @@ impl Executor {
         Completed {
             amount: done.quote.as_ref().map(|q| q.payment_due),
             rationale: json!({
-                "provider": self.market.name(),
+                "provider": self.provider_name(p),
                 "operation": "exchange",
                 "reconciled": reconciled,
                 "exchange_id": done.exchange_id,
@@ -976,7 +985,7 @@ impl Executor {
             },
         )
         .with_rationale(json!({
-            "provider": self.market.name(),
+            "provider": self.provider_name(p),
             "operation": p.action.operation,
             "attempt": p.attempts,
         }))

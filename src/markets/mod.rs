@@ -22,6 +22,7 @@
 
 pub mod aws;
 pub mod azure;
+pub mod route;
 pub mod sim;
 
 pub use crate::domain::purchase::{Operation, PurchaseSpec};
@@ -254,6 +255,13 @@ impl<T> From<Option<T>> for Found<T> {
 pub trait CommitmentMarket: Send + Sync {
     /// Short name for logs and the audit log ("sim", "aws", "azure").
     fn name(&self) -> &str;
+
+    /// The name of the market that acts for `provider`, for the audit log: the market's own
+    /// name, except where one market routes to several ([`route::Providers`]).
+    fn provider_name(&self, provider: crate::domain::Provider) -> &str {
+        let _ = provider;
+        self.name()
+    }
 
     /// Every commitment this market holds for us.
     fn inventory(&self) -> BoxFuture<'_, Result<Vec<Commitment>, ProviderError>>;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use commitd::domain::{Instrument, Money, PaymentOption, Term};
 use commitd::markets::aws::execute::SavingsPlanPurchase;
 use commitd::markets::aws::{AwsClients, AwsSettings, StaticCredentials};
-use commitd_testkit::aws_server::{TestServer, World};
+use commitd_testkit::aws_server::{Fault, TestServer, World};
 use std::process::Command;
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -148,6 +148,63 @@ async fn inventory_and_offerings_commands_honour_the_aws_environment() {
         assert_eq!(v["offers"].as_array().unwrap().len(), 24);
         assert_eq!(v["offers"][0]["product"]["instance_type"], "c5.xlarge");
     }
+
+    // The Savings Plans API refusing (a permission missing): the RI offerings still print,
+    // the failure is named, and the day's complete card in the cache is not replaced.
+    server
+        .world()
+        .inject_always("DescribeSavingsPlansOfferingRates", Fault::Unauthorized);
+    let a = args(&["--refresh"]);
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let (b, e, h) = (bin.clone(), endpoint.clone(), home_path.clone());
+        move || {
+            commitd(
+                &b,
+                &e,
+                &h,
+                &a.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("savings plan rates") && err.contains("DescribeSavingsPlansOfferingRates"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let offers = v["offers"].as_array().unwrap();
+    assert!(!offers.is_empty() && offers.len() < 24, "{v}");
+    assert!(
+        offers.iter().all(|o| o["offer"]["instrument"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ReservedInstance")),
+        "{v}"
+    );
+    assert_eq!(v["failed"].as_array().unwrap().len(), 1, "{v}");
+    let a = args(&[]);
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let (b, e, h) = (bin.clone(), endpoint.clone(), home_path.clone());
+        move || {
+            commitd(
+                &b,
+                &e,
+                &h,
+                &a.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["from_cache"], true);
+    assert_eq!(v["offers"].as_array().unwrap().len(), 24);
+    server
+        .world()
+        .clear_faults(Some("DescribeSavingsPlansOfferingRates"));
 
     // A bad endpoint fails clearly, naming the operation.
     let (ok, _, err) = tokio::task::spawn_blocking({

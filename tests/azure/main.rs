@@ -11,6 +11,7 @@ mod cli;
 mod examples;
 mod executor;
 mod faults;
+mod returns;
 mod sdk;
 
 use commitd::markets::azure::{AzureClients, AzureMarket, AzureRetrySettings, AzureSettings};

@@ -6,6 +6,7 @@
 mod common;
 
 mod aws;
+mod azure;
 mod cost_explorer;
 mod cycle;
 mod equivalence;

@@ -416,6 +416,58 @@ impl AwsClients {
             request_ids,
         })
     }
+
+    /// Like [`AwsClients::fetch_rate_card`], but each offering API on its own: when one fails
+    /// (a permission missing, a service down), what the other answered is kept and the failure
+    /// is named in [`PartialRateCard::failed`]. Fails only when both fail.
+    pub async fn fetch_rate_card_each(
+        &self,
+        instance_type: Option<&str>,
+    ) -> Result<PartialRateCard, AwsError> {
+        let region = self.region.clone();
+        let sp = self.savings_plan_rates(&region, instance_type).await;
+        let ri = self.reserved_instance_offerings(instance_type).await;
+        let (sp, ri) = match (sp, ri) {
+            (Err(e), Err(_)) => return Err(e),
+            both => both,
+        };
+        let mut failed = Vec::new();
+        let mut request_ids = Vec::new();
+        let sp_rates = match sp {
+            Ok(c) => {
+                request_ids.extend(c.request_ids);
+                c.value
+            }
+            Err(e) => {
+                failed.push(format!("savings plan rates: {e}"));
+                Vec::new()
+            }
+        };
+        let ri_offers = match ri {
+            Ok(c) => {
+                request_ids.extend(c.request_ids);
+                c.value
+            }
+            Err(e) => {
+                failed.push(format!("Reserved Instance offerings: {e}"));
+                Vec::new()
+            }
+        };
+        Ok(PartialRateCard {
+            card: Called {
+                value: rate_card(&sp_rates, &ri_offers),
+                request_ids,
+            },
+            failed,
+        })
+    }
+}
+
+/// A rate card from the offering APIs that answered, and what failed (empty: complete).
+#[derive(Debug)]
+pub struct PartialRateCard {
+    pub card: Called<RateCard>,
+    pub failed: Vec<String>,
 }
 
 /// A rate card as cached on disk, with when it was fetched.

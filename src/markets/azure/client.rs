@@ -17,8 +17,8 @@
 use super::credential::{AzureCredential, CredentialSource};
 use super::error::AzureError;
 use super::model::{
-    AsyncOperation, CalculatePrice, Page, Reservation, ReservationOrder, SavingsPlan,
-    SavingsPlanOrder, SavingsPlanOrderAlias, ValidateResponse,
+    AsyncOperation, CalculatePrice, Page, RefundResponse, Reservation, ReservationOrder,
+    SavingsPlan, SavingsPlanOrder, SavingsPlanOrderAlias, ValidateResponse,
 };
 use super::transport::HyperTransport;
 use azure_core::headers::{HeaderName, Headers};
@@ -40,7 +40,7 @@ const MAX_PAGES: usize = 10_000;
 
 /// The Azure RBAC actions of the calls this client makes, by call. The custom role in
 /// `deploy/azure/commitd-role.json` grants exactly these (checked by `tests/deploy`): nothing
-/// for returns or exchanges until the client makes them.
+/// for exchanges until the client makes them.
 pub const RBAC_ACTIONS: &[(&str, &str)] = &[
     (
         "ReservationOrder_List, ReservationOrder_Get",
@@ -61,6 +61,14 @@ pub const RBAC_ACTIONS: &[(&str, &str)] = &[
     (
         "ReservationOrder_Purchase",
         "Microsoft.Capacity/reservationorders/purchase/action",
+    ),
+    (
+        "CalculateRefund_Post",
+        "Microsoft.Capacity/reservationorders/calculaterefund/action",
+    ),
+    (
+        "Return_Post",
+        "Microsoft.Capacity/reservationorders/return/action",
     ),
     (
         "SavingsPlanOrder_List",
@@ -195,6 +203,8 @@ pub struct Inventory {
 #[derive(Clone)]
 pub struct AzureClients {
     pub capacity: capacity::Client,
+    /// Microsoft.Capacity without retries, for the calls that carry no client token.
+    capacity_once: capacity::Client,
     pub benefits: benefits::Client,
     pipeline: Pipeline,
     credential: Arc<AzureCredential>,
@@ -272,6 +282,14 @@ impl AzureClients {
             .retry(retry.clone())
             .build()
             .map_err(config)?;
+        // Calls without a client token (a return) are sent once: a retry after a lost answer
+        // could act twice; the market settles such an outcome by reading Azure's state.
+        let capacity_once = capacity::ClientBuilder::new(credential.clone())
+            .endpoint(endpoint.clone())
+            .transport(transport_options.clone())
+            .retry(RetryOptions::none())
+            .build()
+            .map_err(config)?;
         let benefits = benefits::ClientBuilder::new(credential.clone())
             .endpoint(endpoint.clone())
             .transport(transport_options.clone())
@@ -291,6 +309,7 @@ impl AzureClients {
             .to_string();
         Ok(AzureClients {
             capacity,
+            capacity_once,
             benefits,
             pipeline,
             credential,
@@ -654,6 +673,66 @@ impl AzureClients {
         Self::read(OP, r.into_raw_response()).await
     }
 
+    /// `calculateRefund`: what returning `quantity` instances of `reservation_id` (its full
+    /// resource id) would give back, with the refund policy's verdict and a session id for
+    /// [`AzureClients::return_reservation`]. Changes nothing.
+    pub async fn calculate_refund(
+        &self,
+        order_id: &str,
+        reservation_id: &str,
+        quantity: u32,
+    ) -> Result<Answer<RefundResponse>, AzureError> {
+        const OP: &str = "CalculateRefund_Post";
+        let body = capacity::models::CalculateRefundRequest {
+            id: Some(format!(
+                "/providers/microsoft.capacity/reservationOrders/{order_id}"
+            )),
+            properties: Some(capacity::models::CalculateRefundRequestProperties {
+                scope: Some("Reservation".into()),
+                reservation_to_return: Some(to_return(reservation_id, quantity, OP)?),
+            }),
+        };
+        let r = self
+            .capacity
+            .calculate_refund_client()
+            .post(order_id, body)
+            .send()
+            .await
+            .map_err(|e| AzureError::from_core(OP, e))?;
+        Self::read(OP, r.into_raw_response()).await
+    }
+
+    /// `return`: gives `quantity` instances of `reservation_id` back under the session of a
+    /// `calculateRefund`. Azure answers 202 with the refund; the call carries no client token,
+    /// so an answer lost after Azure acted is only settled by reading the reservation back.
+    pub async fn return_reservation(
+        &self,
+        order_id: &str,
+        reservation_id: &str,
+        quantity: u32,
+        session_id: &str,
+        reason: &str,
+    ) -> Result<Answer<RefundResponse>, AzureError> {
+        const OP: &str = "Return_Post";
+        let body = capacity::models::RefundRequest {
+            properties: Some(capacity::models::RefundRequestProperties {
+                session_id: Some(session_id.to_string()),
+                scope: Some("Reservation".into()),
+                reservation_to_return: Some(to_return(reservation_id, quantity, OP)?),
+                return_reason: Some(reason.to_string()),
+            }),
+        };
+        // `.send()`: awaiting the builder would poll and parse the answer as an order.
+        let r = self
+            .capacity_once
+            .return_client()
+            .post(order_id, body)
+            .send()
+            .await
+            .map_err(|e| AzureError::from_core(OP, e))?;
+        Self::read(OP, r.into_raw_response()).await
+    }
+
     /// Reservation orders (with their plan information), reservations, savings plan orders and
     /// savings plans: four listings, paging followed, then one GET per live reservation order
     /// for its price (the listing does not carry it).
@@ -712,6 +791,27 @@ impl AzureClients {
             request_ids: ids,
         })
     }
+}
+
+fn to_return(
+    reservation_id: &str,
+    quantity: u32,
+    operation: &'static str,
+) -> Result<capacity::models::ReservationToReturn, AzureError> {
+    let quantity = i32::try_from(quantity)
+        .ok()
+        .filter(|q| *q > 0)
+        .ok_or_else(|| {
+            AzureError::bad(
+                operation,
+                "quantity",
+                format!("{quantity} is not 1 or more"),
+            )
+        })?;
+    Ok(capacity::models::ReservationToReturn {
+        reservation_id: Some(reservation_id.to_string()),
+        quantity: Some(quantity),
+    })
 }
 
 /// The wait a `Retry-After` (seconds) asks for, within the configured bounds.

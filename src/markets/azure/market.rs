@@ -22,8 +22,9 @@
 //!   an answer (no response, 5xx after retries, a poll that timed out) is an unknown outcome
 //!   (looked up first); throttling and everything on reads is retryable; 4xx is final.
 //!
-//! Not here yet (issue #25): returns (`calculateRefund` / `return`), exchanges, the offerings
-//! rate card for the planner (`offers` is None: the planner prices from the source rate card).
+//! Returns: `calculateRefund` then `return` ([`AzureMarket::give_back`]), within Azure's rolling
+//! refund cap. Not here yet (issue #25): exchanges, the offerings rate card for the planner
+//! (`offers` is None: the planner prices from the source rate card).
 
 use super::client::{Accepted, AzureClients, Inventory};
 use super::error::AzureError;
@@ -33,7 +34,7 @@ use crate::domain::{
 };
 use crate::markets::{
     BoxFuture, CommitmentMarket, Found, Operation, ProviderError, Purchase, PurchaseRequest,
-    PurchaseSpec, Quote,
+    PurchaseSpec, Quote, ReturnRequest, Returned,
 };
 use azure_mgmt_billingbenefits::package_2022_11_01::models as bb;
 use azure_mgmt_reservations::package_2022_11::models as cap;
@@ -946,6 +947,184 @@ impl AzureMarket {
     }
 }
 
+/// The order and reservation a commitment id names: the market's own `{order}/{reservation}`,
+/// or a full ARM resource id.
+pub fn reservation_ref(commitment_id: &str) -> Result<(String, String), ProviderError> {
+    let id = commitment_id.trim();
+    let pair = match order_of(id) {
+        Some(order) => Some((order, leaf(id))),
+        None => id
+            .split_once('/')
+            .map(|(o, r)| (o.to_ascii_lowercase(), r.to_ascii_lowercase())),
+    };
+    match pair {
+        Some((order, item)) if !order.is_empty() && !item.is_empty() && !item.contains('/') => {
+            Ok((order, item))
+        }
+        _ => Err(refused(format!(
+            "'{commitment_id}' does not name an Azure reservation ({{order}}/{{reservation}})"
+        ))),
+    }
+}
+
+/// A reservation's full resource id, as the refund calls name it.
+fn reservation_resource(order: &str, item: &str) -> String {
+    format!("/providers/microsoft.capacity/reservationOrders/{order}/reservations/{item}")
+}
+
+impl AzureMarket {
+    /// The reservation as Azure shows it now; None when its order or it is unknown.
+    async fn reservation_now(
+        &self,
+        order: &str,
+        item: &str,
+    ) -> Result<Option<Reservation>, ProviderError> {
+        match self.clients.reservations_in_order(order).await {
+            Ok(list) => Ok(list.value.into_iter().find(|r| leaf(&r.id) == item)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(provider_error(e, false)),
+        }
+    }
+
+    /// Returns instances of a reservation: `calculateRefund` (the refund, the policy's
+    /// verdict on the rolling cap, a session), then `return` under that session. The return
+    /// has no client token: once it was sent, an error is an unknown outcome, settled only by
+    /// reading the reservation back ([`AzureMarket::found_return`]), never by sending again.
+    async fn give_back(&self, request: &ReturnRequest) -> Result<Returned, ProviderError> {
+        let (order, item) = reservation_ref(&request.commitment_id)?;
+        let Some(r) = self.reservation_now(&order, &item).await? else {
+            return Err(refused(format!(
+                "no reservation {} in this tenant",
+                request.commitment_id
+            )));
+        };
+        let state = r.properties.provisioning_state.clone();
+        if state_in(state.as_deref(), &FAILED_STATES) || state_in(state.as_deref(), &GONE_STATES) {
+            return Err(refused(format!(
+                "reservation {} is {}: nothing to return",
+                request.commitment_id,
+                state.as_deref().unwrap_or("?")
+            )));
+        }
+        let held = r.properties.quantity.unwrap_or(0);
+        let quantity = request.instances.unwrap_or(held);
+        if quantity == 0 || quantity > held {
+            return Err(refused(format!(
+                "cannot return {quantity} of reservation {}: it holds {held}",
+                request.commitment_id
+            )));
+        }
+        let resource = reservation_resource(&order, &item);
+        let calc = self
+            .clients
+            .calculate_refund(&order, &resource, quantity)
+            .await
+            .map_err(|e| provider_error(e, false))?;
+        let errors = calc.value.policy_errors();
+        if !errors.is_empty() {
+            return Err(refused(format!(
+                "Azure's refund policy refuses the return of {quantity} x {}: {}",
+                request.commitment_id,
+                errors.join("; ")
+            )));
+        }
+        if let (Some(refund), Some(used), Some(limit)) = (
+            calc.value.refund_usd(),
+            calc.value.consumed_usd(),
+            calc.value.limit_usd(),
+        ) {
+            if used + refund > limit {
+                return Err(refused(format!(
+                    "the refund of {refund} USD would exceed the rolling 12-month cap ({used} of {limit} USD used)"
+                )));
+            }
+        }
+        let session = calc
+            .value
+            .properties
+            .session_id
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| refused("calculateRefund gave no sessionId".into()))?;
+        let reason = format!("commitd: idle reservation ({})", request.idempotency_key);
+        let done = self
+            .clients
+            .return_reservation(&order, &resource, quantity, &session, &reason)
+            .await
+            .map_err(|e| provider_error(e, true))?;
+        let mut ids = calc.request_ids;
+        ids.extend(done.request_ids);
+        Ok(Returned {
+            idempotency_key: request.idempotency_key.clone(),
+            commitment_id: request.commitment_id.clone(),
+            request_id: ids.join(","),
+            state: if quantity == held {
+                "returned".into()
+            } else {
+                format!("{quantity} of {held} returned")
+            },
+        })
+    }
+
+    /// Whether a return already happened, from the reservation's state: a whole reservation
+    /// returned is `Cancelled`. A partial return leaves a smaller quantity that cannot be told
+    /// from one bought that size, so it is not claimed (the executor then parks the proposal
+    /// for a person, since the return API has no client token).
+    async fn found_return(
+        &self,
+        request: &ReturnRequest,
+    ) -> Result<Option<Returned>, ProviderError> {
+        let (order, item) = reservation_ref(&request.commitment_id)?;
+        let Some(r) = self.reservation_now(&order, &item).await? else {
+            return Ok(None);
+        };
+        let whole = request.instances.is_none() || request.instances == r.properties.quantity;
+        let cancelled = state_in(
+            r.properties.provisioning_state.as_deref(),
+            &["cancelled", "canceled"],
+        );
+        Ok((whole && cancelled).then(|| Returned {
+            idempotency_key: request.idempotency_key.clone(),
+            commitment_id: request.commitment_id.clone(),
+            request_id: String::new(),
+            state: "returned".into(),
+        }))
+    }
+
+    /// Refunds in the rolling 12 months, from Azure's own count (`consumedRefundsTotal` of a
+    /// `calculateRefund` on a held reservation: it is per billing profile, so any one tells).
+    /// None held: nothing to return, so nothing to count.
+    async fn refunded(&self) -> Result<Vec<(Hour, Money)>, ProviderError> {
+        let (held, _) = self.holdings().await?;
+        let Some(c) = held
+            .iter()
+            .find(|c| c.instrument == Instrument::AzureReservation && !c.id.ends_with("/pending"))
+        else {
+            return Ok(Vec::new());
+        };
+        let now = Hour::from_datetime((self.clock)());
+        let (order, item) = reservation_ref(&c.id)?;
+        let used = match self
+            .clients
+            .calculate_refund(&order, &reservation_resource(&order, &item), 1)
+            .await
+        {
+            Ok(calc) => calc.value.consumed_usd().unwrap_or_default(),
+            // Without Azure's count (the role lacks calculateRefund, an outage) the cap is
+            // taken as spent: no return is planned, and the cycle still plans purchases.
+            Err(e) => {
+                tracing::warn!(error = %e, "Azure refund cap unknown; planning no returns");
+                return Ok(vec![(now, crate::domain::rules::AZURE_REFUND_CAP)]);
+            }
+        };
+        if used <= Decimal::ZERO {
+            return Ok(Vec::new());
+        }
+        // Counted as refunded now: the cap then stays spent for the longest it could.
+        Ok(vec![(now, money(used)?)])
+    }
+}
+
 /// A commitment from an order alone (its reservations not listed yet).
 fn order_commitment(order: &ReservationOrder, id: &str) -> Commitment {
     let p = &order.properties;
@@ -1020,10 +1199,33 @@ impl CommitmentMarket for AzureMarket {
     }
 
     /// A purchase PUT is idempotent on the name the key derives: resending it cannot buy twice.
-    /// Nothing else is executed by this market yet (the default methods refuse).
+    /// A return carries no client token: never resent after an unknown outcome. Exchanges are
+    /// not executed by this market yet (the default methods refuse).
     fn deduplicates(&self, operation: &Operation, spec: &PurchaseSpec) -> bool {
         let _ = spec;
         matches!(operation, Operation::Purchase)
+    }
+
+    fn return_commitment<'a>(
+        &'a self,
+        request: &'a ReturnRequest,
+    ) -> BoxFuture<'a, Result<Returned, ProviderError>> {
+        Box::pin(self.give_back(request))
+    }
+
+    fn find_return<'a>(
+        &'a self,
+        request: &'a ReturnRequest,
+    ) -> BoxFuture<'a, Result<Option<Returned>, ProviderError>> {
+        Box::pin(self.found_return(request))
+    }
+
+    fn refunds(&self) -> BoxFuture<'_, Result<Vec<(Hour, Money)>, ProviderError>> {
+        Box::pin(self.refunded())
+    }
+
+    fn returns_reservations(&self) -> bool {
+        true
     }
 }
 

@@ -374,6 +374,99 @@ pub struct ValidateResult {
     pub reason_code: Option<String>,
 }
 
+/// The answer of `calculateRefund` (200) and of `return` (202): what returning `quantity`
+/// instances of a reservation gives back, and the refund policy's verdict (the rolling
+/// 12-month cap: `consumedRefundsTotal` against `maxRefundLimit`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundResponse {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub properties: RefundResponseProperties,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundResponseProperties {
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub quantity: Option<u32>,
+    #[serde(default)]
+    pub billing_refund_amount: Option<Price>,
+    #[serde(default)]
+    pub pricing_refund_amount: Option<Price>,
+    #[serde(default)]
+    pub policy_result: Option<RefundPolicyResult>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RefundPolicyResult {
+    #[serde(default)]
+    pub properties: RefundPolicyResultProperties,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundPolicyResultProperties {
+    #[serde(default)]
+    pub consumed_refunds_total: Option<Price>,
+    #[serde(default)]
+    pub max_refund_limit: Option<Price>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub policy_errors: Vec<ErrorDetail>,
+}
+
+impl RefundResponse {
+    fn policy(&self) -> Option<&RefundPolicyResultProperties> {
+        self.properties
+            .policy_result
+            .as_ref()
+            .map(|p| &p.properties)
+    }
+
+    /// The refund in USD (the pricing currency), if the answer gives it in USD.
+    pub fn refund_usd(&self) -> Option<Decimal> {
+        usd(self.properties.pricing_refund_amount.as_ref())
+    }
+
+    /// Refunds already made in the rolling 12 months, USD.
+    pub fn consumed_usd(&self) -> Option<Decimal> {
+        usd(self
+            .policy()
+            .and_then(|p| p.consumed_refunds_total.as_ref()))
+    }
+
+    /// The cap, USD.
+    pub fn limit_usd(&self) -> Option<Decimal> {
+        usd(self.policy().and_then(|p| p.max_refund_limit.as_ref()))
+    }
+
+    /// The refund policy's objections ("code: message"), empty when it allows the return.
+    pub fn policy_errors(&self) -> Vec<String> {
+        self.policy()
+            .map(|p| {
+                p.policy_errors
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{}: {}",
+                            e.code.as_deref().unwrap_or("PolicyError"),
+                            e.message.as_deref().unwrap_or("no message")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn usd(p: Option<&Price>) -> Option<Decimal> {
+    p.filter(|p| p.currency_code.as_deref().unwrap_or("USD") == "USD")
+        .and_then(|p| p.amount)
+}
+
 /// The body of an `Azure-AsyncOperation` status URL.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AsyncOperation {

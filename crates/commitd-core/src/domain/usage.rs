@@ -23,8 +23,8 @@ pub struct Product {
 }
 
 /// A usage group: demand that is interchangeable for every commitment (same price, same scope).
-/// `family` is the instance family (AWS "m5") or series (Azure "Es_v5") shown to people;
-/// size-flexibility matching goes through [`UsageGroup::sizing`].
+/// `family` is the instance family (AWS "m5") or size flexibility group (Azure "Esv5 Series")
+/// shown to people; size-flexibility matching goes through [`UsageGroup::sizing`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct UsageGroup {
     pub provider: Provider,
@@ -36,7 +36,11 @@ pub struct UsageGroup {
 }
 
 impl UsageGroup {
-    /// Builds a group, deriving the family from the instance type when the bill does not name one.
+    /// Builds a group. The family comes from the instance type wherever the type is known:
+    /// AWS's family prefix ("m5"), Azure's instance size flexibility group ("Esv5 Series",
+    /// the reservation's scope), so that rows of one product land in one group whatever
+    /// the bill writes (an AKS node pool's row carries no `InstanceSeries`, a VM's does).
+    /// The bill's family is used only for an Azure type the flexibility table does not know.
     pub fn new(
         provider: Provider,
         region: &str,
@@ -48,10 +52,11 @@ impl UsageGroup {
         let family = match (provider, family) {
             // AWS families are written in lower case everywhere but SkuPriceDetails ("M6I").
             (Provider::Aws, _) | (_, None) => sizing::display_family(provider, instance_type),
-            (Provider::Azure, Some(f)) if f.trim().is_empty() => {
-                sizing::display_family(provider, instance_type)
-            }
-            (Provider::Azure, Some(f)) => f.trim().to_string(),
+            (Provider::Azure, Some(f)) => match sizing::sizing(provider, instance_type) {
+                Some(known) => known.flex_group,
+                None if f.trim().is_empty() => sizing::display_family(provider, instance_type),
+                None => f.trim().to_string(),
+            },
         };
         UsageGroup {
             provider,
@@ -309,7 +314,28 @@ mod tests {
             "linux",
             "",
         );
-        assert_eq!(a.family, "Es_v5");
+        // The reservation's scope, whatever the bill calls the series: an AKS node pool's row
+        // (no InstanceSeries) and a VM's row of the same size are one group.
+        assert_eq!(a.family, "Esv5 Series");
+        let aks = UsageGroup::new(
+            Provider::Azure,
+            "eastus",
+            "Standard_E8s_v5",
+            None,
+            "Linux",
+            "Shared",
+        );
+        assert_eq!(aks, a);
+        // A size the flexibility table does not know keeps the bill's series.
+        let unknown = UsageGroup::new(
+            Provider::Azure,
+            "eastus",
+            "Standard_Z9_v9",
+            Some("Zv9"),
+            "Linux",
+            "Shared",
+        );
+        assert_eq!(unknown.family, "Zv9");
         assert_eq!(a.os, "Linux");
         assert_eq!(a.tenancy, "Shared");
         assert!(a.matches_filter("microsoft e8s"));

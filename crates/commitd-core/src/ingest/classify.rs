@@ -418,6 +418,6 @@ mod tests {
         let Kind::Vm(g) = c.kind(a) else {
             panic!("not a VM")
         };
-        assert_eq!(g.family, "Es_v5");
+        assert_eq!(g.family, "Esv5 Series");
     }
 }

@@ -26,6 +26,8 @@ pub enum Op {
     ListSavingsPlanOrders,
     Validate,
     PollAlias,
+    CalculateRefund,
+    Return,
 }
 
 /// A fault injected on the next `times` requests of `op`.
@@ -55,6 +57,8 @@ pub struct Ledger {
     pub tokens_issued: u32,
     /// Every request: "METHOD path".
     pub requests: Vec<String>,
+    /// Returns committed: (order id, instances, USD refunded).
+    pub returns: Vec<(String, u32, Decimal)>,
 }
 
 #[derive(Clone, Debug)]
@@ -73,6 +77,8 @@ pub struct OrderRec {
     /// Polls / reads left before it is Succeeded (0: done).
     pub pending: u32,
     pub failed: bool,
+    /// Instances returned (all: the reservation is Cancelled).
+    pub returned: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -131,6 +137,11 @@ pub struct World {
     pub prices: BTreeMap<(String, String, u8), Decimal>,
     /// When set, `validate` refuses savings plans with this reason.
     pub savings_plan_refusal: Option<String>,
+    /// Refunds in the rolling 12 months of the billing profile, USD, and the cap.
+    pub refunds_consumed: Decimal,
+    pub refund_limit: Decimal,
+    /// calculateRefund sessions: id -> (order, instances, refund).
+    pub refund_sessions: BTreeMap<String, (String, u32, Decimal)>,
     pub orders: BTreeMap<String, OrderRec>,
     pub aliases: BTreeMap<String, AliasRec>,
     /// operation id -> (kind, name)
@@ -158,8 +169,13 @@ fn num(d: Decimal) -> Value {
 }
 
 fn ts(t: DateTime<Utc>) -> String {
-    // Azure's seven fractional digits.
-    t.format("%Y-%m-%dT%H:%M:%S%.7fZ").to_string()
+    // Azure's seven fractional digits (chrono's strftime has no %.7f).
+    use chrono::Timelike;
+    format!(
+        "{}.{:07}Z",
+        t.format("%Y-%m-%dT%H:%M:%S"),
+        t.nanosecond() % 1_000_000_000 / 100
+    )
 }
 
 fn years_of(term: &str) -> Option<u8> {
@@ -207,6 +223,9 @@ impl World {
             now,
             prices,
             savings_plan_refusal: None,
+            refunds_consumed: Decimal::ZERO,
+            refund_limit: Decimal::from(50_000),
+            refund_sessions: BTreeMap::new(),
             orders: BTreeMap::new(),
             aliases: BTreeMap::new(),
             operations: BTreeMap::new(),
@@ -280,6 +299,7 @@ impl World {
                 total,
                 pending: 0,
                 failed: false,
+                returned: 0,
             },
         );
         id
@@ -448,6 +468,14 @@ impl World {
                     }
                     r
                 })
+            }
+            ("POST", ["Microsoft.Capacity", "reservationOrders", id, "calculateRefund"]) => {
+                let id = id.to_string();
+                self.with_fault(Op::CalculateRefund, |w| w.calculate_refund(&id, body))
+            }
+            ("POST", ["Microsoft.Capacity", "reservationOrders", id, "return"]) => {
+                let id = id.to_string();
+                self.with_fault(Op::Return, |w| w.give_back(&id, body))
             }
             ("POST", ["Microsoft.Capacity", "calculatePrice"]) => {
                 self.with_fault(Op::CalculatePrice, |w| w.calculate_price(body))
@@ -636,6 +664,8 @@ impl World {
     fn order_state(o: &OrderRec) -> &'static str {
         if o.failed {
             "BillingFailed"
+        } else if o.returned >= o.quantity {
+            "Cancelled"
         } else {
             match o.pending {
                 0 => "Succeeded",
@@ -698,7 +728,7 @@ impl World {
                 "provisioningSubState": null,
                 "purchaseDate": o.created.format("%Y-%m-%d").to_string(),
                 "purchaseDateTime": ts(o.created),
-                "quantity": o.quantity,
+                "quantity": o.quantity - o.returned.min(o.quantity),
                 "renew": false,
                 "reservedResourceType": "VirtualMachines",
                 "instanceFlexibility": "On",
@@ -832,6 +862,7 @@ impl World {
             total,
             pending: self.polls_to_finish,
             failed: false,
+            returned: 0,
         };
         self.orders.insert(id.to_string(), rec.clone());
         self.ledger.reservation_purchases.push(id.to_string());
@@ -866,6 +897,174 @@ impl World {
             );
         }
         Reply::json(200, self.order_json(&o, false))
+    }
+
+    /// Checks a refund body (`calculateRefund` or `return`) against order `id`: the
+    /// reservation it names must be that order's, live, and hold the quantity.
+    fn refund_target(&self, id: &str, v: &Value) -> Result<(u32, Decimal), Reply> {
+        let bad = |field: &str, why: String| {
+            Reply::error(400, "InvalidRequestContent", format!("{field}: {why}"))
+        };
+        let Some(o) = self.orders.get(id) else {
+            return Err(Reply::error(
+                404,
+                "ReservationOrderNotFound",
+                format!("Reservation order {id} was not found."),
+            ));
+        };
+        let p = &v["properties"];
+        if p["scope"].as_str() != Some("Reservation") {
+            return Err(bad("properties.scope", "must be Reservation".into()));
+        }
+        let r = &p["reservationToReturn"];
+        let rid = r["reservationId"]
+            .as_str()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let want = format!(
+            "/providers/microsoft.capacity/reservationorders/{}/reservations/{}",
+            o.id, o.reservation_id
+        );
+        if rid != want {
+            return Err(bad(
+                "properties.reservationToReturn.reservationId",
+                format!("'{rid}' is not a reservation of order {id}"),
+            ));
+        }
+        let live = o.quantity - o.returned.min(o.quantity);
+        let quantity = r["quantity"].as_u64().unwrap_or(0);
+        if quantity == 0 || quantity > u64::from(live) {
+            return Err(bad(
+                "properties.reservationToReturn.quantity",
+                format!("{quantity}: the reservation holds {live}"),
+            ));
+        }
+        if o.failed || o.pending > 0 || live == 0 {
+            return Err(Reply::error(
+                409,
+                "ReservationNotReturnable",
+                format!(
+                    "Reservation order {id} cannot be returned in its state {}.",
+                    World::order_state(o)
+                ),
+            ));
+        }
+        // The peer's refund rule: the unused share of the order's price, pro rata by the day.
+        let years = years_of(&o.term).unwrap_or(1);
+        let term_days = 365 * i64::from(years);
+        let used_days = (self.now - o.created).num_days().clamp(0, term_days);
+        let q = u32::try_from(quantity).unwrap_or(u32::MAX);
+        let refund = (o.total * Decimal::from(q) / Decimal::from(o.quantity.max(1))
+            * Decimal::from(term_days - used_days)
+            / Decimal::from(term_days))
+        .round_dp_with_strategy(2, RoundingStrategy::ToZero);
+        Ok((q, refund))
+    }
+
+    fn refund_json(
+        &self,
+        id: &str,
+        session: &str,
+        quantity: u32,
+        refund: Decimal,
+        errors: Vec<Value>,
+    ) -> Value {
+        let usd = |d: Decimal| json!({"currencyCode": "USD", "amount": num(d)});
+        let o = self.orders.get(id);
+        json!({
+            "id": o.map(|o| format!("/providers/microsoft.capacity/reservationOrders/{}/reservations/{}", o.id, o.reservation_id)),
+            "properties": {
+                "sessionId": session,
+                "quantity": quantity,
+                "billingRefundAmount": usd(refund),
+                "pricingRefundAmount": usd(refund),
+                "policyResult": {"properties": {
+                    "consumedRefundsTotal": usd(self.refunds_consumed),
+                    "maxRefundLimit": usd(self.refund_limit),
+                    "policyErrors": errors,
+                }},
+                "billingInformation": {
+                    "billingPlan": o.map(|o| o.billing_plan.clone()),
+                    "completedTransactions": 1,
+                    "totalTransactions": 1,
+                }
+            }
+        })
+    }
+
+    fn calculate_refund(&mut self, id: &str, body: &[u8]) -> Reply {
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return Reply::error(
+                400,
+                "InvalidRequestContent",
+                "The request content was invalid.",
+            );
+        };
+        let (quantity, refund) = match self.refund_target(id, &v) {
+            Ok(t) => t,
+            Err(r) => return r,
+        };
+        let mut errors = Vec::new();
+        if self.refunds_consumed + refund > self.refund_limit {
+            errors.push(json!({"code": "RefundLimitExceeded", "message": format!(
+                "The refund of {refund} USD exceeds the remaining refund limit ({} of {} USD used in the last 12 months).",
+                self.refunds_consumed, self.refund_limit)}));
+        }
+        let session = self.next_guid(11);
+        if errors.is_empty() {
+            self.refund_sessions
+                .insert(session.clone(), (id.to_string(), quantity, refund));
+        }
+        Reply::json(
+            200,
+            self.refund_json(id, &session, quantity, refund, errors),
+        )
+    }
+
+    fn give_back(&mut self, id: &str, body: &[u8]) -> Reply {
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return Reply::error(
+                400,
+                "InvalidRequestContent",
+                "The request content was invalid.",
+            );
+        };
+        let (quantity, refund) = match self.refund_target(id, &v) {
+            Ok(t) => t,
+            Err(r) => return r,
+        };
+        let session = v["properties"]["sessionId"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        match self.refund_sessions.get(&session) {
+            Some((o, q, _)) if o == id && *q == quantity => {}
+            _ => {
+                return Reply::error(400, "InvalidRefundSession", format!("Session '{session}' is not a calculateRefund session for {quantity} of order {id}."))
+            }
+        }
+        if self.refunds_consumed + refund > self.refund_limit {
+            return Reply::error(
+                400,
+                "RefundLimitExceeded",
+                "The refund exceeds the remaining refund limit.",
+            );
+        }
+        // A session is used once.
+        self.refund_sessions.remove(&session);
+        if let Some(o) = self.orders.get_mut(id) {
+            o.returned += quantity;
+        }
+        self.refunds_consumed += refund;
+        self.ledger.returns.push((id.to_string(), quantity, refund));
+        let body = self.refund_json(id, &session, quantity, refund, Vec::new());
+        Reply::json(202, body).header(
+            "location",
+            format!(
+                "{}/providers/Microsoft.Capacity/reservationOrders/{id}?api-version={API_VERSION}",
+                self.base
+            ),
+        )
     }
 
     fn calculate_price(&mut self, body: &[u8]) -> Reply {
