@@ -855,7 +855,7 @@ mod tests {
         );
         // Money as people read it; the JSON and CSV keep the exact figures.
         assert!(
-            text.contains("stops USD 0.30 per hour; once sold, asking USD 886.95;"),
+            text.contains("stops USD 0.30 per hour once sold, asking USD 886.95;"),
             "{text}"
         );
     }
