@@ -150,7 +150,11 @@ pub fn line_chart(c: &LineChart) -> String {
     for (x, label) in &c.x_ticks {
         let px = x_of(*x);
         // A label at the right edge ends there rather than overflow the drawing.
-        let anchor = if px > W - RIGHT - 24.0 { "end" } else { "middle" };
+        let anchor = if px > W - RIGHT - 24.0 {
+            "end"
+        } else {
+            "middle"
+        };
         let _ = write!(
             s,
             r#"<line class="tick" x1="{px:.1}" y1="{bottom:.1}" x2="{px:.1}" y2="{:.1}"/><text class="axis" x="{px:.1}" y="{:.1}" text-anchor="{anchor}">{}</text>"#,
