@@ -63,11 +63,12 @@ SERVICE_RULES = {
     # report: the console's finance page shows the monthly report (report::build is pure: it
     # takes the audit events); the console reads no FOCUS file.
     "api": CORE + ["store", "audit", "proposals", "config", "identity", "telemetry", "notify",
-                   "report"],
+                   "report", "chart"],
     "ui": CORE + ["store", "audit", "proposals", "config", "identity", "telemetry"],
     "service": CORE
     + ["store", "audit", "proposals", "execute", "markets", "sources", "config", "identity",
        "notify", "telemetry", "report"],
+    "chart": [],      # SVG drawing only: used by the CLI and the console
     "startup": None,  # the composition root: anything
     "cli": None,      # the CLI: anything
     "main": None,

@@ -297,6 +297,9 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// How long a web console session lives (minutes, 1..=1440); it also ends with its token.
     pub console_session_minutes: u32,
+    /// A saved `commitd backtest --json` report the console's backtest page shows (read at
+    /// each visit of the page); relative to the configuration file.
+    pub backtest_report: Option<PathBuf>,
 }
 
 /// A web console session's lifetime when `[api] console_session_minutes` is not set (a
@@ -315,6 +318,7 @@ impl Default for ApiConfig {
             max_connections: 256,
             max_body_bytes: 64 * 1024,
             console_session_minutes: DEFAULT_CONSOLE_SESSION_MINUTES,
+            backtest_report: None,
         }
     }
 }
@@ -1041,6 +1045,7 @@ impl Config {
             &mut self.audit.checkpoint_file,
             &mut self.api.tls_cert,
             &mut self.api.tls_key,
+            &mut self.api.backtest_report,
         ]
         .into_iter()
         .flatten()

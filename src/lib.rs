@@ -35,12 +35,14 @@
 //!   and [`telemetry`] (the metrics `/metrics` renders from cached figures); never
 //!   [`markets`] nor [`service`], and [`service`] never uses it.
 //! * [`notify`]: chat webhooks and systemd notifications; [`report`]: the finance report;
-//!   [`sources`]: loading usage (scenario, FOCUS, Cost Explorer, plan file).
+//!   [`sources`]: loading usage (scenario, FOCUS, Cost Explorer, plan file); [`chart`]: the
+//!   SVG charts the forecast command and the console draw.
 //!
 //! See `docs/ARCHITECTURE.md` for which module may depend on which.
 
 pub mod api;
 pub mod audit;
+pub mod chart;
 pub mod cli;
 pub mod config;
 pub mod execute;

@@ -30,8 +30,8 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// A calendar month, UTC. Serialized as "YYYY-MM".
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A calendar month, UTC. Serialized as "YYYY-MM". Ordered in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Month {
     pub year: i32,
     pub month: u32,
@@ -515,13 +515,13 @@ impl MonthlyReport {
         out.push_str(&format!("Commitments bought: {}\n", self.totals.purchases));
         if !self.bought.is_empty() {
             out.push_str(&format!(
-                "  {:<17} {:<8} {:<28} {:<4} {:<15} {:>12} {:>14} {:>16} {:>16}  {}\n",
+                "  {:<17} {:<8} {:<28} {:<4} {:<15} {:>14} {:>18} {:>18} {:>18}  {}\n",
                 "executed",
                 "provider",
                 "instrument",
                 "term",
                 "payment",
-                "USD/hour",
+                "per hour",
                 "upfront",
                 "term total",
                 "exp. savings",
@@ -530,16 +530,16 @@ impl MonthlyReport {
         }
         for c in &self.bought {
             out.push_str(&format!(
-                "  {:<17} {:<8} {:<28} {:<4} {:<15} {:>12} {:>14} {:>16} {:>16}  {}\n",
+                "  {:<17} {:<8} {:<28} {:<4} {:<15} {:>14} {:>18} {:>18} {:>18}  {}\n",
                 c.executed_at.format("%Y-%m-%d %H:%M"),
                 c.provider,
                 c.instrument,
                 c.term.map(|t| t.to_string()).unwrap_or_default(),
                 c.payment_option,
-                c.hourly_cost.to_string(),
-                c.upfront.to_string(),
-                c.term_total.to_string(),
-                c.expected_savings.to_string(),
+                c.hourly_cost.for_people(),
+                c.upfront.for_people(),
+                c.term_total.for_people(),
+                c.expected_savings.for_people(),
                 if c.approved_by.is_empty() {
                     "-".to_string()
                 } else {
@@ -552,12 +552,14 @@ impl MonthlyReport {
             ));
         }
         out.push_str(&format!(
-            "\nSpend committed this month: {} USD/hour, {} USD upfront, {} USD over the terms\n",
-            self.totals.hourly_cost, self.totals.upfront, self.totals.term_total
+            "\nSpend committed this month: {} per hour, {} upfront, {} over the terms\n",
+            self.totals.hourly_cost.for_people(),
+            self.totals.upfront.for_people(),
+            self.totals.term_total.for_people()
         ));
         out.push_str(&format!(
-            "Expected savings of this month's purchases (over their terms): {} USD\n",
-            self.totals.expected_savings
+            "Expected savings of this month's purchases (over their terms): {}\n",
+            self.totals.expected_savings.for_people()
         ));
         if !self.given_up.is_empty() {
             out.push_str(&format!(
@@ -566,17 +568,17 @@ impl MonthlyReport {
             ));
             for g in &self.given_up {
                 out.push_str(&format!(
-                    "  {} {:<6} {}\n      {} (request {}); stops {} USD/hour{}; expected savings {} USD; approved by {}\n",
+                    "  {} {:<6} {}\n      {} (request {}); stops {} per hour{}; expected savings {}; approved by {}\n",
                     g.executed_at.format("%Y-%m-%d %H:%M"),
                     g.operation,
                     g.what,
                     g.id,
                     g.provider_request_id,
-                    g.hourly_cost_removed.map(|m| m.to_string()).unwrap_or_else(|| "?".into()),
+                    g.hourly_cost_removed.map(Money::for_people).unwrap_or_else(|| "?".into()),
                     g.asking_price
-                        .map(|m| format!(" once sold, asking {m} USD"))
+                        .map(|m| format!(" once sold, asking {}", m.for_people()))
                         .unwrap_or_default(),
-                    g.expected_savings,
+                    g.expected_savings.for_people(),
                     if g.approved_by.is_empty() {
                         "-".to_string()
                     } else {
@@ -590,8 +592,9 @@ impl MonthlyReport {
             self.month, self.portfolio.commitments
         ));
         out.push_str(&format!(
-            "  amortized cost this month: {} USD; expected savings this month (pro-rated): {} USD\n",
-            self.portfolio.amortized_cost, self.portfolio.expected_savings
+            "  amortized cost this month: {}; expected savings this month (pro-rated): {}\n",
+            self.portfolio.amortized_cost.for_people(),
+            self.portfolio.expected_savings.for_people()
         ));
         if self.portfolio.without_dates > 0 {
             out.push_str(&format!(
@@ -734,30 +737,34 @@ impl MonthlyReport {
 impl Realized {
     fn render(&self, month: &Month) -> String {
         let mut out = format!(
-            "\nRealized savings in {month} (FOCUS bill {}): {} USD over {} commitment(s) in the bill\n",
-            self.source, self.portfolio.realized_savings, self.portfolio.commitments
+            "\nRealized savings in {month} (FOCUS bill {}): {} over {} commitment(s) in the bill\n",
+            self.source,
+            self.portfolio.realized_savings.for_people(),
+            self.portfolio.commitments
         );
         out.push_str(&format!(
-            "  of which bought by commitd: {} commitment(s), realized {} USD vs expected {} USD \
+            "  of which bought by commitd: {} commitment(s), realized {} vs expected {} \
              (pro-rated to the hours billed)\n",
-            self.commitd.commitments, self.commitd.realized_savings, self.commitd.expected_savings
+            self.commitd.commitments,
+            self.commitd.realized_savings.for_people(),
+            self.commitd.expected_savings.for_people()
         ));
         if !self.commitments.is_empty() {
             out.push_str(&format!(
-                "  {:<7} {:>6} {:>14} {:>14} {:>14} {:>14}  {}\n",
+                "  {:<7} {:>6} {:>16} {:>16} {:>16} {:>16}  {}\n",
                 "commitd", "hours", "on-demand eq.", "cost", "realized", "expected", "commitment"
             ));
         }
         for c in &self.commitments {
             out.push_str(&format!(
-                "  {:<7} {:>6} {:>14} {:>14} {:>14} {:>14}  {}{}\n",
+                "  {:<7} {:>6} {:>16} {:>16} {:>16} {:>16}  {}{}\n",
                 if c.bought_by_commitd { "yes" } else { "no" },
                 c.billed_hours,
-                c.covered_ode.to_string(),
-                c.cost.to_string(),
-                c.realized_savings.to_string(),
+                c.covered_ode.for_people(),
+                c.cost.for_people(),
+                c.realized_savings.for_people(),
                 c.expected_savings
-                    .map(|m| m.to_string())
+                    .map(Money::for_people)
                     .unwrap_or_else(|| "-".to_string()),
                 c.bill_id,
                 if c.covered_rows_without_list_cost > 0 {
@@ -844,6 +851,11 @@ mod tests {
         let text = r.render();
         assert!(
             text.contains("Commitments given up: 1") && text.contains("list ri-1"),
+            "{text}"
+        );
+        // Money as people read it; the JSON and CSV keep the exact figures.
+        assert!(
+            text.contains("stops USD 0.30 per hour once sold, asking USD 886.95;"),
             "{text}"
         );
     }

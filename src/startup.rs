@@ -272,6 +272,10 @@ async fn wire(config: &Config, failpoint: Failpoint) -> Result<Parts, StartupErr
                     .is_some_and(|u| u.starts_with("https://")),
             // The kill switches the overview shows: the executor's own source of policies.
             policies: Some(Arc::new(move || view.current())),
+            // The saved backtest report the backtest page shows, read at each visit.
+            backtest: config.api.backtest_report.clone().map(|path| {
+                Arc::new(move || read_backtest_report(&path)) as crate::api::console::BacktestView
+            }),
         }
     };
     let api = AppState {
@@ -720,4 +724,20 @@ pub fn checkpointer(
         ));
     }
     Ok(Some((Checkpointer::new(log, key, sinks), every)))
+}
+
+/// The saved backtest report's name and text, at most 32 MiB of it.
+fn read_backtest_report(path: &std::path::Path) -> Result<(String, String), String> {
+    use std::io::Read as _;
+    const MAX: u64 = 32 << 20;
+    let name = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| format!("{name}: {e}"))?;
+    let mut text = String::new();
+    file.take(MAX + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{name}: {e}"))?;
+    if text.len() as u64 > MAX {
+        return Err(format!("{name} is larger than {MAX} bytes"));
+    }
+    Ok((name, text))
 }

@@ -94,6 +94,10 @@ event_kinds! {
     TokenRotated => "token_rotated",
     /// An API token was revoked; the actor is who revoked it.
     TokenRevoked => "token_revoked",
+    /// A person logged in to the web console with a token; the actor is the token's name.
+    ConsoleLogin => "console_login",
+    /// A person logged out of the web console; the actor is the token's name.
+    ConsoleLogout => "console_logout",
 }
 
 impl std::fmt::Display for EventKind {
@@ -240,6 +244,23 @@ pub struct TokenRevoked {
     pub role: String,
 }
 
+/// A console session was opened with a token (never the token, the session's secret nor
+/// their hashes): whose, its role, and until when the session may last (RFC 3339).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConsoleLogin {
+    pub name: String,
+    pub role: String,
+    pub session_expires_at: String,
+}
+
+/// A console session was ended by its owner (logout). Sessions that expire or end with their
+/// token are not events: the token's own events say why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConsoleLogout {
+    pub name: String,
+    pub role: String,
+}
+
 /// An exact amount with its currency (ISO 4217 code, e.g. "USD").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Amount {
@@ -331,7 +352,7 @@ mod tests {
             assert_eq!(EventKind::parse(kind.as_str()), Some(*kind));
         }
         assert_eq!(EventKind::parse("Approved"), None);
-        assert_eq!(EventKind::ALL.len(), 13);
+        assert_eq!(EventKind::ALL.len(), 15);
     }
 
     #[test]

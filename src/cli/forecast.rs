@@ -3,6 +3,7 @@
 //! `--json` with every hour and every requested quantile, and `--svg FILE` with a chart of the
 //! recent history and the forecast fan per group.
 
+use crate::chart::{bucketed, esc, nice_step, trim_num};
 use crate::domain::{GroupSeries, Hour, HourRange};
 use crate::forecast::{forecast_batch, BatchInput, ForecastConfig, GroupForecast};
 use crate::sources::{self, ReadOptions};
@@ -209,42 +210,6 @@ const TOP: f64 = 50.0;
 const PLOT_H: f64 = 190.0;
 /// At most this many points per line: hourly detail of a year would only blur.
 const MAX_POINTS: usize = 1_500;
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// Means of `v` over consecutive buckets of `k` hours, with the bucket's first index; gaps
-/// (non-finite) are skipped.
-fn bucketed(v: &[f64], k: usize) -> Vec<(usize, f64)> {
-    v.chunks(k.max(1))
-        .enumerate()
-        .filter_map(|(i, c)| {
-            let ok: Vec<f64> = c.iter().copied().filter(|x| x.is_finite()).collect();
-            (!ok.is_empty()).then(|| (i * k.max(1), ok.iter().sum::<f64>() / ok.len() as f64))
-        })
-        .collect()
-}
-
-/// A "nice" tick step (1, 2, 5 x 10^k) for about `n` ticks over `span`.
-fn nice_step(span: f64, n: f64) -> f64 {
-    let raw = (span / n).max(1e-9);
-    let mag = 10f64.powf(raw.log10().floor());
-    let f = raw / mag;
-    let nice = if f <= 1.0 {
-        1.0
-    } else if f <= 2.0 {
-        2.0
-    } else if f <= 5.0 {
-        5.0
-    } else {
-        10.0
-    };
-    nice * mag
-}
 
 fn render_svg(name: &str, at: Hour, series_start: Hour, rows: &[Row<'_>]) -> String {
     let mut s = String::new();
@@ -508,15 +473,6 @@ fn panel(s: &mut String, y0: f64, at: Hour, series_start: Hour, r: &Row<'_>) {
             x + 23.0
         );
         x += 30.0 + 7.0 * name.len() as f64;
-    }
-}
-
-fn trim_num(v: f64) -> String {
-    if v >= 100.0 || (v - v.round()).abs() < 1e-9 {
-        format!("{v:.0}")
-    } else {
-        let t = format!("{v:.2}");
-        t.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 

@@ -283,6 +283,12 @@ fn constraints(args: &Args) -> anyhow::Result<Constraints> {
     Ok(c)
 }
 
+/// A float amount of USD (the optimizer's figures) as people read it; exact figures are in
+/// `--json` and the audit log.
+fn for_people(usd: f64) -> String {
+    Money::from_f64(usd).map_or_else(|_| format!("{usd:.2} USD"), Money::for_people)
+}
+
 fn print_table(name: &str, at: Hour, source: &str, plan: &Plan, seconds: f64) {
     println!("plan for {name} at {at}");
     println!("demand: {source}");
@@ -290,14 +296,14 @@ fn print_table(name: &str, at: Hour, source: &str, plan: &Plan, seconds: f64) {
         println!("\nno purchase: nothing beats on demand within the policy");
     } else {
         println!(
-            "\n{:<3} {:<8} {:<9} {:<28} {:<4} {:<15} {:<34} {:>12} {:<9} {:>10} {:>11} {:>6} {:>6} {:>12} {:>12}",
+            "\n{:<3} {:<8} {:<9} {:<28} {:<4} {:<15} {:<34} {:>12} {:<9} {:>13} {:>16} {:>6} {:>6} {:>16} {:>16}",
             "#", "action", "provider", "instrument", "term", "payment", "scope", "amount", "unit",
-            "$/hour", "upfront", "util", "brkevn", "savings", "if removed"
+            "per hour", "upfront", "util", "brkevn", "savings", "if removed"
         );
         for (i, a) in plan.actions.iter().enumerate() {
             let r = &a.rationale;
             println!(
-                "{:<3} {:<8} {:<9} {:<28} {:<4} {:<15} {:<34} {:>12} {:<9} {:>10} {:>11} {:>5.1}% {:>5.1}% {:>12.0} {:>12}",
+                "{:<3} {:<8} {:<9} {:<28} {:<4} {:<15} {:<34} {:>12} {:<9} {:>13} {:>16} {:>5.1}% {:>5.1}% {:>16} {:>16}",
                 i + 1,
                 match &a.kind {
                     ActionKind::Purchase => "buy",
@@ -313,41 +319,42 @@ fn print_table(name: &str, at: Hour, source: &str, plan: &Plan, seconds: f64) {
                 a.scope.to_string(),
                 a.amount.to_string(),
                 a.unit.to_string(),
-                a.hourly_cost.to_string(),
-                a.upfront.to_string(),
+                a.hourly_cost.for_people(),
+                a.upfront.for_people(),
                 r.expected_utilization * 100.0,
                 r.breakeven_utilization * 100.0,
-                r.expected_savings,
+                for_people(r.expected_savings),
                 r.value_if_removed
-                    .map(|v| format!("{v:.0}"))
+                    .map(for_people)
                     .unwrap_or_else(|| "-".into()),
             );
         }
         println!("\nwhy:");
         for (i, a) in plan.actions.iter().enumerate() {
             println!(
-                "{:>3}. {} (one more unit is worth ${:.0} and costs ${:.0} over the window)",
+                "{:>3}. {} (one more unit is worth {} and costs {} over the window)",
                 i + 1,
                 a.rationale.summary,
-                a.rationale.marginal_value_per_unit,
-                a.rationale.marginal_cost_per_unit
+                for_people(a.rationale.marginal_value_per_unit),
+                for_people(a.rationale.marginal_cost_per_unit)
             );
         }
     }
     let e = &plan.expected;
     println!(
-        "\nexpected over {} h: cost ${} vs on-demand ${} (without this plan ${}); ESR {:.2}%, coverage {:.1}%, utilization {:.1}%",
+        "\nexpected over {} h: cost {} vs on-demand {} (without this plan {}); ESR {:.2}%, coverage {:.1}%, utilization {:.1}%",
         plan.window.map(|w| w.len()).unwrap_or(0),
-        e.cost,
-        e.on_demand_cost,
-        e.cost_without_plan,
+        e.cost.for_people(),
+        e.on_demand_cost.for_people(),
+        e.cost_without_plan.for_people(),
         e.esr * 100.0,
         e.coverage * 100.0,
         e.utilization * 100.0
     );
     println!(
-        "new commitments: ${}/hour, ${} upfront",
-        e.new_hourly_commitment, e.new_upfront
+        "new commitments: {} per hour, {} upfront",
+        e.new_hourly_commitment.for_people(),
+        e.new_upfront.for_people()
     );
     let s = &plan.solver;
     println!(

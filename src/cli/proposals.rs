@@ -141,22 +141,29 @@ async fn decider(
 fn print(p: &Proposal) {
     println!("{}  {}  {}", p.id, p.state, p.action.describe());
     println!(
-        "  cost {} USD/h, upfront {} USD, expected savings {} USD",
-        p.action.hourly_cost, p.action.upfront, p.action.expected_savings
+        "  cost {} per hour, upfront {}, expected savings {}",
+        p.action.hourly_cost.for_people(),
+        p.action.upfront.for_people(),
+        p.action.expected_savings.for_people()
     );
     match &p.action.operation {
         Operation::Purchase => {}
         Operation::Return {
             hourly_cost_removed,
             ..
-        } => println!("  returning stops {hourly_cost_removed} USD/h of cost"),
+        } => println!(
+            "  returning stops {} per hour of cost",
+            hourly_cost_removed.for_people()
+        ),
         Operation::Exchange {
             source_value,
             true_up,
             ..
         } => println!(
-            "  gives up {source_value} USD of remaining value; true-up planned {true_up} USD, approved up to {} USD",
-            p.action.upfront
+            "  gives up {} of remaining value; true-up planned {}, approved up to {}",
+            source_value.for_people(),
+            true_up.for_people(),
+            p.action.upfront.for_people()
         ),
         Operation::Sell {
             instances,
@@ -164,7 +171,9 @@ fn print(p: &Proposal) {
             price,
             ..
         } => println!(
-            "  lists {instances} instances on the RI Marketplace asking {price} USD (less AWS's 12% fee); once sold, {hourly_cost_removed} USD/h of cost stops"
+            "  lists {instances} instances on the RI Marketplace asking {} (less AWS's 12% fee); once sold, {} per hour of cost stops",
+            price.for_people(),
+            hourly_cost_removed.for_people()
         ),
     }
     println!(

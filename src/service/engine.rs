@@ -29,7 +29,7 @@ use crate::domain::{Commitment, Hour, HourRange, Money, RateCard, UsageModel};
 use crate::markets::Listed;
 use crate::optimize::Constraints;
 use crate::plan::{
-    proposals, Capabilities, Listing, Planner, PlannerConfig, Policy, Refund, Situation,
+    evidence, proposals, Capabilities, Listing, Planner, PlannerConfig, Policy, Refund, Situation,
     MIN_KNOWN_HOURS,
 };
 use chrono::{DateTime, Utc};
@@ -193,6 +193,23 @@ impl Engine {
         let held = |id: &str| m.held.iter().any(|c| c.id == id);
         let proposed =
             proposals::propose(&situation, &decision, &held).map_err(|e| failed(e.to_string()))?;
+        // What the people approving see beside the figures (the console's proposal and
+        // commitments pages read them from the audit log). Neither decides anything: when one
+        // cannot be computed the plan says so and goes on.
+        let evidence = match evidence::of_actions(&situation, &decision, &proposed) {
+            Ok(e) => e,
+            Err(e) => {
+                notes.push(format!("no usage chart or marginal value recorded: {e}"));
+                Vec::new()
+            }
+        };
+        let commitment_use = match evidence::commitment_use(&situation) {
+            Ok(u) => u,
+            Err(e) => {
+                notes.push(format!("no commitment utilization recorded: {e}"));
+                Vec::new()
+            }
+        };
         notes.extend(proposed.notes);
         Ok(CyclePlan {
             plan_id: plan_id(now, &digest),
@@ -207,6 +224,8 @@ impl Engine {
             actions: proposed.actions,
             notes,
             unchanged,
+            evidence,
+            commitment_use,
         })
     }
 }

@@ -292,6 +292,9 @@ impl Daemon {
                     "expected": plan.expected,
                     "notes": plan.notes,
                     "unchanged": plan.unchanged,
+                    // Each held commitment's use over the last known days (the console's
+                    // commitments page shows the newest).
+                    "commitment_use": plan.commitment_use,
                 })),
             )
             .await?;
@@ -383,6 +386,9 @@ impl Daemon {
                                 "verdict": decision.verdict,
                                 "checks": decision.checks,
                                 "summary": action.summary,
+                                // The covered groups' usage and forecast, and the action's
+                                // marginal value (the console's proposal page).
+                                "evidence": plan.evidence.get(index),
                             }),
                         )
                         .await?;

@@ -694,6 +694,8 @@ pub fn cycle_plan(
         actions,
         notes,
         unchanged: None,
+        evidence: Vec::new(),
+        commitment_use: Vec::new(),
     }
 }
 

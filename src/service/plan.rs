@@ -48,6 +48,14 @@ pub struct CyclePlan {
     /// has no actions and does not supersede the open proposals of earlier cycles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unchanged: Option<String>,
+    /// What each action covers and is worth (`actions`' order), for the people approving it
+    /// (recorded with each proposal; empty when the planner computes none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<crate::plan::evidence::ActionEvidence>,
+    /// Each existing commitment's utilization over the last known days (recorded with the
+    /// plan; empty when the planner computes none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commitment_use: Vec<crate::plan::evidence::CommitmentUse>,
 }
 
 impl CyclePlan {
@@ -69,16 +77,16 @@ impl CyclePlan {
             ));
         }
         if let Some(s) = self.expected_savings {
-            out.push_str(&format!("expected savings: {s} USD\n"));
+            out.push_str(&format!("expected savings: {}\n", s.for_people()));
         }
         for (i, a) in self.actions.iter().enumerate() {
             out.push_str(&format!(
-                "  {:>2}. {}  cost {} USD/h, upfront {} USD, expected savings {} USD{}\n",
+                "  {:>2}. {}  cost {} per hour, upfront {}, expected savings {}{}\n",
                 i + 1,
                 a.describe(),
-                a.hourly_cost,
-                a.upfront,
-                a.expected_savings,
+                a.hourly_cost.for_people(),
+                a.upfront.for_people(),
+                a.expected_savings.for_people(),
                 a.expected_utilization
                     .map(|u| format!(", utilization {:.1}%", u * 100.0))
                     .unwrap_or_default()
@@ -242,6 +250,8 @@ impl PlanFile {
             actions: body.actions,
             notes: vec![format!("plan read from {}", path.display())],
             unchanged: None,
+            evidence: Vec::new(),
+            commitment_use: Vec::new(),
         })
     }
 }
@@ -285,6 +295,18 @@ mod tests {
         let again = PlanFile::read(&path, now + chrono::Duration::nanoseconds(1)).unwrap();
         assert_ne!(again.plan_id, plan.plan_id);
         assert!(plan.render().contains("ComputeSavingsPlan"));
+        // Money as people read it in the terminal; the plan's JSON keeps the exact figures.
+        assert!(
+            plan.render().contains(
+                "cost USD 2.50 per hour, upfront USD 0.00, expected savings USD 1,000.00"
+            ),
+            "{}",
+            plan.render()
+        );
+        assert_eq!(
+            serde_json::to_value(&plan).unwrap()["actions"][0]["hourly_cost"],
+            "2.5"
+        );
         std::fs::write(&path, "{\"actions\": [\n {\"spec\": 1}\n]}").unwrap();
         let e = PlanFile::read(&path, now).unwrap_err().to_string();
         assert!(e.contains("plan.json") && e.contains("line 2"), "{e}");

@@ -264,6 +264,7 @@ fn login_opens_a_strict_httponly_session_and_logout_ends_it() {
         "/ui/audit/export?format=csv",
         "/ui/finance",
         "/ui/finance/report.csv",
+        "/ui/commitments",
     ] {
         let r = b.get(path);
         assert_eq!(r.status, 303, "{path}: {}", r.body);
@@ -287,6 +288,8 @@ fn login_opens_a_strict_httponly_session_and_logout_ends_it() {
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(r.body.contains("Unknown, expired or revoked token"));
     assert!(!b.cookies.contains_key("commitd_session"));
+    // A refused login is not a login: nothing audited.
+    assert!(events(&app, EventKind::ConsoleLogin).is_empty());
     // The right one: a session cookie, HttpOnly, SameSite=Strict, scoped to /ui, with a
     // lifetime, not Secure over plain HTTP; the token itself is not in it.
     let r = b.login(&app.approver);
@@ -318,6 +321,37 @@ fn login_opens_a_strict_httponly_session_and_logout_ends_it() {
     assert_eq!(r.status, 303);
     assert_eq!(r.header("location"), Some("/ui/login?ended=1"));
     assert!(!b.cookies.contains_key("commitd_session"));
+    // The login and the logout are audit events of the person, never with a secret.
+    let logins = events(&app, EventKind::ConsoleLogin);
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    assert_eq!(
+        (logins[0].actor.as_str(), logins[0].subject.as_str()),
+        ("alice", "alice")
+    );
+    match &logins[0].body {
+        EventBody::ConsoleLogin(l) => {
+            assert_eq!((l.name.as_str(), l.role.as_str()), ("alice", "approver"));
+            assert!(
+                l.session_expires_at.ends_with('Z'),
+                "{}",
+                l.session_expires_at
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let logouts = events(&app, EventKind::ConsoleLogout);
+    assert_eq!(logouts.len(), 1, "{logouts:?}");
+    assert_eq!(logouts[0].actor, "alice");
+    let all = serde_json::to_string(&(
+        logins[0].rationale.clone(),
+        logins[0].body.payload().unwrap(),
+    ))
+    .unwrap();
+    assert!(
+        !all.contains(&app.approver) && !all.contains("cs_"),
+        "{all}"
+    );
+    verify(&app);
     // The old cookie, replayed, is worth nothing: the session is gone from the store.
     b.cookies = kept;
     let r = b.get("/ui/");
@@ -592,6 +626,7 @@ fn every_page_is_served_with_a_strict_policy_and_escapes_what_it_shows() {
         "/ui/audit/1".into(),
         "/ui/audit/verify".into(),
         format!("/ui/finance?month={month}"),
+        "/ui/commitments".into(),
     ] {
         let r = b.get(&path);
         assert_eq!(r.status, 200, "{path}: {}", r.body);
@@ -627,7 +662,7 @@ fn every_page_is_served_with_a_strict_policy_and_escapes_what_it_shows() {
     assert!(audit.body.contains("No event."), "{}", audit.body);
     let verdict = b.get("/ui/audit/verify");
     assert!(
-        verdict.body.contains("Intact: 3 event(s) verified"),
+        verdict.body.contains("Intact: 4 event(s) verified"),
         "{}",
         verdict.body
     );
@@ -664,8 +699,8 @@ fn every_page_is_served_with_a_strict_policy_and_escapes_what_it_shows() {
         .unwrap()
         .contains("attachment"));
     assert!(csv.body.starts_with("id,time,kind,actor"), "{}", csv.body);
-    // alice's token, the proposal, the approval.
-    assert_eq!(csv.body.lines().count(), 4, "{}", csv.body);
+    // alice's token, the proposal, her login, the approval.
+    assert_eq!(csv.body.lines().count(), 5, "{}", csv.body);
     let jsonl = b.get("/ui/audit/export?format=jsonl&kind=approved");
     assert_eq!(jsonl.body.lines().count(), 1, "{}", jsonl.body);
     let line: serde_json::Value = serde_json::from_str(jsonl.body.lines().next().unwrap()).unwrap();
@@ -682,6 +717,464 @@ fn every_page_is_served_with_a_strict_policy_and_escapes_what_it_shows() {
     let css = b.get("/ui/console.css");
     assert_eq!(css.status, 200);
     assert!(css.header("content-type").unwrap().starts_with("text/css"));
+}
+
+/// A proposal with `rationale` merged into its `action_proposed` event (as the daemon records
+/// the evidence); returns its id.
+fn propose_with(app: &TestApp, plan: &str, rationale: serde_json::Value) -> String {
+    app.rt.block_on(async {
+        ProposalStore::new(app.store.clone())
+            .create_with(
+                &NewProposal {
+                    plan_id: plan.into(),
+                    index: 0,
+                    proposer: "commitd".into(),
+                    approvals_needed: 1,
+                    policy: "aws".into(),
+                    action: action("with evidence"),
+                    max_age: Duration::hours(24),
+                },
+                Utc::now(),
+                rationale,
+            )
+            .await
+            .unwrap()
+            .id
+    })
+}
+
+/// The `points` of every `<polyline>` / `<polygon>` of an SVG, as (x, y) pairs.
+fn svg_points(svg: &str) -> Vec<(f64, f64)> {
+    svg.split("points=\"")
+        .skip(1)
+        .flat_map(|p| {
+            p[..p.find('"').unwrap()]
+                .split(' ')
+                .map(|xy| {
+                    let (x, y) = xy.split_once(',').unwrap();
+                    (x.parse().unwrap(), y.parse().unwrap())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn a_proposal_shows_the_usage_it_covers_its_forecast_and_its_marginal_value() {
+    let app = spawn_console_app(ConsoleSettings::default());
+    // 14 known days then 7 forecast days, as the daemon records them (plan::evidence).
+    let history: Vec<f64> = (0..14).map(|d| 10.0 + d as f64 / 2.0).collect();
+    let with = propose_with(
+        &app,
+        "plan-evidence",
+        serde_json::json!({
+            "evidence": {
+                "groups": ["AWS/us-east-1/m5.large/Linux/Shared", "AWS/eu-west-1/<c5>/Linux/Shared"],
+                "groups_total": 3,
+                "history_start": "2026-11-01T00:00:00Z",
+                "history": history,
+                "forecast_start": "2026-11-15T00:00:00Z",
+                "p10": [14.0, 14.0, 14.0, 14.0, 14.0, 14.0, 14.0],
+                "p50": [16.0, 16.0, 16.0, 16.0, 16.0, 16.0, 16.0],
+                "p90": [20.0, 20.0, 20.0, 20.0, 20.0, 20.0, null],
+                "marginal": {"per_hour": "0.5", "over_term": "4380", "hours": 672}
+            }
+        }),
+    );
+    let without = propose(&app, "plan-plain", "commitd", 1, "no evidence");
+    let (mut b, _) = Browser::logged_in(&app, &app.approver);
+    let page = b.get(&format!("/ui/proposals/{with}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    let body = &page.body;
+    let svg = &body[body.find("<svg").expect("a chart")..];
+    let svg = &svg[..svg.find("</svg>").unwrap() + 6];
+    // The known usage and the forecast median as lines, the P10-P90 fan as a band.
+    assert!(svg.contains("class=\"history\""), "{svg}");
+    assert!(svg.contains("class=\"p50\""), "{svg}");
+    assert_eq!(svg.matches("<polygon class=\"fan\"").count(), 1, "{svg}");
+    assert!(svg.contains("known until here"), "{svg}");
+    // Every point inside the drawing, and the highest (P90 20) at the top of a 0-20 axis.
+    let points = svg_points(svg);
+    assert!(points.len() >= 14 + 7 + 12, "{svg}");
+    assert!(points
+        .iter()
+        .all(|(x, y)| (0.0..=640.0).contains(x) && (0.0..=260.0).contains(y)));
+    assert!(
+        points.iter().any(|(_, y)| (*y - 22.0).abs() < 0.05),
+        "{svg}"
+    );
+    // Dated ticks, and the figures in words for screen readers.
+    assert!(svg.contains(">Nov 15<"), "{svg}");
+    assert!(body.contains("the last one USD 16.50 / h"), "{body}");
+    assert!(body.contains("median USD 16.00 / h"), "{body}");
+    // The groups, escaped, and how many there are.
+    assert!(
+        body.contains("Applies to 3 usage group(s) (the first 2 listed)"),
+        "{body}"
+    );
+    assert!(
+        body.contains("AWS/eu-west-1/&lt;c5&gt;/Linux/Shared"),
+        "{body}"
+    );
+    assert!(!body.contains("<c5>"));
+    // The marginal value, exact on hover.
+    assert!(
+        body.contains("Marginal value (what the plan loses without it)"),
+        "{body}"
+    );
+    assert!(body.contains("USD 4,380.00"), "{body}");
+    assert!(body.contains("4380 USD exactly"), "{body}");
+    assert!(body.contains("the last 28 known days"), "{body}");
+    // Without a recorded evidence the page says so and draws nothing.
+    let plain = b.get(&format!("/ui/proposals/{without}"));
+    assert_eq!(plain.status, 200);
+    assert!(
+        plain
+            .body
+            .contains("No usage chart or marginal value was recorded"),
+        "{}",
+        plain.body
+    );
+    assert!(!plain.body.contains("<svg"), "{}", plain.body);
+}
+
+fn commitment(
+    id: &str,
+    start: &str,
+    end: &str,
+    hourly: &str,
+    upfront: &str,
+) -> commitd::domain::Commitment {
+    serde_json::from_value(serde_json::json!({
+        "id": id, "provider": "AWS", "instrument": "ComputeSavingsPlan", "term": 1,
+        "payment": "NoUpfront", "start": start, "end": end,
+        "region": null, "instance_type": null, "family": null,
+        "amount": {"unit": "hourly_spend", "value": hourly},
+        "hourly_cost": hourly, "upfront": upfront
+    }))
+    .unwrap()
+}
+
+/// A `plan_computed` event at `at` with `rationale`, as the daemon records one per cycle.
+fn plan_computed(app: &TestApp, at: chrono::DateTime<Utc>, rationale: serde_json::Value) {
+    use commitd::audit::{NewEvent, PlanComputed};
+    app.rt
+        .block_on(
+            AuditLog::open(app.store.clone()).append(
+                NewEvent::new(
+                    at,
+                    "commitd",
+                    "plan-x",
+                    PlanComputed {
+                        plan_id: "plan-x".into(),
+                        inputs_digest: "d".into(),
+                        solver_status: "Optimal".into(),
+                        objective: None,
+                        expected_savings: None,
+                        actions: 0,
+                    },
+                )
+                .with_rationale(rationale),
+            ),
+        )
+        .unwrap();
+}
+
+#[test]
+fn the_commitments_page_shows_utilization_term_end_and_lock_in() {
+    use chrono::{DurationRound, TimeZone};
+    let app = spawn_console_app(ConsoleSettings::default());
+    let (mut b, _) = Browser::logged_in(&app, &app.approver);
+    // No inventory read yet: said, not invented.
+    let r = b.get("/ui/commitments");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("No inventory read yet"), "{}", r.body);
+    assert!(
+        r.body.contains("aria-current=\"page\">Commitments"),
+        "{}",
+        r.body
+    );
+    let now = Utc::now().duration_trunc(Duration::hours(1)).unwrap();
+    let h = |hours: i64| (now + Duration::hours(hours)).to_rfc3339();
+    // Ends in 10 days (240 h) at 2.5/h: lock-in 600. Ends in 100 days at 1.25/h: 3,000.
+    // Expired: not shown.
+    let soon = commitment("sp-soon", &h(-8000), &h(240), "2.5", "0");
+    let later = commitment("sp-later", &h(-100), &h(2400), "1.25", "0");
+    let gone = commitment("sp-gone", &h(-9000), &h(-1), "9", "0");
+    app.metrics
+        .set_inventory(&[later, soon, gone], now.timestamp());
+    plan_computed(
+        &app,
+        Utc::now(),
+        serde_json::json!({
+            "expected": {"coverage": 0.8, "utilization": 0.95, "esr": 0.25},
+            "commitment_use": [
+                {"id": "sp-soon", "utilization": 0.875, "hours": 720},
+                {"id": "sp-later", "utilization": 0.5, "hours": 100}
+            ]
+        }),
+    );
+    let r = b.get("/ui/commitments");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = &r.body;
+    assert!(body.contains("2 commitment(s) active or queued"), "{body}");
+    assert!(!body.contains("sp-gone"), "{body}");
+    // Ending soonest first.
+    assert!(
+        body.find("sp-soon").unwrap() < body.find("sp-later").unwrap(),
+        "{body}"
+    );
+    assert!(body.contains("87.5 %"), "{body}");
+    // Active for fewer than 30 days: the days it was measured on.
+    assert!(body.contains("50.0 %") && body.contains("(4 d)"), "{body}");
+    assert!(
+        body.contains("USD 600.00") && body.contains("USD 3,000.00"),
+        "{body}"
+    );
+    assert!(body.contains("id=\"lock-in\""), "{body}");
+    assert!(body.contains("USD 3,600.00"), "{body}");
+    assert!(body.contains("(10 days)"), "{body}");
+    // The overview charts the plans' figures by month and counts what ends soon.
+    plan_computed(
+        &app,
+        Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap(),
+        serde_json::json!({"expected": {"coverage": 0.1, "utilization": 0.1, "esr": 0.1}}),
+    );
+    let home = b.get("/ui/");
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("id=\"month-chart\""), "{}", home.body);
+    assert!(
+        home.body.contains("80.0 %") && home.body.contains("25.0 %"),
+        "{}",
+        home.body
+    );
+    // A plan older than a year is not charted.
+    assert!(!home.body.contains("2000-01"), "{}", home.body);
+    assert!(
+        home.body.contains("within 30 days: <strong>1</strong>"),
+        "{}",
+        home.body
+    );
+    assert!(
+        home.body.contains("within 90 days: <strong>1</strong>"),
+        "{}",
+        home.body
+    );
+}
+
+#[test]
+fn lists_longer_than_a_page_are_paged() {
+    let app = spawn_console_app(ConsoleSettings::default());
+    app.rt.block_on(async {
+        let store = ProposalStore::new(app.store.clone());
+        let now = Utc::now();
+        for i in 0..502 {
+            store
+                .create(
+                    &NewProposal {
+                        plan_id: format!("plan-{i}"),
+                        index: 0,
+                        proposer: "commitd".into(),
+                        approvals_needed: 1,
+                        policy: "aws".into(),
+                        action: action("paged"),
+                        max_age: Duration::hours(24),
+                    },
+                    now,
+                )
+                .await
+                .unwrap();
+        }
+    });
+    let (mut b, _) = Browser::logged_in(&app, &app.approver);
+    let rows = |body: &str| {
+        body.matches("<th scope=\"row\"><a href=\"/ui/proposals/p-")
+            .count()
+    };
+    let first = b.get("/ui/proposals");
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert!(
+        first
+            .body
+            .contains("502 proposal(s), newest first: 1 to 500 (page 1 of 2)"),
+        "{}",
+        first.body
+    );
+    assert_eq!(rows(&first.body), 500);
+    assert!(
+        first
+            .body
+            .contains("href=\"/ui/proposals?state=all&amp;page=2\""),
+        "{}",
+        first.body
+    );
+    let second = b.get("/ui/proposals?state=all&page=2");
+    assert!(
+        second.body.contains("501 to 502 (page 2 of 2)"),
+        "{}",
+        second.body
+    );
+    assert_eq!(rows(&second.body), 2);
+    assert!(
+        second.body.contains("page=1\"") && !second.body.contains("page=3"),
+        "{}",
+        second.body
+    );
+    let beyond = b.get("/ui/proposals?page=3");
+    assert!(
+        beyond.body.contains("No proposal on page 3"),
+        "{}",
+        beyond.body
+    );
+    for bad in ["0", "x", "-1"] {
+        let r = b.get(&format!("/ui/proposals?page={bad}"));
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    // The audit log: alice's token (1), the proposals (2..=503), her login (504). The newest
+    // 500 first, then the 4 before them.
+    let audit = b.get("/ui/audit");
+    assert!(
+        audit
+            .body
+            .contains("500 event(s), newest first (the last 500 matching)"),
+        "{}",
+        audit.body
+    );
+    assert!(
+        audit.body.contains("href=\"/ui/audit?before=5\""),
+        "{}",
+        audit.body
+    );
+    assert!(
+        audit.body.contains("href=\"/ui/audit/5\"") && !audit.body.contains("href=\"/ui/audit/4\"")
+    );
+    let older = b.get("/ui/audit?before=5");
+    assert!(
+        older
+            .body
+            .contains("4 event(s), newest first, before event 5"),
+        "{}",
+        older.body
+    );
+    assert!(
+        older.body.contains("href=\"/ui/audit/4\"") && older.body.contains("href=\"/ui/audit/1\"")
+    );
+    assert!(
+        !older.body.contains("href=\"/ui/audit/5\""),
+        "{}",
+        older.body
+    );
+    assert!(older.body.contains("id=\"newest\""), "{}", older.body);
+    // Filters carry over to the next page.
+    let kind = b.get("/ui/audit?kind=action_proposed&before=300");
+    assert!(
+        kind.body
+            .contains("298 event(s), newest first, before event 300"),
+        "{}",
+        kind.body
+    );
+    assert_eq!(b.get("/ui/audit?before=abc").status, 400);
+}
+
+/// A saved `commitd backtest --json` report, in the shape `backtest::report::Comparison::to_json`
+/// writes (shortened: two months, one purchase).
+pub(crate) const BACKTEST_JSON: &str = r#"{
+  "scenario": "synth-mixed-4g-seed7", "hours": 1464, "on_demand_cost": 81234.5678, "cost": 60925.926,
+  "esr": 0.25, "coverage": 0.8126, "utilization": 0.975, "min_monthly_utilization": 0.95,
+  "purchases": 1, "exchanges": 0, "returns": 0, "refunds": 0.0, "sales": 0, "sale_proceeds": 0.0,
+  "sale_write_off": 0.0, "cadence_hours": 24, "latency_hours": 48, "decisions": 61,
+  "lock_in_days_at_end": 300, "liability_after_window": 15000.0, "hourly_commitment_at_end": 12.5,
+  "baselines": {
+    "existing_only": {"cost": 81234.5678, "esr": 0.0, "coverage": 0.0, "utilization": 1.0,
+                      "min_monthly_utilization": 1.0, "purchases": 0, "liability_after_window": 0.0},
+    "ce_quarterly": {"cost": 70000.0, "esr": 0.1383, "coverage": 0.5, "utilization": 0.9,
+                     "min_monthly_utilization": 0.8, "purchases": 2, "liability_after_window": 9000.0}
+  },
+  "monthly": [
+    {"month": "2025-12", "hours": 744, "on_demand_cost": 41000.0, "cost": 31000.0, "esr": 0.2439,
+     "coverage": 0.8, "utilization": 0.97, "purchases": 1, "new_hourly_commitment": 12.5},
+    {"month": "2026-01", "hours": 720, "on_demand_cost": 40234.5678, "cost": 29925.926, "esr": 0.2562,
+     "coverage": 0.825, "utilization": null, "purchases": 0, "new_hourly_commitment": 0.0}
+  ],
+  "purchase_list": [
+    {"id": "bt-1", "start": "2025-12-01T00:00:00Z", "provider": "AWS", "instrument": "ComputeSavingsPlan",
+     "term_years": 1, "payment_option": "NoUpfront", "region": null, "instance_type": null,
+     "hourly_cost": 12.5, "upfront": 0.0}
+  ]
+}"#;
+
+#[test]
+fn the_backtest_page_shows_a_saved_report_or_says_how_to_save_one() {
+    // Not configured: the page says how.
+    let app = spawn_console_app(ConsoleSettings::default());
+    let (mut b, _) = Browser::logged_in(&app, &app.approver);
+    let r = b.get("/ui/backtest");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("No backtest report is configured"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("backtest_report"), "{}", r.body);
+    drop(app);
+
+    let app = spawn_console_app(ConsoleSettings {
+        backtest: Some(std::sync::Arc::new(|| {
+            Ok(("reports/bt.json".to_string(), BACKTEST_JSON.to_string()))
+        })),
+        ..ConsoleSettings::default()
+    });
+    let (mut b, _) = Browser::logged_in(&app, &app.approver);
+    let r = b.get("/ui/backtest");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = &r.body;
+    assert_eq!(r.header("content-security-policy"), Some(CSP));
+    assert!(body.contains("aria-current=\"page\">Backtest"), "{body}");
+    assert!(
+        body.contains("synth-mixed-4g-seed7") && body.contains("reports/bt.json"),
+        "{body}"
+    );
+    assert!(body.contains("61 decisions"), "{body}");
+    // commitd and each baseline, money to the cent, shares as percentages.
+    assert!(body.contains("id=\"comparison\""), "{body}");
+    for expected in [
+        "USD 60,925.93",
+        "USD 81,234.57",
+        "ce_quarterly",
+        "USD 70,000.00",
+        "25.0 %",
+        "13.8 %",
+        "81.3 %",
+        "USD 15,000.00",
+        "USD 12.50 / h",
+    ] {
+        assert!(body.contains(expected), "{expected}: {body}");
+    }
+    // Charts: ESR by planner (bars) and the months (lines, a gap where utilization is null).
+    assert!(body.contains("id=\"bt-month-chart\""), "{body}");
+    assert_eq!(body.matches("<rect class=\"bar\"").count(), 3, "{body}");
+    assert!(
+        body.contains("2026-01: coverage 82.5 %, utilization n/a"),
+        "{body}"
+    );
+    assert!(
+        body.contains("bt-1") || body.contains("ComputeSavingsPlan 1yr NoUpfront"),
+        "{body}"
+    );
+    assert!(!body.contains("<script"));
+    drop(app);
+
+    // A report that is not one: a clear 503 naming the file, nothing else shown.
+    let app = spawn_console_app(ConsoleSettings {
+        backtest: Some(std::sync::Arc::new(|| {
+            Ok(("bad.json".to_string(), "[1, 2".to_string()))
+        })),
+        ..ConsoleSettings::default()
+    });
+    let (mut b, _) = Browser::logged_in(&app, &app.approver);
+    let r = b.get("/ui/backtest");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("bad.json"), "{}", r.body);
 }
 
 /// Time to first byte and page weight of the console's pages over a large store: 1,000
@@ -759,6 +1252,9 @@ fn page_load_budget() {
         "/ui/proposals?state=proposed".into(),
         "/ui/audit".into(),
         "/ui/audit?actor=alice".into(),
+        format!("/ui/audit?before={}", events / 2),
+        "/ui/proposals?state=all&page=2".into(),
+        "/ui/commitments".into(),
         format!("/ui/finance?month={month}"),
     ] {
         let mut ttfb = Vec::new();

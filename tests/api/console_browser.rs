@@ -6,7 +6,8 @@
 //! policy checks and the digest, approves with a reason, and may not approve again; a second
 //! approver logs in and approves; the proposal is then executed on the simulated market, the
 //! audit log holds both approvals (actors, action digest) and the execution, and the console's
-//! audit, verify and finance pages show them. A viewer then logs in and finds no
+//! audit, verify, finance and commitments pages show them (the proposal page with the usage
+//! chart and marginal value the daemon recorded). A viewer then logs in and finds no
 //! decision form. Screenshots of every page go to `target/console-screenshots/`.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `chromium`, `chromium-driver`; or
@@ -376,6 +377,13 @@ fn an_approver_approves_in_chromium_and_the_purchase_is_audited() {
     ] {
         assert!(page.contains(expected), "{expected}: {page}");
     }
+    // A plan file records no usage evidence: the page says so rather than draw anything (the
+    // look-back planner's chart is checked below, in the second test).
+    assert!(
+        page.contains("No usage chart or marginal value was recorded"),
+        "{page}"
+    );
+    assert!(b.all("#usage-chart").is_empty());
     b.screenshot(&shots, "04-proposal");
     b.type_into("#approve-reason", "fits the forecast");
     b.click("#approve");
@@ -448,6 +456,24 @@ fn an_approver_approves_in_chromium_and_the_purchase_is_audited() {
     assert!(finance.contains(&id), "{finance}");
     assert!(finance.contains("alice, bob"), "{finance}");
     b.screenshot(&shots, "08-finance");
+    // The portfolio: the purchase, as the executor read the inventory after buying it.
+    let bought = s.proposal(&id)["commitment_id"]
+        .as_str()
+        .expect("the executed proposal names its commitment")
+        .to_string();
+    b.go(&format!("{base}/ui/commitments"));
+    let portfolio = b.source();
+    for expected in [
+        bought.as_str(),
+        "Lock-in",
+        "Term end",
+        "Utilization, 30 days",
+        // A plan file measures no utilization: the page says it is not known.
+        "Utilization is not known yet",
+    ] {
+        assert!(portfolio.contains(expected), "{expected}: {portfolio}");
+    }
+    b.screenshot(&shots, "10-commitments");
     let (code, csv) = http(&d.addr, "GET", "/ui/finance/report.csv", None, None).unwrap();
     assert_eq!(code, 303, "the CSV needs a session: {csv}");
 
@@ -484,6 +510,99 @@ fn an_approver_approves_in_chromium_and_the_purchase_is_audited() {
         "the page is wider ({width}) than the phone's viewport ({viewport})"
     );
     b.screenshot(&shots, "09-proposal-phone");
+    drop(b);
+    d.terminate();
+    s.verify_audit();
+}
+
+/// The look-back planner (the daemon's default) on the shipped example: the proposal page
+/// shows the usage of the groups the purchase covers with its forecast and its marginal value
+/// (recorded by the daemon when it proposed), the overview charts the plan's expected figures
+/// by month, and the backtest page shows a saved report. Screenshots 11-13.
+#[test]
+fn the_console_charts_what_the_lookback_planner_recorded() {
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let shots = screenshots_dir();
+    let s = Setup::new("copilot", false).unwrap();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo");
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    let config = config.replace("plan_file = \"plan.json\"\n", "").replace(
+        "[source]\nrates = \"rates.csv\"",
+        &format!("[source]\nscenario = {:?}", demo.display().to_string()),
+    );
+    assert!(
+        !config.contains("plan_file") && config.contains("examples/demo"),
+        "{config}"
+    );
+    std::fs::write(
+        &s.config,
+        format!("{config}\n[api]\nbacktest_report = \"backtest.json\"\n"),
+    )
+    .unwrap();
+    std::fs::write(s.path("backtest.json"), crate::console::BACKTEST_JSON).unwrap();
+    s.ok(&["run", "--once"]);
+    let open: Vec<Value> = s
+        .proposals()
+        .into_iter()
+        .filter(|p| p["state"] == "proposed")
+        .collect();
+    assert!(
+        !open.is_empty(),
+        "the demo's first plan proposes a purchase"
+    );
+    let id = open[0]["id"].as_str().unwrap().to_string();
+    let alice = s.token("alice", "approver");
+    let d = s.spawn();
+    let base = format!("http://{}", d.addr);
+    let b = driver.browser();
+    b.go(&format!("{base}/ui/login"));
+    b.type_into("#token", &alice);
+    b.click("#login");
+    b.wait_url_end("/ui/");
+    // The plan's expected coverage, utilization and savings rate, charted by month.
+    b.one("#month-chart svg");
+    assert!(
+        b.source().contains("the last plan of the month"),
+        "{}",
+        b.source()
+    );
+    b.screenshot(&shots, "11-overview-by-month");
+
+    b.go(&format!("{base}/ui/proposals/{id}"));
+    b.one("#usage-chart svg");
+    let page = b.source();
+    for expected in [
+        "Usage it covers, forecast and marginal value",
+        "class=\"history\"",
+        "polygon class=\"fan\"",
+        "known until here",
+        "Marginal value (what the plan loses without it)",
+        " over the term (",
+        "Applies to ",
+    ] {
+        assert!(page.contains(expected), "{expected}: {page}");
+    }
+    // The chart fits the page at 1280 px.
+    let width = b.call(
+        "POST",
+        "/execute/sync",
+        Some(json!({"script": "return document.querySelector('#usage-chart svg').getBoundingClientRect().width;", "args": []})),
+    );
+    let w = width.as_f64().unwrap_or(0.0);
+    assert!(w > 300.0 && w <= 1280.0, "chart width {w}");
+    b.screenshot(&shots, "12-proposal-chart");
+
+    b.go(&format!("{base}/ui/backtest"));
+    b.one("#comparison");
+    b.one("#bt-month-chart svg");
+    assert!(
+        b.source().contains("synth-mixed-4g-seed7"),
+        "{}",
+        b.source()
+    );
+    b.screenshot(&shots, "13-backtest");
     drop(b);
     d.terminate();
     s.verify_audit();

@@ -68,6 +68,9 @@ fn report(postgres: bool) {
     let table = s.ok(&["report", "--month", &month]);
     assert!(table.contains("Commitments bought: 2"), "{table}");
     assert!(table.contains("autopilot:aws"), "{table}");
+    // Money as people read it in the table; the JSON above and the CSV keep exact figures.
+    assert!(table.contains("USD 21,900.00"), "{table}");
+    assert!(!table.contains(" 21900 "), "{table}");
     assert!(table.contains("Realized savings: not computed"), "{table}");
 
     let csv = s.ok(&["report", "--month", &month, "--csv"]);
@@ -167,7 +170,7 @@ CommitmentDiscountId,CommitmentDiscountStatus\n{}\n",
     assert_eq!(f["realized_savings"], "1");
 
     let table = s.ok(&["report", "--month", month, "--focus", bill]);
-    assert!(table.contains("5.75 USD over 2 commitment(s)"), "{table}");
+    assert!(table.contains("USD 5.75 over 2 commitment(s)"), "{table}");
     assert!(
         table.contains(&format!("not billed yet?): {missing}")),
         "{table}"

@@ -25,6 +25,8 @@ pub struct TestApp {
     /// The secret of an approver token valid for a day.
     pub approver: String,
     pub store: Store,
+    /// The figures the service records for the API and the console (the inventory last read).
+    pub metrics: Arc<Metrics>,
     pub db: FreshDb,
     pub rt: tokio::runtime::Runtime,
     stop: Arc<tokio::sync::Notify>,
@@ -74,6 +76,8 @@ fn spawn_app_full(
         .unwrap();
     let db = FreshDb::any();
     let stop = Arc::new(tokio::sync::Notify::new());
+    let metrics = Arc::new(Metrics::default());
+    let shared = metrics.clone();
     let (addr, approver, store) = rt.block_on(async {
         let store = Store::connect(&db.url).await.unwrap();
         let tokens = TokenStore::new(store.clone());
@@ -86,7 +90,7 @@ fn spawn_app_full(
             proposals: ProposalStore::new(store.clone()),
             audit: AuditLog::open(store.clone()),
             tokens,
-            metrics: Arc::new(Metrics::default()),
+            metrics: shared,
             wake: Arc::new(tokio::sync::Notify::new()),
             ready: Arc::new(AtomicBool::new(true)),
             max_body_bytes,
@@ -113,6 +117,7 @@ fn spawn_app_full(
         port,
         approver,
         store,
+        metrics,
         db,
         rt,
         stop,

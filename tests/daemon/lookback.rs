@@ -145,6 +145,61 @@ fn the_daemon_proposes_the_backtests_first_decision() {
     }
     let total: Money = plan.actions.iter().map(|a| a.expected_savings).sum();
     assert_eq!(plan.expected_savings, Some(total));
+
+    // What the console shows beside each action (plan::evidence): the usage of the groups it
+    // applies to, its forecast, and what the plan loses without it.
+    assert_eq!(plan.evidence.len(), plan.actions.len(), "{}", plan.render());
+    for (a, e) in plan.actions.iter().zip(&plan.evidence) {
+        assert!(
+            e.groups_total > 0 && e.groups.len() == e.groups_total.min(12),
+            "{}: {e:?}",
+            a.describe()
+        );
+        assert_eq!(e.history.len(), 56, "{e:?}");
+        assert!(e.history.iter().flatten().sum::<f64>() > 0.0, "{e:?}");
+        assert_eq!(e.forecast_error, None);
+        assert_eq!((e.p10.len(), e.p50.len(), e.p90.len()), (28, 28, 28));
+        for ((lo, mid), hi) in e.p10.iter().zip(&e.p50).zip(&e.p90) {
+            let (lo, mid, hi) = (lo.unwrap(), mid.unwrap(), hi.unwrap());
+            assert!(lo <= mid + 1e-9 && mid <= hi + 1e-9, "{lo} {mid} {hi}");
+        }
+        assert_eq!(e.forecast_start.since(e.history_start), 56 * 24);
+        assert_eq!(e.marginal.as_ref().map(|m| m.hours), Some(28 * 24));
+    }
+    // Without the purchase the bill applies last (reservations, then EC2 Instance Savings
+    // Plans, then the flexible plans), the plan loses exactly that purchase's expected savings:
+    // both bill the same portfolios.
+    let rank = |a: &commitd::proposals::PlannedAction| match a.spec.instrument {
+        Instrument::Ec2InstanceSavingsPlan => 1,
+        i if i.kind() == Some(commitd::domain::CommitmentKind::Spend) => 2,
+        _ => 0,
+    };
+    let (last, e) = plan
+        .actions
+        .iter()
+        .zip(&plan.evidence)
+        // The last of the highest rank: the purchase the bill applies last.
+        .max_by_key(|(a, _)| rank(a))
+        .unwrap();
+    assert_eq!(
+        e.marginal.as_ref().unwrap().over_term,
+        last.expected_savings,
+        "{}",
+        last.describe()
+    );
+    // Each existing commitment's use over the last 30 known days.
+    let mut ids: Vec<&str> = plan.commitment_use.iter().map(|u| u.id.as_str()).collect();
+    let mut existing: Vec<&str> = scenario.commitments.iter().map(|c| c.id.as_str()).collect();
+    ids.sort_unstable();
+    existing.sort_unstable();
+    assert_eq!(ids, existing);
+    for u in &plan.commitment_use {
+        assert!(u.hours <= 30 * 24, "{u:?}");
+        if let Some(x) = u.utilization {
+            assert!((0.0..=1.0).contains(&x) && u.hours > 0, "{u:?}");
+        }
+    }
+    assert!(plan.commitment_use.iter().any(|u| u.utilization.is_some()));
     let e = plan.expected.unwrap();
     assert!(
         e.esr > 0.0 && e.coverage > 0.0 && e.utilization > 0.9,

@@ -65,7 +65,7 @@ fn return_flow(postgres: bool) {
     );
     let shown = s.ok(&["proposals", "show", &id]);
     assert!(
-        shown.contains("returning stops 2.5 USD/h of cost"),
+        shown.contains("returning stops USD 2.50 per hour of cost"),
         "{shown}"
     );
     let alice = s.token("alice", "approver");

@@ -22,10 +22,13 @@
 //! check, the same refusals (self-approval, a second decision by the same person, expiry), the
 //! same audit event with the person's name and the action digest.
 
+mod backtest;
+mod insight;
 mod pages;
 pub mod view;
 
 use super::server::{read_limited, AppState};
+use crate::audit::{ConsoleLogin, ConsoleLogout, NewEvent};
 use crate::config::DEFAULT_CONSOLE_SESSION_MINUTES;
 use crate::identity::session::{same_secret, Session};
 use crate::policy::PolicySet;
@@ -57,6 +60,10 @@ const STYLESHEET: &str = include_str!("console.css");
 /// root: the console does not load files itself.
 pub type PolicyView = Arc<dyn Fn() -> Result<PolicySet, String> + Send + Sync>;
 
+/// Reads the saved backtest report (`[api] backtest_report`): its name and its text (the JSON
+/// of `commitd backtest --json`), handed in by the composition root.
+pub type BacktestView = Arc<dyn Fn() -> Result<(String, String), String> + Send + Sync>;
+
 /// The console's settings.
 #[derive(Clone)]
 pub struct ConsoleSettings {
@@ -66,6 +73,8 @@ pub struct ConsoleSettings {
     pub secure_cookies: bool,
     /// The policies in force; None: the overview says they are not available here.
     pub policies: Option<PolicyView>,
+    /// The saved backtest report; None: the backtest page says how to configure one.
+    pub backtest: Option<BacktestView>,
 }
 
 impl Default for ConsoleSettings {
@@ -74,6 +83,7 @@ impl Default for ConsoleSettings {
             session_ttl: chrono::Duration::minutes(i64::from(DEFAULT_CONSOLE_SESSION_MINUTES)),
             secure_cookies: false,
             policies: None,
+            backtest: None,
         }
     }
 }
@@ -90,6 +100,8 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/proposals/{id}", get(pages::proposal))
         .route("/ui/proposals/{id}/approve", post(pages::approve))
         .route("/ui/proposals/{id}/reject", post(pages::reject))
+        .route("/ui/commitments", get(insight::commitments))
+        .route("/ui/backtest", get(backtest::page))
         .route("/ui/audit", get(pages::audit))
         .route("/ui/audit/verify", get(pages::verify))
         .route("/ui/audit/export", get(pages::export))
@@ -215,6 +227,29 @@ pub(crate) async fn current(s: &AppState, headers: &HeaderMap) -> Result<Session
     }
 }
 
+/// The session of a page's request, as a handler's argument: without one (or with one that
+/// ended) the handler does not run and the browser is sent to the login page.
+pub(crate) struct LoggedIn(pub Session);
+
+impl axum::extract::FromRequestParts<AppState> for LoggedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &AppState,
+    ) -> Result<Self, Response> {
+        current(s, &parts.headers).await.map(LoggedIn)
+    }
+}
+
+/// A page for `session`: 200, `body` in the console's frame, `nav` marked.
+pub(crate) fn ok_page(session: &Session, title: &str, nav: view::Nav, body: Markup) -> Response {
+    html_response(
+        StatusCode::OK,
+        view::page(title, Some(session), Some(nav), body),
+    )
+}
+
 /// The fields of a form body (urlencoded), read up to the body limit.
 pub(crate) async fn read_form(
     s: &AppState,
@@ -327,7 +362,31 @@ async fn login(State(s): State<AppState>, headers: HeaderMap, request: Request) 
         .await
     {
         Ok(Some(opened)) => {
-            tracing::info!(who = %opened.session.principal.name, "console login");
+            // Audited: who logged in, with which role, until when. A login that cannot be
+            // recorded is refused (its session is closed again).
+            let who = &opened.session.principal;
+            let event = NewEvent::new(
+                Utc::now(),
+                who.name.clone(),
+                who.name.clone(),
+                ConsoleLogin {
+                    name: who.name.clone(),
+                    role: who.role.as_str().to_string(),
+                    session_expires_at: opened
+                        .session
+                        .expires_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                },
+            );
+            if let Err(e) = s.audit.append(event).await {
+                let _ = s.tokens.close_session(&opened.secret).await;
+                return problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    None,
+                    &format!("cannot record the login in the audit log, so it was refused: {e}"),
+                );
+            }
+            tracing::info!(who = %who.name, "console login");
             let mut r = see_other("/ui/");
             let h = r.headers_mut();
             h.append(
@@ -379,6 +438,21 @@ async fn logout(State(s): State<AppState>, headers: HeaderMap, request: Request)
                 &format!("cannot end the session: {e}"),
             );
         }
+    }
+    // Audited after the session is gone (a logout is never refused: failing to record it
+    // is logged, and the session is ended anyway).
+    let who = &session.principal;
+    let event = NewEvent::new(
+        Utc::now(),
+        who.name.clone(),
+        who.name.clone(),
+        ConsoleLogout {
+            name: who.name.clone(),
+            role: who.role.as_str().to_string(),
+        },
+    );
+    if let Err(e) = s.audit.append(event).await {
+        tracing::error!(who = %who.name, error = %e, "console logout not recorded in the audit log");
     }
     tracing::info!(who = %session.principal.name, "console logout");
     to_login(&s, true)

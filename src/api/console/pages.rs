@@ -1,11 +1,16 @@
 //! The console's pages: overview, proposals (queue and one proposal, with the decision
 //! forms), audit (browse, one event, verify, export) and finance (the monthly report).
 //!
-//! Every handler starts with [`current`]: no session, no page. Query parameters are parsed
-//! before anything is read; a bad one is a 400 page naming it.
+//! Every page handler takes a [`LoggedIn`] session (no session, no page: the browser is sent
+//! to the login page before the handler runs) and answers with [`ok_page`]; the decision forms
+//! check the session with [`current`] before reading their body. Query parameters are parsed
+//! before anything is read; a bad one is a 400 page naming it. The charts and figures the
+//! daemon recorded when it planned (a proposal's usage and marginal value, the commitments'
+//! utilization, the plans by month) are in `insight`.
 
+use super::insight;
 use super::view::{self, bar_chart, pct, usd, utc, Bar, Nav};
-use super::{csrf_refusal, current, html_response, problem, read_form};
+use super::{csrf_refusal, current, html_response, ok_page, problem, read_form, LoggedIn};
 use crate::api::decide::{decide, DecideError, Verdict};
 use crate::api::server::AppState;
 use crate::audit::log::decode;
@@ -28,7 +33,7 @@ use std::collections::{BTreeMap, VecDeque};
 /// The most rows a list page shows.
 const MAX_ROWS: usize = 500;
 
-fn unavailable(session: &Session, what: &str, e: impl std::fmt::Display) -> Response {
+pub(super) fn unavailable(session: &Session, what: &str, e: impl std::fmt::Display) -> Response {
     problem(
         StatusCode::SERVICE_UNAVAILABLE,
         Some(session),
@@ -51,11 +56,7 @@ fn state_badge(state: ProposalState) -> Markup {
 // ---------------------------------------------------------------------------------------------
 // Overview
 
-pub(super) async fn overview(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let session = match current(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+pub(super) async fn overview(State(s): State<AppState>, LoggedIn(session): LoggedIn) -> Response {
     let now = Utc::now();
     let pending = match s.proposals.list(Some(ProposalState::Proposed)).await {
         Ok(p) => p,
@@ -68,6 +69,10 @@ pub(super) async fn overview(State(s): State<AppState>, headers: HeaderMap) -> R
     let snap = s.metrics.snapshot();
     let ready = s.ready.load(std::sync::atomic::Ordering::SeqCst);
     let policies = s.console.policies.as_ref().map(|f| f());
+    let months = match insight::plan_events(&s, now).await {
+        Ok(events) => insight::by_month(&events),
+        Err(e) => return unavailable(&session, "reading the audit log", e),
+    };
 
     let state_bars: Vec<Bar> = ProposalState::ALL
         .iter()
@@ -142,6 +147,10 @@ pub(super) async fn overview(State(s): State<AppState>, headers: HeaderMap) -> R
                 }
             }
         }
+        section aria-labelledby="month-h" {
+            h2 #month-h { "Coverage, utilization and savings rate by month" }
+            (insight::monthly_section(&months, now))
+        }
         section aria-labelledby="commit-h" {
             h2 #commit-h { "Commitments" }
             (commitments(&snap.inventory, now))
@@ -151,10 +160,7 @@ pub(super) async fn overview(State(s): State<AppState>, headers: HeaderMap) -> R
             (bar_chart("states", "Proposals by state (all time)", &state_bars))
         }
     };
-    html_response(
-        StatusCode::OK,
-        view::page("Overview", Some(&session), Some(Nav::Overview), body),
-    )
+    ok_page(&session, "Overview", Nav::Overview, body)
 }
 
 fn commitments(
@@ -193,7 +199,7 @@ fn commitments(
     };
     let read = DateTime::from_timestamp(*read_at, 0).unwrap_or(now);
     html! {
-        p { (active.len()) " active commitment(s), as read from the provider at " (utc(read)) "." }
+        p { (active.len()) " active commitment(s), as read from the provider at " (utc(read)) ". " a href="/ui/commitments" { "The portfolio with utilization and lock-in" } }
         (bar_chart("spend", "Commitment spend per hour by provider and instrument (amortized)", &bars))
         h3 { "Expiring" }
         ul.counts {
@@ -264,17 +270,27 @@ fn proposal_table(list: &[&Proposal], caption: &str) -> Markup {
 #[derive(Deserialize, Default)]
 pub(super) struct ProposalsQuery {
     state: Option<String>,
+    /// 1-based page of [`MAX_ROWS`] proposals, newest first.
+    page: Option<String>,
+}
+
+/// A 1-based page number (default 1).
+fn page_number(text: Option<&str>) -> Result<usize, String> {
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(1),
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(|| format!("page '{t}' is not a page number (1, 2, ...)")),
+    }
 }
 
 pub(super) async fn proposals(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    LoggedIn(session): LoggedIn,
     Query(q): Query<ProposalsQuery>,
 ) -> Response {
-    let session = match current(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let state = match q.state.as_deref().map(str::trim) {
         None | Some("") | Some("all") => None,
         Some(text) => match ProposalState::parse(text) {
@@ -286,7 +302,24 @@ pub(super) async fn proposals(
         Ok(l) => l,
         Err(e) => return unavailable(&session, "reading proposals", e),
     };
-    let shown: Vec<&Proposal> = list.iter().take(MAX_ROWS).collect();
+    let page = match page_number(q.page.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return bad_request(&session, &e),
+    };
+    let first = (page - 1) * MAX_ROWS;
+    let shown: Vec<&Proposal> = list.iter().skip(first).take(MAX_ROWS).collect();
+    let pages = list.len().div_ceil(MAX_ROWS).max(1);
+    let state_param = state.map_or("all", |st| st.as_str());
+    let caption = if list.len() > MAX_ROWS {
+        format!(
+            "{} proposal(s), newest first: {} to {} (page {page} of {pages})",
+            list.len(),
+            (first + 1).min(list.len()),
+            first + shown.len()
+        )
+    } else {
+        format!("{} proposal(s), newest first", list.len())
+    };
     let body = html! {
         form.filters method="get" action="/ui/proposals" {
             label for="state" { "State" }
@@ -301,13 +334,21 @@ pub(super) async fn proposals(
         @if list.is_empty() {
             p { "No proposal" @if let Some(st) = state { " in state " (st.as_str()) } "." }
         } @else {
-            (proposal_table(&shown, &format!("{} proposal(s), newest first{}", list.len(), if list.len() > MAX_ROWS { format!(" (first {MAX_ROWS} shown)") } else { String::new() })))
+            @if shown.is_empty() {
+                p { "No proposal on page " (page) " (there are " (pages) ")." }
+            } @else {
+                (proposal_table(&shown, &caption))
+            }
+            @if pages > 1 {
+                nav.pages aria-label="Pages" {
+                    @if page > 1 { a #newer rel="prev" href=(format!("/ui/proposals?state={state_param}&page={}", page - 1)) { "← Newer" } " " }
+                    "Page " (page) " of " (pages)
+                    @if page < pages { " " a #older rel="next" href=(format!("/ui/proposals?state={state_param}&page={}", page + 1)) { "Older →" } }
+                }
+            }
         }
     };
-    html_response(
-        StatusCode::OK,
-        view::page("Proposals", Some(&session), Some(Nav::Proposals), body),
-    )
+    ok_page(&session, "Proposals", Nav::Proposals, body)
 }
 
 #[derive(Deserialize, Default)]
@@ -317,14 +358,10 @@ pub(super) struct ProposalQuery {
 
 pub(super) async fn proposal(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    LoggedIn(session): LoggedIn,
     Path(id): Path<String>,
     Query(q): Query<ProposalQuery>,
 ) -> Response {
-    let session = match current(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let flash = match q.done.as_deref() {
         Some("approved") => Some((true, "Your approval was recorded.".to_string())),
         Some("rejected") => Some((true, "Your rejection was recorded.".to_string())),
@@ -401,6 +438,7 @@ async fn proposal_view(
         None
     };
     let term_hours = spec.term.hours();
+    let evidence = insight::evidence_of(proposed);
     let body = html! {
         @if let Some((ok, text)) = &flash { (view::flash(*ok, text)) }
         p.lead { (a.describe()) " " (state_badge(p.state)) }
@@ -434,6 +472,7 @@ async fn proposal_view(
                 @if !a.summary.is_empty() { p { strong { "Why: " } (a.summary) } }
             }
         }
+        (insight::evidence_section(evidence.as_ref(), term_hours))
         section aria-labelledby="checks-h" {
             h2 #checks-h { "Policy checks" }
             @if let Some(v) = &verdict { p { "Verdict when proposed: " strong { (v) } "; " (p.approvals_needed) " distinct approver(s) needed." } }
@@ -658,6 +697,8 @@ pub(super) struct AuditQuery {
     since: Option<String>,
     until: Option<String>,
     format: Option<String>,
+    /// Only events before this one (the next page of older events).
+    before: Option<String>,
 }
 
 /// A `YYYY-MM-DD` date as the start of that UTC day.
@@ -695,29 +736,55 @@ fn audit_filter(q: &AuditQuery) -> Result<EventFilter, String> {
     Ok(EventFilter { kind, since, until })
 }
 
+/// The audit page with the same filters, before event `before` (None: the newest).
+fn audit_link(q: &AuditQuery, before: Option<i64>) -> String {
+    let mut f = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [
+        ("kind", &q.kind),
+        ("actor", &q.actor),
+        ("since", &q.since),
+        ("until", &q.until),
+    ] {
+        if let Some(v) = non_empty(v) {
+            f.append_pair(k, v);
+        }
+    }
+    if let Some(b) = before {
+        f.append_pair("before", &b.to_string());
+    }
+    format!("/ui/audit?{}", f.finish())
+}
+
 pub(super) async fn audit(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    LoggedIn(session): LoggedIn,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let session = match current(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let filter = match audit_filter(&q) {
         Ok(f) => f,
         Err(e) => return bad_request(&session, &e),
     };
     let actor = non_empty(&q.actor).map(str::to_string);
-    let events = match &actor {
-        None => s.audit.list(&filter, Some(MAX_ROWS as u32)).await,
-        Some(who) => {
-            // The last MAX_ROWS events of this actor: one page of the log in memory at a time.
+    let before = match non_empty(&q.before).map(|t| (t, t.parse::<i64>())) {
+        None => None,
+        Some((_, Ok(n))) if n > 0 => Some(n),
+        Some((t, _)) => {
+            return bad_request(&session, &format!("before '{t}' is not an event number"))
+        }
+    };
+    let events = match (&actor, before) {
+        (None, None) => s.audit.list(&filter, Some(MAX_ROWS as u32)).await,
+        _ => {
+            // The last MAX_ROWS matching events (of this actor, before this event): one page of
+            // the log in memory at a time.
             let mut last = VecDeque::new();
             let walked = s
                 .audit
                 .walk(&filter, |rec| {
-                    if rec.actor == *who {
+                    if before.is_some_and(|b| rec.id >= b) {
+                        return Ok(false);
+                    }
+                    if actor.as_ref().is_none_or(|who| rec.actor == *who) {
                         if last.len() == MAX_ROWS {
                             last.pop_front();
                         }
@@ -775,23 +842,24 @@ pub(super) async fn audit(
                 }
             }
         }
-        (event_table(&newest_first, &format!("{} event(s), newest first{}", newest_first.len(), if newest_first.len() == MAX_ROWS { format!(" (the last {MAX_ROWS} matching)") } else { String::new() })))
+        (event_table(&newest_first, &format!("{} event(s), newest first{}{}", newest_first.len(), before.map_or(String::new(), |b| format!(", before event {b}")), if newest_first.len() == MAX_ROWS { format!(" (the last {MAX_ROWS} matching)") } else { String::new() })))
+        @if before.is_some() || newest_first.len() == MAX_ROWS {
+            nav.pages aria-label="Pages" {
+                @if before.is_some() { a #newest href=(audit_link(&q, None)) { "← Newest" } " " }
+                @if let (true, Some(oldest)) = (newest_first.len() == MAX_ROWS, newest_first.last()) {
+                    a #older rel="next" href=(audit_link(&q, Some(oldest.id))) { "Older events →" }
+                }
+            }
+        }
     };
-    html_response(
-        StatusCode::OK,
-        view::page("Audit log", Some(&session), Some(Nav::Audit), body),
-    )
+    ok_page(&session, "Audit log", Nav::Audit, body)
 }
 
 pub(super) async fn event(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    LoggedIn(session): LoggedIn,
     Path(id): Path<String>,
 ) -> Response {
-    let session = match current(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let Ok(n) = id.trim().parse::<i64>() else {
         return bad_request(&session, &format!("'{id}' is not an event number"));
     };
@@ -831,22 +899,10 @@ pub(super) async fn event(
             a href=(format!("/ui/audit/{}", n + 1)) { "Next event" }
         }
     };
-    html_response(
-        StatusCode::OK,
-        view::page(
-            &format!("Audit event {n}"),
-            Some(&session),
-            Some(Nav::Audit),
-            body,
-        ),
-    )
+    ok_page(&session, &format!("Audit event {n}"), Nav::Audit, body)
 }
 
-pub(super) async fn verify(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let session = match current(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+pub(super) async fn verify(State(s): State<AppState>, LoggedIn(session): LoggedIn) -> Response {
     let report = match s.audit.verify().await {
         Ok(r) => r,
         Err(e) => return unavailable(&session, "verifying the audit log", e),
@@ -869,21 +925,14 @@ pub(super) async fn verify(State(s): State<AppState>, headers: HeaderMap) -> Res
         p.muted { "Checked at " (utc(Utc::now())) ". Signed checkpoints outside the database are checked by " code { "commitd audit verify --checkpoints" } ", not here." }
         p { a href="/ui/audit" { "Back to the audit log" } }
     };
-    html_response(
-        StatusCode::OK,
-        view::page("Audit verification", Some(&session), Some(Nav::Audit), body),
-    )
+    ok_page(&session, "Audit verification", Nav::Audit, body)
 }
 
 pub(super) async fn export(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    LoggedIn(session): LoggedIn,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    let session = match current(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let filter = match audit_filter(&q) {
         Ok(f) => f,
         Err(e) => return bad_request(&session, &e),
@@ -959,7 +1008,7 @@ async fn monthly(s: &AppState, month: Month) -> Result<report::MonthlyReport, St
     Ok(report::build(month, &events, None))
 }
 
-fn shift(m: Month, by: i32) -> Month {
+pub(super) fn shift(m: Month, by: i32) -> Month {
     let index = m.year * 12 + m.month as i32 - 1 + by;
     Month {
         year: index.div_euclid(12),
@@ -969,13 +1018,9 @@ fn shift(m: Month, by: i32) -> Month {
 
 pub(super) async fn finance(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    LoggedIn(session): LoggedIn,
     Query(q): Query<FinanceQuery>,
 ) -> Response {
-    let session = match current(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let month = match month_of(&q) {
         Ok(m) => m,
         Err(e) => return bad_request(&session, &e),
@@ -1084,26 +1129,14 @@ pub(super) async fn finance(
             }
         }
     };
-    html_response(
-        StatusCode::OK,
-        view::page(
-            &format!("Finance {month}"),
-            Some(&session),
-            Some(Nav::Finance),
-            body,
-        ),
-    )
+    ok_page(&session, &format!("Finance {month}"), Nav::Finance, body)
 }
 
 pub(super) async fn finance_csv(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    LoggedIn(session): LoggedIn,
     Query(q): Query<FinanceQuery>,
 ) -> Response {
-    let session = match current(&s, &headers).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let month = match month_of(&q) {
         Ok(m) => m,
         Err(e) => return bad_request(&session, &e),

@@ -13,15 +13,19 @@ use maud::{html, Markup, DOCTYPE};
 pub enum Nav {
     Overview,
     Proposals,
+    Commitments,
     Audit,
     Finance,
+    Backtest,
 }
 
-const SECTIONS: [(Nav, &str, &str); 4] = [
+const SECTIONS: [(Nav, &str, &str); 6] = [
     (Nav::Overview, "/ui/", "Overview"),
     (Nav::Proposals, "/ui/proposals", "Proposals"),
+    (Nav::Commitments, "/ui/commitments", "Commitments"),
     (Nav::Audit, "/ui/audit", "Audit"),
     (Nav::Finance, "/ui/finance", "Finance"),
+    (Nav::Backtest, "/ui/backtest", "Backtest"),
 ];
 
 /// A whole page: head, header with navigation and the person logged in (and a logout form
@@ -87,31 +91,9 @@ pub fn flash(ok: bool, text: &str) -> Markup {
     }
 }
 
-/// "USD 1,713.01": rounded half-to-even to the cent, with thousands separators.
+/// "USD 1,713.01": [`Money::for_people`], the one formatter of money for people.
 pub fn usd_text(m: Money) -> String {
-    let micros = i128::from(m.micros());
-    let q = micros.div_euclid(10_000);
-    let r = micros.rem_euclid(10_000);
-    let cents = if r > 5_000 || (r == 5_000 && q % 2 != 0) {
-        q + 1
-    } else {
-        q
-    };
-    let sign = if cents < 0 { "-" } else { "" };
-    let c = cents.abs();
-    format!("USD {sign}{}.{:02}", group(c / 100), c % 100)
-}
-
-fn group(n: i128) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
+    m.for_people()
 }
 
 /// Money on screen, the exact figure in its title.

@@ -288,6 +288,36 @@ impl BillingEngine {
         }
     }
 
+    /// Bills every hour of `series` (hour `first + h`; one slice per group in the engine's
+    /// order, all of one length), each commitment counting only in the hours it is active, and
+    /// returns per commitment (in the order given to [`BillingEngine::new`]) the hours it was
+    /// active and the sum over them of the share of it used. Commitments of one pool (the bill
+    /// treats them as interchangeable) share its use pro rata.
+    pub fn use_by_commitment(&self, first: Hour, series: &[&[f64]]) -> Vec<(usize, f64)> {
+        let hours = series.first().map_or(0, |s| s.len());
+        let mut scratch = self.scratch();
+        let mut demand = vec![0.0; series.len()];
+        let mut out = vec![(0usize, 0.0f64); self.slots.len()];
+        for h in 0..hours {
+            for (d, s) in demand.iter_mut().zip(series) {
+                *d = s[h];
+            }
+            let hour = first.plus(h as i64);
+            self.bill_hour(hour, &demand, &mut scratch);
+            for (slot, o) in self.slots.iter().zip(out.iter_mut()) {
+                if !(slot.start <= hour && hour < slot.end) {
+                    continue;
+                }
+                let cap = scratch.capacity[slot.pool];
+                o.0 += 1;
+                if cap > 0.0 {
+                    o.1 += (scratch.used[slot.pool] / cap).clamp(0.0, 1.0);
+                }
+            }
+        }
+        out
+    }
+
     fn bill_with(
         &self,
         demand: &[f64],
@@ -343,6 +373,22 @@ impl BillingEngine {
             .sum();
         bill
     }
+}
+
+/// The indexes (in `groups`' order, ascending) of the usage groups commitment `c` can apply
+/// to, as the bill applies it; empty when it names no scope the bill understands.
+pub fn covered_groups(c: &Commitment, groups: &[BillableGroup], rates: &RateCard) -> Vec<usize> {
+    let Ok(key) = PoolKey::of(c) else {
+        return Vec::new();
+    };
+    let mut v: Vec<usize> = key
+        .entries(0, groups, rates)
+        .into_iter()
+        .map(|e| e.group)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
 }
 
 /// What makes commitments interchangeable for billing.

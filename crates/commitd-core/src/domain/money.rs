@@ -106,6 +106,39 @@ impl fmt::Display for Money {
     }
 }
 
+impl Money {
+    /// The amount as people read it, in USD: "USD 1,713.01" (rounded half-to-even to the cent,
+    /// thousands separated by commas, the sign before the digits: "USD -1,000.50"). The one
+    /// formatter of money for people (terminal output and the web console); JSON, CSV and the
+    /// audit log keep the exact figure ([`fmt::Display`]).
+    pub fn for_people(self) -> String {
+        self.for_people_in("USD")
+    }
+
+    /// [`Money::for_people`] in another currency code ("EUR 12.00").
+    pub fn for_people_in(self, currency: &str) -> String {
+        let micros = i128::from(self.0);
+        let q = micros.div_euclid(10_000);
+        let r = micros.rem_euclid(10_000);
+        let cents = if r > 5_000 || (r == 5_000 && q % 2 != 0) {
+            q + 1
+        } else {
+            q
+        };
+        let sign = if cents < 0 { "-" } else { "" };
+        let c = cents.abs();
+        let digits = (c / 100).to_string();
+        let mut grouped = String::with_capacity(digits.len() + digits.len() / 3);
+        for (i, ch) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(ch);
+        }
+        format!("{currency} {sign}{grouped}.{:02}", c % 100)
+    }
+}
+
 impl std::str::FromStr for Money {
     type Err = MoneyError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -179,6 +212,32 @@ impl Sum for Money {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_as_people_read_it() {
+        let m = |s: &str| Money::parse(s).unwrap().for_people();
+        assert_eq!(m("1713.00924"), "USD 1,713.01");
+        assert_eq!(m("0"), "USD 0.00");
+        assert_eq!(m("17520"), "USD 17,520.00");
+        assert_eq!(m("1234567.891"), "USD 1,234,567.89");
+        assert_eq!(m("100"), "USD 100.00");
+        assert_eq!(m("999999.994"), "USD 999,999.99");
+        // Half to even at the cent.
+        assert_eq!(m("0.125"), "USD 0.12");
+        assert_eq!(m("0.135"), "USD 0.14");
+        assert_eq!(m("-0.005"), "USD 0.00");
+        assert_eq!(m("-0.015"), "USD -0.02");
+        assert_eq!(m("-1000.5"), "USD -1,000.50");
+        assert_eq!(m("999.999"), "USD 1,000.00");
+        assert_eq!(
+            Money::from_micros(i64::MAX).for_people(),
+            "USD 9,223,372,036,854.78"
+        );
+        assert_eq!(
+            Money::parse("12").unwrap().for_people_in("EUR"),
+            "EUR 12.00"
+        );
+    }
 
     #[test]
     fn parses_exactly_and_rounds_half_even() {

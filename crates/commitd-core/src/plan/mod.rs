@@ -8,6 +8,8 @@
 //!   [`forecast`]: forecast + optimize; [`ladder`]: the quantile ladder; [`hindsight`]: the
 //!   hindsight optimum (a baseline).
 //! * [`recent`], [`sizing`]: what the recent known usage says, and savings-plan sizing on it.
+//! * [`evidence`]: what a person approving an action sees beside its figures (the covered
+//!   groups' usage and forecast, the action's marginal value, each commitment's use).
 //! * [`demand`]: usage history -> forecast quantile paths -> optimizer demand (and the plan's
 //!   actions as purchase specs).
 //!
@@ -16,6 +18,7 @@
 
 pub mod config;
 pub mod demand;
+pub mod evidence;
 pub mod forecast;
 pub mod give_up;
 pub mod hindsight;

@@ -44,6 +44,9 @@ pub struct Proposed {
     pub expected: Option<Expected>,
     /// What could not be proposed, and why.
     pub notes: Vec<String>,
+    /// The portfolio after the decision: what is active now, less what is given up, plus the
+    /// purchases (what [`super::evidence`] measures each purchase's marginal value against).
+    pub portfolio: Vec<Commitment>,
 }
 
 /// The purchase of `c` as the market buys it. A reservation's record has no operating system
@@ -167,6 +170,7 @@ pub fn propose(
             0.0
         },
     });
+    out.portfolio = portfolio;
     Ok(out)
 }
 
@@ -253,6 +257,15 @@ fn give_up(
         expected_utilization: None,
     };
     Ok((action, next))
+}
+
+/// What `portfolio` (every commitment taken as active) costs per hour, on demand plus
+/// commitment, over the last [`MEASURE_HOURS`] known hours, and the hours measured.
+pub(super) fn cost_per_hour(
+    situation: &Situation<'_>,
+    portfolio: &[Commitment],
+) -> Result<(f64, usize), PlanError> {
+    measure(situation, portfolio).map(|m| (m.cost, m.hours))
 }
 
 /// A portfolio's bill over the last [`MEASURE_HOURS`] known hours, per hour.
