@@ -95,7 +95,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let (a, b) = (&ga.anomalies[*ia], &gb.anomalies[*ib]);
         (a.start, &ga.group).cmp(&(b.start, &gb.group))
     });
-    let open = rows.iter().filter(|(g, i)| !g.anomalies[*i].ended()).count();
+    let open = rows
+        .iter()
+        .filter(|(g, i)| !g.anomalies[*i].ended())
+        .count();
 
     if args.json {
         let anomalies: Vec<_> = rows

@@ -33,6 +33,10 @@ pub struct Args {
 }
 
 fn load(args: &Args) -> anyhow::Result<(String, UsageModel, Vec<Commitment>)> {
+    anyhow::ensure!(
+        args.commitments.is_none() || args.focus.is_some(),
+        "--commitments goes with --focus (a scenario names its own commitments file)"
+    );
     if let Some(dir) = &args.scenario {
         let (file, window) = sources::read_scenario_file(dir)?;
         let range = HourRange::new(window.history_start, window.decision_time);
@@ -95,11 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!();
         println!("{:<28} {}", c.name, c.stage.label());
         println!("  why:       {}", c.reason);
-        let figures: Vec<String> = c
-            .evidence
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let figures: Vec<String> = c.evidence.iter().map(|(k, v)| format!("{k}={v}")).collect();
         if !figures.is_empty() {
             println!("  evidence:  {}", figures.join(", "));
         }
@@ -145,10 +145,10 @@ fn chart(a: &Assessment) -> String {
     for p in [0.0, 25.0, 50.0, 75.0, 100.0] {
         let _ = write!(
             s,
-            r##"<line x1="{pad}" x2="{}" y1="{y0}" y2="{y0}" stroke="#eee"/><text x="4" y="{}" font-size="10">{p}%</text>"##,
+            r##"<line x1="{pad}" x2="{}" y1="{y0}" y2="{y0}" stroke="#eee"/><text x="4" y="{ty}" font-size="10">{p}%</text>"##,
             w - pad,
             y0 = y(p),
-            y(p) + 3.0
+            ty = y(p) + 3.0
         );
     }
     let series: [(&str, &str, Vec<Option<f64>>); 3] = [

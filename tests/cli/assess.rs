@@ -9,7 +9,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn commitd(args: &[&str]) -> Output {
-    Command::new(common::daemon::bin()).args(args).output().unwrap()
+    Command::new(common::daemon::bin())
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn ok_json(args: &[&str]) -> Value {
@@ -74,7 +77,10 @@ fn the_example_scenario_is_rated_with_evidence_and_html() {
     let coverage = cs["evidence"]["coverage_pct"].as_f64().unwrap();
     assert!(coverage > 0.0 && coverage <= 100.0, "{cs:#}");
     assert!(cs["evidence"]["effective_savings_rate_pct"].is_number());
-    assert!(cs["evidence"]["active_commitments"].as_u64().unwrap() >= 1, "{cs:#}");
+    assert!(
+        cs["evidence"]["active_commitments"].as_u64().unwrap() >= 1,
+        "{cs:#}"
+    );
     // Six months of history: the cadence is judged.
     assert_ne!(capability(&v, "automation")["stage"], "not_judged");
     assert_eq!(v["thresholds"].as_array().unwrap().len(), 8);
@@ -82,7 +88,10 @@ fn the_example_scenario_is_rated_with_evidence_and_html() {
     assert_eq!(v["to"], "2025-12-01T00:00:00Z");
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.starts_with("<!doctype html>"));
-    assert!(html.contains("<svg") && html.contains("<polyline"), "a chart");
+    assert!(
+        html.contains("<svg") && html.contains("<polyline"),
+        "a chart"
+    );
     assert!(html.contains("commitment strategy"));
     assert!(!html.contains("<script"), "self-contained, no script");
 }
@@ -95,7 +104,10 @@ fn a_bill_without_commitments_is_crawl_and_says_what_it_cannot_judge() {
     let cs = capability(&v, "commitment_strategy");
     assert_eq!(cs["stage"], "crawl", "{cs:#}");
     assert_eq!(cs["evidence"]["coverage_pct"], 0.0);
-    assert!(cs["next_step"].as_str().unwrap().contains("first commitment"));
+    assert!(cs["next_step"]
+        .as_str()
+        .unwrap()
+        .contains("first commitment"));
     // Three weeks: too short for a purchase cadence.
     assert_eq!(capability(&v, "automation")["stage"], "not_judged");
     let alloc = capability(&v, "cost_allocation");
@@ -106,19 +118,27 @@ fn a_bill_without_commitments_is_crawl_and_says_what_it_cannot_judge() {
     let out = commitd(&["assess", "--focus", file.to_str().unwrap()]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("commitment_strategy") && text.contains("Crawl"), "{text}");
+    assert!(
+        text.contains("commitment_strategy") && text.contains("Crawl"),
+        "{text}"
+    );
     assert!(text.contains("next step:"), "{text}");
 }
 
 #[test]
 fn bad_input_is_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = commitd(&["assess", "--focus", tmp.path().join("none.parquet").to_str().unwrap()]);
+    let out = commitd(&[
+        "assess",
+        "--focus",
+        tmp.path().join("none.parquet").to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("none.parquet"));
     let out = commitd(&["assess", "--scenario", "x", "--commitments", "y.csv"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--focus"));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("--commitments goes with --focus"), "{e}");
     let file = focus_file(tmp.path(), "bill.csv", 3, None);
     let out = commitd(&[
         "assess",

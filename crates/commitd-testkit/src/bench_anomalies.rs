@@ -115,7 +115,10 @@ fn cases(seeds: u64) -> Vec<Case> {
             }
             for mult in [0.5, 0.7] {
                 for len in [6, 24] {
-                    push(&mut rng, Some((format!("dip x{mult} {len}h"), Some(len), mult)));
+                    push(
+                        &mut rng,
+                        Some((format!("dip x{mult} {len}h"), Some(len), mult)),
+                    );
                 }
             }
             for mult in [1.2, 1.4, 2.0, 0.8, 0.6, 0.3] {
@@ -279,8 +282,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect();
     // Hours judged by both: after the detector's warm-up (the baseline needs 5 weeks).
     let judged = n - 5 * WEEK;
-    let ours: Vec<(&Case, Outcome)> = all.iter().zip(results.iter().map(|r| r.0.clone())).collect();
-    let base: Vec<(&Case, Outcome)> = all.iter().zip(results.iter().map(|r| r.1.clone())).collect();
+    let ours: Vec<(&Case, Outcome)> = all
+        .iter()
+        .zip(results.iter().map(|r| r.0.clone()))
+        .collect();
+    let base: Vec<(&Case, Outcome)> = all
+        .iter()
+        .zip(results.iter().map(|r| r.1.clone()))
+        .collect();
     let mut categories: Vec<String> = all
         .iter()
         .filter_map(|c| c.injected.as_ref().map(|i| i.category.clone()))
@@ -381,7 +390,10 @@ fn print_report(r: &Report) {
         &r.baseline,
     );
     println!();
-    println!("{:<24} {:>8} {:>9}", "RECALL BY INJECTED", "commitd", "baseline");
+    println!(
+        "{:<24} {:>8} {:>9}",
+        "RECALL BY INJECTED", "commitd", "baseline"
+    );
     for (c, a, b) in &r.recall_by_category {
         println!("{c:<24} {a:>7.1}% {b:>8.1}%");
     }

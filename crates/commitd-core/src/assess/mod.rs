@@ -431,7 +431,11 @@ fn rate_breadth(m: &UsageModel, commitments: &[Commitment], n: usize) -> Capabil
     let providers: BTreeSet<Provider> = m
         .groups
         .iter()
-        .filter(|g| g.quantity[..n.min(g.quantity.len())].iter().any(|q| *q > 0.0))
+        .filter(|g| {
+            g.quantity[..n.min(g.quantity.len())]
+                .iter()
+                .any(|q| *q > 0.0)
+        })
         .map(|g| g.group.provider)
         .collect();
     if providers.is_empty() {
@@ -756,14 +760,21 @@ mod tests {
             m.groups[0].quantity[h] = 0.0;
         }
         let a = assess(&m, &[]);
-        assert_eq!(cap(&a, "data_quality").stage, Stage::Crawl, "13 of 480 hours");
+        assert_eq!(
+            cap(&a, "data_quality").stage,
+            Stage::Crawl,
+            "13 of 480 hours"
+        );
         let empty = UsageModel {
             groups: vec![],
             ..model(10, 0.0, 0.0, "1")
         };
         let a = assess(&empty, &[]);
         assert_eq!(cap(&a, "commitment_strategy").stage, Stage::NotApplicable);
-        assert_eq!(cap(&a, "rate_optimization_breadth").stage, Stage::NotApplicable);
+        assert_eq!(
+            cap(&a, "rate_optimization_breadth").stage,
+            Stage::NotApplicable
+        );
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct AnomalyConfig {
     pub sigmas: f64,
     /// ...and this relative deviation (0.10 = 10 %), so that smooth series do not report noise.
     pub min_relative: f64,
+    /// ...and this multiple of the 99th percentile residual of the last two weeks on its side,
+    /// so that lumpy usage (a few instances coming and going) is judged by its own tails.
+    pub tail_factor: f64,
     /// Consecutive hours beyond the threshold, on one side, that open an anomaly.
     pub open_hours: usize,
     /// One hour beyond this multiple of the threshold opens an anomaly on its own.
@@ -63,6 +66,7 @@ impl Default for AnomalyConfig {
             min_history_days: 21,
             sigmas: 4.0,
             min_relative: 0.10,
+            tail_factor: 1.5,
             open_hours: 2,
             single_hour_factor: 3.0,
             quiet_hours: 3,
@@ -143,7 +147,9 @@ struct Fit {
     level: f64,
     /// Seasonal component by hour of week (log space).
     profile: [f64; WEEK],
-    threshold: f64,
+    /// Log residuals beyond these are anomalous (above, below the model).
+    threshold_up: f64,
+    threshold_down: f64,
 }
 
 impl Fit {
@@ -270,7 +276,8 @@ impl Watcher {
             return None;
         }
         let a = t.saturating_sub(self.cfg.baseline_weeks.max(1) * WEEK);
-        let evidence = |i: usize| usable(series[i]) && !self.masked.get(i).copied().unwrap_or(false);
+        let evidence =
+            |i: usize| usable(series[i]) && !self.masked.get(i).copied().unwrap_or(false);
         let mut obs: Vec<f64> = (a..t).filter(|&i| evidence(i)).map(|i| series[i]).collect();
         if obs.len() < need / 2 {
             return None;
@@ -339,14 +346,31 @@ impl Watcher {
                 z[i] - level - profile[how]
             })
             .collect();
-        let sigma = robust_sd(residuals).max(0.005);
-        let threshold = (self.cfg.sigmas * sigma).max((1.0 + self.cfg.min_relative).ln());
+        // Each side's threshold: robust deviations (Gaussian noise), but never inside the
+        // tail the last two weeks showed on that side (heavy-tailed, lumpy or autocorrelated
+        // usage: a few instances coming and going), nor below the relative floor.
+        let tail = |sign: f64| {
+            let mut side: Vec<f64> = residuals
+                .iter()
+                .map(|r| r * sign)
+                .filter(|r| *r > 0.0)
+                .collect();
+            side.sort_by(f64::total_cmp);
+            // The 99th percentile of all residuals, on this side.
+            let k = residuals.len() / 100;
+            side.len()
+                .checked_sub(k + 1)
+                .map_or(0.0, |i| side[i] * self.cfg.tail_factor)
+        };
+        let sigma = robust_sd(residuals.clone()).max(0.005);
+        let floor = (self.cfg.sigmas * sigma).max((1.0 + self.cfg.min_relative).ln());
         Some(Fit {
             at: t,
             offset,
             level,
             profile,
-            threshold,
+            threshold_up: floor.max(tail(1.0)),
+            threshold_down: floor.max(tail(-1.0)),
         })
     }
 
@@ -365,13 +389,12 @@ impl Watcher {
             return;
         }
         let r = (y + fit.offset).ln() - ez;
-        let thr = fit.threshold;
-        let beyond = if r > thr {
-            1.0
-        } else if r < -thr {
-            -1.0
+        let (beyond, thr) = if r > fit.threshold_up {
+            (1.0, fit.threshold_up)
+        } else if r < -fit.threshold_down {
+            (-1.0, fit.threshold_down)
         } else {
-            0.0
+            (0.0, 0.0)
         };
         let excess = y - expected;
         if let Some(open) = &mut self.open {
@@ -394,8 +417,8 @@ impl Watcher {
                 open.quiet += 1;
                 open.quiet_excess += excess;
             }
-            a.excess_cost = Money::from_f64(a.excess_instance_hours * self.unit_price)
-                .unwrap_or(Money::ZERO);
+            a.excess_cost =
+                Money::from_f64(a.excess_instance_hours * self.unit_price).unwrap_or(Money::ZERO);
             if open.quiet >= self.cfg.quiet_hours.max(1) {
                 a.status = AnomalyStatus::Ended;
                 a.end = Some(self.start.plus(open.last as i64 + 1));
@@ -529,7 +552,13 @@ pub fn replay_model(model: &UsageModel, cfg: &AnomalyConfig) -> Vec<GroupAnomali
         .par_iter()
         .map(|g| GroupAnomalies {
             group: g.group.clone(),
-            anomalies: replay(&g.quantity[..n.min(g.quantity.len())], start, end, unit_price(g), cfg),
+            anomalies: replay(
+                &g.quantity[..n.min(g.quantity.len())],
+                start,
+                end,
+                unit_price(g),
+                cfg,
+            ),
         })
         .filter(|g| !g.anomalies.is_empty())
         .collect()
@@ -666,7 +695,10 @@ mod tests {
         assert!(a.detected_at.since(delivered) <= 24, "{a:?}");
         assert_eq!(a.status, AnomalyStatus::Ended);
         let end = a.end.unwrap();
-        assert!(end.since(monday().plus((at + 6) as i64)).abs() <= 1, "{a:?}");
+        assert!(
+            end.since(monday().plus((at + 6) as i64)).abs() <= 1,
+            "{a:?}"
+        );
         // About 6 h x 100 extra instances at x2 (seasonality scales it): positive, sized.
         assert!(
             a.excess_instance_hours > 200.0 && a.excess_instance_hours < 1200.0,
@@ -749,7 +781,9 @@ mod tests {
         let y = spec.generate(monday(), WEEKS * WEEK);
         let found = week_zscore(&y, monday(), 3.0, 4, &AnomalyConfig::default());
         let spike = monday().plus(at as i64);
-        assert!(found.iter().any(|a| a.start == spike && a.kind == AnomalyKind::Spike));
+        assert!(found
+            .iter()
+            .any(|a| a.start == spike && a.kind == AnomalyKind::Spike));
         // Next week the same hour looks like a drop against the spike: the baseline's flaw.
         assert!(found
             .iter()
