@@ -289,9 +289,9 @@ impl Watcher {
         // running, and are never evidence of the level or the noise).
         let mut z: Vec<f64> = Vec::with_capacity(t - a);
         let mut last: Option<f64> = None;
-        for i in a..t {
+        for (i, &y) in series.iter().enumerate().take(t).skip(a) {
             let v = if evidence(i) {
-                Some(series[i])
+                Some(y)
             } else if self.masked.get(i).copied().unwrap_or(false) {
                 self.expected.get(i).copied()
             } else {
@@ -452,9 +452,8 @@ impl Watcher {
         // The pending hours belong to the anomaly: their excess and their mask.
         let mut total = 0.0;
         let (mut peak_y, mut peak_e, mut peak_r) = (y, expected, r.abs());
-        for i in first..=t {
+        for (i, &v) in series.iter().enumerate().take(t + 1).skip(first) {
             self.masked[i] = true;
-            let v = series[i];
             if usable(v) {
                 total += v - self.expected[i];
                 let ri = (v + fit.offset).ln() - (self.expected[i] + fit.offset).ln();
@@ -579,7 +578,7 @@ pub fn week_zscore(
     let window = weeks.max(1) * WEEK;
     let diff = |t: usize| {
         let (a, b) = (series[t], series[t - WEEK]);
-        (usable(a) && usable(b)).then(|| a - b)
+        (usable(a) && usable(b)).then_some(a - b)
     };
     let mut flags: Vec<f64> = vec![0.0; n];
     for (t, flag) in flags.iter_mut().enumerate().skip(WEEK + window) {
