@@ -27,7 +27,8 @@ import sys
 ROOT = os.environ.get("LAYOUT_ROOT") or os.path.normpath(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-CORE = ["domain", "ingest", "forecast", "billing", "optimize", "policy", "plan", "backtest"]
+CORE = ["domain", "ingest", "forecast", "billing", "optimize", "policy", "plan", "backtest",
+        "assess"]
 
 # commitd-core: domain <- {ingest, forecast, billing, optimize, policy} <- plan <- backtest.
 # The middle tier's siblings do not import each other, except optimize -> billing (the LP
@@ -42,6 +43,8 @@ CORE_RULES = {
     "policy": ["domain", "optimize"],
     "plan": ["domain", "ingest", "forecast", "billing", "optimize", "policy"],
     "backtest": ["domain", "ingest", "forecast", "billing", "optimize", "policy", "plan"],
+    # assess: a report over the usage model and the commitments; nothing imports it.
+    "assess": ["domain"],
 }
 
 # commitd: store <- audit <- proposals <- execute <- service <- startup / cli. The core's

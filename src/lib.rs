@@ -59,4 +59,6 @@ pub mod telemetry;
 
 // The pure core, re-exported under the paths the service uses (`crate::domain`, ...): one
 // definition, in `commitd-core`.
-pub use commitd_core::{backtest, billing, domain, forecast, ingest, optimize, plan, policy};
+pub use commitd_core::{
+    assess, backtest, billing, domain, forecast, ingest, optimize, plan, policy,
+};

@@ -7,6 +7,8 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
+mod anomalies;
+mod assess;
 mod audit;
 mod backtest;
 mod check_config;
@@ -63,6 +65,12 @@ pub enum Command {
     Usage(usage::Args),
     /// Forecast each usage group's hourly baseline with quantiles (P10/P50/P90).
     Forecast(forecast::Args),
+    /// Usage anomalies (spikes, sustained steps up, sudden drops) per usage group, replayed hour
+    /// by hour as the daemon sees the bill (only the hours billing has delivered).
+    Anomalies(anomalies::Args),
+    /// FinOps maturity assessment of a bill: Crawl / Walk / Run per capability, with the
+    /// figures behind each rating and the next step (docs/assess.md).
+    Assess(assess::Args),
     /// Compute the purchase plan (one LP across all instruments) with its rationale.
     Plan(plan::Args),
     /// Replay rolling decisions over a scenario's evaluation window and compare with baselines.
@@ -114,6 +122,8 @@ pub fn run_with(
     let result = match command {
         Command::Usage(args) => usage::run(args),
         Command::Forecast(args) => forecast::run(args),
+        Command::Anomalies(args) => anomalies::run(args),
+        Command::Assess(args) => assess::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Backtest(args) => backtest::run(*args),
         Command::Audit(cmd) => audit::run(cmd),

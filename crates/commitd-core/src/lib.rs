@@ -24,6 +24,7 @@
 //! * [`policy`]: guardrails parsed from text, evaluated to allow / needs approval / block.
 //! * [`plan`]: the `Planner` trait and its planners (look-back, forecast, ladder, hindsight),
 //!   run by the daemon and replayed by the backtest.
+//! * [`assess`]: the FinOps maturity assessment of a bill (Crawl / Walk / Run per capability).
 //! * [`backtest`]: the replay harness, its metrics, baselines and report. Nothing imports it.
 //!
 //! The siblings of the middle tier do not import each other, except `optimize` which prices
@@ -31,6 +32,7 @@
 //! (`PolicySet::planning_bounds`). No module opens a file, reads the clock, the network or the
 //! environment. `.ci/layout.py` checks both rules (docs/ARCHITECTURE.md).
 
+pub mod assess;
 pub mod backtest;
 pub mod billing;
 pub mod domain;

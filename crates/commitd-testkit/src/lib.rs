@@ -10,12 +10,13 @@
 //!   Microsoft.BillingBenefits 2022-11-01) shaped like the official examples, with its own
 //!   state and fault injection.
 //! * [`synth`]: deterministic synthetic scenarios (FOCUS bills with chosen demand shapes).
-//! * [`bench_forecast`], [`bench_optimize`], [`aws_cli`]: the benchmark and development commands
+//! * [`bench_anomalies`], [`bench_forecast`], [`bench_optimize`], [`aws_cli`]: the benchmark and development commands
 //!   of the `commitd-dev` binary.
 
 pub mod aws_cli;
 pub mod aws_server;
 pub mod azure_server;
+pub mod bench_anomalies;
 pub mod bench_forecast;
 pub mod bench_optimize;
 pub mod synth;

@@ -24,6 +24,7 @@
 //! Long horizons are cheap: the future is a repeated 168-hour profile plus a closed-form damped
 //! trend, so a 26,280-hour path costs a few multiplications per hour.
 
+pub mod anomaly;
 mod calibrate;
 pub mod eval;
 mod model;

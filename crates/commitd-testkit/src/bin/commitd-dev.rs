@@ -27,6 +27,9 @@ enum Command {
     AwsBench(commitd_testkit::aws_cli::BenchArgs),
     /// Write a synthetic scenario (FOCUS usage, rates, commitments) with a chosen demand shape.
     Synth(commitd_testkit::synth_cli::Args),
+    /// Precision and recall of the anomaly detector against a week-over-week z-score, on
+    /// generated series with injected spikes, dips and steps.
+    BenchAnomalies(commitd_testkit::bench_anomalies::Args),
     /// Accuracy (rolling origin, vs seasonal-naive) and speed figures of the forecaster.
     BenchForecast(commitd_testkit::bench_forecast::Args),
     /// Time the optimizer on synthetic demand (default 500 groups x 8,760 hours).
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::AwsTestServer(args) => commitd_testkit::aws_cli::run(args),
         Command::AwsBench(args) => commitd_testkit::aws_cli::bench(args),
         Command::Synth(args) => commitd_testkit::synth_cli::run(args),
+        Command::BenchAnomalies(args) => commitd_testkit::bench_anomalies::run(args),
         Command::BenchForecast(args) => commitd_testkit::bench_forecast::run(args),
         Command::BenchOptimize(args) => commitd_testkit::bench_optimize::run(args),
     };
