@@ -399,9 +399,14 @@ pub trait CommitmentMarket: Send + Sync {
     }
 
     /// The reservation refunds made in the last year, as (hour, amount): Azure's rolling cap
-    /// counts them, and the planner returns no more than it leaves. Markets that return no
-    /// reservations have none.
-    fn refunds(&self) -> BoxFuture<'_, Result<Vec<(Hour, Money)>, ProviderError>> {
+    /// counts them, and the planner returns no more than it leaves. `held` is the inventory the
+    /// caller just read (a market that asks about a held reservation needs not read it again).
+    /// Markets that return no reservations have none.
+    fn refunds<'a>(
+        &'a self,
+        held: &'a [Commitment],
+    ) -> BoxFuture<'a, Result<Vec<(Hour, Money)>, ProviderError>> {
+        let _ = held;
         Box::pin(async { Ok(Vec::new()) })
     }
 

@@ -274,11 +274,14 @@ impl CommitmentMarket for Providers {
         })
     }
 
-    fn refunds(&self) -> BoxFuture<'_, Result<Vec<(Hour, Money)>, ProviderError>> {
+    fn refunds<'a>(
+        &'a self,
+        held: &'a [Commitment],
+    ) -> BoxFuture<'a, Result<Vec<(Hour, Money)>, ProviderError>> {
         Box::pin(async move {
             let mut all = Vec::new();
             for m in self.all() {
-                all.extend(m.refunds().await?);
+                all.extend(m.refunds(held).await?);
             }
             Ok(all)
         })

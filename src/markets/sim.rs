@@ -909,7 +909,11 @@ impl CommitmentMarket for SimMarket {
         })
     }
 
-    fn refunds(&self) -> BoxFuture<'_, Result<Vec<(Hour, Money)>, ProviderError>> {
+    fn refunds<'a>(
+        &'a self,
+        held: &'a [Commitment],
+    ) -> BoxFuture<'a, Result<Vec<(Hour, Money)>, ProviderError>> {
+        let _ = held;
         Box::pin(async move {
             self.outage()?;
             self.refund_rows().await
@@ -1413,7 +1417,7 @@ pub(crate) mod tests {
             Money::parse("0.3").unwrap().times(hours_left).unwrap()
         );
         assert_eq!(
-            m.refunds().await.unwrap(),
+            m.refunds(&[]).await.unwrap(),
             vec![(Hour::from_datetime(when), refunded)],
             "the market tells the planner"
         );

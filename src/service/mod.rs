@@ -215,7 +215,7 @@ impl Daemon {
             .map_err(DaemonError::Inventory)?;
         let refunds = self
             .market
-            .refunds()
+            .refunds(&held)
             .await
             .map_err(DaemonError::Inventory)?;
         // The market's offers price the plan as the purchase will be priced. Without them

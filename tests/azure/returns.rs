@@ -41,8 +41,9 @@ async fn a_reservation_is_returned_in_part_then_whole_and_the_cap_is_counted() {
             .seed_reservation("Standard_D2s_v5", "westus", "P1Y", "Upfront", 3, 100);
     let m = market(&peer);
     assert!(m.returns_reservations());
+    let inventory = m.inventory().await.unwrap();
     assert!(
-        m.refunds().await.unwrap().is_empty(),
+        m.refunds(&inventory).await.unwrap().is_empty(),
         "nothing refunded yet"
     );
     let (id, n) = held(&m, &order).await.unwrap();
@@ -74,7 +75,7 @@ async fn a_reservation_is_returned_in_part_then_whole_and_the_cap_is_counted() {
         .world()
         .seed_reservation("Standard_D4s_v5", "eastus", "P1Y", "Monthly", 1, 10);
     let _ = other;
-    let refunds = m.refunds().await.unwrap();
+    let refunds = m.refunds(&m.inventory().await.unwrap()).await.unwrap();
     assert_eq!(refunds.len(), 1, "{refunds:?}");
     assert_eq!(refunds[0].1.to_decimal(), consumed);
 }

@@ -1093,9 +1093,9 @@ impl AzureMarket {
 
     /// Refunds in the rolling 12 months, from Azure's own count (`consumedRefundsTotal` of a
     /// `calculateRefund` on a held reservation: it is per billing profile, so any one tells).
-    /// None held: nothing to return, so nothing to count.
-    async fn refunded(&self) -> Result<Vec<(Hour, Money)>, ProviderError> {
-        let (held, _) = self.holdings().await?;
+    /// None held (in `held`, the inventory the caller just read): nothing to return, so
+    /// nothing to count.
+    async fn refunded(&self, held: &[Commitment]) -> Result<Vec<(Hour, Money)>, ProviderError> {
         let Some(c) = held
             .iter()
             .find(|c| c.instrument == Instrument::AzureReservation && !c.id.ends_with("/pending"))
@@ -1220,8 +1220,11 @@ impl CommitmentMarket for AzureMarket {
         Box::pin(self.found_return(request))
     }
 
-    fn refunds(&self) -> BoxFuture<'_, Result<Vec<(Hour, Money)>, ProviderError>> {
-        Box::pin(self.refunded())
+    fn refunds<'a>(
+        &'a self,
+        held: &'a [Commitment],
+    ) -> BoxFuture<'a, Result<Vec<(Hour, Money)>, ProviderError>> {
+        Box::pin(self.refunded(held))
     }
 
     fn returns_reservations(&self) -> bool {
