@@ -224,6 +224,16 @@ pub enum MarketKind {
 }
 
 impl MarketKind {
+    /// The provider this market buys from; None for the simulated market, which sells every
+    /// provider's commitments.
+    pub fn provider(self) -> Option<crate::domain::Provider> {
+        match self {
+            MarketKind::Sim => None,
+            MarketKind::Aws => Some(crate::domain::Provider::Aws),
+            MarketKind::Azure => Some(crate::domain::Provider::Azure),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             MarketKind::Sim => "sim",

@@ -204,16 +204,11 @@ async fn wire(config: &Config, failpoint: Failpoint) -> Result<Parts, StartupErr
         several => {
             let mut markets = Vec::new();
             for kind in several {
-                let provider = match kind {
-                    MarketKind::Aws => crate::domain::Provider::Aws,
-                    MarketKind::Azure => crate::domain::Provider::Azure,
-                    // Refused when the configuration loads.
-                    MarketKind::Sim => {
-                        return Err(StartupError::Config(
-                            "[daemon] providers: 'sim' cannot be combined".into(),
-                        ))
-                    }
-                };
+                // The simulated market (every provider's) is refused here when the
+                // configuration loads.
+                let provider = kind.provider().ok_or_else(|| {
+                    StartupError::Config("[daemon] providers: 'sim' cannot be combined".into())
+                })?;
                 markets.push((provider, market(config, *kind, &store).await?));
             }
             Arc::new(

@@ -107,7 +107,8 @@ async fn inventory_and_offerings_commands_honour_the_aws_environment() {
     );
 
     let data = home_path.join("data");
-    let args = |extra: &'static [&'static str]| {
+    // `commitd offerings ... EXTRA` against the server, off the runtime's threads.
+    let offerings = |extra: &'static [&'static str]| {
         let mut a = vec![
             "offerings",
             "--provider",
@@ -121,27 +122,27 @@ async fn inventory_and_offerings_commands_honour_the_aws_environment() {
         ];
         a.push(data.to_str().unwrap());
         a.extend_from_slice(extra);
-        a.into_iter().map(str::to_string).collect::<Vec<_>>()
-    };
-    for (extra, cached) in [
-        (&[][..], false),
-        (&[][..], true),
-        (&["--refresh"][..], false),
-    ] {
-        let a = args(extra);
-        let (ok, out, err) = tokio::task::spawn_blocking({
-            let (b, e, h) = (bin.clone(), endpoint.clone(), home_path.clone());
-            move || {
+        let a: Vec<String> = a.into_iter().map(str::to_string).collect();
+        let (b, e, h) = (bin.clone(), endpoint.clone(), home_path.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
                 commitd(
                     &b,
                     &e,
                     &h,
                     &a.iter().map(String::as_str).collect::<Vec<_>>(),
                 )
-            }
-        })
-        .await
-        .unwrap();
+            })
+            .await
+            .unwrap()
+        }
+    };
+    for (extra, cached) in [
+        (&[][..], false),
+        (&[][..], true),
+        (&["--refresh"][..], false),
+    ] {
+        let (ok, out, err) = offerings(extra).await;
         assert!(ok, "{err}");
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["from_cache"], cached, "{extra:?}");
@@ -154,20 +155,7 @@ async fn inventory_and_offerings_commands_honour_the_aws_environment() {
     server
         .world()
         .inject_always("DescribeSavingsPlansOfferingRates", Fault::Unauthorized);
-    let a = args(&["--refresh"]);
-    let (ok, out, err) = tokio::task::spawn_blocking({
-        let (b, e, h) = (bin.clone(), endpoint.clone(), home_path.clone());
-        move || {
-            commitd(
-                &b,
-                &e,
-                &h,
-                &a.iter().map(String::as_str).collect::<Vec<_>>(),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let (ok, out, err) = offerings(&["--refresh"]).await;
     assert!(ok, "{err}");
     assert!(
         err.contains("savings plan rates") && err.contains("DescribeSavingsPlansOfferingRates"),
@@ -184,20 +172,7 @@ async fn inventory_and_offerings_commands_honour_the_aws_environment() {
         "{v}"
     );
     assert_eq!(v["failed"].as_array().unwrap().len(), 1, "{v}");
-    let a = args(&[]);
-    let (ok, out, err) = tokio::task::spawn_blocking({
-        let (b, e, h) = (bin.clone(), endpoint.clone(), home_path.clone());
-        move || {
-            commitd(
-                &b,
-                &e,
-                &h,
-                &a.iter().map(String::as_str).collect::<Vec<_>>(),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let (ok, out, err) = offerings(&[]).await;
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["from_cache"], true);

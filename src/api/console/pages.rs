@@ -990,6 +990,20 @@ fn month_of(q: &FinanceQuery) -> Result<Month, String> {
     }
 }
 
+/// The month the query names (this month by default) and its report, or the error page: what
+/// the finance page and its CSV both start from.
+async fn the_month(
+    s: &AppState,
+    session: &Session,
+    q: &FinanceQuery,
+) -> Result<(Month, report::MonthlyReport), Response> {
+    let month = month_of(q).map_err(|e| bad_request(session, &e))?;
+    let r = monthly(s, month)
+        .await
+        .map_err(|e| unavailable(session, "reading the audit log", e))?;
+    Ok((month, r))
+}
+
 async fn monthly(s: &AppState, month: Month) -> Result<report::MonthlyReport, String> {
     // Everything up to the end of the month: proposals and approvals of a purchase may be
     // older than the month, and earlier purchases make up the month's portfolio.
@@ -1021,13 +1035,9 @@ pub(super) async fn finance(
     LoggedIn(session): LoggedIn,
     Query(q): Query<FinanceQuery>,
 ) -> Response {
-    let month = match month_of(&q) {
-        Ok(m) => m,
-        Err(e) => return bad_request(&session, &e),
-    };
-    let r = match monthly(&s, month).await {
-        Ok(r) => r,
-        Err(e) => return unavailable(&session, "reading the audit log", e),
+    let (month, r) = match the_month(&s, &session, &q).await {
+        Ok(found) => found,
+        Err(page) => return page,
     };
     let mut by_instrument: BTreeMap<String, Money> = BTreeMap::new();
     for b in &r.bought {
@@ -1137,13 +1147,9 @@ pub(super) async fn finance_csv(
     LoggedIn(session): LoggedIn,
     Query(q): Query<FinanceQuery>,
 ) -> Response {
-    let month = match month_of(&q) {
-        Ok(m) => m,
-        Err(e) => return bad_request(&session, &e),
-    };
-    let r = match monthly(&s, month).await {
-        Ok(r) => r,
-        Err(e) => return unavailable(&session, "reading the audit log", e),
+    let (month, r) = match the_month(&s, &session, &q).await {
+        Ok(found) => found,
+        Err(page) => return page,
     };
     let mut buf: Vec<u8> = Vec::new();
     if let Err(e) = r.write_csv(&mut buf) {
