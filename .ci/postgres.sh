@@ -7,7 +7,7 @@
 # Under CI (CI=true, as CI services set it) PostgreSQL must answer: a run that silently skipped
 # the PostgreSQL tests (the two-replica lease test among them) would pass without testing what
 # production runs on. So CI fails here with a clear message, and exports
-# COMMITD_REQUIRE_POSTGRES=1, which makes every test helper that would otherwise fall back to
+# COMMITD_TEST_REQUIRE_POSTGRES=1, which makes every test helper that would otherwise fall back to
 # SQLite fail instead (tests/common/pg.rs, providers::sim's tests).
 # Outside CI, no PostgreSQL means SQLite only, said out loud.
 
@@ -46,6 +46,6 @@ else
 fi
 
 if [ "$ci_postgres_required" = 1 ]; then
-  export COMMITD_REQUIRE_POSTGRES=1
-  echo "COMMITD_REQUIRE_POSTGRES=1: a PostgreSQL test that cannot reach the server fails"
+  export COMMITD_TEST_REQUIRE_POSTGRES=1
+  echo "COMMITD_TEST_REQUIRE_POSTGRES=1: a PostgreSQL test that cannot reach the server fails"
 fi

@@ -8,7 +8,7 @@
 //! Secrets (database passwords, API tokens, webhook URLs) are wrapped in [`Secret`], whose
 //! `Debug` and `Display` never show the value; [`Config::redacted`] is what gets printed.
 
-use crate::store::redact_url;
+use crate::dburl::redact_url;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,14 +22,13 @@ pub const MAX_COST_EXPLORER_DAYS: u32 = 365;
 /// `[audit] checkpoint_key`).
 pub const AUDIT_KEY_FILE_ENV: &str = "COMMITD_AUDIT_KEY_FILE";
 
-/// Environment variables with the prefix that are not configuration keys (CLI flags, tests).
+/// Environment variables with the prefix that are not configuration keys: the CLI's own
+/// (tests and benchmarks use `COMMITD_TEST_*` and `COMMITD_BENCH_*`, which are never
+/// configuration either).
 const NOT_CONFIG_KEYS: &[&str] = &[
     "COMMITD_LOG",
     "COMMITD_LOG_FORMAT",
     "COMMITD_CONFIG",
-    "COMMITD_TEST_DATABASE_URL",
-    "COMMITD_REQUIRE_POSTGRES",
-    "COMMITD_MOTO",
     // The checkpoint key's file (docs/audit.md): applied to `[audit] checkpoint_key` by hand,
     // since its name is the one operators know, not `COMMITD_AUDIT__CHECKPOINT_KEY`.
     "COMMITD_AUDIT_KEY_FILE",
@@ -983,7 +982,7 @@ impl Config {
         self.daemon.validate_markets()?;
         if let Some(url) = &self.database_url {
             let u = url.expose();
-            if crate::store::backend_of(u).is_none() {
+            if crate::dburl::backend_of(u).is_none() {
                 return Err(format!(
                     "database_url must start with sqlite:, postgres:// or postgresql://, got '{}'",
                     redact_url(u)
@@ -1165,12 +1164,22 @@ mod tests {
                 ("COMMITD_MODE", "autopilot"),
                 ("COMMITD_SOURCE__SCENARIO", "/abs/b"),
                 ("COMMITD_LOG", "debug"),
+                // Tests' and benchmarks' variables share the prefix and are never settings.
+                ("COMMITD_TEST_MOTO", "/x/moto_server"),
+                ("COMMITD_TEST_REQUIRE_POSTGRES", "1"),
+                ("COMMITD_BENCH_EVENTS", "100"),
             ]),
         )
         .unwrap();
         assert_eq!(c.mode, Mode::Autopilot);
         assert_eq!(c.billing_latency_hours, 24);
         assert_eq!(c.source.scenario, Some(PathBuf::from("/abs/b")));
+        // A variable with the prefix that names no setting is refused, not ignored: a typo in
+        // a deployment's environment must not pass silently.
+        let e = Config::load_with_env(Some(f.path()), &env(&[("COMMITD_MOTO", "/x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("COMMITD_MOTO"), "{e}");
     }
 
     #[test]

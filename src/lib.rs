@@ -45,6 +45,7 @@ pub mod audit;
 pub mod chart;
 pub mod cli;
 pub mod config;
+pub mod dburl;
 pub mod execute;
 pub mod identity;
 pub mod markets;

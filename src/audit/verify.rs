@@ -5,7 +5,8 @@
 use super::checkpoint::SignedCheckpoint;
 use super::log::{check_link, AuditError, AuditLog, BadEvent, VerifyReport};
 use super::GENESIS_HASH;
-use crate::store::{redact_url, Backend, Store};
+use crate::dburl::{backend_of, redact_url, Backend};
+use crate::store::Store;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::Row;
@@ -44,7 +45,7 @@ pub async fn open_read_only(url: &str) -> Result<(Store, ReadOnlyMode), ReadOnly
         url: shown.clone(),
         message,
     };
-    match crate::store::backend_of(url) {
+    match backend_of(url) {
         Some(Backend::Sqlite) => {
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(|e| err(format!("invalid URL: {e}")))?

@@ -40,8 +40,10 @@ pub struct Args {
     pub planner_config: Option<PathBuf>,
     /// Replay within the guardrails of this policy directory (what the daemon's `policies_dir`
     /// holds): the instruments, terms and payment options it allows, its cap on new hourly
-    /// commitment and its utilization floor, as the daemon plans within them. Default: the
-    /// benchmark policy (1-year terms, any instrument and payment option, no floor).
+    /// commitment and its utilization floor, as the daemon plans within them; and each
+    /// decision's actions judged by the policies as the daemon judges a cycle's, what they
+    /// block left out (and listed in the report). Default: the benchmark policy (1-year
+    /// terms, any instrument and payment option, no floor, no per-action judgment).
     #[arg(long, value_name = "DIR")]
     pub policies: Option<PathBuf>,
     /// commitd's planner: `lookback` (the optimizer on the recent look-back; the default),
@@ -447,11 +449,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             },
             ..Policy::default()
         },
+        policies: None,
     };
-    let bounds = match &args.policies {
-        Some(dir) => crate::sources::policies::planning_bounds(dir)
-            .with_context(|| format!("--policies {}", dir.display()))?,
-        None => crate::optimize::Constraints::one_year_only(),
+    let (bounds, policies) = match &args.policies {
+        Some(dir) => {
+            let set = crate::sources::policies::load_dir(dir)
+                .with_context(|| format!("--policies {}", dir.display()))?;
+            (crate::sources::policies::bounds_of(&set), Some(set))
+        }
+        None => (crate::optimize::Constraints::one_year_only(), None),
     };
     let hindsight = planner::HindsightConfig {
         max_columns: args.hindsight_columns,
@@ -468,9 +474,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     replay_baseline(input, oracle, base).map(Some)
                 })
             });
-            let (mut commitd, settings) =
+            let (mut commitd, mut settings) =
                 crate::backtest::commitd_planner(&input, &base, &config, &bounds)
                     .context("setting up commitd's planner")?;
+            // commitd's replay is judged by the policies, action by action, as the daemon
+            // judges its cycles; the baselines (other tools) are not.
+            settings.policies = policies;
             commitd.set_stopwatch(crate::telemetry::since_start);
             let commitd_result = run_backtest(&input, commitd.as_mut(), &settings)
                 .context("backtest of commitd's planner")?;

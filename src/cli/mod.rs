@@ -110,7 +110,7 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs one parsed command. `failpoint` is installed into `run`'s executor: always none from the
-/// product binary; `commitd-dev` (the test kit) passes the crash tests' `COMMITD_FAILPOINT`, so
+/// product binary; `commitd-dev` (the test kit) passes the crash tests' `COMMITD_TEST_FAILPOINT`, so
 /// that the crash tests run exactly this code path without the product carrying the hook's
 /// environment variable.
 pub fn run_with(

@@ -17,12 +17,11 @@ use crate::audit::{Amount, AuditLog, NewEvent, PlanComputed};
 use crate::cli::audit::{database_url, DbArgs};
 use crate::config::Config;
 use crate::domain::{ActionKind, Hour, Money, PaymentOption, Plan, RateCard, Term};
-use crate::optimize::DemandInput;
-use crate::optimize::{self, demand, Constraints, MinUtilization, Options};
-use crate::plan::demand::LEVELS;
+use crate::optimize::{Constraints, MinUtilization, Options};
+use crate::plan::demand::{plan_at, DemandSource, LEVELS};
+use crate::plan::digest::{inputs_digest, Inputs};
 use crate::store::Store;
 use anyhow::Context;
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -85,30 +84,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(t) => Hour::parse(t).with_context(|| format!("--at '{t}'"))?,
         None => scenario.window.decision_time,
     };
-    let mut fallback_notes = Vec::new();
-    let (input, source) = if args.hindsight {
-        (
-            demand::actual(&scenario.usage, at, args.horizon),
-            "actual demand after the decision time (hindsight)",
-        )
+    let demand = if args.hindsight {
+        DemandSource::Hindsight
+    } else if args.seasonal_naive {
+        DemandSource::SeasonalNaive
     } else {
-        // Only hours before the decision time: the planner must not see the future.
-        let history = scenario.usage.slice(crate::domain::HourRange::new(
-            scenario.usage.range.start,
-            at,
-        ));
-        if args.seasonal_naive {
-            (
-                demand::seasonal_naive(&history, at, args.horizon, 4, &LEVELS),
-                "seasonal-naive: P10/P50/P90 of the same hour of the week over the last 4 weeks",
-            )
-        } else {
-            (
-                crate::plan::demand::forecast_demand(&history, at, args.horizon, &mut fallback_notes),
-                "forecast: P10/P50/P90 paths of the forecaster, from the history before the decision time",
-            )
-        }
+        DemandSource::Forecast
     };
+    let source = demand.describe();
     let constraints = constraints(&args)?;
     let options = Options {
         reduce: !args.full,
@@ -116,8 +99,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ..Options::default()
     };
     let started = Instant::now();
-    let plan = optimize::optimize(
-        &input,
+    let plan = plan_at(
+        &scenario.usage,
+        at,
+        args.horizon,
+        demand,
         &scenario.rates,
         &scenario.commitments,
         &constraints,
@@ -125,16 +111,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     )
     .with_context(|| format!("planning {} at {at}", scenario.name))?;
     let seconds = started.elapsed().as_secs_f64();
-    let mut plan = plan;
-    plan.notes.extend(fallback_notes);
     if !args.no_record {
-        let digest = inputs_digest(
-            &input,
-            &scenario.rates,
-            &scenario.commitments,
-            &constraints,
-            &options,
-        )?;
+        // What the plan saw: the usage its demand reads (the history before --at, or all of
+        // it in hindsight), the rates, the commitments held, the bounds and how it planned.
+        let digest = inputs_digest(&Inputs {
+            source: &scenario.name,
+            at,
+            usage: &demand.reads(&scenario.usage, at),
+            rates: &scenario.rates,
+            portfolio: &scenario.commitments,
+            bounds: &constraints,
+            method: &serde_json::json!({
+                "demand": demand,
+                "horizon_hours": args.horizon,
+                "options": options,
+            }),
+        })
+        .map_err(anyhow::Error::msg)?;
         let (id, plan_id, url) = record(&args.db, &plan, &digest, &scenario.name, at, source)?;
         eprintln!("recorded as audit event {id} ({plan_id}) in {url}");
     }
@@ -144,47 +137,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             obj.insert("scenario".into(), scenario.name.clone().into());
             obj.insert("at".into(), at.to_string().into());
             obj.insert("demand".into(), source.into());
-            obj.insert("solve_seconds".into(), seconds.into());
+            obj.insert("plan_seconds".into(), seconds.into());
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_table(&scenario.name, at, source, &plan, seconds);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Feeds serialized bytes to the hash without building the whole JSON in memory (a year of
-/// hourly demand for hundreds of groups is large).
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// SHA-256 (hex) of everything the optimizer was given: demand paths, rate card, existing
-/// commitments, policy constraints and solver options. Equal digests mean equal inputs.
-pub fn inputs_digest(
-    demand: &DemandInput,
-    rates: &RateCard,
-    commitments: &[crate::domain::Commitment],
-    constraints: &Constraints,
-    options: &Options,
-) -> anyhow::Result<String> {
-    let mut h = Sha256::new();
-    let mut w = HashWriter(&mut h);
-    serde_json::to_writer(&mut w, demand)?;
-    // The rate card is a map keyed by product, which JSON cannot key: as a list of pairs.
-    serde_json::to_writer(&mut w, &rates.products().collect::<Vec<_>>())?;
-    serde_json::to_writer(&mut w, commitments)?;
-    serde_json::to_writer(&mut w, constraints)?;
-    serde_json::to_writer(&mut w, options)?;
-    Ok(hex::encode(h.finalize()))
 }
 
 /// Appends the `plan_computed` event; returns its id, the plan id and the (redacted) URL.
@@ -198,7 +157,7 @@ fn record(
 ) -> anyhow::Result<(i64, String, String)> {
     let config = Config::load(db.config.as_deref())?;
     let url = database_url(db.database_url.as_deref(), db.data_dir.as_deref(), config);
-    let shown = crate::store::redact_url(&url);
+    let shown = crate::dburl::redact_url(&url);
     let now = chrono::Utc::now();
     let plan_id = crate::service::plan::plan_id(now, digest);
     // Expected savings of the plan: the cost without it minus the cost with it (exact Money).
@@ -358,7 +317,7 @@ fn print_table(name: &str, at: Hour, source: &str, plan: &Plan, seconds: f64) {
     );
     let s = &plan.solver;
     println!(
-        "solver: {} ; {} points -> {} ; {} columns x {} rows ; {} solves ; {:.1} s",
+        "solver: {} ; {} points -> {} ; {} columns x {} rows ; {} solves ; forecast and solve {:.1} s",
         s.status, s.points, s.reduced_points, s.columns, s.rows, s.solves, seconds
     );
     for n in &plan.notes {

@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::execute::Failpoint;
 use crate::startup::{self, Application, Signals};
-use crate::store::redact_url;
+use crate::dburl::redact_url;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;

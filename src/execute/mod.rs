@@ -109,7 +109,7 @@ pub struct Failpoint {
 
 impl Failpoint {
     /// Aborts the process at `step`: what a crash test installs into the service it runs
-    /// (`commitd-dev run`, from `COMMITD_FAILPOINT`). The product binary never installs one.
+    /// (`commitd-dev run`, from `COMMITD_TEST_FAILPOINT`). The product binary never installs one.
     pub fn abort_at(step: Step) -> Failpoint {
         Failpoint {
             at: Some(step),

@@ -1010,9 +1010,9 @@ pub(crate) mod tests {
         use sqlx::Connection as _;
         let (dir, m) = market().await;
         let mut out = vec![(Some(dir), m, None)];
-        // Under COMMITD_REQUIRE_POSTGRES=1 (CI) a missing or unusable URL fails the test
+        // Under COMMITD_TEST_REQUIRE_POSTGRES=1 (CI) a missing or unusable URL fails the test
         // instead of leaving it on SQLite only (the twin of tests/common/pg.rs).
-        let required = std::env::var("COMMITD_REQUIRE_POSTGRES")
+        let required = std::env::var("COMMITD_TEST_REQUIRE_POSTGRES")
             .is_ok_and(|r| matches!(r.trim(), "1" | "true" | "yes"));
         let Some(admin) = std::env::var("COMMITD_TEST_DATABASE_URL")
             .ok()
@@ -1020,7 +1020,7 @@ pub(crate) mod tests {
         else {
             assert!(
                 !required,
-                "COMMITD_REQUIRE_POSTGRES=1 but COMMITD_TEST_DATABASE_URL is not set"
+                "COMMITD_TEST_REQUIRE_POSTGRES=1 but COMMITD_TEST_DATABASE_URL is not set"
             );
             return out;
         };

@@ -21,12 +21,12 @@ use crate::domain::{
 use crate::ingest;
 use crate::markets::Operation;
 use crate::optimize::{Constraints, Options};
+use crate::plan::digest::{inputs_digest, Inputs};
 use crate::plan::{PlannerConfig, PlannerKind};
 use crate::proposals::PlannedAction;
 use crate::sources::{self, ReadOptions};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -162,6 +162,7 @@ fn run_pipeline(
         usage,
         at,
         HORIZON_HOURS,
+        crate::plan::demand::DemandSource::Forecast,
         rates,
         existing,
         &Constraints {
@@ -194,8 +195,18 @@ fn decide(
     inputs: &CycleInputs<'_>,
     name: &str,
     now: DateTime<Utc>,
-    digest: String,
 ) -> Result<CyclePlan, PlanError> {
+    // What the plan is computed from, recorded with it (`plan_computed`).
+    let digest = inputs_digest(&Inputs {
+        source: name,
+        at,
+        usage,
+        rates,
+        portfolio: existing,
+        bounds: method.bounds,
+        method: method.config,
+    })
+    .map_err(PlanError::Failed)?;
     match method.config.kind {
         PlannerKind::Lookback | PlannerKind::Ladder => method.engine.cycle_plan(
             method.config,
@@ -251,7 +262,6 @@ impl PlanSource for ScenarioSource {
         let existing = with_held(scenario.commitments.clone(), &held);
         let mut rates = scenario.rates.clone();
         let offers_note = overlay_offers(&mut rates, inputs.offers);
-        let digest = inputs_digest(&scenario.name, at, &scenario.usage, &rates, &existing);
         let mut out = decide(
             &Method {
                 config: &self.method,
@@ -266,7 +276,6 @@ impl PlanSource for ScenarioSource {
             inputs,
             &scenario.name,
             now,
-            digest,
         )?;
         out.notes.extend(offers_note);
         out.notes
@@ -517,10 +526,7 @@ fn plan_now(
             usage.range.start.to_datetime().to_rfc3339()
         )));
     }
-    let digest = inputs_digest(name, at, usage, &rates, existing);
-    let mut out = decide(
-        method, usage, at, &rates, existing, inputs, name, now, digest,
-    )?;
+    let mut out = decide(method, usage, at, &rates, existing, inputs, name, now)?;
     out.notes.extend(notes);
     Ok(out)
 }
@@ -534,30 +540,6 @@ fn overlay_offers(rates: &mut RateCard, offers: Option<&RateCard>) -> Option<Str
         "{taken} commitment offers priced from the market's offerings ({} in its card; products the rate card has no on-demand price for are left out)",
         offers.len()
     ))
-}
-
-/// A digest of what the plan was computed from: source name, decision hour, demand totals,
-/// rates and existing commitments (held ones included). Equal inputs give equal digests, so
-/// the audit log shows when two plans saw the same data.
-fn inputs_digest(
-    name: &str,
-    at: Hour,
-    usage: &UsageModel,
-    rates: &RateCard,
-    existing: &[Commitment],
-) -> String {
-    let mut h = Sha256::new();
-    h.update(name.as_bytes());
-    h.update(at.0.to_le_bytes());
-    for g in &usage.groups {
-        h.update(g.group.to_string().as_bytes());
-        h.update(g.total_ode.micros().to_le_bytes());
-    }
-    // The rate card is a map keyed by product, which JSON cannot key: hash it as a list of
-    // pairs (serialising the map itself fails, and an empty hash would hide price changes).
-    h.update(serde_json::to_vec(&rates.products().collect::<Vec<_>>()).unwrap_or_default());
-    h.update(serde_json::to_vec(existing).unwrap_or_default());
-    hex::encode(h.finalize())
 }
 
 /// The optimizer's plan in the daemon's form: AWS purchases, AWS savings plan returns and AWS
@@ -702,21 +684,6 @@ pub fn cycle_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn inputs_digest_covers_the_rate_card() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo");
-        let s = sources::load_scenario(&dir).expect("the shipped demo scenario loads");
-        let at = s.window.decision_time;
-        let with = inputs_digest(&s.name, at, &s.usage, &s.rates, &s.commitments);
-        let again = inputs_digest(&s.name, at, &s.usage, &s.rates, &s.commitments);
-        let without = inputs_digest(&s.name, at, &s.usage, &RateCard::new(), &s.commitments);
-        assert_eq!(with, again, "the digest is deterministic");
-        assert_ne!(
-            with, without,
-            "a different rate card gives a different digest"
-        );
-    }
 
     #[test]
     fn cycle_plan_proposes_aws_returns_and_whole_exchanges_and_notes_the_rest() {

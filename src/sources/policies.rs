@@ -34,10 +34,14 @@ pub fn load_dir(dir: &Path) -> Result<PolicySet, PolicyError> {
 /// `commitd backtest --policies DIR` replays within them. A directory with no policy file: the
 /// benchmark policy ([`Constraints::one_year_only`]).
 pub fn planning_bounds(dir: &Path) -> Result<Constraints, PolicyError> {
-    let set = load_dir(dir)?;
-    Ok(if set.policies.is_empty() {
+    load_dir(dir).map(|set| bounds_of(&set))
+}
+
+/// [`planning_bounds`] of policies already loaded.
+pub fn bounds_of(set: &PolicySet) -> Constraints {
+    if set.policies.is_empty() {
         Constraints::one_year_only()
     } else {
         set.planning_bounds(crate::plan::demand::LEVELS[0])
-    })
+    }
 }

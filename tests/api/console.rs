@@ -1178,14 +1178,14 @@ fn the_backtest_page_shows_a_saved_report_or_says_how_to_save_one() {
 }
 
 /// Time to first byte and page weight of the console's pages over a large store: 1,000
-/// proposals and 100,000 audit events by default (`COMMITD_CONSOLE_BENCH_EVENTS`). A
+/// proposals and 100,000 audit events by default (`COMMITD_BENCH_CONSOLE_EVENTS`). A
 /// measurement, not a check: run it by hand and record the figures in
 /// docs/benchmarks/console.md.
 #[test]
 #[ignore = "a measurement: cargo test --test api console::page_load_budget -- --ignored --nocapture"]
 fn page_load_budget() {
     use commitd::audit::{NewEvent, PolicyBlocked};
-    let events: usize = std::env::var("COMMITD_CONSOLE_BENCH_EVENTS")
+    let events: usize = std::env::var("COMMITD_BENCH_CONSOLE_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);

@@ -11,7 +11,7 @@
 //! decision form. Screenshots of every page go to `target/console-screenshots/`.
 //!
 //! Needs `chromium` and `chromedriver` (Debian: `chromium`, `chromium-driver`; or
-//! `COMMITD_CHROMIUM` / `COMMITD_CHROMEDRIVER`). Without them the test says so and passes,
+//! `COMMITD_TEST_CHROMIUM` / `COMMITD_TEST_CHROMEDRIVER`). Without them the test says so and passes,
 //! except under `CI=true`, where it fails: CI installs them (`.ci/run`).
 
 use crate::common;
@@ -46,11 +46,11 @@ impl Drop for Driver {
 impl Driver {
     fn start() -> Option<Driver> {
         let chromium = find(
-            "COMMITD_CHROMIUM",
+            "COMMITD_TEST_CHROMIUM",
             &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
         );
         let driver = find(
-            "COMMITD_CHROMEDRIVER",
+            "COMMITD_TEST_CHROMEDRIVER",
             &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"],
         );
         let (Some(chromium), Some(driver)) = (chromium, driver) else {

@@ -405,3 +405,80 @@ fn report_has_the_contract_fields_and_self_contained_html() {
     assert_eq!(html.matches("<svg").count(), 3);
     assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
 }
+
+/// Buys `per_hour` of Compute SP at every decision.
+struct BuyDaily {
+    per_hour: Money,
+}
+
+impl Planner for BuyDaily {
+    fn name(&self) -> &str {
+        "buy_daily"
+    }
+    fn decide(&mut self, ctx: &Situation<'_>) -> Result<Decision, commitd::plan::PlanError> {
+        let id = format!("daily-{}", ctx.now.0);
+        let c = buy_savings_plan(id, &sp_offer(), ctx.now, self.per_hour, None)?;
+        Ok(Decision::from(vec![c]))
+    }
+}
+
+/// One AWS policy allowing every instrument, with `limits` added.
+fn policies(limits: &str) -> commitd::policy::PolicySet {
+    let text = format!(
+        "name = \"aws\"\n[scope]\nprovider = \"AWS\"\n[allow]\n\
+         instruments = [\"ComputeSavingsPlan\"]\nterms = [1]\n\
+         payment_options = [\"NoUpfront\", \"PartialUpfront\", \"AllUpfront\"]\n\
+         [limits]\n{limits}\n"
+    );
+    let dir = std::path::Path::new("policies");
+    commitd::policy::PolicySet::from_files(dir, [(dir.join("aws.toml"), text)]).unwrap()
+}
+
+#[test]
+fn with_the_daemons_policies_each_action_is_judged_and_blocked_ones_are_not_bought() {
+    use commitd::policy::Rule;
+    let judged = |p: commitd::policy::PolicySet| Settings {
+        policies: Some(p),
+        ..Settings::default()
+    };
+    // 1.2 $/h of plan on 0.6 $/h of usage is half used: the utilization floor blocks it, and
+    // nothing is bought (without policies the same planner buys it: see above).
+    let floor = judged(policies("min_expected_utilization = 0.9"));
+    let r = run(&input(|_| 10.0), &mut once("1.2"), &floor).unwrap();
+    assert!(r.purchases.is_empty(), "{:?}", r.purchases);
+    assert_eq!(r.blocked.len(), 1, "{:?}", r.blocked);
+    assert_eq!(r.blocked[0].rule, Rule::MinExpectedUtilization);
+    assert_eq!(r.blocked[0].hourly_cost, Money::parse("1.2").unwrap());
+    // 0.3 $/h is used in full: bought.
+    let r = run(&input(|_| 10.0), &mut once("0.3"), &floor).unwrap();
+    assert_eq!(r.purchases.len(), 1);
+    assert!(r.blocked.is_empty());
+
+    // The 30-day cap counts what the replay bought before, as the daemon counts its executed
+    // proposals: 0.1 $/h a day under a 0.25 $/h cap buys on days 0 and 1, then not until
+    // day 0 leaves the window (day 31: a purchase exactly 30 days old still counts), ...
+    let capped = judged(policies(
+        "min_expected_utilization = 0.0\nmax_new_hourly_commitment_per_30_days = \"0.25\"",
+    ));
+    let mut daily = BuyDaily {
+        per_hour: Money::parse("0.1").unwrap(),
+    };
+    let r = run(&input(|_| 10.0), &mut daily, &capped).unwrap();
+    let start = window().decision_time;
+    let days: Vec<i64> = r.purchases.iter().map(|c| c.start.since(start) / 24).collect();
+    assert_eq!(days, vec![0, 1, 31, 32]);
+    assert!(r
+        .blocked
+        .iter()
+        .all(|b| b.rule == Rule::MaxNewHourlyCommitmentPer30Days));
+    assert_eq!(r.blocked.len(), 61 - days.len());
+    // ... and the report lists what was blocked.
+    let cmp = commitd::backtest::report::Comparison {
+        scenario: "synthetic".into(),
+        settings: capped,
+        commitd: r,
+        baselines: vec![],
+    };
+    assert!(cmp.to_json()["blocked_list"].as_array().is_some_and(|b| !b.is_empty()));
+    assert!(cmp.to_text().contains("Blocked by the policies"));
+}

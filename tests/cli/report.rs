@@ -9,7 +9,7 @@ use serde_json::Value;
 
 fn backends() -> Vec<bool> {
     let mut b = vec![false];
-    // Fails instead when COMMITD_REQUIRE_POSTGRES=1 and no server is named (CI).
+    // Fails instead when COMMITD_TEST_REQUIRE_POSTGRES=1 and no server is named (CI).
     if common::daemon::postgres_url().is_some() {
         b.push(true);
     }

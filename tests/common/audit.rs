@@ -70,7 +70,7 @@ pub async fn databases() -> Vec<TestDb> {
     // A nested path that does not exist yet: the store must create it on first run.
     let sqlite = FreshDb::sqlite_at(dir.path(), "data/sub/commitd.db").holding(dir);
     let mut dbs = vec![sqlite];
-    // Fails instead when COMMITD_REQUIRE_POSTGRES=1 and no server is named (CI).
+    // Fails instead when COMMITD_TEST_REQUIRE_POSTGRES=1 and no server is named (CI).
     dbs.extend(FreshDb::postgres());
     dbs.into_iter()
         .map(|db| TestDb {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// The built binary this test binary drives: `commitd` from the root crate's tests; from the
 /// test kit's (`crates/commitd-testkit/tests/dev`), `commitd-dev`, which runs the same commands
-/// through the same code path and adds the crash tests' failpoint (`COMMITD_FAILPOINT`).
+/// through the same code path and adds the crash tests' failpoint (`COMMITD_TEST_FAILPOINT`).
 const BUILT: &str = match (
     option_env!("CARGO_BIN_EXE_commitd"),
     option_env!("CARGO_BIN_EXE_commitd-dev"),
@@ -100,7 +100,7 @@ pub struct Setup {
 impl Setup {
     /// `mode`: datapilot, copilot or autopilot. `postgres`: a throwaway PostgreSQL database
     /// (None when COMMITD_TEST_DATABASE_URL is not set: the caller skips; a panic instead under
-    /// COMMITD_REQUIRE_POSTGRES=1, see [`postgres_url`]).
+    /// COMMITD_TEST_REQUIRE_POSTGRES=1, see [`postgres_url`]).
     pub fn new(mode: &str, postgres: bool) -> Option<Setup> {
         Setup::with_daemon_settings(mode, postgres, "")
     }

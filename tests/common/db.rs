@@ -57,7 +57,7 @@ impl FreshDb {
     }
 
     /// A new PostgreSQL database, or None when `COMMITD_TEST_DATABASE_URL` is not set (the
-    /// caller skips; a panic instead under `COMMITD_REQUIRE_POSTGRES=1`, see [`postgres_url`]).
+    /// caller skips; a panic instead under `COMMITD_TEST_REQUIRE_POSTGRES=1`, see [`postgres_url`]).
     pub fn postgres() -> Option<FreshDb> {
         let admin = postgres_url()?;
         let nanos = std::time::SystemTime::now()

@@ -1,7 +1,7 @@
 //! moto (a local AWS peer written in Python) as a child process, for the tests that talk to it.
 //!
 //! moto comes from `bash tests/python/setup-moto.sh` (a venv in `.venv-moto`). The tests use
-//! `COMMITD_MOTO` (the `moto_server` binary) or, when unset, `.venv-moto/bin/moto_server`. When
+//! `COMMITD_TEST_MOTO` (the `moto_server` binary) or, when unset, `.venv-moto/bin/moto_server`. When
 //! neither exists they FAIL under CI (`CI` set) and print a notice and return elsewhere, so a
 //! developer without Python can still run the rest of the suite.
 #![allow(dead_code)]
@@ -25,11 +25,11 @@ impl Drop for Moto {
 }
 
 pub fn moto_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("COMMITD_MOTO") {
+    if let Some(path) = std::env::var_os("COMMITD_TEST_MOTO") {
         let path = PathBuf::from(path);
         assert!(
             path.is_file(),
-            "COMMITD_MOTO={} does not exist: run `bash tests/python/setup-moto.sh`",
+            "COMMITD_TEST_MOTO={} does not exist: run `bash tests/python/setup-moto.sh`",
             path.display()
         );
         return Some(path);
@@ -41,7 +41,7 @@ pub fn moto_binary() -> Option<PathBuf> {
     let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
     assert!(
         !in_ci,
-        "moto is required in CI: run `bash tests/python/setup-moto.sh` and set COMMITD_MOTO to .venv-moto/bin/moto_server"
+        "moto is required in CI: run `bash tests/python/setup-moto.sh` and set COMMITD_TEST_MOTO to .venv-moto/bin/moto_server"
     );
     eprintln!("NOTICE: moto not installed (bash tests/python/setup-moto.sh); moto tests not run");
     None

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 fn backends() -> Vec<bool> {
     let mut v = vec![false];
-    // Fails instead when COMMITD_REQUIRE_POSTGRES=1 and no server is named (CI).
+    // Fails instead when COMMITD_TEST_REQUIRE_POSTGRES=1 and no server is named (CI).
     if postgres_url().is_some() {
         v.push(true);
     }
@@ -206,14 +206,14 @@ fn datapilot_records_recommendations_and_never_executes() {
     s.verify_audit();
 }
 
-/// The product binary carries no failpoint: `COMMITD_FAILPOINT` is not one of its settings and
+/// The product binary carries no failpoint: `COMMITD_TEST_FAILPOINT` is not one of its settings and
 /// never aborts it (the crash tests run `commitd-dev`, in the test kit).
 #[test]
 fn the_product_binary_has_no_failpoint() {
     let s = Setup::new("autopilot", false).unwrap();
     let out = s.commitd_env(
         &["run", "--once"],
-        &[("COMMITD_FAILPOINT", "after_purchase")],
+        &[("COMMITD_TEST_FAILPOINT", "after_purchase")],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code().is_some(), "killed: {stderr}");
@@ -227,7 +227,7 @@ fn the_product_binary_has_no_failpoint() {
 #[test]
 fn two_replicas_on_one_postgresql_only_one_executes() {
     // Without a server this test cannot run; Setup::new fails it (rather than skipping)
-    // under COMMITD_REQUIRE_POSTGRES=1, as in CI.
+    // under COMMITD_TEST_REQUIRE_POSTGRES=1, as in CI.
     let Some(s) = Setup::new("copilot", true) else {
         eprintln!("COMMITD_TEST_DATABASE_URL not set: two-replica test skipped");
         return;

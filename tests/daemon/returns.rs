@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 fn backends() -> Vec<bool> {
     let mut v = vec![false];
-    // Fails instead when COMMITD_REQUIRE_POSTGRES=1 and no server is named (CI).
+    // Fails instead when COMMITD_TEST_REQUIRE_POSTGRES=1 and no server is named (CI).
     if postgres_url().is_some() {
         v.push(true);
     }

@@ -805,7 +805,7 @@ fn ci_postgres(ci: bool, answers: bool) -> std::process::Output {
     cmd.arg("-c")
         .arg(
             "set -euo pipefail; source .ci/postgres.sh; \
-             echo \"URL=${COMMITD_TEST_DATABASE_URL:-unset} REQUIRE=${COMMITD_REQUIRE_POSTGRES:-unset}\"",
+             echo \"URL=${COMMITD_TEST_DATABASE_URL:-unset} REQUIRE=${COMMITD_TEST_REQUIRE_POSTGRES:-unset}\"",
         )
         .current_dir(root())
         .env("PATH", path)
@@ -814,7 +814,7 @@ fn ci_postgres(ci: bool, answers: bool) -> std::process::Output {
             "COMMITD_TEST_DATABASE_URL",
             "postgres://postgres@127.0.0.1:1/postgres",
         )
-        .env_remove("COMMITD_REQUIRE_POSTGRES");
+        .env_remove("COMMITD_TEST_REQUIRE_POSTGRES");
     if ci {
         cmd.env("CI", "true");
     } else {

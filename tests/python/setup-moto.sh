@@ -3,9 +3,9 @@
 # DescribeReservedInstancesOfferings and Cost Explorer GetCostAndUsage.
 #
 # Usage: bash tests/python/setup-moto.sh            (from the repository root; idempotent)
-# Then:  export COMMITD_MOTO="$PWD/.venv-moto/bin/moto_server"
+# Then:  export COMMITD_TEST_MOTO="$PWD/.venv-moto/bin/moto_server"
 # The tests in tests/aws/moto.rs start that binary on a free 127.0.0.1 port and fail (not skip) when
-# COMMITD_MOTO is set but the binary is missing, or when CI=true and it is not set.
+# COMMITD_TEST_MOTO is set but the binary is missing, or when CI=true and it is not set.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -20,4 +20,4 @@ else
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
   echo "installed moto $MOTO_VERSION in $VENV"
 fi
-echo "COMMITD_MOTO=$PWD/$VENV/bin/moto_server"
+echo "COMMITD_TEST_MOTO=$PWD/$VENV/bin/moto_server"

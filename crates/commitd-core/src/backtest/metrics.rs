@@ -90,6 +90,10 @@ pub struct RunResult {
     pub liability_after_window: Money,
     pub hourly_commitment_at_end: Money,
     pub lock_in_days_at_end: f64,
+    /// Actions the daemon's policies blocked (a replay with policies only; see
+    /// [`crate::plan::judge`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<crate::plan::judge::Blocked>,
 }
 
 /// Calendar months (UTC) covering `range`, clipped to it.
@@ -155,6 +159,7 @@ pub struct Actions {
     pub returns: Vec<ReturnRecord>,
     pub sales: Vec<SaleRecord>,
     pub decisions: usize,
+    pub blocked: Vec<crate::plan::judge::Blocked>,
 }
 
 struct MonthAcc {
@@ -177,6 +182,7 @@ pub fn evaluate(
         returns,
         sales,
         decisions,
+        blocked,
     } = actions;
     let window = input.window.evaluation();
     let usage = &input.usage;
@@ -254,6 +260,7 @@ pub fn evaluate(
         liability_after_window,
         hourly_commitment_at_end,
         lock_in_days_at_end: lock_in_days(portfolio, end),
+        blocked,
     })
 }
 

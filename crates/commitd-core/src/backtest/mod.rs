@@ -27,6 +27,8 @@ use crate::domain::{
     UsageModel,
 };
 use crate::optimize::Constraints;
+use crate::plan::judge::{judge, Blocked};
+use crate::policy::{PolicySet, RecentSpend};
 pub use metrics::{Period, RunResult};
 // The planner's side of a decision lives in `plan` (and the market rules in `domain::rules`);
 // the harness applies what planners decide. Nothing is re-exported from here: each type has
@@ -140,6 +142,10 @@ pub struct Settings {
     /// Billing-data latency: a decision at `t` sees usage up to `t - latency_hours` only.
     pub latency_hours: i64,
     pub policy: Policy,
+    /// The daemon's policies: each decision's actions are judged by them as the daemon judges
+    /// a cycle's ([`crate::plan::judge`]), and what they block is not carried out. None: the
+    /// benchmark replay, which judges only the guardrails of `policy`.
+    pub policies: Option<PolicySet>,
 }
 
 impl Default for Settings {
@@ -148,6 +154,7 @@ impl Default for Settings {
             cadence_hours: 24,
             latency_hours: 48,
             policy: Policy::default(),
+            policies: None,
         }
     }
 }
@@ -177,6 +184,7 @@ pub fn run(
     let mut exchanges: Vec<ExchangeRecord> = Vec::new();
     let mut returns: Vec<ReturnRecord> = Vec::new();
     let mut sales: Vec<SaleRecord> = Vec::new();
+    let mut blocked: Vec<Blocked> = Vec::new();
     let mut decisions = 0usize;
     let mut now = w.decision_time;
     while now < w.evaluation_end {
@@ -214,6 +222,22 @@ pub fn run(
             at: now,
             message: e.to_string(),
         })?;
+        let decision = match &settings.policies {
+            None => decision,
+            Some(policies) => {
+                let recent = recent_spend(now, &purchases, &returns, &sales);
+                let (decision, refused) =
+                    judge(&ctx, decision, policies, recent).map_err(|e| {
+                        BacktestError::Planner {
+                            planner: planner.name().to_string(),
+                            at: now,
+                            message: format!("judging the decision by policy: {e}"),
+                        }
+                    })?;
+                blocked.extend(refused);
+                decision
+            }
+        };
         // Checked in full before anything changes: a refused decision leaves the portfolio as
         // it was (and ends the replay with the error).
         let mut next = portfolio.clone();
@@ -286,8 +310,43 @@ pub fn run(
             returns,
             sales,
             decisions,
+            blocked,
         },
     )
+}
+
+/// What the replay committed and gave up in the windows the policies' limits look at, before
+/// the decision at `now`: since the start of its UTC day, and in the last 30 days (as the
+/// daemon sums its proposals executing or executed).
+fn recent_spend(
+    now: Hour,
+    purchases: &[Commitment],
+    returns: &[ReturnRecord],
+    sales: &[SaleRecord],
+) -> RecentSpend {
+    let day_start = Hour(now.0 - now.0.rem_euclid(24));
+    let month_start = now.plus(-30 * 24);
+    let mut recent = RecentSpend::default();
+    for c in purchases {
+        if c.start >= day_start {
+            recent.hourly_commitment_today += c.hourly_cost;
+            recent.upfront_today += c.upfront;
+        }
+        if c.start >= month_start {
+            recent.hourly_commitment_30_days += c.hourly_cost;
+            recent.upfront_30_days += c.upfront;
+        }
+    }
+    let given = (returns.iter().map(|r| (r.at, r.hourly))).chain(sales.iter().map(|s| (s.listed, s.hourly)));
+    for (at, hourly) in given {
+        if at >= day_start {
+            recent.hourly_given_up_today += hourly;
+        }
+        if at >= month_start {
+            recent.hourly_given_up_30_days += hourly;
+        }
+    }
+    recent
 }
 
 fn check_unique_ids(

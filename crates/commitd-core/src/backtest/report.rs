@@ -113,7 +113,7 @@ impl Comparison {
                 })
             })
             .collect::<Vec<_>>();
-        json!({
+        let mut out = json!({
             "scenario": self.scenario,
             "hours": t.hours,
             "on_demand_cost": t.on_demand_equivalent.to_f64(),
@@ -163,7 +163,13 @@ impl Comparison {
             "return_list": return_list,
             "sale_list": sale_list,
             "exchange_list": exchange_list,
-        })
+        });
+        // Only a replay judged by the daemon's policies has it (the benchmark replay's JSON
+        // stays as it was).
+        if !r.blocked.is_empty() {
+            out["blocked_list"] = json!(r.blocked);
+        }
+        out
     }
 
     /// A readable summary for the terminal.
@@ -243,6 +249,16 @@ impl Comparison {
                 m.returns,
                 m.sales
             );
+        }
+        if !self.commitd.blocked.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nBlocked by the policies (not carried out): {} actions, the first ones:",
+                self.commitd.blocked.len()
+            );
+            for b in self.commitd.blocked.iter().take(5) {
+                let _ = writeln!(s, "  {} {}: {} ({}: {})", b.at, b.what, b.rule, b.policy, b.detail);
+            }
         }
         if !self.commitd.sales.is_empty() {
             let market = self.settings.policy.ri_marketplace;

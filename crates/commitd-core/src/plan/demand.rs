@@ -125,20 +125,77 @@ pub fn known_history(model: &UsageModel, group: &GroupSeries, at: Hour) -> Vec<f
     v
 }
 
-/// Plans at `at` from the usage before `at` only (the future is never looked at), with the
-/// forecaster's quantiles as demand.
+/// Where a plan's demand comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DemandSource {
+    /// The forecaster's quantile paths at [`LEVELS`] from the history before the decision
+    /// (the daemon's; see [`forecast_demand_at`]).
+    #[default]
+    Forecast,
+    /// The same hour of the week over the last four weeks, at [`LEVELS`], for every group.
+    SeasonalNaive,
+    /// The actual demand after the decision (hindsight: the backtest's optimum baseline).
+    Hindsight,
+}
+
+impl DemandSource {
+    /// What the demand is, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DemandSource::Forecast => {
+                "forecast: P10/P50/P90 paths of the forecaster, from the history before the decision time"
+            }
+            DemandSource::SeasonalNaive => {
+                "seasonal-naive: P10/P50/P90 of the same hour of the week over the last 4 weeks"
+            }
+            DemandSource::Hindsight => "actual demand after the decision time (hindsight)",
+        }
+    }
+
+    /// The usage the demand is built from: the history before `at`, or for hindsight the
+    /// whole usage (it reads the hours after `at`).
+    pub fn reads(self, usage: &UsageModel, at: Hour) -> UsageModel {
+        match self {
+            DemandSource::Hindsight => usage.clone(),
+            _ => usage.slice(HourRange::new(usage.range.start, at)),
+        }
+    }
+}
+
+/// The optimizer's demand over `[at, at + horizon)` from `usage` by `source`. Only hindsight
+/// looks at hours at or after `at`; `notes` says where the forecast fell back or held a group.
+pub fn demand_at(
+    usage: &UsageModel,
+    at: Hour,
+    horizon: usize,
+    source: DemandSource,
+    notes: &mut Vec<String>,
+) -> DemandInput {
+    let seen = source.reads(usage, at);
+    match source {
+        DemandSource::Forecast => forecast_demand(&seen, at, horizon, notes),
+        DemandSource::SeasonalNaive => demand::seasonal_naive(&seen, at, horizon, 4, &LEVELS),
+        DemandSource::Hindsight => demand::actual(&seen, at, horizon),
+    }
+}
+
+/// Plans at `at` over `horizon` hours with demand from `source` (the forecast, by default:
+/// the usage before `at` only, the future is never looked at). The one forecast -> optimize
+/// composition for the daemon's forecast planner and `commitd plan`.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_at(
     usage: &UsageModel,
     at: Hour,
     horizon: usize,
+    source: DemandSource,
     rates: &RateCard,
     existing: &[Commitment],
     constraints: &Constraints,
     options: &Options,
 ) -> Result<Plan, OptimizeError> {
-    let history = usage.slice(HourRange::new(usage.range.start, at));
     let mut notes = Vec::new();
-    let input = forecast_demand(&history, at, horizon, &mut notes);
+    let input = demand_at(usage, at, horizon, source, &mut notes);
     let mut plan = optimize::optimize(&input, rates, existing, constraints, options)?;
     plan.notes.extend(notes);
     Ok(plan)

@@ -8,6 +8,9 @@
 //!   [`forecast`]: forecast + optimize; [`ladder`]: the quantile ladder; [`hindsight`]: the
 //!   hindsight optimum (a baseline).
 //! * [`recent`], [`sizing`]: what the recent known usage says, and savings-plan sizing on it.
+//! * [`digest`]: the inputs digest a plan is recorded with (the daemon's and `commitd plan`'s).
+//! * [`judge`]: a decision less what the policies block, action by action as the daemon
+//!   judges them (the backtest replays with it when given the daemon's policies).
 //! * [`evidence`]: what a person approving an action sees beside its figures (the covered
 //!   groups' usage and forecast, the action's marginal value, each commitment's use).
 //! * [`demand`]: usage history -> forecast quantile paths -> optimizer demand (and the plan's
@@ -18,10 +21,12 @@
 
 pub mod config;
 pub mod demand;
+pub mod digest;
 pub mod evidence;
 pub mod forecast;
 pub mod give_up;
 pub mod hindsight;
+pub mod judge;
 pub mod ladder;
 pub mod lookback;
 pub mod proposals;

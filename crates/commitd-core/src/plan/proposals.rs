@@ -47,6 +47,17 @@ pub struct Proposed {
     /// The portfolio after the decision: what is active now, less what is given up, plus the
     /// purchases (what [`super::evidence`] measures each purchase's marginal value against).
     pub portfolio: Vec<Commitment>,
+    /// Which part of the decision each action carries out (one per action, in order): what
+    /// [`super::judge`] takes out of the decision when policy blocks the action.
+    pub origins: Vec<Origin>,
+}
+
+/// The part of a [`Decision`] an action carries out, by its index in the decision's list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Return(usize),
+    Sale(usize),
+    Purchase(usize),
 }
 
 /// The purchase of `c` as the market buys it. A reservation's record has no operating system
@@ -93,6 +104,16 @@ pub fn propose(
             decision.exchanges.len()
         )));
     }
+    propose_all_but_exchanges(situation, decision, can_give_up)
+}
+
+/// [`propose`] without its refusal of exchanges: the decision's returns, sales and purchases
+/// as actions; its exchanges are left out (the replay applies them as decided).
+pub(super) fn propose_all_but_exchanges(
+    situation: &Situation<'_>,
+    decision: &Decision,
+    can_give_up: &dyn Fn(&str) -> bool,
+) -> Result<Proposed, PlanError> {
     let mut out = Proposed::default();
     // What is given up goes first, as in the replay; each is measured on the bill without the
     // instances it gives up. Then each purchase is measured against what applies before it in
@@ -101,12 +122,10 @@ pub fn propose(
     // reservation takes first. The savings add up to the decision's.
     let mut portfolio = situation.active();
     let mut last = measure(situation, &portfolio)?;
-    let given = decision
-        .returns
-        .iter()
-        .map(|g| (g, false))
-        .chain(decision.sales.iter().map(|g| (g, true)));
-    for (g, sale) in given {
+    let given = (decision.returns.iter().enumerate())
+        .map(|(i, g)| (g, false, Origin::Return(i)))
+        .chain((decision.sales.iter().enumerate()).map(|(i, g)| (g, true, Origin::Sale(i))));
+    for (g, sale, origin) in given {
         if !can_give_up(&g.id) {
             out.notes.push(format!(
                 "{} of {} not {}: the market does not hold it (only the source lists it)",
@@ -119,6 +138,7 @@ pub fn propose(
         let (action, next) = give_up(situation, &mut portfolio, g, sale, &last)?;
         last = next;
         out.actions.push(action);
+        out.origins.push(origin);
     }
     let mut order: Vec<usize> = (0..decision.purchases.len()).collect();
     order.sort_by_key(|&i| match decision.purchases[i].instrument {
@@ -141,7 +161,8 @@ pub fn propose(
         last = next;
     }
     let all = last;
-    for (c, m) in decision.purchases.iter().zip(measured) {
+    for (i, (c, m)) in decision.purchases.iter().zip(measured).enumerate() {
+        out.origins.push(Origin::Purchase(i));
         let (utilization, saved) = m.unwrap_or((0.0, 0.0));
         let expected_savings =
             Money::from_f64(saved * c.term.hours() as f64).unwrap_or(Money::ZERO);

@@ -1,7 +1,7 @@
 //! `commitd-dev`: the development commands that the product binary does not carry: the local AWS
 //! test server, scenario generators and the benchmarks; and every `commitd` command, run through
 //! the same code path (`commitd::cli::run_with`) with the crash tests' failpoint:
-//! `COMMITD_FAILPOINT=<step> commitd-dev run --once --config FILE` aborts the process at that
+//! `COMMITD_TEST_FAILPOINT=<step> commitd-dev run --once --config FILE` aborts the process at that
 //! step of an execution (steps: `commitd::execute::Step`, e.g. `after_purchase`).
 
 use clap::{Parser, Subcommand};
@@ -40,9 +40,9 @@ enum Command {
 }
 
 /// The environment variable naming the step at which `commitd-dev run` aborts the process.
-const FAILPOINT_ENV: &str = "COMMITD_FAILPOINT";
+const FAILPOINT_ENV: &str = "COMMITD_TEST_FAILPOINT";
 
-/// The failpoint `COMMITD_FAILPOINT` asks for (none when unset); an unknown step is an error,
+/// The failpoint `COMMITD_TEST_FAILPOINT` asks for (none when unset); an unknown step is an error,
 /// so that a crash test with a misspelt step cannot pass without crashing.
 fn failpoint_from_env() -> Result<Failpoint, String> {
     let Some(text) = std::env::var_os(FAILPOINT_ENV) else {

@@ -1,5 +1,5 @@
 //! A crash at every step of an execution (the process aborted by `commitd-dev run`'s failpoint,
-//! `COMMITD_FAILPOINT`), then a restart: the daemon reconciles with the provider first and never
+//! `COMMITD_TEST_FAILPOINT`), then a restart: the daemon reconciles with the provider first and never
 //! buys twice. The simulated provider, on SQLite. (Moved from the daemon's cycle tests: the
 //! product binary carries no failpoint.)
 
@@ -17,7 +17,7 @@ fn a_crash_between_steps_never_buys_twice() {
     ] {
         let s = Setup::new("autopilot", false).unwrap();
         // The process aborts (SIGABRT) at the failpoint, mid-execution.
-        let out = s.commitd_env(&["run", "--once"], &[("COMMITD_FAILPOINT", step)]);
+        let out = s.commitd_env(&["run", "--once"], &[("COMMITD_TEST_FAILPOINT", step)]);
         assert!(!out.status.success(), "{step}: expected a crash");
         let p = &s.proposals()[0];
         // The outcome and its event commit together: a crash after them leaves `executed`.

@@ -218,7 +218,7 @@ fn a_sigkill_at_any_step_of_an_ri_purchase_never_buys_twice() {
     ] {
         let peer = peer();
         let s = setup(&peer, RI_PLAN);
-        let log = cycle_then_ticks(&s, &[("COMMITD_FAILPOINT", step)], 4);
+        let log = cycle_then_ticks(&s, &[("COMMITD_TEST_FAILPOINT", step)], 4);
         let held = peer.server.world().reserved_instances().len() as u32;
         eprintln!("SIGKILL {step}: {held} RIs held, state {}", state(&s));
         assert_eq!(held, expected, "{step}: {log}");
@@ -285,8 +285,8 @@ fn a_paused_leader_is_fenced_out_and_the_standby_buys_once() {
         Setup::with_daemon_settings("copilot", true, &aws_section(&peer.server.endpoint()))
     else {
         assert!(
-            std::env::var("COMMITD_REQUIRE_POSTGRES").is_err(),
-            "COMMITD_REQUIRE_POSTGRES is set but COMMITD_TEST_DATABASE_URL is not"
+            std::env::var("COMMITD_TEST_REQUIRE_POSTGRES").is_err(),
+            "COMMITD_TEST_REQUIRE_POSTGRES is set but COMMITD_TEST_DATABASE_URL is not"
         );
         eprintln!("COMMITD_TEST_DATABASE_URL not set: paused-leader test skipped");
         return;
@@ -418,8 +418,8 @@ fn lost_database_connections_never_buy_twice() {
         Setup::with_daemon_settings("autopilot", true, &aws_section(&peer.server.endpoint()))
     else {
         assert!(
-            std::env::var("COMMITD_REQUIRE_POSTGRES").is_err(),
-            "COMMITD_REQUIRE_POSTGRES is set but COMMITD_TEST_DATABASE_URL is not"
+            std::env::var("COMMITD_TEST_REQUIRE_POSTGRES").is_err(),
+            "COMMITD_TEST_REQUIRE_POSTGRES is set but COMMITD_TEST_DATABASE_URL is not"
         );
         eprintln!("COMMITD_TEST_DATABASE_URL not set: lost-connection test skipped");
         return;
