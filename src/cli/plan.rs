@@ -16,7 +16,7 @@
 use crate::audit::{Amount, AuditLog, NewEvent, PlanComputed};
 use crate::cli::audit::{database_url, DbArgs};
 use crate::config::Config;
-use crate::domain::{ActionKind, Hour, Money, PaymentOption, Plan, RateCard, Term};
+use crate::domain::{ActionKind, Hour, Money, PaymentOption, Plan, Term};
 use crate::optimize::{Constraints, MinUtilization, Options};
 use crate::plan::demand::{plan_at, DemandSource, LEVELS};
 use crate::plan::digest::{inputs_digest, Inputs};

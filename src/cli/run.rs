@@ -1,9 +1,9 @@
 //! `commitd run`: the service, or one cycle with `--once`.
 
 use crate::config::Config;
+use crate::dburl::redact_url;
 use crate::execute::Failpoint;
 use crate::startup::{self, Application, Signals};
-use crate::dburl::redact_url;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;

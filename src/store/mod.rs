@@ -21,7 +21,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::Connection;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::dburl::{backend_of, redact_url, Backend};
 use std::str::FromStr;

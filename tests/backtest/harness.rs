@@ -465,7 +465,11 @@ fn with_the_daemons_policies_each_action_is_judged_and_blocked_ones_are_not_boug
     };
     let r = run(&input(|_| 10.0), &mut daily, &capped).unwrap();
     let start = window().decision_time;
-    let days: Vec<i64> = r.purchases.iter().map(|c| c.start.since(start) / 24).collect();
+    let days: Vec<i64> = r
+        .purchases
+        .iter()
+        .map(|c| c.start.since(start) / 24)
+        .collect();
     assert_eq!(days, vec![0, 1, 31, 32]);
     assert!(r
         .blocked
@@ -479,6 +483,8 @@ fn with_the_daemons_policies_each_action_is_judged_and_blocked_ones_are_not_boug
         commitd: r,
         baselines: vec![],
     };
-    assert!(cmp.to_json()["blocked_list"].as_array().is_some_and(|b| !b.is_empty()));
+    assert!(cmp.to_json()["blocked_list"]
+        .as_array()
+        .is_some_and(|b| !b.is_empty()));
     assert!(cmp.to_text().contains("Blocked by the policies"));
 }

@@ -214,7 +214,12 @@ async fn daemon_ledger(scenario_dir: &Path, scenario: &Scenario) -> Ledger {
             eprintln!("DAEMON at {now}: {:#?}", held);
         }
         let blocked = |i: usize| report.blocked.iter().any(|(b, ..)| *b == i);
-        for (_, a) in plan.actions.iter().enumerate().filter(|(i, _)| !blocked(*i)) {
+        for (_, a) in plan
+            .actions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !blocked(*i))
+        {
             let key = match &a.operation {
                 Operation::Purchase => {
                     let c = Commitment {

@@ -226,14 +226,13 @@ pub fn run(
             None => decision,
             Some(policies) => {
                 let recent = recent_spend(now, &purchases, &returns, &sales);
-                let (decision, refused) =
-                    judge(&ctx, decision, policies, recent).map_err(|e| {
-                        BacktestError::Planner {
-                            planner: planner.name().to_string(),
-                            at: now,
-                            message: format!("judging the decision by policy: {e}"),
-                        }
-                    })?;
+                let (decision, refused) = judge(&ctx, decision, policies, recent).map_err(|e| {
+                    BacktestError::Planner {
+                        planner: planner.name().to_string(),
+                        at: now,
+                        message: format!("judging the decision by policy: {e}"),
+                    }
+                })?;
                 blocked.extend(refused);
                 decision
             }
@@ -337,7 +336,8 @@ fn recent_spend(
             recent.upfront_30_days += c.upfront;
         }
     }
-    let given = (returns.iter().map(|r| (r.at, r.hourly))).chain(sales.iter().map(|s| (s.listed, s.hourly)));
+    let given = (returns.iter().map(|r| (r.at, r.hourly)))
+        .chain(sales.iter().map(|s| (s.listed, s.hourly)));
     for (at, hourly) in given {
         if at >= day_start {
             recent.hourly_given_up_today += hourly;

@@ -257,7 +257,11 @@ impl Comparison {
                 self.commitd.blocked.len()
             );
             for b in self.commitd.blocked.iter().take(5) {
-                let _ = writeln!(s, "  {} {}: {} ({}: {})", b.at, b.what, b.rule, b.policy, b.detail);
+                let _ = writeln!(
+                    s,
+                    "  {} {}: {} ({}: {})",
+                    b.at, b.what, b.rule, b.policy, b.detail
+                );
             }
         }
         if !self.commitd.sales.is_empty() {

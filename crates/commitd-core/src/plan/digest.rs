@@ -34,14 +34,20 @@ pub fn inputs_digest<M: Serialize>(inputs: &Inputs<'_, M>) -> Result<String, Str
     h.part("source", inputs.source.as_bytes());
     h.part("at", &inputs.at.0.to_le_bytes());
     let u = inputs.usage;
-    h.part("range", &[u.range.start.0.to_le_bytes(), u.range.end.0.to_le_bytes()].concat());
+    h.part(
+        "range",
+        &[u.range.start.0.to_le_bytes(), u.range.end.0.to_le_bytes()].concat(),
+    );
     h.part("currency", u.currency.as_bytes());
     let last = u.last_observed.map_or(i64::MIN, |h| h.0);
     h.part("last_observed", &last.to_le_bytes());
     for g in &u.groups {
         h.part("group", g.group.to_string().as_bytes());
         for series in [&g.quantity, &g.ode, &g.covered_ode] {
-            let bytes: Vec<u8> = series.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
+            let bytes: Vec<u8> = series
+                .iter()
+                .flat_map(|v| v.to_bits().to_le_bytes())
+                .collect();
             h.part("series", &bytes);
         }
     }
@@ -91,7 +97,14 @@ mod tests {
     };
 
     fn usage() -> UsageModel {
-        let group = UsageGroup::new(Provider::Aws, "us-east-1", "m5.large", None, "Linux", "Shared");
+        let group = UsageGroup::new(
+            Provider::Aws,
+            "us-east-1",
+            "m5.large",
+            None,
+            "Linux",
+            "Shared",
+        );
         let mut g = GroupSeries::empty(group, 3);
         g.quantity = vec![1.0, 2.0, 3.0];
         UsageModel {
