@@ -302,6 +302,12 @@ async fn the_daemon_decides_as_the_backtest(dir: &Path) {
         "{}: the replay buys something",
         scenario.name
     );
+    eprintln!(
+        "{}: the replay bought {}, blocked {} by policy",
+        scenario.name,
+        result.purchases.len(),
+        result.blocked.len()
+    );
     let daemon = daemon_ledger(dir, &scenario).await;
     let show = |l: &Ledger| {
         l.iter()
