@@ -277,6 +277,7 @@ impl AuditLog {
                         after_id: 0,
                         limit: i64::from(n),
                         newest_first: true,
+                        ..Query::default()
                     })
                     .await?;
                 rows.reverse();
@@ -293,6 +294,30 @@ impl AuditLog {
             }
         };
         records.into_iter().map(decode).collect()
+    }
+
+    /// One page of the log, chosen by the database: the newest `limit` events matching
+    /// `filter`, of `actor` when given, with ids below `before` when given, in chain order. The
+    /// console's audit page (an older page costs what the first does).
+    pub async fn page(
+        &self,
+        filter: &EventFilter,
+        actor: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Event>, AuditError> {
+        let mut rows = self
+            .records(&Query {
+                filter: filter.clone(),
+                before_id: before,
+                actor: actor.map(str::to_string),
+                limit: i64::from(limit),
+                newest_first: true,
+                ..Query::default()
+            })
+            .await?;
+        rows.reverse();
+        rows.into_iter().map(decode).collect()
     }
 
     /// Calls `visit` for every stored record matching `filter`, in chain order, one page in
@@ -320,6 +345,7 @@ impl AuditLog {
                     after_id,
                     limit: PAGE,
                     newest_first: false,
+                    ..Query::default()
                 })
                 .await?;
             let full = page.len() as i64 == PAGE;
@@ -462,13 +488,15 @@ impl AuditLog {
         let since = q.filter.since.map(canonical::format_time);
         let until = q.filter.until.map(canonical::format_time);
         let order = if q.newest_first { "DESC" } else { "ASC" };
+        let before = q.before_id.unwrap_or(i64::MAX);
         match &self.store {
             Store::Sqlite(pool) => {
                 // Canonical time text is fixed width, so comparing text compares instants.
                 let sql = format!(
                     "SELECT id, occurred_at, kind, actor, subject, amount_micros, currency, payload, rationale, prev_hash, hash \
                      FROM audit_events \
-                     WHERE id > ?1 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR occurred_at >= ?3) AND (?4 IS NULL OR occurred_at < ?4) \
+                     WHERE id > ?1 AND id < ?6 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR occurred_at >= ?3) AND (?4 IS NULL OR occurred_at < ?4) \
+                       AND (?7 IS NULL OR actor = ?7) \
                      ORDER BY id {order} LIMIT ?5"
                 );
                 let rows = sqlx::query(&sql)
@@ -477,6 +505,8 @@ impl AuditLog {
                     .bind(since)
                     .bind(until)
                     .bind(q.limit)
+                    .bind(before)
+                    .bind(q.actor.as_deref())
                     .fetch_all(pool)
                     .await
                     .map_err(db("read events"))?;
@@ -487,9 +517,10 @@ impl AuditLog {
                     "SELECT id, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS occurred_at, \
                             kind, actor, subject, amount_micros, currency, payload, rationale, prev_hash, hash \
                      FROM audit_events \
-                     WHERE id > $1 AND ($2::text IS NULL OR kind = $2) \
+                     WHERE id > $1 AND id < $6 AND ($2::text IS NULL OR kind = $2) \
                        AND ($3::text IS NULL OR occurred_at >= $3::timestamptz) \
                        AND ($4::text IS NULL OR occurred_at < $4::timestamptz) \
+                       AND ($7::text IS NULL OR actor = $7) \
                      ORDER BY id {order} LIMIT $5"
                 );
                 let rows = sqlx::query(&sql)
@@ -498,6 +529,8 @@ impl AuditLog {
                     .bind(since)
                     .bind(until)
                     .bind(q.limit)
+                    .bind(before)
+                    .bind(q.actor.as_deref())
                     .fetch_all(pool)
                     .await
                     .map_err(db("read events"))?;
@@ -539,6 +572,10 @@ pub(crate) fn check_link(
 struct Query {
     filter: EventFilter,
     after_id: i64,
+    /// Only ids below this one (None: no bound).
+    before_id: Option<i64>,
+    /// Only this actor's events.
+    actor: Option<String>,
     limit: i64,
     newest_first: bool,
 }

@@ -610,3 +610,63 @@ async fn appends_inside_a_caller_transaction_commit_or_roll_back_with_it() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_page_is_chosen_by_the_database_by_actor_kind_and_before() {
+    for db in databases().await {
+        let log = db.log().await;
+        // 12 events: plans by commitd, approvals by alice and bob in turn.
+        for i in 0..12 {
+            let e = if i % 3 == 0 {
+                plan(t(i), &format!("plan-{i}"))
+            } else {
+                let who = if i % 3 == 1 { "alice" } else { "bob" };
+                approval(t(i), &format!("p-{i}"), who)
+            };
+            log.append(e).await.unwrap();
+        }
+        let ids = |events: Vec<commitd::audit::Event>| -> Vec<i64> {
+            events.iter().map(|e| e.id).collect()
+        };
+        let all = EventFilter::default();
+        // The newest 3, in chain order; then the 3 before them.
+        assert_eq!(
+            ids(log.page(&all, None, None, 3).await.unwrap()),
+            [10, 11, 12],
+            "{}",
+            db.name
+        );
+        assert_eq!(
+            ids(log.page(&all, None, Some(10), 3).await.unwrap()),
+            [7, 8, 9],
+            "{}",
+            db.name
+        );
+        // alice's: ids 2, 5, 8, 11; before 8 the page holds the two older ones only.
+        let alice = log.page(&all, Some("alice"), None, 10).await.unwrap();
+        assert_eq!(ids(alice.clone()), [2, 5, 8, 11], "{}", db.name);
+        assert!(alice.iter().all(|e| e.actor == "alice"));
+        assert_eq!(
+            ids(log.page(&all, Some("alice"), Some(8), 10).await.unwrap()),
+            [2, 5],
+            "{}",
+            db.name
+        );
+        // With a kind: commitd's plans, the newest 2 before event 10.
+        let plans = EventFilter {
+            kind: Some(EventKind::PlanComputed),
+            ..EventFilter::default()
+        };
+        assert_eq!(
+            ids(log.page(&plans, None, Some(10), 2).await.unwrap()),
+            [4, 7],
+            "{}",
+            db.name
+        );
+        assert!(log
+            .page(&all, Some("nobody"), None, 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}

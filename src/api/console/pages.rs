@@ -13,7 +13,6 @@ use super::view::{self, bar_chart, pct, usd, utc, Bar, Nav};
 use super::{csrf_refusal, current, html_response, ok_page, problem, read_form, LoggedIn};
 use crate::api::decide::{decide, DecideError, Verdict};
 use crate::api::server::AppState;
-use crate::audit::log::decode;
 use crate::audit::{EventBody, EventFilter, EventKind, ExportFormat};
 use crate::domain::{Hour, Money};
 use crate::identity::session::Session;
@@ -28,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use maud::{html, Markup};
 use serde::Deserialize;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 /// The most rows a list page shows.
 const MAX_ROWS: usize = 500;
@@ -772,30 +771,10 @@ pub(super) async fn audit(
             return bad_request(&session, &format!("before '{t}' is not an event number"))
         }
     };
-    let events = match (&actor, before) {
-        (None, None) => s.audit.list(&filter, Some(MAX_ROWS as u32)).await,
-        _ => {
-            // The last MAX_ROWS matching events (of this actor, before this event): one page of
-            // the log in memory at a time.
-            let mut last = VecDeque::new();
-            let walked = s
-                .audit
-                .walk(&filter, |rec| {
-                    if before.is_some_and(|b| rec.id >= b) {
-                        return Ok(false);
-                    }
-                    if actor.as_ref().is_none_or(|who| rec.actor == *who) {
-                        if last.len() == MAX_ROWS {
-                            last.pop_front();
-                        }
-                        last.push_back(rec);
-                    }
-                    Ok(true)
-                })
-                .await;
-            walked.and_then(|()| last.into_iter().map(decode).collect())
-        }
-    };
+    let events = s
+        .audit
+        .page(&filter, actor.as_deref(), before, MAX_ROWS as u32)
+        .await;
     let events = match events {
         Ok(e) => e,
         Err(e) => return unavailable(&session, "reading the audit log", e),
