@@ -251,6 +251,26 @@ pub struct MonthBill<'a> {
     pub commitments: &'a [BillCommitment],
 }
 
+/// The commitments of `month`'s FOCUS bill read from `path` (a file or a directory tree): only
+/// the month's hours are kept, rows spanning its edges split exactly. The error names the
+/// export.
+pub fn read_month_bill(
+    path: &std::path::Path,
+    month: Month,
+) -> Result<Vec<BillCommitment>, String> {
+    let range = crate::domain::HourRange::new(
+        crate::domain::Hour::from_datetime(month.start()),
+        crate::domain::Hour::from_datetime(month.end()),
+    );
+    let options = crate::sources::ReadOptions {
+        range: Some(range),
+        progress: false,
+    };
+    crate::sources::read_focus(path, &options)
+        .map(|bill| bill.commitments)
+        .map_err(|e| format!("reading the FOCUS bill {}: {e}", path.display()))
+}
+
 /// commitd's commitment id matches a bill's CommitmentDiscountId exactly, or as its last path
 /// segment: an AWS savings plan ARN ends in `savingsplan/<savingsPlanId>`, an RI ARN in
 /// `reserved-instances/<id>`, an Azure reservation path in `reservations/<id>`.

@@ -271,6 +271,14 @@ async fn wire(config: &Config, failpoint: Failpoint) -> Result<Parts, StartupErr
             backtest: config.api.backtest_report.clone().map(|path| {
                 Arc::new(move || read_backtest_report(&path)) as crate::api::console::BacktestView
             }),
+            // Realized savings on the finance page: the month's rows of the FOCUS source the
+            // daemon plans from, read at each visit of the page.
+            bill: config.source.focus.clone().map(|path| {
+                Arc::new(move |month| {
+                    crate::report::read_month_bill(&path, month)
+                        .map(|b| (path.display().to_string(), b))
+                }) as crate::api::console::BillView
+            }),
         }
     };
     let api = AppState {

@@ -3,9 +3,7 @@
 use super::audit::{database_url, DbArgs};
 use crate::audit::{AuditLog, EventFilter};
 use crate::config::Config;
-use crate::domain::{Hour, HourRange};
-use crate::report::{build, Month, MonthBill};
-use crate::sources::{read_focus, ReadOptions};
+use crate::report::{build, read_month_bill, Month, MonthBill};
 use crate::store::Store;
 use anyhow::Context;
 use std::process::ExitCode;
@@ -49,20 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Only the month's hours are kept, rows spanning its edges split exactly.
         let focus = args.focus.clone().or_else(|| config.source.focus.clone());
         let bill = match &focus {
-            Some(path) => {
-                let range = HourRange::new(
-                    Hour::from_datetime(month.start()),
-                    Hour::from_datetime(month.end()),
-                );
-                let options = ReadOptions {
-                    range: Some(range),
-                    progress: false,
-                };
-                Some(
-                    read_focus(path, &options)
-                        .with_context(|| format!("reading the FOCUS bill {}", path.display()))?,
-                )
-            }
+            Some(path) => Some(read_month_bill(path, month).map_err(anyhow::Error::msg)?),
             None => None,
         };
         let url = database_url(
@@ -89,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let month_bill = match (&focus, &bill) {
             (Some(path), Some(bill)) => Some(MonthBill {
                 source: path.display().to_string(),
-                commitments: &bill.commitments,
+                commitments: bill,
             }),
             _ => None,
         };

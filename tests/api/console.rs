@@ -1289,3 +1289,72 @@ fn page_load_budget() {
         eprintln!("| `{path}` | {:.0} | {:.0} | {bytes} |", ttfb[2], total[2]);
     }
 }
+
+/// The finance page shows realized savings from the month's FOCUS bill that the composition root
+/// hands in (the daemon's `[source] focus`): every commitment in the bill, covered on-demand
+/// equivalent less its cost. A bill that cannot be read is an error naming it, not a silent
+/// "not computed".
+#[test]
+fn the_finance_page_shows_realized_savings_from_the_months_bill() {
+    use commitd::domain::{Hour, Money, Provider};
+    use commitd::ingest::BillCommitment;
+    let month = Utc::now().format("%Y-%m").to_string();
+    let bill = |_m| {
+        Ok((
+            "/exports/focus".to_string(),
+            vec![BillCommitment {
+                id: "arn:aws:savingsplans::111122223333:savingsplan/not-ours".into(),
+                provider: Provider::Aws,
+                commitment_type: "SavingsPlan".into(),
+                category: Some("Spend".into()),
+                first_hour: Hour(0),
+                last_hour: Hour(1),
+                max_hourly_cost: 7.75,
+                region: None,
+                instance_type: None,
+                max_hourly_units: 0.0,
+                total_used: Money::parse("15").unwrap(),
+                total_unused: Money::parse("0.25").unwrap(),
+                fees: Money::ZERO,
+                total_covered_ode: Money::parse("20").unwrap(),
+                covered_ode: vec![10.0, 10.0],
+                billed_hours: 2,
+                covered_rows_without_list_cost: 0,
+            }],
+        ))
+    };
+    let app = spawn_console_app(ConsoleSettings {
+        bill: Some(std::sync::Arc::new(bill)),
+        ..ConsoleSettings::default()
+    });
+    let (mut b, _) = Browser::logged_in(&app, &app.approver);
+    let page = b.get(&format!("/ui/finance?month={month}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("/exports/focus"), "{}", page.body);
+    // 20 covered - (15 used + 0.25 unused) = 4.75, over the one commitment; commitd's own: none.
+    assert!(
+        page.body.contains("USD 4.75</span> over 1 commitment(s)"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("id=\"realized-commitd\""),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("not computed"), "{}", page.body);
+
+    let broken = spawn_console_app(ConsoleSettings {
+        bill: Some(std::sync::Arc::new(|_m| {
+            Err(
+                "reading the FOCUS bill /exports/focus: line 3: ListCost 'x' is not a number"
+                    .into(),
+            )
+        })),
+        ..ConsoleSettings::default()
+    });
+    let (mut b, _) = Browser::logged_in(&broken, &broken.approver);
+    let page = b.get(&format!("/ui/finance?month={month}"));
+    assert_eq!(page.status, 503, "{}", page.body);
+    assert!(page.body.contains("line 3: ListCost"), "{}", page.body);
+}

@@ -64,6 +64,15 @@ pub type PolicyView = Arc<dyn Fn() -> Result<PolicySet, String> + Send + Sync>;
 /// of `commitd backtest --json`), handed in by the composition root.
 pub type BacktestView = Arc<dyn Fn() -> Result<(String, String), String> + Send + Sync>;
 
+/// Reads a month's FOCUS bill (the name of the export and its commitments) for the finance
+/// page's realized savings, handed in by the composition root when the daemon reads a FOCUS
+/// source; the console reads no file itself.
+pub type BillView = Arc<
+    dyn Fn(crate::report::Month) -> Result<(String, Vec<crate::ingest::BillCommitment>), String>
+        + Send
+        + Sync,
+>;
+
 /// The console's settings.
 #[derive(Clone)]
 pub struct ConsoleSettings {
@@ -75,6 +84,9 @@ pub struct ConsoleSettings {
     pub policies: Option<PolicyView>,
     /// The saved backtest report; None: the backtest page says how to configure one.
     pub backtest: Option<BacktestView>,
+    /// The month's FOCUS bill for realized savings; None: the finance page says why it shows
+    /// none.
+    pub bill: Option<BillView>,
 }
 
 impl Default for ConsoleSettings {
@@ -84,6 +96,7 @@ impl Default for ConsoleSettings {
             secure_cookies: false,
             policies: None,
             backtest: None,
+            bill: None,
         }
     }
 }

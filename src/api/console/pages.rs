@@ -979,7 +979,7 @@ async fn the_month(
     let month = month_of(q).map_err(|e| bad_request(session, &e))?;
     let r = monthly(s, month)
         .await
-        .map_err(|e| unavailable(session, "reading the audit log", e))?;
+        .map_err(|e| unavailable(session, "building the month's report", e))?;
     Ok((month, r))
 }
 
@@ -998,7 +998,18 @@ async fn monthly(s: &AppState, month: Month) -> Result<report::MonthlyReport, St
         )
         .await
         .map_err(|e| e.to_string())?;
-    Ok(report::build(month, &events, None))
+    let Some(read) = s.console.bill.clone() else {
+        return Ok(report::build(month, &events, None));
+    };
+    // Reading an export is blocking file work.
+    let (source, commitments) = tokio::task::spawn_blocking(move || read(month))
+        .await
+        .map_err(|e| format!("reading the FOCUS bill: {e}"))??;
+    let bill = report::MonthBill {
+        source,
+        commitments: &commitments,
+    };
+    Ok(report::build(month, &events, Some(&bill)))
 }
 
 pub(super) fn shift(m: Month, by: i32) -> Month {
@@ -1112,13 +1123,66 @@ pub(super) async fn finance(
         }
         section aria-labelledby="realized-h" {
             h2 #realized-h { "Realized against expected savings" }
-            @match r.realized_savings {
-                Some(m) => { p { "Realized: " (usd(m)) } }
+            @match &r.realized {
+                Some(x) => { (realized_section(x)) }
                 None => { p.muted { "Realized savings are " (r.realized_savings_note) "." } }
             }
         }
     };
     ok_page(&session, &format!("Finance {month}"), Nav::Finance, body)
+}
+
+/// Realized savings from the month's bill, next to what commitd expected of its commitments.
+fn realized_section(x: &report::Realized) -> Markup {
+    let bars: Vec<Bar> = [
+        ("commitd's, expected", x.commitd.expected_savings),
+        ("commitd's, realized", x.commitd.realized_savings),
+        ("every commitment, realized", x.portfolio.realized_savings),
+    ]
+    .iter()
+    .map(|(label, m)| Bar {
+        label: (*label).to_string(),
+        value: m.micros().max(0) as f64,
+        shown: view::usd_text(*m),
+    })
+    .collect();
+    html! {
+        p { "From the FOCUS bill " code { (x.source) } ": the on-demand equivalent of the usage each commitment covered, less its cost, for the month's hours." }
+        dl {
+            dt { "commitd's commitments: realized" } dd #realized-commitd { (usd(x.commitd.realized_savings)) " over " (x.commitd.commitments) " commitment(s)" }
+            dt { "commitd's commitments: expected, pro-rated to the hours billed" } dd #expected-commitd { (usd(x.commitd.expected_savings)) }
+            dt { "Every commitment in the bill: realized" } dd #realized-all { (usd(x.portfolio.realized_savings)) " over " (x.portfolio.commitments) " commitment(s)" }
+        }
+        (bar_chart("realized", "Realized against expected savings in the month", &bars))
+        @if !x.commitments.is_empty() {
+            div.table-wrap {
+                table {
+                    caption { "Commitments in the month's bill" }
+                    thead { tr {
+                        th scope="col" { "Commitment" } th scope="col" { "Bought by commitd" } th scope="col" { "Hours billed" }
+                        th scope="col" { "Covered (on-demand equivalent)" } th scope="col" { "Cost" }
+                        th scope="col" { "Realized" } th scope="col" { "Expected" }
+                    } }
+                    tbody {
+                        @for c in &x.commitments {
+                            tr {
+                                th scope="row" { code { (c.bill_id) } }
+                                td { @if c.bought_by_commitd { "yes" } @else { "no" } }
+                                td.num { (c.billed_hours) }
+                                td.num { (usd(c.covered_ode)) }
+                                td.num { (usd(c.cost)) }
+                                td.num { (usd(c.realized_savings)) }
+                                td.num { @if let Some(e) = c.expected_savings { (usd(e)) } @else { "-" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if !x.not_billed.is_empty() {
+            p { "Active in the month but not in the bill (not billed yet, or under an id the report cannot match): " (x.not_billed.join(", ")) }
+        }
+    }
 }
 
 pub(super) async fn finance_csv(
