@@ -9,10 +9,12 @@
 use crate::sdk::{reservation, savings_plan};
 use crate::{market, peer};
 use chrono::{DateTime, Duration, Utc};
-use commitd::domain::{CommitmentAmount, Instrument, Money, PaymentOption, PurchaseSpec};
+use commitd::domain::{CommitmentAmount, Instrument, Money, PaymentOption};
 use commitd::markets::azure::market::exchange_tag;
 use commitd::markets::azure::AzureMarket;
-use commitd::markets::{CommitmentMarket, ExchangeRequest, Operation, ProviderError, ReturnRequest};
+use commitd::markets::{
+    CommitmentMarket, ExchangeRequest, Operation, ProviderError, PurchaseSpec, ReturnRequest,
+};
 use commitd_testkit::azure_server::{AzurePeer, Fault, Op};
 use rust_decimal::Decimal;
 use std::time::Instant;
@@ -217,7 +219,8 @@ async fn a_reservation_bought_from_2027_02_01_is_not_exchanged_into_savings_plan
     assert_eq!(calls(&peer, from, EXCHANGE), 0);
     // The peer has its own copy of the rule: with its date moved earlier, Azure refuses what
     // commitd let through, in Azure's words, and nothing is exchanged.
-    peer.world().savings_plan_exchange_cutoff = peer_now(&peer) - Duration::days(365);
+    let year_ago = peer_now(&peer) - Duration::days(365);
+    peer.world().savings_plan_exchange_cutoff = year_ago;
     let r = exchange("k-x-early", &[&early_id], savings_plan("1", PaymentOption::NoUpfront), 100_000);
     let err = m.exchange(&r).await.unwrap_err();
     assert!(err.to_string().contains("ExchangeNotAllowedAfterCutoff"), "{err}");
