@@ -23,7 +23,12 @@ fn peer_now(peer: &AzurePeer) -> DateTime<Utc> {
     peer.world().now
 }
 
-fn exchange(key: &str, sources: &[&str], target: PurchaseSpec, max_true_up: u32) -> ExchangeRequest {
+fn exchange(
+    key: &str,
+    sources: &[&str],
+    target: PurchaseSpec,
+    max_true_up: u32,
+) -> ExchangeRequest {
     ExchangeRequest {
         idempotency_key: key.into(),
         source_ids: sources.iter().map(|s| s.to_string()).collect(),
@@ -85,7 +90,11 @@ async fn reservations_are_exchanged_into_a_reservation_and_into_a_savings_plan()
     assert!(q.valid, "{q:?}");
     let refund = q.source_remaining_value.unwrap();
     let target = q.target_value.unwrap();
-    assert_eq!(target, Money::parse("2119.92").unwrap(), "0.1210 x 8760 x 2");
+    assert_eq!(
+        target,
+        Money::parse("2119.92").unwrap(),
+        "0.1210 x 8760 x 2"
+    );
     assert!(refund > Money::ZERO && refund < target, "{q:?}");
     assert_eq!(q.payment_due, target - refund);
     assert!(peer.world().ledger.exchanges.is_empty());
@@ -132,7 +141,12 @@ async fn reservations_are_exchanged_into_a_reservation_and_into_a_savings_plan()
 
     // Into a savings plan (the trade-in): 1 USD/h over 3 years.
     let (b_id, _) = held(&m, &b).await.unwrap();
-    let r = exchange("k-x-2", &[&b_id], savings_plan("1", PaymentOption::NoUpfront), 30_000);
+    let r = exchange(
+        "k-x-2",
+        &[&b_id],
+        savings_plan("1", PaymentOption::NoUpfront),
+        30_000,
+    );
     let done = m.exchange(&r).await.unwrap();
     assert_eq!(done.target_ids.len(), 1, "{done:?}");
     assert!(held(&m, &b).await.is_none());
@@ -155,7 +169,8 @@ async fn reservations_are_exchanged_into_a_reservation_and_into_a_savings_plan()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_exchange_worth_less_than_the_refund_or_above_the_approval_is_refused_and_nothing_changes() {
+async fn an_exchange_worth_less_than_the_refund_or_above_the_approval_is_refused_and_nothing_changes(
+) {
     let peer = peer().await;
     let order = peer
         .world()
@@ -163,7 +178,12 @@ async fn an_exchange_worth_less_than_the_refund_or_above_the_approval_is_refused
     let m = market(&peer);
     let (id, _) = held(&m, &order).await.unwrap();
     // 1 x D2s_v5 for a year (USD 529.98) for a refund of about USD 8,100.
-    let small = exchange("k-x-small", &[&id], reservation(1, PaymentOption::AllUpfront), 100_000);
+    let small = exchange(
+        "k-x-small",
+        &[&id],
+        reservation(1, PaymentOption::AllUpfront),
+        100_000,
+    );
     let q = m.exchange_quote(&small).await.unwrap();
     assert!(!q.valid);
     let err = m.exchange(&small).await.unwrap_err();
@@ -221,14 +241,23 @@ async fn a_reservation_bought_from_2027_02_01_is_not_exchanged_into_savings_plan
     // commitd let through, in Azure's words, and nothing is exchanged.
     let year_ago = peer_now(&peer) - Duration::days(365);
     peer.world().savings_plan_exchange_cutoff = year_ago;
-    let r = exchange("k-x-early", &[&early_id], savings_plan("1", PaymentOption::NoUpfront), 100_000);
+    let r = exchange(
+        "k-x-early",
+        &[&early_id],
+        savings_plan("1", PaymentOption::NoUpfront),
+        100_000,
+    );
     let err = m.exchange(&r).await.unwrap_err();
-    assert!(err.to_string().contains("ExchangeNotAllowedAfterCutoff"), "{err}");
+    assert!(
+        err.to_string().contains("ExchangeNotAllowedAfterCutoff"),
+        "{err}"
+    );
     assert_eq!(peer.world().ledger.exchange_posts, 0);
     // Moved back: the reservation bought before the date is exchanged.
-    peer.world().savings_plan_exchange_cutoff = DateTime::parse_from_rfc3339("2027-02-01T00:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc);
+    peer.world().savings_plan_exchange_cutoff =
+        DateTime::parse_from_rfc3339("2027-02-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
     m.exchange(&r).await.unwrap();
     assert_eq!(peer.world().ledger.exchanges.len(), 1);
 }
@@ -262,7 +291,11 @@ async fn an_exchange_is_sent_once_under_lost_answers_5xx_and_throttling() {
     assert_eq!(peer.world().ledger.exchanges.len(), 1);
     // A new process reads it back: the reservation bought under the key's tag.
     let restarted = market(&peer);
-    let found = restarted.find_exchange(&lost).await.unwrap().expect("found");
+    let found = restarted
+        .find_exchange(&lost)
+        .await
+        .unwrap()
+        .expect("found");
     assert_eq!(found.target_ids.len(), 1);
     assert!(held(&restarted, &a).await.is_none());
 
@@ -292,7 +325,11 @@ async fn an_exchange_is_sent_once_under_lost_answers_5xx_and_throttling() {
     let throttled = exchange("k-x-429", &[&c_id], d4(2), 5_000);
     let err = m.exchange(&throttled).await.unwrap_err();
     assert!(err.retryable() && !err.outcome_unknown(), "{err}");
-    assert_eq!(peer.world().ledger.exchange_posts, 3, "not retried by the SDK");
+    assert_eq!(
+        peer.world().ledger.exchange_posts,
+        3,
+        "not retried by the SDK"
+    );
     m.exchange(&throttled).await.unwrap();
     let w = peer.world();
     assert_eq!(w.ledger.exchange_posts, 4);
@@ -329,13 +366,25 @@ async fn a_partial_return_whose_answer_was_lost_is_recognised_from_the_revisions
     peer.world().faults.clear();
     assert_eq!(peer.world().ledger.returns.len(), 1);
     // The reservation alone says only "2 held"; its revisions say 3 -> 2 since the call.
-    let found = m.find_return(&r).await.unwrap().expect("found in the revisions");
+    let found = m
+        .find_return(&r)
+        .await
+        .unwrap()
+        .expect("found in the revisions");
     assert_eq!(found.state, "1 of 3 returned");
     assert!(found.request_id.contains("-peer"), "{found:?}");
     // What the revisions do not show is not claimed: another count, or a change before the call.
-    assert!(m.find_return(&give_back("k-2", &id, 2, at)).await.unwrap().is_none());
+    assert!(m
+        .find_return(&give_back("k-2", &id, 2, at))
+        .await
+        .unwrap()
+        .is_none());
     let later = at + Duration::hours(1);
-    assert!(m.find_return(&give_back("k-late", &id, 1, later)).await.unwrap().is_none());
+    assert!(m
+        .find_return(&give_back("k-late", &id, 1, later))
+        .await
+        .unwrap()
+        .is_none());
     assert_eq!(held(&m, &order).await.unwrap().1, 2);
 }
 
@@ -433,7 +482,13 @@ async fn the_executor_parks_an_exchange_it_cannot_settle_and_reconciles_one_it_f
     });
     let out = executor.execute_approved(now).await.unwrap();
     assert!(
-        matches!(&out[0], Outcome::Executed { reconciled: true, .. }),
+        matches!(
+            &out[0],
+            Outcome::Executed {
+                reconciled: true,
+                ..
+            }
+        ),
         "{out:?}"
     );
     peer.world().faults.clear();

@@ -36,9 +36,9 @@
 //! Not here yet (issue #25): the offerings rate card for the planner (`offers` is None: the
 //! planner prices from the source rate card).
 
+use super::client::Answer;
 use super::client::{Accepted, AzureClients, Inventory};
 use super::error::AzureError;
-use super::client::Answer;
 use super::model::{CalculatePrice, ExchangeOperation, Reservation, ReservationOrder, SavingsPlan};
 use crate::domain::rules::{check_azure_exchange, AzureExchangeInto, AzureExchangeSource};
 use crate::domain::{
@@ -995,7 +995,11 @@ pub fn reservation_ref(commitment_id: &str) -> Result<(String, String), Provider
 /// The quantity changes among a reservation's `revisions` (in revision order: `etag`, else
 /// `effectiveDateTime`) that took exactly `asked` instances, effective at or after `since`, as
 /// (quantity before, quantity after).
-pub fn returned_since(revisions: &[Reservation], asked: u32, since: DateTime<Utc>) -> Vec<(u32, u32)> {
+pub fn returned_since(
+    revisions: &[Reservation],
+    asked: u32,
+    since: DateTime<Utc>,
+) -> Vec<(u32, u32)> {
     let when = |r: &Reservation| {
         r.properties
             .effective_date_time
@@ -1410,17 +1414,13 @@ impl AzureMarket {
         check_exchange_quote(NAME, &quote, r.max_true_up)?;
         let session =
             session.ok_or_else(|| refused("calculateExchange gave no sessionId".into()))?;
-        let done = self
-            .clients
-            .exchange(&session)
-            .await
-            .map_err(|e| match e {
-                AzureError::OperationFailed { .. } => ProviderError::OutcomeUnknown {
-                    provider: NAME.into(),
-                    message: e.to_string(),
-                },
-                e => provider_error(e, true),
-            })?;
+        let done = self.clients.exchange(&session).await.map_err(|e| match e {
+            AzureError::OperationFailed { .. } => ProviderError::OutcomeUnknown {
+                provider: NAME.into(),
+                message: e.to_string(),
+            },
+            e => provider_error(e, true),
+        })?;
         let made = &done.value.properties;
         let mut target_ids: Vec<String> = made
             .reservations_to_purchase
@@ -1467,7 +1467,10 @@ impl AzureMarket {
     /// name ([`exchange_tag`]), which nothing else gives. None when no reservation (savings
     /// plan) has it, even if the sources read `Cancelled` (a person looks: the purchase may
     /// still be pending, or the sources were returned by hand).
-    async fn found_exchange(&self, r: &ExchangeRequest) -> Result<Option<Exchanged>, ProviderError> {
+    async fn found_exchange(
+        &self,
+        r: &ExchangeRequest,
+    ) -> Result<Option<Exchanged>, ProviderError> {
         let tag = exchange_tag(&r.idempotency_key);
         let (target_ids, request_ids) = match r.target.instrument {
             Instrument::AzureSavingsPlan => {

@@ -1176,7 +1176,10 @@ impl World {
         let list = |k: &str| p[k].as_array().cloned().unwrap_or_default();
         let mut returns = Vec::new();
         for x in list("reservationsToExchange") {
-            let rid = x["reservationId"].as_str().unwrap_or("").to_ascii_lowercase();
+            let rid = x["reservationId"]
+                .as_str()
+                .unwrap_or("")
+                .to_ascii_lowercase();
             let order = rid
                 .split('/')
                 .skip_while(|s| *s != "reservationorders")
@@ -1188,7 +1191,10 @@ impl World {
             returns.push((order, quantity, amount));
         }
         if returns.is_empty() {
-            return Err(bad("properties.reservationsToExchange", "at least one reservation"));
+            return Err(bad(
+                "properties.reservationsToExchange",
+                "at least one reservation",
+            ));
         }
         let mut reservations = Vec::new();
         for x in list("reservationsToPurchase") {
@@ -1343,7 +1349,11 @@ impl World {
 
     fn calculate_exchange(&mut self, body: &[u8]) -> Reply {
         let Ok(v) = serde_json::from_slice::<Value>(body) else {
-            return Reply::error(400, "InvalidRequestContent", "The request content was invalid.");
+            return Reply::error(
+                400,
+                "InvalidRequestContent",
+                "The request content was invalid.",
+            );
         };
         let (terms, errors) = match self.exchange_terms(&v) {
             Ok(t) => t,
@@ -1360,9 +1370,16 @@ impl World {
 
     fn exchange(&mut self, body: &[u8]) -> Reply {
         let Ok(v) = serde_json::from_slice::<Value>(body) else {
-            return Reply::error(400, "InvalidRequestContent", "The request content was invalid.");
+            return Reply::error(
+                400,
+                "InvalidRequestContent",
+                "The request content was invalid.",
+            );
         };
-        let session = v["properties"]["sessionId"].as_str().unwrap_or("").to_string();
+        let session = v["properties"]["sessionId"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         // A session is used once.
         let Some(terms) = self.exchange_sessions.remove(&session) else {
             return Reply::error(
@@ -1440,21 +1457,35 @@ impl World {
         }
         self.ledger.exchanges.push(ExchangeEntry {
             session: session.clone(),
-            returned: terms.returns.iter().map(|(o, q, _)| (o.clone(), *q)).collect(),
+            returned: terms
+                .returns
+                .iter()
+                .map(|(o, q, _)| (o.clone(), *q))
+                .collect(),
             refunds: terms.refunds,
             purchases: terms.purchases,
             reservation_orders: orders.iter().map(|(o, _)| o.clone()).collect(),
             savings_plan_orders: plans.iter().map(|(o, _)| o.clone()).collect(),
         });
         let op = self.next_guid(13);
-        let answer = self.exchange_json(&op, &session, &terms, Some((orders.as_slice(), plans.as_slice())), Vec::new());
+        let answer = self.exchange_json(
+            &op,
+            &session,
+            &terms,
+            Some((orders.as_slice(), plans.as_slice())),
+            Vec::new(),
+        );
         self.accepted_exchange(op, answer)
     }
 
     fn poll_exchange(&mut self, op: &str) -> Reply {
         let retry_after = self.retry_after_secs.to_string();
         let Some((left, body)) = self.exchange_ops.get_mut(op) else {
-            return Reply::error(404, "OperationNotFound", format!("operation {op} not found"));
+            return Reply::error(
+                404,
+                "OperationNotFound",
+                format!("operation {op} not found"),
+            );
         };
         if *left > 0 {
             *left -= 1;
