@@ -197,10 +197,11 @@ async fn an_exchange_worth_less_than_the_refund_or_above_the_approval_is_refused
     let dear = exchange("k-x-dear", &[&id], d4(12), 10);
     let err = m.exchange(&dear).await.unwrap_err();
     assert!(err.to_string().contains("exceeds the approved"), "{err}");
-    let w = peer.world();
-    assert_eq!(w.ledger.exchange_posts, 0, "exchange never sent");
-    assert!(w.ledger.exchanges.is_empty());
-    drop(w);
+    {
+        let w = peer.world();
+        assert_eq!(w.ledger.exchange_posts, 0, "exchange never sent");
+        assert!(w.ledger.exchanges.is_empty());
+    }
     assert_eq!(held(&m, &order).await.unwrap().1, 4);
 }
 
@@ -492,9 +493,10 @@ async fn the_executor_parks_an_exchange_it_cannot_settle_and_reconciles_one_it_f
         "{out:?}"
     );
     peer.world().faults.clear();
-    let w = peer.world();
-    assert_eq!(w.ledger.exchange_posts, 2);
-    assert_eq!(w.ledger.exchanges.len(), 1);
-    drop(w);
+    {
+        let w = peer.world();
+        assert_eq!(w.ledger.exchange_posts, 2);
+        assert_eq!(w.ledger.exchanges.len(), 1);
+    }
     assert!(audit.verify().await.unwrap().is_ok());
 }

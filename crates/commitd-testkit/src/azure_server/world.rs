@@ -83,6 +83,9 @@ pub struct ExchangeEntry {
     pub savings_plan_orders: Vec<String>,
 }
 
+/// (order id, item id) of each reservation (savings plan) an exchange made.
+type MadeIds = [(String, String)];
+
 /// A `calculateExchange` session, used once by `exchange`.
 #[derive(Clone, Debug)]
 struct ExchangeSession {
@@ -1263,7 +1266,7 @@ impl World {
         op: &str,
         session: &str,
         t: &ExchangeSession,
-        made: Option<(&[(String, String)], &[(String, String)])>,
+        made: Option<(&MadeIds, &MadeIds)>,
         errors: Vec<Value>,
     ) -> Value {
         let usd = |d: Decimal| json!({"currencyCode": "USD", "amount": num(d)});
