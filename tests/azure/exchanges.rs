@@ -104,7 +104,10 @@ async fn reservations_are_exchanged_into_a_reservation_and_into_a_savings_plan()
     let done = m.exchange(&r).await.unwrap();
     let took = started.elapsed();
     let n_calls = peer.world().ledger.requests.len() - from;
-    eprintln!("one exchange: {n_calls} calls, {took:?}");
+    eprintln!(
+        "azure figures: one exchange: {n_calls} calls, {took:?}: {:?}",
+        &peer.world().ledger.requests[from..]
+    );
     assert_eq!(calls(&peer, from, EXCHANGE), 1);
     assert_eq!(calls(&peer, from, CALCULATE), 1);
     assert_eq!(done.source_ids, vec![a_id.clone()]);
