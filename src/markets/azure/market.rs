@@ -33,8 +33,8 @@
 //! is sent once, and an unknown outcome is settled by reading back the purchase it made, found
 //! by the display name the key derives ([`exchange_tag`]); never by sending again.
 //!
-//! Not here yet (issue #25): the offerings rate card for the planner (`offers` is None: the
-//! planner prices from the source rate card).
+//! `offers`: the reservation prices `commitd offerings --provider azure` cached
+//! ([`super::offerings`]), when the market was given the cache.
 
 use super::client::Answer;
 use super::client::{Accepted, AzureClients, Inventory};
@@ -436,6 +436,7 @@ pub fn provider_error(e: AzureError, mutation: bool) -> ProviderError {
 pub struct AzureMarket {
     clients: AzureClients,
     clock: fn() -> DateTime<Utc>,
+    offerings: Option<super::offerings::AzureOfferingsCache>,
 }
 
 /// What a purchase spec asks Azure for.
@@ -449,11 +450,23 @@ impl AzureMarket {
         AzureMarket {
             clients,
             clock: Utc::now,
+            offerings: None,
         }
     }
 
     pub fn with_clock(clients: AzureClients, clock: fn() -> DateTime<Utc>) -> Self {
-        AzureMarket { clients, clock }
+        AzureMarket {
+            clients,
+            clock,
+            offerings: None,
+        }
+    }
+
+    /// Offers the planner the reservation prices `commitd offerings --provider azure` cached
+    /// under `data_dir` (`azure-offerings/`, fresh for a day).
+    pub fn with_offerings_cache(mut self, data_dir: &std::path::Path) -> Self {
+        self.offerings = Some(super::offerings::AzureOfferingsCache::new(data_dir));
+        self
     }
 
     pub fn clients(&self) -> &AzureClients {
@@ -1646,6 +1659,21 @@ impl CommitmentMarket for AzureMarket {
 
     fn returns_reservations(&self) -> bool {
         true
+    }
+
+    /// The fresh cached cards of `commitd offerings --provider azure` (None: no cache
+    /// configured, or nothing fresh in it; the planner prices from the source rate card).
+    fn offers(
+        &self,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Option<crate::domain::RateCard>, ProviderError>> {
+        let cached = self.offerings.as_ref().map(|c| c.fresh(now));
+        Box::pin(async move {
+            Ok(match cached {
+                Some((card, n)) if n > 0 => Some(card),
+                _ => None,
+            })
+        })
     }
 }
 
