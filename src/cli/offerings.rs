@@ -7,8 +7,9 @@
 
 use super::inventory::{AwsArgs, AzureArgs, ProviderArg};
 use super::runtime;
-use crate::markets::aws::offerings::{CachedRateCard, OfferingsCache};
+use crate::markets::aws::offerings::OfferingsCache;
 use crate::markets::aws::AwsClients;
+use crate::markets::CachedRateCard;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -130,9 +131,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// every quote answered, the card is cached under `<data dir>/azure-offerings/` for the
 /// daemon's planner (`markets::azure::offerings`).
 fn run_azure(args: &Args) -> anyhow::Result<ExitCode> {
-    use crate::markets::azure::offerings::{
-        quote_reservations, rate_card, AzureOfferingsCache, CachedCard,
-    };
+    use crate::markets::azure::offerings::{quote_reservations, rate_card, AzureOfferingsCache};
     use crate::markets::azure::{AzureClients, AzureMarket};
     let Some(region) = args.aws.region.clone() else {
         anyhow::bail!("--region is required for Azure (the location, e.g. westus)");
@@ -146,10 +145,10 @@ fn run_azure(args: &Args) -> anyhow::Result<ExitCode> {
     let (rows, failures) = rt.block_on(quote_reservations(&market, &region, &instance_type));
     // Only a complete card is cached: a partial one would hide offers for a day.
     let cached = if failures.is_empty() {
-        let card = CachedCard::new(
+        let card = CachedRateCard::new(
             chrono::Utc::now(),
             &region,
-            &instance_type,
+            Some(&instance_type),
             &rate_card(&region, &instance_type, &rows),
         );
         Some(

@@ -6,12 +6,12 @@
 //! what it cannot settle and reconciling what the read-back finds; a partial return whose answer
 //! was lost recognised from the reservation's revisions.
 
+use crate::returns::held;
 use crate::sdk::{reservation, savings_plan};
 use crate::{market, peer};
 use chrono::{DateTime, Duration, Utc};
 use commitd::domain::{CommitmentAmount, Instrument, Money, PaymentOption};
 use commitd::markets::azure::market::exchange_tag;
-use commitd::markets::azure::AzureMarket;
 use commitd::markets::{
     CommitmentMarket, ExchangeRequest, Operation, ProviderError, PurchaseSpec, ReturnRequest,
 };
@@ -43,19 +43,6 @@ fn d4(n: u32) -> PurchaseSpec {
         instance_type: Some("Standard_D4s_v5".into()),
         ..reservation(n, PaymentOption::AllUpfront)
     }
-}
-
-/// The held reservation of `order`, as the market names it.
-async fn held(m: &AzureMarket, order: &str) -> Option<(String, u32)> {
-    m.inventory()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|c| c.instrument == Instrument::AzureReservation && c.id.starts_with(order))
-        .map(|c| match c.amount {
-            CommitmentAmount::Instances(n) => (c.id, n),
-            other => panic!("{other:?}"),
-        })
 }
 
 fn calls(peer: &AzurePeer, from: usize, what: &str) -> usize {

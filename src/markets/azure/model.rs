@@ -451,20 +451,23 @@ impl RefundResponse {
     /// The refund policy's objections ("code: message"), empty when it allows the return.
     pub fn policy_errors(&self) -> Vec<String> {
         self.policy()
-            .map(|p| {
-                p.policy_errors
-                    .iter()
-                    .map(|e| {
-                        format!(
-                            "{}: {}",
-                            e.code.as_deref().unwrap_or("PolicyError"),
-                            e.message.as_deref().unwrap_or("no message")
-                        )
-                    })
-                    .collect()
-            })
+            .map(|p| described(&p.policy_errors))
             .unwrap_or_default()
     }
+}
+
+/// A policy's objections as "code: message".
+fn described(errors: &[ErrorDetail]) -> Vec<String> {
+    errors
+        .iter()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.code.as_deref().unwrap_or("PolicyError"),
+                e.message.as_deref().unwrap_or("no message")
+            )
+        })
+        .collect()
 }
 
 fn usd(p: Option<&Price>) -> Option<Decimal> {
@@ -571,18 +574,7 @@ impl ExchangeOperation {
         self.properties
             .policy_result
             .as_ref()
-            .map(|p| {
-                p.policy_errors
-                    .iter()
-                    .map(|e| {
-                        format!(
-                            "{}: {}",
-                            e.code.as_deref().unwrap_or("PolicyError"),
-                            e.message.as_deref().unwrap_or("no message")
-                        )
-                    })
-                    .collect()
-            })
+            .map(|p| described(&p.policy_errors))
             .unwrap_or_default()
     }
 }

@@ -12,10 +12,9 @@ use super::market::AzureMarket;
 use crate::domain::{
     CommitmentAmount, Instrument, Money, Offer, PaymentOption, Product, Provider, RateCard, Term,
 };
-use crate::markets::{CommitmentMarket, PurchaseSpec, Quote};
-use chrono::{DateTime, Duration, Utc};
+use crate::markets::{CachedRateCard, CommitmentMarket, PurchaseSpec, Quote};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// A VM reservation discounts the compute of a size whatever runs on it (a Windows licence is
@@ -110,40 +109,6 @@ pub fn rate_card(
     card
 }
 
-/// A card as cached on disk, with when it was fetched.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CachedCard {
-    pub fetched_at: DateTime<Utc>,
-    pub region: String,
-    pub instance_type: String,
-    /// (product, offer) pairs: JSON maps cannot have struct keys.
-    pub offers: Vec<(Product, Offer)>,
-}
-
-impl CachedCard {
-    pub fn new(
-        fetched_at: DateTime<Utc>,
-        region: &str,
-        instance_type: &str,
-        card: &RateCard,
-    ) -> Self {
-        CachedCard {
-            fetched_at,
-            region: region.to_string(),
-            instance_type: instance_type.to_string(),
-            offers: card
-                .products()
-                .flat_map(|(p, offers)| offers.iter().map(move |o| (p.clone(), o.clone())))
-                .collect(),
-        }
-    }
-
-    /// Fresh for one day, as the AWS offerings.
-    pub fn is_fresh(&self, now: DateTime<Utc>) -> bool {
-        now >= self.fetched_at && now - self.fetched_at < Duration::hours(24)
-    }
-}
-
 /// The file cache of Azure cards, one JSON file per (region, VM size).
 #[derive(Clone, Debug)]
 pub struct AzureOfferingsCache {
@@ -173,9 +138,9 @@ impl AzureOfferingsCache {
     }
 
     /// Writes the card (write, then rename: a crash never leaves half a file).
-    pub fn store(&self, card: &CachedCard) -> std::io::Result<PathBuf> {
+    pub fn store(&self, card: &CachedRateCard) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(&self.dir)?;
-        let path = self.path(&card.region, &card.instance_type);
+        let path = self.path(&card.region, card.instance_type.as_deref().unwrap_or("all"));
         let text = serde_json::to_string_pretty(card).map_err(std::io::Error::other)?;
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, text)?;
@@ -198,7 +163,7 @@ impl AzureOfferingsCache {
             }
             let Some(cached) = std::fs::read_to_string(&path)
                 .ok()
-                .and_then(|t| serde_json::from_str::<CachedCard>(&t).ok())
+                .and_then(|t| serde_json::from_str::<CachedRateCard>(&t).ok())
                 .filter(|c| c.is_fresh(now))
             else {
                 continue;
