@@ -36,8 +36,7 @@
 //! `offers`: the reservation prices `commitd offerings --provider azure` cached
 //! ([`super::offerings`]), when the market was given the cache.
 
-use super::client::Answer;
-use super::client::{Accepted, AzureClients, Inventory};
+use super::client::{Accepted, Answer, AzureClients, Inventory};
 use super::error::AzureError;
 use super::model::{CalculatePrice, ExchangeOperation, Reservation, ReservationOrder, SavingsPlan};
 use crate::domain::rules::{check_azure_exchange, AzureExchangeInto, AzureExchangeSource};
