@@ -188,7 +188,10 @@ async fn market(
         MarketKind::Aws => Arc::new(aws_market(config).await?),
         MarketKind::Azure => Arc::new(
             crate::markets::azure::AzureClients::connect(&config.azure.settings())
-                .map(crate::markets::azure::AzureMarket::new)
+                .map(|clients| {
+                    crate::markets::azure::AzureMarket::new(clients)
+                        .with_offerings_cache(&config.data_dir)
+                })
                 .map_err(|e| StartupError::Config(format!("[azure]: {e}")))?,
         ),
     })

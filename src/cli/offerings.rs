@@ -2,11 +2,14 @@
 //! a region, from the Savings Plans and EC2 offering APIs, as the optimizer's rate card.
 //!
 //! Cards are cached for a day under `<data dir>/aws-offerings/`; `--refresh` fetches anew.
+//! `--provider azure` quotes reservations for one VM size and caches the card under
+//! `<data dir>/azure-offerings/`, where the daemon's Azure market reads it.
 
 use super::inventory::{AwsArgs, AzureArgs, ProviderArg};
 use super::runtime;
-use crate::markets::aws::offerings::{CachedRateCard, OfferingsCache};
+use crate::markets::aws::offerings::OfferingsCache;
 use crate::markets::aws::AwsClients;
+use crate::markets::CachedRateCard;
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -124,11 +127,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// `commitd offerings --provider azure --region R --instance-type T`: the reservation prices
 /// `calculatePrice` quotes for one instance (1 and 3 years, monthly and upfront). A quote that
-/// fails is named and the others are still printed; the command fails only if all fail.
+/// fails is named and the others are still printed; the command fails only if all fail. When
+/// every quote answered, the card is cached under `<data dir>/azure-offerings/` for the
+/// daemon's planner (`markets::azure::offerings`).
 fn run_azure(args: &Args) -> anyhow::Result<ExitCode> {
-    use crate::domain::{CommitmentAmount, Instrument, PaymentOption, Provider, Term};
+    use crate::markets::azure::offerings::{quote_reservations, rate_card, AzureOfferingsCache};
     use crate::markets::azure::{AzureClients, AzureMarket};
-    use crate::markets::{CommitmentMarket, PurchaseSpec};
     let Some(region) = args.aws.region.clone() else {
         anyhow::bail!("--region is required for Azure (the location, e.g. westus)");
     };
@@ -138,29 +142,23 @@ fn run_azure(args: &Args) -> anyhow::Result<ExitCode> {
     let settings = args.azure.settings(&args.aws);
     let rt = runtime()?;
     let market = AzureMarket::new(AzureClients::connect(&settings).context("connecting to Azure")?);
-    let mut rows = Vec::new();
-    let mut failures = Vec::new();
-    for term in [Term::ONE_YEAR, Term::THREE_YEARS] {
-        for payment in [PaymentOption::NoUpfront, PaymentOption::AllUpfront] {
-            let spec = PurchaseSpec {
-                provider: Provider::Azure,
-                account: None,
-                instrument: Instrument::AzureReservation,
-                term,
-                payment,
-                region: Some(region.clone()),
-                family: None,
-                instance_type: Some(instance_type.clone()),
-                os: None,
-                tenancy: None,
-                amount: CommitmentAmount::Instances(1),
-            };
-            match rt.block_on(market.quote(&spec)) {
-                Ok(q) => rows.push((term, payment, q)),
-                Err(e) => failures.push(format!("{term} {payment}: {e}")),
-            }
-        }
-    }
+    let (rows, failures) = rt.block_on(quote_reservations(&market, &region, &instance_type));
+    // Only a complete card is cached: a partial one would hide offers for a day.
+    let cached = if failures.is_empty() {
+        let card = CachedRateCard::new(
+            chrono::Utc::now(),
+            &region,
+            Some(&instance_type),
+            &rate_card(&region, &instance_type, &rows),
+        );
+        Some(
+            AzureOfferingsCache::new(&args.data_dir)
+                .store(&card)
+                .context("caching the Azure offerings")?,
+        )
+    } else {
+        None
+    };
     if args.json {
         let out = serde_json::json!({
             "region": region,
@@ -169,6 +167,7 @@ fn run_azure(args: &Args) -> anyhow::Result<ExitCode> {
                 "term": t, "payment": p, "hourly_cost": q.hourly_cost, "upfront": q.upfront, "offering": q.offering,
             })).collect::<Vec<_>>(),
             "failed": failures,
+            "cached": cached.as_ref().map(|p| p.display().to_string()),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -188,6 +187,9 @@ fn run_azure(args: &Args) -> anyhow::Result<ExitCode> {
         }
         for f in &failures {
             println!("failed: {f}");
+        }
+        if let Some(p) = &cached {
+            println!("Cached for the planner: {}", p.display());
         }
     }
     if rows.is_empty() {

@@ -758,7 +758,9 @@ impl Executor {
                 instances,
                 ..
             } => {
-                let request = Self::return_request(p, commitment_id, *instances, now);
+                // `at` is when the first call went out: what a return without a client token
+                // left is looked for from then on (Azure: the reservation's revisions).
+                let request = Self::return_request(p, commitment_id, *instances, since);
                 self.market
                     .find_return(&request)
                     .await?

@@ -432,6 +432,49 @@ pub trait CommitmentMarket: Send + Sync {
     }
 }
 
+/// A rate card as cached on disk, with when it was fetched: the offerings caches of the AWS
+/// and Azure markets (`aws::offerings`, `azure::offerings`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CachedRateCard {
+    pub fetched_at: chrono::DateTime<chrono::Utc>,
+    pub region: String,
+    pub instance_type: Option<String>,
+    /// (product, offer) pairs: JSON maps cannot have struct keys, so not the card itself.
+    pub offers: Vec<(crate::domain::Product, crate::domain::Offer)>,
+}
+
+impl CachedRateCard {
+    pub fn new(
+        fetched_at: chrono::DateTime<chrono::Utc>,
+        region: &str,
+        instance_type: Option<&str>,
+        card: &crate::domain::RateCard,
+    ) -> Self {
+        CachedRateCard {
+            fetched_at,
+            region: region.to_string(),
+            instance_type: instance_type.map(str::to_string),
+            offers: card
+                .products()
+                .flat_map(|(p, offers)| offers.iter().map(move |o| (p.clone(), o.clone())))
+                .collect(),
+        }
+    }
+
+    pub fn card(&self) -> crate::domain::RateCard {
+        let mut card = crate::domain::RateCard::new();
+        for (p, o) in &self.offers {
+            card.insert(p.clone(), o.clone());
+        }
+        card
+    }
+
+    /// Fresh for one day: prices change rarely, and a day-old price is still the price.
+    pub fn is_fresh(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        now >= self.fetched_at && now - self.fetched_at < chrono::Duration::hours(24)
+    }
+}
+
 /// Usage read from a market's billing API, as the planners' usage model.
 #[derive(Clone, Debug)]
 pub struct UsageHistory {

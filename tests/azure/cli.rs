@@ -41,6 +41,7 @@ async fn inventory_and_offerings_commands_against_the_peer() {
     world.seed_savings_plan("3.5", "P3Y", false, 5);
     let peer = AzurePeer::start(world).await.unwrap();
     let home = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
     let secret = peer.world().client_secret.clone();
     let url = peer.url();
     let (ok, out, err) = commitd(
@@ -92,6 +93,8 @@ async fn inventory_and_offerings_commands_against_the_peer() {
             "Standard_D2s_v5",
             "--billing-scope",
             scope,
+            "--data-dir",
+            data.path().to_str().unwrap(),
             "--json",
         ],
     );
@@ -100,6 +103,50 @@ async fn inventory_and_offerings_commands_against_the_peer() {
     let rows = v["reservations"].as_array().unwrap();
     assert_eq!(rows.len(), 4, "{out}");
     assert!(rows.iter().any(|r| r["upfront"] == "529.98"), "{out}");
+    // Every quote answered: the card is cached where the daemon's Azure market reads it, and
+    // the planner is offered Azure's prices for the size (either OS), exactly as quoted.
+    let cached = v["cached"].as_str().expect("cached");
+    assert!(
+        std::path::Path::new(cached).starts_with(data.path()),
+        "{cached}"
+    );
+    let m = commitd::markets::azure::AzureMarket::new(crate::clients(&peer, &crate::settings()))
+        .with_offerings_cache(data.path());
+    let card = commitd::markets::CommitmentMarket::offers(&m, chrono::Utc::now())
+        .await
+        .unwrap()
+        .expect("the cached card is offered");
+    for os in ["Linux", "Windows"] {
+        let product = commitd::domain::Product {
+            provider: commitd::domain::Provider::Azure,
+            region: "westus".into(),
+            instance_type: "Standard_D2s_v5".into(),
+            os: os.into(),
+            tenancy: "Shared".into(),
+        };
+        let offers = card.offers(&product);
+        assert_eq!(offers.len(), 4, "{offers:?}");
+        let one_year_upfront = offers
+            .iter()
+            .find(|o| {
+                o.term == Some(commitd::domain::Term::ONE_YEAR)
+                    && o.payment == commitd::domain::PaymentOption::AllUpfront
+            })
+            .unwrap();
+        assert_eq!(
+            one_year_upfront.effective_hourly_rate,
+            rust_decimal::Decimal::new(605, 4)
+        );
+        assert_eq!(one_year_upfront.upfront_share, rust_decimal::Decimal::ONE);
+    }
+    // Without the cache, or a day later, nothing is offered (the source card prices).
+    let stale = commitd::markets::CommitmentMarket::offers(
+        &m,
+        chrono::Utc::now() + chrono::Duration::days(2),
+    )
+    .await
+    .unwrap();
+    assert!(stale.is_none());
 
     // One quote failing (throttled past the retries) is named; the others still print.
     peer.world()
@@ -126,6 +173,8 @@ async fn inventory_and_offerings_commands_against_the_peer() {
             "Standard_D2s_v5",
             "--billing-scope",
             scope,
+            "--data-dir",
+            data.path().to_str().unwrap(),
             "--max-attempts",
             "2",
         ],
@@ -134,6 +183,10 @@ async fn inventory_and_offerings_commands_against_the_peer() {
     assert!(
         out.contains("failed: 1yr") && out.contains("InternalServerError"),
         "{out}"
+    );
+    assert!(
+        !out.contains("Cached for the planner"),
+        "a partial card is not cached: {out}"
     );
 
     // A wrong secret: the command fails naming the credential, never printing the secret.

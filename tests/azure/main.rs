@@ -9,6 +9,7 @@ mod common;
 
 mod cli;
 mod examples;
+mod exchanges;
 mod executor;
 mod faults;
 mod returns;

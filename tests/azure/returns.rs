@@ -21,7 +21,7 @@ fn request(key: &str, commitment_id: &str, instances: Option<u32>) -> ReturnRequ
 }
 
 /// The held reservation of `order`, as the market names it.
-async fn held(m: &commitd::markets::azure::AzureMarket, order: &str) -> Option<(String, u32)> {
+pub async fn held(m: &commitd::markets::azure::AzureMarket, order: &str) -> Option<(String, u32)> {
     m.inventory()
         .await
         .unwrap()

@@ -11,9 +11,9 @@ use super::client::AwsClients;
 use super::convert;
 use super::error::{from_sdk, AwsError, Called};
 use crate::domain::{Instrument, Offer, PaymentOption, Product, Provider, RateCard, Term};
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// One savings plan rate for one product.
@@ -470,47 +470,7 @@ pub struct PartialRateCard {
     pub failed: Vec<String>,
 }
 
-/// A rate card as cached on disk, with when it was fetched.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CachedRateCard {
-    pub fetched_at: DateTime<Utc>,
-    pub region: String,
-    pub instance_type: Option<String>,
-    /// (product, offer) pairs: JSON maps cannot have struct keys, so not the card itself.
-    pub offers: Vec<(Product, Offer)>,
-}
-
-impl CachedRateCard {
-    pub fn new(
-        fetched_at: DateTime<Utc>,
-        region: &str,
-        instance_type: Option<&str>,
-        card: &RateCard,
-    ) -> Self {
-        CachedRateCard {
-            fetched_at,
-            region: region.to_string(),
-            instance_type: instance_type.map(str::to_string),
-            offers: card
-                .products()
-                .flat_map(|(p, offers)| offers.iter().map(move |o| (p.clone(), o.clone())))
-                .collect(),
-        }
-    }
-
-    pub fn card(&self) -> RateCard {
-        let mut card = RateCard::new();
-        for (p, o) in &self.offers {
-            card.insert(p.clone(), o.clone());
-        }
-        card
-    }
-
-    /// Fresh for one day: AWS prices change rarely, and a day-old price is still the price.
-    pub fn is_fresh(&self, now: DateTime<Utc>) -> bool {
-        now >= self.fetched_at && now - self.fetched_at < ChronoDuration::hours(24)
-    }
-}
+pub use crate::markets::CachedRateCard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -640,6 +600,7 @@ impl OfferingsCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Duration as ChronoDuration;
 
     fn product(t: &str) -> Product {
         Product {

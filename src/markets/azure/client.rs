@@ -17,8 +17,8 @@
 use super::credential::{AzureCredential, CredentialSource};
 use super::error::AzureError;
 use super::model::{
-    AsyncOperation, CalculatePrice, Page, RefundResponse, Reservation, ReservationOrder,
-    SavingsPlan, SavingsPlanOrder, SavingsPlanOrderAlias, ValidateResponse,
+    AsyncOperation, CalculatePrice, ExchangeOperation, Page, RefundResponse, Reservation,
+    ReservationOrder, SavingsPlan, SavingsPlanOrder, SavingsPlanOrderAlias, ValidateResponse,
 };
 use super::transport::HyperTransport;
 use azure_core::headers::{HeaderName, Headers};
@@ -39,8 +39,7 @@ pub const API_VERSION: &str = "2022-11-01";
 const MAX_PAGES: usize = 10_000;
 
 /// The Azure RBAC actions of the calls this client makes, by call. The custom role in
-/// `deploy/azure/commitd-role.json` grants exactly these (checked by `tests/deploy`): nothing
-/// for exchanges until the client makes them.
+/// `deploy/azure/commitd-role.json` grants exactly these (checked by `tests/deploy`).
 pub const RBAC_ACTIONS: &[(&str, &str)] = &[
     (
         "ReservationOrder_List, ReservationOrder_Get",
@@ -70,6 +69,15 @@ pub const RBAC_ACTIONS: &[(&str, &str)] = &[
         "Return_Post",
         "Microsoft.Capacity/reservationorders/return/action",
     ),
+    (
+        "Reservation_ListRevisions",
+        "Microsoft.Capacity/reservationorders/reservations/revisions/read",
+    ),
+    (
+        "CalculateExchange_Post",
+        "Microsoft.Capacity/calculateexchange/action",
+    ),
+    ("Exchange_Post", "Microsoft.Capacity/exchange/action"),
     (
         "SavingsPlanOrder_List",
         "Microsoft.BillingBenefits/savingsPlanOrders/read",
@@ -434,13 +442,25 @@ impl AzureClients {
 
     /// Polls a long-running operation from the headers of its first answer until it ends.
     pub async fn poll(&self, operation: &'static str, first: &Headers) -> Result<(), AzureError> {
+        self.poll_body(operation, first).await.map(|_| ())
+    }
+
+    /// Like [`AzureClients::poll`], and the final answer's body: the `Azure-AsyncOperation`
+    /// status body (an operation whose result is that body, `final-state-via:
+    /// azure-async-operation`), or the `Location`'s final answer; None when there was nothing
+    /// to poll.
+    pub async fn poll_body(
+        &self,
+        operation: &'static str,
+        first: &Headers,
+    ) -> Result<Option<bytes::Bytes>, AzureError> {
         let r = &self.settings.retry;
         let async_op = header(first, "azure-asyncoperation").map(str::to_string);
         let location = header(first, "location").map(str::to_string);
         let (target, via_status) = match (async_op, location) {
             (Some(u), _) => (u, true),
             (None, Some(u)) => (u, false),
-            (None, None) => return Ok(()),
+            (None, None) => return Ok(None),
         };
         let url = Url::parse(&target).map_err(|e| {
             AzureError::bad(
@@ -478,7 +498,7 @@ impl AzureClients {
                     .map_err(|e| AzureError::bad(operation, "status", e.to_string()))?;
                 let s = op.status.unwrap_or_default();
                 match s.to_ascii_lowercase().as_str() {
-                    "succeeded" => return Ok(()),
+                    "succeeded" => return Ok(Some(body)),
                     "failed" | "canceled" | "cancelled" => {
                         let detail = op.error.map(|e| {
                             format!(
@@ -496,7 +516,7 @@ impl AzureClients {
                     _ => last = s,
                 }
             } else if status != 202 {
-                return Ok(());
+                return Ok(Some(body));
             }
         }
     }
@@ -731,6 +751,100 @@ impl AzureClients {
             .await
             .map_err(|e| AzureError::from_core(OP, e))?;
         Self::read(OP, r.into_raw_response()).await
+    }
+
+    /// The revisions of a reservation (`Reservation_ListRevisions`): one item per change, each
+    /// with its `etag` (revision number), quantity and `effectiveDateTime`.
+    pub async fn reservation_revisions(
+        &self,
+        order_id: &str,
+        reservation_id: &str,
+    ) -> Result<Answer<Vec<Reservation>>, AzureError> {
+        self.list_all(
+            "Reservation_ListRevisions",
+            &format!(
+                "/providers/Microsoft.Capacity/reservationOrders/{order_id}/reservations/{reservation_id}/revisions"
+            ),
+        )
+        .await
+    }
+
+    /// `calculateExchange`: what giving up the reservations and buying the purchases of `body`
+    /// would refund and cost, the exchange policy's verdict, and a session id for
+    /// [`AzureClients::exchange`]. Long-running (answered at its `Azure-AsyncOperation`);
+    /// changes nothing, so it goes through the retrying client.
+    pub async fn calculate_exchange(
+        &self,
+        body: capacity::models::CalculateExchangeRequest,
+    ) -> Result<Answer<ExchangeOperation>, AzureError> {
+        const OP: &str = "CalculateExchange_Post";
+        let r = self
+            .capacity
+            .calculate_exchange_client()
+            .post(body)
+            .send()
+            .await
+            .map_err(|e| AzureError::from_core(OP, e))?;
+        self.final_answer(OP, r.into_raw_response()).await
+    }
+
+    /// `exchange` under the session of a `calculateExchange`. It carries no client token, so it
+    /// is sent **once** (the client without retries): any error after sending may hide an
+    /// exchange Azure made, which only reading Azure's state settles. The answer is the
+    /// operation's final body (polled); an error while polling is returned as it is, after the
+    /// call was accepted.
+    pub async fn exchange(
+        &self,
+        session_id: &str,
+    ) -> Result<Answer<ExchangeOperation>, AzureError> {
+        const OP: &str = "Exchange_Post";
+        let body = capacity::models::ExchangeRequest {
+            properties: Some(capacity::models::ExchangeRequestProperties {
+                session_id: Some(session_id.to_string()),
+            }),
+        };
+        let r = self
+            .capacity_once
+            .exchange_client()
+            .post(body)
+            .send()
+            .await
+            .map_err(|e| AzureError::from_core(OP, e))?;
+        self.final_answer(OP, r.into_raw_response()).await
+    }
+
+    /// The result of a long-running POST: its first answer's body when complete (200), else
+    /// the body its status URL ends with.
+    async fn final_answer<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        response: azure_core::Response,
+    ) -> Result<Answer<T>, AzureError> {
+        let status = u16::from(response.status());
+        let headers = response.headers().clone();
+        let mut request_ids: Vec<String> = request_id(&headers).into_iter().collect();
+        // The first answer is read whole even when it is only an acceptance: an answer that
+        // breaks off is an error here, not a success.
+        let first = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| AzureError::NoResponse {
+                operation,
+                message: format!("reading the answer: {e}"),
+            })?;
+        let body = if status == 200 && !first.is_empty() {
+            first
+        } else {
+            match self.poll_body(operation, &headers).await? {
+                Some(b) => b,
+                None => first,
+            }
+        };
+        let value = serde_json::from_slice(&body)
+            .map_err(|e| AzureError::bad(operation, "(body)", e.to_string()))?;
+        request_ids.dedup();
+        Ok(Answer { value, request_ids })
     }
 
     /// Reservation orders (with their plan information), reservations, savings plan orders and

@@ -23,18 +23,30 @@
 //!   (looked up first); throttling and everything on reads is retryable; 4xx is final.
 //!
 //! Returns: `calculateRefund` then `return` ([`AzureMarket::give_back`]), within Azure's rolling
-//! refund cap. Not here yet (issue #25): exchanges, the offerings rate card for the planner
-//! (`offers` is None: the planner prices from the source rate card).
+//! refund cap; a partial return whose answer was lost is recognised from the reservation's
+//! revisions ([`AzureMarket::found_return`]).
+//!
+//! Exchanges ([`AzureMarket::swap`]): whole reservations into a reservation or a savings plan,
+//! `calculateExchange` then `exchange` under its session, under Azure's rules
+//! ([`crate::domain::rules::check_azure_exchange`]: the 2027-02-01 rule before anything is asked,
+//! the value rule and the exchange policy on the calculation). `exchange` has no client token: it
+//! is sent once, and an unknown outcome is settled by reading back the purchase it made, found
+//! by the display name the key derives ([`exchange_tag`]); never by sending again.
+//!
+//! `offers`: the reservation prices `commitd offerings --provider azure` cached
+//! ([`super::offerings`]), when the market was given the cache.
 
-use super::client::{Accepted, AzureClients, Inventory};
+use super::client::{Accepted, Answer, AzureClients, Inventory};
 use super::error::AzureError;
-use super::model::{CalculatePrice, Reservation, ReservationOrder, SavingsPlan};
+use super::model::{CalculatePrice, ExchangeOperation, Reservation, ReservationOrder, SavingsPlan};
+use crate::domain::rules::{check_azure_exchange, AzureExchangeInto, AzureExchangeSource};
 use crate::domain::{
     sizing, Commitment, CommitmentAmount, Hour, Instrument, Money, PaymentOption, Provider, Term,
 };
 use crate::markets::{
-    BoxFuture, CommitmentMarket, Found, Operation, ProviderError, Purchase, PurchaseRequest,
-    PurchaseSpec, Quote, ReturnRequest, Returned,
+    check_exchange_quote, BoxFuture, CommitmentMarket, ExchangeQuote, ExchangeRequest, Exchanged,
+    Found, Operation, ProviderError, Purchase, PurchaseRequest, PurchaseSpec, Quote, ReturnRequest,
+    Returned,
 };
 use azure_mgmt_billingbenefits::package_2022_11_01::models as bb;
 use azure_mgmt_reservations::package_2022_11::models as cap;
@@ -67,6 +79,18 @@ pub fn order_id_for_key(key: &str) -> String {
         &h[20..32]
     )
 }
+
+/// The display name an exchange gives what it buys: derived from the key (SHA-256), so that the
+/// new reservation or savings plan is found by it when the exchange's answer was lost (the
+/// `exchange` call takes no client token and Azure chooses the new order's id).
+pub fn exchange_tag(key: &str) -> String {
+    let digest = Sha256::digest(format!("commitd/azure/exchange/{key}").as_bytes());
+    format!("commitd-exchange-{}", &hex::encode(digest)[..24])
+}
+
+/// Lets a revision's Azure timestamp be this much earlier than the time commitd recorded before
+/// the call (clocks differ).
+const CLOCK_SLACK_MINUTES: i64 = 5;
 
 /// The order id in a reservation's (or savings plan's) resource id
 /// (`/providers/Microsoft.Capacity/reservationOrders/{order}/reservations/{id}`), any case.
@@ -411,6 +435,7 @@ pub fn provider_error(e: AzureError, mutation: bool) -> ProviderError {
 pub struct AzureMarket {
     clients: AzureClients,
     clock: fn() -> DateTime<Utc>,
+    offerings: Option<super::offerings::AzureOfferingsCache>,
 }
 
 /// What a purchase spec asks Azure for.
@@ -424,11 +449,23 @@ impl AzureMarket {
         AzureMarket {
             clients,
             clock: Utc::now,
+            offerings: None,
         }
     }
 
     pub fn with_clock(clients: AzureClients, clock: fn() -> DateTime<Utc>) -> Self {
-        AzureMarket { clients, clock }
+        AzureMarket {
+            clients,
+            clock,
+            offerings: None,
+        }
+    }
+
+    /// Offers the planner the reservation prices `commitd offerings --provider azure` cached
+    /// under `data_dir` (`azure-offerings/`, fresh for a day).
+    pub fn with_offerings_cache(mut self, data_dir: &std::path::Path) -> Self {
+        self.offerings = Some(super::offerings::AzureOfferingsCache::new(data_dir));
+        self
     }
 
     pub fn clients(&self) -> &AzureClients {
@@ -967,6 +1004,32 @@ pub fn reservation_ref(commitment_id: &str) -> Result<(String, String), Provider
     }
 }
 
+/// The quantity changes among a reservation's `revisions` (in revision order: `etag`, else
+/// `effectiveDateTime`) that took exactly `asked` instances, effective at or after `since`, as
+/// (quantity before, quantity after).
+pub fn returned_since(
+    revisions: &[Reservation],
+    asked: u32,
+    since: DateTime<Utc>,
+) -> Vec<(u32, u32)> {
+    let when = |r: &Reservation| {
+        r.properties
+            .effective_date_time
+            .or(r.properties.last_updated_date_time)
+    };
+    let mut ordered: Vec<&Reservation> = revisions.iter().collect();
+    ordered.sort_by_key(|r| (r.etag, when(r)));
+    ordered
+        .windows(2)
+        .filter_map(|w| {
+            let before = w[0].properties.quantity?;
+            let after = w[1].properties.quantity.unwrap_or(0);
+            let at = when(w[1])?;
+            (at >= since && before.checked_sub(after) == Some(asked)).then_some((before, after))
+        })
+        .collect()
+}
+
 /// A reservation's full resource id, as the refund calls name it.
 fn reservation_resource(order: &str, item: &str) -> String {
     format!("/providers/microsoft.capacity/reservationOrders/{order}/reservations/{item}")
@@ -1067,9 +1130,12 @@ impl AzureMarket {
     }
 
     /// Whether a return already happened, from the reservation's state: a whole reservation
-    /// returned is `Cancelled`. A partial return leaves a smaller quantity that cannot be told
-    /// from one bought that size, so it is not claimed (the executor then parks the proposal
-    /// for a person, since the return API has no client token).
+    /// returned is `Cancelled`. A partial return leaves a smaller quantity that the reservation
+    /// alone cannot tell from one bought that size, so its revisions (`Reservation_ListRevisions`)
+    /// are read: exactly one change since the call (`request.at`, less a few minutes for the
+    /// clocks) that took exactly the instances asked for is the return. None otherwise (no
+    /// such change, or several that could be it): the executor then parks the proposal for a
+    /// person, since the return API has no client token.
     async fn found_return(
         &self,
         request: &ReturnRequest,
@@ -1083,12 +1149,41 @@ impl AzureMarket {
             r.properties.provisioning_state.as_deref(),
             &["cancelled", "canceled"],
         );
-        Ok((whole && cancelled).then(|| Returned {
+        let found = |request_id: String, state: String| Returned {
             idempotency_key: request.idempotency_key.clone(),
             commitment_id: request.commitment_id.clone(),
-            request_id: String::new(),
-            state: "returned".into(),
-        }))
+            request_id,
+            state,
+        };
+        if whole && cancelled {
+            return Ok(Some(found(String::new(), "returned".into())));
+        }
+        let Some(asked) = request.instances.filter(|n| *n > 0) else {
+            return Ok(None);
+        };
+        let revisions = self
+            .clients
+            .reservation_revisions(&order, &item)
+            .await
+            .map_err(|e| provider_error(e, false))?;
+        let since = request.at - chrono::Duration::minutes(CLOCK_SLACK_MINUTES);
+        Ok(
+            match returned_since(&revisions.value, asked, since).as_slice() {
+                [(before, after)] => Some(found(
+                    revisions.request_id(),
+                    if *after == 0 {
+                        "returned".into()
+                    } else {
+                        format!("{asked} of {before} returned")
+                    },
+                )),
+                [] => None,
+                several => {
+                    tracing::warn!(reservation = %request.commitment_id, changes = ?several, "several quantity changes could be the return; left for a person");
+                    None
+                }
+            },
+        )
     }
 
     /// Refunds in the rolling 12 months, from Azure's own count (`consumedRefundsTotal` of a
@@ -1122,6 +1217,320 @@ impl AzureMarket {
         }
         // Counted as refunded now: the cap then stays spent for the longest it could.
         Ok(vec![(now, money(used)?)])
+    }
+}
+
+/// A reservation an exchange gives up, as Azure shows it now.
+struct Source {
+    id: String,
+    resource: String,
+    quantity: u32,
+    purchased: DateTime<Utc>,
+}
+
+impl AzureMarket {
+    /// The reservations `r` gives up, each live, whole (every instance it holds now).
+    async fn sources(&self, r: &ExchangeRequest) -> Result<Vec<Source>, ProviderError> {
+        if r.source_ids.is_empty() {
+            return Err(refused("an exchange names at least one reservation".into()));
+        }
+        let mut out = Vec::with_capacity(r.source_ids.len());
+        for id in &r.source_ids {
+            let (order, item) = reservation_ref(id)?;
+            let Some(res) = self.reservation_now(&order, &item).await? else {
+                return Err(refused(format!("no reservation {id} in this tenant")));
+            };
+            let p = &res.properties;
+            let state = p.provisioning_state.as_deref();
+            if state_in(state, &FAILED_STATES) || state_in(state, &GONE_STATES) {
+                return Err(refused(format!(
+                    "reservation {id} is {}: nothing to exchange",
+                    state.unwrap_or("?")
+                )));
+            }
+            let quantity = p.quantity.filter(|q| *q > 0).ok_or_else(|| {
+                refused(format!("reservation {id} holds no instance to exchange"))
+            })?;
+            let purchased = p
+                .purchase_date_time
+                .or(p.benefit_start_time)
+                .or(p.effective_date_time)
+                .ok_or_else(|| {
+                    refused(format!(
+                        "reservation {id}: no purchaseDateTime, so the 2027-02-01 rule cannot be judged"
+                    ))
+                })?;
+            out.push(Source {
+                id: id.clone(),
+                resource: reservation_resource(&order, &item),
+                quantity,
+                purchased,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The `calculateExchange` request for `r`: its sources given up whole, its target bought
+    /// under the key's display name; and what the target is to the exchange rules.
+    fn exchange_body(
+        &self,
+        r: &ExchangeRequest,
+        sources: &[Source],
+    ) -> Result<(cap::CalculateExchangeRequest, AzureExchangeInto), ProviderError> {
+        let tag = exchange_tag(&r.idempotency_key);
+        let mut props = cap::CalculateExchangeRequestProperties::default();
+        for s in sources {
+            props
+                .reservations_to_exchange
+                .push(cap::ReservationToReturn {
+                    reservation_id: Some(s.resource.clone()),
+                    quantity: Some(i32::try_from(s.quantity).map_err(|_| {
+                        refused(format!("{}: quantity {} out of range", s.id, s.quantity))
+                    })?),
+                });
+        }
+        let into = match self.ask(&r.target, &r.idempotency_key)? {
+            Ask::Reservation(mut body) => {
+                if let Some(p) = body.properties.as_mut() {
+                    p.display_name = Some(tag);
+                }
+                props.reservations_to_purchase.push(*body);
+                // Virtual machines, the only reservations commitd buys, are a service the
+                // savings plan for compute covers.
+                AzureExchangeInto::Reservation {
+                    savings_plan_service: true,
+                }
+            }
+            Ask::SavingsPlan(mut model) => {
+                if let Some(p) = model.properties.as_mut() {
+                    p.display_name = Some(tag);
+                }
+                // The BillingBenefits alias model and Microsoft.Capacity's savings plan purchase
+                // request are the same JSON (sku; properties: displayName, billingScopeId, term,
+                // billingPlan, appliedScopeType, commitment): one is read as the other.
+                let json = serde_json::to_value(&*model)
+                    .map_err(|e| refused(format!("savings plan request: {e}")))?;
+                let plan: cap::SavingsPlanPurchaseRequest = serde_json::from_value(json)
+                    .map_err(|e| refused(format!("savings plan request: {e}")))?;
+                props.savings_plans_to_purchase.push(plan);
+                AzureExchangeInto::SavingsPlan
+            }
+        };
+        Ok((
+            cap::CalculateExchangeRequest {
+                properties: Some(props),
+            },
+            into,
+        ))
+    }
+
+    /// The exchange rules' sources.
+    fn rule_sources(sources: &[Source]) -> Vec<AzureExchangeSource> {
+        sources
+            .iter()
+            .map(|s| AzureExchangeSource {
+                id: s.id.clone(),
+                purchased: s.purchased,
+            })
+            .collect()
+    }
+
+    /// A quote that says why the exchange is not made, before anything was asked of Azure.
+    fn refused_quote(reason: String) -> ExchangeQuote {
+        ExchangeQuote {
+            valid: false,
+            failure_reason: Some(reason),
+            payment_due: Money::ZERO,
+            source_remaining_value: None,
+            target_value: None,
+            request_id: None,
+        }
+    }
+
+    /// `calculateExchange`'s answer as a quote, judged by Azure's exchange policy and by the
+    /// rules (the value rule on Azure's own amounts).
+    fn exchange_quote_of(
+        answer: &Answer<ExchangeOperation>,
+        sources: &[AzureExchangeSource],
+        into: AzureExchangeInto,
+    ) -> Result<ExchangeQuote, ProviderError> {
+        let a = &answer.value;
+        let refunds = a
+            .refunds_usd()
+            .ok_or_else(|| refused("calculateExchange gave no refundsTotal in USD".into()))?;
+        let purchases = a
+            .purchases_usd()
+            .ok_or_else(|| refused("calculateExchange gave no purchasesTotal in USD".into()))?;
+        let net = a.net_payable_usd().unwrap_or(purchases - refunds);
+        let (refunds, purchases) = (money(refunds)?, money(purchases)?);
+        let errors = a.policy_errors();
+        let verdict = if !errors.is_empty() {
+            Err(format!(
+                "Azure's exchange policy refuses it: {}",
+                errors.join("; ")
+            ))
+        } else {
+            check_azure_exchange(sources, into, Some((refunds, purchases)))
+        };
+        Ok(ExchangeQuote {
+            valid: verdict.is_ok(),
+            failure_reason: verdict.err(),
+            payment_due: money(net.max(Decimal::ZERO))?,
+            source_remaining_value: Some(refunds),
+            target_value: Some(purchases),
+            request_id: Some(answer.request_id()),
+        })
+    }
+
+    /// The quote for `r` and what `exchange` needs next (the session), or the rule that refuses
+    /// it before Azure is asked (a quote marked invalid). Changes nothing.
+    async fn calculate_exchange(
+        &self,
+        r: &ExchangeRequest,
+    ) -> Result<(ExchangeQuote, Option<String>), ProviderError> {
+        let sources = self.sources(r).await?;
+        let (body, into) = self.exchange_body(r, &sources)?;
+        let rule_sources = Self::rule_sources(&sources);
+        if let Err(why) = check_azure_exchange(&rule_sources, into, None) {
+            return Ok((Self::refused_quote(why), None));
+        }
+        let answer = self
+            .clients
+            .calculate_exchange(body)
+            .await
+            .map_err(|e| provider_error(e, false))?;
+        let quote = Self::exchange_quote_of(&answer, &rule_sources, into)?;
+        let session = answer
+            .value
+            .properties
+            .session_id
+            .clone()
+            .filter(|s| !s.trim().is_empty());
+        Ok((quote, session))
+    }
+
+    async fn quote_exchange(&self, r: &ExchangeRequest) -> Result<ExchangeQuote, ProviderError> {
+        Ok(self.calculate_exchange(r).await?.0)
+    }
+
+    /// Exchanges: the purchase already made under the key is returned; else `calculateExchange`,
+    /// refused unless Azure's policy and the rules allow it and the true-up is within the
+    /// approval, then `exchange` under its session, sent once. Errors after sending are unknown
+    /// outcomes ([`provider_error`] on a mutation; an operation that ended `Failed` too: Azure
+    /// may have made part of it), settled by [`AzureMarket::found_exchange`], never by resending.
+    async fn swap(&self, r: &ExchangeRequest) -> Result<Exchanged, ProviderError> {
+        if let Some(done) = self.found_exchange(r).await? {
+            return Ok(done);
+        }
+        let (quote, session) = self.calculate_exchange(r).await?;
+        check_exchange_quote(NAME, &quote, r.max_true_up)?;
+        let session =
+            session.ok_or_else(|| refused("calculateExchange gave no sessionId".into()))?;
+        let done = self.clients.exchange(&session).await.map_err(|e| match e {
+            AzureError::OperationFailed { .. } => ProviderError::OutcomeUnknown {
+                provider: NAME.into(),
+                message: e.to_string(),
+            },
+            e => provider_error(e, true),
+        })?;
+        let made = &done.value.properties;
+        let mut target_ids: Vec<String> = made
+            .reservations_to_purchase
+            .iter()
+            .filter_map(|p| p.reservation_id.as_deref())
+            .chain(
+                made.savings_plans_to_purchase
+                    .iter()
+                    .filter_map(|p| p.savings_plan_id.as_deref()),
+            )
+            .map(commitment_id)
+            .collect();
+        if target_ids.is_empty() {
+            // The exchange is made; what it bought is only named for the audit log.
+            match self.found_exchange(r).await {
+                Ok(Some(found)) => target_ids = found.target_ids,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "exchange made, but what it bought could not be read back")
+                }
+            }
+        }
+        let mut request_ids = quote.request_id.clone().into_iter().collect::<Vec<_>>();
+        request_ids.extend(done.request_ids.iter().cloned());
+        let accepted = ExchangeQuote {
+            payment_due: done
+                .value
+                .net_payable_usd()
+                .and_then(|d| Money::from_decimal(d.max(Decimal::ZERO)))
+                .unwrap_or(quote.payment_due),
+            ..quote
+        };
+        Ok(Exchanged {
+            idempotency_key: r.idempotency_key.clone(),
+            exchange_id: done.value.id.as_deref().map(leaf).or(Some(session)),
+            request_id: request_ids.join(","),
+            source_ids: r.source_ids.clone(),
+            target_ids,
+            quote: Some(accepted),
+        })
+    }
+
+    /// The exchange `r` asked for, if Azure made it: what it bought carries the key's display
+    /// name ([`exchange_tag`]), which nothing else gives. None when no reservation (savings
+    /// plan) has it, even if the sources read `Cancelled` (a person looks: the purchase may
+    /// still be pending, or the sources were returned by hand).
+    async fn found_exchange(
+        &self,
+        r: &ExchangeRequest,
+    ) -> Result<Option<Exchanged>, ProviderError> {
+        let tag = exchange_tag(&r.idempotency_key);
+        let (target_ids, request_ids) = match r.target.instrument {
+            Instrument::AzureSavingsPlan => {
+                let plans: Answer<Vec<SavingsPlan>> = self
+                    .clients
+                    .list_all(
+                        "SavingsPlan_ListAll",
+                        "/providers/Microsoft.BillingBenefits/savingsPlans",
+                    )
+                    .await
+                    .map_err(|e| provider_error(e, false))?;
+                let ids: Vec<String> = plans
+                    .value
+                    .iter()
+                    .filter(|p| p.properties.display_name.as_deref() == Some(tag.as_str()))
+                    .map(|p| commitment_id(&p.id))
+                    .collect();
+                (ids, plans.request_ids)
+            }
+            _ => {
+                let all: Answer<Vec<Reservation>> = self
+                    .clients
+                    .list_all(
+                        "Reservation_ListAll",
+                        "/providers/Microsoft.Capacity/reservations",
+                    )
+                    .await
+                    .map_err(|e| provider_error(e, false))?;
+                let ids: Vec<String> = all
+                    .value
+                    .iter()
+                    .filter(|x| x.properties.display_name.as_deref() == Some(tag.as_str()))
+                    .map(|x| commitment_id(&x.id))
+                    .collect();
+                (ids, all.request_ids)
+            }
+        };
+        if target_ids.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Exchanged {
+            idempotency_key: r.idempotency_key.clone(),
+            exchange_id: None,
+            request_id: request_ids.join(","),
+            source_ids: r.source_ids.clone(),
+            target_ids,
+            quote: None,
+        }))
     }
 }
 
@@ -1199,11 +1608,31 @@ impl CommitmentMarket for AzureMarket {
     }
 
     /// A purchase PUT is idempotent on the name the key derives: resending it cannot buy twice.
-    /// A return carries no client token: never resent after an unknown outcome. Exchanges are
-    /// not executed by this market yet (the default methods refuse).
+    /// A return and an exchange carry no client token: never resent after an unknown outcome.
     fn deduplicates(&self, operation: &Operation, spec: &PurchaseSpec) -> bool {
         let _ = spec;
         matches!(operation, Operation::Purchase)
+    }
+
+    fn exchange_quote<'a>(
+        &'a self,
+        request: &'a ExchangeRequest,
+    ) -> BoxFuture<'a, Result<ExchangeQuote, ProviderError>> {
+        Box::pin(self.quote_exchange(request))
+    }
+
+    fn exchange<'a>(
+        &'a self,
+        request: &'a ExchangeRequest,
+    ) -> BoxFuture<'a, Result<Exchanged, ProviderError>> {
+        Box::pin(self.swap(request))
+    }
+
+    fn find_exchange<'a>(
+        &'a self,
+        request: &'a ExchangeRequest,
+    ) -> BoxFuture<'a, Result<Option<Exchanged>, ProviderError>> {
+        Box::pin(self.found_exchange(request))
     }
 
     fn return_commitment<'a>(
@@ -1229,6 +1658,21 @@ impl CommitmentMarket for AzureMarket {
 
     fn returns_reservations(&self) -> bool {
         true
+    }
+
+    /// The fresh cached cards of `commitd offerings --provider azure` (None: no cache
+    /// configured, or nothing fresh in it; the planner prices from the source rate card).
+    fn offers(
+        &self,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Option<crate::domain::RateCard>, ProviderError>> {
+        let cached = self.offerings.as_ref().map(|c| c.fresh(now));
+        Box::pin(async move {
+            Ok(match cached {
+                Some((card, n)) if n > 0 => Some(card),
+                _ => None,
+            })
+        })
     }
 }
 

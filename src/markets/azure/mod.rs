@@ -9,6 +9,7 @@
 //! * [`client`]: endpoint, retries, the calls, paging, long-running operation polling.
 //! * [`model`]: the answers, parsed exactly (decimal money, RFC 3339 dates).
 //! * [`market`]: Azure as the executor's [`crate::markets::CommitmentMarket`].
+//! * [`offerings`]: reservation prices as the planner's rate card, cached like AWS's.
 //! * [`error`]: what failed, and whether the outcome is final, transient or unknown.
 
 pub mod client;
@@ -16,6 +17,7 @@ pub mod credential;
 pub mod error;
 pub mod market;
 pub mod model;
+pub mod offerings;
 pub mod transport;
 
 pub use client::{AzureClients, AzureRetrySettings, AzureSettings};

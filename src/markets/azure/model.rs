@@ -120,6 +120,9 @@ pub struct Reservation {
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,
+    /// The revision number (`Reservation_ListRevisions` lists one item per revision).
+    #[serde(default)]
+    pub etag: Option<i64>,
     #[serde(default)]
     pub location: Option<String>,
     #[serde(default)]
@@ -147,6 +150,8 @@ pub struct ReservationProperties {
     pub provisioning_state: Option<String>,
     #[serde(default, deserialize_with = "opt_datetime")]
     pub effective_date_time: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "opt_datetime")]
+    pub last_updated_date_time: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "opt_datetime")]
     pub benefit_start_time: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "opt_datetime")]
@@ -446,25 +451,132 @@ impl RefundResponse {
     /// The refund policy's objections ("code: message"), empty when it allows the return.
     pub fn policy_errors(&self) -> Vec<String> {
         self.policy()
-            .map(|p| {
-                p.policy_errors
-                    .iter()
-                    .map(|e| {
-                        format!(
-                            "{}: {}",
-                            e.code.as_deref().unwrap_or("PolicyError"),
-                            e.message.as_deref().unwrap_or("no message")
-                        )
-                    })
-                    .collect()
-            })
+            .map(|p| described(&p.policy_errors))
             .unwrap_or_default()
     }
+}
+
+/// A policy's objections as "code: message".
+fn described(errors: &[ErrorDetail]) -> Vec<String> {
+    errors
+        .iter()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.code.as_deref().unwrap_or("PolicyError"),
+                e.message.as_deref().unwrap_or("no message")
+            )
+        })
+        .collect()
 }
 
 fn usd(p: Option<&Price>) -> Option<Decimal> {
     p.filter(|p| p.currency_code.as_deref().unwrap_or("USD") == "USD")
         .and_then(|p| p.amount)
+}
+
+/// The answer of `calculateExchange` and of `exchange` (both long-running: the final body is the
+/// `Azure-AsyncOperation` status URL's), as in the official examples.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeOperation {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub properties: ExchangeProperties,
+    #[serde(default)]
+    pub error: Option<ErrorDetail>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeProperties {
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub net_payable: Option<Price>,
+    #[serde(default)]
+    pub refunds_total: Option<Price>,
+    #[serde(default)]
+    pub purchases_total: Option<Price>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub reservations_to_purchase: Vec<ExchangePurchase>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub savings_plans_to_purchase: Vec<ExchangePurchase>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub reservations_to_exchange: Vec<ExchangeReturn>,
+    #[serde(default)]
+    pub policy_result: Option<ExchangePolicy>,
+}
+
+/// A purchase of an exchange: a reservation (`reservationOrderId`, `reservationId`) or a savings
+/// plan (`savingsPlanOrderId`, `savingsPlanId`); the ids only once the exchange made it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangePurchase {
+    #[serde(default)]
+    pub reservation_order_id: Option<String>,
+    #[serde(default)]
+    pub reservation_id: Option<String>,
+    #[serde(default)]
+    pub savings_plan_order_id: Option<String>,
+    #[serde(default)]
+    pub savings_plan_id: Option<String>,
+    #[serde(default)]
+    pub billing_currency_total: Option<Price>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// A reservation given up by an exchange and its refund.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeReturn {
+    #[serde(default)]
+    pub reservation_id: Option<String>,
+    #[serde(default)]
+    pub quantity: Option<u32>,
+    #[serde(default)]
+    pub billing_refund_amount: Option<Price>,
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// `policyResult` of an exchange: `{"policyErrors": [...]}` (no `properties` level, unlike a
+/// refund's).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangePolicy {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub policy_errors: Vec<ErrorDetail>,
+}
+
+impl ExchangeOperation {
+    /// What is refunded for the reservations given up, USD.
+    pub fn refunds_usd(&self) -> Option<Decimal> {
+        usd(self.properties.refunds_total.as_ref())
+    }
+
+    /// What the new purchases commit to over their term, USD.
+    pub fn purchases_usd(&self) -> Option<Decimal> {
+        usd(self.properties.purchases_total.as_ref())
+    }
+
+    /// What is paid now: purchases less refunds, USD.
+    pub fn net_payable_usd(&self) -> Option<Decimal> {
+        usd(self.properties.net_payable.as_ref())
+    }
+
+    /// The exchange policy's objections ("code: message"), empty when it allows the exchange.
+    pub fn policy_errors(&self) -> Vec<String> {
+        self.properties
+            .policy_result
+            .as_ref()
+            .map(|p| described(&p.policy_errors))
+            .unwrap_or_default()
+    }
 }
 
 /// The body of an `Azure-AsyncOperation` status URL.

@@ -1,7 +1,8 @@
 //! The providers' market rules, in one place: what the replay assumes and what the markets
 //! check before they call a cloud. AWS's Savings Plan return window, the Reserved Instance
-//! Marketplace, splitting instances off a reservation, the remaining value of what is given up
-//! and Azure's refund cap (`shared/domain.md` states each rule and its source).
+//! Marketplace, splitting instances off a reservation, the remaining value of what is given up,
+//! Azure's refund cap and Azure's exchange rules (`shared/domain.md` states each rule and its
+//! source).
 //!
 //! Pure: the time of a decision is always passed in.
 
@@ -10,8 +11,88 @@ use chrono::Datelike;
 use serde::Serialize;
 
 /// Azure refunds returned reservations up to USD 50,000 in any rolling 12 months (per billing
-/// profile).
+/// profile). The refund side of an *exchange* does not count against it: Microsoft's exchange
+/// policy says "there's no penalty or annual limits for exchanges" and "the refund that results
+/// from the exchange doesn't count against the refund limit" (Self-service exchanges and refunds
+/// for Azure Reservations); [`check_azure_exchange`] therefore does not look at the cap.
 pub const AZURE_REFUND_CAP: Money = Money::from_micros(50_000_000_000);
+
+/// The first day (UTC) of Microsoft's announced rule: a reservation bought on or after it cannot
+/// be exchanged into a savings plan, nor for services a savings plan covers (virtual machines
+/// among them, which is every reservation commitd buys).
+pub fn azure_savings_plan_exchange_cutoff() -> chrono::DateTime<chrono::Utc> {
+    chrono::NaiveDate::from_ymd_opt(2027, 2, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc())
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+/// What an Azure exchange buys, as its rules see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum AzureExchangeInto {
+    /// A savings plan for compute (the "trade-in").
+    SavingsPlan,
+    /// Reservations; `savings_plan_service`: of a service a savings plan covers (virtual
+    /// machines, dedicated hosts, App Service, ...).
+    Reservation { savings_plan_service: bool },
+}
+
+/// One reservation given up in an Azure exchange: its name and when it was bought.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AzureExchangeSource {
+    pub id: String,
+    pub purchased: chrono::DateTime<chrono::Utc>,
+}
+
+/// Azure's rules on an exchange, judged before any call that changes something:
+/// * at least one reservation is given up;
+/// * **the 2027-02-01 rule** ([`azure_savings_plan_exchange_cutoff`]): a reservation bought on
+///   or after that day is not exchanged into a savings plan or for a service a savings plan
+///   covers;
+/// * **the value rule**, when the amounts are known (Azure's `calculateExchange`): the new
+///   purchases' lifetime commitment (`purchases`) is at least the refund of what is given up
+///   (`refunds`, the remaining commitment).
+///
+/// The refund is not held to [`AZURE_REFUND_CAP`] (exchanges do not count against it).
+pub fn check_azure_exchange(
+    sources: &[AzureExchangeSource],
+    into: AzureExchangeInto,
+    amounts: Option<(Money, Money)>,
+) -> Result<(), String> {
+    if sources.is_empty() {
+        return Err("an exchange gives up at least one reservation".into());
+    }
+    let cutoff = azure_savings_plan_exchange_cutoff();
+    let covered = match into {
+        AzureExchangeInto::SavingsPlan => Some("into a savings plan"),
+        AzureExchangeInto::Reservation {
+            savings_plan_service: true,
+        } => Some("for reservations of a service a savings plan covers"),
+        AzureExchangeInto::Reservation { .. } => None,
+    };
+    if let Some(what) = covered {
+        let late: Vec<String> = sources
+            .iter()
+            .filter(|s| s.purchased >= cutoff)
+            .map(|s| format!("{} (bought {})", s.id, s.purchased.format("%Y-%m-%d")))
+            .collect();
+        if !late.is_empty() {
+            return Err(format!(
+                "Azure does not exchange reservations bought on or after {} {what}: {}",
+                cutoff.format("%Y-%m-%d"),
+                late.join(", ")
+            ));
+        }
+    }
+    if let Some((refunds, purchases)) = amounts {
+        if purchases < refunds {
+            return Err(format!(
+                "the new commitment of {purchases} USD is less than the {refunds} USD refunded for what is given up; Azure requires at least as much"
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// The replay's model of the AWS Reserved Instance Marketplace. AWS's rules (`shared/domain.md`,
 /// the EC2 User Guide "Sell in the Reserved Instance Marketplace"): only Standard RIs, active
@@ -194,4 +275,51 @@ pub fn check_savings_plan_return(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod azure_exchange_tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn bought(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> AzureExchangeSource {
+        AzureExchangeSource {
+            id: "order/res".into(),
+            purchased: Utc.with_ymd_and_hms(y, m, d, h, min, s).unwrap(),
+        }
+    }
+
+    #[test]
+    fn reservations_bought_from_2027_02_01_are_not_exchanged_into_savings_plan_territory() {
+        let vm = AzureExchangeInto::Reservation {
+            savings_plan_service: true,
+        };
+        let before = [bought(2027, 1, 31, 23, 59, 59)];
+        let on = [bought(2027, 2, 1, 0, 0, 0)];
+        assert!(check_azure_exchange(&before, AzureExchangeInto::SavingsPlan, None).is_ok());
+        assert!(check_azure_exchange(&before, vm, None).is_ok());
+        let e = check_azure_exchange(&on, AzureExchangeInto::SavingsPlan, None).unwrap_err();
+        assert!(e.contains("2027-02-01 into a savings plan"), "{e}");
+        assert!(e.contains("order/res (bought 2027-02-01)"), "{e}");
+        let e = check_azure_exchange(&on, vm, None).unwrap_err();
+        assert!(e.contains("a service a savings plan covers"), "{e}");
+        // A service no savings plan covers is not held to the date.
+        let other = AzureExchangeInto::Reservation {
+            savings_plan_service: false,
+        };
+        assert!(check_azure_exchange(&on, other, None).is_ok());
+        assert!(check_azure_exchange(&[], other, None).is_err());
+    }
+
+    #[test]
+    fn the_new_commitment_covers_at_least_the_refund() {
+        let s = [bought(2026, 5, 1, 0, 0, 0)];
+        let into = AzureExchangeInto::SavingsPlan;
+        let usd = Money::from_units;
+        assert!(check_azure_exchange(&s, into, Some((usd(100), usd(100)))).is_ok());
+        assert!(check_azure_exchange(&s, into, Some((usd(100), usd(250)))).is_ok());
+        let e = check_azure_exchange(&s, into, Some((usd(100), Money::from_micros(99_999_999))))
+            .unwrap_err();
+        assert!(e.contains("less than the 100"), "{e}");
+    }
 }

@@ -1,6 +1,7 @@
 //! A local Azure peer for the operations commitd calls: Azure AD's token endpoint (client
 //! credentials: secret or federated assertion) and IMDS, Microsoft.Capacity (reservation
-//! orders: list, get, purchase, calculatePrice, reservations) and Microsoft.BillingBenefits
+//! orders: list, get, purchase, calculatePrice, reservations and their revisions,
+//! calculateRefund / return, calculateExchange / exchange) and Microsoft.BillingBenefits
 //! (savings plan order aliases, orders, plans, validate), API version 2022-11-01.
 //!
 //! No Azure emulator covers these APIs, so this one is written from the specs and official
@@ -11,12 +12,13 @@
 //! client-chosen name, bearer tokens and `api-version` are checked, and its state ([`World`]) is
 //! its own: it shares no rule or type with commitd's client, on purpose, so that the two do not
 //! agree by construction. Faults ([`Fault`]) are injected per operation: an answer dropped after
-//! the purchase was committed, a failing poll, throttling (429 with `Retry-After`), 5xx.
-//! [`Ledger`] is what the tests judge by: every purchase the peer committed.
+//! the purchase (return, exchange) was committed, a failing poll, throttling (429 with
+//! `Retry-After`), 5xx. [`Ledger`] is what the tests judge by: every purchase, return and
+//! exchange the peer committed.
 
 pub mod world;
 
-pub use world::{Fault, Ledger, Op, World};
+pub use world::{ExchangeEntry, Fault, Ledger, Op, World};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;

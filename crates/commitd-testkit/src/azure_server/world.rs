@@ -28,6 +28,10 @@ pub enum Op {
     PollAlias,
     CalculateRefund,
     Return,
+    ListRevisions,
+    CalculateExchange,
+    Exchange,
+    PollExchange,
 }
 
 /// A fault injected on the next `times` requests of `op`.
@@ -59,6 +63,38 @@ pub struct Ledger {
     pub requests: Vec<String>,
     /// Returns committed: (order id, instances, USD refunded).
     pub returns: Vec<(String, u32, Decimal)>,
+    /// `exchange` POSTs received (answered, faulted or refused).
+    pub exchange_posts: u32,
+    /// Exchanges committed, once each.
+    pub exchanges: Vec<ExchangeEntry>,
+}
+
+/// One exchange the peer made: what it gave up and what it bought.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExchangeEntry {
+    pub session: String,
+    /// (order id, instances) given up.
+    pub returned: Vec<(String, u32)>,
+    pub refunds: Decimal,
+    pub purchases: Decimal,
+    /// Reservation orders created by the exchange.
+    pub reservation_orders: Vec<String>,
+    /// Savings plan order ids created by the exchange.
+    pub savings_plan_orders: Vec<String>,
+}
+
+/// (order id, item id) of each reservation (savings plan) an exchange made.
+type MadeIds = [(String, String)];
+
+/// A `calculateExchange` session, used once by `exchange`.
+#[derive(Clone, Debug)]
+struct ExchangeSession {
+    /// (order id, instances, refund).
+    returns: Vec<(String, u32, Decimal)>,
+    reservations: Vec<(PurchaseBody, Decimal, Value)>,
+    savings_plans: Vec<(AliasBody, Decimal, Value)>,
+    refunds: Decimal,
+    purchases: Decimal,
 }
 
 #[derive(Clone, Debug)]
@@ -77,8 +113,10 @@ pub struct OrderRec {
     /// Polls / reads left before it is Succeeded (0: done).
     pub pending: u32,
     pub failed: bool,
-    /// Instances returned (all: the reservation is Cancelled).
+    /// Instances returned or exchanged (all: the reservation is Cancelled).
     pub returned: u32,
+    /// The reservation's revisions: (effective from, instances held).
+    pub revisions: Vec<(DateTime<Utc>, u32)>,
 }
 
 #[derive(Clone, Debug)]
@@ -96,6 +134,7 @@ pub struct AliasRec {
 }
 
 /// A reservation purchase (or price) request, checked.
+#[derive(Clone, Debug)]
 struct PurchaseBody {
     sku: String,
     location: String,
@@ -107,6 +146,7 @@ struct PurchaseBody {
 }
 
 /// A savings plan alias request, checked.
+#[derive(Clone, Debug)]
 struct AliasBody {
     term: String,
     plan: Option<String>,
@@ -142,6 +182,12 @@ pub struct World {
     pub refund_limit: Decimal,
     /// calculateRefund sessions: id -> (order, instances, refund).
     pub refund_sessions: BTreeMap<String, (String, u32, Decimal)>,
+    /// Microsoft's date: reservations bought on or after it are not exchanged into a savings
+    /// plan or for services a savings plan covers (VirtualMachines, all this peer sells).
+    pub savings_plan_exchange_cutoff: DateTime<Utc>,
+    exchange_sessions: BTreeMap<String, ExchangeSession>,
+    /// Exchange operations (calculate and exchange): id -> (polls before done, final body).
+    exchange_ops: BTreeMap<String, (u32, Value)>,
     pub orders: BTreeMap<String, OrderRec>,
     pub aliases: BTreeMap<String, AliasRec>,
     /// operation id -> (kind, name)
@@ -226,6 +272,11 @@ impl World {
             refunds_consumed: Decimal::ZERO,
             refund_limit: Decimal::from(50_000),
             refund_sessions: BTreeMap::new(),
+            savings_plan_exchange_cutoff: DateTime::parse_from_rfc3339("2027-02-01T00:00:00Z")
+                .map(|d| d.with_timezone(&Utc))
+                .unwrap_or_default(),
+            exchange_sessions: BTreeMap::new(),
+            exchange_ops: BTreeMap::new(),
             orders: BTreeMap::new(),
             aliases: BTreeMap::new(),
             operations: BTreeMap::new(),
@@ -300,6 +351,7 @@ impl World {
                 pending: 0,
                 failed: false,
                 returned: 0,
+                revisions: vec![(self.now - Duration::days(age_days), quantity)],
             },
         );
         id
@@ -476,6 +528,27 @@ impl World {
             ("POST", ["Microsoft.Capacity", "reservationOrders", id, "return"]) => {
                 let id = id.to_string();
                 self.with_fault(Op::Return, |w| w.give_back(&id, body))
+            }
+            ("GET", ["Microsoft.Capacity", "reservationOrders", id, "reservations", rid, "revisions"]) => {
+                let (id, rid) = (id.to_string(), rid.to_string());
+                self.with_fault(Op::ListRevisions, |w| match w.orders.get(&id) {
+                    Some(o) if o.reservation_id == rid => {
+                        let all = w.revisions_json(o);
+                        w.page(&path, all, skip)
+                    }
+                    _ => Reply::error(404, "ReservationNotFound", format!("Reservation {id}/{rid} was not found.")),
+                })
+            }
+            ("POST", ["Microsoft.Capacity", "calculateExchange"]) => {
+                self.with_fault(Op::CalculateExchange, |w| w.calculate_exchange(body))
+            }
+            ("POST", ["Microsoft.Capacity", "exchange"]) => {
+                self.ledger.exchange_posts += 1;
+                self.with_fault(Op::Exchange, |w| w.exchange(body))
+            }
+            ("GET", ["Microsoft.Capacity", "operationResults", op]) if self.exchange_ops.contains_key(*op) => {
+                let op = op.to_string();
+                self.with_fault(Op::PollExchange, |w| w.poll_exchange(&op))
             }
             ("POST", ["Microsoft.Capacity", "calculatePrice"]) => {
                 self.with_fault(Op::CalculatePrice, |w| w.calculate_price(body))
@@ -863,6 +936,7 @@ impl World {
             pending: self.polls_to_finish,
             failed: false,
             returned: 0,
+            revisions: vec![(self.now, quantity)],
         };
         self.orders.insert(id.to_string(), rec.clone());
         self.ledger.reservation_purchases.push(id.to_string());
@@ -1052,8 +1126,11 @@ impl World {
         }
         // A session is used once.
         self.refund_sessions.remove(&session);
+        let now = self.now;
         if let Some(o) = self.orders.get_mut(id) {
             o.returned += quantity;
+            let live = o.quantity - o.returned.min(o.quantity);
+            o.revisions.push((now, live));
         }
         self.refunds_consumed += refund;
         self.ledger.returns.push((id.to_string(), quantity, refund));
@@ -1065,6 +1142,363 @@ impl World {
                 self.base
             ),
         )
+    }
+
+    /// One item per revision of `o`'s reservation: the reservation as it stood, with its
+    /// revision number (`etag`), quantity and `effectiveDateTime`.
+    fn revisions_json(&self, o: &OrderRec) -> Vec<Value> {
+        o.revisions
+            .iter()
+            .enumerate()
+            .map(|(i, (at, quantity))| {
+                let mut r = self.reservation_json(o);
+                r["etag"] = json!(i + 1);
+                let p = &mut r["properties"];
+                p["quantity"] = json!(quantity);
+                p["effectiveDateTime"] = json!(ts(*at));
+                p["lastUpdatedDateTime"] = json!(ts(*at));
+                if *quantity == 0 {
+                    p["provisioningState"] = json!("Cancelled");
+                    p["displayProvisioningState"] = json!("Cancelled");
+                }
+                r
+            })
+            .collect()
+    }
+
+    /// Checks an exchange request: the reservations it gives up (each an order's, live, with
+    /// the quantity), the reservations and savings plans it buys, their totals; and the
+    /// exchange policy's objections (the value rule, the 2027-02-01 rule). Exchanges do not
+    /// count against the refund cap (Microsoft: "the refund that results from the exchange
+    /// doesn't count against the refund limit"), so the cap is not checked.
+    fn exchange_terms(&self, v: &Value) -> Result<(ExchangeSession, Vec<Value>), Reply> {
+        let bad = |field: &str, why: &str| {
+            Reply::error(400, "InvalidRequestContent", format!("{field}: {why}"))
+        };
+        let p = &v["properties"];
+        let list = |k: &str| p[k].as_array().cloned().unwrap_or_default();
+        let mut returns = Vec::new();
+        for x in list("reservationsToExchange") {
+            let rid = x["reservationId"]
+                .as_str()
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            let order = rid
+                .split('/')
+                .skip_while(|s| *s != "reservationorders")
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            let refund = json!({"properties": {"scope": "Reservation", "reservationToReturn": x}});
+            let (quantity, amount) = self.refund_target(&order, &refund)?;
+            returns.push((order, quantity, amount));
+        }
+        if returns.is_empty() {
+            return Err(bad(
+                "properties.reservationsToExchange",
+                "at least one reservation",
+            ));
+        }
+        let mut reservations = Vec::new();
+        for x in list("reservationsToPurchase") {
+            let b = self.parse_purchase(x.to_string().as_bytes())?;
+            let years = years_of(&b.term).unwrap_or(1);
+            let total = self
+                .total_of(&b.sku, &b.location, years, b.quantity)
+                .unwrap_or_default();
+            reservations.push((b, total, x));
+        }
+        let mut savings_plans = Vec::new();
+        for x in list("savingsPlansToPurchase") {
+            let b = self.parse_alias(x.to_string().as_bytes())?;
+            let years = years_of(&b.term).unwrap_or(1);
+            let total = (b.amount * Decimal::from(8760 * u32::from(years)))
+                .round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven);
+            savings_plans.push((b, total, x));
+        }
+        if reservations.is_empty() && savings_plans.is_empty() {
+            return Err(bad(
+                "properties.reservationsToPurchase",
+                "an exchange buys at least one reservation or savings plan",
+            ));
+        }
+        let refunds: Decimal = returns.iter().map(|r| r.2).sum();
+        let purchases: Decimal = reservations
+            .iter()
+            .map(|r| r.1)
+            .chain(savings_plans.iter().map(|s| s.1))
+            .sum();
+        let mut errors = Vec::new();
+        if purchases < refunds {
+            errors.push(json!({"code": "ExchangeNewPurchaseTooSmall", "message": format!(
+                "The new purchases total {purchases} USD, less than the {refunds} USD refunded for the reservations returned; the new commitment must be at least the remaining commitment.")}));
+        }
+        // Every reservation this peer sells is VirtualMachines: a service savings plans cover.
+        let late: Vec<&str> = returns
+            .iter()
+            .filter(|(o, _, _)| {
+                self.orders
+                    .get(o)
+                    .is_some_and(|o| o.created >= self.savings_plan_exchange_cutoff)
+            })
+            .map(|(o, _, _)| o.as_str())
+            .collect();
+        if !late.is_empty() {
+            errors.push(json!({"code": "ExchangeNotAllowedAfterCutoff", "message": format!(
+                "Reservations purchased on or after {} cannot be exchanged for a savings plan or for services a savings plan covers: {}.",
+                self.savings_plan_exchange_cutoff.format("%Y-%m-%d"), late.join(", "))}));
+        }
+        Ok((
+            ExchangeSession {
+                returns,
+                reservations,
+                savings_plans,
+                refunds,
+                purchases,
+            },
+            errors,
+        ))
+    }
+
+    /// An exchange answer shaped like the official examples.
+    fn exchange_json(
+        &self,
+        op: &str,
+        session: &str,
+        t: &ExchangeSession,
+        made: Option<(&MadeIds, &MadeIds)>,
+        errors: Vec<Value>,
+    ) -> Value {
+        let usd = |d: Decimal| json!({"currencyCode": "USD", "amount": num(d)});
+        let done = made.is_some();
+        let reservations: Vec<Value> = t
+            .reservations
+            .iter()
+            .enumerate()
+            .map(|(i, (_, total, raw))| {
+                let mut x = json!({"properties": raw, "billingCurrencyTotal": usd(*total)});
+                if let Some((orders, _)) = made {
+                    if let Some((order, rid)) = orders.get(i) {
+                        x["reservationOrderId"] = json!(format!("/providers/microsoft.capacity/reservationOrders/{order}"));
+                        x["reservationId"] = json!(format!("/providers/microsoft.capacity/reservationOrders/{order}/reservations/{rid}"));
+                    }
+                    x["status"] = json!("Succeeded");
+                }
+                x
+            })
+            .collect();
+        let plans: Vec<Value> = t
+            .savings_plans
+            .iter()
+            .enumerate()
+            .map(|(i, (_, total, raw))| {
+                let mut x = json!({"properties": raw, "billingCurrencyTotal": usd(*total)});
+                if let Some((_, plans)) = made {
+                    if let Some((order, plan)) = plans.get(i) {
+                        x["savingsPlanOrderId"] = json!(format!("/providers/Microsoft.BillingBenefits/savingsPlanOrders/{order}"));
+                        x["savingsPlanId"] = json!(format!("/providers/Microsoft.BillingBenefits/savingsPlanOrders/{order}/savingsPlans/{plan}"));
+                    }
+                    x["status"] = json!("Succeeded");
+                }
+                x
+            })
+            .collect();
+        let returns: Vec<Value> = t
+            .returns
+            .iter()
+            .map(|(order, q, refund)| {
+                let rid = self.orders.get(order).map(|o| o.reservation_id.clone()).unwrap_or_default();
+                let mut x = json!({
+                    "reservationId": format!("/providers/microsoft.capacity/reservationOrders/{order}/reservations/{rid}"),
+                    "quantity": q,
+                    "billingRefundAmount": usd(*refund),
+                });
+                if done {
+                    x["status"] = json!("Succeeded");
+                }
+                x
+            })
+            .collect();
+        json!({
+            "id": format!("/providers/microsoft.capacity/operationResults/{op}"),
+            "name": op,
+            "status": "Succeeded",
+            "properties": {
+                "sessionId": session,
+                "netPayable": usd(t.purchases - t.refunds),
+                "refundsTotal": usd(t.refunds),
+                "purchasesTotal": usd(t.purchases),
+                "policyResult": {"policyErrors": if errors.is_empty() { Value::Null } else { json!(errors) }},
+                "reservationsToPurchase": reservations,
+                "savingsPlansToPurchase": plans,
+                "reservationsToExchange": returns,
+            }
+        })
+    }
+
+    /// A long-running exchange operation's acceptance: 202 with its status URL.
+    fn accepted_exchange(&mut self, op: String, body: Value) -> Reply {
+        let polls = self.polls_to_finish.min(1);
+        self.exchange_ops.insert(op.clone(), (polls, body));
+        let url = format!(
+            "{}/providers/Microsoft.Capacity/operationResults/{op}?api-version={API_VERSION}",
+            self.base
+        );
+        Reply::json(202, Value::Null)
+            .header("azure-asyncoperation", url.clone())
+            .header("location", url)
+            .header("retry-after", self.retry_after_secs.to_string())
+    }
+
+    fn calculate_exchange(&mut self, body: &[u8]) -> Reply {
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return Reply::error(
+                400,
+                "InvalidRequestContent",
+                "The request content was invalid.",
+            );
+        };
+        let (terms, errors) = match self.exchange_terms(&v) {
+            Ok(t) => t,
+            Err(r) => return r,
+        };
+        let session = self.next_guid(12);
+        let op = self.next_guid(13);
+        let answer = self.exchange_json(&op, &session, &terms, None, errors.clone());
+        if errors.is_empty() {
+            self.exchange_sessions.insert(session, terms);
+        }
+        self.accepted_exchange(op, answer)
+    }
+
+    fn exchange(&mut self, body: &[u8]) -> Reply {
+        let Ok(v) = serde_json::from_slice::<Value>(body) else {
+            return Reply::error(
+                400,
+                "InvalidRequestContent",
+                "The request content was invalid.",
+            );
+        };
+        let session = v["properties"]["sessionId"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        // A session is used once.
+        let Some(terms) = self.exchange_sessions.remove(&session) else {
+            return Reply::error(
+                400,
+                "InvalidExchangeSession",
+                format!("Session '{session}' is not an open calculateExchange session."),
+            );
+        };
+        // What was calculated must still hold.
+        for (order, q, _) in &terms.returns {
+            let live = self
+                .orders
+                .get(order)
+                .map(|o| o.quantity - o.returned.min(o.quantity))
+                .unwrap_or(0);
+            if live < *q {
+                return Reply::error(
+                    409,
+                    "ReservationNotExchangeable",
+                    format!("Reservation order {order} no longer holds {q} instances."),
+                );
+            }
+        }
+        let now = self.now;
+        for (order, q, _) in &terms.returns {
+            if let Some(o) = self.orders.get_mut(order) {
+                o.returned += q;
+                let live = o.quantity - o.returned.min(o.quantity);
+                o.revisions.push((now, live));
+            }
+        }
+        let mut orders = Vec::new();
+        for (b, total, _) in &terms.reservations {
+            let id = self.next_guid(14);
+            let reservation_id = self.next_guid(2);
+            self.orders.insert(
+                id.clone(),
+                OrderRec {
+                    id: id.clone(),
+                    reservation_id: reservation_id.clone(),
+                    sku: b.sku.clone(),
+                    location: b.location.clone(),
+                    term: b.term.clone(),
+                    billing_plan: b.plan.clone(),
+                    quantity: b.quantity,
+                    display_name: b.display.clone(),
+                    billing_scope: b.scope.clone(),
+                    created: now,
+                    total: *total,
+                    pending: self.polls_to_finish,
+                    failed: false,
+                    returned: 0,
+                    revisions: vec![(now, b.quantity)],
+                },
+            );
+            orders.push((id, reservation_id));
+        }
+        let mut plans = Vec::new();
+        for (b, _, _) in &terms.savings_plans {
+            let name = format!("exchange-{}", self.next_guid(15));
+            let rec = AliasRec {
+                name: name.clone(),
+                order_id: self.next_guid(3),
+                plan_id: self.next_guid(4),
+                term: b.term.clone(),
+                billing_plan: b.plan.clone(),
+                commitment: b.amount,
+                display_name: b.display.clone(),
+                billing_scope: b.scope.clone(),
+                created: now,
+                pending: self.polls_to_finish,
+            };
+            plans.push((rec.order_id.clone(), rec.plan_id.clone()));
+            self.aliases.insert(name, rec);
+        }
+        self.ledger.exchanges.push(ExchangeEntry {
+            session: session.clone(),
+            returned: terms
+                .returns
+                .iter()
+                .map(|(o, q, _)| (o.clone(), *q))
+                .collect(),
+            refunds: terms.refunds,
+            purchases: terms.purchases,
+            reservation_orders: orders.iter().map(|(o, _)| o.clone()).collect(),
+            savings_plan_orders: plans.iter().map(|(o, _)| o.clone()).collect(),
+        });
+        let op = self.next_guid(13);
+        let answer = self.exchange_json(
+            &op,
+            &session,
+            &terms,
+            Some((orders.as_slice(), plans.as_slice())),
+            Vec::new(),
+        );
+        self.accepted_exchange(op, answer)
+    }
+
+    fn poll_exchange(&mut self, op: &str) -> Reply {
+        let retry_after = self.retry_after_secs.to_string();
+        let Some((left, body)) = self.exchange_ops.get_mut(op) else {
+            return Reply::error(
+                404,
+                "OperationNotFound",
+                format!("operation {op} not found"),
+            );
+        };
+        if *left > 0 {
+            *left -= 1;
+            return Reply::json(
+                200,
+                json!({"id": format!("/providers/microsoft.capacity/operationResults/{op}"), "name": op, "status": "Pending"}),
+            )
+            .header("retry-after", retry_after);
+        }
+        Reply::json(200, body.clone())
     }
 
     fn calculate_price(&mut self, body: &[u8]) -> Reply {
