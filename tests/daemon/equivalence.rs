@@ -142,7 +142,7 @@ fn backtest_ledger(scenario: &Scenario) -> (Ledger, RunResult) {
 /// last four weeks, so at the policy's default (95%, the planner's floor too) a purchase right
 /// at the floor can be blocked in the daemon that the replay, which judges no policy per
 /// action, counts as bought (docs/ARCHITECTURE.md, "One planner").
-fn write_policies(dir: &Path) {
+pub(crate) fn write_policies(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     for (name, provider, instruments) in PERMISSIVE {
         std::fs::write(
