@@ -762,16 +762,16 @@ mod tests {
         };
         let m = model(&[("m5.large", drop, 0.096)]);
         // 60 instances held: mostly used before the drop, a good part idle after it.
-        let held = vec![ri(&group("m5.large"), 60)];
+        let portfolio = vec![ri(&group("m5.large"), 60)];
         let mut planner = held();
-        let days = replay(&m, &held, &mut planner);
+        let days = replay(&m, &portfolio, &mut planner);
         let stranded: Vec<&Stranded> = days.iter().flat_map(|(_, _, _, n)| &n.stranded).collect();
         assert_eq!(stranded.len(), 1, "{days:?}");
         let s = stranded[0];
         assert_eq!(s.commitments.len(), 1);
         assert_eq!(s.commitments[0].id, "ri-m5.large");
         assert!(s.commitments[0].utilization < 0.8, "{s:?}");
-        assert!(s.idle_hourly > Money::ZERO && s.idle_hourly < held[0].hourly_cost);
+        assert!(s.idle_hourly > Money::ZERO && s.idle_hourly < portfolio[0].hourly_cost);
         assert!(s.anomaly_id.contains("/us-east-1/m5.large/"), "{s:?}");
     }
 
