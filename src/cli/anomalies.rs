@@ -8,14 +8,13 @@
 use crate::billing::BillableGroup;
 use crate::domain::{Commitment, HourRange, RateCard, UsageModel};
 use crate::forecast::anomaly::{
-    data_hours, replay, replay_model, AnomalyConfig, AnomalyKind, DetectedAnomaly,
-    GroupAnomalies,
+    data_hours, replay, replay_model, AnomalyConfig, AnomalyKind, DetectedAnomaly, GroupAnomalies,
 };
 use crate::ingest::OtherSpend;
-use rayon::prelude::*;
 use crate::plan::hold::{stranded, GroupAnomaly, Stranded};
 use crate::sources::{self, ReadOptions};
 use anyhow::Context;
+use rayon::prelude::*;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -193,9 +192,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .other
             .par_iter()
             .flat_map_iter(|o| {
-                replay(&o.cost[..hours.min(o.cost.len())], watched.start, end, 1.0, &cfg)
-                    .into_iter()
-                    .map(move |a| (o, a))
+                replay(
+                    &o.cost[..hours.min(o.cost.len())],
+                    watched.start,
+                    end,
+                    1.0,
+                    &cfg,
+                )
+                .into_iter()
+                .map(move |a| (o, a))
             })
             .collect();
         v.sort_by(|(oa, a), (ob, b)| {

@@ -1299,10 +1299,21 @@ fn the_overview_lists_open_anomalies_and_a_proposal_shows_its_hold() {
     let (mut b, _) = Browser::logged_in(&app, &app.approver);
     // No cycle has watched yet: said, not invented.
     let r = b.get("/ui/");
-    assert!(r.body.contains("No cycle has watched the usage"), "{}", r.body);
+    assert!(
+        r.body.contains("No cycle has watched the usage"),
+        "{}",
+        r.body
+    );
     let start = Hour::parse("2026-11-20T10:00:00Z").unwrap();
     let open = GroupAnomaly {
-        group: UsageGroup::new(Provider::Aws, "us-east-1", "m5.large", None, "Linux", "Shared"),
+        group: UsageGroup::new(
+            Provider::Aws,
+            "us-east-1",
+            "m5.large",
+            None,
+            "Linux",
+            "Shared",
+        ),
         anomaly: DetectedAnomaly {
             kind: AnomalyKind::StepUp,
             start,
@@ -1315,14 +1326,21 @@ fn the_overview_lists_open_anomalies_and_a_proposal_shows_its_hold() {
             expected_at_peak: 100.0,
         },
     };
-    app.metrics.anomalies(&[open.clone()], &[&open], 2);
+    app.metrics
+        .anomalies(std::slice::from_ref(&open), &[&open], 2);
     let r = b.get("/ui/");
     assert_eq!(r.status, 200, "{}", r.body);
     let body = &r.body;
     let section = &body[body.find("Cost anomalies").expect("the section")..];
-    assert!(section.contains("AWS/us-east-1/m5.large/Linux/Shared"), "{section}");
+    assert!(
+        section.contains("AWS/us-east-1/m5.large/Linux/Shared"),
+        "{section}"
+    );
     assert!(section.contains("step up"), "{section}");
-    assert!(section.contains("250.0") && section.contains("100.0"), "{section}");
+    assert!(
+        section.contains("250.0") && section.contains("100.0"),
+        "{section}"
+    );
     assert!(section.contains("115.20"), "{section}");
     let text = raw(&app.addr, "GET", "/metrics", &[], "").body;
     assert!(
@@ -1343,7 +1361,15 @@ fn the_overview_lists_open_anomalies_and_a_proposal_shows_its_hold() {
     let page = b.get(&format!("/ui/proposals/{held}"));
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Anomaly hold"), "{}", page.body);
-    assert!(page.body.contains("StandardReservedInstance 4.8 USD/h not proposed"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("StandardReservedInstance 4.8 USD/h not proposed"),
+        "{}",
+        page.body
+    );
     let plain = propose(&app, "plan-plain", "commitd", 1, "no hold");
-    assert!(!b.get(&format!("/ui/proposals/{plain}")).body.contains("Anomaly hold"));
+    assert!(!b
+        .get(&format!("/ui/proposals/{plain}"))
+        .body
+        .contains("Anomaly hold"));
 }

@@ -229,5 +229,8 @@ fn non_compute_cost_is_watched_by_service_and_sub_account() {
         table.contains("Amazon Simple Storage Service / 222"),
         "{table}"
     );
-    assert!(table.contains("No anomalies of eligible compute usage."), "{table}");
+    assert!(
+        table.contains("No anomalies of eligible compute usage."),
+        "{table}"
+    );
 }

@@ -58,12 +58,7 @@ fn scenario(dir: &Path) -> String {
     org.groups[g].product.instance_type.to_string()
 }
 
-async fn app(
-    dir: &Path,
-    scenario: &Path,
-    hook: &str,
-    hold: bool,
-) -> commitd::startup::Application {
+async fn app(dir: &Path, scenario: &Path, hook: &str, hold: bool) -> commitd::startup::Application {
     write_policies(&dir.join("policies"));
     let path = dir.join("commitd.toml");
     std::fs::write(
@@ -94,7 +89,13 @@ async fn an_injected_spike_holds_purchases_and_is_alerted_once() {
     // Without the hold, the first cycle buys into the group (it watches and alerts all the same).
     let off = tempfile::tempdir().unwrap();
     let unheld = app(off.path(), &scenario_dir, &url, false).await;
-    let plan = unheld.service().cycle(at.to_datetime()).await.unwrap().plan.unwrap();
+    let plan = unheld
+        .service()
+        .cycle(at.to_datetime())
+        .await
+        .unwrap()
+        .plan
+        .unwrap();
     assert!(plan.holds.is_empty(), "{}", plan.render());
     let unheld_actions: Vec<String> = plan.actions.iter().map(|a| a.describe()).collect();
     bodies.lock().unwrap().clear();
@@ -133,7 +134,10 @@ async fn an_injected_spike_holds_purchases_and_is_alerted_once() {
     assert!(
         unheld_actions.len() > plan.actions.len(),
         "held {:?}; without the hold: {unheld_actions:?}",
-        plan.actions.iter().map(|a| a.describe()).collect::<Vec<_>>()
+        plan.actions
+            .iter()
+            .map(|a| a.describe())
+            .collect::<Vec<_>>()
     );
     // Every proposal of the cycle carries the hold in its rationale.
     let proposed = daemon
@@ -154,16 +158,12 @@ async fn an_injected_spike_holds_purchases_and_is_alerted_once() {
     }
 
     // Audited and posted once, with the next cycles reporting its end once.
-    let kinds = |events: &[commitd::audit::Event]| {
-        events.iter().map(|e| e.kind()).collect::<Vec<_>>()
-    };
+    let kinds =
+        |events: &[commitd::audit::Event]| events.iter().map(|e| e.kind()).collect::<Vec<_>>();
     let events = daemon.audit.about(&id).await.unwrap();
     assert_eq!(kinds(&events), vec![EventKind::AnomalyDetected]);
     for day in 1..=3 {
-        daemon
-            .cycle(at.plus(24 * day).to_datetime())
-            .await
-            .unwrap();
+        daemon.cycle(at.plus(24 * day).to_datetime()).await.unwrap();
     }
     let events = daemon.audit.about(&id).await.unwrap();
     assert_eq!(

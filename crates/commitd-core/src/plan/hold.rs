@@ -200,13 +200,15 @@ impl AnomalyHold {
         let cfg = &self.config;
         // New groups get a watcher from the first known hour.
         for g in &known.groups {
-            self.watches.entry(g.group.clone()).or_insert_with(|| Watch {
-                start: known.range.start,
-                series: Vec::new(),
-                watcher: Watcher::new(known.range.start, unit_price(g), cfg),
-                seen: 0,
-                ended: Vec::new(),
-            });
+            self.watches
+                .entry(g.group.clone())
+                .or_insert_with(|| Watch {
+                    start: known.range.start,
+                    series: Vec::new(),
+                    watcher: Watcher::new(known.range.start, unit_price(g), cfg),
+                    seen: 0,
+                    ended: Vec::new(),
+                });
         }
         let by_group: BTreeMap<&UsageGroup, &[f64]> = known
             .groups
@@ -247,7 +249,10 @@ impl AnomalyHold {
                         anomaly: a.clone(),
                     };
                     let old_news = first && a.ended() && a.end.is_none_or(|e| e < recent);
-                    if !was_seen && !old_news && !(first && a.ended()) {
+                    // Replaying the history, an anomaly already over is not detected news
+                    // (only its recent end may be: the audit log says whether it was told).
+                    let over_in_replay = first && a.ended();
+                    if !was_seen && !over_in_replay {
                         out.push((Change::Detected, named()));
                     }
                     if a.ended() && !was_ended && !old_news {
@@ -315,7 +320,11 @@ pub fn apply(
         let anomalous: Vec<usize> = covered
             .iter()
             .copied()
-            .filter(|&i| ctx.groups.get(i).is_some_and(|g| kind_of.contains_key(&g.group)))
+            .filter(|&i| {
+                ctx.groups
+                    .get(i)
+                    .is_some_and(|g| kind_of.contains_key(&g.group))
+            })
             .collect();
         if anomalous.is_empty() {
             return true;
@@ -374,7 +383,11 @@ pub fn stranded(
         return Ok(None);
     }
     let n = known.range.len();
-    let from = drop.anomaly.start.since(known.range.start).clamp(0, n as i64) as usize;
+    let from = drop
+        .anomaly
+        .start
+        .since(known.range.start)
+        .clamp(0, n as i64) as usize;
     if from >= n {
         return Ok(None);
     }
@@ -383,8 +396,7 @@ pub fn stranded(
         .iter()
         .map(|g| &g.quantity[from.min(g.quantity.len())..n.min(g.quantity.len())])
         .collect();
-    let engine =
-        BillingEngine::new(groups.to_vec(), &active, rates).map_err(PlanError::billing)?;
+    let engine = BillingEngine::new(groups.to_vec(), &active, rates).map_err(PlanError::billing)?;
     let used = engine.use_by_commitment(known.range.start.plus(from as i64), &series);
     let mut commitments = Vec::new();
     for i in covering {
@@ -427,14 +439,9 @@ impl Planner for AnomalyHold {
         // bill cannot price here is simply not reported.
         for (change, a) in &news.changes {
             if *change == Change::Detected && !a.anomaly.ended() {
-                if let Ok(Some(s)) = stranded(
-                    a,
-                    ctx.known,
-                    ctx.groups,
-                    ctx.rates,
-                    ctx.portfolio,
-                    ctx.now,
-                ) {
+                if let Ok(Some(s)) =
+                    stranded(a, ctx.known, ctx.groups, ctx.rates, ctx.portfolio, ctx.now)
+                {
                     news.stranded.push(s);
                 }
             }
@@ -604,7 +611,11 @@ mod tests {
     }
 
     fn held() -> AnomalyHold {
-        AnomalyHold::new(Box::new(BuyEverything), DEFAULT_SHARE, AnomalyConfig::default())
+        AnomalyHold::new(
+            Box::new(BuyEverything),
+            DEFAULT_SHARE,
+            AnomalyConfig::default(),
+        )
     }
 
     #[test]
@@ -638,19 +649,31 @@ mod tests {
         let mut held_days = 0;
         for (now, bought, holds, news) in &days {
             // The calm group is always bought.
-            assert!(bought.contains(&"c5.large".to_string()), "{now}: {bought:?}");
-            let open = news.open.iter().any(|a| a.group.instance_type == "m5.large");
+            assert!(
+                bought.contains(&"c5.large".to_string()),
+                "{now}: {bought:?}"
+            );
+            let open = news
+                .open
+                .iter()
+                .any(|a| a.group.instance_type == "m5.large");
             if open {
                 held_days += 1;
                 assert_eq!(news.open[0].anomaly.kind, AnomalyKind::Spike);
                 assert!(news.open[0].anomaly.start.since(spike).abs() <= 1);
-                assert!(!bought.contains(&"m5.large".to_string()), "{now}: {bought:?}");
+                assert!(
+                    !bought.contains(&"m5.large".to_string()),
+                    "{now}: {bought:?}"
+                );
                 assert_eq!(holds.len(), 1, "{holds:?}");
                 assert!(holds[0].held && holds[0].share > 0.99, "{holds:?}");
                 assert!(holds[0].note().contains("not proposed"), "{holds:?}");
                 assert_eq!(news.held, 1);
             } else {
-                assert!(bought.contains(&"m5.large".to_string()), "{now}: {bought:?}");
+                assert!(
+                    bought.contains(&"m5.large".to_string()),
+                    "{now}: {bought:?}"
+                );
                 assert!(holds.is_empty(), "{holds:?}");
             }
         }
@@ -685,7 +708,10 @@ mod tests {
         // Held from its detection (within two days of its first hour: a day of billing
         // latency, a day between decisions) until it settles as the new level (7 days).
         let first = *held_at.first().unwrap();
-        assert!(first.since(monday().plus(at as i64)) <= 2 * DAY as i64 + 1, "{held_at:?}");
+        assert!(
+            first.since(monday().plus(at as i64)) <= 2 * DAY as i64 + 1,
+            "{held_at:?}"
+        );
         assert!(held_at.len() >= 6, "{held_at:?}");
         // Held without a break, then bought again once accepted as the new level.
         let last = *held_at.last().unwrap();
@@ -703,10 +729,9 @@ mod tests {
             .filter(|(now, _, _, _)| *now >= settled)
             .all(|(_, bought, _, _)| bought == &vec!["m5.large".to_string()]));
         // A step, not a spike, by the time it settles.
-        assert!(days.iter().any(|(_, _, _, n)| n
-            .open
+        assert!(days
             .iter()
-            .any(|a| a.anomaly.kind == AnomalyKind::StepUp)));
+            .any(|(_, _, _, n)| n.open.iter().any(|a| a.anomaly.kind == AnomalyKind::StepUp)));
     }
 
     #[test]
@@ -733,7 +758,8 @@ mod tests {
                 Ok(vec![ri(&group("m5.8xlarge"), 50)].into())
             }
         }
-        let mut planner = AnomalyHold::new(Box::new(BuyBig), DEFAULT_SHARE, AnomalyConfig::default());
+        let mut planner =
+            AnomalyHold::new(Box::new(BuyBig), DEFAULT_SHARE, AnomalyConfig::default());
         let days = replay(&m, &[], &mut planner);
         let judged: Vec<&Hold> = days.iter().flat_map(|(_, _, h, _)| h).collect();
         assert!(!judged.is_empty(), "{days:?}");
