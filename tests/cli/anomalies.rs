@@ -234,3 +234,46 @@ fn non_compute_cost_is_watched_by_service_and_sub_account() {
         "{table}"
     );
 }
+
+#[test]
+fn a_drop_names_the_commitments_it_strands() {
+    // A generated scenario with sudden drops and existing commitments (seed 2: a drop on the
+    // group an r6i reservation covers).
+    let tmp = tempfile::tempdir().unwrap();
+    let config = commitd_testkit::synth::Config {
+        shape: commitd_testkit::synth::Shape::Drop,
+        groups: 8,
+        seed: 2,
+        ..commitd_testkit::synth::Config::default()
+    };
+    commitd_testkit::synth::generate(&config, tmp.path()).unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let v = ok_json(&["anomalies", "--scenario", dir, "--json"]);
+    let stranded: Vec<&Value> = v["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| !a["stranded"].is_null())
+        .collect();
+    assert!(!stranded.is_empty(), "{v:#}");
+    for a in &stranded {
+        assert_eq!(a["kind"], "drop", "{a:#}");
+        let s = &a["stranded"];
+        let idle: f64 = s["idle_hourly"].as_str().unwrap().parse().unwrap();
+        assert!(idle > 0.0, "{a:#}");
+        for c in s["commitments"].as_array().unwrap() {
+            assert!(c["utilization"].as_f64().unwrap() < 0.95, "{a:#}");
+            assert!(!c["id"].as_str().unwrap().is_empty());
+        }
+    }
+    // Spikes and steps up strand nothing.
+    assert!(v["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] != "drop")
+        .all(|a| a["stranded"].is_null()));
+    let out = commitd(&["anomalies", "--scenario", dir]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("Stranded commitments"), "{table}");
+}

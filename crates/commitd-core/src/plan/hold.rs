@@ -44,6 +44,10 @@ const SHARE_HOURS: usize = 7 * 24;
 /// The default `anomaly_hold_share`.
 pub const DEFAULT_SHARE: f64 = 0.10;
 
+/// A commitment is stranded by a drop when it was used less than this over the drop's hours
+/// (a few cents idle under a lumpy dip is not an alert).
+pub const STRANDED_BELOW: f64 = 0.95;
+
 /// An anomaly of one usage group.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GroupAnomaly {
@@ -351,8 +355,8 @@ pub fn apply(
     holds
 }
 
-/// The commitments of `portfolio` active at `now` that can cover `drop`'s group and were not
-/// fully used over the drop's known hours (from its start to the end of `known`), with the
+/// The commitments of `portfolio` active at `now` that can cover `drop`'s group and were used
+/// less than [`STRANDED_BELOW`] over the drop's known hours (from its start to the end of `known`), with the
 /// part of their hourly cost left idle. `groups` are `known`'s groups, billable, in its order.
 pub fn stranded(
     drop: &GroupAnomaly,
@@ -408,7 +412,7 @@ pub fn stranded(
         let utilization = (sum / hours as f64).clamp(0.0, 1.0);
         let idle_hourly =
             Money::from_f64(c.hourly_cost.to_f64() * (1.0 - utilization)).unwrap_or(Money::ZERO);
-        if idle_hourly > Money::ZERO {
+        if utilization < STRANDED_BELOW && idle_hourly > Money::ZERO {
             commitments.push(IdleCommitment {
                 id: c.id.clone(),
                 hourly_cost: c.hourly_cost,
