@@ -12,7 +12,8 @@
 //!                 │                                                   parsing in the core)
 //!                 ├──> forecast  hourly quantiles + anomaly / level-shift signals
 //!                 ├──> plan      the Planner trait and planners (look-back by default),
-//!                 │              sizing with optimize (one LP) and billing (discount order)
+//!                 │              sizing with optimize (one LP) and billing (discount order);
+//!                 │              the anomaly hold (no purchase into an open anomaly)
 //!                 ├──> policy    allow / needs approval / block, naming the rule
 //!                 └──> backtest  replays the core's planners (the daemon's look-back
 //!                                planner by default), billed hour by hour, vs baselines

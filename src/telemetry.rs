@@ -12,6 +12,7 @@
 //! other; it depends on neither.
 
 use crate::domain::{Commitment, Provider};
+use crate::plan::hold::GroupAnomaly;
 use crate::proposals::ProposalState;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -42,6 +43,12 @@ struct State {
     expected: Option<Expected>,
     /// The provider's commitments as last read by the daemon, and when (Unix seconds).
     inventory: Option<(i64, Vec<Commitment>)>,
+    /// The anomalies open at the last cycle that watched any (None: none watched yet).
+    anomalies_open: Option<Vec<GroupAnomaly>>,
+    /// Anomalies reported since start, by (provider, kind).
+    anomalies_detected: BTreeMap<(Provider, &'static str), u64>,
+    /// Purchases the anomaly hold held back at the last plan.
+    held_purchases: u64,
 }
 
 /// A copy of the service's figures at one moment ([`Metrics::snapshot`]).
@@ -61,6 +68,8 @@ pub struct Snapshot {
     pub expected: Option<Expected>,
     /// The provider's commitments as last read, and when (Unix seconds).
     pub inventory: Option<(i64, Vec<Commitment>)>,
+    /// The anomalies open at the last cycle that watched any.
+    pub anomalies_open: Option<Vec<GroupAnomaly>>,
 }
 
 #[derive(Debug, Default)]
@@ -141,7 +150,22 @@ impl Metrics {
             leader: s.leader,
             expected: s.expected,
             inventory: s.inventory.clone(),
+            anomalies_open: s.anomalies_open.clone(),
         })
+    }
+
+    /// Records what the anomaly watch found in a cycle: the anomalies open now, those newly
+    /// reported (counted), and how many purchases the hold held back.
+    pub fn anomalies(&self, open: &[GroupAnomaly], reported: &[&GroupAnomaly], held: usize) {
+        self.with(|s| {
+            s.anomalies_open = Some(open.to_vec());
+            for a in reported {
+                *s.anomalies_detected
+                    .entry((a.group.provider, a.anomaly.kind.as_str()))
+                    .or_default() += 1;
+            }
+            s.held_purchases = held as u64;
+        });
     }
 
     /// The exposition text. `proposals` are counts per state; the last inventory read (active
@@ -268,6 +292,36 @@ impl Metrics {
                 );
             }
         }
+        if let Some(open) = &s.anomalies_open {
+            let mut by: BTreeMap<(Provider, &'static str), u64> = BTreeMap::new();
+            for a in open {
+                *by.entry((a.group.provider, a.anomaly.kind.as_str()))
+                    .or_default() += 1;
+            }
+            gauge(
+                "commitd_anomalies_open",
+                "Cost anomalies open at the last cycle, by provider and kind (purchases covering them are held).",
+                "gauge",
+                by.iter()
+                    .map(|((p, k), n)| (format!("{{provider=\"{p}\",kind=\"{k}\"}}"), n.to_string()))
+                    .collect(),
+            );
+            gauge(
+                "commitd_anomaly_held_purchases",
+                "Purchases the anomaly hold held back at the last plan.",
+                "gauge",
+                vec![(String::new(), s.held_purchases.to_string())],
+            );
+        }
+        gauge(
+            "commitd_anomalies_detected_total",
+            "Cost anomalies reported (audit log, chat) since start, by provider and kind.",
+            "counter",
+            s.anomalies_detected
+                .iter()
+                .map(|((p, k), n)| (format!("{{provider=\"{p}\",kind=\"{k}\"}}"), n.to_string()))
+                .collect(),
+        );
         gauge(
             "commitd_executor_leader",
             "1 if this replica holds the executor lease.",

@@ -98,6 +98,13 @@ event_kinds! {
     ConsoleLogin => "console_login",
     /// A person logged out of the web console; the actor is the token's name.
     ConsoleLogout => "console_logout",
+    /// The anomaly watch found a cost anomaly in newly billed usage (purchases covering it
+    /// are held while it is open); the subject is the anomaly's id.
+    AnomalyDetected => "anomaly_detected",
+    /// An anomaly reported earlier is over (usage came back, or its level was accepted).
+    AnomalyEnded => "anomaly_ended",
+    /// A sudden drop leaves held commitments idle: which, and how much of their hourly cost.
+    CommitmentsStranded => "commitments_stranded",
 }
 
 impl std::fmt::Display for EventKind {
@@ -261,6 +268,65 @@ pub struct ConsoleLogout {
     pub role: String,
 }
 
+/// A cost anomaly of one usage group, as the daemon's watch found it in newly billed usage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyDetected {
+    pub anomaly_id: String,
+    pub provider: Provider,
+    /// The usage group (provider/region/instance type/OS/tenancy).
+    pub usage_group: String,
+    /// "spike", "step_up" or "drop".
+    pub kind: String,
+    /// Its first anomalous hour (RFC 3339).
+    pub start: String,
+    /// Usage minus the model's expectation so far, in instance-hours (a forecast residual,
+    /// hence a float; negative for a drop), and the same at the on-demand price.
+    pub excess_instance_hours: f64,
+    pub excess_cost: Money,
+    /// The most extreme hour: usage and what the model expected (instance-hours per hour).
+    pub peak: f64,
+    pub expected_at_peak: f64,
+}
+
+/// An anomaly reported by [`AnomalyDetected`] is over.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnomalyEnded {
+    pub anomaly_id: String,
+    pub provider: Provider,
+    pub usage_group: String,
+    /// Its kind at the end (a spike that lasted becomes a "step_up").
+    pub kind: String,
+    pub start: String,
+    /// One past its last anomalous hour, or when its level was accepted (RFC 3339).
+    pub end: Option<String>,
+    /// "ended" (usage came back) or "new_level" (accepted as the new normal).
+    pub status: String,
+    pub excess_instance_hours: f64,
+    pub excess_cost: Money,
+}
+
+/// A held commitment a sudden drop leaves idle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IdleCommitment {
+    pub commitment_id: String,
+    pub hourly_cost: Money,
+    /// Its use over the drop's hours, 0..=1.
+    pub utilization: f64,
+    /// The part of its hourly cost left unused.
+    pub idle_hourly: Money,
+}
+
+/// A sudden drop on a usage group that held commitments cover, naming what it leaves idle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommitmentsStranded {
+    pub anomaly_id: String,
+    pub provider: Provider,
+    pub usage_group: String,
+    pub commitments: Vec<IdleCommitment>,
+    /// The sum of their idle hourly cost.
+    pub idle_hourly: Money,
+}
+
 /// An exact amount with its currency (ISO 4217 code, e.g. "USD").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Amount {
@@ -352,7 +418,7 @@ mod tests {
             assert_eq!(EventKind::parse(kind.as_str()), Some(*kind));
         }
         assert_eq!(EventKind::parse("Approved"), None);
-        assert_eq!(EventKind::ALL.len(), 15);
+        assert_eq!(EventKind::ALL.len(), 18);
     }
 
     #[test]

@@ -488,28 +488,41 @@ impl AuditLog {
         let since = q.filter.since.map(canonical::format_time);
         let until = q.filter.until.map(canonical::format_time);
         let order = if q.newest_first { "DESC" } else { "ASC" };
-        let before = q.before_id.unwrap_or(i64::MAX);
+        // The page's bounds are written into the statement only when given, so that the
+        // common queries keep the plans they had (PostgreSQL plans `$n IS NULL OR ...`
+        // generically once a statement is prepared).
+        let (mut extra_sqlite, mut extra_pg, mut n) = (String::new(), String::new(), 6);
+        if q.before_id.is_some() {
+            extra_sqlite.push_str(&format!(" AND id < ?{n}"));
+            extra_pg.push_str(&format!(" AND id < ${n}"));
+            n += 1;
+        }
+        if q.actor.is_some() {
+            extra_sqlite.push_str(&format!(" AND actor = ?{n}"));
+            extra_pg.push_str(&format!(" AND actor = ${n}"));
+        }
         match &self.store {
             Store::Sqlite(pool) => {
                 // Canonical time text is fixed width, so comparing text compares instants.
                 let sql = format!(
                     "SELECT id, occurred_at, kind, actor, subject, amount_micros, currency, payload, rationale, prev_hash, hash \
                      FROM audit_events \
-                     WHERE id > ?1 AND id < ?6 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR occurred_at >= ?3) AND (?4 IS NULL OR occurred_at < ?4) \
-                       AND (?7 IS NULL OR actor = ?7) \
+                     WHERE id > ?1 AND (?2 IS NULL OR kind = ?2) AND (?3 IS NULL OR occurred_at >= ?3) AND (?4 IS NULL OR occurred_at < ?4){extra_sqlite} \
                      ORDER BY id {order} LIMIT ?5"
                 );
-                let rows = sqlx::query(&sql)
+                let mut query = sqlx::query(&sql)
                     .bind(q.after_id)
                     .bind(kind)
                     .bind(since)
                     .bind(until)
-                    .bind(q.limit)
-                    .bind(before)
-                    .bind(q.actor.as_deref())
-                    .fetch_all(pool)
-                    .await
-                    .map_err(db("read events"))?;
+                    .bind(q.limit);
+                if let Some(before) = q.before_id {
+                    query = query.bind(before);
+                }
+                if let Some(actor) = &q.actor {
+                    query = query.bind(actor.as_str());
+                }
+                let rows = query.fetch_all(pool).await.map_err(db("read events"))?;
                 rows.iter().map(record_of).collect()
             }
             Store::Postgres(pool) => {
@@ -517,23 +530,24 @@ impl AuditLog {
                     "SELECT id, to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS occurred_at, \
                             kind, actor, subject, amount_micros, currency, payload, rationale, prev_hash, hash \
                      FROM audit_events \
-                     WHERE id > $1 AND id < $6 AND ($2::text IS NULL OR kind = $2) \
+                     WHERE id > $1 AND ($2::text IS NULL OR kind = $2) \
                        AND ($3::text IS NULL OR occurred_at >= $3::timestamptz) \
-                       AND ($4::text IS NULL OR occurred_at < $4::timestamptz) \
-                       AND ($7::text IS NULL OR actor = $7) \
+                       AND ($4::text IS NULL OR occurred_at < $4::timestamptz){extra_pg} \
                      ORDER BY id {order} LIMIT $5"
                 );
-                let rows = sqlx::query(&sql)
+                let mut query = sqlx::query(&sql)
                     .bind(q.after_id)
                     .bind(kind)
                     .bind(since)
                     .bind(until)
-                    .bind(q.limit)
-                    .bind(before)
-                    .bind(q.actor.as_deref())
-                    .fetch_all(pool)
-                    .await
-                    .map_err(db("read events"))?;
+                    .bind(q.limit);
+                if let Some(before) = q.before_id {
+                    query = query.bind(before);
+                }
+                if let Some(actor) = &q.actor {
+                    query = query.bind(actor.as_str());
+                }
+                let rows = query.fetch_all(pool).await.map_err(db("read events"))?;
                 rows.iter().map(record_of).collect()
             }
         }

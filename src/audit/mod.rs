@@ -25,9 +25,10 @@ pub mod verify;
 
 pub use canonical::{EventRecord, GENESIS_HASH};
 pub use event::{
-    ActionProposed, Amount, Approved, ConsoleLogin, ConsoleLogout, Event, EventBody, EventKind,
-    Executed, ExecutionRequested, Failed, NeedsReview, NewEvent, PlanComputed, PolicyBlocked,
-    ProposalExpired, Rejected, TokenCreated, TokenRevoked, TokenRotated,
+    ActionProposed, Amount, AnomalyDetected, AnomalyEnded, Approved, CommitmentsStranded,
+    ConsoleLogin, ConsoleLogout, Event, EventBody, EventKind, Executed, ExecutionRequested, Failed,
+    IdleCommitment, NeedsReview, NewEvent, PlanComputed, PolicyBlocked, ProposalExpired, Rejected,
+    TokenCreated, TokenRevoked, TokenRotated,
 };
 pub use export::ExportFormat;
 pub use log::{Anchor, AuditError, AuditLog, BadEvent, EventFilter, Problem, VerifyReport};

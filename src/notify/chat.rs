@@ -240,6 +240,17 @@ impl Chat {
         }
     }
 
+    /// Posts one line of text (the daemon's anomaly alerts); a failed post is logged.
+    pub async fn alert(&self, subject: &str, text: &str) {
+        if let Err(e) = self
+            .client
+            .post_json(self.url.expose(), &json!({ "text": text }))
+            .await
+        {
+            tracing::warn!(subject = %subject, error = %e, "chat alert failed");
+        }
+    }
+
     /// Alerts about an execution parked as `needs_review`: a person must check the provider's
     /// console (it is also in the log at error level, the audit log and
     /// `commitd_proposals{state="needs_review"}`).

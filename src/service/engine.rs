@@ -141,7 +141,8 @@ impl Engine {
             let cap = config
                 .cap_within(&known, m.bounds)
                 .map_err(|e| failed(e.to_string()))?;
-            let mut planner = config.build(cap, m.bounds);
+            // Watched for anomalies whether or not the hold is on: the daemon alerts on them.
+            let mut planner = config.build_watching(cap, m.bounds);
             planner.set_stopwatch(crate::telemetry::since_start);
             *kept = Some(Kept { planner, can, cap });
         }
@@ -211,7 +212,13 @@ impl Engine {
             }
         };
         notes.extend(proposed.notes);
+        // The anomaly hold: what it held back, and what it kept although an anomaly is open on
+        // part of what it covers (in the plan's notes and every proposal's rationale).
+        let holds: Vec<String> = decision.holds.iter().map(|h| h.note()).collect();
+        notes.extend(holds.iter().cloned());
         Ok(CyclePlan {
+            holds,
+            anomalies: kept.planner.anomalies().cloned(),
             plan_id: plan_id(now, &digest),
             inputs_digest: digest,
             solver_status: kept

@@ -28,6 +28,7 @@ use crate::config::Mode;
 use crate::domain::Hour;
 use crate::execute::{ExecuteError, Executor, Outcome};
 use crate::notify::chat::Chat;
+use crate::plan::hold::Change;
 use crate::policy::{Rule, Verdict};
 use crate::proposals::{NewProposal, Proposal, ProposalError, ProposalStore};
 use crate::telemetry::{Metrics, Tally};
@@ -298,6 +299,7 @@ impl Daemon {
                 })),
             )
             .await?;
+        self.report_anomalies(&plan, now).await?;
         // A plan that decided nothing new leaves earlier proposals standing: withdrawing them
         // would make people approve the same purchase again each cycle.
         // Each supersession commits with its event.
@@ -389,6 +391,9 @@ impl Daemon {
                                 // The covered groups' usage and forecast, and the action's
                                 // marginal value (the console's proposal page).
                                 "evidence": plan.evidence.get(index),
+                                // Purchases of this plan the anomaly hold held back or kept
+                                // (the console's proposal page).
+                                "anomaly_holds": plan.holds,
                             }),
                         )
                         .await?;
@@ -434,6 +439,161 @@ impl Daemon {
                 chat.needs_review(proposal_id, reason).await;
             }
         }
+    }
+
+    /// Reports what the planner's anomaly watch found in the usage billed since the last cycle:
+    /// each anomaly detected or ended, and each drop that strands held commitments, once: the
+    /// audit log is the memory (an anomaly's events have its id as subject), so a restart that
+    /// replays the history reports nothing twice, and an anomaly already over when the daemon
+    /// first saw it is not news. Each is one audit event and one chat message; /metrics shows
+    /// the open ones and counts the reported ones.
+    async fn report_anomalies(
+        &self,
+        plan: &CyclePlan,
+        now: DateTime<Utc>,
+    ) -> Result<(), DaemonError> {
+        use crate::audit::{
+            AnomalyDetected, AnomalyEnded, CommitmentsStranded, EventKind, IdleCommitment,
+        };
+        let Some(news) = &plan.anomalies else {
+            return Ok(());
+        };
+        let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+        let mut reported = Vec::new();
+        for (change, a) in &news.changes {
+            let id = a.id();
+            let past = self.audit.about(&id).await?;
+            let has = |k: EventKind| past.iter().any(|e| e.kind() == k);
+            let d = &a.anomaly;
+            let (event, text) = match change {
+                Change::Detected if !has(EventKind::AnomalyDetected) => {
+                    reported.push(a);
+                    (
+                        NewEvent::new(
+                            now,
+                            crate::execute::DAEMON_ACTOR,
+                            &id,
+                            AnomalyDetected {
+                                anomaly_id: id.clone(),
+                                provider: a.group.provider,
+                                usage_group: a.group.to_string(),
+                                kind: d.kind.as_str().into(),
+                                start: d.start.to_string(),
+                                excess_instance_hours: finite(d.excess_instance_hours),
+                                excess_cost: d.excess_cost,
+                                peak: finite(d.peak),
+                                expected_at_peak: finite(d.expected_at_peak),
+                            },
+                        ),
+                        format!(
+                            "commitd: cost anomaly ({}) on {} since {}: {:.1} instance-hours/h at its peak against {:.1} expected, {} USD off the model so far. Purchases covering it are held while it is open.",
+                            d.kind.as_str(),
+                            a.group,
+                            d.start,
+                            d.peak,
+                            d.expected_at_peak,
+                            d.excess_cost
+                        ),
+                    )
+                }
+                Change::Ended
+                    if has(EventKind::AnomalyDetected) && !has(EventKind::AnomalyEnded) =>
+                {
+                    let status = match d.status {
+                        crate::forecast::anomaly::AnomalyStatus::NewLevel => "new_level",
+                        _ => "ended",
+                    };
+                    (
+                        NewEvent::new(
+                            now,
+                            crate::execute::DAEMON_ACTOR,
+                            &id,
+                            AnomalyEnded {
+                                anomaly_id: id.clone(),
+                                provider: a.group.provider,
+                                usage_group: a.group.to_string(),
+                                kind: d.kind.as_str().into(),
+                                start: d.start.to_string(),
+                                end: d.end.map(|h| h.to_string()),
+                                status: status.into(),
+                                excess_instance_hours: finite(d.excess_instance_hours),
+                                excess_cost: d.excess_cost,
+                            },
+                        ),
+                        format!(
+                            "commitd: the cost anomaly ({}) on {} since {} is over ({}{}): {} USD off the model in all. Purchases covering it resume.",
+                            d.kind.as_str(),
+                            a.group,
+                            d.start,
+                            if status == "new_level" { "its level is the new normal" } else { "usage came back" },
+                            d.end.map(|h| format!(", at {h}")).unwrap_or_default(),
+                            d.excess_cost
+                        ),
+                    )
+                }
+                _ => continue,
+            };
+            self.audit.append(event).await?;
+            if let Some(chat) = &self.chat {
+                chat.alert(&id, &text).await;
+            }
+        }
+        for st in &news.stranded {
+            let past = self.audit.about(&st.anomaly_id).await?;
+            if past
+                .iter()
+                .any(|e| e.kind() == EventKind::CommitmentsStranded)
+            {
+                continue;
+            }
+            let list: Vec<String> = st
+                .commitments
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} ({} of {} USD/h idle, {:.0}% used)",
+                        c.id,
+                        c.idle_hourly,
+                        c.hourly_cost,
+                        c.utilization * 100.0
+                    )
+                })
+                .collect();
+            self.audit
+                .append(NewEvent::new(
+                    now,
+                    crate::execute::DAEMON_ACTOR,
+                    &st.anomaly_id,
+                    CommitmentsStranded {
+                        anomaly_id: st.anomaly_id.clone(),
+                        provider: st.group.provider,
+                        usage_group: st.group.to_string(),
+                        commitments: st
+                            .commitments
+                            .iter()
+                            .map(|c| IdleCommitment {
+                                commitment_id: c.id.clone(),
+                                hourly_cost: c.hourly_cost,
+                                utilization: finite(c.utilization),
+                                idle_hourly: c.idle_hourly,
+                            })
+                            .collect(),
+                        idle_hourly: st.idle_hourly,
+                    },
+                ))
+                .await?;
+            if let Some(chat) = &self.chat {
+                let text = format!(
+                    "commitd: a sudden drop on {} strands commitments: {}; {} USD/h idle in all.",
+                    st.group,
+                    list.join(", "),
+                    st.idle_hourly
+                );
+                chat.alert(&st.anomaly_id, &text).await;
+            }
+        }
+        self.metrics.anomalies(&news.open, &reported, news.held);
+        Ok(())
     }
 
     /// Posts a new proposal to chat (a failed post is logged, never fatal).

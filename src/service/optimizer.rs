@@ -678,6 +678,8 @@ pub fn cycle_plan(
         unchanged: None,
         evidence: Vec::new(),
         commitment_use: Vec::new(),
+        holds: Vec::new(),
+        anomalies: None,
     }
 }
 

@@ -56,6 +56,14 @@ pub struct CyclePlan {
     /// plan; empty when the planner computes none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub commitment_use: Vec<crate::plan::evidence::CommitmentUse>,
+    /// The anomaly hold's notes: purchases held back while an anomaly is open on what they
+    /// cover, or kept with the anomalous share (also in `notes`; recorded with each proposal).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<String>,
+    /// What the anomaly watch found this cycle (the service alerts on it); None when the
+    /// plan's source watches nothing (a plan file, the forecast planner's own source).
+    #[serde(skip)]
+    pub anomalies: Option<crate::plan::hold::AnomalyNews>,
 }
 
 impl CyclePlan {
@@ -252,6 +260,8 @@ impl PlanFile {
             unchanged: None,
             evidence: Vec::new(),
             commitment_use: Vec::new(),
+            holds: Vec::new(),
+            anomalies: None,
         })
     }
 }

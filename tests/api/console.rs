@@ -1358,3 +1358,87 @@ fn the_finance_page_shows_realized_savings_from_the_months_bill() {
     assert_eq!(page.status, 503, "{}", page.body);
     assert!(page.body.contains("line 3: ListCost"), "{}", page.body);
 }
+
+#[test]
+fn the_overview_lists_open_anomalies_and_a_proposal_shows_its_hold() {
+    use commitd::domain::{Hour, Money, Provider, UsageGroup};
+    use commitd::forecast::anomaly::{AnomalyKind, AnomalyStatus, DetectedAnomaly};
+    use commitd::plan::hold::GroupAnomaly;
+    let app = spawn_console_app(ConsoleSettings::default());
+    let (mut b, _) = Browser::logged_in(&app, &app.approver);
+    // No cycle has watched yet: said, not invented.
+    let r = b.get("/ui/");
+    assert!(
+        r.body.contains("No cycle has watched the usage"),
+        "{}",
+        r.body
+    );
+    let start = Hour::parse("2026-11-20T10:00:00Z").unwrap();
+    let open = GroupAnomaly {
+        group: UsageGroup::new(
+            Provider::Aws,
+            "us-east-1",
+            "m5.large",
+            None,
+            "Linux",
+            "Shared",
+        ),
+        anomaly: DetectedAnomaly {
+            kind: AnomalyKind::StepUp,
+            start,
+            detected_at: start.plus(26),
+            end: None,
+            status: AnomalyStatus::Open,
+            excess_instance_hours: 1200.0,
+            excess_cost: Money::parse("115.2").unwrap(),
+            peak: 250.0,
+            expected_at_peak: 100.0,
+        },
+    };
+    app.metrics
+        .anomalies(std::slice::from_ref(&open), &[&open], 2);
+    let r = b.get("/ui/");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = &r.body;
+    let section = &body[body.find("Cost anomalies").expect("the section")..];
+    assert!(
+        section.contains("AWS/us-east-1/m5.large/Linux/Shared"),
+        "{section}"
+    );
+    assert!(section.contains("step up"), "{section}");
+    assert!(
+        section.contains("250.0") && section.contains("100.0"),
+        "{section}"
+    );
+    assert!(section.contains("115.20"), "{section}");
+    let text = raw(&app.addr, "GET", "/metrics", &[], "").body;
+    assert!(
+        text.contains("commitd_anomalies_open{provider=\"AWS\",kind=\"step_up\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("commitd_anomaly_held_purchases 2"), "{text}");
+    // Nothing open any more: said so.
+    app.metrics.anomalies(&[], &[], 0);
+    assert!(b.get("/ui/").body.contains("No cost anomaly is open."));
+
+    let note = "anomaly hold: AWS StandardReservedInstance 4.8 USD/h not proposed: an anomaly is open on AWS/us-east-1/m5.large/Linux/Shared (step_up) (100% of the on-demand spend it covers over the last week, at least 10%); purchases resume once it ends";
+    let held = propose_with(
+        &app,
+        "plan-held",
+        serde_json::json!({ "anomaly_holds": [note] }),
+    );
+    let page = b.get(&format!("/ui/proposals/{held}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Anomaly hold"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("StandardReservedInstance 4.8 USD/h not proposed"),
+        "{}",
+        page.body
+    );
+    let plain = propose(&app, "plan-plain", "commitd", 1, "no hold");
+    assert!(!b
+        .get(&format!("/ui/proposals/{plain}"))
+        .body
+        .contains("Anomaly hold"));
+}

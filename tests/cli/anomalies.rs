@@ -186,3 +186,94 @@ fn the_example_scenario_replays() {
         assert_eq!(a["ended"].as_bool().unwrap(), a["status"] != "open");
     }
 }
+
+#[test]
+fn non_compute_cost_is_watched_by_service_and_sub_account() {
+    // The compute file, plus hourly S3 storage in sub-account 222 whose cost triples for 8
+    // hours: reported with its service and sub-account, sized in USD; compute stays quiet.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = focus_file(tmp.path(), "bill.csv", 5, None);
+    let at = 3 * 168 + 2 * 24 + 10;
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    for i in 0..5 * 168 {
+        let h = monday().plus(i as i64);
+        let daily =
+            1.0 + 0.2 * ((h.hour_of_day() as f64 - 9.0) / 24.0 * 2.0 * std::f64::consts::PI).sin();
+        let noise = 1.0 + (((i * 104_729) % 11) as f64 / 11.0 - 0.5) * 0.04;
+        let mult = if (at..at + 8).contains(&i) { 3.0 } else { 1.0 };
+        let cost = format!("{:.6}", 4.0 * daily * noise * mult);
+        text.push_str(&format!(
+            "Usage,{},{},AWS,USD,us-east-1,Storage,Amazon Simple Storage Service,{cost},{cost},1,Standard,,222\n",
+            h,
+            h.plus(1)
+        ));
+    }
+    std::fs::write(&file, text).unwrap();
+    let f = file.to_str().unwrap();
+    let v = ok_json(&["anomalies", "--focus", f, "--json"]);
+    assert_eq!(v["non_compute_watched"], 1, "{v:#}");
+    let list = v["anomalies"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{v:#}");
+    let a = &list[0];
+    assert_eq!(a["service"], "Amazon Simple Storage Service");
+    assert_eq!(a["sub_account"], "222");
+    assert!(a.get("group").is_none(), "{a:#}");
+    assert_eq!(a["kind"], "spike");
+    assert_eq!(a["start"], monday().plus(at as i64).to_string());
+    // About 8 h x 2 x 4 USD/h off the model.
+    let cost: f64 = a["size"]["cost"].as_str().unwrap().parse().unwrap();
+    assert!(cost > 40.0 && cost < 90.0, "{a:#}");
+    let out = commitd(&["anomalies", "--focus", f]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("Amazon Simple Storage Service / 222"),
+        "{table}"
+    );
+    assert!(
+        table.contains("No anomalies of eligible compute usage."),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_drop_names_the_commitments_it_strands() {
+    // A generated scenario with sudden drops and existing commitments (seed 2: a drop on the
+    // group an r6i reservation covers).
+    let tmp = tempfile::tempdir().unwrap();
+    let config = commitd_testkit::synth::Config {
+        shape: commitd_testkit::synth::Shape::Drop,
+        groups: 8,
+        seed: 2,
+        ..commitd_testkit::synth::Config::default()
+    };
+    commitd_testkit::synth::generate(&config, tmp.path()).unwrap();
+    let dir = tmp.path().to_str().unwrap();
+    let v = ok_json(&["anomalies", "--scenario", dir, "--json"]);
+    let stranded: Vec<&Value> = v["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| !a["stranded"].is_null())
+        .collect();
+    assert!(!stranded.is_empty(), "{v:#}");
+    for a in &stranded {
+        assert_eq!(a["kind"], "drop", "{a:#}");
+        let s = &a["stranded"];
+        let idle: f64 = s["idle_hourly"].as_str().unwrap().parse().unwrap();
+        assert!(idle > 0.0, "{a:#}");
+        for c in s["commitments"].as_array().unwrap() {
+            assert!(c["utilization"].as_f64().unwrap() < 0.95, "{a:#}");
+            assert!(!c["id"].as_str().unwrap().is_empty());
+        }
+    }
+    // Spikes and steps up strand nothing.
+    assert!(v["anomalies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] != "drop")
+        .all(|a| a["stranded"].is_null()));
+    let out = commitd(&["anomalies", "--scenario", dir]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("Stranded commitments"), "{table}");
+}

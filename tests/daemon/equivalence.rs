@@ -155,7 +155,7 @@ fn backtest_ledger(scenario: &Scenario) -> (Ledger, RunResult) {
 /// the figure `plan::proposals` measures on the last four weeks while the planner holds its
 /// own floor over its 56-day look-back: a purchase right at the floor can be blocked, and
 /// then it is blocked in both.
-fn write_policies(dir: &Path) {
+pub(crate) fn write_policies(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     for (name, provider, instruments) in PERMISSIVE {
         std::fs::write(

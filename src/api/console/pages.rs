@@ -146,6 +146,10 @@ pub(super) async fn overview(State(s): State<AppState>, LoggedIn(session): Logge
                 }
             }
         }
+        section aria-labelledby="anomaly-h" {
+            h2 #anomaly-h { "Cost anomalies" }
+            (anomalies(snap.anomalies_open.as_deref()))
+        }
         section aria-labelledby="month-h" {
             h2 #month-h { "Coverage, utilization and savings rate by month" }
             (insight::monthly_section(&months, now))
@@ -229,6 +233,40 @@ fn commitments(
 
 // ---------------------------------------------------------------------------------------------
 // Proposals
+
+/// The anomalies the last cycle found open (purchases covering them are held).
+fn anomalies(open: Option<&[crate::plan::hold::GroupAnomaly]>) -> Markup {
+    html! {
+        @match open {
+            None => { p.muted { "No cycle has watched the usage since this process started." } }
+            Some([]) => { p { "No cost anomaly is open." } }
+            Some(list) => {
+                p { strong { (list.len()) } " anomal" (if list.len() == 1 { "y is" } else { "ies are" }) " open: purchases covering them are held until they end (" a href="/ui/audit?kind=anomaly_detected" { "their audit events" } ")." }
+                div.table-wrap {
+                    table {
+                        caption { "Open cost anomalies (as of the last cycle)" }
+                        thead { tr {
+                            th scope="col" { "Usage group" } th scope="col" { "Kind" } th scope="col" { "Since" }
+                            th scope="col" { "Peak (instances)" } th scope="col" { "Expected" } th scope="col" { "Off the model so far" }
+                        } }
+                        tbody {
+                            @for a in list {
+                                tr {
+                                    th scope="row" { (a.group) }
+                                    td { (a.anomaly.kind.as_str().replace('_', " ")) }
+                                    td { (utc(a.anomaly.start.to_datetime())) }
+                                    td { (format!("{:.1}", a.anomaly.peak)) }
+                                    td { (format!("{:.1}", a.anomaly.expected_at_peak)) }
+                                    td { (usd(a.anomaly.excess_cost)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
 
 fn proposal_table(list: &[&Proposal], caption: &str) -> Markup {
     html! {
@@ -438,6 +476,11 @@ async fn proposal_view(
     };
     let term_hours = spec.term.hours();
     let evidence = insight::evidence_of(proposed);
+    // The anomaly hold in the cycle that proposed it: purchases held back or kept.
+    let holds: Vec<String> = proposed
+        .and_then(|e| e.rationale.get("anomaly_holds"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
     let body = html! {
         @if let Some((ok, text)) = &flash { (view::flash(*ok, text)) }
         p.lead { (a.describe()) " " (state_badge(p.state)) }
@@ -472,6 +515,13 @@ async fn proposal_view(
             }
         }
         (insight::evidence_section(evidence.as_ref(), term_hours))
+        @if !holds.is_empty() {
+            section aria-labelledby="hold-h" {
+                h2 #hold-h { "Anomaly hold" }
+                p { "When this was proposed, a cost anomaly was open on usage its plan could cover:" }
+                ul { @for h in &holds { li { (h) } } }
+            }
+        }
         section aria-labelledby="checks-h" {
             h2 #checks-h { "Policy checks" }
             @if let Some(v) = &verdict { p { "Verdict when proposed: " strong { (v) } "; " (p.approvals_needed) " distinct approver(s) needed." } }

@@ -70,6 +70,20 @@ pub struct BillCommitment {
 pub struct Bill {
     pub model: UsageModel,
     pub commitments: Vec<BillCommitment>,
+    /// The cost of the Usage rows that are not eligible compute (storage, databases, network,
+    /// ...) per hour, by service and sub-account, over the model's range: what the anomaly
+    /// watch judges beside the usage groups. Sorted by (service, sub-account).
+    pub other_spend: Vec<OtherSpend>,
+}
+
+/// The hourly cost (FOCUS `EffectiveCost`, spread evenly over a row's charge period) of one
+/// service (`ServiceName`) in one sub-account (`SubAccountId`), Usage rows that are not
+/// eligible compute only. Floats, as the usage series are: a signal, not an amount summed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OtherSpend {
+    pub service: String,
+    pub sub_account: String,
+    pub cost: Vec<f64>,
 }
 
 struct GroupAcc {
@@ -148,6 +162,10 @@ pub struct Accumulator {
     last_observed: Option<Hour>,
     rows_read: u64,
     ignored: IgnoredRows,
+    /// Cost per hour of non-compute Usage rows: service -> sub-account -> hour -> cost (two
+    /// levels, so a row's lookup allocates nothing; by hour, so that these rows do not widen
+    /// the usage model's range).
+    other: FastMap<String, FastMap<String, FastMap<i64, f64>>>,
 }
 
 /// Extra hours kept before the first row when the range is open (rows are usually sorted).
@@ -201,6 +219,7 @@ impl Accumulator {
             last_observed: None,
             rows_read: 0,
             ignored: IgnoredRows::default(),
+            other: FastMap::default(),
         }
     }
 
@@ -252,6 +271,43 @@ impl Accumulator {
         self.commitment_index
             .insert(id.to_string(), self.commitments.len() - 1);
         self.commitments.len() - 1
+    }
+
+    /// Adds a non-compute Usage row's cost to its (service, sub-account) series. A cost that
+    /// does not parse, or is negative, is left out: the row was never demand, and it does not
+    /// stop the read.
+    fn other_spend(&mut self, row: &Row<'_>, start: Hour, end: Hour) {
+        let Some((_, cost)) = row.money(Col::EffectiveCost).ok().flatten() else {
+            return;
+        };
+        if !(cost.is_finite() && cost > 0.0) {
+            return;
+        }
+        let (s, e) = match self.fixed {
+            Some(r) => (start.max(r.start), end.min(r.end)),
+            None => (start, end),
+        };
+        if e <= s {
+            return;
+        }
+        let n = end.since(start) as f64;
+        let service = row.str(Col::ServiceName).unwrap_or("(no service)");
+        let sub = row.str(Col::SubAccountId).unwrap_or("(no sub-account)");
+        if !self.other.contains_key(service) {
+            self.other.insert(service.to_string(), FastMap::default());
+        }
+        let Some(by_sub) = self.other.get_mut(service) else {
+            return;
+        };
+        if !by_sub.contains_key(sub) {
+            by_sub.insert(sub.to_string(), FastMap::default());
+        }
+        let Some(series) = by_sub.get_mut(sub) else {
+            return;
+        };
+        for h in s.0..e.0 {
+            *series.entry(h).or_insert(0.0) += cost / n;
+        }
     }
 
     /// Adds one row. On error nothing of the row is kept (and the caller drops everything).
@@ -389,6 +445,7 @@ impl Accumulator {
                 if covered_by.is_none() {
                     let reason = reason.clone();
                     self.ignored.add(reason);
+                    self.other_spend(row, start, end);
                     return Ok(());
                 }
                 // Not demand, but it used a commitment (a savings plan covering Fargate):
@@ -637,6 +694,15 @@ impl Accumulator {
                 *dst.covered_groups.entry(remap[g]).or_insert(0.0) += q;
             }
         }
+        for (service, subs) in other.other {
+            let dst = self.other.entry(service).or_default();
+            for (sub, hours) in subs {
+                let d = dst.entry(sub).or_default();
+                for (h, v) in hours {
+                    *d.entry(h).or_insert(0.0) += v;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -727,6 +793,20 @@ impl Accumulator {
         }
         usages.sort_by(|a, b| a.id.cmp(&b.id));
         hints.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut other_spend: Vec<OtherSpend> = self
+            .other
+            .iter()
+            .flat_map(|(service, subs)| {
+                subs.iter().map(move |(sub, hours)| OtherSpend {
+                    service: service.clone(),
+                    sub_account: sub.clone(),
+                    cost: (range.start.0..range.end.0)
+                        .map(|h| hours.get(&h).copied().unwrap_or(0.0))
+                        .collect(),
+                })
+            })
+            .collect();
+        other_spend.sort_by(|a, b| (&a.service, &a.sub_account).cmp(&(&b.service, &b.sub_account)));
         let last_observed = self
             .last_observed
             .map(|h| h.min(range.end.plus(-1)))
@@ -742,6 +822,7 @@ impl Accumulator {
                 ignored: self.ignored,
             },
             commitments: hints,
+            other_spend,
         }
     }
 }

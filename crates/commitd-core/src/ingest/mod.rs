@@ -28,7 +28,7 @@ pub mod rates;
 pub mod row;
 pub mod scenario;
 
-pub use accumulate::{Bill, BillCommitment};
+pub use accumulate::{Bill, BillCommitment, OtherSpend};
 pub use commitments::{infer_commitments, read_commitments, InferredCommitment};
 pub use rates::read_rate_card;
 pub use scenario::{Scenario, ScenarioFile};

@@ -7,10 +7,12 @@
 //! ([`PlannerConfig::build`]).
 
 use super::forecast::ForecastOptimizePlanner;
+use super::hold::AnomalyHold;
 use super::ladder::LadderPlanner;
 use super::lookback::LookbackPlanner;
 use super::{PlanError, Planner};
 use crate::domain::{Money, UsageModel};
+use crate::forecast::anomaly::AnomalyConfig;
 use crate::optimize::{Constraints, Options};
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +42,7 @@ impl PlannerKind {
 
 /// Which planner decides and how it is tuned: one value that the daemon and the backtest both
 /// read (`[planner]` in `commitd.toml`, `commitd backtest --planner-config FILE`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlannerConfig {
     pub kind: PlannerKind,
@@ -49,6 +51,25 @@ pub struct PlannerConfig {
     pub ladder: LadderConfig,
     pub lookback: LookbackConfig,
     pub forecast: ForecastConfig,
+    /// No purchase is made into a cost anomaly: while one is open on usage groups that make up
+    /// at least `anomaly_hold_share` of the on-demand spend a purchase can cover, the purchase
+    /// waits ([`AnomalyHold`]). Off, the daemon still watches and alerts.
+    pub anomaly_hold: bool,
+    pub anomaly_hold_share: f64,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        PlannerConfig {
+            kind: PlannerKind::default(),
+            ladder: LadderConfig::default(),
+            lookback: LookbackConfig::default(),
+            forecast: ForecastConfig::default(),
+            // docs/benchmarks/anomalies.md, "The purchase hold in the backtest".
+            anomaly_hold: true,
+            anomaly_hold_share: super::hold::DEFAULT_SHARE,
+        }
+    }
 }
 
 /// What the market that executes a planner's decisions can do with held reservations. A
@@ -104,6 +125,32 @@ impl PlannerConfig {
     /// [`PlannerConfig::cap`]) and buying only what `bounds` allow (the benchmark policy:
     /// [`Constraints::one_year_only`]).
     pub fn build(&self, cap: Money, bounds: &Constraints) -> Box<dyn Planner + Send> {
+        let planner = self.build_unheld(cap, bounds);
+        if self.anomaly_hold {
+            Box::new(AnomalyHold::new(
+                planner,
+                self.anomaly_hold_share,
+                AnomalyConfig::default(),
+            ))
+        } else {
+            planner
+        }
+    }
+
+    /// [`PlannerConfig::build`] for the daemon: the same planner, whose usage groups are
+    /// watched for anomalies (its alerts) even when `anomaly_hold` is off.
+    pub fn build_watching(&self, cap: Money, bounds: &Constraints) -> Box<dyn Planner + Send> {
+        if self.anomaly_hold {
+            self.build(cap, bounds)
+        } else {
+            Box::new(AnomalyHold::watching(
+                self.build_unheld(cap, bounds),
+                AnomalyConfig::default(),
+            ))
+        }
+    }
+
+    fn build_unheld(&self, cap: Money, bounds: &Constraints) -> Box<dyn Planner + Send> {
         match self.kind {
             PlannerKind::Lookback => Box::new(self.lookback_planner(cap, bounds)),
             PlannerKind::Forecast => {
@@ -179,6 +226,7 @@ impl PlannerConfig {
         share("lookback.redundant_share", b.redundant_share)?;
         share("lookback.utilization_target", b.utilization_target)?;
         share("lookback.total_utilization", b.total_utilization)?;
+        share("anomaly_hold_share", self.anomaly_hold_share)?;
         let f = &self.forecast;
         share("forecast.min_utilization", f.min_utilization)?;
         share("forecast.utilization_level", f.utilization_level)?;

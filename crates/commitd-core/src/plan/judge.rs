@@ -79,6 +79,7 @@ pub fn judge(
         returns: kept(decision.returns, &keep_returns),
         sales: kept(decision.sales, &keep_sales),
         exchanges: decision.exchanges,
+        holds: decision.holds,
     };
     Ok((judged, blocked))
 }

@@ -802,6 +802,7 @@ impl LookbackPlanner {
             exchanges,
             returns,
             sales,
+            ..Decision::default()
         };
         Ok((decision, given))
     }

@@ -11,6 +11,8 @@
 //! * [`digest`]: the inputs digest a plan is recorded with (the daemon's and `commitd plan`'s).
 //! * [`judge`]: a decision less what the policies block, action by action as the daemon
 //!   judges them (the backtest replays with it when given the daemon's policies).
+//! * [`hold`]: the purchase hold, a wrapper that watches every usage group for anomalies and
+//!   holds back the purchases that would cover one while it is open.
 //! * [`evidence`]: what a person approving an action sees beside its figures (the covered
 //!   groups' usage and forecast, the action's marginal value, each commitment's use).
 //! * [`demand`]: usage history -> forecast quantile paths -> optimizer demand (and the plan's
@@ -26,6 +28,7 @@ pub mod evidence;
 pub mod forecast;
 pub mod give_up;
 pub mod hindsight;
+pub mod hold;
 pub mod judge;
 pub mod ladder;
 pub mod lookback;
@@ -195,6 +198,8 @@ pub struct Decision {
     /// Instances of held AWS Standard RIs listed on the Reserved Instance Marketplace, sold
     /// as [`Policy::ri_marketplace`] assumes.
     pub sales: Vec<GivenUp>,
+    /// Purchases the anomaly hold judged ([`hold`]): those held back are not in `purchases`.
+    pub holds: Vec<hold::Hold>,
 }
 
 impl From<Vec<Commitment>> for Decision {
@@ -301,6 +306,11 @@ pub trait Planner {
     /// Lets the planner time its own work for [`Planner::stats`] (the core reads no clock: the
     /// caller hands one in). Planners that report no timings ignore it.
     fn set_stopwatch(&mut self, _stopwatch: Stopwatch) {}
+    /// What the anomaly watch found at the last decision ([`hold::AnomalyHold`]); None for a
+    /// planner that watches nothing.
+    fn anomalies(&self) -> Option<&hold::AnomalyNews> {
+        None
+    }
 }
 
 /// A monotonic clock the caller hands to a planner that times its solves: the time since some

@@ -377,7 +377,13 @@ fn existing_commitments(
 
 /// Generates a scenario into `dir` (created if needed).
 pub fn generate(config: &Config, dir: &Path) -> Result<Summary, SynthError> {
-    let org = build(config)?;
+    write(&build(config)?, dir)
+}
+
+/// Writes an organisation [`build`] made (its demand possibly edited: an injected anomaly)
+/// as a scenario directory.
+pub fn write(org: &Org, dir: &Path) -> Result<Summary, SynthError> {
+    let config = &org.config;
     std::fs::create_dir_all(dir).map_err(|source| SynthError::Io {
         path: dir.to_path_buf(),
         source,
@@ -388,10 +394,10 @@ pub fn generate(config: &Config, dir: &Path) -> Result<Summary, SynthError> {
         config.groups,
         config.seed
     );
-    let rows = writer::write_usage(&org, &dir.join("usage.parquet"))?;
-    writer::write_rates(&org, &dir.join("rates.csv"))?;
-    writer::write_commitments(&org, &dir.join("commitments.csv"))?;
-    writer::write_toml(&org, &name, &dir.join("scenario.toml"))?;
+    let rows = writer::write_usage(org, &dir.join("usage.parquet"))?;
+    writer::write_rates(org, &dir.join("rates.csv"))?;
+    writer::write_commitments(org, &dir.join("commitments.csv"))?;
+    writer::write_toml(org, &name, &dir.join("scenario.toml"))?;
     Ok(Summary {
         dir: dir.to_path_buf(),
         name,
