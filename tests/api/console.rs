@@ -637,7 +637,17 @@ fn every_page_is_served_with_a_strict_policy_and_escapes_what_it_shows() {
             r.header("content-type").unwrap().starts_with("text/html"),
             "{path}"
         );
-        assert!(!r.body.contains("<script"), "{path}: {}", r.body);
+        // The one script is the console's own file; nothing inline, nothing shown escaped.
+        assert!(!r.body.contains("<script>"), "{path}: {}", r.body);
+        assert_eq!(
+            r.body.matches("<script").count(),
+            1,
+            "{path}: only <script src=\"/ui/console.js\" defer>"
+        );
+        assert!(
+            r.body.contains("<script src=\"/ui/console.js\" defer>"),
+            "{path}"
+        );
         assert!(!r.body.contains("<b>ok</b>"), "{path}");
         assert!(!r.body.contains(" style="), "{path}: inline style");
     }
@@ -717,6 +727,13 @@ fn every_page_is_served_with_a_strict_policy_and_escapes_what_it_shows() {
     let css = b.get("/ui/console.css");
     assert_eq!(css.status, 200);
     assert!(css.header("content-type").unwrap().starts_with("text/css"));
+    let js = b.get("/ui/console.js");
+    assert_eq!(js.status, 200);
+    assert!(js
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert!(js.body.contains("your local time"), "{}", js.body);
 }
 
 /// A proposal with `rationale` merged into its `action_proposed` event (as the daemon records
@@ -1161,7 +1178,7 @@ fn the_backtest_page_shows_a_saved_report_or_says_how_to_save_one() {
         body.contains("bt-1") || body.contains("ComputeSavingsPlan 1yr NoUpfront"),
         "{body}"
     );
-    assert!(!body.contains("<script"));
+    assert!(!body.contains("<script>"), "nothing inline: {body}");
     drop(app);
 
     // A report that is not one: a clear 503 naming the file, nothing else shown.

@@ -510,6 +510,21 @@ fn an_approver_approves_in_chromium_and_the_purchase_is_audited() {
         "the page is wider ({width}) than the phone's viewport ({viewport})"
     );
     b.screenshot(&shots, "09-proposal-phone");
+    // The one script: each time's hover text gains the reader's local time (the page is
+    // loaded, so its DOMContentLoaded handler has run).
+    let hover = b.call(
+        "POST",
+        "/execute/sync",
+        Some(
+            json!({"script": "return document.querySelector('time[datetime]').title;", "args": []}),
+        ),
+    );
+    assert!(
+        hover
+            .as_str()
+            .is_some_and(|t| t.starts_with("UTC; your local time: ")),
+        "{hover}"
+    );
     drop(b);
     d.terminate();
     s.verify_audit();

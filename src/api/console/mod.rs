@@ -2,9 +2,11 @@
 //! (docs/console.md).
 //!
 //! Server-rendered HTML (maud: templates checked at compile time, every value escaped), one
-//! embedded stylesheet, charts drawn as SVG on the server, no script at all: every action is a
-//! plain form. Every response of the console carries a strict Content-Security-Policy
-//! (`default-src 'none'`, styles from this origin only, no script) and no-store caching.
+//! embedded stylesheet, charts drawn as SVG on the server, and one small embedded script that
+//! only enhances (it adds the reader's local time to each time's hover text): every action is a
+//! plain form and works without it. Every response of the console carries a strict
+//! Content-Security-Policy (`default-src 'none'`, styles and that script from this origin only,
+//! no inline script) and no-store caching.
 //!
 //! **Sessions.** A person logs in with an API token (the same tokens and roles as the API);
 //! the token is exchanged for a server-side session ([`crate::identity::session`]) whose secret
@@ -50,11 +52,15 @@ pub const SESSION_COOKIE: &str = "commitd_session";
 pub const LOGIN_COOKIE: &str = "commitd_login";
 
 /// The Content-Security-Policy of every console response: nothing but this origin's
-/// stylesheet and forms posting back here; no script, no frame, no plugin, no base rewrite.
-pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+/// stylesheet and script file and forms posting back here; no inline script, no frame, no
+/// plugin, no base rewrite.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 const STYLESHEET: &str = include_str!("console.css");
+
+/// The one script: local time on hover (an enhancement; nothing depends on it).
+const SCRIPT: &str = include_str!("console.js");
 
 /// Reads the policies in force (for the kill switch state), handed in by the composition
 /// root: the console does not load files itself.
@@ -107,6 +113,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(pages::overview))
         .route("/ui/console.css", get(stylesheet))
+        .route("/ui/console.js", get(script))
         .route("/ui/login", get(login_page).post(login))
         .route("/ui/logout", post(logout))
         .route("/ui/proposals", get(pages::proposals))
@@ -152,6 +159,17 @@ async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "private, max-age=3600"),
         ],
         STYLESHEET,
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "private, max-age=3600"),
+        ],
+        SCRIPT,
     )
         .into_response()
 }

@@ -40,6 +40,7 @@ pub fn page(title: &str, session: Option<&Session>, nav: Option<Nav>, main: Mark
                 meta name="referrer" content="no-referrer";
                 title { (title) " · commitd" }
                 link rel="stylesheet" href="/ui/console.css";
+                script src="/ui/console.js" defer {}
             }
             body {
                 a.skip href="#main" { "Skip to content" }
@@ -73,7 +74,7 @@ pub fn page(title: &str, session: Option<&Session>, nav: Option<Nav>, main: Mark
                     (main)
                 }
                 footer {
-                    p { "All times are UTC. Amounts are rounded to the cent on screen; hover for the exact figure." }
+                    p { "All times are UTC (hover for your local time). Amounts are rounded to the cent on screen; hover for the exact figure." }
                 }
             }
         }
