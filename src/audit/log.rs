@@ -269,31 +269,16 @@ impl AuditLog {
         filter: &EventFilter,
         last: Option<u32>,
     ) -> Result<Vec<Event>, AuditError> {
-        let records = match last {
-            Some(n) => {
-                let mut rows = self
-                    .records(&Query {
-                        filter: filter.clone(),
-                        after_id: 0,
-                        limit: i64::from(n),
-                        newest_first: true,
-                        ..Query::default()
-                    })
-                    .await?;
-                rows.reverse();
-                rows
-            }
-            None => {
-                let mut all = Vec::new();
-                self.walk(filter, |rec| {
-                    all.push(rec);
-                    Ok(true)
-                })
-                .await?;
-                all
-            }
-        };
-        records.into_iter().map(decode).collect()
+        if let Some(n) = last {
+            return self.page(filter, None, None, n).await;
+        }
+        let mut all = Vec::new();
+        self.walk(filter, |rec| {
+            all.push(rec);
+            Ok(true)
+        })
+        .await?;
+        all.into_iter().map(decode).collect()
     }
 
     /// One page of the log, chosen by the database: the newest `limit` events matching

@@ -323,7 +323,7 @@ fn recent_spend(
     returns: &[ReturnRecord],
     sales: &[SaleRecord],
 ) -> RecentSpend {
-    let day_start = Hour(now.0 - now.0.rem_euclid(24));
+    let day_start = now.plus(-i64::from(now.hour_of_day()));
     let month_start = now.plus(-30 * 24);
     let mut recent = RecentSpend::default();
     for c in purchases {

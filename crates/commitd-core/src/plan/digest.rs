@@ -52,10 +52,6 @@ pub fn inputs_digest<M: Serialize>(inputs: &Inputs<'_, M>) -> Result<String, Str
         }
     }
     // The rate card is a map keyed by product, which JSON cannot key: a list of pairs.
-    let json = |name: &str, v: &dyn erased::Json| {
-        v.to_json()
-            .map_err(|e| format!("inputs digest: serializing the {name}: {e}"))
-    };
     let rates: Vec<_> = inputs.rates.products().collect();
     h.part("rates", &json("rate card", &rates)?);
     h.part("portfolio", &json("portfolio", &inputs.portfolio)?);
@@ -76,17 +72,9 @@ impl Framed {
     }
 }
 
-/// Serializing any `Serialize` through one non-generic closure.
-mod erased {
-    pub trait Json {
-        fn to_json(&self) -> Result<Vec<u8>, serde_json::Error>;
-    }
-
-    impl<T: serde::Serialize + ?Sized> Json for T {
-        fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-            serde_json::to_vec(self)
-        }
-    }
+/// `v` as JSON bytes; the error names the part.
+fn json<T: Serialize + ?Sized>(name: &str, v: &T) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(v).map_err(|e| format!("inputs digest: serializing the {name}: {e}"))
 }
 
 #[cfg(test)]
